@@ -1,0 +1,658 @@
+/*
+ * awith/core.h — stackful tasks, the loop, cancellation, and async context
+ * managers: Python's `async with`, in C.
+ *
+ * The whole public surface of the core layer. Contracts are stated next to
+ * each declaration; docs/design.md explains the reasons behind them.
+ *
+ * Conventions
+ *   - Functions that can fail return int: 0 (or a count) on success, a
+ *     negative code on failure: -errno where one fits (-ECANCELED,
+ *     -ETIMEDOUT, -ENOMEM, -EINVAL ...), else one of the AW_E* codes below.
+ *   - A failing function also *raises* a rich error on the running task
+ *     (message, file:line, cause chain): aw_error_current().
+ *   - Time is int64 nanoseconds on CLOCK_MONOTONIC. Deadlines are absolute
+ *     (libdill's lesson: they compose, relative timeouts do not);
+ *     AW_NEVER means no deadline.
+ *   - Functions marked "waits" may suspend the calling task. They must be
+ *     called from inside a task (aw_run's main or a spawned task); outside one
+ *     they return -AW_ENOTASK. Every wait is a cancellation point.
+ *
+ * The block statement
+ *
+ *     AW_WITH(&logger.mgr) {
+ *         ...                        // body
+ *     }
+ *
+ * enters the manager, runs the body, and runs the manager's exit exactly once
+ * on every way out of the block: falling off the end, return, break, goto, an
+ * error, cancellation, a timeout. Nested blocks exit in LIFO order. Exits
+ * run on the task's own stack and may wait (send ROLLBACK, flush, close TLS).
+ * See AW_WITH below for the exact rules.
+ */
+#ifndef AWITH_CORE_H
+#define AWITH_CORE_H
+
+#include <errno.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define AW_MUST_USE __attribute__((warn_unused_result))
+#define AW_PRINTF(f, a) __attribute__((format(printf, f, a)))
+
+/* ------------------------------------------------------------------------ */
+/* Error codes beyond errno. All are returned negated, like errno codes.    */
+
+enum {
+	AW_EBASE = 0x4000,
+	AW_ENOTASK,        /* a waiting call made outside of any task */
+	AW_EGEN_NOYIELD,   /* a generator manager returned without yielding */
+	AW_EGEN_YIELDTWICE,/* a generator manager yielded a second time */
+	AW_ECLOSED,        /* the queue (or other channel) was closed */
+	AW_EGROUP,         /* one or more tasks of a task group failed */
+	AW_EBUSY_WAIT,     /* another task already waits on this fd/direction */
+	AW_EEXIT,          /* a manager's exit failed without raising its own error */
+	AW_ELAST
+};
+
+/* ------------------------------------------------------------------------ */
+/* Time                                                                     */
+
+typedef int64_t aw_time;                 /* nanoseconds, CLOCK_MONOTONIC */
+#define AW_NEVER INT64_MAX
+#define AW_NS(x)  ((aw_time)(x))
+#define AW_US(x)  ((aw_time)(x) * 1000)
+#define AW_MS(x)  ((aw_time)(x) * 1000000)
+#define AW_SEC(x) ((aw_time)(x) * 1000000000)
+
+/* Current monotonic time. */
+aw_time aw_now(void);
+/* now + dur, saturating at AW_NEVER; dur < 0 counts as 0. */
+aw_time aw_deadline_after(aw_time dur);
+
+/* ------------------------------------------------------------------------ */
+/* Source locations: where a manager was entered, where a task waits.       */
+
+typedef struct aw_loc {
+	const char *file;
+	const char *func;
+	int line;
+} aw_loc;
+
+/* A pointer to a static record of the current file:line. Costs nothing at
+ * run time. */
+#define AW_HERE \
+	({ static const aw_loc aw__here_ = { __FILE__, __func__, __LINE__ }; &aw__here_; })
+
+/* Internal: the location the next wait reports in dumps. The public waiting
+ * functions are wrapped in same-named macros that record it. */
+extern __thread const aw_loc *aw__where;
+static inline void aw__at(const aw_loc *loc) { aw__where = loc; }
+#define AW__AT(call) (aw__at(AW_HERE), (call))
+
+/* ------------------------------------------------------------------------ */
+/* Errors                                                                   */
+
+typedef struct aw_error aw_error;
+struct aw_error {
+	int code;              /* negative code */
+	char *msg;             /* human-readable, never NULL */
+	const aw_loc *loc;     /* where it was raised (may be NULL) */
+	aw_error *cause;       /* the error being handled when this one was
+	                          raised (Python's __context__), or NULL */
+	aw_error *members;     /* for AW_EGROUP: each child's error, linked by */
+	aw_error *next_member; /* next_member, in the order they failed */
+	const void *origin;    /* internal: the cancel scope that caused it */
+	uint64_t serial;       /* internal: per-task raise number */
+	unsigned refs;         /* internal: shared by causes and handlers */
+};
+
+/* Raise: record a rich error on the running task (or on the thread when no
+ * task runs) and return `code` (negative), so `return aw_raise(...)` reads
+ * naturally. The message is printf-formatted; %m works. It replaces the
+ * error in flight. Inside a manager's exit, the error being handled is
+ * aw_error_current() until the exit raises; if the exit then returns the
+ * new code, the handled error becomes the new one's cause. A positive or
+ * zero code is a programming error and is raised as -EINVAL. */
+int aw_raise_at(const aw_loc *loc, int code, const char *fmt, ...) AW_PRINTF(3, 4);
+#define aw_raise(code, ...) aw_raise_at(AW_HERE, (code), __VA_ARGS__)
+
+/* The code of the error in flight on this task (raised and not yet handled),
+ * or 0. After a block whose exit failed, this is how the failure shows. */
+int aw_error_pending(void);
+/* The error in flight, or NULL. Valid until the next raise or clear. */
+const aw_error *aw_error_current(void);
+/* Mark the error in flight as handled (Python's `except:` clause). */
+void aw_error_clear(void);
+/* Take ownership of the error in flight (the task no longer has one). Free it
+ * with aw_error_free. */
+aw_error *aw_error_take(void);
+void aw_error_free(aw_error *e);
+/* Print an error with its location, its cause chain and group members, in
+ * one call. NULL prints "no error". */
+void aw_error_print(FILE *out, const aw_error *e);
+/* A short static description of a code (negative or positive). */
+const char *aw_strerror(int code);
+
+/* ------------------------------------------------------------------------ */
+/* The loop and tasks                                                       */
+
+typedef struct aw_task aw_task;
+typedef int (*aw_task_fn)(void *arg);
+
+typedef struct aw_config {
+	size_t stack_size;   /* default task/generator stack, virtual bytes.
+	                        Default 64 KiB (256 KiB under ASan). Only touched
+	                        pages cost memory. Min 16 KiB. */
+	size_t stack_cache;  /* freed stacks kept for reuse; default 256 */
+	aw_time grace;       /* how long a cleanup (exit) may wait once it is
+	                        running; default 5 s */
+	aw_time slow_step;   /* report a task that runs this long without
+	                        waiting; default 100 ms; 0 disables */
+	unsigned threads;    /* to_thread pool size; default 4 */
+	int dump_signal;     /* signal that prints aw_dump to `log`;
+	                        default SIGUSR1; 0 = none */
+	FILE *log;           /* where reports go; default stderr */
+} aw_config;
+
+/* Fill *cfg with the defaults. */
+void aw_config_default(aw_config *cfg);
+
+/* Create a loop on this thread, run main(arg) as its first task, and run
+ * the loop until main returns. Tasks still running then are cancelled and
+ * awaited (their exits run). Managers entered with the manual API and never
+ * exited, and ledger entries never closed, are reported to cfg->log with
+ * where they were opened. Returns main's result, or a negative code if the
+ * loop could not start (-ENOMEM, -EMFILE, -EBUSY if this thread already
+ * runs a loop). One loop per thread; run several threads for several. */
+int aw_run(aw_task_fn main, void *arg);
+int aw_run_config(const aw_config *cfg, aw_task_fn main, void *arg);
+
+/* Options for aw_spawn_with. Zero means default. */
+typedef struct aw_spawn_opts {
+	const char *name;     /* copied (truncated to 31 bytes); default "task-N" */
+	size_t stack_size;    /* default: the loop's stack_size */
+} aw_spawn_opts;
+
+/* Start fn(arg) as a new task; it first runs when the spawner next waits.
+ * If out is non-NULL the task is joinable and *out must later be given to
+ * aw_task_join or aw_task_detach; if NULL the task is detached. Returns 0,
+ * -ENOMEM (the message names vm.max_map_count when mmap is refused), or
+ * -AW_ENOTASK outside a loop. */
+int aw_spawn(aw_task **out, aw_task_fn fn, void *arg, const char *name) AW_MUST_USE;
+int aw_spawn_with(aw_task **out, aw_task_fn fn, void *arg, const aw_spawn_opts *opts) AW_MUST_USE;
+
+/* Waits until t finishes and releases the handle. Returns t's result (its
+ * function's return value); when that is negative, t's rich error moves to
+ * the caller as the error in flight. If the caller is cancelled while
+ * waiting, returns the cancellation code and t stays joinable. */
+int aw_task_join(aw_task *t);
+#define aw_task_join(t) AW__AT((aw_task_join)(t))
+/* Release a handle without waiting; t runs on and is freed when it ends. */
+void aw_task_detach(aw_task *t);
+/* Request cancellation: t's current or next wait returns -ECANCELED, and so
+ * does every wait after it (level-triggered) except inside exits, which run
+ * shielded under the grace deadline. Idempotent; no-op on finished tasks. */
+void aw_task_cancel(aw_task *t);
+
+aw_task *aw_task_current(void);     /* NULL outside a task */
+const char *aw_task_name(const aw_task *t);
+uint64_t aw_task_id(const aw_task *t);
+bool aw_task_done(const aw_task *t);
+
+/* Waits: let every other ready task run once, then continue. A
+ * cancellation point: returns -ECANCELED if the task is cancelled. */
+int aw_yield(void);
+#define aw_yield() AW__AT((aw_yield)())
+/* Waits for dur ns (0: same as yield). Returns 0, or the cancel code. */
+int aw_sleep(aw_time dur);
+#define aw_sleep(dur) AW__AT((aw_sleep)(dur))
+/* Waits until the absolute time `deadline`. */
+int aw_sleep_until(aw_time deadline);
+#define aw_sleep_until(d) AW__AT((aw_sleep_until)(d))
+
+/* fd readiness. */
+enum { AW_READABLE = 1, AW_WRITABLE = 2 };
+/* Waits until fd may be readable/writable (one direction per call) or until
+ * deadline. Edge-triggered underneath: call it after the operation returned
+ * EAGAIN. Returns 0, -ETIMEDOUT, the cancel code, -AW_EBUSY_WAIT if another
+ * task already waits on the same fd and direction, or -EBADF/-EPERM from
+ * epoll (a regular file cannot be waited on). */
+int aw_fd_wait(int fd, int direction, aw_time deadline);
+#define aw_fd_wait(fd, dir, dl) AW__AT((aw_fd_wait)((fd), (dir), (dl)))
+/* Drop the loop's registration of fd. Call before close(fd): a closed and
+ * reused fd number would otherwise inherit the old registration. Tasks
+ * waiting on fd are woken with -EBADF. */
+void aw_fd_forget(int fd);
+/* aw_fd_forget + close. Returns close's result (0 or -errno). */
+int aw_fd_close(int fd);
+
+/* ------------------------------------------------------------------------ */
+/* The context-manager protocol                                             */
+
+typedef struct aw_mgr aw_mgr;
+typedef struct aw_mgr_ops {
+	const char *name;                   /* what it is, for the ledger */
+	/* Enter. May wait. Returns 0, or a negative error: then the body does
+	 * not run and exit is not called. */
+	int (*enter)(aw_mgr *self);
+	/* Exit. May wait; runs shielded from cancellation under the grace
+	 * deadline. `err` is the error the block is left with (0: none).
+	 * Return err to let it go on, 0 to suppress it, or another code to
+	 * replace it (raise it with aw_raise: the old error becomes its cause;
+	 * a bare code gets a raised error made for it). */
+	int (*exit)(aw_mgr *self, int err);
+	/* Optional: a line of detail for aw_dump (e.g. "3 entries"). */
+	void (*describe)(aw_mgr *self, char *buf, size_t len);
+} aw_mgr_ops;
+
+/* The header every manager embeds (usually as its first member, `mgr`). */
+struct aw_mgr {
+	const aw_mgr_ops *ops;
+};
+
+/* A block in progress. Lives on the task's stack inside AW_WITH; it is the
+ * ledger record of what the task holds. Internal fields. */
+typedef struct aw_with aw_with;
+struct aw_with {
+	aw_mgr *const *mgrs;    /* the managers, entered in order */
+	unsigned count;         /* how many */
+	unsigned entered;       /* how many entered so far */
+	int state;              /* AW__WITH_* */
+	int result;             /* the block's outcome after exit (0 or code) */
+	const aw_loc *loc;      /* where the block is */
+	aw_time since;          /* when it was entered */
+	uint64_t serial;        /* task's raise counter at entry */
+	aw_with *outer;         /* next older block of the task (ledger) */
+	aw_task *task;
+	/* Set while the exits run (shielded cleanup). */
+	aw_with *cleanup_outer;
+	void *boundary;         /* cancel scope chain at cleanup start */
+	aw_time grace_deadline; /* 0 until the exit first waits */
+};
+
+enum { AW__WITH_INIT, AW__WITH_BODY, AW__WITH_NORMAL, AW__WITH_BROKEN, AW__WITH_DONE };
+
+/* Out-of-line halves of the block statement (do not call directly). */
+bool aw__with_begin(aw_with *w);
+void aw__with_leave(aw_with *w);
+
+static inline bool aw__with_step(aw_with *w)
+{
+	return w->state == AW__WITH_INIT && aw__with_begin(w);
+}
+
+/* The `for` increment: reached only when the body ran to its end. */
+static inline void aw__with_body_done(aw_with *w)
+{
+	if (w->state == AW__WITH_BODY)
+		w->state = AW__WITH_NORMAL;
+}
+
+#define AW__CAT_(a, b) a##b
+#define AW__CAT(a, b) AW__CAT_(a, b)
+#define AW__NARGS(...) (sizeof((aw_mgr *[]){__VA_ARGS__}) / sizeof(aw_mgr *))
+
+#define AW__WITH_NAMED(w, ...)                                                   \
+	for (aw_with w __attribute__((cleanup(aw__with_leave))) = {                 \
+		     .mgrs = (aw_mgr *const[]){__VA_ARGS__},                       \
+		     .count = AW__NARGS(__VA_ARGS__),                              \
+		     .loc = AW_HERE};                                              \
+	     aw__with_step(&w); aw__with_body_done(&w))
+
+/*
+ * AW_WITH(m1, m2, ...) { body }  — Python's `async with m1, m2: body`.
+ *
+ * Each argument is an `aw_mgr *`. All argument expressions are evaluated
+ * first; the managers are then entered left to right. If one fails to enter,
+ * the ones already entered exit (right to left) with that error, the body
+ * does not run, and the error stays in flight (aw_error_pending()).
+ *
+ * Leaving the block:
+ *   - falling off the end (or `continue`): every exit gets 0, and an error
+ *     raised inside the body is considered handled (cleared).
+ *   - return, break, goto: every exit gets the error in flight if one was
+ *     raised inside this block (after it was entered) and not cleared, else
+ *     0. Errors raised before the block are never handed to its exits.
+ *     Note: `break` leaves this block (as in the kernel's scoped_guard), not
+ *     an enclosing loop.
+ * Exits run right to left; each sees the error as the previous one left it:
+ *   - returning err propagates it;
+ *   - returning 0 suppresses it: the error is cleared, outer blocks see no
+ *     error, and after a `break` execution continues after the block;
+ *   - returning another code replaces it; the old error is its cause.
+ * An exit that fails although the block did not makes the block fail: the
+ * error is in flight after the block (aw_error_pending()).
+ * C cannot change a `return` value already computed: on a return path the
+ * function returns what it returned; the task's error state shows what the
+ * exits made of it.
+ *
+ * Exits run shielded from cancellation: waits inside them work even if the
+ * task was cancelled, until the grace deadline (aw_config.grace) after the
+ * exit first waits; then they fail with -ETIMEDOUT.
+ */
+#define AW_WITH(...) AW__WITH_NAMED(AW__CAT(aw__with_, __COUNTER__), __VA_ARGS__)
+
+/* Manual API, for lifetimes that do not fit a block. The pair must be
+ * matched: a manager entered here and never exited is reported (with the
+ * place it was entered) at loop shutdown. Prefer AW_WITH. */
+int aw_enter_at(const aw_loc *loc, aw_mgr *m) AW_MUST_USE;
+int aw_exit_at(const aw_loc *loc, aw_mgr *m, int err) AW_MUST_USE;
+#define aw_enter(m) aw_enter_at(AW_HERE, (m))
+#define aw_exit(m, err) aw_exit_at(AW_HERE, (m), (err))
+
+/* ------------------------------------------------------------------------ */
+/* Cancel scopes: timeouts, deadlines, shields (managers that nest).        */
+
+typedef struct aw_scope aw_scope;
+struct aw_scope {
+	aw_mgr mgr;
+	aw_time deadline;     /* AW_NEVER: none */
+	int code;             /* what waits inside it fail with once cancelled */
+	bool cancelled;
+	bool shield;          /* blocks cancellation from outer scopes */
+	bool suppress;        /* move_on: the scope's own cancellation is
+	                         swallowed at exit */
+	bool fired;           /* set at exit: this scope's cancellation ended
+	                         the block */
+	aw_scope *outer;
+	aw_task *task;
+};
+
+/* fail_after: waits inside the block fail once `deadline` passes; the block
+ * is left with -ETIMEDOUT, which its exit lets through. A cancellation or
+ * timeout from an *outer* scope is never reported as this timeout: the exit
+ * passes that one on unchanged. */
+aw_mgr *aw_timeout_at(aw_scope *s, aw_time deadline);
+aw_mgr *aw_timeout_after(aw_scope *s, aw_time dur);
+/* move_on_after: same, but the scope's own timeout is suppressed at exit
+ * (execution continues after the block); check s->fired. */
+aw_mgr *aw_move_on_at(aw_scope *s, aw_time deadline);
+aw_mgr *aw_move_on_after(aw_scope *s, aw_time dur);
+/* shield: waits inside are not cancelled by outer scopes or aw_task_cancel
+ * (only by this scope's own deadline, if any). */
+aw_mgr *aw_shield(aw_scope *s, aw_time deadline);
+/* Cancel a scope from anywhere on its loop: waits inside fail with
+ * -ECANCELED; the scope's exit suppresses that if it is a move_on scope. */
+void aw_scope_cancel(aw_scope *s);
+
+/* Block-scoped one-liners: AW_WITH(AW_TIMEOUT(AW_MS(100))) { ... } */
+#define AW_TIMEOUT(dur) aw_timeout_after(&(aw_scope){ .deadline = 0 }, (dur))
+#define AW_MOVE_ON(dur) aw_move_on_after(&(aw_scope){ .deadline = 0 }, (dur))
+#define AW_SHIELD() aw_shield(&(aw_scope){ .deadline = 0 }, AW_NEVER)
+
+/* ------------------------------------------------------------------------ */
+/* Generator-style managers (Python's @asynccontextmanager)                 */
+
+typedef struct aw_gen aw_gen;
+/* A generator function: set up, aw_gen_yield(g, value) exactly once, tear
+ * down. aw_gen_yield returns the error the body is leaving with (0 if none).
+ * The function's return value is handled like an exit's: return that error
+ * to let it go on, 0 to suppress it, another code to replace it. A negative
+ * return before yielding fails the enter (the body does not run). */
+typedef int (*aw_gen_fn)(aw_gen *g, void *arg);
+
+struct aw_gen {
+	aw_mgr mgr;
+	aw_gen_fn fn;
+	void *arg;
+	void *value;          /* what the generator yielded */
+	/* internal */
+	void *coro;
+	int state;
+	int to_gen;
+	int result;
+	const char *name;
+};
+
+/* Prepare g (no allocation yet) and return its manager. The generator runs
+ * on its own small stack (aw_config.stack_size), taken from the loop's
+ * stack cache at enter and given back at exit. Errors at enter: the
+ * generator's own error, -AW_EGEN_NOYIELD if it returned 0 without
+ * yielding; at exit: -AW_EGEN_YIELDTWICE if it yielded again (the second
+ * aw_gen_yield returns -AW_EGEN_YIELDTWICE so it can tear down). */
+aw_mgr *aw_gen_init(aw_gen *g, const char *name, aw_gen_fn fn, void *arg);
+/* From inside the generator function: hand `value` to the block and wait
+ * until it is left. */
+int aw_gen_yield(aw_gen *g, void *value);
+static inline void *aw_gen_value(const aw_gen *g) { return g->value; }
+
+/* ------------------------------------------------------------------------ */
+/* Exit stacks (Python's AsyncExitStack)                                    */
+
+typedef struct aw_exitstack_entry aw_exitstack_entry;
+typedef struct aw_exitstack {
+	aw_mgr mgr;
+	aw_exitstack_entry *entries;
+	size_t count, cap;
+} aw_exitstack;
+
+typedef int (*aw_exit_fn)(void *arg, int err);   /* like aw_mgr_ops.exit */
+typedef int (*aw_callback_fn)(void *arg);        /* called with no error */
+
+/* Initialise an empty stack; returns its manager (its exit closes it). */
+aw_mgr *aw_exitstack_init(aw_exitstack *s);
+/* Waits: enter m and push its exit. If entering fails nothing is pushed
+ * and the error is returned. -ENOMEM if the stack cannot grow (m is then
+ * exited again with -ENOMEM, so nothing leaks). */
+int aw_exitstack_enter(aw_exitstack *s, aw_mgr *m) AW_MUST_USE;
+/* Push the exit of an already-entered manager. */
+int aw_exitstack_push(aw_exitstack *s, aw_mgr *m) AW_MUST_USE;
+/* Push an exit function (sees and may suppress/replace the error). */
+int aw_exitstack_push_exit(aw_exitstack *s, aw_exit_fn fn, void *arg) AW_MUST_USE;
+/* Push a callback (Python's push_async_callback): runs with no error
+ * argument; its failure replaces the error passing through. */
+int aw_exitstack_callback(aw_exitstack *s, aw_callback_fn fn, void *arg) AW_MUST_USE;
+/* Move every entry to `into` (which must be initialised and empty), leaving
+ * s empty: the resources now outlive s's block. */
+void aw_exitstack_pop_all(aw_exitstack *s, aw_exitstack *into);
+/* Waits: unwind the entries LIFO with `err` passing through as in nested
+ * blocks (every exit runs even when one fails; a new error keeps the
+ * previous one as its cause). Iterative: any number of entries. Returns
+ * the final error (0 if none). The stack is empty afterwards. */
+int aw_exitstack_unwind(aw_exitstack *s, int err);
+/* Waits: unwind with no error (Python's aclose()). */
+int aw_exitstack_close(aw_exitstack *s);
+#define aw_exitstack_close(s) AW__AT((aw_exitstack_close)(s))
+
+/* ------------------------------------------------------------------------ */
+/* Async iterators (async for); an iterator is a manager, so leaving the    */
+/* loop early still closes it (Python's aclosing).                           */
+
+typedef struct aw_iter aw_iter;
+struct aw_iter {
+	aw_mgr mgr;                                 /* enter opens, exit closes */
+	/* Waits: produce the next item into *item. Returns 1 with an item,
+	 * 0 at the end, or a negative error (raised). */
+	int (*next)(aw_iter *it, void **item);
+};
+
+/*
+ * AW_FOR(item, iter) { body }  — `async with aclosing(iter): async for item in iter`
+ *
+ * `item` is an lvalue of pointer type declared by the caller. The iterator
+ * is entered before the first item and exited once, on every way out:
+ * the end of the items, `break` (ends the loop), return/goto, or an error
+ * from next() (which is then in flight, and the exit sees it).
+ */
+bool aw__iter_step(aw_with *w, aw_iter *it, void **item);
+#define AW__FOR_NAMED(w, item, iter)                                             \
+	AW__WITH_NAMED(w, &(iter)->mgr)                                          \
+	for (; aw__iter_step(&w, (iter), (void **)&(item));)
+#define AW_FOR(item, iter) AW__FOR_NAMED(AW__CAT(aw__with_, __COUNTER__), item, iter)
+
+/* A generator-style iterator: fn yields many values with aw_gen_yield (each
+ * call returns 0 to continue, or the error the loop is left with, in which
+ * case fn should tear down and return). Leaving the loop early delivers
+ * -AW_ECLOSED at the yield (Python's GeneratorExit); returning that (or 0)
+ * is a clean close. */
+typedef struct aw_gen_iter {
+	aw_iter iter;
+	aw_gen gen;
+	bool started, finished;
+} aw_gen_iter;
+aw_iter *aw_gen_iter_init(aw_gen_iter *gi, const char *name, aw_gen_fn fn, void *arg);
+
+/* ------------------------------------------------------------------------ */
+/* Task groups (Python's TaskGroup)                                         */
+
+typedef struct aw_group {
+	aw_mgr mgr;
+	aw_scope scope;        /* cancelled when a child fails */
+	aw_task *children;     /* running children */
+	size_t running;
+	aw_error *errors;      /* failed children's errors, in order */
+	aw_error **errors_tail;
+	size_t failed;
+	aw_task *owner;        /* the task whose block holds the group */
+	bool waiting;
+} aw_group;
+
+/* Initialise and return the manager. The block's exit waits for every
+ * child. The first child that fails (returns < 0, other than by being
+ * cancelled by the group) cancels its siblings and the block's body. The
+ * exit then fails with -AW_EGROUP whose error lists every failed child's
+ * error (members). If the body fails, the children are cancelled and the
+ * body's error goes on (with the children's failures, if any, grouped). */
+aw_mgr *aw_group_init(aw_group *g);
+/* Start a child in g. Only while g's block is active. */
+int aw_group_spawn(aw_group *g, aw_task_fn fn, void *arg, const char *name) AW_MUST_USE;
+/* Cancel every child and the body. */
+void aw_group_cancel(aw_group *g);
+
+/* ------------------------------------------------------------------------ */
+/* Synchronisation. All waiters are served FIFO. Not thread-safe: one loop. */
+
+/* Internal wait list node, on the waiting task's stack. */
+typedef struct aw_waiter aw_waiter;
+typedef struct aw_waitq { aw_waiter *head, *tail; } aw_waitq;
+
+/* Lock (asyncio.Lock). Usable as a manager: AW_WITH(&lock.mgr). Ownership
+ * is handed directly to the longest waiter on release (no barging). */
+typedef struct aw_lock {
+	aw_mgr mgr;
+	aw_task *owner;
+	aw_waitq waiters;
+} aw_lock;
+void aw_lock_init(aw_lock *l);
+int aw_lock_acquire(aw_lock *l);               /* waits; 0 or cancel code */
+#define aw_lock_acquire(l) AW__AT((aw_lock_acquire)(l))
+bool aw_lock_try(aw_lock *l);
+/* Release: -EPERM if the caller does not hold it. */
+int aw_lock_release(aw_lock *l);
+
+/* Semaphore (asyncio.Semaphore, bounded: release past the initial value is
+ * -EOVERFLOW). Manager: acquire/release one unit. */
+typedef struct aw_sem {
+	aw_mgr mgr;
+	size_t value, max;
+	aw_waitq waiters;
+} aw_sem;
+void aw_sem_init(aw_sem *s, size_t value);
+int aw_sem_acquire(aw_sem *s);
+#define aw_sem_acquire(s) AW__AT((aw_sem_acquire)(s))
+bool aw_sem_try(aw_sem *s);
+int aw_sem_release(aw_sem *s);
+
+/* Event (asyncio.Event). */
+typedef struct aw_event {
+	bool set;
+	aw_waitq waiters;
+} aw_event;
+void aw_event_init(aw_event *e);
+void aw_event_set(aw_event *e);        /* wakes every waiter */
+void aw_event_clear(aw_event *e);
+bool aw_event_is_set(const aw_event *e);
+int aw_event_wait(aw_event *e);        /* waits; 0 or cancel code */
+#define aw_event_wait(e) AW__AT((aw_event_wait)(e))
+
+/* Condition (asyncio.Condition) bound to a lock; its manager is the lock's. */
+typedef struct aw_cond {
+	aw_lock *lock;
+	aw_waitq waiters;
+} aw_cond;
+void aw_cond_init(aw_cond *c, aw_lock *l);
+/* Waits: release the lock, wait for a notify, re-acquire the lock. The lock
+ * is held again on return, also when the wait was cancelled (the return is
+ * then the cancel code). -EPERM if the lock is not held by the caller. */
+int aw_cond_wait(aw_cond *c);
+#define aw_cond_wait(c) AW__AT((aw_cond_wait)(c))
+void aw_cond_notify(aw_cond *c, size_t n);
+void aw_cond_notify_all(aw_cond *c);
+
+/* Bounded FIFO queue of pointers (asyncio.Queue with maxsize). */
+typedef struct aw_queue {
+	void **ring;
+	size_t cap, head, len;
+	bool closed;
+	aw_waitq getters, putters;
+} aw_queue;
+/* capacity >= 1; -EINVAL otherwise, -ENOMEM. */
+int aw_queue_init(aw_queue *q, size_t capacity) AW_MUST_USE;
+void aw_queue_destroy(aw_queue *q);
+/* Waits while full. -AW_ECLOSED if the queue is (or gets) closed. */
+int aw_queue_put(aw_queue *q, void *item);
+#define aw_queue_put(q, i) AW__AT((aw_queue_put)((q), (i)))
+/* Waits while empty. Items put before close are still delivered; then
+ * -AW_ECLOSED. */
+int aw_queue_get(aw_queue *q, void **item);
+#define aw_queue_get(q, i) AW__AT((aw_queue_get)((q), (i)))
+int aw_queue_try_put(aw_queue *q, void *item);   /* -EAGAIN if full */
+int aw_queue_try_get(aw_queue *q, void **item);  /* -EAGAIN if empty */
+/* Close: every waiting putter, and every getter once empty, is woken with
+ * -AW_ECLOSED. Idempotent. */
+void aw_queue_close(aw_queue *q);
+static inline size_t aw_queue_len(const aw_queue *q) { return q->len; }
+
+/* ------------------------------------------------------------------------ */
+/* Blocking work off the loop                                               */
+
+/* Waits: run fn(arg) on the loop's bounded thread pool and return its
+ * result. Cancellation cannot stop a function that is already running (C
+ * has no safe way to), so: if the job has not started, it is withdrawn and
+ * the cancel code returned at once; if it runs, the task waits for it to
+ * finish (fn may poll aw_thread_cancelled() to stop early), then returns
+ * the cancel code and fn's result is discarded. */
+int aw_to_thread(int (*fn)(void *arg), void *arg);
+#define aw_to_thread(fn, arg) AW__AT((aw_to_thread)((fn), (arg)))
+/* From inside a to_thread function: true once the waiting task was
+ * cancelled. */
+bool aw_thread_cancelled(void);
+
+/* ------------------------------------------------------------------------ */
+/* Observability: the ledger and the dump                                   */
+
+/* A resource opened with a manual (non-block) API, tracked until closed. */
+typedef struct aw_ledger_entry {
+	const char *what;
+	const aw_loc *loc;
+	aw_time since;
+	aw_task *task;
+	const void *owner;   /* optional: the tracked object (set after open) */
+	/* optional: called after a leak report at loop shutdown, e.g. to free
+	 * an entry allocated for the purpose (set after open) */
+	void (*release)(struct aw_ledger_entry *e);
+	struct aw_ledger_entry *prev, *next;
+} aw_ledger_entry;
+/* Record that `what` was opened at loc (by the running task, if any). */
+void aw_ledger_open(aw_ledger_entry *e, const char *what, const aw_loc *loc);
+/* Record that it was closed. Safe to call twice. */
+void aw_ledger_close(aw_ledger_entry *e);
+/* Number of open manual entries on this thread's loop. */
+size_t aw_ledger_count(void);
+
+/* Print every task: id, name, state, where it waits, and every manager it
+ * holds (what, entered at file:line, for how long), then the open manual
+ * ledger entries. Also sent by the dump signal (aw_config.dump_signal). */
+void aw_dump(FILE *out);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* AWITH_CORE_H */

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Build build/ (same configuration as scripts/test.sh) and run, in order, every
+# example named in examples/demo.list (one name per line; blank lines and
+# '#' comments ignored). Fails if the build or any example fails.
+set -uo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.." || exit 1
+source scripts/test.sh   # PACKAGES, ensure_packages, setup_build
+
+ensure_packages || { echo "package installation failed" >&2; exit 1; }
+CC=gcc setup_build build --werror || { echo "BUILD FAILED: build" >&2; exit 1; }
+
+mapfile -t names < <(sed -e 's/#.*//' -e 's/[[:space:]]//g' -e '/^$/d' examples/demo.list)
+failed=()
+for name in "${names[@]}"; do
+    echo
+    echo "===== example: $name ====="
+    if [[ ! -x build/examples/$name ]]; then
+        echo "FAIL $name: build/examples/$name not found"
+        failed+=("$name")
+        continue
+    fi
+    build/examples/"$name" </dev/null
+    rc=$?
+    if ((rc != 0)); then
+        echo "FAIL $name: exit status $rc"
+        failed+=("$name")
+    fi
+done
+
+echo
+if ((${#failed[@]})); then
+    echo "demo FAILED: ${failed[*]}"
+    exit 1
+fi
+echo "demo OK"

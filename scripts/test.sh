@@ -1,0 +1,120 @@
+#!/usr/bin/env bash
+# Build and run every test twice: gcc (build/) and clang + ASan/UBSan
+# (build-asan/). Both with --werror. Installs missing Debian packages first
+# (needs root or sudo). Build dirs are reused when already configured.
+#
+#   bash scripts/test.sh                   # everything
+#   AW_TEST_FILTER=with bash scripts/test.sh  # only tests whose name contains "with"
+#
+# Per-test "ok"/"FAIL" lines are printed as they run; the last line is exactly
+# "<N> passed, <N> failed" summed over both builds. Exit status is non-zero if
+# any test failed or any build failed.
+#
+# scripts/demo.sh sources this file for PACKAGES/ensure_packages/setup_build.
+set -uo pipefail
+
+# Debian packages needed to build and test. Later layers append here.
+PACKAGES=(meson ninja-build pkg-config gcc clang libclang-rt-14-dev valgrind python3)
+
+# Install whatever in PACKAGES is not installed yet; no apt-get at all otherwise.
+ensure_packages() {
+    local missing=() p
+    for p in "${PACKAGES[@]}"; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' \
+            || missing+=("$p")
+    done
+    ((${#missing[@]})) || return 0
+    echo "== installing: ${missing[*]}"
+    local sudo=()
+    ((EUID == 0)) || sudo=(sudo)
+    "${sudo[@]}" apt-get update &&
+        "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive \
+            apt-get install -y --no-install-recommends "${missing[@]}"
+}
+
+# setup_build DIR [meson setup args...]: configure DIR (reconfigure if it
+# already is a meson build dir; wipe it if reconfiguring fails), then build.
+setup_build() {
+    local dir=$1
+    shift
+    echo "== configure $dir"
+    if [[ -f $dir/meson-private/coredata.dat ]]; then
+        meson setup --reconfigure "$dir" "$@" ||
+            meson setup --wipe "$dir" "$@" || return 1
+    else
+        meson setup "$dir" "$@" || return 1
+    fi
+    echo "== build $dir"
+    ninja -C "$dir"
+}
+
+TOTAL_PASSED=0
+TOTAL_FAILED=0
+
+# run_tests DIR: run each registered test executable of DIR directly (so the
+# harness output is shown live), adding its "<P> passed, <F> failed" line to
+# the totals. A binary that dies without that line counts as one failure.
+run_tests() {
+    local dir=$1 timeout workdir name out summary rc p f
+    local -a line cmd
+    echo "== test $dir"
+    while IFS=$'\t' read -r -a line; do
+        timeout=${line[0]} workdir=${line[1]} name=${line[2]} cmd=("${line[@]:3}")
+        echo "-- $name"
+        out=$(mktemp)
+        (cd "$workdir" && timeout -k 5 "$timeout" "${cmd[@]}" ${AW_TEST_FILTER:+"$AW_TEST_FILTER"} </dev/null) 2>&1 | tee "$out"
+        rc=${PIPESTATUS[0]}
+        summary=$(grep -E '^[0-9]+ passed, [0-9]+ failed$' "$out" | tail -n 1)
+        rm -f "$out"
+        if [[ -n $summary ]]; then
+            summary=${summary//[!0-9 ]/}            # "P  F"
+            read -r p f <<<"$summary"
+            TOTAL_PASSED=$((TOTAL_PASSED + p))
+            TOTAL_FAILED=$((TOTAL_FAILED + f))
+            if ((f == 0 && rc != 0)); then     # e.g. LSan at harness exit
+                echo "FAIL $name: exit status $rc after all tests passed"
+                TOTAL_FAILED=$((TOTAL_FAILED + 1))
+            fi
+        else
+            echo "FAIL $name: no summary line (exit status $rc)"
+            TOTAL_FAILED=$((TOTAL_FAILED + 1))
+        fi
+    done < <(meson introspect "$dir" --tests | python3 -c '
+import json, sys
+for t in json.load(sys.stdin):  # timeout, workdir, name, [env K=V...] cmd...
+    env = ["env"] + [k + "=" + v for k, v in t["env"].items()] if t.get("env") else []
+    print("\t".join([str(t.get("timeout") or 120), t.get("workdir") or sys.argv[1],
+                     t["name"]] + env + t["cmd"]))
+' "$dir")
+}
+
+main() {
+    cd "$(dirname "${BASH_SOURCE[0]}")/.." || exit 1
+    ensure_packages || { echo "package installation failed" >&2; exit 1; }
+
+    local build_failed=()
+
+    if CC=gcc setup_build build --werror; then
+        run_tests build
+    else
+        build_failed+=(build)
+    fi
+
+    if CC=clang setup_build build-asan --werror \
+        -Db_sanitize=address,undefined -Db_lundef=false; then
+        ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
+            UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+            run_tests build-asan
+    else
+        build_failed+=(build-asan)
+    fi
+
+    ((${#build_failed[@]} == 0)) || echo "BUILD FAILED: ${build_failed[*]}"
+    echo "$TOTAL_PASSED passed, $TOTAL_FAILED failed"
+    ((${#build_failed[@]} == 0 && TOTAL_FAILED == 0))
+}
+
+# Run only when executed, not when sourced (scripts/demo.sh sources it).
+if [[ ${BASH_SOURCE[0]} == "$0" ]]; then
+    main "$@"
+fi

@@ -1,0 +1,205 @@
+/*
+ * The error model: functions return 0 or a negative code; the running task
+ * keeps the rich error in flight (message, location, cause chain, group
+ * members). Errors are reference counted because an exit that replaces an
+ * error keeps the old one as the new one's cause while the block machinery
+ * may still hold it.
+ */
+#include "internal.h"
+
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* An error that could not be allocated: raising still works, the message
+ * is generic. Never freed (refs never reach 0 thanks to the huge count). */
+static aw_error oom_error = { .code = -ENOMEM, .msg = "out of memory (while raising an error)", .refs = 1u << 30 };
+
+aw_error **aw__err_slot(uint64_t **raises)
+{
+	aw_loop *l = aw__loop;
+	aw_task *t = l ? l->running : NULL;
+	static __thread aw_error *no_loop_err;
+	static __thread uint64_t no_loop_raises;
+	if (t) {
+		if (raises)
+			*raises = &t->raises;
+		return &t->err;
+	}
+	if (l) {
+		if (raises)
+			*raises = &l->thread_raises;
+		return &l->thread_err;
+	}
+	if (raises)
+		*raises = &no_loop_raises;
+	return &no_loop_err;
+}
+
+static aw_error *error_vnew(const aw_loc *loc, int code, const char *fmt, va_list ap)
+{
+	aw_error *e = calloc(1, sizeof *e);
+	if (!e)
+		return NULL;
+	if (code >= 0)
+		code = -EINVAL;
+	e->code = code;
+	e->loc = loc;
+	e->refs = 1;
+	if (vasprintf(&e->msg, fmt, ap) < 0) {
+		e->msg = NULL;
+		free(e);
+		return NULL;
+	}
+	return e;
+}
+
+aw_error *aw_error_new(const aw_loc *loc, int code, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	aw_error *e = error_vnew(loc, code, fmt, ap);
+	va_end(ap);
+	return e;
+}
+
+void aw_error_free(aw_error *e)
+{
+	/* Iterative over the cause chain: long chains must not recurse. */
+	while (e && e != &oom_error) {
+		if (--e->refs > 0)
+			return;
+		aw_error *cause = e->cause;
+		aw_error *m = e->members;
+		while (m) {
+			aw_error *next = m->next_member;
+			m->next_member = NULL;
+			aw_error_free(m);
+			m = next;
+		}
+		free(e->msg);
+		free(e);
+		e = cause;
+	}
+}
+
+void aw_error_raise_obj(aw_error *e)
+{
+	uint64_t *raises;
+	aw_error **slot = aw__err_slot(&raises);
+	if (!e)
+		e = &oom_error;
+	if (e != &oom_error)
+		e->serial = ++*raises;
+	aw_error *old = *slot;
+	*slot = e;
+	aw_error_free(old);
+}
+
+int aw_raise_at(const aw_loc *loc, int code, const char *fmt, ...)
+{
+	if (code >= 0)
+		code = -EINVAL;
+	va_list ap;
+	va_start(ap, fmt);
+	aw_error *e = error_vnew(loc, code, fmt, ap);
+	va_end(ap);
+	if (!e) {
+		/* Keep the code: the caller returns it, and the in-flight error
+		 * must agree with the return value. */
+		e = calloc(1, sizeof *e);
+		if (e) {
+			e->code = code;
+			e->refs = 1;
+			e->loc = loc;
+			e->msg = strdup(aw_strerror(code));
+			if (!e->msg) {
+				free(e);
+				e = NULL;
+			}
+		}
+	}
+	aw_error_raise_obj(e);
+	return code;
+}
+
+int aw_error_pending(void)
+{
+	aw_error *e = *aw__err_slot(NULL);
+	return e ? e->code : 0;
+}
+
+const aw_error *aw_error_current(void)
+{
+	return *aw__err_slot(NULL);
+}
+
+void aw_error_clear(void)
+{
+	aw_error **slot = aw__err_slot(NULL);
+	aw_error *e = *slot;
+	*slot = NULL;
+	aw_error_free(e);
+}
+
+aw_error *aw_error_take(void)
+{
+	aw_error **slot = aw__err_slot(NULL);
+	aw_error *e = *slot;
+	*slot = NULL;
+	return e;
+}
+
+static const char *const aw_messages[] = {
+	[AW_ENOTASK - AW_EBASE] = "called outside of a task",
+	[AW_EGEN_NOYIELD - AW_EBASE] = "generator manager did not yield",
+	[AW_EGEN_YIELDTWICE - AW_EBASE] = "generator manager yielded twice",
+	[AW_ECLOSED - AW_EBASE] = "closed",
+	[AW_EGROUP - AW_EBASE] = "tasks of a task group failed",
+	[AW_EBUSY_WAIT - AW_EBASE] = "another task already waits on this",
+	[AW_EEXIT - AW_EBASE] = "a manager's exit failed",
+};
+
+const char *aw_strerror(int code)
+{
+	if (code < 0)
+		code = -code;
+	if (code == 0)
+		return "no error";
+	if (code > AW_EBASE && code < AW_ELAST)
+		return aw_messages[code - AW_EBASE];
+	if (code < AW_EBASE)
+		return strerrordesc_np(code) ? strerrordesc_np(code) : "unknown error";
+	return "unknown error";
+}
+
+static void print_one(FILE *out, const aw_error *e, int depth)
+{
+	fprintf(out, "%*s%s (%s", depth * 2, "", e->msg, aw_strerror(e->code));
+	if (e->loc)
+		fprintf(out, ", at %s:%d in %s", e->loc->file, e->loc->line, e->loc->func);
+	fprintf(out, ")\n");
+}
+
+static void print_error(FILE *out, const aw_error *e, int depth)
+{
+	for (; e; e = e->cause) {
+		print_one(out, e, depth);
+		int i = 1;
+		for (const aw_error *m = e->members; m; m = m->next_member, i++) {
+			fprintf(out, "%*s[%d of group]\n", depth * 2 + 2, "", i);
+			print_error(out, m, depth + 2);
+		}
+		if (e->cause)
+			fprintf(out, "%*sduring handling of:\n", depth * 2, "");
+	}
+}
+
+void aw_error_print(FILE *out, const aw_error *e)
+{
+	if (!e) {
+		fprintf(out, "no error\n");
+		return;
+	}
+	print_error(out, e, 0);
+}

@@ -1,0 +1,312 @@
+/*
+ * Internal structures of the core layer, shared by the files in src/core/.
+ * Not installed. Other layers (io, http, ...) may include it for the park /
+ * wake primitives, which are how every waiting operation is built.
+ */
+#ifndef AW_CORE_INTERNAL_H
+#define AW_CORE_INTERNAL_H
+
+#include "awith/core.h"
+#include "context.h"
+
+#include <limits.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+
+#if defined(__SANITIZE_ADDRESS__)
+#define AW_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define AW_ASAN 1
+#endif
+#endif
+#ifndef AW_ASAN
+#define AW_ASAN 0
+#endif
+
+#define AW_LIKELY(x) __builtin_expect(!!(x), 1)
+#define AW_UNLIKELY(x) __builtin_expect(!!(x), 0)
+#define AW_CONTAINER_OF(p, T, m) ((T *)((char *)(p) - offsetof(T, m)))
+
+typedef struct aw_loop aw_loop;
+
+/* ---- stacks (stack.c) --------------------------------------------------- */
+
+/* A guarded stack mapping: [guard page][usable ... hi). The owning coroutine
+ * record (aw_coro, or the whole aw_task) sits at the top of the usable area,
+ * so a task costs one mapping and, while idle, usually one touched page. */
+typedef struct aw_stack {
+	void *map;        /* mmap base (the guard page) */
+	size_t map_size;  /* whole mapping */
+	void *lo;         /* lowest usable address (just above the guard) */
+	unsigned vg_id;   /* Valgrind stack id, 0 if none */
+} aw_stack;
+
+/* Get a mapping with at least `size` usable bytes: from the loop's cache if
+ * size is the loop's default, else a fresh mmap. Returns the usable top
+ * (highest address, exclusive) or NULL with errno = ENOMEM. */
+void *aw_stack_get(aw_loop *loop, size_t size, aw_stack *out);
+/* Give a mapping back (to the cache if it has the default size and the
+ * cache has room, else munmap). */
+void aw_stack_put(aw_loop *loop, aw_stack *s);
+/* Drop every cached stack. */
+void aw_stack_cache_drain(aw_loop *loop);
+/* Install the SIGSEGV handler (on an alternate signal stack) that names the
+ * task whose guard page was hit. Per thread; idempotent. */
+void aw_stack_overflow_handler_install(aw_loop *loop);
+void aw_stack_overflow_handler_remove(aw_loop *loop);
+
+/* ---- coroutines ---------------------------------------------------------- */
+
+/* A context of execution: a task's main stack, a generator's stack, or the
+ * loop's own (thread) stack. */
+typedef struct aw_coro {
+	aw_ctx ctx;
+	aw_stack stack;
+	void *lo;                /* lowest usable address (for ASan) */
+	size_t size;             /* usable size */
+	void *asan_fake;         /* ASan fake stack save slot */
+	struct aw_coro *parent;  /* generator: the context that entered it */
+	bool dead;               /* will never be resumed again */
+} aw_coro;
+
+/* Switch from the running coroutine `from` to `to`, with the sanitizer
+ * annotations. Returns when something switches back to `from`. */
+void aw_coro_switch(aw_coro *from, aw_coro *to);
+/* First call on a fresh coroutine's stack (sanitizer bookkeeping, freeing
+ * the stack of a task that just ended). */
+void aw_coro_started(aw_loop *loop);
+
+/* ---- timers (timer.c): a binary min-heap --------------------------------- */
+
+typedef struct aw_timer aw_timer;
+struct aw_timer {
+	aw_time when;
+	size_t idx;              /* position in the heap; SIZE_MAX if not armed */
+	void (*fire)(aw_timer *t);
+};
+typedef struct aw_timer_heap {
+	aw_timer **v;
+	size_t len, cap;
+} aw_timer_heap;
+
+void aw_timer_init(aw_timer *t, void (*fire)(aw_timer *));
+static inline bool aw_timer_armed(const aw_timer *t) { return t->idx != SIZE_MAX; }
+/* Arm (or re-arm) t at `when`. -ENOMEM if the heap cannot grow. */
+int aw_timer_arm(aw_timer_heap *h, aw_timer *t, aw_time when);
+void aw_timer_disarm(aw_timer_heap *h, aw_timer *t);
+/* Earliest deadline, AW_NEVER if none. */
+aw_time aw_timer_next(const aw_timer_heap *h);
+/* Disarm and fire every timer due at `now`, earliest first. */
+void aw_timer_run(aw_timer_heap *h, aw_time now);
+void aw_timer_heap_free(aw_timer_heap *h);
+
+/* ---- the poll backend (backend_epoll.c; io_uring can sit behind it) ------ */
+
+typedef struct aw_backend { int fd; } aw_backend;
+int aw_backend_init(aw_backend *b);
+void aw_backend_fini(aw_backend *b);
+/* Register fd for edge-triggered read+write readiness with `data`. */
+int aw_backend_add(aw_backend *b, int fd, uint64_t data);
+int aw_backend_del(aw_backend *b, int fd);
+/* Wait up to `timeout` ns (-1 forever, 0 poll) and call on_ready(ctx, data,
+ * readable, writable) for each event. Returns events seen, or -errno. */
+int aw_backend_poll(aw_backend *b, aw_time timeout,
+		    void (*on_ready)(void *ctx, uint64_t data, bool rd, bool wr), void *ctx);
+
+/* ---- tasks ---------------------------------------------------------------- */
+
+enum { AW_TASK_READY, AW_TASK_RUNNING, AW_TASK_PARKED, AW_TASK_DONE };
+
+/* Wake values that are not results handed over by a waker. */
+#define AW__WAKE_TIMER (INT_MIN + 1)   /* the park's deadline timer fired */
+#define AW__WAKE_CANCEL (INT_MIN + 2)  /* a reachable scope was cancelled */
+
+struct aw_task {
+	aw_coro coro;            /* the task's own stack (first: see stack.c) */
+	aw_coro *cur;            /* context to resume: coro, or a generator's */
+	aw_loop *loop;
+	int state;
+	aw_task *next_ready;
+	aw_task_fn fn;
+	void *arg;
+	int result;
+	uint64_t id;
+	char name[32];
+
+	/* errors */
+	aw_error *err;           /* in flight, or NULL */
+	uint64_t raises;         /* raise counter: serials */
+
+	/* blocks and scopes */
+	aw_with *withs;          /* innermost block (ledger) */
+	aw_with *cleanup;        /* innermost block whose exits are running */
+	aw_scope root;           /* the task's own scope: aw_task_cancel */
+	aw_scope *scope;         /* innermost cancel scope */
+
+	/* parking */
+	int wake;                /* value handed by the waker */
+	aw_time park_deadline;   /* the waiter's own deadline */
+	const aw_loc *where;     /* where it waits (or last waited) */
+	aw_timer timer;
+	bool park_shielded;      /* parked with cancellation off */
+
+	/* joining */
+	aw_task *joiner;
+	bool detached;
+
+	/* group membership */
+	aw_group *group;
+	aw_group *waiting_group; /* group whose exit this task waits in */
+	aw_task *group_prev, *group_next;
+
+	/* every live task of the loop */
+	aw_task *all_prev, *all_next;
+};
+
+/* ---- wait lists (FIFO) ---------------------------------------------------- */
+
+struct aw_waiter {
+	aw_waiter *prev, *next;
+	aw_task *task;
+	void *data;              /* what the waiter gives or receives */
+	bool linked;
+};
+
+void aw_waitq_push(aw_waitq *q, aw_waiter *w, aw_task *t);
+void aw_waitq_remove(aw_waitq *q, aw_waiter *w);
+aw_waiter *aw_waitq_pop(aw_waitq *q);
+static inline bool aw_waitq_empty(const aw_waitq *q) { return q->head == NULL; }
+
+/* ---- the loop -------------------------------------------------------------- */
+
+typedef struct aw_fdstate {
+	aw_task *reader, *writer;
+	bool registered, readable, writable;
+} aw_fdstate;
+
+typedef struct aw_threadpool aw_threadpool;
+
+struct aw_loop {
+	aw_config cfg;
+	aw_coro main;            /* the thread's own stack: runs the loop */
+	aw_task *running;        /* task running now, NULL in the loop */
+	aw_task *ready_head, *ready_tail;
+	unsigned budget;         /* direct task-to-task switches left before the
+	                            loop polls again (fairness with I/O) */
+	aw_time now;             /* cached at each loop iteration */
+	aw_timer_heap timers;
+	aw_backend backend;
+	aw_fdstate *fds;
+	size_t nfds;
+
+	int wake_fd;             /* eventfd: other threads wake the loop */
+	volatile sig_atomic_t dump_requested;
+
+	aw_task *all;            /* every live task */
+	size_t ntasks;
+	uint64_t next_id;
+	aw_task *zombie;         /* finished task whose stack is freed next */
+
+	aw_stack *stack_cache;   /* free stacks (array) */
+	size_t stack_cache_len;
+
+	aw_ledger_entry *ledger; /* open manual entries */
+	size_t ledger_len;
+
+	aw_error *thread_err;    /* error raised outside any task */
+	uint64_t thread_raises;
+
+	aw_threadpool *pool;
+
+	/* slow-step watchdog (watchdog.c): the loop thread publishes a switch
+	 * counter; the watchdog thread flags a step that runs too long. */
+	_Atomic uint64_t switches;
+	_Atomic int in_poll;     /* the loop thread is in the backend's poll */
+	_Atomic int slow_flag;
+	aw_time slow_since;      /* loop thread: when the flagged step began */
+	const aw_loc *slow_resumed_at;
+	pthread_t watchdog;
+	bool watchdog_running;
+	_Atomic int watchdog_stop;
+
+	void *altstack;          /* for the overflow handler */
+	bool stopping;
+};
+
+extern __thread aw_loop *aw__loop;
+
+static inline aw_task *aw__current(void)
+{
+	aw_loop *l = aw__loop;
+	return l ? l->running : NULL;
+}
+
+/* Make t runnable: PARKED -> READY with `value` as park's result. No-op
+ * unless t is parked (a task is woken at most once per park). */
+void aw_task_wake(aw_task *t, int value);
+/* Append a READY/RUNNING task to the ready queue. */
+void aw_task_enqueue(aw_loop *loop, aw_task *t);
+
+/* Park the running task until aw_task_wake(), `deadline`, or cancellation.
+ * Returns the waker's value; AW__WAKE_TIMER when `deadline` (the waiter's
+ * own) passed; or a negative cancel code (already raised) when a reachable
+ * cancel scope is or gets cancelled or its deadline passes — then the
+ * caller must undo its registration (e.g. leave the wait list). Checks for
+ * cancellation *before* parking (level-triggered). `shielded` parks with
+ * cancellation off (used to wait for things that must finish). Must be
+ * called inside a task. */
+int aw_task_park(aw_time deadline, bool shielded);
+
+/* The cancel code that waits of the running task currently get (0 if none):
+ * the outermost cancelled scope reachable from the innermost one, stopping
+ * at shields and at the running cleanup's boundary. Also marks scopes whose
+ * deadline has passed as cancelled. */
+int aw_scope_pending_cancel(aw_task *t, aw_time now, aw_scope **origin, aw_time *next_deadline);
+/* Re-evaluate a parked task after a scope change: wake it with
+ * AW__WAKE_CANCEL if a reachable scope is now cancelled. */
+void aw_scope_poke(aw_task *t);
+
+/* Errors */
+/* Raise an already-built error object on the running task (takes it). */
+void aw_error_raise_obj(aw_error *e);
+/* Build an error (not raised). */
+aw_error *aw_error_new(const aw_loc *loc, int code, const char *fmt, ...) AW_PRINTF(3, 4);
+/* Error slot of the running task or of the thread. */
+aw_error **aw__err_slot(uint64_t **raises);
+
+/* with.c: run one exit function with `err` passing through, and apply its
+ * return value (propagate / suppress / replace, with the cause chain) to
+ * the error in flight. `name` names the manager in made-up messages. Must
+ * run between aw__cleanup_begin/end. Returns the error that goes on. */
+int aw__run_exit(int (*exit_fn)(void *ctx, int err), void *ctx, const char *name, int err);
+/* Enter / leave shielded cleanup (the exits of a block). t may be NULL. */
+void aw__cleanup_begin(aw_task *t, aw_with *w);
+void aw__cleanup_end(aw_task *t, aw_with *w);
+
+/* Task lifetime internals (task.c) */
+void aw_task_free(aw_loop *loop, aw_task *t);
+/* Called when a task that belongs to a group finishes (group.c). */
+void aw__group_child_done(aw_task *t);
+
+/* Threadpool (threadpool.c) */
+void aw_threadpool_shutdown(aw_loop *loop);
+/* Jobs submitted and not yet delivered back (a loop with nothing else to
+ * wait for is not deadlocked while this is non-zero). */
+size_t aw_threadpool_inflight(aw_loop *loop);
+/* Loop calls this when its wake fd fires: deliver finished jobs. */
+void aw_threadpool_deliver(aw_loop *loop);
+/* Wake the loop from another thread (async-signal-safe). */
+void aw_loop_notify(aw_loop *loop);
+
+/* Ledger (ledger.c) */
+void aw_ledger_report_leaks(aw_loop *loop);
+
+/* Watchdog (watchdog.c) */
+int aw_watchdog_start(aw_loop *loop);
+void aw_watchdog_stop(aw_loop *loop);
+/* Called by the loop thread at each switch when slow_flag is set. */
+void aw_watchdog_report(aw_loop *loop, aw_task *t, const aw_loc *suspended_at);
+
+#endif

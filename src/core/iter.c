@@ -1,0 +1,22 @@
+/*
+ * AW_FOR's step: fetch the next item of an entered iterator. The iterator
+ * is the block's manager, so however the loop is left, its exit closes it.
+ */
+#include "internal.h"
+
+bool aw__iter_step(aw_with *w, aw_iter *it, void **item)
+{
+	if (w->state != AW__WITH_BODY)
+		return false;
+	int rc = it->next(it, item);
+	if (rc > 0)
+		return true;
+	if (rc < 0) {
+		/* Leave the block as by an error: the exit sees it, and it stays
+		 * in flight after the loop. */
+		if (aw_error_pending() != rc)
+			aw_raise(rc, "iterator '%s' failed: %s", it->mgr.ops->name, aw_strerror(rc));
+		w->state = AW__WITH_BROKEN;
+	}
+	return false;
+}

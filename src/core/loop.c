@@ -1,0 +1,383 @@
+/*
+ * The loop: one per thread. Each iteration runs due timers, runs the ready
+ * tasks (they hand over to each other directly, within a budget), and
+ * polls the backend, blocking only when nothing is ready. Small on
+ * purpose: the interesting work lives in tasks.
+ */
+#include "internal.h"
+
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <time.h>
+#include <unistd.h>
+
+#define AW_BUDGET 1024   /* task switches between two polls */
+
+aw_time aw_now(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (aw_time)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+aw_time aw_deadline_after(aw_time dur)
+{
+	if (dur <= 0)
+		return aw_now();
+	aw_time now = aw_now();
+	return dur >= AW_NEVER - now ? AW_NEVER : now + dur;
+}
+
+void aw_config_default(aw_config *cfg)
+{
+	memset(cfg, 0, sizeof *cfg);
+	cfg->stack_size = AW_ASAN ? 256 * 1024 : 64 * 1024;
+	cfg->stack_cache = 256;
+	cfg->grace = AW_SEC(5);
+	cfg->slow_step = AW_MS(100);
+	cfg->threads = 4;
+	cfg->dump_signal = SIGUSR1;
+	cfg->log = stderr;
+}
+
+/* ---- fd readiness ----------------------------------------------------------- */
+
+static int fd_state(aw_loop *l, int fd, aw_fdstate **out)
+{
+	if (fd < 0)
+		return -EBADF;
+	if ((size_t)fd >= l->nfds) {
+		size_t n = l->nfds ? l->nfds : 64;
+		while (n <= (size_t)fd)
+			n *= 2;
+		aw_fdstate *v = realloc(l->fds, n * sizeof *v);
+		if (!v)
+			return -ENOMEM;
+		memset(v + l->nfds, 0, (n - l->nfds) * sizeof *v);
+		l->fds = v;
+		l->nfds = n;
+	}
+	*out = &l->fds[fd];
+	return 0;
+}
+
+static void on_ready(void *ctx, uint64_t data, bool rd, bool wr)
+{
+	aw_loop *l = ctx;
+	if (data == UINT64_MAX) {            /* the wake eventfd */
+		uint64_t n;
+		ssize_t r = read(l->wake_fd, &n, sizeof n);
+		(void)r;
+		aw_threadpool_deliver(l);
+		return;
+	}
+	if (data >= l->nfds)
+		return;
+	aw_fdstate *s = &l->fds[data];
+	if (rd) {
+		s->readable = true;
+		if (s->reader)
+			aw_task_wake(s->reader, 0);
+	}
+	if (wr) {
+		s->writable = true;
+		if (s->writer)
+			aw_task_wake(s->writer, 0);
+	}
+}
+
+int (aw_fd_wait)(int fd, int direction, aw_time deadline)
+{
+	aw_loop *l = aw__loop;
+	aw_task *t = l ? l->running : NULL;
+	if (!t)
+		return aw_raise(-AW_ENOTASK, "aw_fd_wait outside of a task");
+	if (direction != AW_READABLE && direction != AW_WRITABLE)
+		return aw_raise(-EINVAL, "aw_fd_wait: direction must be AW_READABLE or AW_WRITABLE");
+	aw_fdstate *s;
+	int rc = fd_state(l, fd, &s);
+	if (rc)
+		return aw_raise(rc, "aw_fd_wait(%d): %s", fd, aw_strerror(rc));
+	if (!s->registered) {
+		rc = aw_backend_add(&l->backend, fd, (uint64_t)fd);
+		if (rc == -EEXIST)
+			rc = 0;
+		if (rc)
+			return aw_raise(rc, "cannot watch fd %d: %s", fd, aw_strerror(rc));
+		s->registered = true;
+		/* Edge-triggered: the first epoll_wait reports what is ready now. */
+		s->readable = s->writable = false;
+	}
+	bool *ready = direction == AW_READABLE ? &s->readable : &s->writable;
+	aw_task **slot = direction == AW_READABLE ? &s->reader : &s->writer;
+	if (*ready) {
+		/* An edge arrived since the last wait: report it once; the caller
+		 * retries its I/O and waits again on EAGAIN. */
+		*ready = false;
+		return 0;
+	}
+	if (*slot)
+		return aw_raise(-AW_EBUSY_WAIT, "task '%s' already waits for fd %d to be %s", (*slot)->name, fd,
+				direction == AW_READABLE ? "readable" : "writable");
+	*slot = t;
+	int v = aw_task_park(deadline, false);
+	/* The fd table may have moved (realloc) while we waited. */
+	s = &l->fds[fd];
+	slot = direction == AW_READABLE ? &s->reader : &s->writer;
+	if (*slot == t)
+		*slot = NULL;
+	if (v == AW__WAKE_TIMER)
+		return aw_raise(-ETIMEDOUT, "fd %d did not become %s before the deadline", fd,
+				direction == AW_READABLE ? "readable" : "writable");
+	if (v < 0)
+		return v;
+	if (v == 0) {
+		ready = direction == AW_READABLE ? &s->readable : &s->writable;
+		*ready = false;
+	}
+	return v > 0 ? aw_raise(-v, "fd %d: %s", fd, aw_strerror(-v)) : 0;
+}
+
+void aw_fd_forget(int fd)
+{
+	aw_loop *l = aw__loop;
+	if (!l || fd < 0 || (size_t)fd >= l->nfds)
+		return;
+	aw_fdstate *s = &l->fds[fd];
+	if (s->registered)
+		aw_backend_del(&l->backend, fd);
+	/* Positive wake values are errno codes for the waiter (see above). */
+	if (s->reader)
+		aw_task_wake(s->reader, EBADF);
+	if (s->writer)
+		aw_task_wake(s->writer, EBADF);
+	memset(s, 0, sizeof *s);
+}
+
+int aw_fd_close(int fd)
+{
+	aw_fd_forget(fd);
+	return close(fd) == 0 ? 0 : -errno;
+}
+
+static bool fd_waiters(aw_loop *l)
+{
+	for (size_t i = 0; i < l->nfds; i++)
+		if (l->fds[i].reader || l->fds[i].writer)
+			return true;
+	return false;
+}
+
+/* ---- the dump signal ------------------------------------------------------ */
+
+static aw_loop *volatile signal_loops[64];
+
+static void on_dump_signal(int sig)
+{
+	(void)sig;
+	int saved = errno;
+	for (size_t i = 0; i < sizeof signal_loops / sizeof signal_loops[0]; i++) {
+		aw_loop *l = signal_loops[i];
+		if (l) {
+			l->dump_requested = 1;
+			aw_loop_notify(l);
+		}
+	}
+	errno = saved;
+}
+
+static void signal_register(aw_loop *l, bool on)
+{
+	for (size_t i = 0; i < sizeof signal_loops / sizeof signal_loops[0]; i++) {
+		if (on && !signal_loops[i]) {
+			signal_loops[i] = l;
+			break;
+		}
+		if (!on && signal_loops[i] == l)
+			signal_loops[i] = NULL;
+	}
+}
+
+/* ---- running -------------------------------------------------------------- */
+
+/* Run ready tasks until none is ready or the budget is spent. */
+static void run_ready(aw_loop *l)
+{
+	l->budget = AW_BUDGET;
+	while (l->ready_head && l->budget) {
+		aw_task *t = l->ready_head;
+		l->ready_head = t->next_ready;
+		if (!l->ready_head)
+			l->ready_tail = NULL;
+		t->next_ready = NULL;
+		l->budget--;
+		t->state = AW_TASK_RUNNING;
+		l->running = t;
+		aw_coro_switch(&l->main, t->cur);
+		l->running = NULL;
+	}
+}
+
+static void cancel_all(aw_loop *l)
+{
+	for (aw_task *t = l->all; t; t = t->all_next)
+		aw_task_cancel(t);
+}
+
+/* One iteration: timers, ready tasks, then poll (blocking only if nothing
+ * is ready). Returns false on a deadlock: nothing is ready and nothing
+ * (timer, fd, thread job, signal) can ever make a task ready. */
+static bool iterate(aw_loop *l)
+{
+	l->now = aw_now();
+	aw_timer_run(&l->timers, l->now);
+	run_ready(l);
+	if (l->dump_requested) {
+		l->dump_requested = 0;
+		aw_dump(l->cfg.log);
+	}
+	if (!l->ntasks)
+		return true;   /* nothing left to wait for */
+	aw_time timeout = 0;
+	if (!l->ready_head) {
+		aw_time next = aw_timer_next(&l->timers);
+		if (next == AW_NEVER) {
+			if (l->ntasks && !fd_waiters(l) && !aw_threadpool_inflight(l))
+				return false;
+			timeout = -1;
+		} else {
+			l->now = aw_now();
+			timeout = next > l->now ? next - l->now : 0;
+		}
+	}
+	atomic_store_explicit(&l->in_poll, 1, memory_order_relaxed);
+	aw_backend_poll(&l->backend, timeout, on_ready, l);
+	atomic_store_explicit(&l->in_poll, 0, memory_order_relaxed);
+	atomic_fetch_add_explicit(&l->switches, 1, memory_order_relaxed);
+	return true;
+}
+
+static void report_deadlock(aw_loop *l)
+{
+	fprintf(l->cfg.log, "awith: deadlock: every task waits and nothing can wake them; "
+			    "cancelling them all. Tasks:\n");
+	aw_dump(l->cfg.log);
+	cancel_all(l);
+}
+
+static void loop_free(aw_loop *l)
+{
+	aw_watchdog_stop(l);
+	aw_threadpool_shutdown(l);
+	if (l->cfg.dump_signal)
+		signal_register(l, false);
+	aw_stack_overflow_handler_remove(l);
+	aw_stack_cache_drain(l);
+	aw_timer_heap_free(&l->timers);
+	aw_backend_fini(&l->backend);
+	if (l->wake_fd >= 0)
+		close(l->wake_fd);
+	free(l->fds);
+	aw_error_free(l->thread_err);
+	free(l);
+}
+
+int aw_run_config(const aw_config *cfg, aw_task_fn main_fn, void *arg)
+{
+	if (aw__loop)
+		return -EBUSY;
+	if (!main_fn)
+		return -EINVAL;
+	aw_loop *l = calloc(1, sizeof *l);
+	if (!l)
+		return -ENOMEM;
+	aw_config_default(&l->cfg);
+	if (cfg) {
+		aw_config c = *cfg;
+		if (c.stack_size)
+			l->cfg.stack_size = c.stack_size;
+		l->cfg.stack_cache = c.stack_cache;
+		if (c.grace > 0)
+			l->cfg.grace = c.grace;
+		l->cfg.slow_step = c.slow_step;
+		if (c.threads)
+			l->cfg.threads = c.threads;
+		l->cfg.dump_signal = c.dump_signal;
+		if (c.log)
+			l->cfg.log = c.log;
+	}
+	long ps = sysconf(_SC_PAGESIZE);
+	if (l->cfg.stack_size < 16 * 1024)
+		l->cfg.stack_size = 16 * 1024;
+	l->cfg.stack_size = (l->cfg.stack_size + (size_t)ps - 1) / (size_t)ps * (size_t)ps;
+	l->wake_fd = -1;
+	l->backend.fd = -1;
+	int rc = aw_backend_init(&l->backend);
+	if (rc) {
+		loop_free(l);
+		return rc;
+	}
+	l->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+	if (l->wake_fd < 0 || aw_backend_add(&l->backend, l->wake_fd, UINT64_MAX) != 0) {
+		rc = -errno;
+		loop_free(l);
+		return rc ? rc : -EMFILE;
+	}
+	aw__loop = l;
+	l->now = aw_now();
+	aw_stack_overflow_handler_install(l);
+	if (l->cfg.dump_signal) {
+		signal_register(l, true);
+		struct sigaction sa;
+		memset(&sa, 0, sizeof sa);
+		sa.sa_handler = on_dump_signal;
+		sa.sa_flags = SA_RESTART;
+		sigemptyset(&sa.sa_mask);
+		sigaction(l->cfg.dump_signal, &sa, NULL);
+	}
+	aw_watchdog_start(l);
+
+	aw_task *main_task;
+	aw_spawn_opts o = { .name = "main" };
+	rc = aw_spawn_with(&main_task, main_fn, arg, &o);
+	if (rc) {
+		fprintf(l->cfg.log, "awith: cannot start the main task: %s\n", aw_strerror(rc));
+		aw__loop = NULL;
+		loop_free(l);
+		return rc;
+	}
+	/* Phase 1: until main returns. */
+	while (main_task->state != AW_TASK_DONE)
+		if (!iterate(l))
+			report_deadlock(l);
+	/* Phase 2: cancel what is left and let it unwind (exits run). */
+	l->stopping = true;
+	if (l->ntasks)
+		cancel_all(l);
+	while (l->ntasks)
+		if (!iterate(l))
+			report_deadlock(l);
+	int result = main_task->result;
+	if (result < 0 && main_task->err) {
+		fprintf(l->cfg.log, "awith: main task failed:\n");
+		aw_error_print(l->cfg.log, main_task->err);
+	}
+	aw_task_free(l, main_task);
+	/* Joinable tasks nobody joined or detached: report and free. */
+	while (l->all) {
+		aw_task *t = l->all;
+		fprintf(l->cfg.log, "awith: leak: task '%s' finished but was never joined or detached\n", t->name);
+		aw_task_free(l, t);
+	}
+	aw_ledger_report_leaks(l);
+	aw__loop = NULL;
+	loop_free(l);
+	return result;
+}
+
+int aw_run(aw_task_fn main_fn, void *arg)
+{
+	return aw_run_config(NULL, main_fn, arg);
+}

@@ -1,0 +1,134 @@
+/*
+ * Cancel scopes: the task's own cancellation, timeouts (fail_after),
+ * move_on scopes, shields, and the group's scope. They form a chain from
+ * the innermost scope to the task's root.
+ *
+ * Deadlines cost nothing until the task waits: a wait arms one timer at the
+ * earliest deadline on its chain (task.c), and a scope is marked cancelled
+ * when a wait finds its deadline passed. Cancellation is level-triggered:
+ * once a scope is cancelled, every wait inside it fails, not only the first
+ * (Trio's rule, not asyncio's). A task cannot swallow its cancellation by
+ * accident and wait on forever; cleanup that must wait runs in exits, which
+ * are shielded (with.c).
+ *
+ * Which code does a wait get when several scopes are cancelled? The
+ * outermost one's: if an outer scope is cancelled, whatever an inner timeout
+ * says is moot. So an outer cancellation is never mistaken for an inner
+ * timeout, and each scope's exit recognises its own cancellation by the
+ * error's origin.
+ */
+#include "internal.h"
+
+int aw_scope_pending_cancel(aw_task *t, aw_time now, aw_scope **origin, aw_time *next_deadline)
+{
+	aw_scope *boundary = t->cleanup ? (aw_scope *)t->cleanup->boundary : NULL;
+	int code = 0;
+	aw_time next = AW_NEVER;
+	for (aw_scope *s = t->scope; s && s != boundary; s = s->outer) {
+		if (!s->cancelled && s->deadline <= now)
+			s->cancelled = true;
+		if (s->cancelled) {
+			code = s->code;
+			*origin = s;
+		} else if (s->deadline < next) {
+			next = s->deadline;
+		}
+		if (s->shield)
+			break;
+	}
+	/* Deadlines of scopes inside the cancelled one no longer matter, but
+	 * keeping the minimum is harmless: the wait fails at once anyway. */
+	*next_deadline = next;
+	return code;
+}
+
+void aw_scope_poke(aw_task *t)
+{
+	if (t->state != AW_TASK_PARKED || t->park_shielded)
+		return;
+	aw_scope *origin;
+	aw_time next;
+	if (aw_scope_pending_cancel(t, t->loop->now, &origin, &next))
+		aw_task_wake(t, AW__WAKE_CANCEL);
+}
+
+void aw_scope_cancel(aw_scope *s)
+{
+	if (s->cancelled)
+		return;
+	s->cancelled = true;
+	s->code = -ECANCELED;
+	if (s->task)
+		aw_scope_poke(s->task);
+}
+
+static int scope_enter(aw_mgr *m)
+{
+	aw_scope *s = AW_CONTAINER_OF(m, aw_scope, mgr);
+	aw_task *t = aw__current();
+	if (!t)
+		return aw_raise(-AW_ENOTASK, "a cancel scope needs a task");
+	s->task = t;
+	s->outer = t->scope;
+	s->fired = false;
+	t->scope = s;
+	return 0;
+}
+
+static int scope_exit(aw_mgr *m, int err)
+{
+	aw_scope *s = AW_CONTAINER_OF(m, aw_scope, mgr);
+	aw_task *t = s->task;
+	t->scope = s->outer;
+	s->task = NULL;
+	if (err) {
+		const aw_error *e = aw_error_current();
+		if (e && e->origin == s) {
+			s->fired = true;
+			return s->suppress ? 0 : err;
+		}
+	}
+	return err;
+}
+
+static const aw_mgr_ops timeout_ops = { .name = "timeout", .enter = scope_enter, .exit = scope_exit };
+static const aw_mgr_ops move_on_ops = { .name = "move_on", .enter = scope_enter, .exit = scope_exit };
+static const aw_mgr_ops shield_ops = { .name = "shield", .enter = scope_enter, .exit = scope_exit };
+
+static aw_mgr *scope_init(aw_scope *s, const aw_mgr_ops *ops, aw_time deadline, int code, bool suppress,
+			  bool shield)
+{
+	*s = (aw_scope){
+		.mgr = { ops },
+		.deadline = deadline,
+		.code = code,
+		.suppress = suppress,
+		.shield = shield,
+	};
+	return &s->mgr;
+}
+
+aw_mgr *aw_timeout_at(aw_scope *s, aw_time deadline)
+{
+	return scope_init(s, &timeout_ops, deadline, -ETIMEDOUT, false, false);
+}
+
+aw_mgr *aw_timeout_after(aw_scope *s, aw_time dur)
+{
+	return aw_timeout_at(s, aw_deadline_after(dur));
+}
+
+aw_mgr *aw_move_on_at(aw_scope *s, aw_time deadline)
+{
+	return scope_init(s, &move_on_ops, deadline, -ETIMEDOUT, true, false);
+}
+
+aw_mgr *aw_move_on_after(aw_scope *s, aw_time dur)
+{
+	return aw_move_on_at(s, aw_deadline_after(dur));
+}
+
+aw_mgr *aw_shield(aw_scope *s, aw_time deadline)
+{
+	return scope_init(s, &shield_ops, deadline, -ETIMEDOUT, false, true);
+}

@@ -1,0 +1,250 @@
+/*
+ * The block statement's machinery (AW_WITH in core.h) and the manual
+ * enter/exit pair.
+ *
+ * Which error does an exit see? The task numbers every error it raises
+ * (serials). A block notes the counter when it is entered; when it is left
+ * abruptly (return, break, goto) while the error in flight was raised after
+ * that, the exits get that error; falling off the end gives them none and
+ * counts the error as handled. Errors from before the block never reach its
+ * exits.
+ *
+ * Exits run shielded: the cancel-scope chain as it is when the exits start
+ * is the cleanup's boundary, which waits inside the exit do not look past
+ * (scope.c), and the first wait in an exit starts the grace deadline.
+ */
+#include "internal.h"
+
+#include <stdlib.h>
+
+void aw__cleanup_begin(aw_task *t, aw_with *w)
+{
+	if (!t)
+		return;
+	w->cleanup_outer = t->cleanup;
+	w->boundary = t->scope;
+	w->grace_deadline = 0;
+	t->cleanup = w;
+}
+
+void aw__cleanup_end(aw_task *t, aw_with *w)
+{
+	if (t)
+		t->cleanup = w->cleanup_outer;
+}
+
+static bool chain_contains(const aw_error *e, const aw_error *x)
+{
+	for (; e; e = e->cause)
+		if (e == x)
+			return true;
+	return false;
+}
+
+int aw__run_exit(int (*exit_fn)(void *ctx, int err), void *ctx, const char *name, int err)
+{
+	uint64_t *raises;
+	aw_error **slot = aw__err_slot(&raises);
+	aw_error *held = NULL;
+	if (err) {
+		/* The error being handled: normally the one in flight. If the
+		 * caller passed a bare code, make an error for it so that the
+		 * chain is complete. */
+		if (!*slot || (*slot)->code != err)
+			aw_error_raise_obj(aw_error_new(NULL, err, "%s", aw_strerror(err)));
+		held = *slot;
+		if (held)
+			held->refs++;
+	}
+	uint64_t before = *raises;
+	int rc = exit_fn(ctx, err);
+	slot = aw__err_slot(&raises); /* same task; the slot does not move */
+	aw_error *cur = *slot;
+
+	if (rc == err) {
+		/* Propagate: whatever the exit raised and dropped is gone; the
+		 * handled error is in flight again. */
+		if (cur != held) {
+			*slot = held;
+			held = NULL;
+			aw_error_free(cur);
+		} else {
+			aw_error_free(held);
+		}
+		return err;
+	}
+	if (rc == 0) {
+		/* Suppress. */
+		*slot = NULL;
+		aw_error_free(cur);
+		aw_error_free(held);
+		return 0;
+	}
+	/* Replace. Use the exit's own error if it raised one with that code. */
+	aw_error *fresh = NULL;
+	if (rc > 0) {
+		fresh = aw_error_new(NULL, -AW_EEXIT, "exit of '%s' returned %d, not 0 or a negative code", name, rc);
+		rc = -AW_EEXIT;
+	} else if (cur && cur != held && cur->serial > before && cur->code == rc) {
+		fresh = cur;
+		*slot = NULL;
+		cur = NULL;
+	} else {
+		fresh = aw_error_new(NULL, rc, "exit of '%s' failed: %s", name, aw_strerror(rc));
+	}
+	if (cur && cur != held && fresh) {
+		/* Something else the exit raised: keep it in the chain. */
+		aw_error *end = fresh;
+		while (end->cause)
+			end = end->cause;
+		end->cause = cur;
+		cur = NULL;
+	}
+	*slot = NULL;
+	aw_error_free(cur);
+	if (fresh && held && !chain_contains(fresh, held)) {
+		aw_error *end = fresh;
+		while (end->cause)
+			end = end->cause;
+		end->cause = held;   /* our reference moves into the chain */
+		held = NULL;
+	}
+	aw_error_free(held);
+	aw_error_raise_obj(fresh);
+	return rc;
+}
+
+static int call_mgr_exit(void *ctx, int err)
+{
+	aw_mgr *m = ctx;
+	return m->ops->exit(m, err);
+}
+
+/* Exit the first `n` managers of w, right to left, with err passing. */
+static int exit_managers(aw_task *t, aw_with *w, unsigned n, int err)
+{
+	aw__cleanup_begin(t, w);
+	for (unsigned i = n; i-- > 0;) {
+		aw_mgr *m = w->mgrs[i];
+		if (m->ops->exit)
+			err = aw__run_exit(call_mgr_exit, m, m->ops->name, err);
+	}
+	aw__cleanup_end(t, w);
+	return err;
+}
+
+bool aw__with_begin(aw_with *w)
+{
+	aw_loop *l = aw__loop;
+	aw_task *t = l ? l->running : NULL;
+	uint64_t *raises;
+	aw__err_slot(&raises);
+	w->task = t;
+	w->serial = *raises;
+	w->since = l ? l->now : 0;
+	for (unsigned i = 0; i < w->count; i++) {
+		aw_mgr *m = w->mgrs[i];
+		int rc;
+		if (AW_UNLIKELY(!m || !m->ops))
+			rc = aw_raise(-EINVAL, "AW_WITH: manager %u is NULL or has no ops", i);
+		else
+			rc = m->ops->enter ? m->ops->enter(m) : 0;
+		if (AW_UNLIKELY(rc != 0)) {
+			if (rc > 0)
+				rc = aw_raise(-AW_EEXIT, "enter of '%s' returned %d, not 0 or a negative code",
+					      m->ops->name, rc);
+			else if (aw_error_pending() != rc)
+				aw_raise(rc, "enter of '%s' failed: %s", m && m->ops ? m->ops->name : "?",
+					 aw_strerror(rc));
+			/* Unwind what was entered, with the enter's error. */
+			if (i)
+				exit_managers(t, w, i, rc);
+			w->result = aw_error_pending();
+			w->state = AW__WITH_DONE;
+			return false;
+		}
+		w->entered = i + 1;
+	}
+	if (t) {
+		w->outer = t->withs;
+		t->withs = w;
+	}
+	w->state = AW__WITH_BODY;
+	return true;
+}
+
+void aw__with_leave(aw_with *w)
+{
+	if (w->state != AW__WITH_BODY && w->state != AW__WITH_NORMAL && w->state != AW__WITH_BROKEN)
+		return;
+	aw_task *t = w->task;
+	aw_error **slot = aw__err_slot(NULL);
+	aw_error *e = *slot;
+	int err = 0;
+	if (w->state == AW__WITH_NORMAL) {
+		if (e && e->serial > w->serial)
+			aw_error_clear();   /* handled inside the body */
+	} else if (e && e->serial > w->serial) {
+		err = e->code;
+	}
+	if (t)
+		t->withs = w->outer;
+	w->result = exit_managers(t, w, w->entered, err);
+	w->state = AW__WITH_DONE;
+}
+
+/* ---- manual enter / exit -------------------------------------------------- */
+
+typedef struct manual_entry {
+	aw_ledger_entry ledger;
+	aw_mgr *mgr;
+} manual_entry;
+
+static void manual_entry_release(aw_ledger_entry *e)
+{
+	free(AW_CONTAINER_OF(e, manual_entry, ledger));
+}
+
+int aw_enter_at(const aw_loc *loc, aw_mgr *m)
+{
+	if (!m || !m->ops)
+		return aw_raise(-EINVAL, "aw_enter: manager is NULL or has no ops");
+	manual_entry *me = malloc(sizeof *me);
+	if (!me)
+		return aw_raise(-ENOMEM, "aw_enter: no memory for the ledger entry");
+	int rc = m->ops->enter ? m->ops->enter(m) : 0;
+	if (rc != 0) {
+		free(me);
+		return rc < 0 ? rc : aw_raise(-AW_EEXIT, "enter of '%s' returned %d", m->ops->name, rc);
+	}
+	me->mgr = m;
+	aw_ledger_open(&me->ledger, m->ops->name, loc);
+	me->ledger.owner = m;
+	me->ledger.release = manual_entry_release;
+	return 0;
+}
+
+int aw_exit_at(const aw_loc *loc, aw_mgr *m, int err)
+{
+	(void)loc;
+	aw_loop *l = aw__loop;
+	manual_entry *me = NULL;
+	for (aw_ledger_entry *e = l ? l->ledger : NULL; e; e = e->next) {
+		if (e->owner == m && e->what == m->ops->name) {
+			me = AW_CONTAINER_OF(e, manual_entry, ledger);
+			break;
+		}
+	}
+	if (!me)
+		return aw_raise(-EINVAL, "aw_exit: '%s' was not entered with aw_enter", m->ops->name);
+	aw_ledger_close(&me->ledger);
+	free(me);
+	if (!m->ops->exit)
+		return err;
+	aw_with cw = { 0 };
+	aw_task *t = aw__current();
+	aw__cleanup_begin(t, &cw);
+	int rc = aw__run_exit(call_mgr_exit, m, m->ops->name, err);
+	aw__cleanup_end(t, &cw);
+	return rc;
+}

@@ -1,0 +1,256 @@
+/* Test harness runner: see harness.h for the contract. */
+#include "harness.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#define AW_MAX_TESTS 1024
+
+struct aw_test {
+    const char *name;
+    aw_test_fn fn;
+    const char *file;
+    int line;
+};
+
+static struct aw_test registry[AW_MAX_TESTS];
+static int n_tests;
+
+/* Shared with the forked child (MAP_SHARED, no fd): the first failure reason. */
+struct aw_shared {
+    int failed;
+    int finished; /* the test function returned (vs. exit() from inside it) */
+    char reason[1024];
+};
+static struct aw_shared *shared;
+
+void aw_test_register(const char *name, aw_test_fn fn, const char *file, int line)
+{
+    if (n_tests == AW_MAX_TESTS) {
+        fprintf(stderr, "harness: more than %d tests\n", AW_MAX_TESTS);
+        abort();
+    }
+    registry[n_tests++] = (struct aw_test){ name, fn, file, line };
+}
+
+void aw_test_fail(const char *file, int line, const char *fmt, ...)
+{
+    char msg[sizeof shared->reason];
+    int n = snprintf(msg, sizeof msg, "%s:%d: ", file, line);
+    va_list ap;
+    va_start(ap, fmt);
+    if (n > 0 && (size_t)n < sizeof msg)
+        vsnprintf(msg + n, sizeof msg - (size_t)n, fmt, ap);
+    va_end(ap);
+
+    if (!shared) { /* called outside a test run */
+        fprintf(stderr, "%s\n", msg);
+        return;
+    }
+    if (shared->failed) { /* keep the first reason; show the rest */
+        fprintf(stderr, "  also: %s\n", msg);
+        return;
+    }
+    shared->failed = 1;
+    memcpy(shared->reason, msg, sizeof msg);
+}
+
+bool aw_test_failed(void)
+{
+    return shared && shared->failed;
+}
+
+bool aw_test_check_str(const char *file, int line, const char *ea,
+                       const char *eb, const char *a, const char *b)
+{
+    if (a == b || (a && b && strcmp(a, b) == 0))
+        return true;
+    aw_test_fail(file, line, "CHECK_STR(%s, %s): %s%s%s vs %s%s%s", ea, eb,
+                 a ? "\"" : "", a ? a : "NULL", a ? "\"" : "",
+                 b ? "\"" : "", b ? b : "NULL", b ? "\"" : "");
+    return false;
+}
+
+/* Open fds of this process (the directory's own fd is counted each time, so
+ * it cancels out); -1 when /proc is unavailable. */
+static int count_fds(void)
+{
+    DIR *d = opendir("/proc/self/fd");
+    if (!d)
+        return -1;
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(d)))
+        if (e->d_name[0] != '.')
+            n++;
+    closedir(d);
+    return n;
+}
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* Child side: run one test, report through `shared` and the exit code
+ * (0 pass, 1 check failed, 2 fd leak). exit(), not _exit(), so stdio is
+ * flushed and LeakSanitizer's at-exit check still runs (it overrides the
+ * status when it finds leaks). */
+static void run_child(const struct aw_test *t)
+{
+    int before = count_fds();
+    t->fn();
+    shared->finished = 1;
+    int code = 0;
+    if (shared->failed) {
+        code = 1;
+    } else {
+        int after = count_fds();
+        if (before >= 0 && after > before) {
+            snprintf(shared->reason, sizeof shared->reason,
+                     "fd leak: %d before, %d after", before, after);
+            shared->failed = 1;
+            code = 2;
+        }
+    }
+    exit(code);
+}
+
+/* Parent side: fork, wait up to `timeout` seconds, describe the outcome in
+ * `why` (empty on pass). Returns true on pass. */
+static bool run_one(const struct aw_test *t, double timeout, char *why, size_t len)
+{
+    memset(shared, 0, sizeof *shared);
+    why[0] = '\0';
+    fflush(stdout);
+    fflush(stderr);
+
+    pid_t pid = fork();
+    if (pid < 0) {
+        snprintf(why, len, "fork: %s", strerror(errno));
+        return false;
+    }
+    if (pid == 0)
+        run_child(t);
+
+    int status = 0;
+    bool timed_out = false;
+    double deadline = now_s() + timeout;
+    long delay_ns = 1000000; /* poll 1ms, backing off to 50ms */
+    for (;;) {
+        pid_t r = waitpid(pid, &status, WNOHANG);
+        if (r == pid)
+            break;
+        if (r < 0 && errno != EINTR) {
+            snprintf(why, len, "waitpid: %s", strerror(errno));
+            return false;
+        }
+        if (now_s() >= deadline) {
+            kill(pid, SIGKILL);
+            while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+                ;
+            timed_out = true;
+            break;
+        }
+        struct timespec ts = { 0, delay_ns };
+        nanosleep(&ts, NULL);
+        if (delay_ns < 50000000)
+            delay_ns *= 2;
+    }
+
+    if (timed_out)
+        snprintf(why, len, "timeout after %gs", timeout);
+    else if (WIFSIGNALED(status))
+        snprintf(why, len, "killed by signal %d (%s)%s%s", WTERMSIG(status),
+                 strsignal(WTERMSIG(status)), shared->failed ? "; " : "",
+                 shared->failed ? shared->reason : "");
+    else if (WIFEXITED(status) && WEXITSTATUS(status) == 0 && shared->finished)
+        return true;
+    else if (WIFEXITED(status) && WEXITSTATUS(status) == 0)
+        snprintf(why, len, "exit(0) called before the test returned");
+    else if (shared->failed && WEXITSTATUS(status) <= 2)
+        snprintf(why, len, "%s", shared->reason);
+    else
+        snprintf(why, len, "exited with status %d%s%s", WEXITSTATUS(status),
+                 shared->failed ? "; " : "", shared->failed ? shared->reason : "");
+    return false;
+}
+
+/* Registration order can depend on the compiler; restore definition order
+ * (per file, by line; files in first-registered order). Stable insertion sort. */
+static void sort_registry(void)
+{
+    int rank[AW_MAX_TESTS];
+    for (int i = 0; i < n_tests; i++) {
+        rank[i] = i;
+        for (int j = 0; j < i; j++)
+            if (strcmp(registry[j].file, registry[i].file) == 0) {
+                rank[i] = rank[j];
+                break;
+            }
+    }
+    for (int i = 1; i < n_tests; i++) {
+        struct aw_test t = registry[i];
+        int r = rank[i], j = i - 1;
+        while (j >= 0 && (rank[j] > r || (rank[j] == r && registry[j].line > t.line))) {
+            registry[j + 1] = registry[j];
+            rank[j + 1] = rank[j];
+            j--;
+        }
+        registry[j + 1] = t;
+        rank[j + 1] = r;
+    }
+}
+
+int main(int argc, char **argv)
+{
+    const char *filter = argc > 1 ? argv[1] : NULL;
+    double timeout = 30;
+    const char *env = getenv("AW_TEST_TIMEOUT");
+    if (env && *env) {
+        char *end;
+        double v = strtod(env, &end);
+        if (*end == '\0' && v > 0)
+            timeout = v;
+        else
+            fprintf(stderr, "harness: ignoring bad AW_TEST_TIMEOUT=%s\n", env);
+    }
+
+    shared = mmap(NULL, sizeof *shared, PROT_READ | PROT_WRITE,
+                  MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (shared == MAP_FAILED) {
+        perror("harness: mmap");
+        return 1;
+    }
+
+    sort_registry();
+    int passed = 0, failed = 0;
+    char why[sizeof shared->reason + 128];
+    for (int i = 0; i < n_tests; i++) {
+        const struct aw_test *t = &registry[i];
+        if (filter && !strstr(t->name, filter))
+            continue;
+        if (run_one(t, timeout, why, sizeof why)) {
+            passed++;
+            printf("ok %s\n", t->name);
+        } else {
+            failed++;
+            printf("FAIL %s: %s\n", t->name, why);
+        }
+        fflush(stdout);
+    }
+    printf("%d passed, %d failed\n", passed, failed);
+    munmap(shared, sizeof *shared);
+    return failed ? 1 : 0;
+}

@@ -1,0 +1,79 @@
+/* Minimal test harness for awith.
+ *
+ *   #include "harness.h"
+ *   AW_TEST(adds_up) { CHECK_EQ(1 + 1, 2); }
+ *
+ * Contract:
+ *  - AW_TEST(name) defines `static void name(void)` and registers it (via a
+ *    constructor) to run in order of definition. harness.c provides main().
+ *  - Each test runs in its own forked child with a timeout (AW_TEST_TIMEOUT
+ *    seconds, default 30). A crash, hang, failed check or leaked fd fails that
+ *    test only.
+ *  - A failing CHECK* records "file:line: expr" (plus both values) and executes
+ *    `return;` — so use them in void functions (the test body or void helpers).
+ *    Elsewhere, call aw_test_fail() and return your own way.
+ *  - argv[1], if given, runs only the tests whose name contains it.
+ *  - Output: "ok <name>" / "FAIL <name>: <reason>" per test, then exactly one
+ *    line "<P> passed, <F> failed"; exit status 1 if any failed.
+ */
+#ifndef AW_TEST_HARNESS_H
+#define AW_TEST_HARNESS_H
+
+#include <stdbool.h>
+
+typedef void (*aw_test_fn)(void);
+
+void aw_test_register(const char *name, aw_test_fn fn, const char *file, int line);
+
+/* Record a failure for the running test (first one wins as the reason). */
+void aw_test_fail(const char *file, int line, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* True once the running test has recorded a failure. */
+bool aw_test_failed(void);
+
+#define AW_TEST(name)                                                         \
+    static void name(void);                                                   \
+    __attribute__((constructor)) static void aw_test_reg_##name(void)         \
+    {                                                                         \
+        aw_test_register(#name, name, __FILE__, __LINE__);                    \
+    }                                                                         \
+    static void name(void)
+
+#define CHECK(cond)                                                           \
+    do {                                                                      \
+        if (!(cond)) {                                                        \
+            aw_test_fail(__FILE__, __LINE__, "CHECK(%s)", #cond);             \
+            return;                                                           \
+        }                                                                     \
+    } while (0)
+
+/* Integer comparisons: both sides are converted to long long once. */
+#define AW_CHECK_CMP_(a, op, b, macro)                                        \
+    do {                                                                      \
+        long long aw_a_ = (long long)(a), aw_b_ = (long long)(b);             \
+        if (!(aw_a_ op aw_b_)) {                                              \
+            aw_test_fail(__FILE__, __LINE__, macro "(%s, %s): %lld vs %lld",  \
+                         #a, #b, aw_a_, aw_b_);                               \
+            return;                                                           \
+        }                                                                     \
+    } while (0)
+
+#define CHECK_EQ(a, b) AW_CHECK_CMP_(a, ==, b, "CHECK_EQ")
+#define CHECK_NE(a, b) AW_CHECK_CMP_(a, !=, b, "CHECK_NE")
+#define CHECK_LT(a, b) AW_CHECK_CMP_(a, <, b, "CHECK_LT")
+#define CHECK_LE(a, b) AW_CHECK_CMP_(a, <=, b, "CHECK_LE")
+#define CHECK_GT(a, b) AW_CHECK_CMP_(a, >, b, "CHECK_GT")
+#define CHECK_GE(a, b) AW_CHECK_CMP_(a, >=, b, "CHECK_GE")
+
+/* String equality (strcmp); NULL equals only NULL. Prints both on failure. */
+bool aw_test_check_str(const char *file, int line, const char *ea,
+                       const char *eb, const char *a, const char *b);
+
+#define CHECK_STR(a, b)                                                       \
+    do {                                                                      \
+        if (!aw_test_check_str(__FILE__, __LINE__, #a, #b, (a), (b)))         \
+            return;                                                           \
+    } while (0)
+
+#endif
