@@ -1,0 +1,2 @@
+/* Tests: exitstack (to be written). */
+#include "harness.h"

@@ -1,0 +1,2 @@
+/* Tests: gen (to be written). */
+#include "harness.h"

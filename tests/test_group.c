@@ -1,0 +1,2 @@
+/* Tests: group (to be written). */
+#include "harness.h"

@@ -1,0 +1,2 @@
+/* Tests: iter (to be written). */
+#include "harness.h"

@@ -1,0 +1,2 @@
+/* Tests: observe (to be written). */
+#include "harness.h"

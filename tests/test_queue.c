@@ -1,0 +1,2 @@
+/* Tests: queue (to be written). */
+#include "harness.h"

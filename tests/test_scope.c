@@ -1,0 +1,2 @@
+/* Tests: scope (to be written). */
+#include "harness.h"

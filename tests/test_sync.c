@@ -1,0 +1,2 @@
+/* Tests: sync (to be written). */
+#include "harness.h"

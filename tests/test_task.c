@@ -1,0 +1,2 @@
+/* Tests: task (to be written). */
+#include "harness.h"

@@ -1,0 +1,2 @@
+/* Tests: thread (to be written). */
+#include "harness.h"

@@ -1,0 +1,2 @@
+/* Tests: with (to be written). */
+#include "harness.h"
