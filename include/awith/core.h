@@ -58,6 +58,11 @@ enum {
 	AW_EGROUP,         /* one or more tasks of a task group failed */
 	AW_EBUSY_WAIT,     /* another task already waits on this fd/direction */
 	AW_EEXIT,          /* a manager's exit failed without raising its own error */
+	AW_EEOF,           /* the stream ended in the middle of a read that needs more */
+	AW_ETOOLONG,       /* a size limit (line, delimiter, body, file) was exceeded */
+	AW_ETLS,           /* TLS protocol failure */
+	AW_ETLS_VERIFY,    /* the peer's certificate or host name did not verify */
+	AW_EDNS,           /* a host name could not be resolved */
 	AW_ELAST
 };
 
@@ -226,6 +231,11 @@ enum { AW_READABLE = 1, AW_WRITABLE = 2 };
  * epoll (a regular file cannot be waited on). */
 int aw_fd_wait(int fd, int direction, aw_time deadline);
 #define aw_fd_wait(fd, dir, dl) AW__AT((aw_fd_wait)((fd), (dir), (dl)))
+/* Waits until fd may be ready in any of `directions` (AW_READABLE |
+ * AW_WRITABLE) or until deadline. Returns the mask of directions that are
+ * (> 0), or an error as aw_fd_wait. */
+int aw_fd_wait_any(int fd, int directions, aw_time deadline);
+#define aw_fd_wait_any(fd, dirs, dl) AW__AT((aw_fd_wait_any)((fd), (dirs), (dl)))
 /* Drop the loop's registration of fd. Call before close(fd): a closed and
  * reused fd number would otherwise inherit the old registration. Tasks
  * waiting on fd are woken with -EBADF. */

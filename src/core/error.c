@@ -158,6 +158,11 @@ static const char *const aw_messages[] = {
 	[AW_EGROUP - AW_EBASE] = "tasks of a task group failed",
 	[AW_EBUSY_WAIT - AW_EBASE] = "another task already waits on this",
 	[AW_EEXIT - AW_EBASE] = "a manager's exit failed",
+	[AW_EEOF - AW_EBASE] = "unexpected end of stream",
+	[AW_ETOOLONG - AW_EBASE] = "size limit exceeded",
+	[AW_ETLS - AW_EBASE] = "TLS failure",
+	[AW_ETLS_VERIFY - AW_EBASE] = "TLS certificate verification failed",
+	[AW_EDNS - AW_EBASE] = "name resolution failed",
 };
 
 const char *aw_strerror(int code)

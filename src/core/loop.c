@@ -88,14 +88,15 @@ static void on_ready(void *ctx, uint64_t data, bool rd, bool wr)
 	}
 }
 
-int (aw_fd_wait)(int fd, int direction, aw_time deadline)
+int (aw_fd_wait_any)(int fd, int directions, aw_time deadline)
 {
 	aw_loop *l = aw__loop;
 	aw_task *t = l ? l->running : NULL;
 	if (!t)
 		return aw_raise(-AW_ENOTASK, "aw_fd_wait outside of a task");
-	if (direction != AW_READABLE && direction != AW_WRITABLE)
-		return aw_raise(-EINVAL, "aw_fd_wait: direction must be AW_READABLE or AW_WRITABLE");
+	if (!directions || (directions & ~(AW_READABLE | AW_WRITABLE)))
+		return aw_raise(-EINVAL, "aw_fd_wait: directions must be AW_READABLE and/or AW_WRITABLE");
+	bool rd = directions & AW_READABLE, wr = directions & AW_WRITABLE;
 	aw_fdstate *s;
 	int rc = fd_state(l, fd, &s);
 	if (rc)
@@ -110,34 +111,53 @@ int (aw_fd_wait)(int fd, int direction, aw_time deadline)
 		/* Edge-triggered: the first epoll_wait reports what is ready now. */
 		s->readable = s->writable = false;
 	}
-	bool *ready = direction == AW_READABLE ? &s->readable : &s->writable;
-	aw_task **slot = direction == AW_READABLE ? &s->reader : &s->writer;
-	if (*ready) {
-		/* An edge arrived since the last wait: report it once; the caller
-		 * retries its I/O and waits again on EAGAIN. */
-		*ready = false;
-		return 0;
+	/* An edge that arrived since the last wait is reported once; the
+	 * caller retries its I/O and waits again on EAGAIN. */
+	int ready = (rd && s->readable ? AW_READABLE : 0) | (wr && s->writable ? AW_WRITABLE : 0);
+	if (ready) {
+		if (ready & AW_READABLE)
+			s->readable = false;
+		if (ready & AW_WRITABLE)
+			s->writable = false;
+		return ready;
 	}
-	if (*slot)
-		return aw_raise(-AW_EBUSY_WAIT, "task '%s' already waits for fd %d to be %s", (*slot)->name, fd,
-				direction == AW_READABLE ? "readable" : "writable");
-	*slot = t;
+	if ((rd && s->reader) || (wr && s->writer)) {
+		aw_task *other = rd && s->reader ? s->reader : s->writer;
+		return aw_raise(-AW_EBUSY_WAIT, "task '%s' already waits for fd %d to be %s", other->name, fd,
+				rd && s->reader ? "readable" : "writable");
+	}
+	if (rd)
+		s->reader = t;
+	if (wr)
+		s->writer = t;
 	int v = aw_task_park(deadline, false);
 	/* The fd table may have moved (realloc) while we waited. */
 	s = &l->fds[fd];
-	slot = direction == AW_READABLE ? &s->reader : &s->writer;
-	if (*slot == t)
-		*slot = NULL;
+	if (s->reader == t)
+		s->reader = NULL;
+	if (s->writer == t)
+		s->writer = NULL;
 	if (v == AW__WAKE_TIMER)
 		return aw_raise(-ETIMEDOUT, "fd %d did not become %s before the deadline", fd,
-				direction == AW_READABLE ? "readable" : "writable");
+				rd && wr ? "ready" : rd ? "readable" : "writable");
 	if (v < 0)
 		return v;
-	if (v == 0) {
-		ready = direction == AW_READABLE ? &s->readable : &s->writable;
-		*ready = false;
-	}
-	return v > 0 ? aw_raise(-v, "fd %d: %s", fd, aw_strerror(-v)) : 0;
+	if (v > 0)
+		return aw_raise(-v, "fd %d: %s", fd, aw_strerror(-v));
+	ready = (rd && s->readable ? AW_READABLE : 0) | (wr && s->writable ? AW_WRITABLE : 0);
+	if (ready & AW_READABLE)
+		s->readable = false;
+	if (ready & AW_WRITABLE)
+		s->writable = false;
+	return ready ? ready : directions;
+}
+
+int (aw_fd_wait)(int fd, int direction, aw_time deadline)
+{
+	if (direction != AW_READABLE && direction != AW_WRITABLE)
+		return aw_raise(-EINVAL, "aw_fd_wait: direction must be AW_READABLE or AW_WRITABLE");
+	int rc = (aw_fd_wait_any)(fd, direction, deadline);
+	return rc < 0 ? rc : 0;
 }
 
 void aw_fd_forget(int fd)
@@ -148,7 +168,7 @@ void aw_fd_forget(int fd)
 	aw_fdstate *s = &l->fds[fd];
 	if (s->registered)
 		aw_backend_del(&l->backend, fd);
-	/* Positive wake values are errno codes for the waiter (see above). */
+	/* Positive wake values are errno codes for the waiter. */
 	if (s->reader)
 		aw_task_wake(s->reader, EBADF);
 	if (s->writer)
@@ -229,7 +249,7 @@ static void cancel_all(aw_loop *l)
 /* One iteration: timers, ready tasks, then poll (blocking only if nothing
  * is ready). Returns false on a deadlock: nothing is ready and nothing
  * (timer, fd, thread job, signal) can ever make a task ready. */
-static bool iterate(aw_loop *l)
+static bool iterate(aw_loop *l, const aw_task *until)
 {
 	l->now = aw_now();
 	aw_timer_run(&l->timers, l->now);
@@ -238,8 +258,9 @@ static bool iterate(aw_loop *l)
 		l->dump_requested = 0;
 		aw_dump(l->cfg.log);
 	}
-	if (!l->ntasks)
-		return true;   /* nothing left to wait for */
+	if (!l->ntasks || (until && until->state == AW_TASK_DONE))
+		return true;   /* nothing left to wait for, or main returned:
+		                  do not block in poll before phase 2 */
 	aw_time timeout = 0;
 	if (!l->ready_head) {
 		aw_time next = aw_timer_next(&l->timers);
@@ -350,14 +371,14 @@ int aw_run_config(const aw_config *cfg, aw_task_fn main_fn, void *arg)
 	}
 	/* Phase 1: until main returns. */
 	while (main_task->state != AW_TASK_DONE)
-		if (!iterate(l))
+		if (!iterate(l, main_task))
 			report_deadlock(l);
 	/* Phase 2: cancel what is left and let it unwind (exits run). */
 	l->stopping = true;
 	if (l->ntasks)
 		cancel_all(l);
 	while (l->ntasks)
-		if (!iterate(l))
+		if (!iterate(l, NULL))
 			report_deadlock(l);
 	int result = main_task->result;
 	if (result < 0 && main_task->err) {

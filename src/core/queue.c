@@ -24,14 +24,10 @@
 /* Wake a waiter just popped so that its park returns v, even if a
  * cancellation readied it first: an item handed to a getter, or taken from
  * a putter, must not be lost (see the top of sync.c).
- * TODO(scheduler): fold this into aw_task_wake; sync.c has the same. */
+ * aw_task_wake does this for every waker. */
 static inline void waiter_wake(aw_waiter *w, int v)
 {
-	aw_task *t = w->task;
-	if (t->state == AW_TASK_READY && (t->wake == AW__WAKE_CANCEL || t->wake == AW__WAKE_TIMER))
-		t->wake = v;
-	else
-		aw_task_wake(t, v);
+	aw_task_wake(w->task, v);   /* a hand-over wins over a pending cancel */
 }
 
 /* Append to the ring; the caller has checked len < cap. */

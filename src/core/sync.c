@@ -73,14 +73,10 @@ aw_waiter *aw_waitq_pop(aw_waitq *q)
  * cancellation or its park timer readied it first (see the top of the
  * file). The task is then in the ready queue inside aw_task_park, which
  * returns t->wake when it is not one of the AW__WAKE_* markers.
- * TODO(scheduler): fold this into aw_task_wake; queue.c has a copy. */
+ * aw_task_wake does this for every waker. */
 static inline void waiter_wake(aw_waiter *w, int v)
 {
-	aw_task *t = w->task;
-	if (t->state == AW_TASK_READY && (t->wake == AW__WAKE_CANCEL || t->wake == AW__WAKE_TIMER))
-		t->wake = v;
-	else
-		aw_task_wake(t, v);
+	aw_task_wake(w->task, v);   /* a hand-over wins over a pending cancel */
 }
 
 /* Park the running task, queued as w on q, until a waker unlinks it. Returns
@@ -119,18 +115,29 @@ static size_t waitq_count(const aw_waitq *q)
 static alignas(max_align_t) char lock_notask_tag;
 #define LOCK_NOTASK ((aw_task *)(void *)&lock_notask_tag)
 
+/* Who the caller is, as a lock owner. */
 static inline aw_task *lock_self(void)
 {
 	aw_task *t = aw__current();
 	return t ? t : LOCK_NOTASK;
 }
 
+/* The owner's name for messages and dumps. A task may end while holding a
+ * lock (it then stays locked, as in asyncio) and its memory be freed, so the
+ * pointer is only dereferenced if it is still one of the loop's tasks. Only
+ * used on error and dump paths: the walk costs nothing that matters. */
 static const char *lock_owner_name(const aw_task *t)
 {
-	return t == LOCK_NOTASK ? "(no task)" : t->name;
+	if (t == LOCK_NOTASK)
+		return "(no task)";
+	aw_loop *l = aw__loop;
+	for (const aw_task *x = l ? l->all : NULL; x; x = x->all_next)
+		if (x == t)
+			return t->name;
+	return "(a task that has ended)";
 }
 
-/* Give the held lock to the first parked waiter, or free it. The caller has
+/* Give the held lock to the longest waiter, or free it. The caller has
  * checked ownership. Waking does not switch: the new owner runs later. */
 static void lock_handoff(aw_lock *l)
 {
@@ -143,6 +150,8 @@ static void lock_handoff(aw_lock *l)
 	waiter_wake(w, 0);
 }
 
+/* aw_lock_acquire when the lock is held: queue and wait for the hand-off.
+ * Same results as aw_lock_acquire. */
 static int lock_acquire_slow(aw_lock *l)
 {
 	aw_task *t = aw__current();
@@ -187,7 +196,7 @@ void aw_lock_init(aw_lock *l)
  * cancel code (the lock is then not held), -EDEADLK if the caller already
  * holds it, -AW_ENOTASK if it must wait outside a task. A free lock is taken
  * without waiting (and without being a cancellation point, as in asyncio):
- * that path is a load, a compare and a store. */
+ * that path is a compare, the running task (two loads) and a store. */
 int (aw_lock_acquire)(aw_lock *l)
 {
 	if (AW_LIKELY(l->owner == NULL)) {
@@ -289,6 +298,8 @@ void aw_sem_init(aw_sem *s, size_t value)
 	s->waiters.head = s->waiters.tail = NULL;
 }
 
+/* aw_sem_acquire when no unit is free: queue and wait for a released unit.
+ * Same results as aw_sem_acquire. */
 static int sem_acquire_slow(aw_sem *s)
 {
 	aw_task *t = aw__current();

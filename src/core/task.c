@@ -115,6 +115,14 @@ void aw_task_enqueue(aw_loop *l, aw_task *t)
 
 void aw_task_wake(aw_task *t, int value)
 {
+	if (t->state == AW_TASK_READY && (t->wake == AW__WAKE_CANCEL || t->wake == AW__WAKE_TIMER)) {
+		/* Woken by a cancel or a deadline and not yet running, then
+		 * handed something (a lock, an item, a finished job): the hand-
+		 * over wins, or it would be lost. The cancellation is not lost
+		 * either: it is level-triggered and shows at the next wait. */
+		t->wake = value;
+		return;
+	}
 	if (t->state != AW_TASK_PARKED)
 		return;
 	t->wake = value;
@@ -242,6 +250,8 @@ int (aw_yield)(void)
 	int c = pending(t, l->now, &ignored);
 	if (c)
 		return c;
+	if (AW_UNLIKELY(atomic_load_explicit(&l->slow_flag, memory_order_relaxed)))
+		aw_watchdog_report(l, t, aw__where);
 	t->where = aw__where;
 	aw_task_enqueue(l, t);
 	switch_away(l, t);
@@ -270,6 +280,7 @@ static void task_entry(void *arg)
 {
 	aw_task *t = arg;
 	aw_coro_started(t->loop);
+	t->loop->slow_resumed_at = NULL;   /* a fresh task resumed nowhere */
 	int rc = t->fn(t->arg);
 	task_finish(t, rc);
 }
@@ -277,6 +288,8 @@ static void task_entry(void *arg)
 static void task_finish(aw_task *t, int rc)
 {
 	aw_loop *l = t->loop;
+	if (AW_UNLIKELY(atomic_load_explicit(&l->slow_flag, memory_order_relaxed)))
+		aw_watchdog_report(l, t, NULL);
 	t->result = rc;
 	if (rc < 0) {
 		if (!t->err || t->err->code != rc)

@@ -63,6 +63,7 @@ static __thread aw_job *tls_job;
 
 /* ---- lists (caller holds the mutex) -------------------------------------- */
 
+/* Queue j last in the pending FIFO. */
 static void pending_append(aw_threadpool *p, aw_job *j)
 {
 	j->next = NULL;
@@ -75,6 +76,7 @@ static void pending_append(aw_threadpool *p, aw_job *j)
 	p->npending++;
 }
 
+/* Take j out of the pending FIFO (a worker picks it, or it is withdrawn). */
 static void pending_remove(aw_threadpool *p, aw_job *j)
 {
 	if (j->prev)
@@ -329,14 +331,10 @@ void aw_loop_notify(aw_loop *loop)
  * turn out moot, park would sleep again with the job already delivered).
  * The finished job wins; the cancellation is level-triggered and shows at
  * the task's next wait.
- * TODO(scheduler): fold this into aw_task_wake; sync.c and queue.c have
- * the same. */
+ * aw_task_wake does this for every waker. */
 static inline void task_hand(aw_task *t, int v)
 {
-	if (t->state == AW_TASK_READY && (t->wake == AW__WAKE_CANCEL || t->wake == AW__WAKE_TIMER))
-		t->wake = v;
-	else
-		aw_task_wake(t, v);
+	aw_task_wake(t, v);   /* a hand-over wins over a pending cancel */
 }
 
 /* Loop thread, when wake_fd fired: hand every finished job back to its task

@@ -46,6 +46,7 @@ typedef struct aw_watchdog {
 
 static __thread aw_watchdog *tls_wd;
 
+/* An absolute aw_time as a timespec for pthread_cond_timedwait. */
 static struct timespec ts_of(aw_time t)
 {
 	struct timespec ts = { .tv_sec = t / 1000000000, .tv_nsec = t % 1000000000 };

@@ -45,7 +45,7 @@ int aw__run_exit(int (*exit_fn)(void *ctx, int err), void *ctx, const char *name
 {
 	uint64_t *raises;
 	aw_error **slot = aw__err_slot(&raises);
-	aw_error *held = NULL;
+	aw_error *held = NULL, *prior = NULL;
 	if (err) {
 		/* The error being handled: normally the one in flight. If the
 		 * caller passed a bare code, make an error for it so that the
@@ -55,12 +55,27 @@ int aw__run_exit(int (*exit_fn)(void *ctx, int err), void *ctx, const char *name
 		held = *slot;
 		if (held)
 			held->refs++;
+	} else if (*slot) {
+		/* An error from before the block: not this exit's business. */
+		prior = *slot;
+		prior->refs++;
 	}
 	uint64_t before = *raises;
 	int rc = exit_fn(ctx, err);
 	slot = aw__err_slot(&raises); /* same task; the slot does not move */
 	aw_error *cur = *slot;
 
+	if (rc == 0 && err == 0) {
+		/* Nothing was handled: an error from before the block stays in
+		 * flight; whatever the exit raised and dropped is gone. */
+		if (cur != prior) {
+			*slot = prior;
+			prior = NULL;
+			aw_error_free(cur);
+		}
+		aw_error_free(prior);
+		return 0;
+	}
 	if (rc == err) {
 		/* Propagate: whatever the exit raised and dropped is gone; the
 		 * handled error is in flight again. */
@@ -110,6 +125,7 @@ int aw__run_exit(int (*exit_fn)(void *ctx, int err), void *ctx, const char *name
 		held = NULL;
 	}
 	aw_error_free(held);
+	aw_error_free(prior);
 	aw_error_raise_obj(fresh);
 	return rc;
 }

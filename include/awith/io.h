@@ -1,0 +1,265 @@
+/*
+ * awith/io.h — sockets, buffered streams, TLS, files, temp files and
+ * directories, name resolution, signals.
+ *
+ * Every resource is a context manager: its `mgr` can be entered with
+ * AW_WITH, whose exit closes it on every way out of the block. The open
+ * functions (manual API) put the resource in the loop's ledger until it is
+ * closed, so one that is never closed is reported at loop shutdown with
+ * where it was opened.
+ *
+ * Blocking calls take an absolute deadline as their last argument
+ * (AW_NEVER for none) and are cancellation points. Errors are negative
+ * codes, raised on the task (aw_error_current()) with a clear message:
+ *   -ECONNREFUSED, -ECONNRESET, -EPIPE, -ETIMEDOUT, -EADDRINUSE ...
+ *   -AW_EEOF        the peer closed in the middle of a read that needs more
+ *   -AW_ETOOLONG    a delimiter/line/body limit was exceeded (nothing is
+ *                   consumed: the data stays in the buffer)
+ *   -AW_ETLS        TLS protocol failure
+ *   -AW_ETLS_VERIFY the peer's certificate or host name did not verify
+ *   -AW_EDNS        the name could not be resolved
+ */
+#ifndef AWITH_IO_H
+#define AWITH_IO_H
+
+#include "awith/core.h"
+
+#include <netdb.h>
+#include <signal.h>
+#include <sys/types.h>
+#include <sys/uio.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ------------------------------------------------------------------------ */
+/* TLS contexts (OpenSSL)                                                   */
+
+typedef struct aw_tls_ctx aw_tls_ctx;
+
+typedef struct aw_tls_opts {
+	const char *ca_file;     /* client: trust these CAs instead of the system's */
+	const char *cert_file;   /* server (or client auth): PEM certificate chain */
+	const char *key_file;    /* server: PEM private key */
+	const char *alpn;        /* comma-separated protocols, e.g. "h2,http/1.1" */
+	bool insecure_no_verify; /* client: skip verification (tests only!) */
+} aw_tls_opts;
+
+/* Client context: certificate and host name verification on by default.
+ * -AW_ETLS with the OpenSSL reason if a file cannot be loaded. */
+int aw_tls_client_ctx(aw_tls_ctx **out, const aw_tls_opts *opts) AW_MUST_USE;
+/* Server context: cert_file and key_file required. */
+int aw_tls_server_ctx(aw_tls_ctx **out, const aw_tls_opts *opts) AW_MUST_USE;
+void aw_tls_ctx_free(aw_tls_ctx *ctx);
+
+/* ------------------------------------------------------------------------ */
+/* Buffered streams                                                          */
+
+typedef struct aw_stream aw_stream;
+
+typedef struct aw_stream_opts {
+	size_t read_buffer;      /* initial read buffer; default 16 KiB (grows
+	                            up to the largest limit a read asks for) */
+	size_t write_buffer;     /* bound of buffered, unsent bytes; writers
+	                            wait while it is full; default 64 KiB */
+} aw_stream_opts;
+
+/* Wrap a connected, non-blocking-capable fd (the stream owns it from now
+ * on and makes it O_NONBLOCK). */
+int aw_stream_from_fd(aw_stream **out, int fd, const aw_stream_opts *opts) AW_MUST_USE;
+
+/* The stream's manager: enter does nothing (it is open), exit closes it
+ * (aw_stream_close, bounded by the cleanup grace deadline). */
+aw_mgr *aw_stream_mgr(aw_stream *s);
+int aw_stream_fd(const aw_stream *s);
+
+/* Waits: read whatever is available, at most n bytes (at least 1).
+ * Returns the count, 0 at end of stream, or a negative error. */
+ssize_t aw_stream_read(aw_stream *s, void *buf, size_t n, aw_time deadline);
+/* Waits: read exactly n bytes. -AW_EEOF if the stream ends first (the
+ * bytes that did arrive stay buffered: nothing is lost). */
+int aw_stream_read_exact(aw_stream *s, void *buf, size_t n, aw_time deadline);
+/* Waits: until `delim` is buffered within the first `max` bytes. On
+ * success *line points into the read buffer (zero copy) and *len counts
+ * the bytes up to and including the delimiter; they are consumed, and the
+ * pointer is valid until the next read call. -AW_ETOOLONG if max bytes
+ * arrive without it; -AW_EEOF if the stream ends first (a final
+ * unterminated piece stays buffered: read it with aw_stream_read). */
+int aw_stream_read_until(aw_stream *s, const void *delim, size_t dlen, size_t max,
+			 const char **line, size_t *len, aw_time deadline);
+/* aw_stream_read_until with "\n". */
+int aw_stream_read_line(aw_stream *s, size_t max, const char **line, size_t *len, aw_time deadline);
+/* Waits: read to end of stream into a malloc'd buffer (NUL-terminated for
+ * convenience; *len excludes it). -AW_ETOOLONG if more than max bytes. */
+int aw_stream_read_all(aw_stream *s, size_t max, char **out, size_t *len, aw_time deadline);
+
+/* Zero-copy access for parsers: the buffered bytes, without waiting. */
+void aw_stream_peek(aw_stream *s, const char **data, size_t *len);
+/* Waits: read more into the buffer (at least 1 byte unless at EOF).
+ * Returns bytes added, 0 at EOF. -AW_ETOOLONG if the buffer already holds
+ * `max` bytes (the parser's limit). */
+ssize_t aw_stream_fill(aw_stream *s, size_t max, aw_time deadline);
+/* Drop n bytes from the front of the buffer (n <= buffered). */
+void aw_stream_consume(aw_stream *s, size_t n);
+
+/* Waits (backpressure): queue n bytes; sends right away when possible and
+ * waits while more than write_buffer bytes are unsent. Returns 0; on
+ * error the stream is broken (-EPIPE, -ECONNRESET, -ETIMEDOUT) and
+ * further writes fail. */
+int aw_stream_write(aw_stream *s, const void *buf, size_t n, aw_time deadline);
+int aw_stream_writev(aw_stream *s, const struct iovec *iov, int iovcnt, aw_time deadline);
+/* Waits until every buffered byte is sent. */
+int aw_stream_drain(aw_stream *s, aw_time deadline);
+/* Waits: drain, then shut down the write side (FIN; TLS close_notify). */
+int aw_stream_shutdown(aw_stream *s, aw_time deadline);
+/* Waits: drain (bounded by deadline), TLS close_notify, close, free.
+ * Always frees s, whatever it returns. */
+int aw_stream_close(aw_stream *s, aw_time deadline);
+size_t aw_stream_buffered(const aw_stream *s);   /* unread bytes */
+size_t aw_stream_pending(const aw_stream *s);    /* unsent bytes */
+
+/* TLS on a connected stream. Waits for the handshake. Client: `host` is
+ * used for SNI and checked against the certificate (unless the context is
+ * insecure). Server: host is NULL. */
+int aw_stream_tls_client(aw_stream *s, aw_tls_ctx *ctx, const char *host, aw_time deadline);
+int aw_stream_tls_server(aw_stream *s, aw_tls_ctx *ctx, aw_time deadline);
+/* The negotiated ALPN protocol ("" if none). */
+const char *aw_stream_alpn(const aw_stream *s);
+
+/* ------------------------------------------------------------------------ */
+/* Name resolution (getaddrinfo on the thread pool)                        */
+
+/* Waits: resolve host (name or literal) and port for a stream socket.
+ * Returns a list to free with freeaddrinfo. At the deadline or on
+ * cancellation it returns at once (the lookup finishes in the background
+ * and its result is dropped). -AW_EDNS with gai_strerror's text. */
+int aw_resolve(const char *host, int port, struct addrinfo **out, aw_time deadline);
+
+/* ------------------------------------------------------------------------ */
+/* TCP and Unix sockets                                                     */
+
+/* Waits: resolve host and try every address in order until one connects
+ * (IPv6 and IPv4 alike); TCP_NODELAY is on. -ECONNREFUSED, -ETIMEDOUT,
+ * -AW_EDNS, -ENETUNREACH ... (the last address's error, message listing
+ * what was tried). */
+int aw_tcp_connect(aw_stream **out, const char *host, int port, aw_time deadline) AW_MUST_USE;
+int aw_unix_connect(aw_stream **out, const char *path, aw_time deadline) AW_MUST_USE;
+
+/* Connect on enter, close on exit: AW_WITH(aw_tcp_connection(&c, ...)). */
+typedef struct aw_connection {
+	aw_mgr mgr;
+	aw_stream *stream;       /* valid inside the block */
+	const char *host;        /* or the Unix path */
+	int port;                /* -1: Unix socket */
+	aw_time deadline;
+} aw_connection;
+aw_mgr *aw_tcp_connection(aw_connection *c, const char *host, int port, aw_time deadline);
+aw_mgr *aw_unix_connection(aw_connection *c, const char *path, aw_time deadline);
+
+typedef struct aw_listener aw_listener;
+
+typedef struct aw_listen_opts {
+	int backlog;             /* default 511 */
+	bool reuseport;          /* SO_REUSEPORT: several processes share it */
+	bool no_reuseaddr;       /* SO_REUSEADDR is on unless this is set */
+	bool v6only;             /* for "::": IPv6 only */
+	bool keepalive;          /* SO_KEEPALIVE on accepted connections */
+	aw_stream_opts stream;   /* for accepted streams */
+} aw_listen_opts;
+
+/* Bind and listen. host NULL or "" means all IPv4 addresses ("0.0.0.0");
+ * port 0 picks a free port (aw_listener_port tells which). */
+int aw_tcp_listen(aw_listener **out, const char *host, int port, const aw_listen_opts *opts) AW_MUST_USE;
+/* A stale socket file at path is replaced only if nothing listens on it. */
+int aw_unix_listen(aw_listener **out, const char *path, const aw_listen_opts *opts) AW_MUST_USE;
+int aw_listener_port(const aw_listener *l);
+int aw_listener_fd(const aw_listener *l);
+/* Waits: the next connection. Transient errors (EMFILE, ECONNABORTED) are
+ * reported, not retried silently. */
+int aw_listener_accept(aw_listener *l, aw_stream **out, aw_time deadline) AW_MUST_USE;
+/* Accepted connections as an async iterator: AW_FOR(conn, it) hands out
+ * aw_stream * (the receiver owns each one). */
+aw_iter *aw_listener_iter(aw_listener *l);
+aw_mgr *aw_listener_mgr(aw_listener *l);   /* exit closes */
+void aw_listener_close(aw_listener *l);    /* removes a Unix socket file */
+
+/* ------------------------------------------------------------------------ */
+/* Files (off the loop, on the thread pool)                                 */
+
+/* Waits: read a whole file into a malloc'd, NUL-terminated buffer.
+ * -AW_ETOOLONG if it is larger than max. */
+int aw_file_read_all(const char *path, size_t max, char **out, size_t *len) AW_MUST_USE;
+/* Waits: write (create/truncate, `mode`) a whole file; with `atomic`, write
+ * a temp file beside it, fsync, and rename over the target. */
+int aw_file_write_all(const char *path, const void *data, size_t len, mode_t mode, bool atomic);
+/* Waits: pread/pwrite the whole range (loops over short transfers).
+ * aw_file_pread returns the count read (short only at end of file). */
+ssize_t aw_file_pread(int fd, void *buf, size_t n, off_t off);
+int aw_file_pwrite(int fd, const void *buf, size_t n, off_t off);
+
+/* A file read in chunks as an async iterator (the seed's "async for chunk
+ * in stream"): each item is an aw_chunk * valid until the next step. */
+typedef struct aw_chunk { const char *data; size_t len; off_t offset; } aw_chunk;
+typedef struct aw_file_chunks {
+	aw_iter iter;
+	const char *path;
+	size_t chunk_size;
+	int fd;
+	off_t offset;
+	char *buf;
+	aw_chunk chunk;
+	aw_ledger_entry ledger;
+} aw_file_chunks;
+aw_iter *aw_file_chunks_init(aw_file_chunks *fc, const char *path, size_t chunk_size);
+
+/* Temp file: enter creates a unique file (mode 0600) in dir (NULL: $TMPDIR
+ * or /tmp) named prefix-XXXXXX; exit closes and removes it, on every way
+ * out, cancellation included. */
+typedef struct aw_tempfile {
+	aw_mgr mgr;
+	const char *dir, *prefix;
+	int fd;
+	char path[4096];
+} aw_tempfile;
+aw_mgr *aw_tempfile_init(aw_tempfile *t, const char *dir, const char *prefix);
+
+/* Temp dir: mode 0700; exit removes it and everything in it (not
+ * following symlinks), off the loop. */
+typedef struct aw_tempdir {
+	aw_mgr mgr;
+	const char *dir, *prefix;
+	char path[4096];
+} aw_tempdir;
+aw_mgr *aw_tempdir_init(aw_tempdir *t, const char *dir, const char *prefix);
+
+/* ------------------------------------------------------------------------ */
+/* Signals as waits (signalfd)                                              */
+
+/* Enter blocks the listed signals on the loop thread (the pool's threads
+ * block every signal) and opens a signalfd; exit closes it and restores the
+ * previous mask. */
+typedef struct aw_signals {
+	aw_mgr mgr;
+	int signals[8];
+	int count;
+	int fd;
+	sigset_t old_mask;
+} aw_signals;
+/* sigs: up to 8 signal numbers. */
+aw_mgr *aw_signals_init(aw_signals *s, const int *sigs, int count);
+/* Waits: the next of the signals; returns its number (> 0). */
+int aw_signals_wait(aw_signals *s, aw_time deadline);
+
+/* The opening calls record their caller's location for the ledger. */
+#define aw_stream_from_fd(out, fd, opts) AW__AT((aw_stream_from_fd)((out), (fd), (opts)))
+#define aw_tcp_connect(out, host, port, dl) AW__AT((aw_tcp_connect)((out), (host), (port), (dl)))
+#define aw_unix_connect(out, path, dl) AW__AT((aw_unix_connect)((out), (path), (dl)))
+#define aw_tcp_listen(out, host, port, opts) AW__AT((aw_tcp_listen)((out), (host), (port), (opts)))
+#define aw_unix_listen(out, path, opts) AW__AT((aw_unix_listen)((out), (path), (opts)))
+#define aw_listener_accept(l, out, dl) AW__AT((aw_listener_accept)((l), (out), (dl)))
+
+#ifdef __cplusplus
+}
+#endif
+#endif

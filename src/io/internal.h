@@ -1,0 +1,48 @@
+/*
+ * Internal structures of the io layer (src/io/), shared by its files.
+ */
+#ifndef AW_IO_INTERNAL_H
+#define AW_IO_INTERNAL_H
+
+#include "../core/internal.h"
+#include "awith/io.h"
+
+/* A buffered stream over a connected fd, optionally through TLS. */
+struct aw_stream {
+	aw_mgr mgr;
+	int fd;
+	bool is_sock;            /* send(MSG_NOSIGNAL) instead of write */
+	/* read buffer: unread bytes are rbuf[rstart, rend) */
+	char *rbuf;
+	size_t rcap, rstart, rend;
+	/* write buffer: unsent bytes are wbuf[wstart, wend) */
+	char *wbuf;
+	size_t wcap, wstart, wend;
+	size_t wlimit;           /* writers wait while more is unsent */
+	bool eof;                /* the peer ended its side */
+	bool wshut;              /* we shut down our write side */
+	int werror;              /* sticky: the stream is broken for writing */
+	void *ssl;               /* SSL *, when TLS is on */
+	char alpn[32];
+	aw_ledger_entry ledger;
+};
+
+/* The transport under a stream: the plain fd or TLS. Each returns > 0
+ * bytes, 0 at end of stream (recv only), -EAGAIN with *want set to
+ * AW_READABLE or AW_WRITABLE (TLS may need to write to read and vice
+ * versa), or a negative error (already raised, with a clear message). */
+ssize_t aw__stream_recv(aw_stream *s, void *buf, size_t n, int *want);
+ssize_t aw__stream_send(aw_stream *s, const void *buf, size_t n, int *want);
+
+/* tls.c: the same for an SSL stream, plus close_notify and freeing. */
+ssize_t aw__tls_recv(aw_stream *s, void *buf, size_t n, int *want);
+ssize_t aw__tls_send(aw_stream *s, const void *buf, size_t n, int *want);
+/* Waits: send close_notify (does not wait for the peer's). */
+int aw__tls_shutdown(aw_stream *s, aw_time deadline);
+void aw__tls_free(aw_stream *s);
+
+/* Waits: connect a fresh non-blocking socket fd to addr (connect +
+ * SO_ERROR). Returns 0 or a raised negative error. */
+int aw__socket_connect(int fd, const struct sockaddr *addr, socklen_t len, aw_time deadline);
+
+#endif

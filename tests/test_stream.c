@@ -1,0 +1,412 @@
+/* Tests: buffered streams over socketpairs and pipes (src/io/stream.c). */
+#include "harness.h"
+
+#include "awith/io.h"
+
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+typedef struct {
+	aw_stream *a, *b;     /* the two ends */
+	int rc[8];
+	char buf[256];
+	size_t len;
+	int step;
+} pair_ctx;
+
+static int make_pair(pair_ctx *c, const aw_stream_opts *opts)
+{
+	int sv[2];
+	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0)
+		return -errno;
+	int rc = aw_stream_from_fd(&c->a, sv[0], opts);
+	if (rc) {
+		close(sv[0]);
+		close(sv[1]);
+		return rc;
+	}
+	rc = aw_stream_from_fd(&c->b, sv[1], opts);
+	if (rc)
+		close(sv[1]);
+	return rc;
+}
+
+static void close_pair(pair_ctx *c)
+{
+	aw_stream_close(c->a, AW_NEVER);
+	aw_stream_close(c->b, AW_NEVER);
+}
+
+/* ---- read_exact / EOF ------------------------------------------------------- */
+
+static int writer_then_close(void *arg)
+{
+	pair_ctx *c = arg;
+	int rc = aw_stream_write(c->b, "hello", 5, AW_NEVER);
+	aw_sleep(AW_MS(5));
+	rc |= aw_stream_write(c->b, " world", 6, AW_NEVER);
+	rc |= aw_stream_shutdown(c->b, AW_NEVER);
+	return rc;
+}
+
+static int read_exact_main(void *arg)
+{
+	pair_ctx *c = arg;
+	if (make_pair(c, NULL))
+		return -1;
+	aw_task *w;
+	if (aw_spawn(&w, writer_then_close, c, "writer"))
+		return -1;
+	c->rc[0] = aw_stream_read_exact(c->a, c->buf, 8, AW_NEVER);   /* spans both writes */
+	c->rc[1] = aw_stream_read_exact(c->a, c->buf + 8, 10, AW_NEVER); /* only 3 left */
+	c->rc[2] = (int)aw_stream_buffered(c->a);
+	c->rc[3] = aw_task_join(w);
+	close_pair(c);
+	return 0;
+}
+
+AW_TEST(read_exact_waits_across_writes_and_eof_midway_is_aw_eeof_with_bytes_kept)
+{
+	pair_ctx c = { 0 };
+	CHECK_EQ(aw_run(read_exact_main, &c), 0);
+	CHECK_EQ(c.rc[0], 0);
+	CHECK(memcmp(c.buf, "hello wo", 8) == 0);
+	CHECK_EQ(c.rc[1], -AW_EEOF);
+	CHECK_EQ(c.rc[2], 3);   /* "rld" stays buffered: nothing lost */
+	CHECK_EQ(c.rc[3], 0);
+}
+
+/* ---- lines ------------------------------------------------------------------ */
+
+static int lines_main(void *arg)
+{
+	pair_ctx *c = arg;
+	if (make_pair(c, NULL))
+		return -1;
+	const char *text = "first\nsecond line\nthis one is far too long\nlast";
+	if (aw_stream_write(c->b, text, strlen(text), AW_NEVER) || aw_stream_shutdown(c->b, AW_NEVER))
+		return -1;
+	const char *line;
+	size_t len;
+	c->rc[0] = aw_stream_read_line(c->a, 64, &line, &len, AW_NEVER);
+	if (!c->rc[0])
+		c->len = (size_t)snprintf(c->buf, sizeof c->buf, "%.*s|", (int)len, line);
+	c->rc[1] = aw_stream_read_line(c->a, 64, &line, &len, AW_NEVER);
+	if (!c->rc[1])
+		c->len += (size_t)snprintf(c->buf + c->len, sizeof c->buf - c->len, "%.*s|", (int)len, line);
+	c->rc[2] = aw_stream_read_line(c->a, 10, &line, &len, AW_NEVER);      /* too long */
+	c->rc[3] = (int)aw_stream_buffered(c->a);                              /* untouched */
+	c->rc[4] = aw_stream_read_line(c->a, 64, &line, &len, AW_NEVER);      /* now fits */
+	c->rc[5] = aw_stream_read_line(c->a, 64, &line, &len, AW_NEVER);      /* "last", no \n */
+	char rest[16] = "";
+	c->rc[6] = (int)aw_stream_read(c->a, rest, sizeof rest - 1, AW_NEVER);
+	c->len += (size_t)snprintf(c->buf + c->len, sizeof c->buf - c->len, "%s", rest);
+	close_pair(c);
+	return 0;
+}
+
+AW_TEST(read_line_returns_lines_and_too_long_line_is_aw_etoolong_without_consuming)
+{
+	pair_ctx c = { 0 };
+	CHECK_EQ(aw_run(lines_main, &c), 0);
+	CHECK_EQ(c.rc[0], 0);
+	CHECK_EQ(c.rc[1], 0);
+	CHECK_EQ(c.rc[2], -AW_ETOOLONG);
+	CHECK_EQ(c.rc[3], (long long)strlen("this one is far too long\nlast"));
+	CHECK_EQ(c.rc[4], 0);
+	CHECK_EQ(c.rc[5], -AW_EEOF);
+	CHECK_EQ(c.rc[6], 4);
+	CHECK_STR(c.buf, "first\n|second line\n|last");
+}
+
+static int until_main(void *arg)
+{
+	pair_ctx *c = arg;
+	if (make_pair(c, NULL))
+		return -1;
+	/* The delimiter arrives split across two writes. */
+	if (aw_stream_write(c->b, "key: value\r", 11, AW_NEVER))
+		return -1;
+	aw_task *t = NULL;
+	(void)t;
+	const char *p;
+	size_t len;
+	aw_stream_write(c->b, "\n\r\nbody", 7, AW_NEVER);
+	c->rc[0] = aw_stream_read_until(c->a, "\r\n\r\n", 4, 100, &p, &len, AW_NEVER);
+	c->len = len;
+	c->rc[1] = (int)aw_stream_buffered(c->a);
+	close_pair(c);
+	return 0;
+}
+
+AW_TEST(read_until_finds_a_multibyte_delimiter_split_across_reads)
+{
+	pair_ctx c = { 0 };
+	CHECK_EQ(aw_run(until_main, &c), 0);
+	CHECK_EQ(c.rc[0], 0);
+	CHECK_EQ(c.len, 14);
+	CHECK_EQ(c.rc[1], 4);
+}
+
+/* ---- read_all ------------------------------------------------------------- */
+
+static int read_all_main(void *arg)
+{
+	pair_ctx *c = arg;
+	if (make_pair(c, NULL))
+		return -1;
+	char big[3000];
+	memset(big, 'x', sizeof big);
+	aw_stream_write(c->b, big, sizeof big, AW_NEVER);
+	aw_stream_shutdown(c->b, AW_NEVER);
+	char *out = NULL;
+	size_t len = 0;
+	c->rc[0] = aw_stream_read_all(c->a, 2999, &out, &len, AW_NEVER);
+	c->rc[1] = out == NULL;
+	close_pair(c);
+	if (make_pair(c, NULL))
+		return -1;
+	aw_stream_write(c->b, big, sizeof big, AW_NEVER);
+	aw_stream_shutdown(c->b, AW_NEVER);
+	c->rc[2] = aw_stream_read_all(c->a, 3000, &out, &len, AW_NEVER);
+	c->rc[3] = (int)len;
+	c->rc[4] = out && out[len] == 0 && out[0] == 'x' && out[len - 1] == 'x';
+	free(out);
+	close_pair(c);
+	return 0;
+}
+
+AW_TEST(read_all_over_max_is_aw_etoolong_and_exactly_max_is_read_whole)
+{
+	pair_ctx c = { 0 };
+	CHECK_EQ(aw_run(read_all_main, &c), 0);
+	CHECK_EQ(c.rc[0], -AW_ETOOLONG);
+	CHECK_EQ(c.rc[1], 1);
+	CHECK_EQ(c.rc[2], 0);
+	CHECK_EQ(c.rc[3], 3000);
+	CHECK_EQ(c.rc[4], 1);
+}
+
+/* ---- backpressure ---------------------------------------------------------- */
+
+typedef struct {
+	pair_ctx p;
+	size_t total, got;
+	int wrc, rrc;
+	size_t max_pending;
+} bp_ctx;
+
+static int bp_writer(void *arg)
+{
+	bp_ctx *c = arg;
+	char chunk[8192];
+	memset(chunk, 'a', sizeof chunk);
+	for (size_t sent = 0; sent < c->total; sent += sizeof chunk) {
+		int rc = aw_stream_write(c->p.b, chunk, sizeof chunk, AW_NEVER);
+		if (rc)
+			return c->wrc = rc;
+		if (aw_stream_pending(c->p.b) > c->max_pending)
+			c->max_pending = aw_stream_pending(c->p.b);
+	}
+	return c->wrc = aw_stream_shutdown(c->p.b, AW_NEVER);
+}
+
+static int bp_main(void *arg)
+{
+	bp_ctx *c = arg;
+	aw_stream_opts o = { .write_buffer = 16 * 1024 };
+	if (make_pair(&c->p, &o))
+		return -1;
+	aw_task *w;
+	if (aw_spawn(&w, bp_writer, c, "writer"))
+		return -1;
+	char buf[4096];
+	for (;;) {
+		aw_sleep(AW_US(50));   /* a slow reader */
+		ssize_t r = aw_stream_read(c->p.a, buf, sizeof buf, AW_NEVER);
+		if (r <= 0) {
+			c->rrc = (int)r;
+			break;
+		}
+		c->got += (size_t)r;
+	}
+	aw_task_join(w);
+	close_pair(&c->p);
+	return 0;
+}
+
+AW_TEST(writer_waits_when_the_write_buffer_is_full_and_every_byte_arrives)
+{
+	bp_ctx c = { .total = 2 * 1024 * 1024 };
+	CHECK_EQ(aw_run(bp_main, &c), 0);
+	CHECK_EQ(c.wrc, 0);
+	CHECK_EQ(c.rrc, 0);
+	CHECK_EQ(c.got, c.total);
+	CHECK_LE(c.max_pending, 16 * 1024);
+}
+
+static int stalled_main(void *arg)
+{
+	pair_ctx *c = arg;
+	aw_stream_opts o = { .write_buffer = 4096 };
+	if (make_pair(c, &o))
+		return -1;
+	/* Nobody reads c->b's peer: the kernel buffers fill, then ours. */
+	static char chunk[65536];
+	aw_time dl = aw_deadline_after(AW_MS(100));
+	int rc = 0;
+	for (int i = 0; i < 1000 && !rc; i++)
+		rc = aw_stream_write(c->a, chunk, sizeof chunk, dl);
+	c->rc[0] = rc;
+	const aw_error *e = aw_error_current();
+	c->rc[1] = e && strstr(e->msg, "not reading") != NULL;
+	c->rc[2] = aw_stream_pending(c->a) > 0;
+	/* Closing does not wait forever for a peer that never reads. */
+	c->rc[3] = aw_stream_close(c->a, aw_deadline_after(AW_MS(20)));
+	aw_stream_close(c->b, AW_NEVER);
+	return 0;
+}
+
+AW_TEST(peer_that_stops_reading_blocks_the_writer_until_the_deadline_then_etimedout)
+{
+	pair_ctx c = { 0 };
+	CHECK_EQ(aw_run(stalled_main, &c), 0);
+	CHECK_EQ(c.rc[0], -ETIMEDOUT);
+	CHECK_EQ(c.rc[1], 1);
+	CHECK_EQ(c.rc[2], 1);
+	CHECK_EQ(c.rc[3], -ETIMEDOUT);
+}
+
+/* ---- errors ----------------------------------------------------------------- */
+
+static int epipe_main(void *arg)
+{
+	pair_ctx *c = arg;
+	if (make_pair(c, NULL))
+		return -1;
+	aw_stream_close(c->b, AW_NEVER);
+	c->b = NULL;
+	char chunk[4096] = { 0 };
+	int rc = 0;
+	for (int i = 0; i < 100 && !rc; i++)
+		rc = aw_stream_write(c->a, chunk, sizeof chunk, AW_NEVER);
+	c->rc[0] = rc;
+	c->rc[1] = aw_stream_write(c->a, "x", 1, AW_NEVER);
+	char buf[8];
+	c->rc[2] = (int)aw_stream_read(c->a, buf, sizeof buf, AW_NEVER);
+	aw_stream_close(c->a, AW_NEVER);
+	return 0;
+}
+
+AW_TEST(writing_to_a_closed_peer_is_epipe_not_sigpipe_and_the_stream_stays_broken)
+{
+	pair_ctx c = { 0 };
+	CHECK_EQ(aw_run(epipe_main, &c), 0);
+	CHECK(c.rc[0] == -EPIPE || c.rc[0] == -ECONNRESET);
+	CHECK_EQ(c.rc[1], c.rc[0]);
+	CHECK_EQ(c.rc[2], 0);   /* reading sees the end */
+}
+
+static int deadline_main(void *arg)
+{
+	pair_ctx *c = arg;
+	if (make_pair(c, NULL))
+		return -1;
+	char buf[8];
+	aw_time t0 = aw_now();
+	c->rc[0] = (int)aw_stream_read(c->a, buf, sizeof buf, aw_deadline_after(AW_MS(30)));
+	c->rc[1] = (int)((aw_now() - t0) / AW_MS(1));
+	close_pair(c);
+	return 0;
+}
+
+AW_TEST(read_with_a_deadline_and_no_data_is_etimedout)
+{
+	pair_ctx c = { 0 };
+	CHECK_EQ(aw_run(deadline_main, &c), 0);
+	CHECK_EQ(c.rc[0], -ETIMEDOUT);
+	CHECK_GE(c.rc[1], 25);
+	CHECK_LT(c.rc[1], 2000);
+}
+
+/* ---- peek/consume, pipes, manager ------------------------------------------- */
+
+static int peek_main(void *arg)
+{
+	pair_ctx *c = arg;
+	int p[2];
+	if (pipe2(p, O_CLOEXEC))
+		return -1;
+	if (aw_stream_from_fd(&c->a, p[0], NULL) || aw_stream_from_fd(&c->b, p[1], NULL))
+		return -1;
+	aw_stream_write(c->b, "abcdef", 6, AW_NEVER);
+	c->rc[0] = (int)aw_stream_fill(c->a, 1024, AW_NEVER);
+	const char *d;
+	size_t n;
+	aw_stream_peek(c->a, &d, &n);
+	c->rc[1] = (int)n;
+	c->rc[2] = n >= 3 && memcmp(d, "abc", 3) == 0;
+	aw_stream_consume(c->a, 4);
+	aw_stream_peek(c->a, &d, &n);
+	c->rc[3] = n == 2 && memcmp(d, "ef", 2) == 0;
+	/* The stream's manager closes it on the way out. */
+	AW_WITH(aw_stream_mgr(c->b)) {
+		aw_stream_write(c->b, "z", 1, AW_NEVER);
+	}
+	c->b = NULL;
+	char buf[8];
+	c->rc[4] = (int)aw_stream_read(c->a, buf, sizeof buf, AW_NEVER);   /* "ef" */
+	c->rc[5] = (int)aw_stream_read(c->a, buf, sizeof buf, AW_NEVER);   /* "z" */
+	c->rc[6] = (int)aw_stream_read(c->a, buf, sizeof buf, AW_NEVER);   /* EOF */
+	aw_stream_close(c->a, AW_NEVER);
+	return 0;
+}
+
+AW_TEST(peek_and_consume_give_zero_copy_access_and_the_manager_closes_a_pipe_end)
+{
+	pair_ctx c = { 0 };
+	CHECK_EQ(aw_run(peek_main, &c), 0);
+	CHECK_EQ(c.rc[0], 6);
+	CHECK_EQ(c.rc[1], 6);
+	CHECK_EQ(c.rc[2], 1);
+	CHECK_EQ(c.rc[3], 1);
+	CHECK_EQ(c.rc[4], 2);
+	CHECK_EQ(c.rc[5], 1);
+	CHECK_EQ(c.rc[6], 0);
+}
+
+static int leak_main(void *arg)
+{
+	int *leaked = arg;
+	int sv[2];
+	socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv);
+	aw_stream *s;
+	if (aw_stream_from_fd(&s, sv[0], NULL))
+		return -1;
+	close(sv[1]);
+	*leaked = sv[0];
+	return 0;   /* s is never closed */
+}
+
+AW_TEST(stream_never_closed_is_reported_at_shutdown_with_where_it_was_opened)
+{
+	char *text = NULL;
+	size_t len = 0;
+	FILE *log = open_memstream(&text, &len);
+	aw_config cfg;
+	aw_config_default(&cfg);
+	cfg.log = log;
+	int leaked = -1;
+	CHECK_EQ(aw_run_config(&cfg, leak_main, &leaked), 0);
+	fclose(log);
+	CHECK(strstr(text, "leak: stream") != NULL);
+	CHECK(strstr(text, "test_stream.c") != NULL);
+	free(text);
+	/* After the report, the loop released the leaked stream: its fd is
+	 * closed (and LeakSanitizer sees no lost memory). */
+	CHECK_GE(leaked, 0);
+	CHECK_EQ(fcntl(leaked, F_GETFD), -1);
+}
