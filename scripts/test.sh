@@ -14,7 +14,8 @@
 set -uo pipefail
 
 # Debian packages needed to build and test. Later layers append here.
-PACKAGES=(meson ninja-build pkg-config gcc clang libclang-rt-14-dev valgrind python3)
+PACKAGES=(meson ninja-build pkg-config gcc clang libclang-rt-14-dev valgrind python3
+          libssl-dev openssl)
 
 # Install whatever in PACKAGES is not installed yet; no apt-get at all otherwise.
 ensure_packages() {

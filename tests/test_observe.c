@@ -1,2 +1,483 @@
-/* Tests: observe (to be written). */
+/* Tests: observability — error printing, the dump, the ledger, slow steps,
+ * stack overflows, the dump signal. */
 #include "harness.h"
+
+#include <awith/core.h>
+
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#if defined(__SANITIZE_ADDRESS__)
+#define TEST_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define TEST_ASAN 1
+#endif
+#endif
+#ifndef TEST_ASAN
+#define TEST_ASAN 0
+#endif
+
+#define EXPECT(cond)                                                          \
+	do {                                                                  \
+		if (!(cond))                                                  \
+			aw_test_fail(__FILE__, __LINE__, "EXPECT(%s)", #cond); \
+	} while (0)
+#define EXPECT_EQ(a, b)                                                       \
+	do {                                                                  \
+		long long a_ = (long long)(a), b_ = (long long)(b);           \
+		if (a_ != b_)                                                 \
+			aw_test_fail(__FILE__, __LINE__, "EXPECT_EQ(%s, %s): %lld vs %lld", \
+				     #a, #b, a_, b_);                         \
+	} while (0)
+
+/* Does `text` contain "test_observe.c:<line>"? */
+static bool has_loc(const char *text, int line)
+{
+	char want[64];
+	snprintf(want, sizeof want, "test_observe.c:%d", line);
+	return text && strstr(text, want) != NULL;
+}
+
+/* A log captured in memory: cfg.log for one aw_run. */
+struct capture { char *buf; size_t len; FILE *f; };
+
+static bool capture_open(struct capture *c, aw_config *cfg)
+{
+	memset(c, 0, sizeof *c);
+	c->f = open_memstream(&c->buf, &c->len);
+	cfg->log = c->f;
+	return c->f != NULL;
+}
+
+static void capture_close(struct capture *c)
+{
+	fclose(c->f);
+	c->f = NULL;
+}
+
+/* ---- aw_error_print -------------------------------------------------------- */
+
+typedef struct replacer { aw_mgr mgr; int line; } replacer;
+
+static int replacer_enter(aw_mgr *m)
+{
+	(void)m;
+	return 0;
+}
+
+static int replacer_exit(aw_mgr *m, int err)
+{
+	replacer *r = (replacer *)m;
+	if (!err)
+		return 0;
+	r->line = __LINE__; return aw_raise(-EPIPE, "outer problem while closing");
+}
+
+static const aw_mgr_ops replacer_ops = { .name = "replacer", .enter = replacer_enter, .exit = replacer_exit };
+
+struct print_ctx { char *chain; size_t chain_len; char *group; size_t group_len; int lines[2]; };
+
+static int group_child_fails(void *arg)
+{
+	int *line = arg;
+	*line = __LINE__; return aw_raise(-ENOENT, "child broke");
+}
+
+static int main_print(void *arg)
+{
+	struct print_ctx *p = arg;
+	replacer r = { .mgr = { &replacer_ops } };
+	AW_WITH(&r.mgr) {
+		p->lines[0] = __LINE__; aw_raise(-EIO, "inner problem %d", 17);
+		break;
+	}
+	p->lines[1] = r.line;
+	const aw_error *e = aw_error_current();
+	EXPECT(e && e->code == -EPIPE && e->cause && e->cause->code == -EIO);
+	FILE *f = open_memstream(&p->chain, &p->chain_len);
+	aw_error_print(f, e);
+	aw_error_print(f, NULL);
+	fclose(f);
+	aw_error_clear();
+
+	aw_group g;
+	int child_line = 0;
+	AW_WITH(aw_group_init(&g)) {
+		EXPECT_EQ(aw_group_spawn(&g, group_child_fails, &child_line, "breaker"), 0);
+	}
+	f = open_memstream(&p->group, &p->group_len);
+	aw_error_print(f, aw_error_current());
+	fprintf(f, "child line %d\n", child_line);
+	fclose(f);
+	aw_error_clear();
+	return 0;
+}
+
+AW_TEST(error_print_shows_message_location_and_cause_chain)
+{
+	struct print_ctx p;
+	memset(&p, 0, sizeof p);
+	CHECK_EQ(aw_run(main_print, &p), 0);
+	CHECK(p.chain != NULL);
+	CHECK(strstr(p.chain, "outer problem while closing") != NULL);
+	CHECK(strstr(p.chain, "inner problem 17") != NULL);
+	CHECK(strstr(p.chain, "during handling of") != NULL);
+	/* The newer error first, then its cause. */
+	CHECK(strstr(p.chain, "outer problem") < strstr(p.chain, "inner problem"));
+	CHECK(has_loc(p.chain, p.lines[0]));
+	CHECK(has_loc(p.chain, p.lines[1]));
+	CHECK(strstr(p.chain, "no error") != NULL);
+	CHECK(p.group != NULL);
+	CHECK(strstr(p.group, "task group failed") != NULL);
+	CHECK(strstr(p.group, "[1 of group]") != NULL);
+	CHECK(strstr(p.group, "child broke") != NULL);
+	int child_line = 0;
+	const char *cl = strstr(p.group, "child line ");
+	CHECK(cl != NULL);
+	child_line = atoi(cl + strlen("child line "));
+	CHECK(has_loc(p.group, child_line));
+	free(p.chain);
+	free(p.group);
+}
+
+AW_TEST(strerror_describes_errno_and_awith_codes)
+{
+	CHECK_STR(aw_strerror(0), "no error");
+	CHECK(strstr(aw_strerror(-AW_ECLOSED), "closed") != NULL);
+	CHECK(strstr(aw_strerror(AW_EGROUP), "group") != NULL);
+	CHECK(strlen(aw_strerror(-ETIMEDOUT)) > 0);
+	CHECK_STR(aw_strerror(-999999), "unknown error");
+}
+
+/* ---- aw_dump ------------------------------------------------------------------- */
+
+struct dump_ctx { aw_lock lock; int with_line, sleep_line; char *buf; size_t len; };
+
+static int sleeper_with_lock(void *arg)
+{
+	struct dump_ctx *d = arg;
+	d->with_line = __LINE__; AW_WITH(&d->lock.mgr) {
+		d->sleep_line = __LINE__; if (aw_sleep(AW_SEC(10)) < 0)
+			break;
+	}
+	return 0;
+}
+
+static int main_dump(void *arg)
+{
+	struct dump_ctx *d = arg;
+	aw_task *t;
+	aw_spawn_opts o = { .name = "sleeper" };
+	EXPECT_EQ(aw_spawn_with(&t, sleeper_with_lock, d, &o), 0);
+	EXPECT_EQ(aw_sleep(AW_MS(5)), 0);
+	FILE *f = open_memstream(&d->buf, &d->len);
+	aw_dump(f);
+	fclose(f);
+	aw_task_cancel(t);
+	EXPECT_EQ(aw_task_join(t), 0);
+	return 0;
+}
+
+AW_TEST(dump_lists_each_task_where_it_waits_and_the_managers_it_holds)
+{
+	struct dump_ctx d;
+	memset(&d, 0, sizeof d);
+	aw_lock_init(&d.lock);
+	CHECK_EQ(aw_run(main_dump, &d), 0);
+	CHECK(d.buf != NULL);
+	CHECK(strstr(d.buf, "'sleeper'") != NULL);
+	CHECK(strstr(d.buf, "'main'") != NULL);
+	CHECK(has_loc(d.buf, d.sleep_line));     /* where it waits */
+	CHECK(strstr(d.buf, "holds lock") != NULL);
+	CHECK(has_loc(d.buf, d.with_line));      /* where it entered the lock */
+	CHECK(strstr(d.buf, "held by 'sleeper'") != NULL);
+	/* The sleeper's lines come after its header line. */
+	CHECK(strstr(d.buf, "'sleeper'") < strstr(d.buf, "holds lock"));
+	free(d.buf);
+}
+
+struct dump2_ctx { aw_lock lock; aw_cond cond; int wait_line; char *buf; size_t len; };
+
+static int cond_waiter(void *arg)
+{
+	struct dump2_ctx *d = arg;
+	EXPECT_EQ(aw_lock_acquire(&d->lock), 0);
+	d->wait_line = __LINE__; EXPECT_EQ(aw_cond_wait(&d->cond), 0);
+	EXPECT_EQ(aw_lock_release(&d->lock), 0);
+	return 0;
+}
+
+static int main_dump_rewait(void *arg)
+{
+	struct dump2_ctx *d = arg;
+	aw_task *t;
+	aw_spawn_opts o = { .name = "cond-waiter" };
+	EXPECT_EQ(aw_spawn_with(&t, cond_waiter, d, &o), 0);
+	EXPECT_EQ(aw_sleep(AW_MS(2)), 0);
+	EXPECT_EQ(aw_lock_acquire(&d->lock), 0);
+	aw_cond_notify(&d->cond, 1);
+	/* The waiter now waits, inside the same aw_cond_wait, to re-take the
+	 * lock we hold; other tasks' waits ran in between. */
+	EXPECT_EQ(aw_sleep(AW_MS(2)), 0);
+	FILE *f = open_memstream(&d->buf, &d->len);
+	aw_dump(f);
+	fclose(f);
+	EXPECT_EQ(aw_lock_release(&d->lock), 0);
+	EXPECT_EQ(aw_task_join(t), 0);
+	return 0;
+}
+
+AW_TEST(dump_shows_a_tasks_own_wait_location_after_other_tasks_waited)
+{
+	struct dump2_ctx d;
+	memset(&d, 0, sizeof d);
+	aw_lock_init(&d.lock);
+	aw_cond_init(&d.cond, &d.lock);
+	CHECK_EQ(aw_run(main_dump_rewait, &d), 0);
+	CHECK(d.buf != NULL);
+	const char *line = strstr(d.buf, "'cond-waiter'");
+	CHECK(line != NULL);
+	const char *eol = strchr(line, '\n');
+	CHECK(eol != NULL);
+	char first[512];
+	snprintf(first, sizeof first, "%.*s", (int)(eol - line), line);
+	if (!has_loc(first, d.wait_line))
+		aw_test_fail(__FILE__, __LINE__, "expected test_observe.c:%d in: %s", d.wait_line, first);
+	CHECK(strstr(first, "(cond_waiter)") != NULL);
+	free(d.buf);
+}
+
+AW_TEST(dump_outside_a_loop_says_so)
+{
+	char *buf = NULL;
+	size_t len = 0;
+	FILE *f = open_memstream(&buf, &len);
+	CHECK(f != NULL);
+	aw_dump(f);
+	fclose(f);
+	CHECK(strstr(buf, "no loop") != NULL);
+	free(buf);
+}
+
+/* ---- the ledger ----------------------------------------------------------- */
+
+struct ledger_ctx {
+	aw_ledger_entry leaked, closed;
+	aw_lock lock;
+	int leaked_line, enter_line;
+	size_t count_open, count_after;
+	char *dump;
+	size_t dump_len;
+};
+
+static int main_ledger(void *arg)
+{
+	struct ledger_ctx *c = arg;
+	c->leaked_line = __LINE__; aw_ledger_open(&c->leaked, "widget", AW_HERE);
+	aw_ledger_open(&c->closed, "gadget", AW_HERE);
+	c->count_open = aw_ledger_count();
+	aw_ledger_close(&c->closed);
+	aw_ledger_close(&c->closed);   /* safe twice */
+	c->count_after = aw_ledger_count();
+	/* A manager entered by hand and never exited. */
+	c->enter_line = __LINE__; EXPECT_EQ(aw_enter(&c->lock.mgr), 0);
+	FILE *f = open_memstream(&c->dump, &c->dump_len);
+	aw_dump(f);
+	fclose(f);
+	return 0;
+}
+
+AW_TEST(ledger_entry_left_open_is_reported_at_shutdown_with_name_and_place)
+{
+	struct ledger_ctx c;
+	memset(&c, 0, sizeof c);
+	aw_lock_init(&c.lock);
+	aw_config cfg;
+	aw_config_default(&cfg);
+	struct capture cap;
+	CHECK(capture_open(&cap, &cfg));
+	int rc = aw_run_config(&cfg, main_ledger, &c);
+	capture_close(&cap);
+	CHECK_EQ(rc, 0);
+	CHECK_EQ(c.count_open, 2);
+	CHECK_EQ(c.count_after, 1);
+	CHECK(strstr(cap.buf, "leak: widget") != NULL);
+	CHECK(has_loc(cap.buf, c.leaked_line));
+	CHECK(strstr(cap.buf, "never closed") != NULL);
+	CHECK(strstr(cap.buf, "gadget") == NULL);
+	CHECK(strstr(cap.buf, "leak: lock") != NULL);
+	CHECK(has_loc(cap.buf, c.enter_line));
+	/* The live dump shows them too, as the task's manual entries. */
+	CHECK(strstr(c.dump, "opened widget") != NULL);
+	CHECK(strstr(c.dump, "opened lock") != NULL);
+	free(cap.buf);
+	free(c.dump);
+}
+
+AW_TEST(ledger_without_a_loop_records_nothing)
+{
+	aw_ledger_entry e;
+	aw_ledger_open(&e, "orphan", AW_HERE);
+	CHECK_EQ(aw_ledger_count(), 0);
+	aw_ledger_close(&e);
+}
+
+/* ---- slow steps ------------------------------------------------------------ */
+
+static int busy_task(void *arg)
+{
+	(void)arg;
+	aw_time until = aw_now() + AW_MS(300);
+	while (aw_now() < until)
+		;   /* blocks the loop: no wait for 300 ms */
+	return aw_sleep(AW_MS(1));
+}
+
+static int main_slow(void *arg)
+{
+	(void)arg;
+	aw_task *t;
+	aw_spawn_opts o = { .name = "busy" };
+	EXPECT_EQ(aw_spawn_with(&t, busy_task, NULL, &o), 0);
+	EXPECT_EQ(aw_task_join(t), 0);
+	return 0;
+}
+
+AW_TEST(slow_step_is_reported_with_the_task_name)
+{
+	aw_config cfg;
+	aw_config_default(&cfg);
+	cfg.slow_step = AW_MS(50);
+	struct capture cap;
+	CHECK(capture_open(&cap, &cfg));
+	int rc = aw_run_config(&cfg, main_slow, NULL);
+	capture_close(&cap);
+	CHECK_EQ(rc, 0);
+	CHECK(strstr(cap.buf, "slow step") != NULL);
+	CHECK(strstr(cap.buf, "'busy'") != NULL);
+	CHECK(strstr(cap.buf, "test_observe.c") != NULL);
+	free(cap.buf);
+}
+
+static int main_not_slow(void *arg)
+{
+	(void)arg;
+	for (int i = 0; i < 30; i++)
+		EXPECT_EQ(aw_sleep(AW_MS(10)), 0);   /* waits often: never slow */
+	return 0;
+}
+
+AW_TEST(tasks_that_wait_often_are_not_reported_slow)
+{
+	aw_config cfg;
+	aw_config_default(&cfg);
+	cfg.slow_step = AW_MS(150);
+	struct capture cap;
+	CHECK(capture_open(&cap, &cfg));
+	int rc = aw_run_config(&cfg, main_not_slow, NULL);
+	capture_close(&cap);
+	CHECK_EQ(rc, 0);
+	CHECK(strstr(cap.buf, "slow step") == NULL);
+	free(cap.buf);
+}
+
+/* ---- stack overflow ------------------------------------------------------- */
+
+static int __attribute__((noinline)) recurse(int depth)
+{
+	volatile char buf[2048];
+	memset((char *)buf, depth & 0x7f, sizeof buf);
+	if (depth > 10000000)
+		return buf[0];
+	return recurse(depth + 1) + buf[depth % sizeof buf];
+}
+
+static int deep_task(void *arg)
+{
+	(void)arg;
+	return recurse(0);
+}
+
+static int main_overflow(void *arg)
+{
+	(void)arg;
+	aw_task *t;
+	aw_spawn_opts o = { .name = "deep" };
+	if (aw_spawn_with(&t, deep_task, NULL, &o) != 0)
+		return 1;
+	return aw_task_join(t);
+}
+
+AW_TEST(stack_overflow_kills_with_sigsegv_naming_the_task)
+{
+	int fds[2];
+	CHECK_EQ(pipe(fds), 0);
+	fflush(stdout);
+	fflush(stderr);
+	pid_t pid = fork();
+	CHECK(pid >= 0);
+	if (pid == 0) {
+		close(fds[0]);
+		dup2(fds[1], 2);
+		close(fds[1]);
+		aw_run(main_overflow, NULL);
+		_exit(0);   /* not reached */
+	}
+	close(fds[1]);
+	char out[8192];
+	size_t len = 0;
+	for (;;) {
+		ssize_t n = read(fds[0], out + len, sizeof out - 1 - len);
+		if (n <= 0)
+			break;
+		len += (size_t)n;
+		if (len == sizeof out - 1)
+			break;
+	}
+	out[len] = 0;
+	close(fds[0]);
+	int status = 0;
+	CHECK_EQ(waitpid(pid, &status, 0), pid);
+	bool abnormal = WIFSIGNALED(status) || (WIFEXITED(status) && WEXITSTATUS(status) != 0);
+	CHECK(abnormal);
+	if (!TEST_ASAN) {
+		CHECK(WIFSIGNALED(status));
+		CHECK_EQ(WTERMSIG(status), SIGSEGV);
+		CHECK(strstr(out, "stack overflow in task 'deep'") != NULL);
+	} else {
+		/* ASan's own SEGV report may come instead of (or after) ours. */
+		CHECK(strstr(out, "stack overflow in task 'deep'") != NULL ||
+		      strstr(out, "AddressSanitizer") != NULL);
+	}
+}
+
+/* ---- the dump signal ------------------------------------------------------ */
+
+static int main_signal(void *arg)
+{
+	(void)arg;
+	EXPECT_EQ(raise(SIGUSR1), 0);
+	for (int i = 0; i < 3; i++)
+		EXPECT_EQ(aw_yield(), 0);
+	EXPECT_EQ(aw_sleep(AW_MS(10)), 0);
+	return 0;
+}
+
+AW_TEST(dump_signal_prints_the_dump_to_the_log)
+{
+	aw_config cfg;
+	aw_config_default(&cfg);
+	struct capture cap;
+	CHECK(capture_open(&cap, &cfg));
+	int rc = aw_run_config(&cfg, main_signal, NULL);
+	capture_close(&cap);
+	CHECK_EQ(rc, 0);
+	CHECK(strstr(cap.buf, "live task(s)") != NULL);
+	CHECK(strstr(cap.buf, "'main'") != NULL);
+	free(cap.buf);
+}

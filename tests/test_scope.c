@@ -593,7 +593,7 @@ AW_TEST(grace_deadline_bounds_an_exit_that_waits)
 	CHECK_EQ(x.first_rc, 0);
 	CHECK_GE(x.first_elapsed, AW_MS(10));
 	CHECK_EQ(x.second_rc, -ETIMEDOUT);
-	CHECK_GE(x.second_elapsed, AW_MS(60));
+	CHECK_GE(x.second_elapsed, AW_MS(30));   /* grace counts from the loop's cached time */
 	CHECK_LT(x.second_elapsed, AW_SEC(5));
 }
 
@@ -621,7 +621,7 @@ AW_TEST(exit_inside_a_fired_timeout_can_wait_until_the_grace_deadline)
 	CHECK_EQ(x.err, -ETIMEDOUT);
 	CHECK_EQ(x.first_rc, 0);
 	CHECK_EQ(x.second_rc, -ETIMEDOUT);
-	CHECK_GE(x.second_elapsed, AW_MS(40));
+	CHECK_GE(x.second_elapsed, AW_MS(20));
 	CHECK_LT(x.second_elapsed, AW_SEC(5));
 }
 

@@ -238,11 +238,13 @@ static int reset_main(void *arg)
 	echo_ctx *c = arg;
 	if (aw_tcp_listen(&c->l, "127.0.0.1", 0, NULL))
 		return -1;
-	aw_task *srv;
-	if (aw_spawn(&srv, reset_server, c, "server"))
-		return -1;
+	/* Connect first (the kernel completes it from the backlog), then let
+	 * the server accept and reset it. */
 	aw_stream *s;
 	if (aw_tcp_connect(&s, "127.0.0.1", aw_listener_port(c->l), AW_NEVER))
+		return -1;
+	aw_task *srv;
+	if (aw_spawn(&srv, reset_server, c, "server"))
 		return -1;
 	aw_task_join(srv);
 	aw_sleep(AW_MS(10));

@@ -32,7 +32,7 @@ static void ev(const char *s)
 	snprintf(evlog + n, sizeof evlog - n, "%s%s", n ? " " : "", s);
 }
 
-static aw_config quiet_cfg(void)
+static aw_config default_cfg(void)
 {
 	aw_config cfg;
 	aw_config_default(&cfg);
@@ -251,6 +251,37 @@ AW_TEST(sleep_until_waits_for_an_absolute_deadline)
 	CHECK_EQ(aw_run(main_sleep_until, NULL), 0);
 }
 
+static int join_self(void *arg)
+{
+	*(int *)arg = aw_task_join(aw_task_current());
+	aw_error_clear();
+	return 0;
+}
+
+static int main_join_misuse(void *arg)
+{
+	int *rc = arg;
+	aw_task *t;
+	EXPECT_EQ(aw_spawn(&t, join_self, &rc[0], "self-joiner"), 0);
+	EXPECT_EQ(aw_task_join(t), 0);
+	EXPECT_EQ(aw_spawn(&t, return_arg, NULL, NULL), 0);
+	aw_task_detach(t);
+	rc[1] = aw_task_join(t);   /* detached: no longer joinable */
+	aw_error_clear();
+	rc[2] = aw_task_join(NULL);
+	aw_error_clear();
+	return 0;
+}
+
+AW_TEST(join_of_itself_is_edeadlk_and_of_a_detached_task_einval)
+{
+	int rc[3] = { 1, 1, 1 };
+	CHECK_EQ(aw_run(main_join_misuse, rc), 0);
+	CHECK_EQ(rc[0], -EDEADLK);
+	CHECK_EQ(rc[1], -EINVAL);
+	CHECK_EQ(rc[2], -EINVAL);
+}
+
 /* ---- cancellation -------------------------------------------------------- */
 
 struct cancel_rec { int r[3]; aw_time elapsed; int pending_after; };
@@ -442,7 +473,7 @@ AW_TEST(main_return_value_is_aw_runs_result)
 {
 	CHECK_EQ(aw_run(return_arg, (void *)(intptr_t)0), 0);
 	CHECK_EQ(aw_run(return_arg, (void *)(intptr_t)1234), 1234);
-	aw_config cfg = quiet_cfg();
+	aw_config cfg = default_cfg();
 	char *buf = NULL;
 	size_t len = 0;
 	cfg.log = open_memstream(&buf, &len);
@@ -645,6 +676,31 @@ AW_TEST(fd_wait_cancelled_returns_ecanceled_and_frees_the_slot)
 	CHECK_EQ(p.rc, -ECANCELED);
 }
 
+static int main_fd_already_ready(void *arg)
+{
+	struct pipe_ctx *p = arg;
+	EXPECT_EQ(open_pipe(p), 0);
+	EXPECT_EQ(write(p->wfd, "r", 1), 1);   /* before the first wait */
+	aw_time t0 = aw_now();
+	p->rc = aw_fd_wait(p->rfd, AW_READABLE, aw_deadline_after(AW_SEC(5)));
+	EXPECT(aw_now() - t0 < AW_SEC(2));
+	p->nread = (int)read(p->rfd, &p->c, 1);
+	/* Drained: the next wait times out. */
+	EXPECT_EQ(aw_fd_wait(p->rfd, AW_READABLE, aw_deadline_after(AW_MS(5))), -ETIMEDOUT);
+	aw_error_clear();
+	close_pipe(p);
+	return 0;
+}
+
+AW_TEST(fd_wait_on_an_fd_that_is_already_readable_returns_at_once)
+{
+	struct pipe_ctx p = { .rfd = -1, .wfd = -1, .rc = 1 };
+	CHECK_EQ(aw_run(main_fd_already_ready, &p), 0);
+	CHECK_EQ(p.rc, 0);
+	CHECK_EQ(p.nread, 1);
+	CHECK_EQ(p.c, 'r');
+}
+
 /* ---- deadlock detection ------------------------------------------------- */
 
 static int main_deadlock(void *arg)
@@ -658,7 +714,7 @@ static int main_deadlock(void *arg)
 
 AW_TEST(deadlock_is_reported_and_the_wait_returns_ecanceled)
 {
-	aw_config cfg = quiet_cfg();
+	aw_config cfg = default_cfg();
 	char *buf = NULL;
 	size_t len = 0;
 	cfg.log = open_memstream(&buf, &len);
@@ -733,7 +789,7 @@ static int main_many(void *arg)
 
 AW_TEST(ten_thousand_tasks_each_sleep_1ms_and_finish)
 {
-	aw_config cfg = quiet_cfg();
+	aw_config cfg = default_cfg();
 	cfg.slow_step = 0;   /* spawning 10,000 is one long step */
 	CHECK_EQ(aw_run_config(&cfg, main_many, NULL), 10000);
 }

@@ -74,6 +74,7 @@ typedef struct tmgr {
 	int exit_mode;      /* X_* */
 	int exit_code;
 	aw_time exit_sleep; /* > 0: the exit sleeps this long */
+	aw_time enter_sleep;/* > 0: the enter sleeps this long (and fails if that fails) */
 	/* observed */
 	int enters, exits;
 	int seen_err;             /* the err argument of exit */
@@ -87,6 +88,13 @@ static int tmgr_enter(aw_mgr *m)
 {
 	tmgr *t = (tmgr *)m;
 	t->enters++;
+	if (t->enter_sleep > 0) {
+		int rc = aw_sleep(t->enter_sleep);
+		if (rc) {
+			ev(t->log, "enter %s(%s)", t->name, cname(rc));
+			return rc;
+		}
+	}
 	if (t->enter_rc < 0) {
 		ev(t->log, "enter %s(fail)", t->name);
 		if (t->enter_bare)
@@ -694,6 +702,103 @@ AW_TEST(error_raised_before_block_survives_a_block_that_ends_normally)
 	CHECK_EQ(c.a.seen_err, 0);
 	CHECK_EQ(c.pending, -EPERM);
 	CHECK_STR(c.msg, "raised before the block");
+}
+
+static int break_error_main(void *arg)
+{
+	ctx *c = arg;
+	AW_WITH(&c->a.mgr) {
+		aw_raise(-EIO, "in flight at the break");
+		break;
+	}
+	ev(&c->log, "after");
+	snap(c);
+	aw_error_clear();
+	return 0;
+}
+
+AW_TEST(break_with_an_error_in_flight_hands_it_to_exit_and_it_stays_pending)
+{
+	ctx c;
+	init3(&c);
+	CHECK_EQ(aw_run(break_error_main, &c), 0);
+	CHECK_STR(c.log.s, "enter a exit a(EIO) after");
+	CHECK_EQ(c.a.seen_err, -EIO);
+	CHECK_EQ(c.pending, -EIO);
+	CHECK_STR(c.msg, "in flight at the break");
+}
+
+/* A transaction must never commit on an error path: an error raised in the
+ * outer body, then an inner block that ends normally, then `return` with
+ * that error: the outer exit must still see it. */
+static int survive_inner(ctx *c)
+{
+	AW_WITH(&c->a.mgr) {
+		int rc = aw_raise(-EIO, "write failed");
+		AW_WITH(&c->b.mgr) {
+			ev(&c->log, "log the failure");
+		}
+		return rc;
+	}
+	return 0;
+}
+
+static int survive_main(void *arg)
+{
+	ctx *c = arg;
+	c->rc = survive_inner(c);
+	snap(c);
+	aw_error_clear();
+	return 0;
+}
+
+AW_TEST(error_in_flight_survives_an_inner_block_and_reaches_the_outer_exit)
+{
+	ctx c;
+	init3(&c);
+	CHECK_EQ(aw_run(survive_main, &c), 0);
+	CHECK_STR(c.log.s, "enter a enter b log the failure exit b(0) exit a(EIO)");
+	CHECK_EQ(c.b.seen_err, 0);
+	CHECK_EQ(c.a.seen_err, -EIO);
+	CHECK_STR(c.a.seen_msg, "write failed");
+	CHECK_EQ(c.pending, -EIO);
+}
+
+static int enter_cancel_worker(void *arg)
+{
+	ctx *c = arg;
+	AW_WITH(&c->a.mgr, &c->b.mgr) {
+		ev(&c->log, "body");
+	}
+	c->pending = aw_error_pending();
+	return c->pending;
+}
+
+static int enter_cancel_main(void *arg)
+{
+	ctx *c = arg;
+	aw_task *w;
+	if (aw_spawn(&w, enter_cancel_worker, c, "worker"))
+		return -1;
+	aw_yield();
+	ev(&c->log, "cancel");
+	aw_task_cancel(w);
+	c->join_rc = aw_task_join(w);
+	aw_error_clear();
+	return 0;
+}
+
+AW_TEST(enter_that_waits_and_is_cancelled_skips_body_and_its_exit_but_exits_those_entered)
+{
+	ctx c;
+	init3(&c);
+	c.b.enter_sleep = AW_SEC(10);
+	CHECK_EQ(aw_run(enter_cancel_main, &c), 0);
+	CHECK_STR(c.log.s, "enter a cancel enter b(ECANCELED) exit a(ECANCELED)");
+	CHECK_EQ(c.b.exits, 0);
+	CHECK_EQ(c.a.exits, 1);
+	CHECK_EQ(c.pending, -ECANCELED);
+	CHECK_EQ(c.join_rc, -ECANCELED);
 }
 
 /* ---- rule 4: suppress and replace ---------------------------------------------------------- */

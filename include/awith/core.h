@@ -492,9 +492,12 @@ struct aw_iter {
  * from next() (which is then in flight, and the exit sees it).
  */
 bool aw__iter_step(aw_with *w, aw_iter *it, void **item);
+/* `iter` is evaluated once (AW_FOR(x, aw_gen_iter_init(...)) is fine): each
+ * step takes the iterator back from the block's manager. */
+#define AW__ITER_OF(w) ((aw_iter *)(void *)((char *)(w).mgrs[0] - offsetof(aw_iter, mgr)))
 #define AW__FOR_NAMED(w, item, iter)                                             \
 	AW__WITH_NAMED(w, &(iter)->mgr)                                          \
-	for (; aw__iter_step(&w, (iter), (void **)&(item));)
+	for (; aw__iter_step(&w, AW__ITER_OF(w), (void **)&(item));)
 #define AW_FOR(item, iter) AW__FOR_NAMED(AW__CAT(aw__with_, __COUNTER__), item, iter)
 
 /* A generator-style iterator: fn yields many values with aw_gen_yield (each

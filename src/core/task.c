@@ -139,13 +139,16 @@ static void on_park_timer(aw_timer *tm)
 
 /* The earliest grace deadline of the running cleanups (exits), setting each
  * one's deadline when the exit first waits. */
-static aw_time cleanup_grace(aw_task *t, aw_time now)
+static aw_time cleanup_grace(aw_task *t)
 {
 	aw_time g = AW_NEVER;
 	for (aw_with *w = t->cleanup; w; w = w->cleanup_outer) {
 		if (!w->grace_deadline) {
+			/* Starts now, by the clock: the loop's cached `now` may
+			 * be a whole step old, which would eat into the grace. */
 			aw_time gr = t->loop->cfg.grace;
-			w->grace_deadline = gr >= AW_NEVER - now ? AW_NEVER : now + gr;
+			aw_time start = aw_now();
+			w->grace_deadline = gr >= AW_NEVER - start ? AW_NEVER : start + gr;
 		}
 		if (w->grace_deadline < g)
 			g = w->grace_deadline;
@@ -181,7 +184,7 @@ static int pending(aw_task *t, aw_time now, aw_time *deadline)
 	if (code)
 		return raise_cancel(t, code, origin);
 	if (t->cleanup) {
-		aw_time g = cleanup_grace(t, now);
+		aw_time g = cleanup_grace(t);
 		if (g <= now)
 			return raise_cancel(t, -ETIMEDOUT, NULL);
 		if (g < *deadline)
@@ -218,6 +221,11 @@ int aw_task_park(aw_time deadline, bool shielded)
 		if (aw_timer_armed(&t->timer))
 			aw_timer_disarm(&l->timers, &t->timer);
 		l->slow_resumed_at = t->where;
+		/* aw__where is per thread: other tasks moved it while we
+		 * waited. Restore ours, so that a second park inside the same
+		 * call (a re-wait, cond_wait's re-acquire) reports this task's
+		 * own location, not theirs. */
+		aw__where = t->where;
 		int v = t->wake;
 		if (v == AW__WAKE_TIMER) {
 			aw_time now = aw_now();
@@ -256,6 +264,7 @@ int (aw_yield)(void)
 	aw_task_enqueue(l, t);
 	switch_away(l, t);
 	l->slow_resumed_at = t->where;
+	aw__where = t->where;   /* ours again (see aw_task_park) */
 	return 0;
 }
 

@@ -163,9 +163,11 @@ static int flush_nowait(aw_stream *s)
 	return 0;
 }
 
-/* Send `n` bytes from buf, waiting as needed. */
-static int send_all(aw_stream *s, const char *buf, size_t n, aw_time deadline)
+/* Send `n` bytes from the caller's buf, waiting as needed (nothing is
+ * buffered). On a deadline, *sent tells how far it got. */
+static int send_all(aw_stream *s, const char *buf, size_t n, aw_time deadline, size_t *sent)
 {
+	*sent = 0;
 	while (n) {
 		int want;
 		ssize_t r = aw__stream_send(s, buf, n, &want);
@@ -183,6 +185,7 @@ static int send_all(aw_stream *s, const char *buf, size_t n, aw_time deadline)
 		}
 		buf += r;
 		n -= (size_t)r;
+		*sent += (size_t)r;
 	}
 	return 0;
 }
@@ -191,11 +194,24 @@ int aw_stream_drain(aw_stream *s, aw_time deadline)
 {
 	if (s->werror)
 		return broken(s);
-	size_t n = s->wend - s->wstart;
-	int rc = send_all(s, s->wbuf + s->wstart, n, deadline);
-	if (rc) {
-		/* Keep what was not sent, so a later drain can go on. */
-		return rc;
+	/* Advance wstart as bytes go out: after a deadline, a later drain
+	 * goes on from there and never sends a byte twice. */
+	while (s->wstart < s->wend) {
+		int want;
+		ssize_t r = aw__stream_send(s, s->wbuf + s->wstart, s->wend - s->wstart, &want);
+		if (r == -EAGAIN) {
+			int rc = aw_fd_wait(s->fd, want, deadline);
+			if (rc == -ETIMEDOUT)
+				return write_timeout(s, s->wend - s->wstart);
+			if (rc)
+				return rc;
+			continue;
+		}
+		if (r < 0) {
+			s->werror = (int)r;
+			return (int)r;
+		}
+		s->wstart += (size_t)r;
 	}
 	s->wstart = s->wend = 0;
 	return 0;
@@ -257,8 +273,8 @@ int aw_stream_writev(aw_stream *s, const struct iovec *iov, int iovcnt, aw_time 
 			if (rc)
 				return rc;
 			if (n > s->wlimit) {
-				size_t direct = n - s->wlimit;
-				rc = send_all(s, p, direct, deadline);
+				size_t direct = n - s->wlimit, sent;
+				rc = send_all(s, p, direct, deadline, &sent);
 				if (rc)
 					return rc;
 				p += direct;

@@ -1,0 +1,198 @@
+/*
+ * awith/http.h — a strict HTTP/1.1 server and a small web-app layer:
+ * routes with path parameters, JSON in and out, lifespan, per-request
+ * dependencies whose teardown runs after the response (FastAPI's Depends
+ * with yield), graceful shutdown, worker processes on SO_REUSEPORT.
+ *
+ * The seed's FastAPI service, in C:
+ *
+ *     static int get_users(aw_http_request *req, aw_http_response *res, void *ud)
+ *     {
+ *         aw_pg_conn *db = aw_http_depends(req, &get_db);   // entered once per request
+ *         if (!db)
+ *             return aw_error_pending();
+ *         ...
+ *         return aw_http_json(res, 200, rows);
+ *     }
+ *
+ *     int main(int argc, char **argv)
+ *     {
+ *         aw_app *app = aw_app_new("users");
+ *         aw_app_lifespan(app, lifespan, NULL);       // startup / yield / shutdown
+ *         aw_app_route(app, "GET", "/users", get_users, NULL);
+ *         return aw_app_main(app, argc, argv);        // --port N, SIGINT/SIGTERM
+ *     }
+ *
+ * Parsing is llhttp (Node.js's parser, strict mode) compiled in from
+ * Debian's node-llhttp, plus our own checks where llhttp leaves the choice
+ * to the application. Header names, values and the target point into the
+ * connection's read buffer until the request is done (zero copy).
+ */
+#ifndef AWITH_HTTP_H
+#define AWITH_HTTP_H
+
+#include "awith/core.h"
+#include "awith/io.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct aw_http_request aw_http_request;
+typedef struct aw_http_response aw_http_response;
+typedef struct aw_app aw_app;
+
+/* A string slice (not NUL-terminated unless said so). */
+typedef struct aw_str {
+	const char *p;
+	size_t len;
+} aw_str;
+
+/* ------------------------------------------------------------------------ */
+/* Requests                                                                 */
+
+aw_str aw_http_method(const aw_http_request *req);
+aw_str aw_http_target(const aw_http_request *req);   /* raw request target */
+aw_str aw_http_path(const aw_http_request *req);     /* target without the query, not decoded */
+int aw_http_version_minor(const aw_http_request *req); /* 0 or 1 */
+/* Header value by case-insensitive name (the first one); len 0 and p NULL
+ * if absent. */
+aw_str aw_http_header(const aw_http_request *req, const char *name);
+/* Iterate headers: i from 0 while it returns true. */
+bool aw_http_header_at(const aw_http_request *req, size_t i, aw_str *name, aw_str *value);
+/* Path parameter of the matched route ("/users/{id}" → "id"), decoded
+ * (%xx), NUL-terminated, owned by the request; NULL if absent. */
+const char *aw_http_param(const aw_http_request *req, const char *name);
+/* Query parameter, decoded (%xx and '+'), NUL-terminated, owned by the
+ * request; NULL if absent. */
+const char *aw_http_query(const aw_http_request *req, const char *name);
+
+/* Waits: the whole body (up to the server's body limit: -AW_ETOOLONG gives
+ * the client 413). Owned by the request. */
+int aw_http_body(aw_http_request *req, const char **data, size_t *len);
+/* Waits: the body parsed as JSON (jansson's json_t *, returned as void *
+ * so this header does not need jansson.h). Invalid JSON → -EBADMSG, and a
+ * handler that returns it gives the client 400 with the parse error. The
+ * value is owned by the request. */
+int aw_http_json_body(aw_http_request *req, void **json);
+/* Waits: stream the body in pieces: returns bytes (> 0), 0 at its end. */
+ssize_t aw_http_body_read(aw_http_request *req, void *buf, size_t n);
+
+/* The per-request deadline (server option), for the handler's own waits. */
+aw_time aw_http_deadline(const aw_http_request *req);
+
+/* ------------------------------------------------------------------------ */
+/* Responses                                                                */
+
+/* Add a header (copied). -EINVAL for names or values with CR, LF or NUL
+ * (no header injection). */
+int aw_http_set_header(aw_http_response *res, const char *name, const char *value);
+/* Complete responses (each sends once; a second send is -EALREADY). */
+int aw_http_send(aw_http_response *res, int status, const char *content_type, const void *body, size_t len);
+int aw_http_text(aw_http_response *res, int status, const char *text);
+/* JSON from jansson (json_t *), serialised compactly. */
+int aw_http_json(aw_http_response *res, int status, const void *json);
+
+/* The fast JSON writer: builds the body straight into the response buffer
+ * with no DOM. Strings are escaped; numbers printed exactly. Nesting errors
+ * (closing what is not open, a key outside an object) are -EINVAL. */
+typedef struct aw_jw aw_jw;
+aw_jw *aw_http_json_begin(aw_http_response *res, int status);
+void aw_jw_object(aw_jw *w);
+void aw_jw_object_end(aw_jw *w);
+void aw_jw_array(aw_jw *w);
+void aw_jw_array_end(aw_jw *w);
+void aw_jw_key(aw_jw *w, const char *key);
+void aw_jw_string(aw_jw *w, const char *s);
+void aw_jw_string_len(aw_jw *w, const char *s, size_t len);
+void aw_jw_int(aw_jw *w, long long v);
+void aw_jw_double(aw_jw *w, double v);
+void aw_jw_bool(aw_jw *w, bool v);
+void aw_jw_null(aw_jw *w);
+void aw_jw_raw(aw_jw *w, const char *json, size_t len);   /* already valid JSON */
+/* Finish and send. Returns 0 or the first error the writer met. */
+int aw_http_json_end(aw_jw *w);
+
+/* Streamed (chunked) response: each item of the async iterator is an
+ * aw_chunk * (see io.h); the iterator is closed however the response ends
+ * (including a client that went away). */
+int aw_http_stream(aw_http_response *res, int status, const char *content_type, aw_iter *chunks);
+/* A file, sent in pieces without loading it whole; 404 if missing. */
+int aw_http_file(aw_http_response *res, const char *path, const char *content_type);
+
+/* ------------------------------------------------------------------------ */
+/* Handlers, routes, dependencies, lifespan                                 */
+
+/* A handler returns 0 once it has sent a response (or without sending one:
+ * then 204 is sent), or a negative error: a response not yet sent becomes a
+ * 500 whose body leaks nothing internal (-EBADMSG from aw_http_json_body:
+ * 400; -AW_ETOOLONG from the body: 413; -ETIMEDOUT of the request
+ * deadline: 503), and the error is logged with its cause chain. */
+typedef int (*aw_http_handler)(aw_http_request *req, aw_http_response *res, void *ud);
+
+/* A dependency: a generator-style manager function (see aw_gen in core.h)
+ * that yields the value the handler gets. Entered at most once per request
+ * (the first aw_http_depends call), exited in reverse order after the
+ * response has been sent — also when the handler failed or the client went
+ * away — and its aw_gen_yield returns the handler's error. Declare them
+ * static: AW_HTTP_DEP(name, fn, arg). */
+typedef struct aw_http_dep {
+	const char *name;
+	aw_gen_fn fn;
+	void *arg;
+} aw_http_dep;
+#define AW_HTTP_DEP(name_, fn_, arg_) { .name = (name_), .fn = (fn_), .arg = (arg_) }
+/* Waits (the first time per request): the dependency's value, or NULL
+ * with the error in flight (aw_error_pending()). */
+void *aw_http_depends(aw_http_request *req, const aw_http_dep *dep);
+
+typedef struct aw_http_limits {
+	size_t request_line;     /* 414 beyond; default 8 KiB */
+	size_t header_bytes;     /* 431 beyond; default 16 KiB */
+	size_t header_count;     /* 431 beyond; default 100 */
+	size_t body_bytes;       /* 413 beyond; default 1 MiB */
+	aw_time header_timeout;  /* whole header must arrive; default 10 s */
+	aw_time body_idle;       /* max gap inside a body; default 10 s */
+	aw_time keepalive_idle;  /* idle connection closed; default 5 s */
+	aw_time request_deadline;/* handler deadline; default 30 s */
+	aw_time shutdown_grace;  /* in-flight requests finish; default 10 s */
+} aw_http_limits;
+
+aw_app *aw_app_new(const char *name);
+void aw_app_free(aw_app *app);
+aw_http_limits *aw_app_limits(aw_app *app);   /* change before serving */
+/* Route: method ("GET", "POST", ...; "*" any) and a path template with
+ * {name} segments. 404 when no path matches, 405 with Allow when the path
+ * matches for other methods. -EINVAL for a malformed template. */
+int aw_app_route(aw_app *app, const char *method, const char *path, aw_http_handler fn, void *ud);
+/* The app's startup and shutdown as one generator-style function: setup,
+ * aw_gen_yield(g, state), teardown (sees the error the server stops with).
+ * aw_app_state() returns what it yielded. */
+int aw_app_lifespan(aw_app *app, aw_gen_fn fn, void *arg);
+/* The seed's on_event("startup"/"shutdown") hooks, a thin layer over the
+ * lifespan: startup hooks run in order before serving, shutdown hooks in
+ * reverse after. */
+int aw_app_on_startup(aw_app *app, int (*fn)(aw_app *app, void *arg), void *arg);
+int aw_app_on_shutdown(aw_app *app, int (*fn)(aw_app *app, void *arg), void *arg);
+void *aw_app_state(aw_app *app);
+void aw_app_set_state(aw_app *app, void *state);
+void aw_app_access_log(aw_app *app, FILE *out);  /* NULL: off (default) */
+aw_app *aw_http_app(const aw_http_request *req);
+
+/* Waits: serve on an open listener until SIGINT/SIGTERM (or
+ * aw_app_stop): stop accepting, let in-flight requests finish within
+ * shutdown_grace, cancel the rest, run the lifespan's teardown. */
+int aw_app_serve(aw_app *app, aw_listener *l);
+void aw_app_stop(aw_app *app);
+/* Run N worker processes (each its own loop) sharing host:port through
+ * SO_REUSEPORT; a crashed worker is restarted; SIGTERM drains them all.
+ * workers <= 1 serves in this process. Returns when all have stopped. */
+int aw_app_run(aw_app *app, const char *host, int port, int workers);
+/* main() for examples: parses --port N (default 8000), --host H (default
+ * 127.0.0.1), --workers N (default 1) and calls aw_app_run. */
+int aw_app_main(aw_app *app, int argc, char **argv);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
