@@ -340,8 +340,43 @@ AW_TEST(cancelling_the_owner_while_its_group_exit_waits_cancels_the_children)
 	CHECK_EQ(w.c[0].sleep_rc, -ECANCELED);
 	CHECK_EQ(w.c[1].sleep_rc, -ECANCELED);
 	CHECK(w.after_block);
-	CHECK_EQ(w.o.pending, 0);          /* cancelled children are not failures */
+	/* Cancelled children are not failures; the owner's own cancellation
+	 * ends the block (as asyncio's TaskGroup re-raises CancelledError). */
+	CHECK_EQ(w.o.pending, -ECANCELED);
 	CHECK_EQ(w.later_rc, -ECANCELED);
+	CHECK_LT(w.o.elapsed, AW_SEC(5));
+}
+
+struct timeout_ctx { struct child c; struct outcome o; bool fired; };
+
+static int main_outer_timeout(void *arg)
+{
+	struct timeout_ctx *w = arg;
+	aw_time t0 = aw_now();
+	aw_scope s;
+	AW_WITH(aw_timeout_after(&s, AW_MS(50))) {
+		aw_group g;
+		AW_WITH(aw_group_init(&g)) {
+			EXPECT_EQ(aw_group_spawn(&g, child_fn, &w->c, "child"), 0);
+			/* Fall off the end: the exit waits for the child. */
+		}
+	}
+	w->fired = s.fired;
+	take_outcome(&w->o);
+	w->o.elapsed = aw_now() - t0;
+	return 0;
+}
+
+AW_TEST(outer_timeout_while_a_group_exit_waits_cancels_the_children_and_fails_with_etimedout)
+{
+	struct timeout_ctx w;
+	memset(&w, 0, sizeof w);
+	outcome_init(&w.o);
+	w.c.sleep = AW_SEC(10);
+	CHECK_EQ(aw_run(main_outer_timeout, &w), 0);
+	CHECK_EQ(w.c.sleep_rc, -ECANCELED);
+	CHECK(w.fired);
+	CHECK_EQ(w.o.pending, -ETIMEDOUT);
 	CHECK_LT(w.o.elapsed, AW_SEC(5));
 }
 

@@ -364,28 +364,6 @@ AW_TEST(slow_step_is_reported_with_the_task_name)
 	free(cap.buf);
 }
 
-static int main_not_slow(void *arg)
-{
-	(void)arg;
-	for (int i = 0; i < 30; i++)
-		EXPECT_EQ(aw_sleep(AW_MS(10)), 0);   /* waits often: never slow */
-	return 0;
-}
-
-AW_TEST(tasks_that_wait_often_are_not_reported_slow)
-{
-	aw_config cfg;
-	aw_config_default(&cfg);
-	cfg.slow_step = AW_MS(150);
-	struct capture cap;
-	CHECK(capture_open(&cap, &cfg));
-	int rc = aw_run_config(&cfg, main_not_slow, NULL);
-	capture_close(&cap);
-	CHECK_EQ(rc, 0);
-	CHECK(strstr(cap.buf, "slow step") == NULL);
-	free(cap.buf);
-}
-
 /* ---- stack overflow ------------------------------------------------------- */
 
 static int __attribute__((noinline)) recurse(int depth)

@@ -116,6 +116,8 @@ struct aw_error {
 	const void *origin;    /* internal: the cancel scope that caused it */
 	uint64_t serial;       /* internal: per-task raise number */
 	unsigned refs;         /* internal: shared by causes and handlers */
+	const void *escaped_frame; /* internal: the function whose block it
+	                              left unhandled (see AW_WITH) */
 };
 
 /* Raise: record a rich error on the running task (or on the thread when no
@@ -285,6 +287,7 @@ struct aw_with {
 	aw_with *cleanup_outer;
 	void *boundary;         /* cancel scope chain at cleanup start */
 	aw_time grace_deadline; /* 0 until the exit first waits */
+	void *frame;            /* the function the block is in */
 };
 
 enum { AW__WITH_INIT, AW__WITH_BODY, AW__WITH_NORMAL, AW__WITH_BROKEN, AW__WITH_DONE };
@@ -313,7 +316,8 @@ static inline void aw__with_body_done(aw_with *w)
 	for (aw_with w __attribute__((cleanup(aw__with_leave))) = {                 \
 		     .mgrs = (aw_mgr *const[]){__VA_ARGS__},                       \
 		     .count = AW__NARGS(__VA_ARGS__),                              \
-		     .loc = AW_HERE};                                              \
+		     .loc = AW_HERE,                                               \
+		     .frame = __builtin_frame_address(0)};                         \
 	     aw__with_step(&w); aw__with_body_done(&w))
 
 /*
@@ -326,7 +330,12 @@ static inline void aw__with_body_done(aw_with *w)
  *
  * Leaving the block:
  *   - falling off the end (or `continue`): every exit gets 0, and an error
- *     raised inside the body is considered handled (cleared).
+ *     raised inside the body is considered handled (cleared) — except the
+ *     failure of a block nested in this one in the same function, which
+ *     the body went past unchecked: that one leaves this block too (its
+ *     exits see it, it stays in flight), as an exception propagates out of
+ *     Python's nested `with`. An error a called function returned is the
+ *     caller's to check (its return value says so).
  *   - return, break, goto: every exit gets the error in flight if one was
  *     raised inside this block (after it was entered) and not cleared, else
  *     0. Errors raised before the block are never handed to its exits.
@@ -524,6 +533,8 @@ typedef struct aw_group {
 	aw_error **errors_tail;
 	size_t failed;
 	aw_task *owner;        /* the task whose block holds the group */
+	aw_scope *cancelled_by;/* an enclosing scope cancelled while the exit
+	                          waited: its error ends the block */
 	bool waiting;
 } aw_group;
 

@@ -71,9 +71,18 @@ static int group_exit(aw_mgr *m, int err)
 	if (err || t->root.cancelled)
 		cancel_children(g);
 	g->waiting = true;
+	g->cancelled_by = NULL;
 	t->waiting_group = g;
-	while (g->running)
-		aw_task_park(AW_NEVER, true);   /* children always end: they are cancelled or finish */
+	/* Wait shielded (children always end: they finish or are cancelled),
+	 * but watch the scopes around the group: if one is cancelled or its
+	 * deadline passes, cancel the children (asyncio's and Trio's rule). */
+	while (g->running) {
+		aw_time next;
+		aw_scope *o = g->cancelled_by ? NULL : aw_scope_outer_cancelled(t, g->scope.outer, aw_now(), &next);
+		if (o)
+			aw__group_outer_cancel(g, o);
+		aw_task_park(g->cancelled_by ? AW_NEVER : next, true);
+	}
 	t->waiting_group = NULL;
 	g->waiting = false;
 	t->scope = g->scope.outer;
@@ -93,8 +102,18 @@ static int group_exit(aw_mgr *m, int err)
 		const aw_error *cur = aw_error_current();
 		if (cur && cur->origin == &g->scope)
 			return 0;   /* aw_group_cancel without a failure: done */
+		return err;
 	}
-	return err;
+	if (g->cancelled_by)
+		return aw__raise_cancel(t, g->cancelled_by->code, g->cancelled_by);
+	return 0;
+}
+
+void aw__group_outer_cancel(aw_group *g, aw_scope *origin)
+{
+	if (!g->cancelled_by)
+		g->cancelled_by = origin;
+	cancel_children(g);
 }
 
 static void group_describe(aw_mgr *m, char *buf, size_t len)

@@ -264,6 +264,17 @@ int aw_task_park(aw_time deadline, bool shielded);
  * at shields and at the running cleanup's boundary. Also marks scopes whose
  * deadline has passed as cancelled. */
 int aw_scope_pending_cancel(aw_task *t, aw_time now, aw_scope **origin, aw_time *next_deadline);
+/* Like aw_scope_pending_cancel but from scope `from` outward, ignoring the
+ * cleanup boundary (for a group exit, which must see scopes around it):
+ * the outermost cancelled scope or NULL; *next_deadline the earliest
+ * deadline still ahead. */
+aw_scope *aw_scope_outer_cancelled(aw_task *t, aw_scope *from, aw_time now, aw_time *next_deadline);
+/* A scope around a group whose exit is waiting was cancelled: cancel the
+ * children, and make the exit report that scope's cancellation. */
+void aw__group_outer_cancel(aw_group *g, aw_scope *origin);
+/* Raise the error a wait gets from a cancelled scope (origin) or, with
+ * origin NULL, from the grace deadline. Returns code. */
+int aw__raise_cancel(aw_task *t, int code, aw_scope *origin);
 /* Re-evaluate a parked task after a scope change: wake it with
  * AW__WAKE_CANCEL if a reachable scope is now cancelled. */
 void aw_scope_poke(aw_task *t);

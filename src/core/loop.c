@@ -280,12 +280,26 @@ static bool iterate(aw_loop *l, const aw_task *until)
 	return true;
 }
 
+/* Nothing can run again: report, and cancel every task so that each one's
+ * waits fail and its exits run. If that wakes nobody (every task waits
+ * with cancellation off, e.g. to re-take a lock that a finished task still
+ * holds), the program cannot go on: say so and abort rather than spin or
+ * hang. */
 static void report_deadlock(aw_loop *l)
 {
+	size_t ready_before = 0;
 	fprintf(l->cfg.log, "awith: deadlock: every task waits and nothing can wake them; "
 			    "cancelling them all. Tasks:\n");
 	aw_dump(l->cfg.log);
 	cancel_all(l);
+	for (aw_task *t = l->ready_head; t; t = t->next_ready)
+		ready_before++;
+	if (!ready_before) {
+		fprintf(l->cfg.log, "awith: deadlock is unrecoverable: no task can be cancelled "
+				    "(all wait with cancellation off); aborting\n");
+		fflush(l->cfg.log);
+		abort();
+	}
 }
 
 static void loop_free(aw_loop *l)

@@ -58,8 +58,32 @@ void aw_scope_cancel(aw_scope *s)
 		return;
 	s->cancelled = true;
 	s->code = -ECANCELED;
-	if (s->task)
+	if (s->task) {
+		/* A group exit waits shielded for its children; cancelling a
+		 * scope around it cancels them (asyncio and Trio do too). */
+		if (s->task->waiting_group && s->task->waiting_group != AW_CONTAINER_OF(s, aw_group, scope))
+			aw__group_outer_cancel(s->task->waiting_group, s);
 		aw_scope_poke(s->task);
+	}
+}
+
+aw_scope *aw_scope_outer_cancelled(aw_task *t, aw_scope *from, aw_time now, aw_time *next_deadline)
+{
+	aw_scope *origin = NULL;
+	aw_time next = AW_NEVER;
+	for (aw_scope *s = from; s; s = s->outer) {
+		if (!s->cancelled && s->deadline <= now)
+			s->cancelled = true;
+		if (s->cancelled)
+			origin = s;
+		else if (s->deadline < next)
+			next = s->deadline;
+		if (s->shield)
+			break;
+	}
+	(void)t;
+	*next_deadline = next;
+	return origin;
 }
 
 static int scope_enter(aw_mgr *m)

@@ -156,7 +156,7 @@ static aw_time cleanup_grace(aw_task *t)
 	return g;
 }
 
-static int raise_cancel(aw_task *t, int code, aw_scope *origin)
+int aw__raise_cancel(aw_task *t, int code, aw_scope *origin)
 {
 	aw_error *e;
 	if (origin == &t->root)
@@ -182,11 +182,11 @@ static int pending(aw_task *t, aw_time now, aw_time *deadline)
 	aw_scope *origin = NULL;
 	int code = aw_scope_pending_cancel(t, now, &origin, deadline);
 	if (code)
-		return raise_cancel(t, code, origin);
+		return aw__raise_cancel(t, code, origin);
 	if (t->cleanup) {
 		aw_time g = cleanup_grace(t);
 		if (g <= now)
-			return raise_cancel(t, -ETIMEDOUT, NULL);
+			return aw__raise_cancel(t, -ETIMEDOUT, NULL);
 		if (g < *deadline)
 			*deadline = g;
 	}
@@ -437,7 +437,7 @@ void aw_task_cancel(aw_task *t)
 		return;
 	t->root.cancelled = true;
 	if (t->waiting_group)
-		aw_group_cancel(t->waiting_group);
+		aw__group_outer_cancel(t->waiting_group, &t->root);
 	aw_scope_poke(t);
 }
 

@@ -149,6 +149,16 @@ static int exit_managers(aw_task *t, aw_with *w, unsigned n, int err)
 	return err;
 }
 
+/* The block failed: its error leaves it unhandled. Note in which function
+ * (frame) that happened, so that an enclosing block in the same function
+ * that then runs to its end still sees it (see aw__with_leave). */
+static void mark_escaped(aw_with *w)
+{
+	aw_error *e = *aw__err_slot(NULL);
+	if (e && w->result && e->code == w->result)
+		e->escaped_frame = w->frame;
+}
+
 bool aw__with_begin(aw_with *w)
 {
 	aw_loop *l = aw__loop;
@@ -176,6 +186,7 @@ bool aw__with_begin(aw_with *w)
 			if (i)
 				exit_managers(t, w, i, rc);
 			w->result = aw_error_pending();
+			mark_escaped(w);
 			w->state = AW__WITH_DONE;
 			return false;
 		}
@@ -197,15 +208,22 @@ void aw__with_leave(aw_with *w)
 	aw_error **slot = aw__err_slot(NULL);
 	aw_error *e = *slot;
 	int err = 0;
-	if (w->state == AW__WITH_NORMAL) {
-		if (e && e->serial > w->serial)
-			aw_error_clear();   /* handled inside the body */
-	} else if (e && e->serial > w->serial) {
-		err = e->code;
+	if (e && e->serial > w->serial) {
+		/* Raised inside the block. Falling off the end means the body
+		 * handled it, unless it is the failure of a block nested in this
+		 * one in the same function, which the body went past without
+		 * looking: then it leaves this block too (as an exception
+		 * propagates through Python's nested with statements). An error
+		 * a called function returned is the caller's to check. */
+		if (w->state != AW__WITH_NORMAL || e->escaped_frame == w->frame)
+			err = e->code;
+		else
+			aw_error_clear();
 	}
 	if (t)
 		t->withs = w->outer;
 	w->result = exit_managers(t, w, w->entered, err);
+	mark_escaped(w);
 	w->state = AW__WITH_DONE;
 }
 

@@ -262,6 +262,15 @@ int aw_stream_writev(aw_stream *s, const struct iovec *iov, int iovcnt, aw_time 
 			if (r > 0) {
 				p += r;
 				n -= (size_t)r;
+			} else if (s->ssl) {
+				/* OpenSSL now holds a record made from these n
+				 * bytes and must be called again with at least as
+				 * many: finish them from the caller's memory. */
+				size_t sent;
+				int rc = send_all(s, p, n, deadline, &sent);
+				if (rc)
+					return rc;
+				continue;
 			}
 		}
 		if (!n)

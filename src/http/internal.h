@@ -1,0 +1,325 @@
+/*
+ * Internal structures of the http layer (src/http/), shared by its files.
+ *
+ * One connection is one task (server.c) that owns an aw_http_conn on its
+ * own stack: the llhttp parser, the request and response being served, the
+ * output buffer, a per-request arena. The request's head stays in the
+ * stream's read buffer (zero copy): header names, values and the target are
+ * offsets from `base`, the first byte of the request line.
+ */
+#ifndef AW_HTTP_INTERNAL_H
+#define AW_HTTP_INTERNAL_H
+
+#include "../io/internal.h"
+#include "awith/http.h"
+
+#include <string.h>
+
+#include <llhttp.h>
+
+#define AW_HTTP_MAX_PARAMS 16
+/* Chunk extensions: total bytes of names and values per message. */
+#define AW_HTTP_CHUNK_EXT_MAX 1024
+/* An unread request body up to this size is read and dropped after the
+ * response so that the connection can be kept; a larger one closes it. */
+#define AW_HTTP_DRAIN_MAX (256 * 1024)
+
+typedef struct aw_http_conn aw_http_conn;
+typedef struct aw_http_server aw_http_server;
+typedef struct aw_route aw_route;
+typedef struct aw_rnode aw_rnode;
+
+/* ---- a bump allocator per request ---------------------------------------- */
+
+typedef struct aw_arena_block {
+	struct aw_arena_block *next;
+	size_t cap;
+	char data[];
+} aw_arena_block;
+
+typedef struct aw_arena {
+	char *p;
+	size_t left;
+	aw_arena_block *blocks;   /* extra blocks, freed at reset */
+	char first[2048] __attribute__((aligned(16)));
+} aw_arena;
+
+void aw__arena_init(aw_arena *a);
+void aw__arena_reset(aw_arena *a);
+/* 16-byte aligned; NULL when out of memory. */
+void *aw__arena_alloc(aw_arena *a, size_t n);
+char *aw__arena_strndup(aw_arena *a, const char *s, size_t n);
+
+/* ---- growable byte buffers ------------------------------------------------ */
+
+typedef struct aw_buf {
+	char *p;
+	size_t len, cap;
+} aw_buf;
+
+int aw__buf_reserve(aw_buf *b, size_t more);
+static inline int aw__buf_put(aw_buf *b, const void *p, size_t n)
+{
+	if (AW_UNLIKELY(b->len + n > b->cap) && aw__buf_reserve(b, n))
+		return -ENOMEM;
+	memcpy(b->p + b->len, p, n);
+	b->len += n;
+	return 0;
+}
+void aw__buf_free(aw_buf *b);
+
+/* ---- requests ------------------------------------------------------------- */
+
+/* A header: offsets from the request's base. */
+typedef struct aw_http_hdr {
+	uint32_t name, name_len, value, value_len;
+} aw_http_hdr;
+
+typedef struct aw_http_param {
+	const char *name;      /* the template's name (owned by the route) */
+	size_t name_len;
+	char *value;           /* decoded, NUL-terminated, in the arena */
+} aw_http_param;
+
+typedef struct aw_http_qpair {
+	char *name, *value;    /* decoded, NUL-terminated, in the arena */
+} aw_http_qpair;
+
+typedef struct aw_http_deprec aw_http_deprec;
+
+enum { AW_BODY_NONE, AW_BODY_LENGTH, AW_BODY_CHUNKED };
+
+struct aw_http_request {
+	aw_http_conn *conn;
+	aw_app *app;
+	const char *base;          /* the head's first byte */
+	char *head_copy;           /* the head moved out of the read buffer */
+	uint32_t head_len;
+	uint32_t method_off, method_len;
+	uint32_t target_off, target_len;
+	aw_str path;               /* inside the target (absolute-form: after the authority) */
+	aw_str query;              /* after '?' (p NULL: none) */
+	uint8_t method;            /* llhttp_method_t */
+	uint8_t minor;
+	bool keep_alive;           /* what the client asked for */
+	bool is_head;
+	bool expect_continue, continue_sent;
+	aw_http_hdr *hdrs;
+	uint32_t nhdrs;
+
+	/* body */
+	uint8_t body_mode;
+	uint64_t content_length;   /* AW_BODY_LENGTH */
+	uint64_t body_seen;        /* body bytes delivered so far */
+	bool body_complete;        /* the message's last byte was parsed */
+	bool body_loaded;          /* aw_http_body ran to the end */
+	const char *body;
+	size_t body_len;
+	aw_buf body_buf;
+	void *json;                /* json_t *, decref'd when done */
+
+	/* routing */
+	const aw_route *route;
+	unsigned nparams;
+	aw_http_param params[AW_HTTP_MAX_PARAMS];
+	bool query_parsed;
+	unsigned nquery;
+	aw_http_qpair *qpairs;
+
+	/* dependencies */
+	aw_exitstack deps;
+	aw_http_deprec *deplist;
+
+	aw_time started;
+	aw_time deadline;
+	const char *bad_request;   /* our own message for a 400 (static or arena) */
+};
+
+/* ---- responses ------------------------------------------------------------ */
+
+struct aw_jw {
+	aw_http_response *res;
+	aw_buf *out;
+	int status;
+	int err;
+	int depth;
+	bool after_key;
+	uint64_t is_obj;      /* bit d: level d is an object */
+	uint64_t has_item;    /* bit d: level d has an item already */
+};
+
+struct aw_http_response {
+	aw_http_conn *conn;
+	aw_http_request *req;
+	int status;               /* sent (or being sent) */
+	bool sent;                /* a complete response was queued */
+	bool head_written;        /* bytes of this response left the server */
+	bool close;               /* close the connection after it */
+	bool user_date;
+	bool user_server;
+	bool in_json;             /* between json_begin and json_end */
+	size_t body_bytes;        /* for the access log */
+	aw_buf hdrs;              /* "Name: value\r\n"... set by the handler */
+	aw_jw jw;
+};
+
+/* ---- connections ------------------------------------------------------------ */
+
+enum { PS_NONE, PS_FIELD, PS_VALUE };
+enum { PHASE_HEAD, PHASE_BODY, PHASE_TRAILERS, PHASE_DONE };
+
+struct aw_http_conn {
+	aw_http_server *srv;       /* NULL in the fuzz harness */
+	aw_app *app;
+	const aw_http_limits *lim;
+	aw_stream *s;              /* NULL in the fuzz harness */
+	aw_task *task;
+	aw_http_conn *prev, *next;
+
+	llhttp_t parser;
+	/* parsing */
+	int phase;
+	int pstate;                /* PS_*: which span the last callback extended */
+	const char *cb_base;       /* the head's first byte, for span offsets */
+	size_t fed;                /* bytes from the head's start given to llhttp */
+	size_t line_end;           /* offset of the end of the request line (0: not yet) */
+	aw_http_hdr *hdrs;
+	uint32_t hdr_cap;
+	uint32_t host_count;
+	uint32_t host_idx;
+	bool te_seen;
+	bool te_not_chunked;       /* a Transfer-Encoding other than chunked */
+	bool expect_other;         /* an Expect we do not know */
+	bool version_done;
+	uint32_t version_off, version_len;
+	int pause_why;             /* PAUSE_*: why llhttp stopped */
+	uint32_t trailer_count;
+	size_t trailer_bytes;
+	size_t ext_total, ext_name_len, ext_val_len;
+	char scan_prev;            /* trailer scan: the byte before */
+	int reject;                /* status of a rejection (0: none) */
+	const char *reject_msg;
+
+	/* body delivery (callbacks write here) */
+	int sink;                  /* SINK_* */
+	char *sink_buf;            /* SINK_COPY: destination */
+	size_t sink_len, sink_cap;
+	const char *span_p;        /* SINK_SPAN: the single span seen */
+	size_t span_n;
+	int span_count;
+	size_t pos;                /* bytes after the stream's read position already parsed */
+	uint64_t body_fed;         /* bytes of the body phase given to llhttp (framing included) */
+
+	aw_http_request req;
+	aw_http_response res;
+	aw_buf out;                /* responses not yet written */
+	aw_buf body;               /* scratch: the JSON writer's body */
+	aw_arena arena;
+
+	bool idle;                 /* between requests (may be cancelled to drain) */
+	bool in_request;
+	uint64_t requests;
+	aw_time accepted;
+	char peer[64];
+};
+
+enum { SINK_NONE, SINK_COPY, SINK_ACCUM, SINK_SPAN, SINK_DISCARD };
+enum { PAUSE_NONE, PAUSE_HEAD, PAUSE_LAST_CHUNK, PAUSE_DONE };
+
+/* request.c: parsing with llhttp plus our checks. */
+/* Reset the parser and state for the next request. */
+void aw__http_conn_reset(aw_http_conn *c);
+void aw__http_conn_setup(aw_http_conn *c, aw_app *app, const aw_http_limits *lim);
+void aw__http_conn_free(aw_http_conn *c);
+/* Feed the buffered bytes of the head (data..data+len is everything from
+ * the head's first byte). Returns 1 when the head is complete (req is
+ * filled in), 0 if more is needed, or a rejection status (>= 400) with
+ * c->reject_msg. `eof`: no more bytes will come. */
+int aw__http_feed_head(aw_http_conn *c, const char *data, size_t len);
+/* Feed body bytes (at most len). *used counts the bytes parsed. Returns
+ * 0 (more needed), 1 (message complete), or a rejection status. Body
+ * bytes go to the sink set in c. */
+int aw__http_feed_body(aw_http_conn *c, const char *data, size_t len, size_t *used);
+/* The status to answer an llhttp error with. */
+int aw__http_error_status(aw_http_conn *c, llhttp_errno_t e, const char *data, size_t len);
+/* Finish the request after the head: target form, path and query. */
+int aw__http_prepare_request(aw_http_conn *c);
+
+/* router.c */
+typedef struct aw_router {
+	aw_rnode *root;
+	size_t nroutes;
+} aw_router;
+void aw__router_free(aw_router *r);
+int aw__router_add(aw_router *r, const char *method, const char *path, aw_http_handler fn, void *ud);
+/* Match req's path and method. Returns 0 with req->route and params set,
+ * 404, 405 (allow filled with "GET, HEAD" etc.), or 400 (bad encoding). */
+int aw__router_match(const aw_router *r, aw_http_request *req, char *allow, size_t allow_len);
+struct aw_route {
+	char *method;              /* "GET", ..., "*" */
+	char *path;                /* the template */
+	aw_http_handler fn;
+	void *ud;
+	char *names[AW_HTTP_MAX_PARAMS];
+	unsigned nnames;
+	aw_route *next;            /* other methods on the same node */
+};
+/* Percent-decode [s, s+n) into out (room for n+1); plus: '+' is a space.
+ * Returns the length, or -1 for a bad escape or a NUL byte. */
+ssize_t aw__http_pct_decode(const char *s, size_t n, char *out, bool plus);
+
+/* response.c */
+void aw__http_response_reset(aw_http_response *res);
+/* Queue a complete response (head + body) in c->out. */
+int aw__http_queue_response(aw_http_conn *c, int status, const char *ctype, size_t ctype_len,
+			    const void *body, size_t len);
+/* A rejection or error response with a JSON {"detail": msg}. */
+int aw__http_queue_error(aw_http_conn *c, int status, const char *detail, const char *allow);
+/* Write c->out to the stream. */
+int aw__http_flush(aw_http_conn *c);
+const char *aw__http_reason(int status);
+/* "Date: ...\r\n" for now (cached per second). */
+const char *aw__http_date_line(size_t *len);
+
+/* app.c */
+struct aw_app {
+	char *name;
+	aw_http_limits limits;
+	aw_router router;
+	aw_gen_fn lifespan;
+	void *lifespan_arg;
+	struct aw_hook { int (*fn)(aw_app *, void *); void *arg; } *startup, *shutdown;
+	size_t nstartup, nshutdown;
+	void *state;
+	FILE *access_log;
+	FILE *error_log;
+	aw_http_server *srv;        /* while serving */
+	bool stop_requested;
+};
+FILE *aw__app_log(const aw_app *app);
+/* Run the matched handler for a parsed request, with the deadline and
+ * dependencies; queue or write the response. Returns 0, or a negative
+ * code when the connection must close. */
+int aw__app_dispatch(aw_http_conn *c);
+/* Unwind the request's dependencies with `err` (after the response). */
+void aw__app_deps_unwind(aw_http_request *req, int err);
+
+/* server.c */
+struct aw_http_server {
+	aw_app *app;
+	aw_listener *l;
+	aw_http_conn *conns;
+	size_t nconns;             /* connection tasks alive (started or not) */
+	bool draining;
+	bool accepting;
+	aw_scope accept_scope;
+	aw_event drained;          /* set when nconns drops to 0 while draining */
+	aw_signals *sig;
+};
+int aw__http_server_run(aw_app *app, aw_listener *l, bool handle_signals);
+void aw__http_server_stop(aw_http_server *srv);
+
+/* Log one line (with the app's name) and optionally an error. */
+void aw__http_log_error(const aw_app *app, const aw_error *e, const char *fmt, ...) AW_PRINTF(3, 4);
+
+#endif
