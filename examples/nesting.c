@@ -150,11 +150,10 @@ static void async_for(void)
 	puts("-- async for");
 	AW_WITH(TRACER("streaming_context")) {
 		aw_gen_iter stream;
-		/* Initialise first: AW_FOR evaluates its iterator argument at
-		 * every step, so it must be a plain pointer. */
-		aw_iter *it = aw_gen_iter_init(&stream, "stream", stream_chunks, NULL);
 		const char *chunk;
-		AW_FOR(chunk, it) {
+		/* AW_FOR enters the iterator (a manager) and closes it on
+		 * every way out of the loop, like Python's aclosing(). */
+		AW_FOR(chunk, aw_gen_iter_init(&stream, "stream", stream_chunks, NULL)) {
 			printf("process %s\n", chunk);
 			if (chunk[6] == '3')
 				break;   /* stop early: the stream is still closed */

@@ -258,7 +258,9 @@ typedef struct aw_mgr_ops {
 	 * deadline. `err` is the error the block is left with (0: none).
 	 * Return err to let it go on, 0 to suppress it, or another code to
 	 * replace it (raise it with aw_raise: the old error becomes its cause;
-	 * a bare code gets a raised error made for it). */
+	 * a bare code gets a raised error made for it). The return value
+	 * decides: returning the same code as err lets the original go on,
+	 * even if the exit raised a new error with that code meanwhile. */
 	int (*exit)(aw_mgr *self, int err);
 	/* Optional: a line of detail for aw_dump (e.g. "3 entries"). */
 	void (*describe)(aw_mgr *self, char *buf, size_t len);
@@ -458,8 +460,8 @@ typedef int (*aw_callback_fn)(void *arg);        /* called with no error */
 /* Initialise an empty stack; returns its manager (its exit closes it). */
 aw_mgr *aw_exitstack_init(aw_exitstack *s);
 /* Waits: enter m and push its exit. If entering fails nothing is pushed
- * and the error is returned. -ENOMEM if the stack cannot grow (m is then
- * exited again with -ENOMEM, so nothing leaks). */
+ * and the error is returned. Room is made before m is entered, so -ENOMEM
+ * (the stack cannot grow) leaves m never entered. */
 int aw_exitstack_enter(aw_exitstack *s, aw_mgr *m) AW_MUST_USE;
 /* Push the exit of an already-entered manager. */
 int aw_exitstack_push(aw_exitstack *s, aw_mgr *m) AW_MUST_USE;

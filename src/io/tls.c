@@ -58,10 +58,16 @@ struct aw_tls_ctx {
 
 /* What a TLS stream keeps besides the SSL object (SSL_get_app_data). */
 typedef struct tls_conn {
-	/* After SSL_write returned WANT_WRITE for `retry_len` bytes, OpenSSL
-	 * holds an encrypted record of them and must be called again with at
-	 * least as many bytes, the same ones first. 0: nothing pending. */
-	size_t retry_len;
+	/* OpenSSL's write retry rule, hidden from the stream (see
+	 * aw__tls_send): after SSL_write(buf, n) would block, OpenSSL holds a
+	 * record made of those n bytes and must be called again with the same
+	 * n bytes. We keep a copy of them in `hold` and retry from it. */
+	unsigned char *hold;
+	size_t hold_len;          /* > 0: OpenSSL holds a record of hold[0, hold_len) */
+	/* After a retry completed, bytes hold[credit_off, + credit_len) are
+	 * sent although the stream has not offered them again yet (its retry
+	 * was shorter): they are acknowledged as it does, without sending. */
+	size_t credit_off, credit_len;
 	/* A fatal error happened (handshake failed, protocol error, reset):
 	 * the connection may not be used, nor shut down with close_notify. */
 	bool broken;
@@ -272,9 +278,16 @@ static int load_cert_and_key(const char *who, SSL_CTX *sc, const aw_tls_opts *o)
 	if (SSL_CTX_use_certificate_chain_file(sc, o->cert_file) != 1)
 		return aw_raise(-AW_ETLS, "%s: cannot load the certificate chain from '%s': %s", who, o->cert_file,
 				tls_err_text(why, sizeof why));
-	if (SSL_CTX_use_PrivateKey_file(sc, o->key_file, SSL_FILETYPE_PEM) != 1)
+	if (SSL_CTX_use_PrivateKey_file(sc, o->key_file, SSL_FILETYPE_PEM) != 1) {
+		/* Loading the key already compares it with the certificate. */
+		unsigned long e = ERR_peek_last_error();
+		if (ERR_GET_LIB(e) == ERR_LIB_X509 &&
+		    (ERR_GET_REASON(e) == X509_R_KEY_VALUES_MISMATCH || ERR_GET_REASON(e) == X509_R_KEY_TYPE_MISMATCH))
+			return aw_raise(-AW_ETLS, "%s: the private key in '%s' does not match the certificate in '%s': %s",
+					who, o->key_file, o->cert_file, tls_err_text(why, sizeof why));
 		return aw_raise(-AW_ETLS, "%s: cannot load the private key from '%s': %s", who, o->key_file,
 				tls_err_text(why, sizeof why));
+	}
 	if (SSL_CTX_check_private_key(sc) != 1)
 		return aw_raise(-AW_ETLS, "%s: the private key in '%s' does not match the certificate in '%s': %s",
 				who, o->key_file, o->cert_file, tls_err_text(why, sizeof why));
@@ -678,49 +691,23 @@ ssize_t aw__tls_recv(aw_stream *s, void *buf, size_t n, int *want)
 	}
 }
 
-/* Write up to n bytes of plaintext (at most one 16 KiB record per call).
- * Returns the count taken (> 0), -EAGAIN with *want, or a raised error
- * (-EPIPE, -ECONNRESET, -AW_ETLS; the connection is then unusable).
- *
- * The retry rule (OpenSSL's, made explicit): after -EAGAIN, OpenSSL holds
- * an encrypted record made of the first bytes of this call; the next call
- * must pass at least as many bytes as this one did (capped at 16 KiB),
- * starting with the same bytes. They may sit at another address (the
- * stream's buffer may move). A shorter retry is refused with -EINVAL. */
-ssize_t aw__tls_send(aw_stream *s, const void *buf, size_t n, int *want)
+/* The SSL_write half of aw__tls_send: write buf[0, n) (n <= one record) and
+ * map the outcome. */
+static ssize_t tls_write(aw_stream *s, SSL *ssl, const void *buf, size_t n, int *want)
 {
-	SSL *ssl = s->ssl;
-	tls_conn *conn = conn_of(ssl);
 	char why[512];
-	if (conn->broken)
-		return broken_error(s, "write");
-	if (SSL_get_shutdown(ssl) & SSL_SENT_SHUTDOWN)
-		return aw_raise(-EPIPE, "TLS write on fd %d after close_notify was sent", s->fd);
-	if (n == 0)
-		return aw_raise(-EINVAL, "TLS write on fd %d of 0 bytes", s->fd);
-	if (n > TLS_WRITE_MAX)
-		n = TLS_WRITE_MAX;
-	if (n < conn->retry_len)
-		return aw_raise(-EINVAL, "TLS write on fd %d: retried with %zu byte(s), but the record OpenSSL "
-				"holds needs the %zu of the call that would block", s->fd, n, conn->retry_len);
 	ERR_clear_error();
 	errno = 0;
 	int r = SSL_write(ssl, buf, (int)n);
 	int saved_errno = errno;
-	if (r > 0) {
-		conn->retry_len = 0;
+	if (r > 0)
 		return r;
-	}
 	switch (SSL_get_error(ssl, r)) {
 	case SSL_ERROR_WANT_READ:
 		*want = AW_READABLE;
-		if (!conn->retry_len)
-			conn->retry_len = n;
 		return -EAGAIN;
 	case SSL_ERROR_WANT_WRITE:
 		*want = AW_WRITABLE;
-		if (!conn->retry_len)
-			conn->retry_len = n;
 		return -EAGAIN;
 	case SSL_ERROR_SYSCALL:
 		conn_break(ssl);
@@ -737,6 +724,79 @@ ssize_t aw__tls_send(aw_stream *s, const void *buf, size_t n, int *want)
 	}
 }
 
+static int retry_mismatch(aw_stream *s)
+{
+	return aw_raise(-EINVAL, "TLS write on fd %d: the bytes offered after a write that would block are not "
+			"the ones offered before (a stream must send its bytes in order)", s->fd);
+}
+
+/* Write up to n bytes of plaintext (at most one 16 KiB record per call).
+ * Returns the count taken (> 0), -EAGAIN with *want, or a raised error
+ * (-EPIPE, -ECONNRESET, -AW_ETLS; the connection is then unusable).
+ *
+ * The caller may retry after -EAGAIN however it likes, as with send(2):
+ * with the same bytes, more of them, fewer, from another address. OpenSSL
+ * does not allow that (a retry must repeat the blocked call), so the bytes
+ * of a blocked call are copied aside and the retry is made from the copy;
+ * if the caller's retry was shorter than what that sent, the surplus is
+ * acknowledged on its next calls without being sent twice. What the caller
+ * offers must only be its byte stream, in order (checked: -EINVAL). */
+ssize_t aw__tls_send(aw_stream *s, const void *buf, size_t n, int *want)
+{
+	SSL *ssl = s->ssl;
+	tls_conn *conn = conn_of(ssl);
+	if (conn->broken)
+		return broken_error(s, "write");
+	if (n == 0)
+		return aw_raise(-EINVAL, "TLS write on fd %d of 0 bytes", s->fd);
+	if (conn->credit_len) {
+		size_t k = n < conn->credit_len ? n : conn->credit_len;
+		if (memcmp(buf, conn->hold + conn->credit_off, k) != 0)
+			return retry_mismatch(s);
+		conn->credit_off += k;
+		conn->credit_len -= k;
+		if (!conn->credit_len) {
+			free(conn->hold);
+			conn->hold = NULL;
+		}
+		return (ssize_t)k;
+	}
+	if (conn->hold_len) {
+		size_t k = n < conn->hold_len ? n : conn->hold_len;
+		if (memcmp(buf, conn->hold, k) != 0)
+			return retry_mismatch(s);
+		ssize_t r = tls_write(s, ssl, conn->hold, conn->hold_len, want);
+		if (r <= 0)
+			return r;
+		/* OpenSSL took r bytes of the copy (all of them, unless the
+		 * peer asked for small records). */
+		conn->hold_len = 0;
+		if ((size_t)r > n) {
+			conn->credit_off = n;
+			conn->credit_len = (size_t)r - n;
+			return (ssize_t)n;
+		}
+		free(conn->hold);
+		conn->hold = NULL;
+		return r;
+	}
+	if (SSL_get_shutdown(ssl) & SSL_SENT_SHUTDOWN)
+		return aw_raise(-EPIPE, "TLS write on fd %d after close_notify was sent", s->fd);
+	if (n > TLS_WRITE_MAX)
+		n = TLS_WRITE_MAX;
+	ssize_t r = tls_write(s, ssl, buf, n, want);
+	if (r == -EAGAIN) {
+		conn->hold = malloc(n);
+		if (!conn->hold) {
+			conn_break(ssl);
+			return aw_raise(-ENOMEM, "TLS write on fd %d: no memory to keep a blocked record", s->fd);
+		}
+		memcpy(conn->hold, buf, n);
+		conn->hold_len = n;
+	}
+	return r;
+}
+
 /* Waits: send our close_notify (once), waiting for writability until
  * `deadline`; the peer's reply is not awaited (the stream may still read
  * until it arrives). Returns 0; 0 as well when there is nothing to close
@@ -749,7 +809,21 @@ int aw__tls_shutdown(aw_stream *s, aw_time deadline)
 	char why[512];
 	if (!ssl || conn_of(ssl)->broken || !SSL_is_init_finished(ssl))
 		return 0;
+	tls_conn *conn = conn_of(ssl);
 	for (;;) {
+		int rc, want = AW_WRITABLE;
+		if (conn->hold_len) {
+			/* OpenSSL sends nothing else before a record it holds:
+			 * finish it first (see aw__tls_send). */
+			ssize_t r = tls_write(s, ssl, conn->hold, conn->hold_len, &want);
+			if (r > 0) {
+				conn->hold_len = 0;
+				continue;
+			}
+			if (r != -EAGAIN)
+				return (int)r;
+			goto wait;
+		}
 		ERR_clear_error();
 		errno = 0;
 		int r = SSL_shutdown(ssl);
@@ -757,17 +831,8 @@ int aw__tls_shutdown(aw_stream *s, aw_time deadline)
 		if (r >= 0)
 			return 0;   /* sent (0), or both sides done (1) */
 		int e = SSL_get_error(ssl, r);
-		if (e == SSL_ERROR_WANT_WRITE) {
-			int rc = aw_fd_wait(s->fd, AW_WRITABLE, deadline);
-			if (rc) {
-				conn_break(ssl);
-				if (own_timeout(rc, deadline))
-					return aw_raise(-ETIMEDOUT, "TLS close_notify on fd %d: timed out (the peer is "
-							"not reading)", s->fd);
-				return rc;
-			}
-			continue;
-		}
+		if (e == SSL_ERROR_WANT_WRITE)
+			goto wait;
 		if (e == SSL_ERROR_WANT_READ) {
 			/* Only when OpenSSL would need the peer first (e.g. in
 			 * the middle of another operation): nothing more to do
@@ -783,6 +848,15 @@ int aw__tls_shutdown(aw_stream *s, aw_time deadline)
 			return aw_raise(-saved_errno, "TLS close_notify on fd %d: %m", s->fd);
 		}
 		return aw_raise(-AW_ETLS, "TLS close_notify on fd %d: %s", s->fd, tls_err_text(why, sizeof why));
+wait:
+		rc = aw_fd_wait(s->fd, want, deadline);
+		if (rc) {
+			conn_break(ssl);
+			if (own_timeout(rc, deadline))
+				return aw_raise(-ETIMEDOUT, "TLS close_notify on fd %d: timed out (the peer is not "
+						"reading)", s->fd);
+			return rc;
+		}
 	}
 }
 
@@ -794,6 +868,7 @@ void aw__tls_free(aw_stream *s)
 		return;
 	tls_conn *conn = conn_of(ssl);
 	SSL_free(ssl);
+	free(conn->hold);
 	free(conn);
 	s->ssl = NULL;
 }

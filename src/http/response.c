@@ -1,0 +1,557 @@
+/*
+ * Responses: the status line and headers, complete bodies, JSON through
+ * jansson, streamed (chunked) bodies from an async iterator, files.
+ *
+ * Complete responses are appended to the connection's output buffer; the
+ * connection writes it when it is about to wait for the client (so the
+ * answers to pipelined requests leave in one write) or when it grows large.
+ * Bodies of more than BIG_BODY bytes are written from the caller's memory
+ * instead of being copied. A streamed response writes its head at once and
+ * then each chunk.
+ */
+#include "internal.h"
+
+#include <fcntl.h>
+#include <jansson.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#define BIG_BODY (32 * 1024)
+#define OUT_FLUSH (64 * 1024)
+
+const char *aw__http_reason(int status)
+{
+	switch (status) {
+	case 100: return "Continue";
+	case 101: return "Switching Protocols";
+	case 200: return "OK";
+	case 201: return "Created";
+	case 202: return "Accepted";
+	case 203: return "Non-Authoritative Information";
+	case 204: return "No Content";
+	case 205: return "Reset Content";
+	case 206: return "Partial Content";
+	case 300: return "Multiple Choices";
+	case 301: return "Moved Permanently";
+	case 302: return "Found";
+	case 303: return "See Other";
+	case 304: return "Not Modified";
+	case 307: return "Temporary Redirect";
+	case 308: return "Permanent Redirect";
+	case 400: return "Bad Request";
+	case 401: return "Unauthorized";
+	case 402: return "Payment Required";
+	case 403: return "Forbidden";
+	case 404: return "Not Found";
+	case 405: return "Method Not Allowed";
+	case 406: return "Not Acceptable";
+	case 408: return "Request Timeout";
+	case 409: return "Conflict";
+	case 410: return "Gone";
+	case 411: return "Length Required";
+	case 412: return "Precondition Failed";
+	case 413: return "Content Too Large";
+	case 414: return "URI Too Long";
+	case 415: return "Unsupported Media Type";
+	case 416: return "Range Not Satisfiable";
+	case 417: return "Expectation Failed";
+	case 418: return "I'm a teapot";
+	case 421: return "Misdirected Request";
+	case 422: return "Unprocessable Content";
+	case 425: return "Too Early";
+	case 426: return "Upgrade Required";
+	case 428: return "Precondition Required";
+	case 429: return "Too Many Requests";
+	case 431: return "Request Header Fields Too Large";
+	case 451: return "Unavailable For Legal Reasons";
+	case 500: return "Internal Server Error";
+	case 501: return "Not Implemented";
+	case 502: return "Bad Gateway";
+	case 503: return "Service Unavailable";
+	case 504: return "Gateway Timeout";
+	case 505: return "HTTP Version Not Supported";
+	default: break;
+	}
+	switch (status / 100) {
+	case 1: return "Informational";
+	case 2: return "Success";
+	case 3: return "Redirection";
+	case 4: return "Client Error";
+	default: return "Server Error";
+	}
+}
+
+/* ---- Date, once per second per thread ---------------------------------------- */
+
+static __thread time_t date_sec = -1;
+static __thread char date_line[64];
+static __thread size_t date_len;
+
+const char *aw__http_date_line(size_t *len)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME_COARSE, &ts);
+	if (AW_UNLIKELY(ts.tv_sec != date_sec)) {
+		struct tm tm;
+		gmtime_r(&ts.tv_sec, &tm);
+		date_len = strftime(date_line, sizeof date_line, "Date: %a, %d %b %Y %H:%M:%S GMT\r\n", &tm);
+		date_sec = ts.tv_sec;
+	}
+	*len = date_len;
+	return date_line;
+}
+
+/* ---- building the head ------------------------------------------------------------- */
+
+void aw__http_response_reset(aw_http_response *res)
+{
+	res->status = 0;
+	res->sent = res->head_written = res->close = false;
+	res->user_date = res->user_server = res->in_json = false;
+	res->body_bytes = 0;
+	res->hdrs.len = 0;
+}
+
+static inline char *put(char *o, const char *s, size_t n)
+{
+	memcpy(o, s, n);
+	return o + n;
+}
+
+static char *put_u64(char *o, uint64_t v)
+{
+	char tmp[24];
+	int i = 0;
+	do {
+		tmp[i++] = (char)('0' + v % 10);
+		v /= 10;
+	} while (v);
+	while (i)
+		*o++ = tmp[--i];
+	return o;
+}
+
+static bool status_has_body(int status)
+{
+	return !(status < 200 || status == 204 || status == 304);
+}
+
+/* Decide whether the connection stays open after this response. */
+static bool keep_alive(aw_http_conn *c)
+{
+	aw_http_request *r = &c->req;
+	if (!r->keep_alive || c->res.close || (c->srv && c->srv->draining))
+		return false;
+	if (r->body_mode != AW_BODY_NONE && !r->body_complete) {
+		/* The body is read and dropped after the response, unless the
+		 * client waits for our 100 Continue or it is large. */
+		if (r->expect_continue && !r->continue_sent)
+			return false;
+		if (r->body_mode == AW_BODY_LENGTH && r->content_length - r->body_seen > AW_HTTP_DRAIN_MAX)
+			return false;
+	}
+	return true;
+}
+
+enum { FRAME_LENGTH, FRAME_CHUNKED, FRAME_CLOSE };
+
+/* Append the status line and headers to c->out. */
+static int put_head(aw_http_conn *c, int status, const char *ctype, size_t ctype_len, int framing, uint64_t len)
+{
+	aw_http_response *res = &c->res;
+	res->status = status;
+	bool keep = framing != FRAME_CLOSE && keep_alive(c);
+	res->close = !keep;
+	const char *reason = aw__http_reason(status);
+	size_t rlen = strlen(reason);
+	size_t dlen;
+	const char *date = aw__http_date_line(&dlen);
+	size_t need = 32 + rlen + (ctype ? 16 + ctype_len : 0) + 48 + dlen + res->hdrs.len + 32;
+	if (aw__buf_reserve(&c->out, need))
+		return aw_raise(-ENOMEM, "no memory for a response head");
+	char *o = c->out.p + c->out.len;
+	o = put(o, "HTTP/1.1 ", 9);
+	*o++ = (char)('0' + status / 100);
+	*o++ = (char)('0' + status / 10 % 10);
+	*o++ = (char)('0' + status % 10);
+	*o++ = ' ';
+	o = put(o, reason, rlen);
+	o = put(o, "\r\n", 2);
+	if (ctype && status_has_body(status)) {
+		o = put(o, "Content-Type: ", 14);
+		o = put(o, ctype, ctype_len);
+		o = put(o, "\r\n", 2);
+	}
+	if (framing == FRAME_LENGTH && status_has_body(status)) {
+		o = put(o, "Content-Length: ", 16);
+		o = put_u64(o, len);
+		o = put(o, "\r\n", 2);
+	} else if (framing == FRAME_CHUNKED) {
+		o = put(o, "Transfer-Encoding: chunked\r\n", 28);
+	}
+	if (!res->user_date)
+		o = put(o, date, dlen);
+	if (res->hdrs.len)
+		o = put(o, res->hdrs.p, res->hdrs.len);
+	if (!keep)
+		o = put(o, "Connection: close\r\n", 19);
+	else if (c->req.minor == 0)
+		o = put(o, "Connection: keep-alive\r\n", 24);
+	o = put(o, "\r\n", 2);
+	c->out.len = (size_t)(o - c->out.p);
+	return 0;
+}
+
+static aw_time send_deadline(aw_http_conn *c)
+{
+	return aw_deadline_after(c->lim->send_idle);
+}
+
+int aw__http_flush(aw_http_conn *c)
+{
+	if (!c->out.len || !c->s)
+		return 0;
+	int rc = aw_stream_write(c->s, c->out.p, c->out.len, send_deadline(c));
+	c->out.len = 0;
+	if (rc == 0)
+		c->res.head_written = true;
+	return rc;
+}
+
+int aw__http_queue_response(aw_http_conn *c, int status, const char *ctype, size_t ctype_len, const void *body,
+			    size_t len)
+{
+	int rc = put_head(c, status, ctype, ctype_len, FRAME_LENGTH, len);
+	if (rc)
+		return rc;
+	aw_http_response *res = &c->res;
+	res->sent = true;
+	if (c->req.is_head || !status_has_body(status) || !len)
+		return 0;
+	res->body_bytes = len;
+	if (len >= BIG_BODY && c->s) {
+		/* Head from the buffer, body from the caller's memory. */
+		struct iovec iov[2] = { { c->out.p, c->out.len }, { (void *)body, len } };
+		rc = aw_stream_writev(c->s, iov, 2, send_deadline(c));
+		c->out.len = 0;
+		res->head_written = true;
+		return rc;
+	}
+	if (aw__buf_put(&c->out, body, len))
+		return aw_raise(-ENOMEM, "no memory for a %zu-byte response", len);
+	if (c->out.len >= OUT_FLUSH && c->s)
+		return aw__http_flush(c);
+	return 0;
+}
+
+static size_t json_escape_into(char *o, const char *s)
+{
+	size_t n = 0;
+	for (; *s; s++) {
+		unsigned char ch = (unsigned char)*s;
+		if (ch == '"' || ch == '\\') {
+			o[n++] = '\\';
+			o[n++] = (char)ch;
+		} else if (ch < 0x20) {
+			n += (size_t)sprintf(o + n, "\\u%04x", ch);
+		} else {
+			o[n++] = (char)ch;
+		}
+	}
+	return n;
+}
+
+int aw__http_queue_error(aw_http_conn *c, int status, const char *detail, const char *allow)
+{
+	aw_http_response *res = &c->res;
+	res->hdrs.len = 0;
+	res->user_date = false;
+	if (allow && *allow) {
+		aw__buf_put(&res->hdrs, "Allow: ", 7);
+		aw__buf_put(&res->hdrs, allow, strlen(allow));
+		aw__buf_put(&res->hdrs, "\r\n", 2);
+	}
+	if (!detail)
+		detail = aw__http_reason(status);
+	char body[600];
+	size_t dl = strlen(detail);
+	if (dl > 90)
+		dl = 90;   /* our own messages are short; never echo much */
+	char d[100];
+	memcpy(d, detail, dl);
+	d[dl] = 0;
+	size_t n = (size_t)snprintf(body, sizeof body, "{\"detail\":\"");
+	n += json_escape_into(body + n, d);
+	n += (size_t)snprintf(body + n, sizeof body - n, "\"}");
+	return aw__http_queue_response(c, status, "application/json", 16, body, n);
+}
+
+/* ---- the public response API ---------------------------------------------------- */
+
+static bool token_char(unsigned char ch)
+{
+	if ((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9'))
+		return true;
+	return ch && strchr("!#$%&'*+-.^_`|~", ch) != NULL;
+}
+
+int aw_http_set_header(aw_http_response *res, const char *name, const char *value)
+{
+	if (res->sent)
+		return aw_raise(-EALREADY, "aw_http_set_header: the response was already sent");
+	if (!name || !*name || !value)
+		return aw_raise(-EINVAL, "aw_http_set_header: empty name or NULL value");
+	for (const char *p = name; *p; p++)
+		if (!token_char((unsigned char)*p))
+			return aw_raise(-EINVAL, "aw_http_set_header: invalid character 0x%02x in header name",
+					(unsigned char)*p);
+	for (const char *p = value; *p; p++) {
+		unsigned char ch = (unsigned char)*p;
+		if ((ch < 0x20 && ch != '\t') || ch == 0x7f)
+			return aw_raise(-EINVAL, "aw_http_set_header(%s): control character 0x%02x in the value "
+					"(no header injection)", name, ch);
+	}
+	if (strcasecmp(name, "Content-Length") == 0 || strcasecmp(name, "Transfer-Encoding") == 0)
+		return aw_raise(-EINVAL, "aw_http_set_header: %s is set by the server", name);
+	if (strcasecmp(name, "Connection") == 0) {
+		if (strcasecmp(value, "close") == 0) {
+			res->close = true;
+			return 0;
+		}
+		if (strcasecmp(value, "keep-alive") == 0)
+			return 0;
+		return aw_raise(-EINVAL, "aw_http_set_header: Connection: '%s' (only close or keep-alive)", value);
+	}
+	if (strcasecmp(name, "Date") == 0)
+		res->user_date = true;
+	size_t nl = strlen(name), vl = strlen(value);
+	if (aw__buf_reserve(&res->hdrs, nl + vl + 4))
+		return aw_raise(-ENOMEM, "aw_http_set_header: no memory");
+	aw__buf_put(&res->hdrs, name, nl);
+	aw__buf_put(&res->hdrs, ": ", 2);
+	aw__buf_put(&res->hdrs, value, vl);
+	aw__buf_put(&res->hdrs, "\r\n", 2);
+	return 0;
+}
+
+static int check_send(aw_http_response *res, int status, const char *who)
+{
+	if (res->sent)
+		return aw_raise(-EALREADY, "%s: a response was already sent", who);
+	if (res->in_json)
+		return aw_raise(-EALREADY, "%s: a JSON response is being written (aw_http_json_begin)", who);
+	if (status < 200 || status > 999)
+		return aw_raise(-EINVAL, "%s: status %d is not a final status (200-999)", who, status);
+	return 0;
+}
+
+int aw_http_send(aw_http_response *res, int status, const char *content_type, const void *body, size_t len)
+{
+	int rc = check_send(res, status, "aw_http_send");
+	if (rc)
+		return rc;
+	if (content_type && (strchr(content_type, '\r') || strchr(content_type, '\n')))
+		return aw_raise(-EINVAL, "aw_http_send: CR or LF in the content type");
+	if (!body && len)
+		return aw_raise(-EINVAL, "aw_http_send: NULL body with length %zu", len);
+	return aw__http_queue_response(res->conn, status, content_type, content_type ? strlen(content_type) : 0,
+				       body, len);
+}
+
+int aw_http_text(aw_http_response *res, int status, const char *text)
+{
+	int rc = check_send(res, status, "aw_http_text");
+	if (rc)
+		return rc;
+	return aw__http_queue_response(res->conn, status, "text/plain; charset=utf-8", 25, text,
+				       text ? strlen(text) : 0);
+}
+
+int aw_http_json(aw_http_response *res, int status, const void *json)
+{
+	int rc = check_send(res, status, "aw_http_json");
+	if (rc)
+		return rc;
+	if (!json)
+		return aw_raise(-EINVAL, "aw_http_json: NULL value");
+	aw_http_conn *c = res->conn;
+	size_t flags = JSON_COMPACT | JSON_ENCODE_ANY;
+	size_t n = json_dumpb(json, NULL, 0, flags);
+	if (!n)
+		return aw_raise(-EINVAL, "aw_http_json: the value cannot be serialised (NaN or infinity?)");
+	c->body.len = 0;
+	if (aw__buf_reserve(&c->body, n))
+		return aw_raise(-ENOMEM, "aw_http_json: no memory for %zu bytes", n);
+	if (json_dumpb(json, c->body.p, n, flags) != n)
+		return aw_raise(-EINVAL, "aw_http_json: the value changed while serialising");
+	return aw__http_queue_response(c, status, "application/json", 16, c->body.p, n);
+}
+
+void aw__http_json_free(void *json)
+{
+	json_decref(json);
+}
+
+/* ---- streamed responses ---------------------------------------------------------- */
+
+static int stream_head(aw_http_response *res, int status, const char *ctype, int *framing, bool known,
+		       uint64_t len)
+{
+	aw_http_conn *c = res->conn;
+	if (!c->s)
+		return aw_raise(-ENOTCONN, "streamed response without a connection");
+	*framing = known ? FRAME_LENGTH : c->req.minor == 0 ? FRAME_CLOSE : FRAME_CHUNKED;
+	int rc = put_head(c, status, ctype, ctype ? strlen(ctype) : 0, *framing, len);
+	if (rc)
+		return rc;
+	res->sent = true;
+	return aw__http_flush(c);
+}
+
+/* Write one piece of a streamed body. */
+static int stream_piece(aw_http_conn *c, int framing, const char *p, size_t n)
+{
+	if (!n)
+		return 0;
+	c->res.body_bytes += n;
+	if (framing != FRAME_CHUNKED)
+		return aw_stream_write(c->s, p, n, send_deadline(c));
+	char hex[24];
+	int hl = snprintf(hex, sizeof hex, "%zx\r\n", n);
+	struct iovec iov[3] = { { hex, (size_t)hl }, { (void *)p, n }, { "\r\n", 2 } };
+	return aw_stream_writev(c->s, iov, 3, send_deadline(c));
+}
+
+int aw_http_stream(aw_http_response *res, int status, const char *content_type, aw_iter *chunks)
+{
+	int rc = check_send(res, status, "aw_http_stream");
+	if (rc)
+		return rc;
+	if (!chunks)
+		return aw_raise(-EINVAL, "aw_http_stream: no iterator");
+	aw_http_conn *c = res->conn;
+	int framing;
+	rc = stream_head(res, status, content_type, &framing, false, 0);
+	if (rc || c->req.is_head || !status_has_body(status)) {
+		if (rc)
+			res->close = true;
+		return rc;
+	}
+	aw_chunk *ch = NULL;
+	int werr = 0;
+	AW_FOR(ch, chunks) {
+		werr = stream_piece(c, framing, ch->data, ch->len);
+		if (werr)
+			break;   /* the client went away: close the iterator */
+	}
+	rc = werr ? werr : aw_error_pending();
+	if (!rc && framing == FRAME_CHUNKED)
+		rc = aw_stream_write(c->s, "0\r\n\r\n", 5, send_deadline(c));
+	if (rc) {
+		res->close = true;   /* the body is cut short: only closing tells */
+		if (werr && !aw_error_pending())
+			aw_raise(werr, "streamed response: the client went away");
+	}
+	return rc;
+}
+
+/* ---- files ----------------------------------------------------------------------- */
+
+static const char *guess_type(const char *path)
+{
+	static const struct { const char *ext, *type; } types[] = {
+		{ ".html", "text/html; charset=utf-8" }, { ".htm", "text/html; charset=utf-8" },
+		{ ".txt", "text/plain; charset=utf-8" }, { ".css", "text/css; charset=utf-8" },
+		{ ".js", "text/javascript; charset=utf-8" }, { ".json", "application/json" },
+		{ ".svg", "image/svg+xml" }, { ".png", "image/png" }, { ".jpg", "image/jpeg" },
+		{ ".jpeg", "image/jpeg" }, { ".gif", "image/gif" }, { ".webp", "image/webp" },
+		{ ".ico", "image/vnd.microsoft.icon" }, { ".pdf", "application/pdf" },
+		{ ".wasm", "application/wasm" }, { ".xml", "application/xml" },
+	};
+	const char *dot = strrchr(path, '.');
+	if (dot && !strchr(dot, '/'))
+		for (size_t i = 0; i < sizeof types / sizeof types[0]; i++)
+			if (strcasecmp(dot, types[i].ext) == 0)
+				return types[i].type;
+	return "application/octet-stream";
+}
+
+typedef struct stat_job {
+	const char *path;
+	struct stat st;
+	int err;
+} stat_job;
+
+static int stat_in_thread(void *arg)
+{
+	stat_job *j = arg;
+	j->err = stat(j->path, &j->st) == 0 ? 0 : errno;
+	return 0;
+}
+
+int aw_http_file(aw_http_response *res, const char *path, const char *content_type)
+{
+	int rc = check_send(res, 200, "aw_http_file");
+	if (rc)
+		return rc;
+	if (!path)
+		return aw_raise(-EINVAL, "aw_http_file: no path");
+	aw_http_conn *c = res->conn;
+	stat_job j = { .path = path };
+	rc = aw_to_thread(stat_in_thread, &j);
+	if (rc)
+		return rc;
+	if (j.err == ENOENT || j.err == ENOTDIR || (!j.err && !S_ISREG(j.st.st_mode)))
+		return aw__http_queue_error(c, 404, "Not Found", NULL);
+	if (j.err)
+		return aw_raise(-j.err, "aw_http_file: %s: %s", path, strerror(j.err));
+	if (!content_type)
+		content_type = guess_type(path);
+	uint64_t size = (uint64_t)j.st.st_size;
+	int framing;
+	aw_file_chunks fc;
+	aw_iter *it = aw_file_chunks_init(&fc, path, 64 * 1024);
+	if (c->req.is_head || !c->s) {
+		if (!c->s)
+			return aw__http_queue_response(c, 200, content_type, strlen(content_type), NULL, 0);
+		return stream_head(res, 200, content_type, &framing, true, size);
+	}
+	/* Open the file before the head: a file that vanished is still a 404. */
+	rc = 0;
+	uint64_t sent = 0;
+	bool head = false;
+	aw_chunk *ch = NULL;
+	AW_FOR(ch, it) {
+		if (!head) {
+			rc = stream_head(res, 200, content_type, &framing, true, size);
+			head = true;
+			if (rc)
+				break;
+		}
+		size_t n = ch->len;
+		if (n > size - sent)
+			n = (size_t)(size - sent);   /* it grew: send what we announced */
+		rc = stream_piece(c, framing, ch->data, n);
+		sent += n;
+		if (rc || sent == size)
+			break;
+	}
+	if (!rc)
+		rc = aw_error_pending();
+	if (!head && !rc)
+		return stream_head(res, 200, content_type, &framing, true, size);   /* empty file */
+	if (!head && rc == -ENOENT) {
+		aw_error_clear();
+		return aw__http_queue_error(c, 404, "Not Found", NULL);
+	}
+	if (!rc && sent < size)
+		rc = aw_raise(-EIO, "aw_http_file: %s shrank while being sent (%llu of %llu bytes)", path,
+			      (unsigned long long)sent, (unsigned long long)size);
+	if (rc)
+		res->close = true;
+	return rc;
+}
