@@ -156,7 +156,7 @@ AW_TEST(dns_deadline_already_passed_is_etimedout_at_once)
 	int rc[2] = { 1, -1 };
 	CHECK_EQ(aw_run(passed_deadline_main, rc), 0);
 	CHECK_EQ(rc[0], -ETIMEDOUT);
-	CHECK_LT(rc[1], 100);
+	CHECK_LT(rc[1], 200);
 }
 
 /* A lookup stuck behind a busy pool: the caller leaves at its deadline, the
@@ -243,7 +243,7 @@ AW_TEST(dns_cancelled_lookup_returns_ecanceled_at_once)
 	int rc[2] = { 1, -1 };
 	CHECK_EQ(aw_run_config(&cfg, cancel_main, rc), 0);
 	CHECK_EQ(rc[0], -ECANCELED);
-	CHECK_LT(rc[1], 100);
+	CHECK_LT(rc[1], 200);   /* the lookup would take until the hog ends (~270 ms) */
 }
 
 /* Main returns while a lookup it gave up on is still queued: the loop's

@@ -170,7 +170,8 @@ AW_TEST(get_waits_while_empty_and_getters_are_served_in_order)
 	CHECK_EQ(g[0].got, 7);
 	CHECK_EQ(g[1].rc, 0);
 	CHECK_EQ(g[1].got, 8);
-	CHECK_GE(g[0].elapsed, AW_MS(10));
+	/* That the getters waited is proven by !aw_task_done before the put
+	 * (a lower bound on elapsed time would depend on when they started). */
 	CHECK_LT(g[0].elapsed, AW_SEC(5));
 }
 

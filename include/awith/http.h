@@ -143,8 +143,13 @@ typedef struct aw_http_dep {
 } aw_http_dep;
 #define AW_HTTP_DEP(name_, fn_, arg_) { .name = (name_), .fn = (fn_), .arg = (arg_) }
 /* Waits (the first time per request): the dependency's value, or NULL
- * with the error in flight (aw_error_pending()). */
+ * with the error in flight (aw_error_pending()). A dependency may ask for
+ * other dependencies (they then exit after it); one that asks for itself
+ * gets -EDEADLK. */
 void *aw_http_depends(aw_http_request *req, const aw_http_dep *dep);
+/* From inside a dependency's generator function: the request it serves
+ * (to read headers, or to depend on other dependencies). */
+aw_http_request *aw_http_dep_request(aw_gen *g);
 
 typedef struct aw_http_limits {
 	size_t request_line;     /* 414 beyond; default 8 KiB */
@@ -154,6 +159,8 @@ typedef struct aw_http_limits {
 	aw_time header_timeout;  /* whole header must arrive; default 10 s */
 	aw_time body_idle;       /* max gap inside a body; default 10 s */
 	aw_time keepalive_idle;  /* idle connection closed; default 5 s */
+	aw_time send_idle;       /* one response write may wait this long for
+	                            the client to read; default 10 s */
 	aw_time request_deadline;/* handler deadline; default 30 s */
 	aw_time shutdown_grace;  /* in-flight requests finish; default 10 s */
 } aw_http_limits;
@@ -177,6 +184,9 @@ int aw_app_on_shutdown(aw_app *app, int (*fn)(aw_app *app, void *arg), void *arg
 void *aw_app_state(aw_app *app);
 void aw_app_set_state(aw_app *app, void *state);
 void aw_app_access_log(aw_app *app, FILE *out);  /* NULL: off (default) */
+/* Where handler failures (with their cause chains), failed teardowns and
+ * server events are logged; default stderr. */
+void aw_app_error_log(aw_app *app, FILE *out);
 aw_app *aw_http_app(const aw_http_request *req);
 
 /* Waits: serve on an open listener until SIGINT/SIGTERM (or

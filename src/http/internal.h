@@ -75,11 +75,11 @@ typedef struct aw_http_hdr {
 	uint32_t name, name_len, value, value_len;
 } aw_http_hdr;
 
-typedef struct aw_http_param {
+typedef struct aw_http_pparam {
 	const char *name;      /* the template's name (owned by the route) */
 	size_t name_len;
 	char *value;           /* decoded, NUL-terminated, in the arena */
-} aw_http_param;
+} aw_http_pparam;
 
 typedef struct aw_http_qpair {
 	char *name, *value;    /* decoded, NUL-terminated, in the arena */
@@ -121,7 +121,7 @@ struct aw_http_request {
 	/* routing */
 	const aw_route *route;
 	unsigned nparams;
-	aw_http_param params[AW_HTTP_MAX_PARAMS];
+	aw_http_pparam params[AW_HTTP_MAX_PARAMS];
 	bool query_parsed;
 	unsigned nquery;
 	aw_http_qpair *qpairs;
@@ -216,6 +216,7 @@ struct aw_http_conn {
 	aw_buf body;               /* scratch: the JSON writer's body */
 	aw_arena arena;
 
+	bool body_timeout;         /* the body stalled longer than body_idle */
 	bool idle;                 /* between requests (may be cancelled to drain) */
 	bool in_request;
 	uint64_t requests;
@@ -295,6 +296,7 @@ struct aw_app {
 	FILE *error_log;
 	aw_http_server *srv;        /* while serving */
 	bool stop_requested;
+	bool started;               /* the lifespan's startup completed */
 };
 FILE *aw__app_log(const aw_app *app);
 /* Run the matched handler for a parsed request, with the deadline and
@@ -311,6 +313,7 @@ struct aw_http_server {
 	aw_http_conn *conns;
 	size_t nconns;             /* connection tasks alive (started or not) */
 	bool draining;
+	bool stop;
 	bool accepting;
 	aw_scope accept_scope;
 	aw_event drained;          /* set when nconns drops to 0 while draining */

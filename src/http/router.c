@@ -360,7 +360,7 @@ int aw__router_match(const aw_router *r, aw_http_request *req, char *allow, size
 		char *v = aw__arena_strndup(&c->arena, m.vals[i].p, m.vals[i].len);
 		if (!v)
 			return 503;
-		req->params[i] = (aw_http_param){ route->names[i], strlen(route->names[i]), v };
+		req->params[i] = (aw_http_pparam){ route->names[i], strlen(route->names[i]), v };
 	}
 	return 0;
 }

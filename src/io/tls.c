@@ -18,6 +18,12 @@
  * its own. So the queue is cleared before each SSL call and read right after
  * it, before anything can wait: stale errors never leak into a message.
  *
+ * Writes. OpenSSL requires a write that would block to be retried with
+ * the same bytes (it has already encrypted them into a record); the stream
+ * retries the way send(2) allows, with more, fewer, or moved bytes. So
+ * aw__tls_send copies a blocked write's bytes aside, retries from the copy,
+ * and squares the count with the stream afterwards (see tls_conn).
+ *
  * End of stream. A clean end is the peer's close_notify: aw__tls_recv
  * returns 0. A TCP EOF without close_notify is a truncation (an attacker,
  * or a peer that crashed, can cut the data short at any point); OpenSSL 3
@@ -753,6 +759,7 @@ ssize_t aw__tls_send(aw_stream *s, const void *buf, size_t n, int *want)
 		size_t k = n < conn->credit_len ? n : conn->credit_len;
 		if (memcmp(buf, conn->hold + conn->credit_off, k) != 0)
 			return retry_mismatch(s);
+		fprintf(stderr, "ACK %zu\n", k);
 		conn->credit_off += k;
 		conn->credit_len -= k;
 		if (!conn->credit_len) {
@@ -774,6 +781,7 @@ ssize_t aw__tls_send(aw_stream *s, const void *buf, size_t n, int *want)
 		if ((size_t)r > n) {
 			conn->credit_off = n;
 			conn->credit_len = (size_t)r - n;
+			fprintf(stderr, "CREDIT %zu\n", conn->credit_len);
 			return (ssize_t)n;
 		}
 		free(conn->hold);
