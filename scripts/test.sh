@@ -15,6 +15,7 @@ set -uo pipefail
 
 # Debian packages needed to build and test. Later layers append here.
 PACKAGES=(meson ninja-build pkg-config gcc clang libclang-rt-14-dev valgrind python3
+    gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user
           libssl-dev openssl)
 
 # Install whatever in PACKAGES is not installed yet; no apt-get at all otherwise.
@@ -52,6 +53,54 @@ setup_build() {
 TOTAL_PASSED=0
 TOTAL_FAILED=0
 
+# tally NAME RC OUTFILE: add a test binary's "<P> passed, <F> failed" line
+# to the totals. A binary that dies without that line counts as one failure.
+tally() {
+    local name=$1 rc=$2 out=$3 summary p f
+    summary=$(grep -E '^[0-9]+ passed, [0-9]+ failed$' "$out" | tail -n 1)
+    rm -f "$out"
+    if [[ -n $summary ]]; then
+        summary=${summary//[!0-9 ]/}            # "P  F"
+        read -r p f <<<"$summary"
+        TOTAL_PASSED=$((TOTAL_PASSED + p))
+        TOTAL_FAILED=$((TOTAL_FAILED + f))
+        if ((f == 0 && rc != 0)); then     # e.g. LSan at harness exit
+            echo "FAIL $name: exit status $rc after all tests passed"
+            TOTAL_FAILED=$((TOTAL_FAILED + 1))
+        fi
+    else
+        echo "FAIL $name: no summary line (exit status $rc)"
+        TOTAL_FAILED=$((TOTAL_FAILED + 1))
+    fi
+}
+
+# run_aarch64_core: the core layer's tests built for aarch64 (our own
+# context switch in context_aarch64.S) and run under qemu-user. The core
+# needs only libc, so a static cross build needs no arm64 libraries.
+run_aarch64_core() {
+    local dir=build-aarch64 name out rc
+    local -a tests
+    mapfile -t tests < <(sed -n "/^core_tests = \[/,/^\]/s/^ *'\(test_[a-z_]*\)'.*/\1/p" tests/meson.build)
+    mkdir -p "$dir"
+    echo "== build $dir (aarch64, static, run under qemu-aarch64)"
+    (cd "$dir" && aarch64-linux-gnu-gcc -std=gnu11 -O2 -g -Wall -Wextra -Werror -D_GNU_SOURCE \
+        -I../include -I../src/core -c ../src/core/*.c ../src/core/*.S) || return 1
+    for name in "${tests[@]}"; do
+        aarch64-linux-gnu-gcc -std=gnu11 -O2 -g -Wall -Wextra -Werror -D_GNU_SOURCE \
+            -Iinclude -Isrc/core -Itests "tests/$name.c" tests/harness.c "$dir"/*.o \
+            -static -pthread -o "$dir/$name" || return 1
+    done
+    echo "== test $dir"
+    for name in "${tests[@]}"; do
+        echo "-- $name (aarch64)"
+        out=$(mktemp)
+        AW_TEST_TIMEOUT=120 timeout -k 5 600 qemu-aarch64 "$dir/$name" \
+            ${AW_TEST_FILTER:+"$AW_TEST_FILTER"} </dev/null 2>&1 | tee "$out"
+        rc=${PIPESTATUS[0]}
+        tally "$name (aarch64)" "$rc" "$out"
+    done
+}
+
 # run_tests DIR: run each registered test executable of DIR directly (so the
 # harness output is shown live), adding its "<P> passed, <F> failed" line to
 # the totals. A binary that dies without that line counts as one failure.
@@ -65,21 +114,7 @@ run_tests() {
         out=$(mktemp)
         (cd "$workdir" && timeout -k 5 "$timeout" "${cmd[@]}" ${AW_TEST_FILTER:+"$AW_TEST_FILTER"} </dev/null) 2>&1 | tee "$out"
         rc=${PIPESTATUS[0]}
-        summary=$(grep -E '^[0-9]+ passed, [0-9]+ failed$' "$out" | tail -n 1)
-        rm -f "$out"
-        if [[ -n $summary ]]; then
-            summary=${summary//[!0-9 ]/}            # "P  F"
-            read -r p f <<<"$summary"
-            TOTAL_PASSED=$((TOTAL_PASSED + p))
-            TOTAL_FAILED=$((TOTAL_FAILED + f))
-            if ((f == 0 && rc != 0)); then     # e.g. LSan at harness exit
-                echo "FAIL $name: exit status $rc after all tests passed"
-                TOTAL_FAILED=$((TOTAL_FAILED + 1))
-            fi
-        else
-            echo "FAIL $name: no summary line (exit status $rc)"
-            TOTAL_FAILED=$((TOTAL_FAILED + 1))
-        fi
+        tally "$name" "$rc" "$out"
     done < <(meson introspect "$dir" --tests | python3 -c '
 import json, sys
 for t in json.load(sys.stdin):  # timeout, workdir, name, [env K=V...] cmd...
@@ -109,6 +144,8 @@ main() {
     else
         build_failed+=(build-asan)
     fi
+
+    run_aarch64_core || build_failed+=(build-aarch64)
 
     ((${#build_failed[@]} == 0)) || echo "BUILD FAILED: ${build_failed[*]}"
     echo "$TOTAL_PASSED passed, $TOTAL_FAILED failed"

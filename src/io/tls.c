@@ -759,7 +759,6 @@ ssize_t aw__tls_send(aw_stream *s, const void *buf, size_t n, int *want)
 		size_t k = n < conn->credit_len ? n : conn->credit_len;
 		if (memcmp(buf, conn->hold + conn->credit_off, k) != 0)
 			return retry_mismatch(s);
-		fprintf(stderr, "ACK %zu\n", k);
 		conn->credit_off += k;
 		conn->credit_len -= k;
 		if (!conn->credit_len) {
@@ -781,7 +780,6 @@ ssize_t aw__tls_send(aw_stream *s, const void *buf, size_t n, int *want)
 		if ((size_t)r > n) {
 			conn->credit_off = n;
 			conn->credit_len = (size_t)r - n;
-			fprintf(stderr, "CREDIT %zu\n", conn->credit_len);
 			return (ssize_t)n;
 		}
 		free(conn->hold);

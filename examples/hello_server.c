@@ -1,0 +1,52 @@
+/*
+ * hello_server — the smallest awith web app: FastAPI's hello world.
+ *
+ *     app = FastAPI()
+ *
+ *     @app.get("/")
+ *     async def root():
+ *         return {"message": "Hello, World!"}
+ *
+ *     uvicorn.run(app, host="127.0.0.1", port=8000)
+ *
+ * How it maps:
+ *   - FastAPI() is aw_app_new; @app.get("/") is aw_app_route;
+ *   - returning a dict is the fast JSON writer: the body is written straight
+ *     into the response buffer, with no DOM (aw_http_json with a jansson
+ *     value works too);
+ *   - uvicorn.run is aw_app_main: --port N (default 8000), --host H
+ *     (default 127.0.0.1), --workers N (processes sharing the port with
+ *     SO_REUSEPORT). It serves until SIGINT or SIGTERM, then stops
+ *     accepting, lets requests in flight finish, and returns.
+ *
+ *     $ ./hello_server --port 8000 &
+ *     $ curl -s http://127.0.0.1:8000/
+ *     {"message":"Hello, World!"}
+ */
+#include <awith/http.h>
+
+static int root(aw_http_request *req, aw_http_response *res, void *ud)
+{
+	(void)req;
+	(void)ud;
+	aw_jw *w = aw_http_json_begin(res, 200);
+	aw_jw_object(w);
+	aw_jw_key(w, "message");
+	aw_jw_string(w, "Hello, World!");
+	aw_jw_object_end(w);
+	return aw_http_json_end(w);
+}
+
+int main(int argc, char **argv)
+{
+	aw_app *app = aw_app_new("hello");
+	if (!app)
+		return 1;
+	if (aw_app_route(app, "GET", "/", root, NULL)) {
+		aw_error_print(stderr, aw_error_current());
+		return 1;
+	}
+	int rc = aw_app_main(app, argc, argv);
+	aw_app_free(app);
+	return rc;
+}

@@ -1,0 +1,369 @@
+/*
+ * The app layer: routes, handler dispatch (per-request deadline, error
+ * mapping, logging), per-request dependencies, and the lifespan.
+ *
+ * Dispatch: the router picks the handler; the handler runs inside a
+ * fail_after scope at the request deadline. Its error is taken off the
+ * task (so that writing the error response cannot clobber it), logged with
+ * its cause chain if it is the server's fault, mapped to a status whose
+ * body says nothing internal, and put back in flight for the dependencies'
+ * teardown, which runs after the response has left (FastAPI's Depends with
+ * yield): LIFO, shielded, every exit runs, and a failing teardown is logged.
+ *
+ * Lifespan: one generator manager (setup, yield, teardown) entered before
+ * the server accepts and exited after the last connection closed; the
+ * on_startup/on_shutdown hooks are a generator of the same kind entered
+ * before it.
+ */
+#include "internal.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- the app object ------------------------------------------------------------ */
+
+aw_app *aw_app_new(const char *name)
+{
+	aw_app *app = calloc(1, sizeof *app);
+	if (!app)
+		return NULL;
+	app->name = strdup(name ? name : "app");
+	if (!app->name) {
+		free(app);
+		return NULL;
+	}
+	app->limits = (aw_http_limits){
+		.request_line = 8 * 1024,
+		.header_bytes = 16 * 1024,
+		.header_count = 100,
+		.body_bytes = 1024 * 1024,
+		.header_timeout = AW_SEC(10),
+		.body_idle = AW_SEC(10),
+		.keepalive_idle = AW_SEC(5),
+		.send_idle = AW_SEC(10),
+		.request_deadline = AW_SEC(30),
+		.shutdown_grace = AW_SEC(10),
+	};
+	return app;
+}
+
+void aw_app_free(aw_app *app)
+{
+	if (!app)
+		return;
+	aw__router_free(&app->router);
+	free(app->startup);
+	free(app->shutdown);
+	free(app->name);
+	free(app);
+}
+
+aw_http_limits *aw_app_limits(aw_app *app) { return &app->limits; }
+void *aw_app_state(aw_app *app) { return app->state; }
+void aw_app_set_state(aw_app *app, void *state) { app->state = state; }
+void aw_app_access_log(aw_app *app, FILE *out) { app->access_log = out; }
+void aw_app_error_log(aw_app *app, FILE *out) { app->error_log = out; }
+
+FILE *aw__app_log(const aw_app *app)
+{
+	return app && app->error_log ? app->error_log : stderr;
+}
+
+int aw_app_route(aw_app *app, const char *method, const char *path, aw_http_handler fn, void *ud)
+{
+	return aw__router_add(&app->router, method, path, fn, ud);
+}
+
+int aw_app_lifespan(aw_app *app, aw_gen_fn fn, void *arg)
+{
+	if (app->srv)
+		return aw_raise(-EBUSY, "aw_app_lifespan: the app is serving");
+	app->lifespan = fn;
+	app->lifespan_arg = arg;
+	return 0;
+}
+
+static int add_hook(struct aw_hook **v, size_t *n, int (*fn)(aw_app *, void *), void *arg)
+{
+	if (!fn)
+		return aw_raise(-EINVAL, "hook: no function");
+	struct aw_hook *nv = realloc(*v, (*n + 1) * sizeof *nv);
+	if (!nv)
+		return aw_raise(-ENOMEM, "hook: no memory");
+	nv[(*n)++] = (struct aw_hook){ fn, arg };
+	*v = nv;
+	return 0;
+}
+
+int aw_app_on_startup(aw_app *app, int (*fn)(aw_app *app, void *arg), void *arg)
+{
+	return add_hook(&app->startup, &app->nstartup, fn, arg);
+}
+
+int aw_app_on_shutdown(aw_app *app, int (*fn)(aw_app *app, void *arg), void *arg)
+{
+	return add_hook(&app->shutdown, &app->nshutdown, fn, arg);
+}
+
+/* ---- dependencies ----------------------------------------------------------------- */
+
+struct aw_http_deprec {
+	aw_gen gen;
+	aw_http_request *req;
+	const aw_http_dep *dep;
+	aw_http_deprec *next;
+	bool entered;
+};
+
+aw_http_request *aw_http_dep_request(aw_gen *g)
+{
+	return AW_CONTAINER_OF(g, aw_http_deprec, gen)->req;
+}
+
+void *aw_http_depends(aw_http_request *req, const aw_http_dep *dep)
+{
+	if (!dep || !dep->fn) {
+		aw_raise(-EINVAL, "aw_http_depends: no dependency function");
+		return NULL;
+	}
+	for (aw_http_deprec *d = req->deplist; d; d = d->next) {
+		if (d->dep != dep)
+			continue;
+		if (!d->entered) {
+			aw_raise(-EDEADLK, "dependency '%s' depends on itself", dep->name ? dep->name : "?");
+			return NULL;
+		}
+		return aw_gen_value(&d->gen);
+	}
+	aw_http_deprec *d = aw__arena_alloc(&req->conn->arena, sizeof *d);
+	if (!d) {
+		aw_raise(-ENOMEM, "aw_http_depends: no memory");
+		return NULL;
+	}
+	*d = (aw_http_deprec){ .req = req, .dep = dep, .next = req->deplist };
+	req->deplist = d;
+	aw_mgr *m = aw_gen_init(&d->gen, dep->name ? dep->name : "dependency", dep->fn, dep->arg);
+	/* Enter first, push after: a dependency may itself depend on others,
+	 * which are pushed (and so exit) before it. */
+	int rc = m->ops->enter(m);
+	if (rc) {
+		req->deplist = d->next;
+		if (aw_error_pending() != rc)
+			aw_raise(rc < 0 ? rc : -AW_EEXIT, "dependency '%s' failed: %s", dep->name ? dep->name : "?",
+				 aw_strerror(rc));
+		return NULL;
+	}
+	rc = aw_exitstack_push(&req->deps, m);
+	if (rc) {
+		aw_error *e = aw_error_take();
+		if (m->ops->exit(m, 0))
+			aw_error_clear();
+		aw_error_raise_obj(e);
+		req->deplist = d->next;
+		return NULL;
+	}
+	d->entered = true;
+	return aw_gen_value(&d->gen);
+}
+
+void aw__app_deps_unwind(aw_http_request *req, int err)
+{
+	if (!req->deps.count) {
+		aw_exitstack_unwind(&req->deps, 0);   /* frees the array */
+		return;
+	}
+	aw_error *mine = NULL;
+	if (err) {
+		/* The handler's error, in flight again for the teardowns. */
+		mine = (aw_error *)aw_error_current();
+		if (mine)
+			mine->refs++;
+	}
+	int rc = aw_exitstack_unwind(&req->deps, err);
+	const aw_error *now = aw_error_current();
+	if (rc && (rc != err || now != mine))
+		aw__http_log_error(req->app, now, "%.*s %.*s: a dependency's teardown failed", (int)req->method_len,
+				   req->base + req->method_off, (int)req->path.len, req->path.p);
+	aw_error_clear();
+	aw_error_free(mine);
+	req->deplist = NULL;
+}
+
+/* ---- dispatch ------------------------------------------------------------------- */
+
+static int error_status(aw_http_conn *c, int err, const char **detail)
+{
+	aw_http_request *r = &c->req;
+	if (c->reject) {
+		*detail = c->reject_msg;
+		return c->reject;
+	}
+	if (c->body_timeout) {
+		*detail = "the request body did not arrive in time";
+		return 408;
+	}
+	switch (err) {
+	case -EBADMSG:
+		*detail = r->bad_request ? r->bad_request : "Bad Request";
+		return 400;
+	case -AW_ETOOLONG:
+		*detail = "request body too large";
+		return 413;
+	case -ETIMEDOUT:
+		if (aw_now() >= r->deadline) {
+			*detail = "the request took too long";
+			return 503;
+		}
+		break;
+	default:
+		break;
+	}
+	*detail = "Internal Server Error";
+	return 500;
+}
+
+int aw__app_dispatch(aw_http_conn *c)
+{
+	aw_http_request *r = &c->req;
+	aw_http_response *res = &c->res;
+	aw_app *app = c->app;
+	char allow[160];
+	int st = aw__router_match(&app->router, r, allow, sizeof allow);
+	if (st) {
+		const char *detail = st == 400 && r->bad_request ? r->bad_request : aw__http_reason(st);
+		return aw__http_queue_error(c, st, detail, st == 405 ? allow : NULL);
+	}
+	r->deadline = aw_deadline_after(c->lim->request_deadline);
+	aw_exitstack_init(&r->deps);
+	const aw_route *route = r->route;
+	int err = 0;
+	aw_error *e = NULL;
+	aw_scope sc;
+	AW_WITH(aw_timeout_at(&sc, r->deadline)) {
+		err = route->fn(r, res, route->ud);
+		if (err < 0) {
+			if (aw_error_pending() != err)
+				aw_raise(err, "the handler returned %d (%s)", err, aw_strerror(err));
+			e = aw_error_take();
+		}
+	}
+	if (err > 0)
+		err = 0;
+	if (!err && aw_error_pending()) {
+		/* The block's exit failed (e.g. the deadline hit an exit). */
+		err = aw_error_pending();
+		e = aw_error_take();
+	}
+	if (err < 0) {
+		const char *detail;
+		int status = error_status(c, err, &detail);
+		if (status >= 500)
+			aw__http_log_error(app, e, "%.*s %.*s failed (%d)", (int)r->method_len, r->base + r->method_off,
+					   (int)r->path.len, r->path.p, status);
+		if (!res->sent) {
+			res->in_json = false;
+			aw__http_queue_error(c, status, detail, NULL);
+		}
+		if (c->reject || status == 408)
+			res->close = true;
+	} else if (!res->sent) {
+		if (res->in_json) {
+			res->in_json = false;
+			aw_raise(-EINVAL, "the handler began a JSON response and did not end it");
+			aw__http_log_error(app, aw_error_current(), "%.*s %.*s failed (500)", (int)r->method_len,
+					   r->base + r->method_off, (int)r->path.len, r->path.p);
+			aw_error_clear();
+			aw__http_queue_error(c, 500, "Internal Server Error", NULL);
+		} else {
+			aw__http_queue_response(c, 204, NULL, 0, NULL, 0);
+		}
+	}
+	if (r->deps.count) {
+		/* After the response has left: flush first. */
+		if (aw__http_flush(c)) {
+			res->close = true;
+			aw_error_clear();
+		}
+		if (e)
+			aw_error_raise_obj(e);
+		aw__app_deps_unwind(r, err);
+		e = NULL;
+	} else {
+		aw_exitstack_unwind(&r->deps, 0);   /* nothing to run; frees */
+	}
+	aw_error_free(e);
+	aw_error_clear();
+	return 0;
+}
+
+/* ---- lifespan and serving -------------------------------------------------------------- */
+
+static int hooks_gen(aw_gen *g, void *arg)
+{
+	aw_app *app = arg;
+	for (size_t i = 0; i < app->nstartup; i++) {
+		int rc = app->startup[i].fn(app, app->startup[i].arg);
+		if (rc)
+			return rc < 0 ? rc : aw_raise(-EINVAL, "startup hook %zu returned %d", i, rc);
+	}
+	int err = aw_gen_yield(g, NULL);
+	for (size_t i = app->nshutdown; i-- > 0;) {
+		int rc = app->shutdown[i].fn(app, app->shutdown[i].arg);
+		if (rc) {
+			aw__http_log_error(app, aw_error_current(), "shutdown hook %zu failed", i);
+			aw_error_clear();
+		}
+	}
+	return err;
+}
+
+static int serve(aw_app *app, aw_listener *l, bool handle_signals)
+{
+	if (app->srv)
+		return aw_raise(-EBUSY, "aw_app_serve: the app is already serving");
+	if (!aw_task_current())
+		return aw_raise(-AW_ENOTASK, "aw_app_serve: not inside a task (call it from aw_run's main)");
+	app->stop_requested = false;
+	app->started = false;
+	aw_exitstack life;
+	aw_gen hooks, user;
+	int rc = 0;
+	AW_WITH(aw_exitstack_init(&life)) {
+		if (app->nstartup || app->nshutdown) {
+			rc = aw_exitstack_enter(&life, aw_gen_init(&hooks, "on_startup/on_shutdown", hooks_gen, app));
+			if (rc)
+				break;
+		}
+		if (app->lifespan) {
+			rc = aw_exitstack_enter(&life, aw_gen_init(&user, "lifespan", app->lifespan, app->lifespan_arg));
+			if (rc)
+				break;
+			if (aw_gen_value(&user))
+				app->state = aw_gen_value(&user);
+		}
+		app->started = true;
+		rc = aw__http_server_run(app, l, handle_signals);
+		if (rc)
+			break;
+	}
+	if (!rc)
+		rc = aw_error_pending();
+	return rc;
+}
+
+int aw_app_serve(aw_app *app, aw_listener *l)
+{
+	return serve(app, l, true);
+}
+
+void aw_app_stop(aw_app *app)
+{
+	app->stop_requested = true;
+	if (app->srv)
+		aw__http_server_stop(app->srv);
+}
+
+bool aw__app_started(const aw_app *app)
+{
+	return app->started;
+}
