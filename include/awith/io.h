@@ -39,7 +39,9 @@ extern "C" {
 typedef struct aw_tls_ctx aw_tls_ctx;
 
 typedef struct aw_tls_opts {
-	const char *ca_file;     /* client: trust these CAs instead of the system's */
+	const char *ca_file;     /* client: trust these CAs instead of the system's;
+	                            server: require client certificates signed
+	                            by them (mutual TLS) */
 	const char *cert_file;   /* server (or client auth): PEM certificate chain */
 	const char *key_file;    /* server: PEM private key */
 	const char *alpn;        /* comma-separated protocols, e.g. "h2,http/1.1" */
@@ -121,7 +123,12 @@ size_t aw_stream_pending(const aw_stream *s);    /* unsent bytes */
 
 /* TLS on a connected stream. Waits for the handshake. Client: `host` is
  * used for SNI and checked against the certificate (unless the context is
- * insecure). Server: host is NULL. */
+ * insecure; IP literals are checked against IP SANs, without SNI). Server:
+ * host is NULL. Unsent plaintext is drained first; plaintext already read
+ * but not consumed is refused (-EINVAL). A failed handshake leaves the
+ * stream broken (reads and writes fail with -AW_ETLS); close it.
+ * End of stream: a read returns 0 only after the peer's close_notify; a
+ * connection closed without it is a possible truncation: -ECONNRESET. */
 int aw_stream_tls_client(aw_stream *s, aw_tls_ctx *ctx, const char *host, aw_time deadline);
 int aw_stream_tls_server(aw_stream *s, aw_tls_ctx *ctx, aw_time deadline);
 /* The negotiated ALPN protocol ("" if none). */
@@ -211,6 +218,7 @@ typedef struct aw_file_chunks {
 	aw_chunk chunk;
 	aw_ledger_entry ledger;
 } aw_file_chunks;
+/* chunk_size 0 is -EINVAL at enter. */
 aw_iter *aw_file_chunks_init(aw_file_chunks *fc, const char *path, size_t chunk_size);
 
 /* Temp file: enter creates a unique file (mode 0600) in dir (NULL: $TMPDIR
@@ -237,8 +245,11 @@ aw_mgr *aw_tempdir_init(aw_tempdir *t, const char *dir, const char *prefix);
 /* Signals as waits (signalfd)                                              */
 
 /* Enter blocks the listed signals on the loop thread (the pool's threads
- * block every signal) and opens a signalfd; exit closes it and restores the
- * previous mask. */
+ * block every signal) and opens a signalfd; exit closes it and unblocks
+ * each signal once the last block that blocked it has left (and only if it
+ * was not blocked before), so nested or overlapping blocks in different
+ * tasks never unblock a signal another one still waits for. SIGKILL,
+ * SIGSTOP, SIGSEGV, SIGBUS, SIGFPE, SIGILL: -EINVAL. */
 typedef struct aw_signals {
 	aw_mgr mgr;
 	int signals[8];

@@ -457,8 +457,20 @@ void aw__http_conn_reset(aw_http_conn *c)
 	aw__http_response_reset(&c->res);
 }
 
+/* RFC 9110 token characters. */
+static bool tchar(char ch)
+{
+	if ((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9'))
+		return true;
+	return ch && strchr("!#$%&'*+-.^_`|~", ch) != NULL;
+}
+
 int aw__http_error_status(aw_http_conn *c, llhttp_errno_t e, const char *data, size_t len)
 {
+	/* Ours, whatever code llhttp wraps it in (HPE_USER from data
+	 * callbacks, HPE_CB_HEADERS_COMPLETE from on_headers_complete...). */
+	if (c->reject)
+		return c->reject;
 	switch (e) {
 	case HPE_USER:
 		return c->reject ? c->reject : 400;
@@ -468,7 +480,7 @@ int aw__http_error_status(aw_http_conn *c, llhttp_errno_t e, const char *data, s
 		while (i + 1 < len && data[i] == '\r' && data[i + 1] == '\n')
 			i += 2;
 		size_t start = i;
-		while (i < len && ((data[i] >= 'A' && data[i] <= 'Z') || data[i] == '-' || data[i] == '_'))
+		while (i < len && tchar(data[i]))
 			i++;
 		bool token = i > start && (i == len || data[i] == ' ');
 		c->reject_msg = token ? "method not implemented" : "invalid method";

@@ -161,7 +161,9 @@ int aw_resolve(const char *host, int port, struct addrinfo **out, aw_time deadli
 	memcpy(j->host, host, hlen + 1);
 	memcpy(j->port, portstr, sizeof portstr);
 	j->state = JOB_WAITING;
-	rc = aw_spawn(NULL, resolve_helper, j, "resolve");
+	char name[32];   /* task names keep 31 bytes: enough to tell lookups apart in a dump */
+	snprintf(name, sizeof name, "resolve %s", host);
+	rc = aw_spawn(NULL, resolve_helper, j, name);
 	if (rc < 0) {
 		free(j);
 		return rc;

@@ -656,6 +656,8 @@ ssize_t aw__tls_recv(aw_stream *s, void *buf, size_t n, int *want)
 	char why[512];
 	if (conn_of(ssl)->broken)
 		return broken_error(s, "read");
+	if (n == 0)   /* 0 would read as the end of the stream */
+		return aw_raise(-EINVAL, "TLS read on fd %d into 0 bytes", s->fd);
 	if (n > INT_MAX)
 		n = INT_MAX;
 	ERR_clear_error();

@@ -1,0 +1,477 @@
+/* See http_util.h. */
+#include "http_util.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+long long now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* ---- the server child ---------------------------------------------------------- */
+
+typedef struct child_args {
+	srv_make_fn make;
+	int report_fd;
+} child_args;
+
+static int child_main(void *arg)
+{
+	child_args *a = arg;
+	aw_app *app = a->make();
+	if (!app)
+		return -1;
+	aw_listener *l;
+	int rc = aw_tcp_listen(&l, "127.0.0.1", 0, NULL);
+	if (rc) {
+		aw_error_print(stderr, aw_error_current());
+		aw_app_free(app);
+		return rc;
+	}
+	int port = aw_listener_port(l);
+	if (write(a->report_fd, &port, sizeof port) != (ssize_t)sizeof port)
+		rc = -EIO;
+	close(a->report_fd);
+	AW_WITH(aw_listener_mgr(l)) {
+		if (!rc)
+			rc = aw_app_serve(app, l);
+		if (rc)
+			aw_error_print(stderr, aw_error_current());
+	}
+	aw_app_free(app);
+	return rc;
+}
+
+int srv_start(srv *s, srv_make_fn make)
+{
+	static int seq;
+	snprintf(s->log, sizeof s->log, "/tmp/aw-http-test-%d-%d.log", (int)getpid(), seq++);
+	int p[2];
+	if (pipe2(p, O_CLOEXEC))
+		return -1;
+	fflush(NULL);
+	pid_t pid = fork();
+	if (pid < 0) {
+		close(p[0]);
+		close(p[1]);
+		return -1;
+	}
+	if (pid == 0) {
+		close(p[0]);
+		int lf = open(s->log, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+		if (lf >= 0) {
+			dup2(lf, 2);
+			close(lf);
+		}
+		setvbuf(stderr, NULL, _IONBF, 0);
+		child_args a = { make, p[1] };
+		int rc = aw_run(child_main, &a);
+		fflush(NULL);
+		exit(rc == 0 ? 0 : 1);   /* exit(): LeakSanitizer checks the server too */
+	}
+	close(p[1]);
+	s->pid = pid;
+	s->port = 0;
+	struct pollfd pf = { p[0], POLLIN, 0 };
+	int port = 0;
+	if (poll(&pf, 1, 10000) == 1 && read(p[0], &port, sizeof port) == (ssize_t)sizeof port)
+		s->port = port;
+	close(p[0]);
+	if (!s->port) {
+		kill(pid, SIGKILL);
+		waitpid(pid, NULL, 0);
+		s->pid = 0;
+		return -1;
+	}
+	return 0;
+}
+
+int srv_stop(srv *s)
+{
+	if (s->pid <= 0)
+		return -1;
+	kill(s->pid, SIGTERM);
+	int status = 0;
+	long long deadline = now_ms() + 15000;
+	for (;;) {
+		pid_t r = waitpid(s->pid, &status, WNOHANG);
+		if (r == s->pid)
+			break;
+		if (now_ms() > deadline) {
+			kill(s->pid, SIGKILL);
+			waitpid(s->pid, &status, 0);
+			s->pid = 0;
+			return -1;
+		}
+		usleep(2000);
+	}
+	s->pid = 0;
+	if (WIFEXITED(status))
+		return WEXITSTATUS(status);
+	return -1;
+}
+
+char *srv_log(const srv *s)
+{
+	FILE *f = fopen(s->log, "re");
+	if (!f)
+		return strdup("");
+	char *buf = NULL;
+	size_t cap = 0, len = 0;
+	char tmp[4096];
+	size_t n;
+	while ((n = fread(tmp, 1, sizeof tmp, f)) > 0) {
+		if (len + n + 1 > cap) {
+			cap = (len + n + 1) * 2;
+			buf = realloc(buf, cap);
+		}
+		memcpy(buf + len, tmp, n);
+		len += n;
+	}
+	fclose(f);
+	if (!buf)
+		return strdup("");
+	buf[len] = 0;
+	return buf;
+}
+
+/* ---- the client ------------------------------------------------------------------- */
+
+int cli_connect(int port)
+{
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -1;
+	struct timeval tv = { 5, 0 };
+	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+	int one = 1;
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+	struct sockaddr_in sin = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port) };
+	sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	if (connect(fd, (struct sockaddr *)&sin, sizeof sin)) {
+		close(fd);
+		return -1;
+	}
+	return fd;
+}
+
+int cli_send(int fd, const void *data, size_t n)
+{
+	const char *p = data;
+	while (n) {
+		ssize_t w = send(fd, p, n, MSG_NOSIGNAL);
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w <= 0)
+			return -1;
+		p += w;
+		n -= (size_t)w;
+	}
+	return 0;
+}
+
+int cli_sends(int fd, const char *s)
+{
+	return cli_send(fd, s, strlen(s));
+}
+
+/* A buffered reader over the fd: bytes left over after one response stay
+ * for the next (pipelining), kept per fd in a small table. */
+typedef struct rbuf {
+	int fd;
+	char data[65536];
+	size_t len;
+} rbuf;
+static rbuf bufs[8];
+
+static rbuf *rb_for(int fd)
+{
+	for (int i = 0; i < 8; i++)
+		if (bufs[i].fd == fd && bufs[i].len)
+			return &bufs[i];
+	for (int i = 0; i < 8; i++)
+		if (!bufs[i].len) {
+			bufs[i].fd = fd;
+			return &bufs[i];
+		}
+	return &bufs[0];
+}
+
+static int rb_fill(rbuf *b)
+{
+	if (b->len == sizeof b->data)
+		return -1;
+	ssize_t n;
+	do
+		n = recv(b->fd, b->data + b->len, sizeof b->data - b->len, 0);
+	while (n < 0 && errno == EINTR);
+	if (n < 0)
+		return -1;
+	b->len += (size_t)n;
+	return (int)n;
+}
+
+static void rb_drop(rbuf *b, size_t n)
+{
+	memmove(b->data, b->data + n, b->len - n);
+	b->len -= n;
+}
+
+static int body_put(resp *r, size_t *cap, const char *p, size_t n)
+{
+	if (r->body_len + n + 1 > *cap) {
+		*cap = (r->body_len + n + 1) * 2;
+		char *nb = realloc(r->body, *cap);
+		if (!nb)
+			return -1;
+		r->body = nb;
+	}
+	memcpy(r->body + r->body_len, p, n);
+	r->body_len += n;
+	r->body[r->body_len] = 0;
+	return 0;
+}
+
+int cli_read(int fd, resp *r, bool no_body)
+{
+	memset(r, 0, sizeof *r);
+	rbuf *b = rb_for(fd);
+	size_t cap = 0;
+	body_put(r, &cap, "", 0);
+	char *end;
+	for (;;) {
+		/* skip interim 1xx responses */
+		while (!(end = memmem(b->data, b->len, "\r\n\r\n", 4)))
+			if (rb_fill(b) <= 0)
+				return -1;
+		size_t hl = (size_t)(end - b->data) + 4;
+		if (hl >= sizeof r->head)
+			return -1;
+		memcpy(r->head, b->data, hl);
+		r->head[hl] = 0;
+		rb_drop(b, hl);
+		if (sscanf(r->head, "HTTP/1.%*d %d", &r->status) != 1)
+			return -1;
+		if (r->status >= 200)
+			break;
+	}
+	char v[64];
+	if (no_body || r->status == 204 || r->status == 304)
+		return 0;
+	if (resp_header(r, "Transfer-Encoding", v, sizeof v) && strcasecmp(v, "chunked") == 0) {
+		r->chunked = true;
+		for (;;) {
+			char *eol;
+			while (!(eol = memmem(b->data, b->len, "\r\n", 2)))
+				if (rb_fill(b) <= 0)
+					return -1;
+			size_t sz = strtoul(b->data, NULL, 16);
+			rb_drop(b, (size_t)(eol - b->data) + 2);
+			if (sz == 0) {
+				while (!(eol = memmem(b->data, b->len, "\r\n\r\n", 4)) &&
+				       !(b->len >= 2 && b->data[0] == '\r' && b->data[1] == '\n'))
+					if (rb_fill(b) <= 0)
+						return -1;
+				if (b->len >= 2 && b->data[0] == '\r' && b->data[1] == '\n')
+					rb_drop(b, 2);
+				else
+					rb_drop(b, (size_t)(eol - b->data) + 4);
+				return 0;
+			}
+			while (b->len < sz + 2)
+				if (rb_fill(b) <= 0)
+					return -1;
+			body_put(r, &cap, b->data, sz);
+			rb_drop(b, sz + 2);
+		}
+	}
+	if (resp_header(r, "Content-Length", v, sizeof v)) {
+		size_t n = strtoul(v, NULL, 10);
+		while (r->body_len < n) {
+			if (!b->len && rb_fill(b) <= 0)
+				return -1;
+			size_t take = b->len < n - r->body_len ? b->len : n - r->body_len;
+			body_put(r, &cap, b->data, take);
+			rb_drop(b, take);
+		}
+		return 0;
+	}
+	/* close-delimited */
+	for (;;) {
+		if (b->len) {
+			body_put(r, &cap, b->data, b->len);
+			rb_drop(b, b->len);
+		}
+		int n = rb_fill(b);
+		if (n < 0)
+			return -1;
+		if (n == 0) {
+			r->eof = true;
+			return 0;
+		}
+	}
+}
+
+void resp_free(resp *r)
+{
+	free(r->body);
+	r->body = NULL;
+}
+
+bool resp_header(const resp *r, const char *name, char *out, size_t len)
+{
+	size_t n = strlen(name);
+	for (const char *p = strstr(r->head, "\r\n"); p && p[2]; p = strstr(p + 2, "\r\n")) {
+		const char *line = p + 2;
+		if (strncasecmp(line, name, n) == 0 && line[n] == ':') {
+			const char *v = line + n + 1;
+			while (*v == ' ')
+				v++;
+			const char *e = strstr(v, "\r\n");
+			size_t vl = e ? (size_t)(e - v) : strlen(v);
+			if (vl >= len)
+				vl = len - 1;
+			memcpy(out, v, vl);
+			out[vl] = 0;
+			return true;
+		}
+	}
+	return false;
+}
+
+bool cli_closed(int fd, int ms)
+{
+	rbuf *b = rb_for(fd);
+	b->len = 0;
+	long long deadline = now_ms() + ms;
+	for (;;) {
+		long long left = deadline - now_ms();
+		if (left <= 0)
+			return false;
+		struct pollfd pf = { fd, POLLIN, 0 };
+		if (poll(&pf, 1, (int)left) <= 0)
+			return false;
+		char tmp[4096];
+		ssize_t n = recv(fd, tmp, sizeof tmp, 0);
+		if (n == 0 || (n < 0 && errno == ECONNRESET))
+			return true;
+		if (n < 0 && errno != EINTR && errno != EAGAIN)
+			return true;
+	}
+}
+
+char *cli_read_all(int fd, size_t *len, int ms)
+{
+	rbuf *b = rb_for(fd);
+	size_t cap = b->len + 4096, n = b->len;
+	char *out = malloc(cap);
+	memcpy(out, b->data, b->len);
+	b->len = 0;
+	long long deadline = now_ms() + ms;
+	for (;;) {
+		long long left = deadline - now_ms();
+		if (left <= 0)
+			break;
+		struct pollfd pf = { fd, POLLIN, 0 };
+		if (poll(&pf, 1, (int)left) <= 0)
+			break;
+		if (n + 4096 + 1 > cap) {
+			cap *= 2;
+			out = realloc(out, cap);
+		}
+		ssize_t r = recv(fd, out + n, cap - n - 1, 0);
+		if (r <= 0)
+			break;
+		n += (size_t)r;
+	}
+	out[n] = 0;
+	*len = n;
+	return out;
+}
+
+int http_once(int port, const char *raw, size_t len, resp *r, bool *closed)
+{
+	memset(r, 0, sizeof *r);
+	int fd = cli_connect(port);
+	if (fd < 0)
+		return -1;
+	int status = -1;
+	if (cli_send(fd, raw, len) == 0 && cli_read(fd, r, strncmp(raw, "HEAD ", 5) == 0) == 0)
+		status = r->status;
+	if (closed)
+		*closed = cli_closed(fd, 3000);
+	rb_for(fd)->len = 0;
+	close(fd);
+	return status;
+}
+
+/* ---- curl ---------------------------------------------------------------------------- */
+
+int run_curl(char *out, size_t outlen, ...)
+{
+	const char *argv[64];
+	int argc = 0;
+	argv[argc++] = "curl";
+	va_list ap;
+	va_start(ap, outlen);
+	const char *a;
+	while ((a = va_arg(ap, const char *)) && argc < 62)
+		argv[argc++] = a;
+	va_end(ap);
+	argv[argc] = NULL;
+	int p[2];
+	if (pipe2(p, O_CLOEXEC))
+		return -1;
+	fflush(NULL);
+	pid_t pid = fork();
+	if (pid < 0) {
+		close(p[0]);
+		close(p[1]);
+		return -1;
+	}
+	if (pid == 0) {
+		dup2(p[1], 1);
+		int dn = open("/dev/null", O_WRONLY);
+		if (dn >= 0)
+			dup2(dn, 2);
+		execvp("curl", (char *const *)argv);
+		_exit(127);
+	}
+	close(p[1]);
+	size_t n = 0;
+	for (;;) {
+		ssize_t r = read(p[0], out + n, outlen - 1 - n);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r <= 0)
+			break;
+		n += (size_t)r;
+		if (n == outlen - 1)
+			break;
+	}
+	out[n] = 0;
+	close(p[0]);
+	int status;
+	while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+		;
+	return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}

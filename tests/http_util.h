@@ -1,0 +1,74 @@
+/* Helpers for the HTTP tests: a server in a child process, a raw blocking
+ * client, a small response reader, and curl.
+ *
+ * The server runs in a forked child (its own loop, as in production); the
+ * test talks to it over 127.0.0.1 with plain blocking sockets (5 s
+ * timeouts), exactly as a client would. The child's stderr (the app's
+ * log) goes to a file the test can read after srv_stop.
+ */
+#ifndef AW_TEST_HTTP_UTIL_H
+#define AW_TEST_HTTP_UTIL_H
+
+#include <awith/http.h>
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <sys/types.h>
+
+typedef struct srv {
+	pid_t pid;
+	int port;
+	char log[64];          /* the child's stderr */
+} srv;
+
+/* Build the app in the child (called after fork, before the loop). */
+typedef aw_app *(*srv_make_fn)(void);
+
+/* Fork a server: make() the app, listen on 127.0.0.1:0, report the port,
+ * aw_app_serve until SIGTERM. Returns 0 or -1. */
+int srv_start(srv *s, srv_make_fn make);
+/* SIGTERM, wait (up to 15 s, then SIGKILL). Returns the child's exit
+ * status (0 = clean), or -1 if it had to be killed or crashed. */
+int srv_stop(srv *s);
+/* The server's log so far (malloc'd, NUL-terminated). */
+char *srv_log(const srv *s);
+
+/* A blocking connection with 5 s send/receive timeouts; -1 on failure. */
+int cli_connect(int port);
+int cli_send(int fd, const void *data, size_t n);
+int cli_sends(int fd, const char *s);
+
+typedef struct resp {
+	int status;
+	char head[8192];       /* status line + headers, NUL-terminated */
+	char *body;            /* malloc'd, NUL-terminated */
+	size_t body_len;
+	bool chunked;
+	bool eof;              /* the body ended at end of stream */
+} resp;
+
+/* Read one response. `no_body`: the request was HEAD. Returns 0, or -1
+ * (timeout, garbage, EOF before a status line). */
+int cli_read(int fd, resp *r, bool no_body);
+void resp_free(resp *r);
+/* A header's value in r->head (case-insensitive), copied to out. */
+bool resp_header(const resp *r, const char *name, char *out, size_t len);
+/* True when the peer closes (EOF or reset) within `ms`, reading and
+ * dropping anything that arrives first. */
+bool cli_closed(int fd, int ms);
+/* Read everything until EOF (or timeout) into a malloc'd buffer. */
+char *cli_read_all(int fd, size_t *len, int ms);
+
+/* One request on a fresh connection; returns the status (-1 on failure)
+ * and fills r (free with resp_free) and *closed (did the server close the
+ * connection after it?). */
+int http_once(int port, const char *raw, size_t len, resp *r, bool *closed);
+
+/* Run `curl` with args (NULL-terminated); its stdout into out (NUL-term.).
+ * Returns curl's exit status, or -1. */
+int run_curl(char *out, size_t outlen, ...) __attribute__((sentinel));
+
+/* Milliseconds since an arbitrary point. */
+long long now_ms(void);
+
+#endif
