@@ -47,9 +47,8 @@ static void after_switch(aw_loop *l, void *fake)
 }
 #endif
 
-void aw_coro_switch(aw_coro *from, aw_coro *to)
+static inline __attribute__((always_inline)) void coro_switch(aw_loop *l, aw_coro *from, aw_coro *to)
 {
-	aw_loop *l = aw__loop;
 	atomic_store_explicit(&l->switches, atomic_load_explicit(&l->switches, memory_order_relaxed) + 1,
 			      memory_order_relaxed);
 #if AW_ASAN
@@ -62,6 +61,11 @@ void aw_coro_switch(aw_coro *from, aw_coro *to)
 #endif
 	if (AW_UNLIKELY(l->zombie != NULL))
 		reap(l);
+}
+
+void aw_coro_switch(aw_coro *from, aw_coro *to)
+{
+	coro_switch(aw__loop, from, to);
 }
 
 void aw_coro_started(aw_loop *l)
@@ -94,15 +98,15 @@ static void switch_away(aw_loop *l, aw_task *self)
 	if (next) {
 		next->state = AW_TASK_RUNNING;
 		l->running = next;
-		aw_coro_switch(from, next->cur);
+		coro_switch(l, from, next->cur);
 	} else {
 		l->running = NULL;
-		aw_coro_switch(from, &l->main);
+		coro_switch(l, from, &l->main);
 	}
 	/* Whoever resumed us set l->running = self. */
 }
 
-void aw_task_enqueue(aw_loop *l, aw_task *t)
+static inline __attribute__((always_inline)) void enqueue(aw_loop *l, aw_task *t)
 {
 	t->state = AW_TASK_READY;
 	t->next_ready = NULL;
@@ -111,6 +115,11 @@ void aw_task_enqueue(aw_loop *l, aw_task *t)
 	else
 		l->ready_head = t;
 	l->ready_tail = t;
+}
+
+void aw_task_enqueue(aw_loop *l, aw_task *t)
+{
+	enqueue(l, t);
 }
 
 void aw_task_wake(aw_task *t, int value)
@@ -179,6 +188,10 @@ int aw__raise_cancel(aw_task *t, int code, aw_scope *origin)
  * deadline still ahead. */
 static int pending(aw_task *t, aw_time now, aw_time *deadline)
 {
+	if (AW_LIKELY(t->scope == &t->root && !t->root.cancelled && !t->cleanup)) {
+		*deadline = AW_NEVER;   /* no scope, no cleanup: nothing to check */
+		return 0;
+	}
 	aw_scope *origin = NULL;
 	int code = aw_scope_pending_cancel(t, now, &origin, deadline);
 	if (code)
@@ -261,7 +274,7 @@ int (aw_yield)(void)
 	if (AW_UNLIKELY(atomic_load_explicit(&l->slow_flag, memory_order_relaxed)))
 		aw_watchdog_report(l, t, aw__where);
 	t->where = aw__where;
-	aw_task_enqueue(l, t);
+	enqueue(l, t);
 	switch_away(l, t);
 	l->slow_resumed_at = t->where;
 	aw__where = t->where;   /* ours again (see aw_task_park) */

@@ -41,6 +41,9 @@ static bool chain_contains(const aw_error *e, const aw_error *x)
 	return false;
 }
 
+static int exit_apply(aw_error **slot, const char *name, int err, aw_error *held, aw_error *prior,
+		      uint64_t before, int rc);
+
 int aw__run_exit(int (*exit_fn)(void *ctx, int err), void *ctx, const char *name, int err)
 {
 	uint64_t *raises;
@@ -62,7 +65,17 @@ int aw__run_exit(int (*exit_fn)(void *ctx, int err), void *ctx, const char *name
 	}
 	uint64_t before = *raises;
 	int rc = exit_fn(ctx, err);
-	slot = aw__err_slot(&raises); /* same task; the slot does not move */
+	return exit_apply(slot, name, err, held, prior, before, rc);
+}
+
+/* The second half of aw__run_exit: apply the exit's return value `rc` to
+ * the error in flight (*slot). held: a reference to the error handed to the
+ * exit (err != 0); prior: a reference to an error from before the block
+ * (err == 0); before: the raise counter before the exit ran. Consumes both
+ * references. */
+static int exit_apply(aw_error **slot, const char *name, int err, aw_error *held, aw_error *prior,
+		      uint64_t before, int rc)
+{
 	aw_error *cur = *slot;
 
 	if (rc == 0 && err == 0) {
@@ -142,8 +155,20 @@ static int exit_managers(aw_task *t, aw_with *w, unsigned n, int err)
 	aw__cleanup_begin(t, w);
 	for (unsigned i = n; i-- > 0;) {
 		aw_mgr *m = w->mgrs[i];
-		if (m->ops->exit)
-			err = aw__run_exit(call_mgr_exit, m, m->ops->name, err);
+		if (!m->ops->exit)
+			continue;
+		if (AW_LIKELY(t && !err && !t->err)) {
+			/* The common case: nothing in flight. Call the exit
+			 * directly; only an exit that fails or leaves an error
+			 * behind needs the general treatment. */
+			uint64_t before = t->raises;
+			int rc = m->ops->exit(m, 0);
+			if (AW_LIKELY(rc == 0 && !t->err))
+				continue;
+			err = exit_apply(&t->err, m->ops->name, 0, NULL, NULL, before, rc);
+			continue;
+		}
+		err = aw__run_exit(call_mgr_exit, m, m->ops->name, err);
 	}
 	aw__cleanup_end(t, w);
 	return err;
@@ -154,20 +179,43 @@ static int exit_managers(aw_task *t, aw_with *w, unsigned n, int err)
  * that then runs to its end still sees it (see aw__with_leave). */
 static void mark_escaped(aw_with *w)
 {
+	if (!w->result)
+		return;
 	aw_error *e = *aw__err_slot(NULL);
 	if (e && w->result && e->code == w->result)
 		e->escaped_frame = w->frame;
 }
 
-bool aw__with_begin(aw_with *w)
+/* Manager i (m) failed to enter with rc: make sure its error is raised,
+ * then unwind the managers entered before it, with that error. */
+static bool enter_failed(aw_task *t, aw_with *w, unsigned i, aw_mgr *m, int rc)
+{
+	if (rc > 0)
+		rc = aw_raise(-AW_EEXIT, "enter of '%s' returned %d, not 0 or a negative code", m->ops->name, rc);
+	else if (aw_error_pending() != rc)
+		aw_raise(rc, "enter of '%s' failed: %s", m && m->ops ? m->ops->name : "?", aw_strerror(rc));
+	if (i)
+		exit_managers(t, w, i, rc);
+	w->result = aw_error_pending();
+	mark_escaped(w);
+	w->state = AW__WITH_DONE;
+	return false;
+}
+
+__attribute__((noinline)) static bool with_begin_slow(aw_with *w)
 {
 	aw_loop *l = aw__loop;
 	aw_task *t = l ? l->running : NULL;
 	uint64_t *raises;
-	aw__err_slot(&raises);
+	if (t) {
+		raises = &t->raises;
+		w->since = l->now;
+	} else {
+		aw__err_slot(&raises);
+		w->since = l ? l->now : 0;
+	}
 	w->task = t;
 	w->serial = *raises;
-	w->since = l ? l->now : 0;
 	for (unsigned i = 0; i < w->count; i++) {
 		aw_mgr *m = w->mgrs[i];
 		int rc;
@@ -175,21 +223,8 @@ bool aw__with_begin(aw_with *w)
 			rc = aw_raise(-EINVAL, "AW_WITH: manager %u is NULL or has no ops", i);
 		else
 			rc = m->ops->enter ? m->ops->enter(m) : 0;
-		if (AW_UNLIKELY(rc != 0)) {
-			if (rc > 0)
-				rc = aw_raise(-AW_EEXIT, "enter of '%s' returned %d, not 0 or a negative code",
-					      m->ops->name, rc);
-			else if (aw_error_pending() != rc)
-				aw_raise(rc, "enter of '%s' failed: %s", m && m->ops ? m->ops->name : "?",
-					 aw_strerror(rc));
-			/* Unwind what was entered, with the enter's error. */
-			if (i)
-				exit_managers(t, w, i, rc);
-			w->result = aw_error_pending();
-			mark_escaped(w);
-			w->state = AW__WITH_DONE;
-			return false;
-		}
+		if (AW_UNLIKELY(rc != 0))
+			return enter_failed(t, w, i, m, rc);
 		w->entered = i + 1;
 	}
 	if (t) {
@@ -200,13 +235,34 @@ bool aw__with_begin(aw_with *w)
 	return true;
 }
 
-void aw__with_leave(aw_with *w)
+/* The block statement's enter. The common case (in a task, one manager
+ * that enters) stays short; everything else is with_begin_slow. */
+bool aw__with_begin(aw_with *w)
+{
+	aw_loop *l = aw__loop;
+	aw_task *t = l ? l->running : NULL;
+	aw_mgr *m = w->mgrs[0];
+	if (AW_UNLIKELY(!t || w->count != 1 || !m || !m->ops || !m->ops->enter))
+		return with_begin_slow(w);
+	w->task = t;
+	w->serial = t->raises;
+	w->since = l->now;
+	int rc = m->ops->enter(m);
+	if (AW_UNLIKELY(rc != 0))
+		return enter_failed(t, w, 0, m, rc);
+	w->entered = 1;
+	w->outer = t->withs;
+	t->withs = w;
+	w->state = AW__WITH_BODY;
+	return true;
+}
+
+__attribute__((noinline)) static void with_leave_slow(aw_with *w)
 {
 	if (w->state != AW__WITH_BODY && w->state != AW__WITH_NORMAL && w->state != AW__WITH_BROKEN)
 		return;
 	aw_task *t = w->task;
-	aw_error **slot = aw__err_slot(NULL);
-	aw_error *e = *slot;
+	aw_error *e = t ? t->err : *aw__err_slot(NULL);
 	int err = 0;
 	if (e && e->serial > w->serial) {
 		/* Raised inside the block. Falling off the end means the body
@@ -225,6 +281,36 @@ void aw__with_leave(aw_with *w)
 	w->result = exit_managers(t, w, w->entered, err);
 	mark_escaped(w);
 	w->state = AW__WITH_DONE;
+}
+
+/* The block statement's exit, run by the cleanup attribute. The common case
+ * (in a task, one manager, nothing in flight) stays short; everything else
+ * is with_leave_slow. */
+void aw__with_leave(aw_with *w)
+{
+	aw_task *t = w->task;
+	if (AW_UNLIKELY(!t || w->entered != 1 || t->err || w->state == AW__WITH_INIT ||
+			w->state == AW__WITH_DONE)) {
+		with_leave_slow(w);
+		return;
+	}
+	/* Nothing in flight: the exit gets 0 however the block was left. */
+	aw_mgr *m = w->mgrs[0];
+	t->withs = w->outer;
+	w->state = AW__WITH_DONE;
+	if (!m->ops->exit)
+		return;
+	w->cleanup_outer = t->cleanup;   /* aw__cleanup_begin, inline */
+	w->boundary = t->scope;
+	w->grace_deadline = 0;
+	t->cleanup = w;
+	uint64_t before = t->raises;
+	int rc = m->ops->exit(m, 0);
+	t->cleanup = w->cleanup_outer;
+	if (AW_UNLIKELY(rc != 0 || t->err)) {
+		w->result = exit_apply(&t->err, m->ops->name, 0, NULL, NULL, before, rc);
+		mark_escaped(w);
+	}
 }
 
 /* ---- manual enter / exit -------------------------------------------------- */

@@ -260,12 +260,12 @@ int aw__app_dispatch(aw_http_conn *c)
 		if (status >= 500)
 			aw__http_log_error(app, e, "%.*s %.*s failed (%d)", (int)r->method_len, r->base + r->method_off,
 					   (int)r->path.len, r->path.p, status);
+		if (c->reject || status == 408)
+			res->close = true;
 		if (!res->sent) {
 			res->in_json = false;
 			aw__http_queue_error(c, status, detail, NULL);
 		}
-		if (c->reject || status == 408)
-			res->close = true;
 	} else if (!res->sent) {
 		if (res->in_json) {
 			res->in_json = false;

@@ -223,6 +223,8 @@ static int on_headers_complete(llhttp_t *p)
 	if (c->te_seen) {
 		if (p->http_minor == 0)
 			return reject(p, 400, "Transfer-Encoding in an HTTP/1.0 request");
+		if (c->te_not_chunked && !(p->flags & F_CHUNKED))
+			return reject(p, 400, "Transfer-Encoding without a final chunked");
 		if (c->te_not_chunked)
 			return reject(p, 501, "transfer coding not implemented (only chunked is)");
 	}

@@ -360,8 +360,8 @@ static bool handle_request(aw_http_conn *c)
 		 * its way, so that names and values stay valid. */
 		r->head_copy = malloc(r->head_len);
 		if (!r->head_copy) {
-			aw__http_queue_error(c, 503, "Service Unavailable", NULL);
 			c->res.close = true;
+			aw__http_queue_error(c, 503, "Service Unavailable", NULL);
 			return false;
 		}
 		memcpy(r->head_copy, data, r->head_len);
@@ -371,8 +371,8 @@ static bool handle_request(aw_http_conn *c)
 	}
 	int st = aw__http_prepare_request(c);
 	if (st) {
-		aw__http_queue_error(c, st, c->reject_msg, NULL);
 		c->res.close = true;
+		aw__http_queue_error(c, st, c->reject_msg, NULL);
 	} else {
 		aw__app_dispatch(c);
 	}
@@ -394,9 +394,10 @@ static void serve_conn(aw_http_conn *c)
 		if (st == 0)
 			break;
 		if (st >= 400) {
+			const char *msg = c->reject_msg;
 			aw__http_conn_reset(c);
-			aw__http_queue_error(c, st, c->reject_msg, NULL);
 			c->res.close = true;
+			aw__http_queue_error(c, st, msg, NULL);
 			if (aw__http_flush(c) == 0)
 				linger_close(c);
 			break;
