@@ -40,7 +40,9 @@ static int gen_start(aw_gen *g)
 	if (!top)
 		return aw_raise(-ENOMEM, "cannot map a stack for generator '%s': %m", g->name);
 	aw_coro *c = (aw_coro *)(((uintptr_t)top - sizeof(aw_coro)) & ~(uintptr_t)63);
-	memset(c, 0, sizeof *c);
+	c->asan_fake = NULL;
+	c->parent = NULL;
+	c->dead = false;
 	c->stack = st;
 	c->lo = st.lo;
 	c->size = (size_t)((char *)c - (char *)st.lo);

@@ -27,7 +27,8 @@ static size_t page_size(void)
 	return ps;
 }
 
-static size_t round_up(size_t n, size_t to) { return (n + to - 1) / to * to; }
+/* `to` is a power of two (a page size): no division on the spawn path. */
+static size_t round_up(size_t n, size_t to) { return (n + to - 1) & ~(to - 1); }
 
 void *aw_stack_get(aw_loop *loop, size_t size, aw_stack *out)
 {

@@ -334,6 +334,31 @@ static void task_finish(aw_task *t, int rc)
 	__builtin_unreachable();
 }
 
+/* The task's name: a copy of `name` (truncated), or "task-<id>". By hand:
+ * snprintf here was a third of the cost of a spawn. */
+static void set_name(aw_task *t, const char *name)
+{
+	size_t i = 0;
+	if (name) {
+		for (; i < sizeof t->name - 1 && name[i]; i++)
+			t->name[i] = name[i];
+		t->name[i] = 0;
+		return;
+	}
+	char digits[24];
+	size_t n = 0;
+	uint64_t id = t->id;
+	do {
+		digits[n++] = (char)('0' + id % 10);
+		id /= 10;
+	} while (id);
+	memcpy(t->name, "task-", 5);
+	i = 5;
+	while (n && i < sizeof t->name - 1)
+		t->name[i++] = digits[--n];
+	t->name[i] = 0;
+}
+
 int aw_spawn_with(aw_task **out, aw_task_fn fn, void *arg, const aw_spawn_opts *opts)
 {
 	aw_loop *l = aw__loop;
@@ -365,10 +390,7 @@ int aw_spawn_with(aw_task **out, aw_task_fn fn, void *arg, const aw_spawn_opts *
 	t->fn = fn;
 	t->arg = arg;
 	t->id = ++l->next_id;
-	if (opts && opts->name)
-		snprintf(t->name, sizeof t->name, "%s", opts->name);
-	else
-		snprintf(t->name, sizeof t->name, "task-%llu", (unsigned long long)t->id);
+	set_name(t, opts ? opts->name : NULL);
 	aw_timer_init(&t->timer, on_park_timer);
 	t->root.deadline = AW_NEVER;
 	t->root.code = -ECANCELED;
