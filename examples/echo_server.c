@@ -40,7 +40,8 @@
  *     each accepted connection (the receiver owns it).
  *
  * A client that resets its connection ends only its own task: the handler
- * reports it and returns 0, so one bad client never cancels its siblings
+ * returns 0 (reporting on stderr any error other than a reset or a broken
+ * pipe, which are routine), so one bad client never cancels its siblings
  * (a handler that *failed* would make the group cancel everything, which is
  * the TaskGroup contract, and not what a server wants for a peer's error).
  *
@@ -62,6 +63,13 @@ typedef struct server {
 	unsigned long accepted;
 } server;
 
+/* A peer that resets or stops reading is routine for a server (a client
+ * killed mid-request, a load generator that exits): not worth a report. */
+static bool peer_went_away(int err)
+{
+	return err == -ECONNRESET || err == -EPIPE;
+}
+
 /* One connection: echo until the client closes its side. */
 static int handle_connection(void *arg)
 {
@@ -73,21 +81,23 @@ static int handle_connection(void *arg)
 			if ((n = aw_stream_write(s, buf, (size_t)n, AW_NEVER)) < 0)
 				break;
 		/* n == 0: the client closed its side. n < 0: cancelled (the
-		 * server is stopping) or the peer's error, still in flight here. */
-		if (n < 0 && n != -ECANCELED) {
+		 * server is stopping) or an error, still in flight here. */
+		if (n < 0 && n != -ECANCELED && !peer_went_away((int)n)) {
 			fprintf(stderr, "echo_server: connection ended: ");
 			aw_error_print(stderr, aw_error_current());
 		}
 	}
 	/* Falling off the end of the block handled the body's error (Python:
-	 * the `except` inside the `async with`). Only the stream's own close
-	 * can still fail here, e.g. when the peer reset the connection with
-	 * unsent data left. A peer that went away is its own business: report
-	 * it and end this task normally, so the group does not cancel the
-	 * other connections. */
-	if (aw_error_pending()) {
-		fprintf(stderr, "echo_server: closing a connection: ");
-		aw_error_print(stderr, aw_error_current());
+	 * an `except` inside the `async with`). Only the stream's own close
+	 * can still fail here. Either way the error is this connection's
+	 * business, not the server's: report it and end this task normally,
+	 * so the group does not cancel the other connections. */
+	int err = aw_error_pending();
+	if (err) {
+		if (!peer_went_away(err)) {
+			fprintf(stderr, "echo_server: closing a connection: ");
+			aw_error_print(stderr, aw_error_current());
+		}
 		aw_error_clear();
 	}
 	return 0;

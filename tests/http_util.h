@@ -18,7 +18,8 @@
 typedef struct srv {
 	pid_t pid;
 	int port;
-	char log[64];          /* the child's stderr */
+	int logfd;             /* the child's stderr: an unlinked temp file */
+	char *logdata;         /* read at srv_stop/srv_wait */
 } srv;
 
 /* Build the app in the child (called after fork, before the loop). */
@@ -30,7 +31,9 @@ int srv_start(srv *s, srv_make_fn make);
 /* SIGTERM, wait (up to 15 s, then SIGKILL). Returns the child's exit
  * status (0 = clean), or -1 if it had to be killed or crashed. */
 int srv_stop(srv *s);
-/* The server's log so far (malloc'd, NUL-terminated). */
+/* Wait for a server told to stop already (up to 15 s), same result. */
+int srv_wait(srv *s);
+/* The server's log, after srv_stop/srv_wait (malloc'd, NUL-terminated). */
 char *srv_log(const srv *s);
 
 /* A blocking connection with 5 s send/receive timeouts; -1 on failure. */

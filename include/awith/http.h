@@ -190,8 +190,12 @@ void aw_app_error_log(aw_app *app, FILE *out);
 aw_app *aw_http_app(const aw_http_request *req);
 
 /* Waits: serve on an open listener until SIGINT/SIGTERM (or
- * aw_app_stop): stop accepting, let in-flight requests finish within
- * shutdown_grace, cancel the rest, run the lifespan's teardown. */
+ * aw_app_stop): stop accepting (the listening socket is shut down, so new
+ * connections are refused; the caller still closes it), let in-flight
+ * requests finish within shutdown_grace (idle keep-alive connections are
+ * closed at once; responses say Connection: close), cancel the rest (their
+ * dependencies' teardown still runs), run the lifespan's teardown.
+ * Returns 0, or the error of the lifespan's setup or teardown. */
 int aw_app_serve(aw_app *app, aw_listener *l);
 void aw_app_stop(aw_app *app);
 /* Run N worker processes (each its own loop) sharing host:port through

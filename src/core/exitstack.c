@@ -125,6 +125,19 @@ int aw_exitstack_unwind(aw_exitstack *s, int err)
 	while (s->count) {
 		/* Copy: an exit may push onto the same stack (it then runs next). */
 		aw_exitstack_entry e = s->entries[--s->count];
+		if (AW_LIKELY(t && !err && !t->err && e.kind == ENTRY_MGR)) {
+			/* Nothing in flight: call the exit directly; only one that
+			 * fails or leaves an error behind needs the general path. */
+			aw_mgr *m = e.p;
+			if (!m->ops->exit)
+				continue;
+			uint64_t before = t->raises;
+			int rc = m->ops->exit(m, 0);
+			if (AW_LIKELY(rc == 0 && !t->err))
+				continue;
+			err = aw__exit_apply(&t->err, m->ops->name, 0, NULL, NULL, before, rc);
+			continue;
+		}
 		err = aw__run_exit(run_entry, &e, entry_name(&e), err);
 	}
 	aw__cleanup_end(t, &cw);

@@ -292,6 +292,13 @@ aw_error **aw__err_slot(uint64_t **raises);
  * the error in flight. `name` names the manager in made-up messages. Must
  * run between aw__cleanup_begin/end. Returns the error that goes on. */
 int aw__run_exit(int (*exit_fn)(void *ctx, int err), void *ctx, const char *name, int err);
+/* The second half of aw__run_exit, for callers that called the exit
+ * themselves: apply its return value rc to the error in flight (*slot).
+ * held: a reference to the error handed to the exit (err != 0); prior: a
+ * reference to an error from before the block (err == 0); before: the raise
+ * counter before the exit ran. Consumes both references. */
+int aw__exit_apply(aw_error **slot, const char *name, int err, aw_error *held, aw_error *prior,
+		   uint64_t before, int rc);
 /* Enter / leave shielded cleanup (the exits of a block). t may be NULL. */
 void aw__cleanup_begin(aw_task *t, aw_with *w);
 void aw__cleanup_end(aw_task *t, aw_with *w);

@@ -141,11 +141,11 @@ static const char *lock_owner_name(const aw_task *t)
  * checked ownership. Waking does not switch: the new owner runs later. */
 static void lock_handoff(aw_lock *l)
 {
-	aw_waiter *w = aw_waitq_pop(&l->waiters);
-	if (AW_LIKELY(!w)) {
+	if (AW_LIKELY(!l->waiters.head)) {   /* nobody waits: no call */
 		l->owner = NULL;
 		return;
 	}
+	aw_waiter *w = aw_waitq_pop(&l->waiters);
 	l->owner = w->task;
 	waiter_wake(w, 0);
 }

@@ -41,8 +41,6 @@ static bool chain_contains(const aw_error *e, const aw_error *x)
 	return false;
 }
 
-static int exit_apply(aw_error **slot, const char *name, int err, aw_error *held, aw_error *prior,
-		      uint64_t before, int rc);
 
 int aw__run_exit(int (*exit_fn)(void *ctx, int err), void *ctx, const char *name, int err)
 {
@@ -65,7 +63,7 @@ int aw__run_exit(int (*exit_fn)(void *ctx, int err), void *ctx, const char *name
 	}
 	uint64_t before = *raises;
 	int rc = exit_fn(ctx, err);
-	return exit_apply(slot, name, err, held, prior, before, rc);
+	return aw__exit_apply(slot, name, err, held, prior, before, rc);
 }
 
 /* The second half of aw__run_exit: apply the exit's return value `rc` to
@@ -73,8 +71,8 @@ int aw__run_exit(int (*exit_fn)(void *ctx, int err), void *ctx, const char *name
  * exit (err != 0); prior: a reference to an error from before the block
  * (err == 0); before: the raise counter before the exit ran. Consumes both
  * references. */
-static int exit_apply(aw_error **slot, const char *name, int err, aw_error *held, aw_error *prior,
-		      uint64_t before, int rc)
+int aw__exit_apply(aw_error **slot, const char *name, int err, aw_error *held, aw_error *prior,
+		   uint64_t before, int rc)
 {
 	aw_error *cur = *slot;
 
@@ -165,7 +163,7 @@ static int exit_managers(aw_task *t, aw_with *w, unsigned n, int err)
 			int rc = m->ops->exit(m, 0);
 			if (AW_LIKELY(rc == 0 && !t->err))
 				continue;
-			err = exit_apply(&t->err, m->ops->name, 0, NULL, NULL, before, rc);
+			err = aw__exit_apply(&t->err, m->ops->name, 0, NULL, NULL, before, rc);
 			continue;
 		}
 		err = aw__run_exit(call_mgr_exit, m, m->ops->name, err);
@@ -308,7 +306,7 @@ void aw__with_leave(aw_with *w)
 	int rc = m->ops->exit(m, 0);
 	t->cleanup = w->cleanup_outer;
 	if (AW_UNLIKELY(rc != 0 || t->err)) {
-		w->result = exit_apply(&t->err, m->ops->name, 0, NULL, NULL, before, rc);
+		w->result = aw__exit_apply(&t->err, m->ops->name, 0, NULL, NULL, before, rc);
 		mark_escaped(w);
 	}
 }

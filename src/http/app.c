@@ -17,6 +17,7 @@
  */
 #include "internal.h"
 
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -209,6 +210,12 @@ static int error_status(aw_http_conn *c, int err, const char **detail)
 	case -AW_ETOOLONG:
 		*detail = "request body too large";
 		return 413;
+	case -ECANCELED:
+		if (c->srv && c->srv->draining) {
+			*detail = "the server is shutting down";
+			return 503;
+		}
+		break;
 	case -ETIMEDOUT:
 		if (aw_now() >= r->deadline) {
 			*detail = "the request took too long";
@@ -239,12 +246,17 @@ int aw__app_dispatch(aw_http_conn *c)
 	int err = 0;
 	aw_error *e = NULL;
 	aw_scope sc;
+	aw_error_clear();
 	AW_WITH(aw_timeout_at(&sc, r->deadline)) {
 		err = route->fn(r, res, route->ud);
 		if (err < 0) {
-			if (aw_error_pending() != err)
+			/* The error in flight is the truth: exits on the
+			 * handler's way out may have replaced what it returned
+			 * (the old one is then the new one's cause). */
+			if (!aw_error_pending())
 				aw_raise(err, "the handler returned %d (%s)", err, aw_strerror(err));
 			e = aw_error_take();
+			err = e->code;
 		}
 	}
 	if (err > 0)
@@ -317,14 +329,10 @@ static int hooks_gen(aw_gen *g, void *arg)
 	return err;
 }
 
-static int serve(aw_app *app, aw_listener *l, bool handle_signals)
+/* The lifespan around the server: its teardown sees the error the server
+ * stops with. */
+static int serve_lifespan(aw_app *app, aw_listener *l)
 {
-	if (app->srv)
-		return aw_raise(-EBUSY, "aw_app_serve: the app is already serving");
-	if (!aw_task_current())
-		return aw_raise(-AW_ENOTASK, "aw_app_serve: not inside a task (call it from aw_run's main)");
-	app->stop_requested = false;
-	app->started = false;
 	aw_exitstack life;
 	aw_gen hooks, user;
 	int rc = 0;
@@ -342,7 +350,7 @@ static int serve(aw_app *app, aw_listener *l, bool handle_signals)
 				app->state = aw_gen_value(&user);
 		}
 		app->started = true;
-		rc = aw__http_server_run(app, l, handle_signals);
+		rc = aw__http_server_run(app, l);
 		if (rc)
 			break;
 	}
@@ -351,9 +359,64 @@ static int serve(aw_app *app, aw_listener *l, bool handle_signals)
 	return rc;
 }
 
+/* SIGINT/SIGTERM: the first stops the server, a second one cancels the
+ * requests still running without waiting for the rest of the grace. */
+static int signal_watcher(void *arg)
+{
+	aw_app *app = arg;
+	for (int n = 0;; n++) {
+		int sig = aw_signals_wait(app->sig, AW_NEVER);
+		if (sig <= 0)
+			return 0;
+		if (n == 0) {
+			aw__http_log_error(app, NULL, "%s: shutting down", strsignal(sig));
+			aw_app_stop(app);
+		} else {
+			aw__http_log_error(app, NULL, "%s again: cancelling the requests in flight", strsignal(sig));
+			if (app->srv)
+				aw__http_server_hurry(app->srv);
+		}
+	}
+}
+
 int aw_app_serve(aw_app *app, aw_listener *l)
 {
-	return serve(app, l, true);
+	if (app->srv || app->sig)
+		return aw_raise(-EBUSY, "aw_app_serve: the app is already serving");
+	if (!aw_task_current())
+		return aw_raise(-AW_ENOTASK, "aw_app_serve: not inside a task (call it from aw_run's main)");
+	app->stop_requested = false;
+	app->started = false;
+	static const int sigs[] = { SIGINT, SIGTERM };
+	aw_signals sig;
+	aw_group g;
+	int rc = 0;
+	aw_error *e = NULL;
+	/* The signals stay ours until the lifespan's teardown is over: a
+	 * second SIGTERM must not kill the process in the middle of it. */
+	AW_WITH(aw_signals_init(&sig, sigs, 2), aw_group_init(&g)) {
+		app->sig = &sig;
+		if (aw_group_spawn(&g, signal_watcher, app, "http-signals"))
+			aw_error_clear();
+		rc = serve_lifespan(app, l);
+		if (rc)
+			e = aw_error_take();
+		aw_group_cancel(&g);
+		/* Signals that came during the teardown: handled (by stopping),
+		 * not left pending to kill us when the block unblocks them. */
+		while (aw_signals_wait(&sig, 0) > 0)
+			;
+		aw_error_clear();
+		app->sig = NULL;
+	}
+	app->sig = NULL;
+	if (e) {
+		aw_error_raise_obj(e);
+		rc = e->code;
+	} else if (!rc) {
+		rc = aw_error_pending();
+	}
+	return rc;
 }
 
 void aw_app_stop(aw_app *app)

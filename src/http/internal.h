@@ -295,6 +295,7 @@ struct aw_app {
 	FILE *access_log;
 	FILE *error_log;
 	aw_http_server *srv;        /* while serving */
+	aw_signals *sig;            /* while serving */
 	bool stop_requested;
 	bool started;               /* the lifespan's startup completed */
 };
@@ -317,10 +318,14 @@ struct aw_http_server {
 	bool accepting;
 	aw_scope accept_scope;
 	aw_event drained;          /* set when nconns drops to 0 while draining */
-	aw_signals *sig;
+	aw_scope *grace;           /* while waiting for busy connections */
+	bool hurry;                /* a second signal: no more grace */
 };
-int aw__http_server_run(aw_app *app, aw_listener *l, bool handle_signals);
+/* Accept until stopped, then drain the connections. */
+int aw__http_server_run(aw_app *app, aw_listener *l);
 void aw__http_server_stop(aw_http_server *srv);
+/* Cancel the connections still busy now, without waiting for the grace. */
+void aw__http_server_hurry(aw_http_server *srv);
 
 /* Log one line (with the app's name) and optionally an error. */
 void aw__http_log_error(const aw_app *app, const aw_error *e, const char *fmt, ...) AW_PRINTF(3, 4);

@@ -511,13 +511,15 @@ static void drain_connections(aw_http_server *srv)
 	for (aw_http_conn *c = srv->conns; c; c = c->next)
 		if (c->idle && c->task)
 			aw_task_cancel(c->task);
-	if (srv->nconns) {
+	if (srv->nconns && !srv->hurry) {
 		aw_scope grace;
 		AW_WITH(aw_move_on_after(&grace, app->limits.shutdown_grace)) {
+			srv->grace = &grace;
 			while (srv->nconns)
 				if (aw_event_wait(&srv->drained))
 					break;
 		}
+		srv->grace = NULL;
 		aw_error_clear();
 	}
 	if (srv->nconns) {
@@ -576,41 +578,27 @@ static void accept_loop(aw_http_server *srv)
 	}
 	srv->accepting = false;
 	aw_error_clear();
+	/* Stop listening: new connections are refused at once (with
+	 * SO_REUSEPORT the kernel sends them to the other workers) instead of
+	 * waiting in a backlog nobody accepts from. The caller closes the
+	 * listener. */
+	shutdown(aw_listener_fd(srv->l), SHUT_RDWR);
 }
 
-static int signal_watcher(void *arg)
+void aw__http_server_hurry(aw_http_server *srv)
 {
-	aw_http_server *srv = arg;
-	int sig = aw_signals_wait(srv->sig, AW_NEVER);
-	if (sig > 0) {
-		aw__http_log_error(srv->app, NULL, "%s: shutting down", strsignal(sig));
-		aw__http_server_stop(srv);
-	}
-	return 0;
+	srv->hurry = true;
+	if (srv->grace)
+		aw_scope_cancel(srv->grace);
 }
 
-int aw__http_server_run(aw_app *app, aw_listener *l, bool handle_signals)
+int aw__http_server_run(aw_app *app, aw_listener *l)
 {
 	aw_http_server srv = { .app = app, .l = l };
 	aw_event_init(&srv.drained);
 	app->srv = &srv;
-	if (handle_signals) {
-		static const int sigs[] = { SIGINT, SIGTERM };
-		aw_signals sig;
-		aw_group g;
-		srv.sig = &sig;
-		AW_WITH(aw_signals_init(&sig, sigs, 2), aw_group_init(&g)) {
-			if (aw_group_spawn(&g, signal_watcher, &srv, "http-signals"))
-				aw_error_clear();
-			accept_loop(&srv);
-			drain_connections(&srv);
-			aw_group_cancel(&g);
-		}
-	} else {
-		accept_loop(&srv);
-		drain_connections(&srv);
-	}
+	accept_loop(&srv);
+	drain_connections(&srv);
 	app->srv = NULL;
-	int rc = aw_error_pending();
-	return rc;
+	return 0;
 }

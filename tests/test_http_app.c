@@ -1,0 +1,578 @@
+/* The app layer: router, query decoding, JSON in and out, handler errors
+ * (500 without internals, logged with the cause chain), dependencies
+ * (cached per request, LIFO teardown after the response, also on failure
+ * and client disconnect), lifespan and hooks, graceful shutdown. Events
+ * inside the server are printed to its stderr (the log file) and checked
+ * by the test. */
+#include "harness.h"
+#include "http_util.h"
+
+#include <jansson.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#define EV(...) fprintf(stderr, "EV " __VA_ARGS__)
+
+/* ---- routes ---------------------------------------------------------------------- */
+
+static int h_text(aw_http_request *req, aw_http_response *res, void *ud)
+{
+	(void)req;
+	return aw_http_text(res, 200, ud);
+}
+
+static int h_params(aw_http_request *req, aw_http_response *res, void *ud)
+{
+	(void)ud;
+	char out[256];
+	snprintf(out, sizeof out, "org=%s repo=%s", aw_http_param(req, "org"), aw_http_param(req, "repo"));
+	return aw_http_text(res, 200, out);
+}
+
+static int h_query(aw_http_request *req, aw_http_response *res, void *ud)
+{
+	(void)ud;
+	const char *a = aw_http_query(req, "a"), *b = aw_http_query(req, "b"), *e = aw_http_query(req, "e");
+	if (!a && aw_error_pending())
+		return aw_error_pending();
+	char out[256];
+	snprintf(out, sizeof out, "a=%s b=%s e=%s none=%s", a ? a : "(null)", b ? b : "(null)", e ? e : "(null)",
+		 aw_http_query(req, "none") ? "set" : "(null)");
+	return aw_http_text(res, 200, out);
+}
+
+static int h_json_in(aw_http_request *req, aw_http_response *res, void *ud)
+{
+	(void)ud;
+	void *v;
+	int rc = aw_http_json_body(req, &v);
+	if (rc)
+		return rc;
+	json_t *x = json_object_get(v, "x");
+	json_t *out = json_pack("{s:O?, s:b}", "got", x, "ok", 1);
+	rc = aw_http_json(res, 201, out);
+	json_decref(out);
+	return rc;
+}
+
+static int h_writer(aw_http_request *req, aw_http_response *res, void *ud)
+{
+	(void)req, (void)ud;
+	aw_jw *w = aw_http_json_begin(res, 200);
+	aw_jw_object(w);
+	aw_jw_key(w, "s");
+	aw_jw_string(w, "q\"b\\n\n\t\x01 \xc3\xa9\xe2\x82\xac");
+	aw_jw_key(w, "i");
+	aw_jw_int(w, -9223372036854775807LL - 1);
+	aw_jw_key(w, "d");
+	aw_jw_double(w, 0.1);
+	aw_jw_key(w, "a");
+	aw_jw_array(w);
+	aw_jw_bool(w, true);
+	aw_jw_null(w);
+	aw_jw_raw(w, "{\"r\":1}", 7);
+	aw_jw_array(w);
+	aw_jw_array_end(w);
+	aw_jw_array_end(w);
+	aw_jw_object_end(w);
+	return aw_http_json_end(w);
+}
+
+static int h_writer_bad(aw_http_request *req, aw_http_response *res, void *ud)
+{
+	(void)req, (void)ud;
+	aw_jw *w = aw_http_json_begin(res, 200);
+	aw_jw_object(w);
+	aw_jw_string(w, "value without a key");
+	aw_jw_object_end(w);
+	return aw_http_json_end(w);
+}
+
+/* A manager whose exit fails while handling the body's error: a cause
+ * chain ("rollback failed" during handling of "disk on fire"). */
+static int tx_gen(aw_gen *g, void *arg)
+{
+	(void)arg;
+	int err = aw_gen_yield(g, NULL);
+	if (err)
+		return aw_raise(-ENOTRECOVERABLE, "rollback failed");
+	return 0;
+}
+
+static int h_fail(aw_http_request *req, aw_http_response *res, void *ud)
+{
+	(void)req, (void)res, (void)ud;
+	aw_gen tx;
+	AW_WITH(aw_gen_init(&tx, "tx", tx_gen, NULL)) {
+		return aw_raise(-EIO, "disk on fire at /secret/path");
+	}
+	return 0;
+}
+
+static int h_headers(aw_http_request *req, aw_http_response *res, void *ud)
+{
+	(void)req, (void)ud;
+	int bad = aw_http_set_header(res, "X-Evil", "a\r\nSet-Cookie: x=1");
+	aw_error_clear();
+	int bad2 = aw_http_set_header(res, "Content-Length", "5");
+	aw_error_clear();
+	aw_http_set_header(res, "X-Good", "yes");
+	char out[64];
+	snprintf(out, sizeof out, "%d %d", bad, bad2);
+	return aw_http_text(res, 200, out);
+}
+
+/* ---- dependencies ------------------------------------------------------------------- */
+
+static int a_entries;
+
+static int dep_a(aw_gen *g, void *arg)
+{
+	(void)arg;
+	a_entries++;
+	EV("a enter %d\n", a_entries);
+	int err = aw_gen_yield(g, "A");
+	/* teardown waits: it must run after the response has left */
+	aw_sleep(AW_MS(100));
+	EV("a exit err=%d\n", err);
+	return err;
+}
+static const aw_http_dep DEP_A = AW_HTTP_DEP("a", dep_a, NULL);
+
+static int dep_b(aw_gen *g, void *arg)
+{
+	(void)arg;
+	aw_http_request *req = aw_http_dep_request(g);
+	const char *a = aw_http_depends(req, &DEP_A);   /* a dependency of a dependency */
+	if (!a)
+		return aw_error_pending();
+	EV("b enter (a=%s)\n", a);
+	int err = aw_gen_yield(g, "B");
+	EV("b exit err=%d\n", err);
+	return err;
+}
+static const aw_http_dep DEP_B = AW_HTTP_DEP("b", dep_b, NULL);
+
+static int dep_bad_teardown(aw_gen *g, void *arg)
+{
+	(void)arg;
+	int err = aw_gen_yield(g, "C");
+	EV("c exit err=%d\n", err);
+	return aw_raise(-EPIPE, "teardown exploded");
+}
+static const aw_http_dep DEP_C = AW_HTTP_DEP("c", dep_bad_teardown, NULL);
+
+static int h_deps(aw_http_request *req, aw_http_response *res, void *ud)
+{
+	(void)ud;
+	const char *b = aw_http_depends(req, &DEP_B);
+	const char *a = aw_http_depends(req, &DEP_A);   /* cached: not entered again */
+	const char *b2 = aw_http_depends(req, &DEP_B);
+	if (!a || !b || b != b2)
+		return -EINVAL;
+	const char *fail = aw_http_query(req, "fail");
+	if (fail)
+		return aw_raise(-ENOENT, "handler failed on purpose");
+	if (aw_http_query(req, "bad"))
+		aw_http_depends(req, &DEP_C);
+	char out[64];
+	snprintf(out, sizeof out, "%s%s", a, b);
+	return aw_http_text(res, 200, out);
+}
+
+static int h_slow_dep(aw_http_request *req, aw_http_response *res, void *ud)
+{
+	(void)ud;
+	if (!aw_http_depends(req, &DEP_A))
+		return aw_error_pending();
+	EV("slow handler start\n");
+	int rc = aw_sleep(AW_MS(300));
+	EV("slow handler woke rc=%d\n", rc);
+	if (rc)
+		return rc;
+	rc = aw_http_text(res, 200, "slow done");
+	EV("slow handler sent rc=%d\n", rc);
+	return rc;
+}
+
+/* ---- lifespan ------------------------------------------------------------------------ */
+
+static int lifespan(aw_gen *g, void *arg)
+{
+	(void)arg;
+	EV("lifespan setup\n");
+	static const char state[] = "the-state";
+	int err = aw_gen_yield(g, (void *)state);
+	EV("lifespan teardown err=%d\n", err);
+	return err;
+}
+
+static int hook(aw_app *app, void *arg)
+{
+	(void)app;
+	EV("hook %s\n", (const char *)arg);
+	return 0;
+}
+
+static int h_state(aw_http_request *req, aw_http_response *res, void *ud)
+{
+	(void)ud;
+	return aw_http_text(res, 200, aw_app_state(aw_http_app(req)));
+}
+
+static aw_app *make_app(void)
+{
+	aw_app *app = aw_app_new("apptest");
+	aw_http_limits *l = aw_app_limits(app);
+	l->shutdown_grace = AW_MS(2000);
+	aw_app_lifespan(app, lifespan, NULL);
+	aw_app_on_startup(app, hook, "start1");
+	aw_app_on_startup(app, hook, "start2");
+	aw_app_on_shutdown(app, hook, "stop1");
+	aw_app_on_shutdown(app, hook, "stop2");
+	aw_app_access_log(app, stderr);
+	aw_app_route(app, "GET", "/users/me", h_text, "me");
+	aw_app_route(app, "GET", "/users/{id}", h_text, "some user");
+	aw_app_route(app, "GET", "/users/{id}/posts", h_text, "posts");
+	aw_app_route(app, "POST", "/users", h_text, "created");
+	aw_app_route(app, "PUT", "/users/{id}", h_text, "put");
+	aw_app_route(app, "GET", "/repos/{org}/{repo}", h_params, NULL);
+	aw_app_route(app, "GET", "/trailing/", h_text, "slash");
+	aw_app_route(app, "*", "/any", h_text, "any");
+	aw_app_route(app, "GET", "/q", h_query, NULL);
+	aw_app_route(app, "POST", "/json", h_json_in, NULL);
+	aw_app_route(app, "GET", "/writer", h_writer, NULL);
+	aw_app_route(app, "GET", "/writer-bad", h_writer_bad, NULL);
+	aw_app_route(app, "GET", "/fail", h_fail, NULL);
+	aw_app_route(app, "GET", "/headers", h_headers, NULL);
+	aw_app_route(app, "GET", "/deps", h_deps, NULL);
+	aw_app_route(app, "GET", "/slow-dep", h_slow_dep, NULL);
+	aw_app_route(app, "GET", "/state", h_state, NULL);
+	return app;
+}
+
+#define START(s)                                                                   \
+	srv s;                                                                     \
+	CHECK_EQ(srv_start(&s, make_app), 0)
+
+static int get(int port, const char *raw, resp *r)
+{
+	return http_once(port, raw, strlen(raw), r, NULL);
+}
+
+static int body_is(int port, const char *raw, int status, const char *body)
+{
+	resp r;
+	int st = get(port, raw, &r);
+	int ok = st == status && r.body && strcmp(r.body, body) == 0;
+	if (!ok)
+		aw_test_fail(__FILE__, __LINE__, "%s -> %d '%s', want %d '%s'", raw, st, r.body ? r.body : "", status,
+			     body);
+	resp_free(&r);
+	return ok;
+}
+
+#define GET(path) "GET " path " HTTP/1.1\r\nHost: a\r\n\r\n"
+
+/* Lines "EV ..." of the log, in order, joined by '|'. */
+static char *events(const srv *s)
+{
+	char *log = srv_log(s);
+	char *out = calloc(1, strlen(log) + 1);
+	for (char *line = strtok(log, "\n"); line; line = strtok(NULL, "\n"))
+		if (strncmp(line, "EV ", 3) == 0) {
+			if (*out)
+				strcat(out, "|");
+			strcat(out, line + 3);
+		}
+	free(log);
+	return out;
+}
+
+/* ---- tests ------------------------------------------------------------------------------ */
+
+AW_TEST(router)
+{
+	START(s);
+	body_is(s.port, GET("/users/me"), 200, "me");
+	body_is(s.port, GET("/users/42"), 200, "some user");
+	body_is(s.port, GET("/users/me/posts"), 200, "posts");   /* backtracks to {id} */
+	body_is(s.port, GET("/repos/awith/core"), 200, "org=awith repo=core");
+	body_is(s.port, GET("/trailing/"), 200, "slash");
+	body_is(s.port, "DELETE /any HTTP/1.1\r\nHost: a\r\n\r\n", 200, "any");
+	body_is(s.port, GET("/trailing"), 404, "{\"detail\":\"Not Found\"}");
+	body_is(s.port, GET("/users/"), 404, "{\"detail\":\"Not Found\"}");
+	body_is(s.port, GET("/nope"), 404, "{\"detail\":\"Not Found\"}");
+	/* HEAD falls back to GET */
+	resp r;
+	CHECK_EQ(http_once(s.port, "HEAD /users/me HTTP/1.1\r\nHost: a\r\n\r\n", 37, &r, NULL), 200);
+	resp_free(&r);
+	/* 405 with every allowed method */
+	CHECK_EQ(get(s.port, "DELETE /users/42 HTTP/1.1\r\nHost: a\r\n\r\n", &r), 405);
+	char allow[128];
+	CHECK(resp_header(&r, "Allow", allow, sizeof allow));
+	CHECK_STR(allow, "GET, HEAD, PUT");
+	resp_free(&r);
+	CHECK_EQ(get(s.port, "GET /users HTTP/1.1\r\nHost: a\r\n\r\n", &r), 405);
+	CHECK(resp_header(&r, "Allow", allow, sizeof allow));
+	CHECK_STR(allow, "POST");
+	resp_free(&r);
+	CHECK_EQ(srv_stop(&s), 0);
+}
+
+AW_TEST(router_rejects_bad_templates)
+{
+	aw_app *app = aw_app_new("t");
+	CHECK_EQ(aw_app_route(app, "GET", "/a/{id}", h_text, NULL), 0);
+	CHECK_EQ(aw_app_route(app, "GET", "/a/{id}", h_text, NULL), -EEXIST);
+	CHECK_EQ(aw_app_route(app, "GET", "no-slash", h_text, NULL), -EINVAL);
+	CHECK_EQ(aw_app_route(app, "GET", "/a/{id", h_text, NULL), -EINVAL);
+	CHECK_EQ(aw_app_route(app, "GET", "/a/x{id}", h_text, NULL), -EINVAL);
+	CHECK_EQ(aw_app_route(app, "GET", "/a/{i-d}", h_text, NULL), -EINVAL);
+	CHECK_EQ(aw_app_route(app, "GET", "/a/{id}/{id}", h_text, NULL), -EINVAL);
+	CHECK_EQ(aw_app_route(app, "get", "/b", h_text, NULL), -EINVAL);
+	CHECK_EQ(aw_app_route(app, "GET", "/b%20c", h_text, NULL), -EINVAL);
+	CHECK_EQ(aw_app_route(app, "GET", "/b", NULL, NULL), -EINVAL);
+	aw_error_clear();
+	aw_app_free(app);
+}
+
+AW_TEST(query_decoding)
+{
+	START(s);
+	body_is(s.port, GET("/q?a=1&b=x+y%21&e=&a=2"), 200, "a=1 b=x y! e= none=(null)");
+	body_is(s.port, GET("/q?b=%E2%82%AC&a=%41"), 200, "a=A b=\xe2\x82\xac e=(null) none=(null)");
+	body_is(s.port, GET("/q"), 200, "a=(null) b=(null) e=(null) none=(null)");
+	body_is(s.port, GET("/q?a=%zz"), 400, "{\"detail\":\"invalid percent-encoding in the query string\"}");
+	body_is(s.port, GET("/q?a=%00"), 400, "{\"detail\":\"invalid percent-encoding in the query string\"}");
+	CHECK_EQ(srv_stop(&s), 0);
+}
+
+AW_TEST(json_in_and_out)
+{
+	START(s);
+	resp r;
+	const char *req = "POST /json HTTP/1.1\r\nHost: a\r\nContent-Length: 17\r\n\r\n{\"x\": [1, \"two\"]}";
+	CHECK_EQ(http_once(s.port, req, strlen(req), &r, NULL), 201);
+	CHECK_STR(r.body, "{\"got\":[1,\"two\"],\"ok\":true}");
+	resp_free(&r);
+	/* chunked JSON */
+	req = "POST /json HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n4\r\n{\"x\"\r\n4\r\n: 5}\r\n0\r\n\r\n";
+	CHECK_EQ(http_once(s.port, req, strlen(req), &r, NULL), 201);
+	CHECK_STR(r.body, "{\"got\":5,\"ok\":true}");
+	resp_free(&r);
+	/* invalid JSON: a clear 400 */
+	req = "POST /json HTTP/1.1\r\nHost: a\r\nContent-Length: 7\r\n\r\n{\"x\": 1";
+	CHECK_EQ(http_once(s.port, req, strlen(req), &r, NULL), 400);
+	CHECK(strncmp(r.body, "{\"detail\":\"invalid JSON: ", 25) == 0);
+	resp_free(&r);
+	/* the writer */
+	CHECK_EQ(get(s.port, GET("/writer"), &r), 200);
+	CHECK_STR(r.body, "{\"s\":\"q\\\"b\\\\n\\n\\t\\u0001 \xc3\xa9\xe2\x82\xac\",\"i\":-9223372036854775808,"
+			  "\"d\":0.1,\"a\":[true,null,{\"r\":1},[]]}");
+	json_error_t je;
+	json_t *parsed = json_loads(r.body, 0, &je);
+	CHECK(parsed != NULL);
+	json_decref(parsed);
+	resp_free(&r);
+	CHECK_EQ(get(s.port, GET("/writer-bad"), &r), 500);
+	CHECK_STR(r.body, "{\"detail\":\"Internal Server Error\"}");
+	resp_free(&r);
+	CHECK_EQ(srv_stop(&s), 0);
+}
+
+AW_TEST(handler_error_is_500_and_logged)
+{
+	START(s);
+	resp r;
+	CHECK_EQ(get(s.port, GET("/fail"), &r), 500);
+	CHECK_STR(r.body, "{\"detail\":\"Internal Server Error\"}");   /* nothing internal */
+	resp_free(&r);
+	/* header injection refused */
+	CHECK_EQ(get(s.port, GET("/headers"), &r), 200);
+	char v[32];
+	CHECK_STR(r.body, "-22 -22");
+	CHECK(resp_header(&r, "X-Good", v, sizeof v));
+	CHECK(!resp_header(&r, "X-Evil", v, sizeof v));
+	CHECK(!resp_header(&r, "Set-Cookie", v, sizeof v));
+	resp_free(&r);
+	CHECK_EQ(srv_stop(&s), 0);
+	char *log = srv_log(&s);
+	/* the log has the whole chain, with locations */
+	CHECK(strstr(log, "GET /fail failed (500)") != NULL);
+	CHECK(strstr(log, "rollback failed") != NULL);
+	CHECK(strstr(log, "during handling of") != NULL);
+	CHECK(strstr(log, "disk on fire at /secret/path") != NULL);
+	CHECK(strstr(log, "test_http_app.c") != NULL);
+	/* the access log */
+	CHECK(strstr(log, "\"GET /fail HTTP/1.1\" 500") != NULL);
+	free(log);
+}
+
+AW_TEST(dependencies)
+{
+	START(s);
+	resp r;
+	long long t0 = now_ms();
+	CHECK_EQ(get(s.port, GET("/deps"), &r), 200);
+	/* the response left before the teardown's 100 ms sleep */
+	CHECK_LT(now_ms() - t0, 90);
+	CHECK_STR(r.body, "AB");
+	resp_free(&r);
+	usleep(200000);
+	CHECK_EQ(get(s.port, GET("/deps?fail=1"), &r), 500);
+	resp_free(&r);
+	usleep(200000);
+	CHECK_EQ(get(s.port, GET("/deps?bad=1"), &r), 200);   /* a failing teardown: logged only */
+	resp_free(&r);
+	usleep(200000);
+	CHECK_EQ(get(s.port, GET("/deps"), &r), 200);           /* and the server goes on */
+	resp_free(&r);
+	CHECK_EQ(srv_stop(&s), 0);
+	char *ev = events(&s);
+	const char *want =
+		"hook start1|hook start2|lifespan setup|"
+		"a enter 1|b enter (a=A)|b exit err=0|a exit err=0|"
+		"a enter 2|b enter (a=A)|b exit err=-2|a exit err=-2|"
+		"a enter 3|b enter (a=A)|c exit err=0|b exit err=-32|a exit err=-32|"
+		"a enter 4|b enter (a=A)|b exit err=0|a exit err=0|"
+		"lifespan teardown err=0|hook stop2|hook stop1";
+	CHECK_STR(ev, want);
+	free(ev);
+	char *log = srv_log(&s);
+	CHECK(strstr(log, "GET /deps: a dependency's teardown failed") != NULL);
+	CHECK(strstr(log, "teardown exploded") != NULL);
+	CHECK(strstr(log, "handler failed on purpose") != NULL);
+	free(log);
+}
+
+AW_TEST(teardown_after_client_disconnect)
+{
+	START(s);
+	int fd = cli_connect(s.port);
+	CHECK(fd >= 0);
+	CHECK_EQ(cli_sends(fd, GET("/slow-dep")), 0);
+	usleep(50000);
+	close(fd);   /* the client goes away while the handler runs */
+	usleep(600000);
+	CHECK_EQ(srv_stop(&s), 0);
+	char *ev = events(&s);
+	CHECK(strstr(ev, "a enter 1|slow handler start|slow handler woke rc=0|slow handler sent rc=") != NULL);
+	CHECK(strstr(ev, "|a exit err=") != NULL);
+	/* it ran before the shutdown, not because of it */
+	CHECK(strstr(ev, "a exit err=0|lifespan teardown") != NULL || strstr(ev, "a exit err=-") != NULL);
+	CHECK(strstr(ev, "lifespan teardown err=0") != NULL);
+	CHECK(strstr(ev, "|a exit") < strstr(ev, "lifespan teardown"));
+	free(ev);
+}
+
+AW_TEST(lifespan_state)
+{
+	START(s);
+	body_is(s.port, GET("/state"), 200, "the-state");
+	CHECK_EQ(srv_stop(&s), 0);
+	char *ev = events(&s);
+	CHECK_STR(ev, "hook start1|hook start2|lifespan setup|lifespan teardown err=0|hook stop2|hook stop1");
+	free(ev);
+}
+
+static int failing_lifespan(aw_gen *g, void *arg)
+{
+	(void)g, (void)arg;
+	EV("setup fails\n");
+	return aw_raise(-ECONNREFUSED, "database is down");
+}
+
+static aw_app *make_failing(void)
+{
+	aw_app *app = aw_app_new("failing");
+	aw_app_lifespan(app, failing_lifespan, NULL);
+	aw_app_route(app, "GET", "/", h_text, "x");
+	return app;
+}
+
+AW_TEST(lifespan_setup_failure)
+{
+	srv s;
+	CHECK_EQ(srv_start(&s, make_failing), 0);
+	CHECK_EQ(srv_wait(&s), 1);
+	char *log = srv_log(&s);
+	CHECK(strstr(log, "database is down") != NULL);
+	free(log);
+}
+
+AW_TEST(graceful_shutdown_with_request_in_flight)
+{
+	START(s);
+	int idle = cli_connect(s.port);   /* an idle keep-alive connection */
+	CHECK(idle >= 0);
+	CHECK_EQ(cli_sends(idle, GET("/state")), 0);
+	resp r;
+	CHECK_EQ(cli_read(idle, &r, false), 0);
+	resp_free(&r);
+	int fd = cli_connect(s.port);
+	CHECK(fd >= 0);
+	CHECK_EQ(cli_sends(fd, GET("/slow-dep")), 0);
+	usleep(100000);
+	kill(s.pid, SIGTERM);
+	/* the idle one is closed at once; the busy one gets its answer */
+	CHECK(cli_closed(idle, 1000));
+	close(idle);
+	CHECK_EQ(cli_read(fd, &r, false), 0);
+	CHECK_EQ(r.status, 200);
+	CHECK_STR(r.body, "slow done");
+	char v[32];
+	CHECK(resp_header(&r, "Connection", v, sizeof v));
+	CHECK_STR(v, "close");
+	resp_free(&r);
+	CHECK(cli_closed(fd, 2000));
+	close(fd);
+	/* no new connections */
+	usleep(50000);
+	int late = cli_connect(s.port);
+	if (late >= 0) {
+		CHECK(cli_closed(late, 2000));
+		close(late);
+	}
+	CHECK_EQ(srv_wait(&s), 0);
+	char *ev = events(&s);
+	CHECK(strstr(ev, "slow handler sent rc=0|a exit err=0|lifespan teardown err=0|hook stop2|hook stop1") != NULL);
+	free(ev);
+}
+
+static aw_app *make_short_grace(void)
+{
+	aw_app *app = make_app();
+	aw_app_limits(app)->shutdown_grace = AW_MS(100);
+	return app;
+}
+
+AW_TEST(shutdown_cancels_after_grace)
+{
+	srv s;
+	CHECK_EQ(srv_start(&s, make_short_grace), 0);
+	int fd = cli_connect(s.port);
+	CHECK(fd >= 0);
+	CHECK_EQ(cli_sends(fd, GET("/slow-dep")), 0);
+	usleep(50000);
+	long long t0 = now_ms();
+	kill(s.pid, SIGTERM);
+	resp r;
+	int rc = cli_read(fd, &r, false);
+	if (rc == 0) {
+		CHECK_EQ(r.status, 503);
+		resp_free(&r);
+	}
+	CHECK(cli_closed(fd, 2000));
+	close(fd);
+	CHECK_EQ(srv_wait(&s), 0);
+	CHECK_LT(now_ms() - t0, 2000);
+	char *ev = events(&s);
+	/* the handler was cancelled; its dependency still tore down, seeing it */
+	CHECK(strstr(ev, "slow handler woke rc=-125|a exit err=-125|lifespan teardown") != NULL);
+	free(ev);
+}
