@@ -3,7 +3,7 @@
 # hand-written epoll server (bench/epoll_echo.c) and Python asyncio streams on
 # uvloop (bench/py/echo_uvloop.py), measured in one run on this machine.
 #
-#   bash bench/echo_bench.sh             # 3 runs of 3 s per case (~1 min)
+#   bash bench/echo_bench.sh             # 5 rounds of 3 s per case (~2 min)
 #   bash bench/echo_bench.sh --quick     # 1 run of 1 s per case
 #   bash bench/echo_bench.sh --perf      # also: perf record the awith server
 #                                        # under the 64-connection load
@@ -44,7 +44,7 @@ PY=/usr/bin/python3      # Debian's interpreter: the one python3-uvloop is for
 BUILD=build-bench
 SIZE=64
 CONNS=(1 64)
-rounds=3 seconds=3 perf=0
+rounds=5 seconds=3 perf=0
 for arg in "$@"; do
     case $arg in
         --quick) rounds=1 seconds=1 ;;
@@ -144,15 +144,21 @@ done
 
 if ((perf)); then
     if command -v perf >/dev/null; then
-        echo "== perf: awith echo_server under $((${CONNS[-1]})) connections"
+        echo "== perf: awith echo_server under ${CONNS[-1]} connections"
         perf record -q -g -o "$results/perf.data" -p "${PID[awith]}" -- sleep "$((seconds + 1))" \
             >/dev/null 2>"$results/perf.err" &
         perf_pid=$!
         sleep 0.2
         "$LOAD" --port "${PORT[awith]}" --conns "${CONNS[-1]}" --seconds "$seconds" --size "$SIZE" >/dev/null
         wait "$perf_pid"
-        perf report -i "$results/perf.data" --no-children --sort symbol --stdio 2>/dev/null |
-            grep -E '^ +[0-9.]+%' | head -n 25 | tee "$results/perf.txt"
+        {
+            echo "-- by object (kernel = syscalls and the TCP stack; libc = syscall stubs)"
+            perf report -i "$results/perf.data" --no-children --sort dso --stdio 2>/dev/null |
+                grep -E '^ +[0-9.]+%' | head -n 6
+            echo "-- by function"
+            perf report -i "$results/perf.data" --no-children --sort symbol --stdio 2>/dev/null |
+                grep -E '^ +[0-9.]+%' | head -n 25
+        } | tee "$results/perf.txt"
     else
         echo "== perf: not installed (Debian package linux-perf)"
     fi

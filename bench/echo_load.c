@@ -20,6 +20,9 @@
  * Exit status 1 (with the reason on stderr) if a connection fails, closes,
  * or echoes wrong bytes.
  */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE   /* the build defines it too */
+#endif
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>

@@ -5,15 +5,22 @@
  * single-threaded echo server on this kernel, so awith's echo_server is
  * measured against it.
  *
- *     epoll_echo [--port N]     (listens on 127.0.0.1; default 8000;
- *                                0 picks a free port)
+ *     epoll_echo [--port N] [--classic]
+ *
+ * Listens on 127.0.0.1 (default port 8000; 0 picks a free one). --classic
+ * reads every socket until EAGAIN, as the textbook edge-triggered loop does
+ * (and as awith's streams do), instead of stopping at a short read.
  *
  * Prints "listening on 127.0.0.1:PORT" (flushed) once it accepts, then runs
  * until killed. Raw bytes are echoed, with one recv and one send per
- * message in ping-pong (see on_readable for how the EAGAIN recv is saved). A connection whose peer does not read
- * its echoes stops being read (its unsent bytes are kept, and reading goes
- * on when they are sent): the same backpressure the other servers have.
+ * message in ping-pong (on_readable says how the EAGAIN recv is saved). A
+ * connection whose peer does not read its echoes stops being read (its
+ * unsent bytes are kept, and reading goes on when they are sent): the same
+ * backpressure the other servers have.
  */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE   /* accept4 (the build defines it too) */
+#endif
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -35,6 +42,7 @@ typedef struct conn {
 } conn;
 
 static char buf[64 * 1024];
+static bool classic;   /* --classic: always read to EAGAIN */
 
 static void conn_close(int ep, conn *c)
 {
@@ -115,7 +123,7 @@ static bool on_readable(conn *c, bool hup)
 			}
 			w += r;
 		}
-		if ((size_t)n < sizeof buf && !hup)
+		if ((size_t)n < sizeof buf && !hup && !classic)
 			return true;
 	}
 }
@@ -126,8 +134,10 @@ int main(int argc, char **argv)
 	for (int i = 1; i < argc; i++) {
 		if (strcmp(argv[i], "--port") == 0 && i + 1 < argc) {
 			port = atoi(argv[++i]);
+		} else if (strcmp(argv[i], "--classic") == 0) {
+			classic = true;
 		} else {
-			fprintf(stderr, "usage: epoll_echo [--port N]\n");
+			fprintf(stderr, "usage: epoll_echo [--port N] [--classic]\n");
 			return 2;
 		}
 	}

@@ -178,9 +178,11 @@ static int streaming_server(void *arg)
 			sent += sizeof chunk;
 		}
 		if (sent < sizeof chunk * SOCKET_CHUNKS) {
-			/* The client went away (part 3): not the server's failure. */
-			printf("server: the client stopped reading; %zu of %zu bytes were sent\n", sent,
-			       sizeof chunk * SOCKET_CHUNKS);
+			/* The client went away (part 3): not the server's failure.
+			 * The error is still in flight here; falling off the end of
+			 * the block marks it handled. */
+			printf("server: the client stopped reading (%s); %zu of %zu bytes were sent\n",
+			       aw_strerror(aw_error_pending()), sent, sizeof chunk * SOCKET_CHUNKS);
 		}
 	}
 	/* Only a failed close is still in flight here (falling off the block's
@@ -215,7 +217,8 @@ static int read_chunks(aw_gen *g, void *arg)
 		if (err) {
 			/* The loop was left early: tear down (nothing to free here;
 			 * the connection belongs to the block around the loop). */
-			printf("reader: closed early (%s) after %" PRIu64 " bytes\n", aw_strerror(err), r->offset);
+			printf("reader: the loop was left early (%s), tearing down after %" PRIu64 " bytes\n",
+			       aw_strerror(err), r->offset);
 			return err;
 		}
 	}

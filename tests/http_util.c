@@ -491,3 +491,103 @@ int run_curl(char *out, size_t outlen, ...)
 		;
 	return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
 }
+
+/* ---- programs ----------------------------------------------------------------------- */
+
+int free_port(void)
+{
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	struct sockaddr_in sin = { .sin_family = AF_INET };
+	sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	socklen_t sl = sizeof sin;
+	int port = -1;
+	if (fd >= 0 && bind(fd, (struct sockaddr *)&sin, sizeof sin) == 0 &&
+	    getsockname(fd, (struct sockaddr *)&sin, &sl) == 0)
+		port = ntohs(sin.sin_port);
+	if (fd >= 0)
+		close(fd);
+	return port;
+}
+
+static int anon_file(void)
+{
+	char path[] = "/tmp/aw-http-proc-XXXXXX";
+	int fd = mkostemp(path, O_CLOEXEC);
+	if (fd >= 0)
+		unlink(path);
+	return fd;
+}
+
+int proc_start(proc *p, const char *const argv[])
+{
+	memset(p, 0, sizeof *p);
+	p->outfd = anon_file();
+	p->errfd = anon_file();
+	if (p->outfd < 0 || p->errfd < 0)
+		return -1;
+	fflush(NULL);
+	pid_t pid = fork();
+	if (pid < 0)
+		return -1;
+	if (pid == 0) {
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		dup2(p->outfd, 1);
+		dup2(p->errfd, 2);
+		int dn = open("/dev/null", O_RDONLY);
+		if (dn >= 0)
+			dup2(dn, 0);
+		execv(argv[0], (char *const *)argv);
+		_exit(127);
+	}
+	p->pid = pid;
+	return 0;
+}
+
+bool wait_listening(int port, int ms)
+{
+	long long deadline = now_ms() + ms;
+	while (now_ms() < deadline) {
+		int fd = cli_connect(port);
+		if (fd >= 0) {
+			close(fd);
+			return true;
+		}
+		usleep(10000);
+	}
+	return false;
+}
+
+int proc_wait(proc *p, int sig)
+{
+	if (p->pid <= 0)
+		return -1;
+	if (sig)
+		kill(p->pid, sig);
+	int status = 0;
+	long long deadline = now_ms() + 15000;
+	bool killed = false;
+	for (;;) {
+		pid_t r = waitpid(p->pid, &status, WNOHANG);
+		if (r == p->pid)
+			break;
+		if (now_ms() > deadline) {
+			kill(p->pid, SIGKILL);
+			waitpid(p->pid, &status, 0);
+			killed = true;
+			break;
+		}
+		usleep(2000);
+	}
+	p->pid = 0;
+	static char *last_out, *last_err;   /* reachable: not leaks */
+	free(last_out);
+	free(last_err);
+	p->out = last_out = read_fd_all(p->outfd);
+	p->err = last_err = read_fd_all(p->errfd);
+	close(p->outfd);
+	close(p->errfd);
+	p->outfd = p->errfd = -1;
+	if (killed || !WIFEXITED(status))
+		return -1;
+	return WEXITSTATUS(status);
+}

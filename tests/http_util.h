@@ -75,3 +75,20 @@ int run_curl(char *out, size_t outlen, ...) __attribute__((sentinel));
 long long now_ms(void);
 
 #endif
+
+/* A free TCP port on 127.0.0.1 (bound, read, closed). */
+int free_port(void);
+
+/* A program run as a user would: stdout and stderr each to an unlinked
+ * temp file, read back by proc_wait. */
+typedef struct proc {
+	pid_t pid;
+	int outfd, errfd;
+	char *out, *err;       /* after proc_wait (kept until the next one) */
+} proc;
+int proc_start(proc *p, const char *const argv[]);
+/* Connect to 127.0.0.1:port until it answers (up to ms). */
+bool wait_listening(int port, int ms);
+/* Send sig (0: none) and wait up to 15 s; the exit status, or -1 if it
+ * was killed by a signal (or had to be). */
+int proc_wait(proc *p, int sig);

@@ -41,7 +41,7 @@ int aw_backend_del(aw_backend *b, int fd)
 }
 
 int aw_backend_poll(aw_backend *b, aw_time timeout,
-		    void (*on_ready)(void *ctx, uint64_t data, bool rd, bool wr), void *ctx)
+		    void (*on_ready)(void *ctx, uint64_t data, bool rd, bool wr, bool hup), void *ctx)
 {
 	struct epoll_event evs[256];
 	int ms;
@@ -60,7 +60,7 @@ int aw_backend_poll(aw_backend *b, aw_time timeout,
 		uint32_t e = evs[i].events;
 		bool err = e & (EPOLLERR | EPOLLHUP);
 		on_ready(ctx, evs[i].data.u64, err || (e & (EPOLLIN | EPOLLRDHUP | EPOLLPRI)),
-			 err || (e & EPOLLOUT));
+			 err || (e & EPOLLOUT), err || (e & EPOLLRDHUP));
 	}
 	return n;
 }

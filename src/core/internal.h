@@ -111,9 +111,10 @@ void aw_backend_fini(aw_backend *b);
 int aw_backend_add(aw_backend *b, int fd, uint64_t data);
 int aw_backend_del(aw_backend *b, int fd);
 /* Wait up to `timeout` ns (-1 forever, 0 poll) and call on_ready(ctx, data,
- * readable, writable) for each event. Returns events seen, or -errno. */
+ * readable, writable, hup) for each event; hup: the peer closed its side
+ * (or the fd is in error). Returns events seen, or -errno. */
 int aw_backend_poll(aw_backend *b, aw_time timeout,
-		    void (*on_ready)(void *ctx, uint64_t data, bool rd, bool wr), void *ctx);
+		    void (*on_ready)(void *ctx, uint64_t data, bool rd, bool wr, bool hup), void *ctx);
 
 /* ---- tasks ---------------------------------------------------------------- */
 
@@ -184,7 +185,14 @@ static inline bool aw_waitq_empty(const aw_waitq *q) { return q->head == NULL; }
 typedef struct aw_fdstate {
 	aw_task *reader, *writer;
 	bool registered, readable, writable;
+	bool hup;                /* sticky: the peer closed its side */
 } aw_fdstate;
+
+/* Whether the loop has seen the peer of fd close its side (EPOLLRDHUP).
+ * Lets a reader that just got a short read wait for readiness instead of
+ * reading once more to learn that nothing is left: unless the peer is gone,
+ * more data comes with a new readiness edge. */
+bool aw_fd_peer_closed(int fd);
 
 typedef struct aw_threadpool aw_threadpool;
 

@@ -63,7 +63,7 @@ static int fd_state(aw_loop *l, int fd, aw_fdstate **out)
 	return 0;
 }
 
-static void on_ready(void *ctx, uint64_t data, bool rd, bool wr)
+static void on_ready(void *ctx, uint64_t data, bool rd, bool wr, bool hup)
 {
 	aw_loop *l = ctx;
 	if (data == UINT64_MAX) {            /* the wake eventfd */
@@ -76,6 +76,8 @@ static void on_ready(void *ctx, uint64_t data, bool rd, bool wr)
 	if (data >= l->nfds)
 		return;
 	aw_fdstate *s = &l->fds[data];
+	if (hup)
+		s->hup = true;
 	if (rd) {
 		s->readable = true;
 		if (s->reader)
@@ -158,6 +160,12 @@ int (aw_fd_wait)(int fd, int direction, aw_time deadline)
 		return aw_raise(-EINVAL, "aw_fd_wait: direction must be AW_READABLE or AW_WRITABLE");
 	int rc = (aw_fd_wait_any)(fd, direction, deadline);
 	return rc < 0 ? rc : 0;
+}
+
+bool aw_fd_peer_closed(int fd)
+{
+	aw_loop *l = aw__loop;
+	return l && fd >= 0 && (size_t)fd < l->nfds && l->fds[fd].hup;
 }
 
 void aw_fd_forget(int fd)

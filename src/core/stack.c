@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #if AW_HAVE_VALGRIND
+#include <valgrind/memcheck.h>
 #include <valgrind/valgrind.h>
 #endif
 
@@ -38,6 +39,11 @@ void *aw_stack_get(aw_loop *loop, size_t size, aw_stack *out)
 
 	if (map_size == loop->cfg.stack_size + ps && loop->stack_cache_len) {
 		*out = loop->stack_cache[--loop->stack_cache_len];
+#if AW_HAVE_VALGRIND
+		/* A reused stack's old contents are garbage to its new owner;
+		 * Valgrind would otherwise flag writes over a dead frame. */
+		VALGRIND_MAKE_MEM_UNDEFINED(out->lo, out->map_size - ps);
+#endif
 		return (char *)out->map + out->map_size;
 	}
 	void *map = mmap(NULL, map_size, PROT_READ | PROT_WRITE,

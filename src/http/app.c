@@ -240,7 +240,7 @@ int aw__app_dispatch(aw_http_conn *c)
 		const char *detail = st == 400 && r->bad_request ? r->bad_request : aw__http_reason(st);
 		return aw__http_queue_error(c, st, detail, st == 405 ? allow : NULL);
 	}
-	r->deadline = aw_deadline_after(c->lim->request_deadline);
+	r->deadline = aw__http_after(c->lim->request_deadline);
 	aw_exitstack_init(&r->deps);
 	const aw_route *route = r->route;
 	int err = 0;

@@ -29,6 +29,20 @@ typedef struct aw_http_server aw_http_server;
 typedef struct aw_route aw_route;
 typedef struct aw_rnode aw_rnode;
 
+/* The loop's clock, read at the top of its current iteration: close enough
+ * for timeouts of seconds, and free (no clock_gettime per request). */
+static inline aw_time aw__http_now(void)
+{
+	aw_loop *l = aw__loop;
+	return l ? l->now : aw_now();
+}
+
+static inline aw_time aw__http_after(aw_time dur)
+{
+	aw_time now = aw__http_now();
+	return dur >= AW_NEVER - now ? AW_NEVER : now + (dur < 0 ? 0 : dur);
+}
+
 /* ---- a bump allocator per request ---------------------------------------- */
 
 typedef struct aw_arena_block {
@@ -217,6 +231,7 @@ struct aw_http_conn {
 	aw_arena arena;
 
 	bool body_timeout;         /* the body stalled longer than body_idle */
+	bool drained;              /* the last read left the socket empty */
 	bool idle;                 /* between requests (may be cancelled to drain) */
 	bool in_request;
 	uint64_t requests;

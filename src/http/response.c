@@ -208,7 +208,7 @@ static int put_head(aw_http_conn *c, int status, const char *ctype, size_t ctype
 
 static aw_time send_deadline(aw_http_conn *c)
 {
-	return aw_deadline_after(c->lim->send_idle);
+	return aw__http_after(c->lim->send_idle);
 }
 
 int aw__http_flush(aw_http_conn *c)

@@ -20,6 +20,8 @@ struct aw_stream {
 	size_t wcap, wstart, wend;
 	size_t wlimit;           /* writers wait while more is unsent */
 	bool eof;                /* the peer ended its side */
+	bool drained;            /* the last read was short: the kernel buffer
+	                            is probably empty (wait before reading) */
 	bool wshut;              /* we shut down our write side */
 	int werror;              /* sticky: the stream is broken for writing */
 	void *ssl;               /* SSL *, when TLS is on */

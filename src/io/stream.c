@@ -345,11 +345,22 @@ ssize_t aw_stream_fill(aw_stream *s, size_t max, aw_time deadline)
 	for (;;) {
 		if (s->wstart < s->wend && !s->werror)
 			flush_nowait(s);   /* an error is sticky; reading goes on */
-		int want;
-		ssize_t r = aw__stream_recv(s, s->rbuf + s->rend, s->rcap - s->rend, &want);
-		if (r > 0) {
-			s->rend += (size_t)r;
-			return r;
+		int want = AW_READABLE;
+		ssize_t r;
+		if (s->drained && !s->ssl && !aw_fd_peer_closed(s->fd)) {
+			/* The last read left the socket empty: reading again now
+			 * would only return EAGAIN (one system call per message
+			 * for nothing). New data brings a readiness edge. */
+			s->drained = false;
+			r = -EAGAIN;
+		} else {
+			size_t space = s->rcap - s->rend;
+			r = aw__stream_recv(s, s->rbuf + s->rend, space, &want);
+			if (r > 0) {
+				s->rend += (size_t)r;
+				s->drained = s->is_sock && (size_t)r < space;
+				return r;
+			}
 		}
 		if (r == 0) {
 			s->eof = true;

@@ -1,0 +1,246 @@
+#!/usr/bin/env bash
+# HTTP hello-world over loopback: awith's examples/hello_server against
+# nginx-light serving the same JSON as a static file, h2o (the same file),
+# FastAPI on uvicorn with uvloop, and aiohttp with uvloop, measured with wrk
+# in one run on this machine.
+#
+#   bash bench/http_bench.sh            # 3 rounds of 5 s per server (~2 min)
+#   bash bench/http_bench.sh --quick    # 1 round of 2 s per server
+#
+# Steps:
+#   1. installs missing Debian packages (scripts/test.sh's list plus wrk,
+#      nginx-light, h2o, python3-fastapi, python3-uvicorn, python3-aiohttp,
+#      python3-uvloop, python3-httptools);
+#   2. configures and builds the release build in build-bench/ (as
+#      bench/echo_bench.sh does, examples on: hello_server is one);
+#   3. for each round, for each server in turn: start it on a free port on
+#      127.0.0.1 with one worker, check that GET / answers
+#      {"message":"Hello, World!"}, warm up 1 s, run wrk (keep-alive, 1
+#      thread, 64 connections, --latency, bounded by -d) and stop it;
+#   4. prints requests/s and p99 latency per server (each the median over the
+#      rounds) with awith's ratios, and the targets: >= 1.0x nginx requests/s
+#      with p99 no worse than nginx's, >= 8x uvicorn+FastAPI; the table is also
+#      written as markdown to build-bench/http_bench.md.
+#
+# On a machine with 2 or more cores the server under test is pinned to CPU 0
+# and wrk to CPU 1 (taskset), so each has a core of its own; the markdown
+# says so. Only 127.0.0.1 is used.
+#
+# Exit status: 0 when every server ran (targets met or not), 1 if the build,
+# a server or a wrk run failed.
+set -uo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.." || exit 1
+source scripts/test.sh   # PACKAGES, ensure_packages, setup_build
+PACKAGES+=(wrk nginx-light h2o python3-fastapi python3-uvicorn python3-aiohttp python3-uvloop python3-httptools)
+
+PY=/usr/bin/python3      # Debian's interpreter: the one the python3-* packages are for
+BUILD=build-bench
+CONNS=64
+rounds=3 seconds=5
+for arg in "$@"; do
+    case $arg in
+        --quick) rounds=1 seconds=2 ;;
+        -h | --help) sed -n '2,9p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        *) echo "bench/http_bench.sh: unknown argument '$arg' (try --help)" >&2; exit 2 ;;
+    esac
+done
+
+ensure_packages || { echo "package installation failed" >&2; exit 1; }
+CC=gcc setup_build "$BUILD" --buildtype=release -Dtests=false -Dexamples=true -Dbench=true ||
+    { echo "BUILD FAILED: $BUILD" >&2; exit 1; }
+
+results=$(pwd)/$BUILD/http-results
+rm -rf "$results"
+mkdir -p "$results/www"
+BODY='{"message":"Hello, World!"}'
+printf '%s' "$BODY" >"$results/www/index.json"
+WWW=$(cd "$results/www" && pwd)
+
+pin_server=() pin_wrk=() pinned="not pinned (1 core)"
+if (($(nproc) >= 2)) && command -v taskset >/dev/null; then
+    pin_server=(taskset -c 0) pin_wrk=(taskset -c 1)
+    pinned="server on CPU 0, wrk on CPU 1 (taskset)"
+fi
+
+free_port() {
+    "$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+# Static-file peers: configs written for the port.
+nginx_conf() { # PORT DIR
+    cat >"$2/nginx.conf" <<EOF
+worker_processes 1;
+daemon off;
+error_log $2/nginx-error.log;
+pid $2/nginx.pid;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  keepalive_requests 1000000;
+  keepalive_timeout 65;
+  open_file_cache max=16;
+  sendfile on;
+  tcp_nopush on;
+  server {
+    listen 127.0.0.1:$1;
+    root $WWW;
+    location = / { default_type application/json; try_files /index.json =404; }
+  }
+}
+EOF
+}
+
+h2o_conf() { # PORT DIR
+    cat >"$2/h2o.conf" <<EOF
+listen:
+  host: 127.0.0.1
+  port: $1
+num-threads: 1
+user: $(id -un)
+http1-upgrade-to-http2: OFF
+file.mime.addtypes:
+  application/json: .json
+hosts:
+  "default":
+    paths:
+      "/":
+        file.file: $WWW/index.json
+EOF
+}
+
+SERVERS=(awith nginx h2o fastapi aiohttp)
+declare -A LABEL=(
+    [awith]="awith (examples/hello_server)"
+    [nginx]="nginx-light (static file)"
+    [h2o]="h2o (static file)"
+    [fastapi]="uvicorn+FastAPI (uvloop)"
+    [aiohttp]="aiohttp (uvloop)"
+)
+
+server_cmd() { # NAME PORT DIR -> sets CMD
+    local name=$1 port=$2 dir=$3
+    case $name in
+        awith) CMD=("$BUILD/examples/hello_server" --port "$port") ;;
+        nginx) nginx_conf "$port" "$dir"; CMD=(nginx -c "$dir/nginx.conf" -p "$dir" -e "$dir/nginx-error.log") ;;
+        h2o) h2o_conf "$port" "$dir"; CMD=(h2o -c "$dir/h2o.conf") ;;
+        fastapi) CMD=("$PY" bench/py/http_fastapi.py --port "$port") ;;
+        aiohttp) CMD=("$PY" bench/py/http_aiohttp.py --port "$port") ;;
+    esac
+}
+
+wait_answer() { # PORT
+    local i out
+    for ((i = 0; i < 200; i++)); do
+        out=$(curl -s --max-time 1 "http://127.0.0.1:$1/" 2>/dev/null) && [[ $out == "$BODY" ]] && return 0
+        sleep 0.05
+    done
+    return 1
+}
+
+failed=()
+# run NAME ROUND: start, check, warm up, measure, stop.
+run() {
+    local name=$1 round=$2 dir="$results/$1" port pid
+    mkdir -p "$dir"
+    port=$(free_port)
+    server_cmd "$name" "$port" "$dir"
+    "${pin_server[@]}" "${CMD[@]}" >"$dir/server.log" 2>&1 &
+    pid=$!
+    if ! wait_answer "$port"; then
+        echo "== $name: no (or a wrong) answer on port $port; log:"
+        tail -n 20 "$dir/server.log"
+        kill -TERM "$pid" 2>/dev/null
+        wait "$pid" 2>/dev/null
+        failed+=("$name")
+        return 1
+    fi
+    "${pin_wrk[@]}" wrk -t1 -c"$CONNS" -d1s "http://127.0.0.1:$port/" >/dev/null 2>&1
+    if ! "${pin_wrk[@]}" wrk -t1 -c"$CONNS" -d"${seconds}s" --latency "http://127.0.0.1:$port/" \
+        >"$dir/wrk-$round.txt" 2>&1; then
+        echo "== $name: wrk failed"
+        failed+=("$name")
+    fi
+    kill -TERM "$pid" 2>/dev/null
+    wait "$pid" 2>/dev/null
+    local rps p99 errs
+    rps=$(awk '/^Requests\/sec:/ {print $2}' "$dir/wrk-$round.txt")
+    p99=$(awk '$1 == "99%" {print $2}' "$dir/wrk-$round.txt")
+    errs=$(awk '/Non-2xx|Socket errors/' "$dir/wrk-$round.txt")
+    printf '   %-32s %12s req/s   p99 %-9s %s\n' "${LABEL[$name]}" "${rps:-?}" "${p99:-?}" "$errs"
+}
+
+echo "== $rounds round(s) of ${seconds} s per server, wrk -t1 -c$CONNS, $pinned"
+for ((r = 1; r <= rounds; r++)); do
+    echo "== round $r"
+    for name in "${SERVERS[@]}"; do
+        run "$name" "$r"
+    done
+done
+
+"$PY" - "$results" "$rounds" "$seconds" "$CONNS" "$pinned" "$(nproc)" "${SERVERS[@]}" <<'EOF'
+import re, statistics, sys
+results, rounds, seconds, conns, pinned, ncpu = sys.argv[1:7]
+servers = sys.argv[7:]
+labels = {"awith": "awith (examples/hello_server)", "nginx": "nginx-light (static file)",
+          "h2o": "h2o (static file)", "fastapi": "uvicorn+FastAPI (uvloop)", "aiohttp": "aiohttp (uvloop)"}
+
+def ms(v):
+    m = re.match(r"([\d.]+)(us|ms|s)$", v)
+    if not m:
+        return None
+    return float(m[1]) * {"us": 1e-3, "ms": 1.0, "s": 1e3}[m[2]]
+
+data = {}
+for s in servers:
+    rps, p99 = [], []
+    for r in range(1, int(rounds) + 1):
+        try:
+            text = open(f"{results}/{s}/wrk-{r}.txt").read()
+        except OSError:
+            continue
+        a = re.search(r"^Requests/sec:\s+([\d.]+)", text, re.M)
+        b = re.search(r"^\s+99%\s+(\S+)", text, re.M)
+        if a and b and ms(b[1]) is not None:
+            rps.append(float(a[1]))
+            p99.append(ms(b[1]))
+    data[s] = (statistics.median(rps), statistics.median(p99)) if rps else (None, None)
+
+a_rps, a_p99 = data.get("awith", (None, None))
+rows = ["| server | requests/s | p99 latency | awith ÷ server (requests/s) | server p99 ÷ awith p99 |",
+        "|---|---:|---:|---:|---:|"]
+for s in servers:
+    rps, p99 = data[s]
+    if rps is None:
+        rows.append(f"| {labels[s]} | failed | | | |")
+        continue
+    ratio = f"{a_rps / rps:.2f}×" if a_rps else "?"
+    pr = f"{p99 / a_p99:.2f}×" if a_p99 else "?"
+    rows.append(f"| {labels[s]} | {rps:,.0f} | {p99:.2f} ms | {ratio if s != 'awith' else '1.00×'} | {pr if s != 'awith' else '1.00×'} |")
+
+def target(name, ok, text):
+    return f"- {text}: **{'met' if ok else 'missed'}**"
+
+targets = []
+n, f = data.get("nginx", (None, None)), data.get("fastapi", (None, None))
+if a_rps and n[0]:
+    targets.append(target("nginx", a_rps >= n[0], f"≥ 1.0× nginx requests/s ({a_rps / n[0]:.2f}×)"))
+    targets.append(target("nginx p99", a_p99 <= n[1], f"p99 no worse than nginx's ({a_p99:.2f} ms vs {n[1]:.2f} ms)"))
+if a_rps and f[0]:
+    targets.append(target("fastapi", a_rps >= 8 * f[0], f"≥ 8× uvicorn+FastAPI requests/s ({a_rps / f[0]:.1f}×)"))
+
+md = ["# HTTP hello world: awith vs nginx, h2o, uvicorn+FastAPI, aiohttp", "",
+      f"GET / answering `{{\"message\":\"Hello, World!\"}}` over 127.0.0.1, keep-alive, one worker each; "
+      f"wrk -t1 -c{conns}, {seconds} s per run after a 1 s warm-up, median of {rounds} round(s), "
+      f"servers taking turns; nproc {ncpu}, {pinned}.", "", *rows, "", "Targets:", "", *targets, ""]
+open(f"{results}/../http_bench.md", "w").write("\n".join(md))
+print()
+print("\n".join(rows))
+print()
+print("\n".join(targets))
+print(f"\n(written to build-bench/http_bench.md)")
+EOF
+
+if ((${#failed[@]})); then
+    echo "FAILED: ${failed[*]}"
+    exit 1
+fi
