@@ -3,6 +3,7 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -12,6 +13,14 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+
+/* The awith codes for aw_test_code_name. Not every executable that uses the
+ * harness builds against awith (the example tests run the example programs
+ * only); there, the function names errno codes alone. */
+#if __has_include(<awith/core.h>)
+#include <awith/core.h>
+#define AW_TEST_HAVE_CORE 1
+#endif
 
 #define AW_MAX_TESTS 1024
 
@@ -78,6 +87,56 @@ bool aw_test_check_str(const char *file, int line, const char *ea,
                  a ? "\"" : "", a ? a : "NULL", a ? "\"" : "",
                  b ? "\"" : "", b ? b : "NULL", b ? "\"" : "");
     return false;
+}
+
+void aw_evlog_add(aw_evlog *l, const char *fmt, ...)
+{
+    if (l->n && l->n < sizeof l->s - 1)
+        l->s[l->n++] = ' ';
+    va_list ap;
+    va_start(ap, fmt);
+    int k = vsnprintf(l->s + l->n, sizeof l->s - l->n, fmt, ap);
+    va_end(ap);
+    if (k > 0)
+        l->n += (size_t)k < sizeof l->s - l->n ? (size_t)k : sizeof l->s - l->n - 1;
+}
+
+void aw_evlog_reset(aw_evlog *l)
+{
+    l->n = 0;
+    l->s[0] = '\0';
+}
+
+const char *aw_test_code_name(int code)
+{
+    if (code == 0)
+        return "0";
+#ifdef AW_TEST_HAVE_CORE
+    static const char *const aw_names[AW_ELAST - AW_EBASE] = {
+        [AW_ENOTASK - AW_EBASE] = "ENOTASK",
+        [AW_EGEN_NOYIELD - AW_EBASE] = "NOYIELD",
+        [AW_EGEN_YIELDTWICE - AW_EBASE] = "YIELDTWICE",
+        [AW_ECLOSED - AW_EBASE] = "ECLOSED",
+        [AW_EGROUP - AW_EBASE] = "EGROUP",
+        [AW_EBUSY_WAIT - AW_EBASE] = "EBUSY_WAIT",
+        [AW_EEXIT - AW_EBASE] = "EEXIT",
+        [AW_EEOF - AW_EBASE] = "EEOF",
+        [AW_ETOOLONG - AW_EBASE] = "ETOOLONG",
+        [AW_ETLS - AW_EBASE] = "ETLS",
+        [AW_ETLS_VERIFY - AW_EBASE] = "ETLS_VERIFY",
+        [AW_EDNS - AW_EBASE] = "EDNS",
+    };
+    if (code < -AW_EBASE && code > -AW_ELAST && aw_names[-code - AW_EBASE])
+        return aw_names[-code - AW_EBASE];
+#endif
+    if (code < 0 && code != INT_MIN) {
+        const char *name = strerrorname_np(-code); /* glibc >= 2.32; NULL if unknown */
+        if (name)
+            return name;
+    }
+    static _Thread_local char buf[16];
+    snprintf(buf, sizeof buf, "%d", code);
+    return buf;
 }
 
 /* Open fds of this process (the directory's own fd is counted each time, so

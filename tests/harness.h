@@ -20,6 +20,7 @@
 #define AW_TEST_HARNESS_H
 
 #include <stdbool.h>
+#include <stddef.h>
 
 typedef void (*aw_test_fn)(void);
 
@@ -75,5 +76,46 @@ bool aw_test_check_str(const char *file, int line, const char *ea,
         if (!aw_test_check_str(__FILE__, __LINE__, #a, #b, (a), (b)))         \
             return;                                                           \
     } while (0)
+
+/* ---- helpers for the tests' own bookkeeping -------------------------------- */
+
+/* An event log: aw_evlog_add appends one printf-formatted token, separated
+ * from the previous one by a space, so a whole scenario can be checked with
+ * one CHECK_STR(log.s, "enter a exit a(0)"). A zeroed aw_evlog is empty;
+ * output past the buffer is cut off. */
+typedef struct aw_evlog {
+    char s[4096];
+    size_t n;
+} aw_evlog;
+
+void aw_evlog_add(aw_evlog *l, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+/* Empty the log again. */
+void aw_evlog_reset(aw_evlog *l);
+
+/* A short name for a code as the library returns it: "0", the errno name for
+ * a negated errno code (-EIO -> "EIO"), the awith name for a negated AW_E*
+ * code (-AW_ECLOSED -> "ECLOSED", -AW_EGEN_NOYIELD -> "NOYIELD"), and the
+ * number itself for anything else (in a per-thread buffer that the next such
+ * call reuses). */
+const char *aw_test_code_name(int code);
+
+
+/* Non-returning checks, for code that must go on after a failure (inside a
+ * task, where returning early would skip the rest of the scenario): they
+ * record the failure and continue. */
+#define EXPECT(cond)                                                          \
+	do {                                                                  \
+		if (!(cond))                                                  \
+			aw_test_fail(__FILE__, __LINE__, "EXPECT(%s)", #cond); \
+	} while (0)
+#define EXPECT_EQ(a, b)                                                       \
+	do {                                                                  \
+		long long a_ = (long long)(a), b_ = (long long)(b);           \
+		if (a_ != b_)                                                 \
+			aw_test_fail(__FILE__, __LINE__, "EXPECT_EQ(%s, %s): %lld vs %lld", \
+				     #a, #b, a_, b_);                         \
+	} while (0)
 
 #endif

@@ -7,48 +7,11 @@
 
 #include <awith/core.h>
 
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 /* ---- helpers ---------------------------------------------------------------- */
-
-typedef struct evlog {
-	char s[4096];
-	size_t n;
-} evlog;
-
-static void ev(evlog *l, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void ev(evlog *l, const char *fmt, ...)
-{
-	if (l->n && l->n < sizeof l->s - 1)
-		l->s[l->n++] = ' ';
-	va_list ap;
-	va_start(ap, fmt);
-	int k = vsnprintf(l->s + l->n, sizeof l->s - l->n, fmt, ap);
-	va_end(ap);
-	if (k > 0)
-		l->n += (size_t)k < sizeof l->s - l->n ? (size_t)k : sizeof l->s - l->n - 1;
-}
-
-static const char *cname(int c)
-{
-	switch (c) {
-	case 0: return "0";
-	case -EIO: return "EIO";
-	case -ECANCELED: return "ECANCELED";
-	case -ETIMEDOUT: return "ETIMEDOUT";
-	case -EPROTO: return "EPROTO";
-	case -EPIPE: return "EPIPE";
-	case -EBADMSG: return "EBADMSG";
-	case -ENOSPC: return "ENOSPC";
-	case -EACCES: return "EACCES";
-	}
-	static char buf[32];
-	snprintf(buf, sizeof buf, "%d", c);
-	return buf;
-}
 
 enum { X_PASS, X_SUPPRESS, X_FAIL };
 
@@ -57,7 +20,7 @@ enum { X_PASS, X_SUPPRESS, X_FAIL };
 typedef struct tmgr {
 	aw_mgr mgr;
 	const char *name;
-	evlog *log;
+	aw_evlog *log;
 	int enter_rc;
 	int exit_mode;
 	int exit_code;
@@ -72,10 +35,10 @@ static int tmgr_enter(aw_mgr *m)
 	tmgr *t = (tmgr *)m;
 	t->enters++;
 	if (t->enter_rc) {
-		ev(t->log, "enter %s(fail)", t->name);
+		aw_evlog_add(t->log, "enter %s(fail)", t->name);
 		return aw_raise(t->enter_rc, "%s refused to enter", t->name);
 	}
-	ev(t->log, "enter %s", t->name);
+	aw_evlog_add(t->log, "enter %s", t->name);
 	return 0;
 }
 
@@ -83,7 +46,7 @@ static int tmgr_finish(tmgr *t, const char *what, int err)
 {
 	t->exits++;
 	t->seen_err = err;
-	ev(t->log, "%s %s(%s)", what, t->name, cname(err));
+	aw_evlog_add(t->log, "%s %s(%s)", what, t->name, aw_test_code_name(err));
 	if (t->exit_sleep)
 		t->exit_sleep_rc = aw_sleep(t->exit_sleep);
 	switch (t->exit_mode) {
@@ -99,7 +62,7 @@ static int callback_fn(void *arg)
 {
 	tmgr *t = arg;
 	t->exits++;
-	ev(t->log, "callback %s", t->name);
+	aw_evlog_add(t->log, "callback %s", t->name);
 	if (t->exit_mode == X_FAIL)
 		return aw_raise(t->exit_code, "%s failed", t->name);
 	return 0;
@@ -107,7 +70,7 @@ static int callback_fn(void *arg)
 
 static const aw_mgr_ops tmgr_ops = { .name = "test manager", .enter = tmgr_enter, .exit = tmgr_exit };
 
-static aw_mgr *tm(tmgr *t, const char *name, evlog *log)
+static aw_mgr *tm(tmgr *t, const char *name, aw_evlog *log)
 {
 	memset(t, 0, sizeof *t);
 	t->mgr.ops = &tmgr_ops;
@@ -117,7 +80,7 @@ static aw_mgr *tm(tmgr *t, const char *name, evlog *log)
 }
 
 typedef struct ctx {
-	evlog log;
+	aw_evlog log;
 	tmgr m[4];
 	aw_exitstack s, s2;
 	int rc, rc2, close_rc, pending;
@@ -161,7 +124,7 @@ static int lifo_main(void *arg)
 		if (c->m[3].mgr.ops->enter(&c->m[3].mgr) || aw_exitstack_push(&c->s, &c->m[3].mgr))
 			return -1;
 		c->count_after = c->s.count;
-		ev(&c->log, "body");
+		aw_evlog_add(&c->log, "body");
 	}
 	snap(c);
 	return 0;
@@ -297,7 +260,7 @@ static int suppress_main(void *arg)
 		aw_raise(-EIO, "to be suppressed");
 		break;
 	}
-	ev(&c->log, "after");
+	aw_evlog_add(&c->log, "after");
 	snap(c);
 	return 0;
 }
@@ -359,7 +322,7 @@ AW_TEST(exitstack_failing_callback_replaces_the_error_and_keeps_it_as_cause)
 static int pushing_exit(void *arg, int err)
 {
 	ctx *c = arg;
-	ev(&c->log, "pusher");
+	aw_evlog_add(&c->log, "pusher");
 	if (aw_exitstack_callback(&c->s, callback_fn, &c->m[3]))
 		return -EIO;
 	return err;
@@ -402,12 +365,12 @@ static int pop_all_main(void *arg)
 		aw_exitstack_pop_all(&c->s, &c->s2);
 		c->count_after = c->s.count;
 		c->count2 = c->s2.count;
-		ev(&c->log, "moved");
+		aw_evlog_add(&c->log, "moved");
 	}
 	/* The block's exit closed s: nothing ran. */
-	ev(&c->log, "block left");
+	aw_evlog_add(&c->log, "block left");
 	c->rc = aw_exitstack_close(&c->s);    /* closing the original again: nothing */
-	ev(&c->log, "original closed");
+	aw_evlog_add(&c->log, "original closed");
 	c->close_rc = aw_exitstack_close(&c->s2);
 	snap(c);
 	return 0;
@@ -483,7 +446,7 @@ static int cancel_main(void *arg)
 	if (aw_spawn(&w, cancel_worker, c, "worker"))
 		return -1;
 	aw_yield();
-	ev(&c->log, "cancel");
+	aw_evlog_add(&c->log, "cancel");
 	aw_task_cancel(w);
 	c->join_rc = aw_task_join(w);
 	c->pending = aw_error_pending();

@@ -7,49 +7,14 @@
 
 #include <awith/core.h>
 
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 /* ---- helpers ---------------------------------------------------------------- */
 
-typedef struct evlog {
-	char s[4096];
-	size_t n;
-} evlog;
-
-static void ev(evlog *l, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void ev(evlog *l, const char *fmt, ...)
-{
-	if (l->n && l->n < sizeof l->s - 1)
-		l->s[l->n++] = ' ';
-	va_list ap;
-	va_start(ap, fmt);
-	int k = vsnprintf(l->s + l->n, sizeof l->s - l->n, fmt, ap);
-	va_end(ap);
-	if (k > 0)
-		l->n += (size_t)k < sizeof l->s - l->n ? (size_t)k : sizeof l->s - l->n - 1;
-}
-
-static const char *cname(int c)
-{
-	switch (c) {
-	case 0: return "0";
-	case -EIO: return "EIO";
-	case -ECANCELED: return "ECANCELED";
-	case -ETIMEDOUT: return "ETIMEDOUT";
-	case -EPROTO: return "EPROTO";
-	case -AW_EGEN_NOYIELD: return "NOYIELD";
-	case -AW_EGEN_YIELDTWICE: return "YIELDTWICE";
-	}
-	static char buf[32];
-	snprintf(buf, sizeof buf, "%d", c);
-	return buf;
-}
-
 typedef struct gctx {
-	evlog log;
+	aw_evlog log;
 	aw_gen g, g2;
 	int value;              /* what the generator yields (its address) */
 	int value2;
@@ -94,7 +59,7 @@ static int plain_gen(aw_gen *g, void *arg)
 {
 	gctx *c = arg;
 	c->calls++;
-	ev(&c->log, "setup");
+	aw_evlog_add(&c->log, "setup");
 	if (c->setup_sleep) {
 		int t0 = c->ticks;
 		c->setup_sleep_rc = aw_sleep(c->setup_sleep);
@@ -102,7 +67,7 @@ static int plain_gen(aw_gen *g, void *arg)
 	}
 	int r = aw_gen_yield(g, &c->value);
 	note_yield(c, r);
-	ev(&c->log, "teardown(%s)", cname(r));
+	aw_evlog_add(&c->log, "teardown(%s)", aw_test_code_name(r));
 	if (c->teardown_sleep) {
 		aw_time t0 = aw_now();
 		c->teardown_sleep_rc = aw_sleep(c->teardown_sleep);
@@ -118,9 +83,9 @@ static int plain_main(void *arg)
 	gctx *c = arg;
 	AW_WITH(aw_gen_init(&c->g, "plain", plain_gen, c)) {
 		c->body_value = aw_gen_value(&c->g);
-		ev(&c->log, "body");
+		aw_evlog_add(&c->log, "body");
 	}
-	ev(&c->log, "after");
+	aw_evlog_add(&c->log, "after");
 	snap(c);
 	return 0;
 }
@@ -140,18 +105,18 @@ AW_TEST(gen_runs_setup_body_teardown_in_order_and_body_gets_the_yielded_value)
 static int nested_gen_b(aw_gen *g, void *arg)
 {
 	gctx *c = arg;
-	ev(&c->log, "setup B");
+	aw_evlog_add(&c->log, "setup B");
 	int r = aw_gen_yield(g, &c->value2);
-	ev(&c->log, "teardown B(%s)", cname(r));
+	aw_evlog_add(&c->log, "teardown B(%s)", aw_test_code_name(r));
 	return r;
 }
 
 static int nested_gen_a(aw_gen *g, void *arg)
 {
 	gctx *c = arg;
-	ev(&c->log, "setup A");
+	aw_evlog_add(&c->log, "setup A");
 	int r = aw_gen_yield(g, &c->value);
-	ev(&c->log, "teardown A(%s)", cname(r));
+	aw_evlog_add(&c->log, "teardown A(%s)", aw_test_code_name(r));
 	return r;
 }
 
@@ -159,7 +124,8 @@ static int nested_main(void *arg)
 {
 	gctx *c = arg;
 	AW_WITH(aw_gen_init(&c->g, "A", nested_gen_a, c), aw_gen_init(&c->g2, "B", nested_gen_b, c)) {
-		ev(&c->log, "body %d", aw_gen_value(&c->g) == &c->value && aw_gen_value(&c->g2) == &c->value2);
+		aw_evlog_add(&c->log, "body %d",
+			     aw_gen_value(&c->g) == &c->value && aw_gen_value(&c->g2) == &c->value2);
 	}
 	snap(c);
 	return 0;
@@ -181,7 +147,7 @@ static int noyield_gen(aw_gen *g, void *arg)
 	(void)g;
 	gctx *c = arg;
 	c->calls++;
-	ev(&c->log, "setup, no yield");
+	aw_evlog_add(&c->log, "setup, no yield");
 	return 0;
 }
 
@@ -189,9 +155,9 @@ static int noyield_main(void *arg)
 {
 	gctx *c = arg;
 	AW_WITH(aw_gen_init(&c->g, "lazy", noyield_gen, c)) {
-		ev(&c->log, "body");
+		aw_evlog_add(&c->log, "body");
 	}
-	ev(&c->log, "after");
+	aw_evlog_add(&c->log, "after");
 	snap(c);
 	aw_error_clear();
 	return 0;
@@ -212,10 +178,11 @@ static int twice_gen(aw_gen *g, void *arg)
 {
 	gctx *c = arg;
 	c->calls++;
-	ev(&c->log, "setup");
+	aw_evlog_add(&c->log, "setup");
 	c->yield_rc = aw_gen_yield(g, &c->value);
 	c->yield2_rc = aw_gen_yield(g, &c->value);
-	ev(&c->log, "teardown(%s,%s)", cname(c->yield_rc), cname(c->yield2_rc));
+	aw_evlog_add(&c->log, "teardown(%s,%s)", aw_test_code_name(c->yield_rc),
+		     aw_test_code_name(c->yield2_rc));
 	return 0;
 }
 
@@ -223,9 +190,9 @@ static int twice_main(void *arg)
 {
 	gctx *c = arg;
 	AW_WITH(aw_gen_init(&c->g, "greedy", twice_gen, c)) {
-		ev(&c->log, "body");
+		aw_evlog_add(&c->log, "body");
 	}
-	ev(&c->log, "after");
+	aw_evlog_add(&c->log, "after");
 	snap(c);
 	aw_error_clear();
 	return 0;
@@ -251,7 +218,7 @@ AW_TEST(gen_that_yields_twice_fails_the_block_exit_with_yieldtwice)
 static int body_error_inner(gctx *c, aw_gen_fn fn)
 {
 	AW_WITH(aw_gen_init(&c->g, "g", fn, c)) {
-		ev(&c->log, "body");
+		aw_evlog_add(&c->log, "body");
 		return aw_raise(-EIO, "body failed");
 	}
 	return 0;
@@ -283,11 +250,11 @@ AW_TEST(gen_receives_the_body_error_at_the_yield_and_lets_it_go_on)
 static int handling_gen(aw_gen *g, void *arg)
 {
 	gctx *c = arg;
-	ev(&c->log, "setup");
+	aw_evlog_add(&c->log, "setup");
 	int r = aw_gen_yield(g, &c->value);
 	note_yield(c, r);
 	if (r == -EIO) {
-		ev(&c->log, "handled(%s)", cname(r));   /* `except OSError:` */
+		aw_evlog_add(&c->log, "handled(%s)", aw_test_code_name(r));   /* `except OSError:` */
 		return 0;
 	}
 	return r;
@@ -297,11 +264,11 @@ static int handled_main(void *arg)
 {
 	gctx *c = arg;
 	AW_WITH(aw_gen_init(&c->g, "handler", handling_gen, c)) {
-		ev(&c->log, "body");
+		aw_evlog_add(&c->log, "body");
 		aw_raise(-EIO, "body failed");
 		break;
 	}
-	ev(&c->log, "after");
+	aw_evlog_add(&c->log, "after");
 	snap(c);
 	return 0;
 }
@@ -353,7 +320,7 @@ static int teardown_fail_gen(aw_gen *g, void *arg)
 	gctx *c = arg;
 	int r = aw_gen_yield(g, &c->value);
 	note_yield(c, r);
-	ev(&c->log, "teardown(%s)", cname(r));
+	aw_evlog_add(&c->log, "teardown(%s)", aw_test_code_name(r));
 	return aw_raise(-EIO, "teardown failed");
 }
 
@@ -361,9 +328,9 @@ static int teardown_fail_main(void *arg)
 {
 	gctx *c = arg;
 	AW_WITH(aw_gen_init(&c->g, "g", teardown_fail_gen, c)) {
-		ev(&c->log, "body");
+		aw_evlog_add(&c->log, "body");
 	}
-	ev(&c->log, "after");
+	aw_evlog_add(&c->log, "after");
 	snap(c);
 	aw_error_clear();
 	return 0;
@@ -386,11 +353,11 @@ static int setup_fail_gen(aw_gen *g, void *arg)
 {
 	gctx *c = arg;
 	c->calls++;
-	ev(&c->log, "setup");
+	aw_evlog_add(&c->log, "setup");
 	if (c->calls)
 		return aw_raise(-EIO, "setup failed: %s", "no disk");
 	int r = aw_gen_yield(g, NULL);
-	ev(&c->log, "teardown (not reached)");
+	aw_evlog_add(&c->log, "teardown (not reached)");
 	return r;
 }
 
@@ -398,9 +365,9 @@ static int setup_fail_main(void *arg)
 {
 	gctx *c = arg;
 	AW_WITH(aw_gen_init(&c->g, "g", setup_fail_gen, c)) {
-		ev(&c->log, "body");
+		aw_evlog_add(&c->log, "body");
 	}
-	ev(&c->log, "after");
+	aw_evlog_add(&c->log, "after");
 	snap(c);
 	aw_error_clear();
 	return 0;
@@ -438,7 +405,7 @@ static int waiting_main(void *arg)
 		return -1;
 	aw_time t0 = aw_now();
 	AW_WITH(aw_gen_init(&c->g, "sleepy", plain_gen, c)) {
-		ev(&c->log, "body");
+		aw_evlog_add(&c->log, "body");
 	}
 	c->took = aw_now() - t0;
 	snap(c);
@@ -468,7 +435,7 @@ static int cancel_worker(void *arg)
 {
 	gctx *c = arg;
 	AW_WITH(aw_gen_init(&c->g, "g", plain_gen, c)) {
-		ev(&c->log, "body");
+		aw_evlog_add(&c->log, "body");
 		int rc = aw_sleep(AW_SEC(10));
 		c->sleep_rc = rc;
 		if (rc)
@@ -485,7 +452,7 @@ static int cancel_main(void *arg)
 	if (aw_spawn(&w, cancel_worker, c, "worker"))
 		return -1;
 	aw_yield();
-	ev(&c->log, "cancel");
+	aw_evlog_add(&c->log, "cancel");
 	aw_task_cancel(w);
 	c->join_rc = aw_task_join(w);
 	c->took = aw_now() - t0;
@@ -530,7 +497,7 @@ AW_TEST(gen_teardown_wait_is_bounded_by_the_grace_deadline)
 static int timeout_inner(gctx *c)
 {
 	AW_WITH(AW_TIMEOUT(AW_MS(30)), aw_gen_init(&c->g, "g", plain_gen, c)) {
-		ev(&c->log, "body");
+		aw_evlog_add(&c->log, "body");
 		int rc = aw_sleep(AW_SEC(10));
 		c->sleep_rc = rc;
 		if (rc)
@@ -589,7 +556,7 @@ AW_TEST(gen_yield_outside_its_generator_function_fails_with_einval)
 
 typedef struct rmgr {
 	aw_mgr mgr;
-	evlog *log;
+	aw_evlog *log;
 	int seen_err;
 	int exits;
 } rmgr;
@@ -597,7 +564,7 @@ typedef struct rmgr {
 static int rmgr_enter(aw_mgr *m)
 {
 	rmgr *r = (rmgr *)m;
-	ev(r->log, "lock");
+	aw_evlog_add(r->log, "lock");
 	return 0;
 }
 
@@ -606,7 +573,7 @@ static int rmgr_exit(aw_mgr *m, int err)
 	rmgr *r = (rmgr *)m;
 	r->exits++;
 	r->seen_err = err;
-	ev(r->log, "unlock(%s)", cname(err));
+	aw_evlog_add(r->log, "unlock(%s)", aw_test_code_name(err));
 	return err;
 }
 
@@ -623,7 +590,7 @@ static int holding_gen(aw_gen *g, void *arg)
 		note_yield(c, r);
 		if (r)
 			return r;   /* leaves the inner block with the body's error */
-		ev(&c->log, "clean");
+		aw_evlog_add(&c->log, "clean");
 	}
 	return 0;
 }
@@ -637,7 +604,7 @@ static int holding_main(void *arg)
 	/* And once more with a clean body. */
 	memset(&c->g, 0, sizeof c->g);
 	AW_WITH(aw_gen_init(&c->g, "g", holding_gen, c)) {
-		ev(&c->log, "body2");
+		aw_evlog_add(&c->log, "body2");
 	}
 	c->pending_after_join = aw_error_pending();
 	return 0;
@@ -663,12 +630,12 @@ AW_TEST(gen_holding_a_manager_across_its_yield_exits_it_with_the_body_error)
 static int cancellable_setup_gen(aw_gen *g, void *arg)
 {
 	gctx *c = arg;
-	ev(&c->log, "setup");
+	aw_evlog_add(&c->log, "setup");
 	c->setup_sleep_rc = aw_sleep(c->setup_sleep);
 	if (c->setup_sleep_rc)
 		return c->setup_sleep_rc;
 	int r = aw_gen_yield(g, &c->value);
-	ev(&c->log, "teardown(%s)", cname(r));
+	aw_evlog_add(&c->log, "teardown(%s)", aw_test_code_name(r));
 	return r;
 }
 
@@ -676,7 +643,7 @@ static int cancel_setup_worker(void *arg)
 {
 	gctx *c = arg;
 	AW_WITH(aw_gen_init(&c->g, "slow-setup", cancellable_setup_gen, c)) {
-		ev(&c->log, "body");
+		aw_evlog_add(&c->log, "body");
 	}
 	c->pending = aw_error_pending();
 	return c->pending;
@@ -689,7 +656,7 @@ static int cancel_setup_main(void *arg)
 	if (aw_spawn(&w, cancel_setup_worker, c, "worker"))
 		return -1;
 	aw_yield();
-	ev(&c->log, "cancel");
+	aw_evlog_add(&c->log, "cancel");
 	aw_task_cancel(w);
 	c->join_rc = aw_task_join(w);
 	aw_error_clear();

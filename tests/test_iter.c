@@ -8,54 +8,18 @@
 
 #include <awith/core.h>
 
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 /* ---- helpers ---------------------------------------------------------------- */
 
-typedef struct evlog {
-	char s[4096];
-	size_t n;
-} evlog;
-
-static void ev(evlog *l, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void ev(evlog *l, const char *fmt, ...)
-{
-	if (l->n && l->n < sizeof l->s - 1)
-		l->s[l->n++] = ' ';
-	va_list ap;
-	va_start(ap, fmt);
-	int k = vsnprintf(l->s + l->n, sizeof l->s - l->n, fmt, ap);
-	va_end(ap);
-	if (k > 0)
-		l->n += (size_t)k < sizeof l->s - l->n ? (size_t)k : sizeof l->s - l->n - 1;
-}
-
-static const char *cname(int c)
-{
-	switch (c) {
-	case 0: return "0";
-	case -EIO: return "EIO";
-	case -EPIPE: return "EPIPE";
-	case -EACCES: return "EACCES";
-	case -ECANCELED: return "ECANCELED";
-	case -ETIMEDOUT: return "ETIMEDOUT";
-	case -AW_ECLOSED: return "ECLOSED";
-	case -AW_EGEN_YIELDTWICE: return "YIELDTWICE";
-	}
-	static char buf[32];
-	snprintf(buf, sizeof buf, "%d", c);
-	return buf;
-}
-
 enum { MAXN = 64 };
 
 /* A counting iterator: yields pointers to 1..n. */
 typedef struct titer {
 	aw_iter it;
-	evlog *log;
+	aw_evlog *log;
 	int n;
 	int fail_at;        /* next() fails instead of producing this item */
 	int enter_rc;
@@ -73,10 +37,10 @@ static int titer_enter(aw_mgr *m)
 	titer *t = (titer *)m;   /* it.mgr is the first member */
 	t->enters++;
 	if (t->enter_rc) {
-		ev(t->log, "open(fail)");
+		aw_evlog_add(t->log, "open(fail)");
 		return aw_raise(t->enter_rc, "cannot open the iterator");
 	}
-	ev(t->log, "open");
+	aw_evlog_add(t->log, "open");
 	t->pos = 0;
 	return 0;
 }
@@ -88,7 +52,7 @@ static int titer_exit(aw_mgr *m, int err)
 	t->seen_err = err;
 	const aw_error *e = aw_error_current();
 	snprintf(t->seen_msg, sizeof t->seen_msg, "%s", err && e ? e->msg : "");
-	ev(t->log, "close(%s)", cname(err));
+	aw_evlog_add(t->log, "close(%s)", aw_test_code_name(err));
 	return err;
 }
 
@@ -115,7 +79,7 @@ static int titer_next(aw_iter *it, void **item)
 
 static const aw_mgr_ops titer_ops = { .name = "counting iterator", .enter = titer_enter, .exit = titer_exit };
 
-static aw_iter *titer_init(titer *t, int n, evlog *log)
+static aw_iter *titer_init(titer *t, int n, aw_evlog *log)
 {
 	memset(t, 0, sizeof *t);
 	t->it.mgr.ops = &titer_ops;
@@ -126,7 +90,7 @@ static aw_iter *titer_init(titer *t, int n, evlog *log)
 }
 
 typedef struct ctx {
-	evlog log;
+	aw_evlog log;
 	titer ti;
 	aw_gen_iter gi;
 	int n;               /* generator: how many values */
@@ -161,9 +125,9 @@ static int exhaust_main(void *arg)
 	ctx *c = arg;
 	int *item;
 	AW_FOR(item, &c->ti.it) {
-		ev(&c->log, "%d", *item);
+		aw_evlog_add(&c->log, "%d", *item);
 	}
-	ev(&c->log, "after");
+	aw_evlog_add(&c->log, "after");
 	snap(c);
 	aw_error_clear();
 	return 0;
@@ -199,11 +163,11 @@ static int break_main(void *arg)
 	ctx *c = arg;
 	int *item;
 	AW_FOR(item, &c->ti.it) {
-		ev(&c->log, "%d", *item);
+		aw_evlog_add(&c->log, "%d", *item);
 		if (*item == c->stop_at)
 			break;
 	}
-	ev(&c->log, "after");
+	aw_evlog_add(&c->log, "after");
 	snap(c);
 	return 0;
 }
@@ -229,9 +193,9 @@ static int continue_main(void *arg)
 	AW_FOR(item, &c->ti.it) {
 		if (*item % 2)
 			continue;
-		ev(&c->log, "%d", *item);
+		aw_evlog_add(&c->log, "%d", *item);
 	}
-	ev(&c->log, "after");
+	aw_evlog_add(&c->log, "after");
 	return 0;
 }
 
@@ -249,7 +213,7 @@ static int return_inner(ctx *c)
 {
 	int *item;
 	AW_FOR(item, &c->ti.it) {
-		ev(&c->log, "%d", *item);
+		aw_evlog_add(&c->log, "%d", *item);
 		if (*item == c->stop_at)
 			return *item * 10;
 	}
@@ -260,7 +224,7 @@ static int return_main(void *arg)
 {
 	ctx *c = arg;
 	c->rc = return_inner(c);
-	ev(&c->log, "returned %d", c->rc);
+	aw_evlog_add(&c->log, "returned %d", c->rc);
 	snap(c);
 	return 0;
 }
@@ -282,13 +246,13 @@ static int goto_main(void *arg)
 	ctx *c = arg;
 	int *item;
 	AW_FOR(item, &c->ti.it) {
-		ev(&c->log, "%d", *item);
+		aw_evlog_add(&c->log, "%d", *item);
 		if (*item == 2)
 			goto done;
 	}
-	ev(&c->log, "not reached");
+	aw_evlog_add(&c->log, "not reached");
 done:
-	ev(&c->log, "done");
+	aw_evlog_add(&c->log, "done");
 	return 0;
 }
 
@@ -321,7 +285,7 @@ static int body_error_inner(ctx *c)
 {
 	int *item;
 	AW_FOR(item, &c->ti.it) {
-		ev(&c->log, "%d", *item);
+		aw_evlog_add(&c->log, "%d", *item);
 		if (*item == c->stop_at)
 			return aw_raise(-EPIPE, "body failed at %d", *item);
 	}
@@ -370,10 +334,10 @@ static int cancel_worker(void *arg)
 	ctx *c = arg;
 	int *item;
 	AW_FOR(item, &c->ti.it) {
-		ev(&c->log, "%d", *item);
+		aw_evlog_add(&c->log, "%d", *item);
 	}
 	c->pending = aw_error_pending();
-	ev(&c->log, "after");
+	aw_evlog_add(&c->log, "after");
 	return c->pending;
 }
 
@@ -385,7 +349,7 @@ static int cancel_main(void *arg)
 		return -1;
 	while (c->ti.pos < 2)   /* two items arrived; next() waits for the third */
 		aw_sleep(AW_MS(1));
-	ev(&c->log, "cancel");
+	aw_evlog_add(&c->log, "cancel");
 	aw_task_cancel(w);
 	c->join_rc = aw_task_join(w);
 	c->pending_after_join = aw_error_pending();
@@ -418,7 +382,7 @@ static int nested_main(void *arg)
 	AW_FOR(a, &outer.it) {
 		titer_init(&inner, 3, &c->log);
 		AW_FOR(b, &inner.it) {
-			ev(&c->log, "%d%d", *a, *b);
+			aw_evlog_add(&c->log, "%d%d", *a, *b);
 			if (*b == *a)
 				break;   /* ends the inner loop only */
 		}
@@ -449,7 +413,7 @@ static int eval_once_main(void *arg)
 	ctx *c = arg;
 	int *item;
 	AW_FOR(item, counted_iter(c)) {
-		ev(&c->log, "%d", *item);
+		aw_evlog_add(&c->log, "%d", *item);
 	}
 	return 0;
 }
@@ -470,13 +434,13 @@ AW_TEST(for_evaluates_its_iterator_argument_once)
 static int counting_gen(aw_gen *g, void *arg)
 {
 	ctx *c = arg;
-	ev(&c->log, "gen start");
+	aw_evlog_add(&c->log, "gen start");
 	for (int i = 1; i <= c->n; i++) {
 		if (c->gen_sleep) {
 			bool slow = c->slow_from && i >= c->slow_from;
 			int rc = aw_sleep(slow ? AW_SEC(10) : c->gen_sleep);
 			if (rc) {
-				ev(&c->log, "gen wait %s", cname(rc));
+				aw_evlog_add(&c->log, "gen wait %s", aw_test_code_name(rc));
 				return rc;
 			}
 		}
@@ -486,7 +450,7 @@ static int counting_gen(aw_gen *g, void *arg)
 		int r = aw_gen_yield(g, &c->gvals[i]);
 		c->yield_rcs[c->nyields++] = r;
 		if (r) {
-			ev(&c->log, "gen closed(%s)", cname(r));
+			aw_evlog_add(&c->log, "gen closed(%s)", aw_test_code_name(r));
 			/* Ignore the close a few times (a misbehaving generator). */
 			for (int k = 0; k < c->extra_yields; k++) {
 				r = aw_gen_yield(g, &c->gvals[i]);
@@ -496,7 +460,7 @@ static int counting_gen(aw_gen *g, void *arg)
 			return r;
 		}
 	}
-	ev(&c->log, "gen end");
+	aw_evlog_add(&c->log, "gen end");
 	c->teardown = true;
 	return 0;
 }
@@ -506,11 +470,11 @@ static int gen_loop_main(void *arg)
 	ctx *c = arg;
 	int *item;
 	AW_FOR(item, aw_gen_iter_init(&c->gi, "counter", counting_gen, c)) {
-		ev(&c->log, "%d", *item);
+		aw_evlog_add(&c->log, "%d", *item);
 		if (*item == c->stop_at)
 			break;
 	}
-	ev(&c->log, "after");
+	aw_evlog_add(&c->log, "after");
 	snap(c);
 	aw_error_clear();
 	return 0;
@@ -549,7 +513,7 @@ static int gen_body_error_inner(ctx *c)
 {
 	int *item;
 	AW_FOR(item, aw_gen_iter_init(&c->gi, "counter", counting_gen, c)) {
-		ev(&c->log, "%d", *item);
+		aw_evlog_add(&c->log, "%d", *item);
 		if (*item == c->stop_at)
 			return aw_raise(-EPIPE, "body failed at %d", *item);
 	}
@@ -615,7 +579,7 @@ static int gen_cancel_worker(void *arg)
 	ctx *c = arg;
 	int *item;
 	AW_FOR(item, aw_gen_iter_init(&c->gi, "ticker", counting_gen, c)) {
-		ev(&c->log, "%d", *item);
+		aw_evlog_add(&c->log, "%d", *item);
 	}
 	c->pending = aw_error_pending();
 	return c->pending;
@@ -629,7 +593,7 @@ static int gen_cancel_main(void *arg)
 		return -1;
 	while (c->nyields < 2)   /* two items delivered; the generator waits for the third */
 		aw_sleep(AW_MS(1));
-	ev(&c->log, "cancel");
+	aw_evlog_add(&c->log, "cancel");
 	aw_task_cancel(w);
 	c->join_rc = aw_task_join(w);
 	c->pending_after_join = aw_error_pending();
@@ -658,7 +622,7 @@ static int gen_twice_main(void *arg)
 	/* The same aw_gen_iter, iterated twice. */
 	for (int round = 0; round < 2; round++) {
 		AW_FOR(item, aw_gen_iter_init(&c->gi, "counter", counting_gen, c)) {
-			ev(&c->log, "%d", *item);
+			aw_evlog_add(&c->log, "%d", *item);
 			if (*item == c->stop_at)
 				break;
 		}

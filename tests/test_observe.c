@@ -22,18 +22,6 @@
 #define TEST_ASAN 0
 #endif
 
-#define EXPECT(cond)                                                          \
-	do {                                                                  \
-		if (!(cond))                                                  \
-			aw_test_fail(__FILE__, __LINE__, "EXPECT(%s)", #cond); \
-	} while (0)
-#define EXPECT_EQ(a, b)                                                       \
-	do {                                                                  \
-		long long a_ = (long long)(a), b_ = (long long)(b);           \
-		if (a_ != b_)                                                 \
-			aw_test_fail(__FILE__, __LINE__, "EXPECT_EQ(%s, %s): %lld vs %lld", \
-				     #a, #b, a_, b_);                         \
-	} while (0)
 
 /* Does `text` contain "test_observe.c:<line>"? */
 static bool has_loc(const char *text, int line)

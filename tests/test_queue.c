@@ -8,31 +8,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define EXPECT(cond)                                                          \
-	do {                                                                  \
-		if (!(cond))                                                  \
-			aw_test_fail(__FILE__, __LINE__, "EXPECT(%s)", #cond); \
-	} while (0)
-#define EXPECT_EQ(a, b)                                                       \
-	do {                                                                  \
-		long long a_ = (long long)(a), b_ = (long long)(b);           \
-		if (a_ != b_)                                                 \
-			aw_test_fail(__FILE__, __LINE__, "EXPECT_EQ(%s, %s): %lld vs %lld", \
-				     #a, #b, a_, b_);                         \
-	} while (0)
 
 #define ITEM(n) ((void *)(intptr_t)(n))
 #define NUM(p) ((int)(intptr_t)(p))
 
-static char evlog[512];
-static void ev(const char *fmt, int n)
-{
-	size_t len = strlen(evlog);
-	if (len)
-		snprintf(evlog + len, sizeof evlog - len, " ");
-	len = strlen(evlog);
-	snprintf(evlog + len, sizeof evlog - len, fmt, n);
-}
+static aw_evlog evlog;
 
 /* ---- order ------------------------------------------------------------------ */
 
@@ -48,13 +28,13 @@ static int main_fifo(void *arg)
 	for (int i = 5; i <= 10; i++) {
 		void *p = NULL;
 		EXPECT_EQ(aw_queue_get(&q, &p), 0);
-		ev("%d", NUM(p));
+		aw_evlog_add(&evlog, "%d", NUM(p));
 		EXPECT_EQ(aw_queue_put(&q, ITEM(i)), 0);
 	}
 	while (aw_queue_len(&q)) {
 		void *p = NULL;
 		EXPECT_EQ(aw_queue_get(&q, &p), 0);
-		ev("%d", NUM(p));
+		aw_evlog_add(&evlog, "%d", NUM(p));
 	}
 	aw_queue_destroy(&q);
 	return 0;
@@ -62,9 +42,9 @@ static int main_fifo(void *arg)
 
 AW_TEST(queue_delivers_items_in_fifo_order)
 {
-	evlog[0] = 0;
+	aw_evlog_reset(&evlog);
 	CHECK_EQ(aw_run(main_fifo, NULL), 0);
-	CHECK_STR(evlog, "1 2 3 4 5 6 7 8 9 10");
+	CHECK_STR(evlog.s, "1 2 3 4 5 6 7 8 9 10");
 }
 
 /* ---- waiting ------------------------------------------------------------------ */
@@ -80,7 +60,7 @@ static int producer(void *arg)
 			c->rc = rc;
 			return 0;
 		}
-		ev("p%d", i);
+		aw_evlog_add(&evlog, "p%d", i);
 		c->puts_done = i;
 	}
 	return 0;
@@ -101,7 +81,7 @@ static int main_put_waits(void *arg)
 	for (int i = 1; i <= 5; i++) {
 		void *p = NULL;
 		EXPECT_EQ(aw_queue_get(&c->q, &p), 0);
-		ev("g%d", NUM(p));
+		aw_evlog_add(&evlog, "g%d", NUM(p));
 		EXPECT_EQ(NUM(p), i);
 		EXPECT_EQ(aw_sleep(AW_MS(1)), 0);
 	}
@@ -115,11 +95,11 @@ AW_TEST(put_waits_while_full_and_resumes_when_a_get_frees_space)
 {
 	struct pc c;
 	memset(&c, 0, sizeof c);
-	evlog[0] = 0;
+	aw_evlog_reset(&evlog);
 	CHECK_EQ(aw_run(main_put_waits, &c), 0);
 	CHECK_EQ(c.rc, 0);
 	/* A get moves the waiting putter's item in at once. */
-	CHECK_STR(evlog, "p1 p2 g1 p3 g2 p4 g3 p5 g4 g5");
+	CHECK_STR(evlog.s, "p1 p2 g1 p3 g2 p4 g3 p5 g4 g5");
 }
 
 struct getter_ctx { aw_queue *q; int rc; int got; aw_time elapsed; };
@@ -132,7 +112,7 @@ static int getter(void *arg)
 	g->rc = aw_queue_get(g->q, &p);
 	g->elapsed = aw_now() - t0;
 	g->got = NUM(p);
-	ev("got%d", g->got);
+	aw_evlog_add(&evlog, "got%d", g->got);
 	return 0;
 }
 
@@ -148,10 +128,10 @@ static int main_get_waits(void *arg)
 	EXPECT_EQ(aw_sleep(AW_MS(10)), 0);
 	EXPECT(!aw_task_done(t[0]));
 	EXPECT(!aw_task_done(t[1]));
-	ev("put%d", 7);
+	aw_evlog_add(&evlog, "put%d", 7);
 	EXPECT_EQ(aw_queue_put(&q, ITEM(7)), 0);
 	EXPECT_EQ(aw_queue_len(&q), 0);   /* handed straight to the first getter */
-	ev("put%d", 8);
+	aw_evlog_add(&evlog, "put%d", 8);
 	EXPECT_EQ(aw_queue_try_put(&q, ITEM(8)), 0);
 	EXPECT_EQ(aw_task_join(t[0]), 0);
 	EXPECT_EQ(aw_task_join(t[1]), 0);
@@ -163,9 +143,9 @@ AW_TEST(get_waits_while_empty_and_getters_are_served_in_order)
 {
 	struct getter_ctx g[2];
 	memset(g, 0, sizeof g);
-	evlog[0] = 0;
+	aw_evlog_reset(&evlog);
 	CHECK_EQ(aw_run(main_get_waits, g), 0);
-	CHECK_STR(evlog, "put7 put8 got7 got8");
+	CHECK_STR(evlog.s, "put7 put8 got7 got8");
 	CHECK_EQ(g[0].rc, 0);
 	CHECK_EQ(g[0].got, 7);
 	CHECK_EQ(g[1].rc, 0);
@@ -242,7 +222,7 @@ static int main_close_putters(void *arg)
 	for (int i = 1; i <= 2; i++) {
 		void *it = NULL;
 		EXPECT_EQ(aw_queue_get(&q, &it), 0);
-		ev("%d", NUM(it));
+		aw_evlog_add(&evlog, "%d", NUM(it));
 	}
 	void *it = ITEM(-1);
 	int rc = aw_queue_get(&q, &it);
@@ -258,11 +238,11 @@ AW_TEST(close_wakes_putters_and_queued_items_are_still_delivered_then_eclosed)
 {
 	struct putter_ctx p[2];
 	memset(p, 0, sizeof p);
-	evlog[0] = 0;
+	aw_evlog_reset(&evlog);
 	CHECK_EQ(aw_run(main_close_putters, p), 0);
 	CHECK_EQ(p[0].rc, -AW_ECLOSED);
 	CHECK_EQ(p[1].rc, -AW_ECLOSED);
-	CHECK_STR(evlog, "1 2");
+	CHECK_STR(evlog.s, "1 2");
 }
 
 /* ---- try_put / try_get ----------------------------------------------------- */

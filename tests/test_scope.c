@@ -7,18 +7,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define EXPECT(cond)                                                          \
-	do {                                                                  \
-		if (!(cond))                                                  \
-			aw_test_fail(__FILE__, __LINE__, "EXPECT(%s)", #cond); \
-	} while (0)
-#define EXPECT_EQ(a, b)                                                       \
-	do {                                                                  \
-		long long a_ = (long long)(a), b_ = (long long)(b);           \
-		if (a_ != b_)                                                 \
-			aw_test_fail(__FILE__, __LINE__, "EXPECT_EQ(%s, %s): %lld vs %lld", \
-				     #a, #b, a_, b_);                         \
-	} while (0)
 
 /* What a scenario saw; checked by the test body after aw_run. */
 struct rec {

@@ -7,25 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define EXPECT(cond)                                                          \
-	do {                                                                  \
-		if (!(cond))                                                  \
-			aw_test_fail(__FILE__, __LINE__, "EXPECT(%s)", #cond); \
-	} while (0)
-#define EXPECT_EQ(a, b)                                                       \
-	do {                                                                  \
-		long long a_ = (long long)(a), b_ = (long long)(b);           \
-		if (a_ != b_)                                                 \
-			aw_test_fail(__FILE__, __LINE__, "EXPECT_EQ(%s, %s): %lld vs %lld", \
-				     #a, #b, a_, b_);                         \
-	} while (0)
 
-static char evlog[512];
-static void ev(const char *s)
-{
-	size_t n = strlen(evlog);
-	snprintf(evlog + n, sizeof evlog - n, "%s%s", n ? " " : "", s);
-}
+static aw_evlog evlog;
 
 /* ---- lock ---------------------------------------------------------------- */
 
@@ -49,7 +32,7 @@ static int lock_worker(void *arg)
 		return 0;
 	c->got[w->id] = true;
 	EXPECT(c->lock.owner == aw_task_current());
-	ev(w->name);
+	aw_evlog_add(&evlog, "%s", w->name);
 	if (++c->inside > c->max_inside)
 		c->max_inside = c->inside;
 	EXPECT_EQ(aw_sleep(AW_MS(2)), 0);   /* hold it across a wait */
@@ -71,7 +54,7 @@ static int main_lock_fifo(void *arg)
 	}
 	EXPECT_EQ(aw_sleep(AW_MS(2)), 0);   /* all three queue up, in order */
 	EXPECT(!aw_lock_try(&c->lock));
-	ev("release");
+	aw_evlog_add(&evlog, "release");
 	EXPECT_EQ(aw_lock_release(&c->lock), 0);
 	/* Hand-off: the first waiter owns it now, before it even runs. */
 	EXPECT(c->lock.owner == t[0]);
@@ -87,9 +70,9 @@ AW_TEST(lock_is_mutually_exclusive_and_handed_over_in_arrival_order)
 	struct lock_ctx c;
 	memset(&c, 0, sizeof c);
 	aw_lock_init(&c.lock);
-	evlog[0] = 0;
+	aw_evlog_reset(&evlog);
 	CHECK_EQ(aw_run(main_lock_fifo, &c), 0);
-	CHECK_STR(evlog, "release w0 w1 w2");
+	CHECK_STR(evlog.s, "release w0 w1 w2");
 	CHECK_EQ(c.max_inside, 1);
 	for (int i = 0; i < 3; i++)
 		CHECK_EQ(c.rc[i], 0);
@@ -231,7 +214,7 @@ static int main_lock_cancel_waiter(void *arg)
 	EXPECT_EQ(aw_sleep(AW_MS(2)), 0);   /* w0, w1, w2 queued */
 	aw_task_cancel(t[1]);
 	EXPECT_EQ(aw_task_join(t[1]), 0);   /* it left the queue */
-	ev("release");
+	aw_evlog_add(&evlog, "release");
 	EXPECT_EQ(aw_lock_release(&c->lock), 0);
 	EXPECT_EQ(aw_task_join(t[0]), 0);
 	EXPECT_EQ(aw_task_join(t[2]), 0);
@@ -244,9 +227,9 @@ AW_TEST(cancelled_lock_waiter_leaves_the_queue_and_never_gets_the_lock)
 	struct lock_ctx c;
 	memset(&c, 0, sizeof c);
 	aw_lock_init(&c.lock);
-	evlog[0] = 0;
+	aw_evlog_reset(&evlog);
 	CHECK_EQ(aw_run(main_lock_cancel_waiter, &c), 0);
-	CHECK_STR(evlog, "release w0 w2");
+	CHECK_STR(evlog.s, "release w0 w2");
 	CHECK_EQ(c.rc[1], -ECANCELED);
 	CHECK(!c.got[1]);
 	CHECK(c.got[0]);

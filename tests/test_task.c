@@ -9,28 +9,9 @@
 #include <string.h>
 #include <unistd.h>
 
-/* Checks usable inside task functions (which return int): record the
- * failure and go on; the test body's CHECKs then see aw_test_failed(). */
-#define EXPECT(cond)                                                          \
-	do {                                                                  \
-		if (!(cond))                                                  \
-			aw_test_fail(__FILE__, __LINE__, "EXPECT(%s)", #cond); \
-	} while (0)
-#define EXPECT_EQ(a, b)                                                       \
-	do {                                                                  \
-		long long a_ = (long long)(a), b_ = (long long)(b);           \
-		if (a_ != b_)                                                 \
-			aw_test_fail(__FILE__, __LINE__, "EXPECT_EQ(%s, %s): %lld vs %lld", \
-				     #a, #b, a_, b_);                         \
-	} while (0)
 
-/* An event log: tokens appended with a space. */
-static char evlog[1024];
-static void ev(const char *s)
-{
-	size_t n = strlen(evlog);
-	snprintf(evlog + n, sizeof evlog - n, "%s%s", n ? " " : "", s);
-}
+/* The running test's event log. */
+static aw_evlog evlog;
 
 static aw_config default_cfg(void)
 {
@@ -145,7 +126,7 @@ AW_TEST(detached_tasks_run_to_completion)
 
 static int log_name(void *arg)
 {
-	ev(arg);
+	aw_evlog_add(&evlog, "%s", (const char *)arg);
 	return 0;
 }
 
@@ -156,7 +137,7 @@ static int main_fifo(void *arg)
 	aw_task *t[5];
 	for (int i = 0; i < 5; i++)
 		EXPECT_EQ(aw_spawn(&t[i], log_name, (void *)names[i], names[i]), 0);
-	ev("spawned");      /* spawned tasks run only when main waits */
+	aw_evlog_add(&evlog, "spawned");  /* spawned tasks run only when main waits */
 	for (int i = 0; i < 5; i++)
 		EXPECT_EQ(aw_task_join(t[i]), 0);
 	return 0;
@@ -164,18 +145,16 @@ static int main_fifo(void *arg)
 
 AW_TEST(tasks_first_run_in_fifo_order_of_spawn)
 {
-	evlog[0] = 0;
+	aw_evlog_reset(&evlog);
 	CHECK_EQ(aw_run(main_fifo, NULL), 0);
-	CHECK_STR(evlog, "spawned t0 t1 t2 t3 t4");
+	CHECK_STR(evlog.s, "spawned t0 t1 t2 t3 t4");
 }
 
 static int yielder(void *arg)
 {
 	const char *name = arg;
 	for (int i = 1; i <= 3; i++) {
-		char tok[8];
-		snprintf(tok, sizeof tok, "%s%d", name, i);
-		ev(tok);
+		aw_evlog_add(&evlog, "%s%d", name, i);
 		EXPECT_EQ(aw_yield(), 0);
 	}
 	return 0;
@@ -194,9 +173,9 @@ static int main_yield(void *arg)
 
 AW_TEST(yield_interleaves_two_tasks)
 {
-	evlog[0] = 0;
+	aw_evlog_reset(&evlog);
 	CHECK_EQ(aw_run(main_yield, NULL), 0);
-	CHECK_STR(evlog, "A1 B1 A2 B2 A3 B3");
+	CHECK_STR(evlog.s, "A1 B1 A2 B2 A3 B3");
 }
 
 struct sleeper { const char *name; aw_time dur; };
@@ -205,7 +184,7 @@ static int sleeper_fn(void *arg)
 {
 	struct sleeper *s = arg;
 	int rc = aw_sleep(s->dur);
-	ev(s->name);
+	aw_evlog_add(&evlog, "%s", s->name);
 	return rc;
 }
 
@@ -228,9 +207,9 @@ static int main_sleepers(void *arg)
 
 AW_TEST(sleepers_wake_in_order_of_their_deadlines)
 {
-	evlog[0] = 0;
+	aw_evlog_reset(&evlog);
 	CHECK_EQ(aw_run(main_sleepers, NULL), 0);
-	CHECK_STR(evlog, "s0 s10 s20 s30");
+	CHECK_STR(evlog.s, "s0 s10 s20 s30");
 }
 
 static int main_sleep_until(void *arg)
@@ -535,7 +514,7 @@ static int pipe_writer(void *arg)
 {
 	struct pipe_ctx *p = arg;
 	EXPECT_EQ(aw_sleep(AW_MS(10)), 0);
-	ev("write");
+	aw_evlog_add(&evlog, "write");
 	EXPECT_EQ(write(p->wfd, "z", 1), 1);
 	return 0;
 }

@@ -11,50 +11,11 @@
 
 #include <awith/core.h>
 
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 /* ---- helpers ---------------------------------------------------------------- */
-
-typedef struct evlog {
-	char s[4096];
-	size_t n;
-} evlog;
-
-static void ev(evlog *l, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void ev(evlog *l, const char *fmt, ...)
-{
-	if (l->n && l->n < sizeof l->s - 1)
-		l->s[l->n++] = ' ';
-	va_list ap;
-	va_start(ap, fmt);
-	int k = vsnprintf(l->s + l->n, sizeof l->s - l->n, fmt, ap);
-	va_end(ap);
-	if (k > 0)
-		l->n += (size_t)k < sizeof l->s - l->n ? (size_t)k : sizeof l->s - l->n - 1;
-}
-
-/* A readable name for the codes these tests use. */
-static const char *cname(int c)
-{
-	switch (c) {
-	case 0: return "0";
-	case -EIO: return "EIO";
-	case -EACCES: return "EACCES";
-	case -ECANCELED: return "ECANCELED";
-	case -ETIMEDOUT: return "ETIMEDOUT";
-	case -EPROTO: return "EPROTO";
-	case -ENOTCONN: return "ENOTCONN";
-	case -ECONNREFUSED: return "ECONNREFUSED";
-	case -EPERM: return "EPERM";
-	case -EPIPE: return "EPIPE";
-	}
-	static char buf[32];
-	snprintf(buf, sizeof buf, "%d", c);
-	return buf;
-}
 
 enum {
 	X_PASS,          /* return err */
@@ -68,7 +29,7 @@ enum {
 typedef struct tmgr {
 	aw_mgr mgr;
 	const char *name;
-	evlog *log;
+	aw_evlog *log;
 	int enter_rc;       /* < 0: enter fails with it */
 	bool enter_bare;    /* ... returning the bare code, without raising */
 	int exit_mode;      /* X_* */
@@ -91,17 +52,17 @@ static int tmgr_enter(aw_mgr *m)
 	if (t->enter_sleep > 0) {
 		int rc = aw_sleep(t->enter_sleep);
 		if (rc) {
-			ev(t->log, "enter %s(%s)", t->name, cname(rc));
+			aw_evlog_add(t->log, "enter %s(%s)", t->name, aw_test_code_name(rc));
 			return rc;
 		}
 	}
 	if (t->enter_rc < 0) {
-		ev(t->log, "enter %s(fail)", t->name);
+		aw_evlog_add(t->log, "enter %s(fail)", t->name);
 		if (t->enter_bare)
 			return t->enter_rc;
 		return aw_raise(t->enter_rc, "%s refused to enter", t->name);
 	}
-	ev(t->log, "enter %s", t->name);
+	aw_evlog_add(t->log, "enter %s", t->name);
 	return 0;
 }
 
@@ -113,7 +74,7 @@ static int tmgr_exit(aw_mgr *m, int err)
 	const aw_error *cur = aw_error_current();
 	t->seen_cur = cur ? cur->code : 0;
 	snprintf(t->seen_msg, sizeof t->seen_msg, "%s", cur ? cur->msg : "");
-	ev(t->log, "exit %s(%s)", t->name, cname(err));
+	aw_evlog_add(t->log, "exit %s(%s)", t->name, aw_test_code_name(err));
 	if (t->exit_sleep > 0) {
 		aw_time t0 = aw_now();
 		t->exit_sleep_rc = aw_sleep(t->exit_sleep);
@@ -131,7 +92,7 @@ static int tmgr_exit(aw_mgr *m, int err)
 
 static const aw_mgr_ops tmgr_ops = { .name = "test manager", .enter = tmgr_enter, .exit = tmgr_exit };
 
-static aw_mgr *tm(tmgr *t, const char *name, evlog *log)
+static aw_mgr *tm(tmgr *t, const char *name, aw_evlog *log)
 {
 	memset(t, 0, sizeof *t);
 	t->mgr.ops = &tmgr_ops;
@@ -142,7 +103,7 @@ static aw_mgr *tm(tmgr *t, const char *name, evlog *log)
 
 /* A generic scenario context. */
 typedef struct ctx {
-	evlog log;
+	aw_evlog log;
 	tmgr a, b, c;
 	int rc;            /* what the scenario function returned */
 	int pending;       /* aw_error_pending() after the block */
@@ -182,9 +143,9 @@ static int normal_main(void *arg)
 {
 	ctx *c = arg;
 	AW_WITH(&c->a.mgr) {
-		ev(&c->log, "body");
+		aw_evlog_add(&c->log, "body");
 	}
-	ev(&c->log, "after");
+	aw_evlog_add(&c->log, "after");
 	snap(c);
 	return 0;
 }
@@ -204,10 +165,10 @@ AW_TEST(exit_runs_once_on_normal_end_with_no_error)
 static int return_inner(ctx *c)
 {
 	AW_WITH(&c->a.mgr) {
-		ev(&c->log, "body");
+		aw_evlog_add(&c->log, "body");
 		return 7;
 	}
-	ev(&c->log, "not reached");
+	aw_evlog_add(&c->log, "not reached");
 	return -1;
 }
 
@@ -215,7 +176,7 @@ static int return_main(void *arg)
 {
 	ctx *c = arg;
 	c->rc = return_inner(c);
-	ev(&c->log, "returned %d", c->rc);
+	aw_evlog_add(&c->log, "returned %d", c->rc);
 	snap(c);
 	return 0;
 }
@@ -236,12 +197,12 @@ static int break_main(void *arg)
 {
 	ctx *c = arg;
 	AW_WITH(&c->a.mgr) {
-		ev(&c->log, "body");
+		aw_evlog_add(&c->log, "body");
 		if (c->a.enters)
 			break;
-		ev(&c->log, "not reached");
+		aw_evlog_add(&c->log, "not reached");
 	}
-	ev(&c->log, "after");
+	aw_evlog_add(&c->log, "after");
 	snap(c);
 	return 0;
 }
@@ -284,16 +245,16 @@ static int goto_main(void *arg)
 	ctx *c = arg;
 	AW_WITH(&c->a.mgr) {
 		AW_WITH(&c->b.mgr) {
-			ev(&c->log, "body");
+			aw_evlog_add(&c->log, "body");
 			if (c->b.enters)
 				goto out;
-			ev(&c->log, "not reached");
+			aw_evlog_add(&c->log, "not reached");
 		}
-		ev(&c->log, "not reached either");
+		aw_evlog_add(&c->log, "not reached either");
 	}
-	ev(&c->log, "not reached at all");
+	aw_evlog_add(&c->log, "not reached at all");
 out:
-	ev(&c->log, "out");
+	aw_evlog_add(&c->log, "out");
 	snap(c);
 	return 0;
 }
@@ -314,11 +275,11 @@ static int continue_main(void *arg)
 	ctx *c = arg;
 	AW_WITH(&c->a.mgr) {
 		aw_raise(-EIO, "raised, then the body continued past it");
-		ev(&c->log, "body");
+		aw_evlog_add(&c->log, "body");
 		continue;
-		ev(&c->log, "not reached");
+		aw_evlog_add(&c->log, "not reached");
 	}
-	ev(&c->log, "after");
+	aw_evlog_add(&c->log, "after");
 	snap(c);
 	return 0;
 }
@@ -337,7 +298,7 @@ AW_TEST(continue_ends_block_normally_exit_gets_zero_and_body_error_is_handled)
 static int error_inner(ctx *c)
 {
 	AW_WITH(&c->a.mgr) {
-		ev(&c->log, "body");
+		aw_evlog_add(&c->log, "body");
 		return aw_raise(-EIO, "disk %d on fire", 3);
 	}
 	return 0;
@@ -373,12 +334,12 @@ static int cancel_worker(void *arg)
 {
 	ctx *c = arg;
 	AW_WITH(&c->a.mgr) {
-		ev(&c->log, "body");
+		aw_evlog_add(&c->log, "body");
 		int rc = aw_sleep(AW_SEC(10));
 		c->sleep_rc = rc;
 		if (rc)
 			return rc;
-		ev(&c->log, "not reached");
+		aw_evlog_add(&c->log, "not reached");
 	}
 	return 0;
 }
@@ -391,7 +352,7 @@ static int cancel_main(void *arg)
 	if (aw_spawn(&w, cancel_worker, c, "worker"))
 		return -1;
 	aw_yield();            /* the worker runs until it sleeps */
-	ev(&c->log, "cancel");
+	aw_evlog_add(&c->log, "cancel");
 	aw_task_cancel(w);
 	c->join_rc = aw_task_join(w);
 	c->took = aw_now() - t0;
@@ -418,12 +379,12 @@ static int timeout_inner(ctx *c)
 {
 	AW_WITH(AW_TIMEOUT(AW_MS(30))) {
 		AW_WITH(&c->a.mgr) {
-			ev(&c->log, "body");
+			aw_evlog_add(&c->log, "body");
 			int rc = aw_sleep(AW_SEC(10));
 			c->sleep_rc = rc;
 			if (rc)
 				return rc;
-			ev(&c->log, "not reached");
+			aw_evlog_add(&c->log, "not reached");
 		}
 	}
 	return 0;
@@ -463,7 +424,7 @@ static int nested_main(void *arg)
 	AW_WITH(&c->a.mgr) {
 		AW_WITH(&c->b.mgr) {
 			AW_WITH(&c->c.mgr) {
-				ev(&c->log, "body");
+				aw_evlog_add(&c->log, "body");
 			}
 		}
 	}
@@ -517,7 +478,7 @@ static int multi_main(void *arg)
 {
 	ctx *c = arg;
 	AW_WITH(&c->a.mgr, &c->b.mgr, &c->c.mgr) {
-		ev(&c->log, "body");
+		aw_evlog_add(&c->log, "body");
 	}
 	snap(c);
 	return 0;
@@ -538,10 +499,10 @@ static int multi_break_main(void *arg)
 {
 	ctx *c = arg;
 	AW_WITH(&c->a.mgr, &c->b.mgr, &c->c.mgr) {
-		ev(&c->log, "body");
+		aw_evlog_add(&c->log, "body");
 		break;
 	}
-	ev(&c->log, "after");
+	aw_evlog_add(&c->log, "after");
 	return 0;
 }
 
@@ -559,9 +520,9 @@ static int enter_fail_main(void *arg)
 {
 	ctx *c = arg;
 	AW_WITH(&c->a.mgr) {
-		ev(&c->log, "body");
+		aw_evlog_add(&c->log, "body");
 	}
-	ev(&c->log, "after");
+	aw_evlog_add(&c->log, "after");
 	snap(c);
 	aw_error_clear();
 	return 0;
@@ -597,9 +558,9 @@ static int multi_enter_fail_main(void *arg)
 {
 	ctx *c = arg;
 	AW_WITH(&c->a.mgr, &c->b.mgr, &c->c.mgr) {
-		ev(&c->log, "body");
+		aw_evlog_add(&c->log, "body");
 	}
-	ev(&c->log, "after");
+	aw_evlog_add(&c->log, "after");
 	snap(c);
 	aw_error_clear();
 	return 0;
@@ -630,7 +591,7 @@ static int handled_inner(ctx *c)
 		int rc = aw_raise(-EIO, "transient");
 		if (rc == -EIO)
 			aw_error_clear();   /* handled: `except OSError: pass` */
-		ev(&c->log, "handled");
+		aw_evlog_add(&c->log, "handled");
 		return 0;              /* leaving abruptly, no error in flight */
 	}
 	return 1;
@@ -660,7 +621,7 @@ static int before_main(void *arg)
 	ctx *c = arg;
 	aw_raise(-EPERM, "raised before the block");
 	AW_WITH(&c->a.mgr) {
-		ev(&c->log, "body");
+		aw_evlog_add(&c->log, "body");
 		break;   /* abrupt: would hand over an error raised inside */
 	}
 	snap(c);
@@ -686,7 +647,7 @@ static int before_normal_main(void *arg)
 	ctx *c = arg;
 	aw_raise(-EPERM, "raised before the block");
 	AW_WITH(&c->a.mgr) {
-		ev(&c->log, "body");
+		aw_evlog_add(&c->log, "body");
 	}
 	snap(c);
 	aw_error_clear();
@@ -711,7 +672,7 @@ static int break_error_main(void *arg)
 		aw_raise(-EIO, "in flight at the break");
 		break;
 	}
-	ev(&c->log, "after");
+	aw_evlog_add(&c->log, "after");
 	snap(c);
 	aw_error_clear();
 	return 0;
@@ -736,7 +697,7 @@ static int survive_inner(ctx *c)
 	AW_WITH(&c->a.mgr) {
 		int rc = aw_raise(-EIO, "write failed");
 		AW_WITH(&c->b.mgr) {
-			ev(&c->log, "log the failure");
+			aw_evlog_add(&c->log, "log the failure");
 		}
 		return rc;
 	}
@@ -768,7 +729,7 @@ static int enter_cancel_worker(void *arg)
 {
 	ctx *c = arg;
 	AW_WITH(&c->a.mgr, &c->b.mgr) {
-		ev(&c->log, "body");
+		aw_evlog_add(&c->log, "body");
 	}
 	c->pending = aw_error_pending();
 	return c->pending;
@@ -781,7 +742,7 @@ static int enter_cancel_main(void *arg)
 	if (aw_spawn(&w, enter_cancel_worker, c, "worker"))
 		return -1;
 	aw_yield();
-	ev(&c->log, "cancel");
+	aw_evlog_add(&c->log, "cancel");
 	aw_task_cancel(w);
 	c->join_rc = aw_task_join(w);
 	aw_error_clear();
@@ -808,10 +769,10 @@ static int suppress_main(void *arg)
 	ctx *c = arg;
 	AW_WITH(&c->a.mgr) {
 		aw_raise(-EIO, "swallowed");
-		ev(&c->log, "body");
+		aw_evlog_add(&c->log, "body");
 		break;
 	}
-	ev(&c->log, "after");
+	aw_evlog_add(&c->log, "after");
 	snap(c);
 	return 0;
 }
@@ -908,7 +869,7 @@ static int replace_chain_main(void *arg)
 	const aw_error *e = aw_error_current();
 	/* Walk the whole chain into the log. */
 	for (; e; e = e->cause)
-		ev(&c->log, "[%s: %s]", cname(e->code), e->msg);
+		aw_evlog_add(&c->log, "[%s: %s]", aw_test_code_name(e->code), e->msg);
 	aw_error_clear();
 	return 0;
 }
@@ -965,7 +926,7 @@ static int multi_suppress_main(void *arg)
 		aw_raise(-EIO, "in the body");
 		break;
 	}
-	ev(&c->log, "after");
+	aw_evlog_add(&c->log, "after");
 	snap(c);
 	return 0;
 }
@@ -984,9 +945,9 @@ static int exit_fail_main(void *arg)
 {
 	ctx *c = arg;
 	AW_WITH(&c->a.mgr) {
-		ev(&c->log, "body");
+		aw_evlog_add(&c->log, "body");
 	}
-	ev(&c->log, "after");
+	aw_evlog_add(&c->log, "after");
 	snap(c);
 	aw_error_clear();
 	return 0;
@@ -1051,7 +1012,7 @@ static int grace_main(void *arg)
 	ctx *c = arg;
 	aw_time t0 = aw_now();
 	AW_WITH(&c->a.mgr) {
-		ev(&c->log, "body");
+		aw_evlog_add(&c->log, "body");
 	}
 	c->took = aw_now() - t0;
 	snap(c);
@@ -1104,15 +1065,15 @@ static int manual_main(void *arg)
 {
 	ctx *c = arg;
 	int rc = aw_enter(&c->a.mgr);
-	ev(&c->log, "entered %d ledger %zu", rc, aw_ledger_count());
+	aw_evlog_add(&c->log, "entered %d ledger %zu", rc, aw_ledger_count());
 	rc = aw_exit(&c->a.mgr, 0);
-	ev(&c->log, "exited %d ledger %zu", rc, aw_ledger_count());
+	aw_evlog_add(&c->log, "exited %d ledger %zu", rc, aw_ledger_count());
 
 	/* An error handed to aw_exit reaches the exit, which lets it go on. */
 	rc = aw_enter(&c->b.mgr);
 	int err = aw_raise(-EIO, "manual failure");
 	rc = aw_exit(&c->b.mgr, err);
-	ev(&c->log, "exited %s", cname(rc));
+	aw_evlog_add(&c->log, "exited %s", aw_test_code_name(rc));
 	snap(c);
 	aw_error_clear();
 
@@ -1166,7 +1127,7 @@ static const aw_mgr_ops leaky_ops = { .name = "leaky-widget", .enter = tmgr_ente
 
 typedef struct leak_ctx {
 	tmgr m;
-	evlog log;
+	aw_evlog log;
 	int line;
 	int rc;
 } leak_ctx;
