@@ -294,13 +294,73 @@ struct aw_with {
 
 enum { AW__WITH_INIT, AW__WITH_BODY, AW__WITH_NORMAL, AW__WITH_BROKEN, AW__WITH_DONE };
 
+/* Internal: the part of the running task that the block statement touches
+ * (the task's first fields of that kind; see src/core/internal.h), so that
+ * the common case of AW_WITH is inline in the caller. aw__hot is the running
+ * task's, NULL outside tasks; the scheduler sets it at every switch. */
+typedef struct aw__task_hot {
+	aw_with *withs;
+	aw_with *cleanup;
+	aw_error *err;
+	uint64_t raises;
+	void *scope;
+	const aw_time *now;
+	aw_task *self;
+} aw__task_hot;
+extern __thread aw__task_hot *aw__hot;
+
 /* Out-of-line halves of the block statement (do not call directly). */
 bool aw__with_begin(aw_with *w);
 void aw__with_leave(aw_with *w);
+bool aw__with_enter_failed(aw_with *w, aw_mgr *m, int rc);
+void aw__with_exit_failed(aw_with *w, aw_mgr *m, uint64_t before, int rc);
 
+/* Enter: one manager, in a task, is handled here; the rest out of line. */
 static inline bool aw__with_step(aw_with *w)
 {
-	return w->state == AW__WITH_INIT && aw__with_begin(w);
+	if (w->state != AW__WITH_INIT)
+		return false;
+	aw__task_hot *h = aw__hot;
+	aw_mgr *m = w->mgrs[0];
+	if (__builtin_expect(!h || w->count != 1 || !m || !m->ops || !m->ops->enter, 0))
+		return aw__with_begin(w);
+	w->task = h->self;
+	w->serial = h->raises;
+	w->since = *h->now;
+	int rc = m->ops->enter(m);
+	if (__builtin_expect(rc != 0, 0))
+		return aw__with_enter_failed(w, m, rc);
+	w->entered = 1;
+	w->outer = h->withs;
+	h->withs = w;
+	w->state = AW__WITH_BODY;
+	return true;
+}
+
+/* Leave (the cleanup handler): with nothing in flight, the one exit gets 0
+ * however the block was left; that case is handled here. */
+static inline void aw__with_cleanup(aw_with *w)
+{
+	aw__task_hot *h = aw__hot;
+	if (__builtin_expect(!h || w->entered != 1 || h->err || w->state == AW__WITH_INIT ||
+			     w->state == AW__WITH_DONE || w->task != h->self, 0)) {
+		aw__with_leave(w);
+		return;
+	}
+	aw_mgr *m = w->mgrs[0];
+	h->withs = w->outer;
+	w->state = AW__WITH_DONE;
+	if (!m->ops->exit)
+		return;
+	w->cleanup_outer = h->cleanup;   /* shielded cleanup (see with.c) */
+	w->boundary = h->scope;
+	w->grace_deadline = 0;
+	h->cleanup = w;
+	uint64_t before = h->raises;
+	int rc = m->ops->exit(m, 0);
+	h->cleanup = w->cleanup_outer;
+	if (__builtin_expect(rc != 0 || h->err != NULL, 0))
+		aw__with_exit_failed(w, m, before, rc);
 }
 
 /* The `for` increment: reached only when the body ran to its end. */
@@ -315,7 +375,7 @@ static inline void aw__with_body_done(aw_with *w)
 #define AW__NARGS(...) (sizeof((aw_mgr *[]){__VA_ARGS__}) / sizeof(aw_mgr *))
 
 #define AW__WITH_NAMED(w, ...)                                                   \
-	for (aw_with w __attribute__((cleanup(aw__with_leave))) = {                 \
+	for (aw_with w __attribute__((cleanup(aw__with_cleanup))) = {               \
 		     .mgrs = (aw_mgr *const[]){__VA_ARGS__},                       \
 		     .count = AW__NARGS(__VA_ARGS__),                              \
 		     .loc = AW_HERE,                                               \

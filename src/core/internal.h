@@ -136,15 +136,22 @@ struct aw_task {
 	uint64_t id;
 	char name[32];
 
-	/* errors */
-	aw_error *err;           /* in flight, or NULL */
-	uint64_t raises;         /* raise counter: serials */
-
-	/* blocks and scopes */
-	aw_with *withs;          /* innermost block (ledger) */
-	aw_with *cleanup;        /* innermost block whose exits are running */
+	/* What the block statement touches, also seen from core.h as
+	 * aw__task_hot (same fields, same order) so that AW_WITH's common
+	 * case is inline in the caller. */
+	union {
+		aw__task_hot hot;
+		struct {
+			aw_with *withs;  /* innermost block (ledger) */
+			aw_with *cleanup;/* innermost block whose exits are running */
+			aw_error *err;   /* in flight, or NULL */
+			uint64_t raises; /* raise counter: serials */
+			aw_scope *scope; /* innermost cancel scope */
+			const aw_time *now; /* the loop's cached time */
+			aw_task *self;
+		};
+	};
 	aw_scope root;           /* the task's own scope: aw_task_cancel */
-	aw_scope *scope;         /* innermost cancel scope */
 
 	/* parking */
 	int wake;                /* value handed by the waker */

@@ -243,8 +243,10 @@ static void run_ready(aw_loop *l)
 		l->budget--;
 		t->state = AW_TASK_RUNNING;
 		l->running = t;
+		aw__hot = &t->hot;
 		aw_coro_switch(&l->main, t->cur);
 		l->running = NULL;
+		aw__hot = NULL;
 	}
 }
 

@@ -20,6 +20,7 @@
 
 __thread aw_loop *aw__loop __attribute__((tls_model("initial-exec")));
 __thread const aw_loc *aw__where __attribute__((tls_model("initial-exec")));
+__thread aw__task_hot *aw__hot __attribute__((tls_model("initial-exec")));
 
 /* ---- switching ------------------------------------------------------------ */
 
@@ -98,9 +99,11 @@ static void switch_away(aw_loop *l, aw_task *self)
 	if (next) {
 		next->state = AW_TASK_RUNNING;
 		l->running = next;
+		aw__hot = &next->hot;
 		coro_switch(l, from, next->cur);
 	} else {
 		l->running = NULL;
+		aw__hot = NULL;
 		coro_switch(l, from, &l->main);
 	}
 	/* Whoever resumed us set l->running = self. */
@@ -396,6 +399,8 @@ int aw_spawn_with(aw_task **out, aw_task_fn fn, void *arg, const aw_spawn_opts *
 	t->root.code = -ECANCELED;
 	t->root.task = t;
 	t->scope = &t->root;
+	t->now = &l->now;
+	t->self = t;
 	t->detached = out == NULL;
 	t->all_next = l->all;
 	if (l->all)

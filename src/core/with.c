@@ -200,7 +200,9 @@ static bool enter_failed(aw_task *t, aw_with *w, unsigned i, aw_mgr *m, int rc)
 	return false;
 }
 
-__attribute__((noinline)) static bool with_begin_slow(aw_with *w)
+/* The block statement's enter when the inline fast path in core.h does not
+ * apply (outside a task, several managers, no enter function). */
+bool aw__with_begin(aw_with *w)
 {
 	aw_loop *l = aw__loop;
 	aw_task *t = l ? l->running : NULL;
@@ -233,29 +235,15 @@ __attribute__((noinline)) static bool with_begin_slow(aw_with *w)
 	return true;
 }
 
-/* The block statement's enter. The common case (in a task, one manager
- * that enters) stays short; everything else is with_begin_slow. */
-bool aw__with_begin(aw_with *w)
+/* The inline fast path's enter failed with rc. */
+bool aw__with_enter_failed(aw_with *w, aw_mgr *m, int rc)
 {
-	aw_loop *l = aw__loop;
-	aw_task *t = l ? l->running : NULL;
-	aw_mgr *m = w->mgrs[0];
-	if (AW_UNLIKELY(!t || w->count != 1 || !m || !m->ops || !m->ops->enter))
-		return with_begin_slow(w);
-	w->task = t;
-	w->serial = t->raises;
-	w->since = l->now;
-	int rc = m->ops->enter(m);
-	if (AW_UNLIKELY(rc != 0))
-		return enter_failed(t, w, 0, m, rc);
-	w->entered = 1;
-	w->outer = t->withs;
-	t->withs = w;
-	w->state = AW__WITH_BODY;
-	return true;
+	return enter_failed(w->task, w, 0, m, rc);
 }
 
-__attribute__((noinline)) static void with_leave_slow(aw_with *w)
+/* The block statement's exit when the inline fast path in core.h does not
+ * apply (an error in flight, several managers, outside a task...). */
+void aw__with_leave(aw_with *w)
 {
 	if (w->state != AW__WITH_BODY && w->state != AW__WITH_NORMAL && w->state != AW__WITH_BROKEN)
 		return;
@@ -281,34 +269,12 @@ __attribute__((noinline)) static void with_leave_slow(aw_with *w)
 	w->state = AW__WITH_DONE;
 }
 
-/* The block statement's exit, run by the cleanup attribute. The common case
- * (in a task, one manager, nothing in flight) stays short; everything else
- * is with_leave_slow. */
-void aw__with_leave(aw_with *w)
+/* The inline fast path's exit failed (rc != 0) or left an error in flight. */
+void aw__with_exit_failed(aw_with *w, aw_mgr *m, uint64_t before, int rc)
 {
 	aw_task *t = w->task;
-	if (AW_UNLIKELY(!t || w->entered != 1 || t->err || w->state == AW__WITH_INIT ||
-			w->state == AW__WITH_DONE)) {
-		with_leave_slow(w);
-		return;
-	}
-	/* Nothing in flight: the exit gets 0 however the block was left. */
-	aw_mgr *m = w->mgrs[0];
-	t->withs = w->outer;
-	w->state = AW__WITH_DONE;
-	if (!m->ops->exit)
-		return;
-	w->cleanup_outer = t->cleanup;   /* aw__cleanup_begin, inline */
-	w->boundary = t->scope;
-	w->grace_deadline = 0;
-	t->cleanup = w;
-	uint64_t before = t->raises;
-	int rc = m->ops->exit(m, 0);
-	t->cleanup = w->cleanup_outer;
-	if (AW_UNLIKELY(rc != 0 || t->err)) {
-		w->result = aw__exit_apply(&t->err, m->ops->name, 0, NULL, NULL, before, rc);
-		mark_escaped(w);
-	}
+	w->result = aw__exit_apply(&t->err, m->ops->name, 0, NULL, NULL, before, rc);
+	mark_escaped(w);
 }
 
 /* ---- manual enter / exit -------------------------------------------------- */

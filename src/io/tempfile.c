@@ -143,7 +143,7 @@ static int tempdir_enter(aw_mgr *m)
 /* nftw has no user argument: the first failure of the walk running on this
  * (worker) thread is kept here. */
 static __thread int rm_errno;
-static __thread char rm_failed[256];
+static __thread char rm_failed[4096];
 
 static int rm_entry(const char *path, const struct stat *st, int type, struct FTW *ftw)
 {
