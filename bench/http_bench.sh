@@ -17,14 +17,18 @@
 #      127.0.0.1 with one worker, check that GET / answers
 #      {"message":"Hello, World!"}, warm up 1 s, run wrk (keep-alive, 1
 #      thread, 64 connections, --latency, bounded by -d) and stop it;
-#   4. prints requests/s and p99 latency per server (each the median over the
-#      rounds) with awith's ratios, and the targets: >= 1.0x nginx requests/s
-#      with p99 no worse than nginx's, >= 8x uvicorn+FastAPI; the table is also
-#      written as markdown to build-bench/http_bench.md.
+#   4. prints requests/s, p99 latency and the server's CPU time per request
+#      (user + system of the server's processes, from /proc around the wrk
+#      run) per server, each the median over the rounds, with awith's ratios,
+#      and the targets: >= 1.0x nginx requests/s with p99 no worse than
+#      nginx's, >= 8x uvicorn+FastAPI; the table is also written as markdown
+#      to build-bench/http_bench.md.
 #
 # On a machine with 2 or more cores the server under test is pinned to CPU 0
 # and wrk to CPU 1 (taskset), so each has a core of its own; the markdown
-# says so. Only 127.0.0.1 is used.
+# says so. When wrk's core is the bottleneck (a fast server leaves its own
+# core partly idle), requests/s understates the server: the CPU per request
+# column is the server's own cost either way. Only 127.0.0.1 is used.
 #
 # Exit status: 0 when every server ran (targets met or not), 1 if the build,
 # a server or a wrk run failed.
@@ -137,6 +141,19 @@ wait_answer() { # PORT
     return 1
 }
 
+# CPU time (clock ticks, user + system) of a process and its children
+# (nginx's worker, h2o's threads are in its own count).
+cpu_ticks() {
+    local p t=0 f
+    for p in "$1" $(pgrep -P "$1"); do
+        f=$(cat "/proc/$p/stat" 2>/dev/null) || continue
+        f=${f##*) }   # fields after "pid (comm) "
+        read -r -a a <<<"$f"
+        t=$((t + a[11] + a[12]))   # utime, stime (fields 14, 15)
+    done
+    echo "$t"
+}
+
 failed=()
 # run NAME ROUND: start, check, warm up, measure, stop.
 run() {
@@ -155,18 +172,26 @@ run() {
         return 1
     fi
     "${pin_wrk[@]}" wrk -t1 -c"$CONNS" -d1s "http://127.0.0.1:$port/" >/dev/null 2>&1
+    local t0 t1
+    t0=$(cpu_ticks "$pid")
     if ! "${pin_wrk[@]}" wrk -t1 -c"$CONNS" -d"${seconds}s" --latency "http://127.0.0.1:$port/" \
         >"$dir/wrk-$round.txt" 2>&1; then
         echo "== $name: wrk failed"
         failed+=("$name")
     fi
+    t1=$(cpu_ticks "$pid")
+    echo "$((t1 - t0)) $(getconf CLK_TCK)" >"$dir/cpu-$round.txt"
     kill -TERM "$pid" 2>/dev/null
     wait "$pid" 2>/dev/null
     local rps p99 errs
     rps=$(awk '/^Requests\/sec:/ {print $2}' "$dir/wrk-$round.txt")
     p99=$(awk '$1 == "99%" {print $2}' "$dir/wrk-$round.txt")
     errs=$(awk '/Non-2xx|Socket errors/' "$dir/wrk-$round.txt")
-    printf '   %-32s %12s req/s   p99 %-9s %s\n' "${LABEL[$name]}" "${rps:-?}" "${p99:-?}" "$errs"
+    local total us
+    total=$(awk '/requests in/ {print $1}' "$dir/wrk-$round.txt")
+    us=$(awk -v t="$((t1 - t0))" -v hz="$(getconf CLK_TCK)" -v n="${total:-0}" \
+        'BEGIN { if (n > 0) printf "%.1f", t / hz * 1e6 / n; else print "?" }')
+    printf '   %-32s %12s req/s   p99 %-9s cpu %6s us/req %s\n' "${LABEL[$name]}" "${rps:-?}" "${p99:-?}" "$us" "$errs"
 }
 
 echo "== $rounds round(s) of ${seconds} s per server, wrk -t1 -c$CONNS, $pinned"
@@ -190,9 +215,9 @@ def ms(v):
         return None
     return float(m[1]) * {"us": 1e-3, "ms": 1.0, "s": 1e3}[m[2]]
 
-data = {}
+data, cpu = {}, {}
 for s in servers:
-    rps, p99 = [], []
+    rps, p99, us = [], [], []
     for r in range(1, int(rounds) + 1):
         try:
             text = open(f"{results}/{s}/wrk-{r}.txt").read()
@@ -200,22 +225,31 @@ for s in servers:
             continue
         a = re.search(r"^Requests/sec:\s+([\d.]+)", text, re.M)
         b = re.search(r"^\s+99%\s+(\S+)", text, re.M)
+        n = re.search(r"^\s*(\d+) requests in", text, re.M)
         if a and b and ms(b[1]) is not None:
             rps.append(float(a[1]))
             p99.append(ms(b[1]))
+        try:
+            ticks, hz = open(f"{results}/{s}/cpu-{r}.txt").read().split()
+            if n and int(n[1]) > 0:
+                us.append(int(ticks) / int(hz) * 1e6 / int(n[1]))
+        except (OSError, ValueError):
+            pass
     data[s] = (statistics.median(rps), statistics.median(p99)) if rps else (None, None)
+    cpu[s] = statistics.median(us) if us else None
 
 a_rps, a_p99 = data.get("awith", (None, None))
-rows = ["| server | requests/s | p99 latency | awith ÷ server (requests/s) | server p99 ÷ awith p99 |",
-        "|---|---:|---:|---:|---:|"]
+rows = ["| server | requests/s | p99 latency | server CPU per request | awith ÷ server (requests/s) | server p99 ÷ awith p99 |",
+        "|---|---:|---:|---:|---:|---:|"]
 for s in servers:
     rps, p99 = data[s]
     if rps is None:
-        rows.append(f"| {labels[s]} | failed | | | |")
+        rows.append(f"| {labels[s]} | failed | | | | |")
         continue
     ratio = f"{a_rps / rps:.2f}×" if a_rps else "?"
     pr = f"{p99 / a_p99:.2f}×" if a_p99 else "?"
-    rows.append(f"| {labels[s]} | {rps:,.0f} | {p99:.2f} ms | {ratio if s != 'awith' else '1.00×'} | {pr if s != 'awith' else '1.00×'} |")
+    c = f"{cpu[s]:.1f} µs" if cpu[s] else "?"
+    rows.append(f"| {labels[s]} | {rps:,.0f} | {p99:.2f} ms | {c} | {ratio if s != 'awith' else '1.00×'} | {pr if s != 'awith' else '1.00×'} |")
 
 def target(name, ok, text):
     return f"- {text}: **{'met' if ok else 'missed'}**"
@@ -227,6 +261,12 @@ if a_rps and n[0]:
     targets.append(target("nginx p99", a_p99 <= n[1], f"p99 no worse than nginx's ({a_p99:.2f} ms vs {n[1]:.2f} ms)"))
 if a_rps and f[0]:
     targets.append(target("fastapi", a_rps >= 8 * f[0], f"≥ 8× uvicorn+FastAPI requests/s ({a_rps / f[0]:.1f}×)"))
+notes = []
+for s in servers:
+    if s != "awith" and cpu.get(s) and cpu.get("awith"):
+        notes.append(f"- CPU per request: {labels[s]} {cpu[s]:.1f} µs = {cpu[s] / cpu['awith']:.1f}× awith's")
+if notes:
+    targets += ["", "Server CPU time per request (what each costs whatever bounds requests/s):", ""] + notes
 
 md = ["# HTTP hello world: awith vs nginx, h2o, uvicorn+FastAPI, aiohttp", "",
       f"GET / answering `{{\"message\":\"Hello, World!\"}}` over 127.0.0.1, keep-alive, one worker each; "

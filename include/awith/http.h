@@ -51,9 +51,16 @@ typedef struct aw_str {
 /* ------------------------------------------------------------------------ */
 /* Requests                                                                 */
 
+/* Every aw_str of a request (method, target, path, header names and
+ * values) points into the connection's read buffer, or into a copy of the
+ * head when the body had to be read into that buffer, and stays valid
+ * until the request is done (after the response and the dependencies'
+ * teardown). Values have their surrounding whitespace removed. */
 aw_str aw_http_method(const aw_http_request *req);
 aw_str aw_http_target(const aw_http_request *req);   /* raw request target */
-aw_str aw_http_path(const aw_http_request *req);     /* target without the query, not decoded */
+/* The target without the query, not decoded; for an absolute-form target
+ * ("http://host/p?q") the path after the authority ("/p"). */
+aw_str aw_http_path(const aw_http_request *req);
 int aw_http_version_minor(const aw_http_request *req); /* 0 or 1 */
 /* Header value by case-insensitive name (the first one); len 0 and p NULL
  * if absent. */
@@ -64,18 +71,28 @@ bool aw_http_header_at(const aw_http_request *req, size_t i, aw_str *name, aw_st
  * (%xx), NUL-terminated, owned by the request; NULL if absent. */
 const char *aw_http_param(const aw_http_request *req, const char *name);
 /* Query parameter, decoded (%xx and '+'), NUL-terminated, owned by the
- * request; NULL if absent. */
+ * request; the first one if repeated; NULL if absent. The query is decoded
+ * on the first call: an invalid %-escape or a %00 makes every call return
+ * NULL with -EBADMSG raised (a handler returning it answers 400). */
 const char *aw_http_query(const aw_http_request *req, const char *name);
 
 /* Waits: the whole body (up to the server's body limit: -AW_ETOOLONG gives
- * the client 413). Owned by the request. */
+ * the client 413; a malformed chunked body -EBADMSG: 400; a body that
+ * stalls longer than body_idle -ETIMEDOUT: 408). Owned by the request; a
+ * Content-Length body already in the read buffer is not copied. Sends
+ * "100 Continue" first when the client asked for it. */
 int aw_http_body(aw_http_request *req, const char **data, size_t *len);
 /* Waits: the body parsed as JSON (jansson's json_t *, returned as void *
  * so this header does not need jansson.h). Invalid JSON → -EBADMSG, and a
  * handler that returns it gives the client 400 with the parse error. The
  * value is owned by the request. */
 int aw_http_json_body(aw_http_request *req, void **json);
-/* Waits: stream the body in pieces: returns bytes (> 0), 0 at its end. */
+/* Waits: stream the body in pieces (large uploads): returns bytes (> 0),
+ * 0 at its end, or a negative error as aw_http_body. Not after
+ * aw_http_body (-EALREADY), and aw_http_body not after this. A body the
+ * handler leaves unread is read and dropped after the response (up to 256
+ * KiB; beyond, or if the client waits for 100 Continue, the connection is
+ * closed instead). */
 ssize_t aw_http_body_read(aw_http_request *req, void *buf, size_t n);
 
 /* The per-request deadline (server option), for the handler's own waits. */
@@ -84,10 +101,18 @@ aw_time aw_http_deadline(const aw_http_request *req);
 /* ------------------------------------------------------------------------ */
 /* Responses                                                                */
 
-/* Add a header (copied). -EINVAL for names or values with CR, LF or NUL
- * (no header injection). */
+/* Add a header (copied). -EINVAL for names that are not tokens, values
+ * with CR, LF, NUL or other control characters (no header injection), and
+ * Content-Length / Transfer-Encoding (the server frames the body).
+ * "Connection: close" closes the connection after the response. The
+ * server adds Date (unless set here), Content-Length or
+ * Transfer-Encoding, and Connection when needed. */
 int aw_http_set_header(aw_http_response *res, const char *name, const char *value);
-/* Complete responses (each sends once; a second send is -EALREADY). */
+/* Complete responses (each sends once; a second send is -EALREADY). The
+ * status is 200-999. They are queued and leave when the handler returns
+ * (the answers to pipelined requests leave together); bodies of 32 KiB
+ * and more are written at once from the caller's memory. HEAD requests
+ * get the headers only. */
 int aw_http_send(aw_http_response *res, int status, const char *content_type, const void *body, size_t len);
 int aw_http_text(aw_http_response *res, int status, const char *text);
 /* JSON from jansson (json_t *), serialised compactly. */
@@ -110,14 +135,21 @@ void aw_jw_double(aw_jw *w, double v);
 void aw_jw_bool(aw_jw *w, bool v);
 void aw_jw_null(aw_jw *w);
 void aw_jw_raw(aw_jw *w, const char *json, size_t len);   /* already valid JSON */
-/* Finish and send. Returns 0 or the first error the writer met. */
+/* Finish and queue the response. Returns 0 or the first error the writer
+ * met (then nothing is sent: a handler returning it answers 500). Strings
+ * must be valid UTF-8 (-EILSEQ); doubles are printed in the shortest form
+ * that reads back exactly; NaN and infinities are -EINVAL. */
 int aw_http_json_end(aw_jw *w);
 
-/* Streamed (chunked) response: each item of the async iterator is an
- * aw_chunk * (see io.h); the iterator is closed however the response ends
- * (including a client that went away). */
+/* Waits: streamed (chunked) response: each item of the async iterator is
+ * an aw_chunk * (see io.h), written as it comes; the iterator is closed
+ * however the response ends (including a client that went away: the
+ * write's error is returned). HTTP/1.0 clients get the body unframed, up
+ * to the connection's close. A body cut short closes the connection. */
 int aw_http_stream(aw_http_response *res, int status, const char *content_type, aw_iter *chunks);
-/* A file, sent in pieces without loading it whole; 404 if missing. */
+/* Waits: a file, read off the loop in 64 KiB pieces (aw_file_chunks) and
+ * sent with its Content-Length; 404 if missing. content_type NULL: guessed
+ * from the extension. */
 int aw_http_file(aw_http_response *res, const char *path, const char *content_type);
 
 /* ------------------------------------------------------------------------ */
@@ -125,17 +157,23 @@ int aw_http_file(aw_http_response *res, const char *path, const char *content_ty
 
 /* A handler returns 0 once it has sent a response (or without sending one:
  * then 204 is sent), or a negative error: a response not yet sent becomes a
- * 500 whose body leaks nothing internal (-EBADMSG from aw_http_json_body:
- * 400; -AW_ETOOLONG from the body: 413; -ETIMEDOUT of the request
- * deadline: 503), and the error is logged with its cause chain. */
+ * 500 whose body leaks nothing internal (-EBADMSG from aw_http_json_body
+ * or aw_http_query: 400 with our own message; -AW_ETOOLONG from the body:
+ * 413; -ETIMEDOUT of the request deadline: 503; cancelled by a shutdown:
+ * 503), and a 500 or 503 is logged with the error's cause chain. The error
+ * in flight is what counts (exits on the handler's way out may have
+ * replaced what it returned). Error bodies are JSON: {"detail": "..."}. */
 typedef int (*aw_http_handler)(aw_http_request *req, aw_http_response *res, void *ud);
 
 /* A dependency: a generator-style manager function (see aw_gen in core.h)
  * that yields the value the handler gets. Entered at most once per request
  * (the first aw_http_depends call), exited in reverse order after the
  * response has been sent — also when the handler failed or the client went
- * away — and its aw_gen_yield returns the handler's error. Declare them
- * static: AW_HTTP_DEP(name, fn, arg). */
+ * away — and its aw_gen_yield returns the handler's error (a teardown that
+ * fails hands its error on to the ones after it, as nested blocks do).
+ * Teardowns run shielded (they may wait even when the request was
+ * cancelled); a failing one is logged with its cause chain and the
+ * connection goes on. Declare them static: AW_HTTP_DEP(name, fn, arg). */
 typedef struct aw_http_dep {
 	const char *name;
 	aw_gen_fn fn;
@@ -200,7 +238,13 @@ int aw_app_serve(aw_app *app, aw_listener *l);
 void aw_app_stop(aw_app *app);
 /* Run N worker processes (each its own loop) sharing host:port through
  * SO_REUSEPORT; a crashed worker is restarted; SIGTERM drains them all.
- * workers <= 1 serves in this process. Returns when all have stopped. */
+ * workers <= 1 serves in this process. Returns when all have stopped.
+ * Each worker runs the app's lifespan (its own pools). A worker that
+ * dies (signal or non-zero exit) is restarted, with a pause when it dies
+ * within a second of starting; one whose startup failed (listen, or the
+ * lifespan's setup) stops them all and aw_app_run fails with -ECHILD.
+ * Runs its own loop(s): call it outside aw_run (-EBUSY inside a task).
+ * Port 0 picks a free port (printed in the log). */
 int aw_app_run(aw_app *app, const char *host, int port, int workers);
 /* main() for examples: parses --port N (default 8000), --host H (default
  * 127.0.0.1), --workers N (default 1) and calls aw_app_run. */

@@ -137,6 +137,7 @@ struct aw_http_request {
 	unsigned nparams;
 	aw_http_pparam params[AW_HTTP_MAX_PARAMS];
 	bool query_parsed;
+	bool query_bad;
 	unsigned nquery;
 	aw_http_qpair *qpairs;
 
@@ -231,7 +232,6 @@ struct aw_http_conn {
 	aw_arena arena;
 
 	bool body_timeout;         /* the body stalled longer than body_idle */
-	bool drained;              /* the last read left the socket empty */
 	bool idle;                 /* between requests (may be cancelled to drain) */
 	bool in_request;
 	uint64_t requests;

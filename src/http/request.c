@@ -455,6 +455,13 @@ void aw__http_conn_reset(aw_http_conn *c)
 	c->sink = SINK_NONE;
 	c->span_count = 0;
 	c->body_fed = 0;
+	/* Keep the scratch buffers for the next request, unless one grew
+	 * large for a big response. */
+	if (c->out.cap > 256 * 1024 && !c->out.len)
+		aw__buf_free(&c->out);
+	if (c->body.cap > 256 * 1024)
+		aw__buf_free(&c->body);
+	c->body.len = 0;
 	aw__arena_reset(&c->arena);
 	aw__http_response_reset(&c->res);
 }
@@ -742,6 +749,7 @@ static int parse_query(aw_http_request *req)
 			ssize_t kl = aw__http_pct_decode(s, (size_t)(kend - s), k, true);
 			ssize_t vl = aw__http_pct_decode(v, (size_t)(amp - v), val, true);
 			if (kl < 0 || vl < 0) {
+				req->query_bad = true;
 				req->bad_request = "invalid percent-encoding in the query string";
 				return aw_raise(-EBADMSG, "invalid percent-encoding (or a NUL byte) in the query string");
 			}
@@ -759,6 +767,10 @@ const char *aw_http_query(const aw_http_request *creq, const char *name)
 	aw_http_request *req = (aw_http_request *)creq;   /* decoded on first use */
 	if (!req->query_parsed && parse_query(req))
 		return NULL;
+	if (req->query_bad) {
+		aw_raise(-EBADMSG, "invalid percent-encoding (or a NUL byte) in the query string");
+		return NULL;
+	}
 	for (unsigned i = 0; i < req->nquery; i++)
 		if (strcmp(req->qpairs[i].name, name) == 0)
 			return req->qpairs[i].value;

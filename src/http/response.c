@@ -256,6 +256,8 @@ static size_t json_escape_into(char *o, const char *s)
 		if (ch == '"' || ch == '\\') {
 			o[n++] = '\\';
 			o[n++] = (char)ch;
+		} else if (ch >= 0x7f) {
+			o[n++] = '?';   /* keep the body valid UTF-8 whatever the message holds */
 		} else if (ch < 0x20) {
 			n += (size_t)sprintf(o + n, "\\u%04x", ch);
 		} else {
@@ -277,11 +279,11 @@ int aw__http_queue_error(aw_http_conn *c, int status, const char *detail, const 
 	}
 	if (!detail)
 		detail = aw__http_reason(status);
-	char body[600];
+	char body[1400];
 	size_t dl = strlen(detail);
-	if (dl > 90)
-		dl = 90;   /* our own messages are short; never echo much */
-	char d[100];
+	if (dl > 200)
+		dl = 200;   /* our own messages are short; never echo much */
+	char d[210];
 	memcpy(d, detail, dl);
 	d[dl] = 0;
 	size_t n = (size_t)snprintf(body, sizeof body, "{\"detail\":\"");
@@ -434,7 +436,7 @@ int aw_http_stream(aw_http_response *res, int status, const char *content_type, 
 	if (!chunks)
 		return aw_raise(-EINVAL, "aw_http_stream: no iterator");
 	aw_http_conn *c = res->conn;
-	int framing;
+	int framing = FRAME_LENGTH;
 	rc = stream_head(res, status, content_type, &framing, false, 0);
 	if (rc || c->req.is_head || !status_has_body(status)) {
 		if (rc)
@@ -512,7 +514,7 @@ int aw_http_file(aw_http_response *res, const char *path, const char *content_ty
 	if (!content_type)
 		content_type = guess_type(path);
 	uint64_t size = (uint64_t)j.st.st_size;
-	int framing;
+	int framing = FRAME_LENGTH;
 	aw_file_chunks fc;
 	aw_iter *it = aw_file_chunks_init(&fc, path, 64 * 1024);
 	if (c->req.is_head || !c->s) {

@@ -259,15 +259,6 @@ static bool srv_draining(aw_http_conn *c)
 	return c->srv && c->srv->draining;
 }
 
-/* aw_stream_fill, noting whether the read emptied the socket (it did
- * not fill the buffer to the end). */
-static ssize_t fill(aw_http_conn *c, size_t max, aw_time deadline)
-{
-	ssize_t n = aw_stream_fill(c->s, max, deadline);
-	c->drained = n > 0 && c->s->rend < c->s->rcap && !c->s->ssl;
-	return n;
-}
-
 /* Read a request head. 1: complete; 0: close quietly (end of stream, idle
  * timeout, cancellation); >= 400: reject with that status. */
 static int read_head(aw_http_conn *c)
@@ -285,13 +276,7 @@ static int read_head(aw_http_conn *c)
 		if (srv_draining(c))
 			return 0;
 		deadline = c->requests == 0 ? c->accepted + lim->header_timeout : aw__http_after(lim->keepalive_idle);
-		/* The last read left the socket empty: wait for readiness
-		 * first instead of trying a read that would say EAGAIN (one
-		 * system call less per request; the loop keeps edges that
-		 * came in the meantime, so none is missed). */
-		if (c->drained && aw_fd_wait(aw_stream_fd(c->s), AW_READABLE, deadline))
-			return 0;
-		ssize_t n = fill(c, max, deadline);
+		ssize_t n = aw_stream_fill(c->s, max, deadline);
 		if (n <= 0)
 			return 0;
 		aw_stream_peek(c->s, &data, &len);
@@ -307,7 +292,7 @@ static int read_head(aw_http_conn *c)
 			return st;
 		if (c->out.len && aw__http_flush(c))
 			return 0;
-		ssize_t n = fill(c, max, deadline);
+		ssize_t n = aw_stream_fill(c->s, max, deadline);
 		if (n == 0)
 			return 0;   /* the client gave up mid-request: nobody to answer */
 		if (n == -ETIMEDOUT) {
@@ -384,6 +369,8 @@ static bool handle_request(aw_http_conn *c)
 		aw_stream_consume(c->s, r->head_len);
 		c->pos = 0;
 	}
+	if (all_here)
+		r->continue_sent = true;   /* the body is here already: no 100 needed */
 	int st = aw__http_prepare_request(c);
 	if (st) {
 		c->res.close = true;

@@ -329,6 +329,7 @@ int aw_app_main(aw_app *app, int argc, char **argv)
 			usage(stdout, prog);
 			return 0;
 		} else if (strcmp(a, "--access-log") == 0) {
+			setvbuf(stdout, NULL, _IOLBF, 0);   /* whole lines, also across workers */
 			aw_app_access_log(app, stdout);
 		} else if (strcmp(a, "--host") == 0 && v) {
 			host = v;
