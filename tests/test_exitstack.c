@@ -581,3 +581,49 @@ AW_TEST(exitstack_10000_failing_exits_chain_every_error_and_free_without_recursi
 	CHECK_EQ(r.chain_len, MANY);
 	CHECK(r.chain_ok);
 }
+
+/* ---- re-entered from a manager's enter ------------------------------------- */
+
+static aw_exitstack reent_stack;
+static aw_gen reent_gens[24];
+static int reent_inner(aw_gen *g, void *arg)
+{
+	(void)arg;
+	return aw_gen_yield(g, NULL);
+}
+
+static int reent_outer(aw_gen *g, void *arg)
+{
+	aw_gen *inner = arg;
+	/* Enters into the same exit stack, from inside an enter of it. */
+	if (aw_exitstack_enter(&reent_stack, aw_gen_init(inner, "inner", reent_inner, NULL)))
+		return aw_error_pending();
+	return aw_gen_yield(g, NULL);
+}
+
+static int reent_main(void *arg)
+{
+	size_t *counts = arg;
+	AW_WITH(aw_exitstack_init(&reent_stack)) {
+		/* Fill to one below the first capacity (8), so the inner push
+		 * takes the last reserved slot. */
+		for (int i = 0; i < 7; i++)
+			if (aw_exitstack_enter(&reent_stack, aw_gen_init(&reent_gens[i], "x", reent_inner, NULL)))
+				return -1;
+		if (aw_exitstack_enter(&reent_stack, aw_gen_init(&reent_gens[20], "outer", reent_outer, &reent_gens[21])))
+			return -1;
+		counts[0] = reent_stack.count;
+		counts[1] = reent_stack.cap >= reent_stack.count;
+	}
+	counts[2] = reent_stack.count;
+	return aw_error_pending();
+}
+
+AW_TEST(exitstack_enter_reentered_from_a_managers_enter_keeps_every_entry)
+{
+	size_t counts[3] = { 0 };
+	CHECK_EQ(aw_run(reent_main, counts), 0);
+	CHECK_EQ(counts[0], 9);   /* 7 + the inner + the outer */
+	CHECK_EQ(counts[1], 1);
+	CHECK_EQ(counts[2], 0);   /* all unwound */
+}

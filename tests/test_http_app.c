@@ -576,3 +576,45 @@ AW_TEST(shutdown_cancels_after_grace)
 	CHECK(strstr(ev, "slow handler woke rc=-125|a exit err=-125|lifespan teardown") != NULL);
 	free(ev);
 }
+
+/* aw_app_stop from another task; then serving again on the listener that
+ * was shut down fails at once (no spinning on accept errors). */
+static int stopper(void *arg)
+{
+	aw_sleep(AW_MS(50));
+	aw_app_stop(arg);
+	return 0;
+}
+
+static int serve_twice(void *arg)
+{
+	int *rcs = arg;
+	aw_app *app = aw_app_new("twice");
+	FILE *quiet = fopen("/dev/null", "we");
+	aw_app_error_log(app, quiet);
+	aw_app_route(app, "GET", "/", h_text, "x");
+	aw_listener *l;
+	if (aw_tcp_listen(&l, "127.0.0.1", 0, NULL))
+		return -1;
+	aw_task *t;
+	if (aw_spawn(&t, stopper, app, "stopper"))
+		return -1;
+	rcs[0] = aw_app_serve(app, l);
+	aw_task_join(t);
+	rcs[1] = aw_app_serve(app, l);
+	aw_error_clear();
+	aw_listener_close(l);
+	aw_app_free(app);
+	fclose(quiet);
+	return 0;
+}
+
+AW_TEST(stop_and_serve_again)
+{
+	int rcs[2] = { 1, 1 };
+	long long t0 = now_ms();
+	CHECK_EQ(aw_run(serve_twice, rcs), 0);
+	CHECK_EQ(rcs[0], 0);
+	CHECK(rcs[1] < 0);
+	CHECK_LT(now_ms() - t0, 3000);
+}

@@ -521,7 +521,9 @@ typedef int (*aw_callback_fn)(void *arg);        /* called with no error */
 aw_mgr *aw_exitstack_init(aw_exitstack *s);
 /* Waits: enter m and push its exit. If entering fails nothing is pushed
  * and the error is returned. Room is made before m is entered, so -ENOMEM
- * (the stack cannot grow) leaves m never entered. */
+ * (the stack cannot grow) usually leaves m never entered; if m's enter
+ * pushed onto this same stack and the room is gone, m is exited again at
+ * once with -ENOMEM. */
 int aw_exitstack_enter(aw_exitstack *s, aw_mgr *m) AW_MUST_USE;
 /* Push the exit of an already-entered manager. */
 int aw_exitstack_push(aw_exitstack *s, aw_mgr *m) AW_MUST_USE;

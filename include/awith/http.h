@@ -233,8 +233,12 @@ aw_app *aw_http_app(const aw_http_request *req);
  * requests finish within shutdown_grace (idle keep-alive connections are
  * closed at once; responses say Connection: close), cancel the rest (their
  * dependencies' teardown still runs), run the lifespan's teardown.
- * Returns 0, or the error of the lifespan's setup or teardown. */
+ * A second SIGINT/SIGTERM while draining cancels the requests still
+ * running at once. Returns 0, or the error of the lifespan's setup or
+ * teardown, or of a listener that cannot accept (closed, shut down). */
 int aw_app_serve(aw_app *app, aw_listener *l);
+/* Begin the shutdown of aw_app_serve (as SIGTERM does), from any task of
+ * its loop (a handler too). */
 void aw_app_stop(aw_app *app);
 /* Run N worker processes (each its own loop) sharing host:port through
  * SO_REUSEPORT; a crashed worker is restarted; SIGTERM drains them all.

@@ -70,6 +70,10 @@ typedef struct aw_stream_opts {
 /* Wrap a connected, non-blocking-capable fd (the stream owns it from now
  * on and makes it O_NONBLOCK). */
 int aw_stream_from_fd(aw_stream **out, int fd, const aw_stream_opts *opts) AW_MUST_USE;
+/* While a stream owns its fd, do not aw_fd_wait on the fd yourself: after
+ * a short read the stream waits for the next readiness edge instead of
+ * reading once more, and a wait of yours would take that edge from it.
+ * Use aw_stream_fill to wait for data. */
 
 /* The stream's manager: enter does nothing (it is open), exit closes it
  * (aw_stream_close, bounded by the cleanup grace deadline). */
@@ -259,6 +263,10 @@ typedef struct aw_signals {
 } aw_signals;
 /* sigs: up to 8 signal numbers. */
 aw_mgr *aw_signals_init(aw_signals *s, const int *sigs, int count);
+/* Note: signals that arrive after the last wait are still pending when the
+ * block ends; if nothing else blocks them then, their default action runs
+ * (a second SIGTERM during a server's teardown ends the process). Keep the
+ * block open for as long as such signals must be caught. */
 /* Waits: the next of the signals; returns its number (> 0). */
 int aw_signals_wait(aw_signals *s, aw_time deadline);
 

@@ -34,6 +34,8 @@ static int reserve(aw_exitstack *s)
 	return 0;
 }
 
+static int run_entry(void *ctx, int err);
+
 int aw_exitstack_enter(aw_exitstack *s, aw_mgr *m)
 {
 	if (!m || !m->ops)
@@ -44,6 +46,19 @@ int aw_exitstack_enter(aw_exitstack *s, aw_mgr *m)
 	rc = m->ops->enter ? m->ops->enter(m) : 0;
 	if (rc)
 		return rc < 0 ? rc : aw_raise(-AW_EEXIT, "enter of '%s' returned %d", m->ops->name, rc);
+	/* The enter may itself have pushed onto this stack (a generator that
+	 * enters into the same exit stack) and used the room reserved above. */
+	rc = reserve(s);
+	if (AW_UNLIKELY(rc)) {
+		/* Entered but cannot be recorded: exit it now, so nothing leaks. */
+		aw_task *t = aw__current();
+		aw_with cw = { 0 };
+		aw__cleanup_begin(t, &cw);
+		aw_exitstack_entry e = { .kind = ENTRY_MGR, .p = m };
+		rc = aw__run_exit(run_entry, &e, m->ops->name, rc);
+		aw__cleanup_end(t, &cw);
+		return rc;
+	}
 	s->entries[s->count++] = (aw_exitstack_entry){ .kind = ENTRY_MGR, .p = m };
 	return 0;
 }

@@ -170,7 +170,8 @@ void *aw_http_depends(aw_http_request *req, const aw_http_dep *dep)
 void aw__app_deps_unwind(aw_http_request *req, int err)
 {
 	if (!req->deps.count) {
-		aw_exitstack_unwind(&req->deps, 0);   /* frees the array */
+		if (req->deps.entries)
+			aw_exitstack_unwind(&req->deps, 0);   /* frees the array */
 		return;
 	}
 	aw_error *mine = NULL;
@@ -300,7 +301,7 @@ int aw__app_dispatch(aw_http_conn *c)
 			aw_error_raise_obj(e);
 		aw__app_deps_unwind(r, err);
 		e = NULL;
-	} else {
+	} else if (r->deps.entries) {
 		aw_exitstack_unwind(&r->deps, 0);   /* nothing to run; frees */
 	}
 	aw_error_free(e);

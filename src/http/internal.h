@@ -273,6 +273,7 @@ int aw__router_add(aw_router *r, const char *method, const char *path, aw_http_h
 int aw__router_match(const aw_router *r, aw_http_request *req, char *allow, size_t allow_len);
 struct aw_route {
 	char *method;              /* "GET", ..., "*" */
+	size_t mlen;
 	char *path;                /* the template */
 	aw_http_handler fn;
 	void *ud;
@@ -335,6 +336,7 @@ struct aw_http_server {
 	aw_event drained;          /* set when nconns drops to 0 while draining */
 	aw_scope *grace;           /* while waiting for busy connections */
 	bool hurry;                /* a second signal: no more grace */
+	aw_error *error;           /* why accepting stopped, if not asked to */
 };
 /* Accept until stopped, then drain the connections. */
 int aw__http_server_run(aw_app *app, aw_listener *l);

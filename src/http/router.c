@@ -118,6 +118,7 @@ int aw__router_add(aw_router *r, const char *method, const char *path, aw_http_h
 	route->fn = fn;
 	route->ud = ud;
 	route->method = strdup(method);
+	route->mlen = strlen(method);
 	route->path = strdup(path);
 	if (!route->method || !route->path)
 		goto oom;
@@ -266,7 +267,7 @@ static const aw_route *pick(match_ctx *m, const aw_rnode *node)
 {
 	const aw_route *any = NULL, *get = NULL;
 	for (const aw_route *r = node->routes; r; r = r->next) {
-		if (strlen(r->method) == m->mlen && memcmp(r->method, m->method, m->mlen) == 0)
+		if (r->mlen == m->mlen && memcmp(r->method, m->method, m->mlen) == 0)
 			return r;
 		if (!any && r->method[0] == '*')
 			any = r;

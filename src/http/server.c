@@ -554,8 +554,17 @@ static void accept_loop(aw_http_server *srv)
 			if (rc == -ECANCELED)
 				break;
 			if (rc) {
-				/* Out of fds or memory: say so, breathe, go on. */
-				aw__http_log_error(app, aw_error_current(), "accept failed");
+				bool transient = rc == -EMFILE || rc == -ENFILE || rc == -ENOBUFS || rc == -ENOMEM ||
+						 rc == -EPROTO || rc == -EPERM || rc == -ETIMEDOUT;
+				aw__http_log_error(app, aw_error_current(), "accept failed%s",
+						   transient ? "" : ": the listener is unusable, stopping");
+				if (!transient) {
+					/* e.g. a listener that was closed or shut down:
+					 * retrying would spin. Stop, and say why. */
+					srv->error = aw_error_take();
+					break;
+				}
+				/* Out of fds or memory: breathe, go on. */
 				aw_error_clear();
 				if (aw_sleep(AW_MS(rc == -EMFILE || rc == -ENFILE ? 100 : 10)))
 					break;
@@ -602,5 +611,10 @@ int aw__http_server_run(aw_app *app, aw_listener *l)
 	accept_loop(&srv);
 	drain_connections(&srv);
 	app->srv = NULL;
+	if (srv.error) {
+		int rc = srv.error->code;
+		aw_error_raise_obj(srv.error);
+		return rc;
+	}
 	return 0;
 }
