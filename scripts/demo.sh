@@ -27,6 +27,28 @@ for name in "${names[@]}"; do
     fi
 done
 
+# The seed's web service, for real: start examples/hello_server on a free
+# port, ask it with curl, then stop it with SIGINT (graceful shutdown).
+demo_server() {
+    local port pid out
+    port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    echo
+    echo "===== example: hello_server (port $port) ====="
+    build/examples/hello_server --port "$port" &
+    pid=$!
+    for _ in $(seq 50); do
+        curl -s -o /dev/null "http://127.0.0.1:$port/" && break
+        sleep 0.1
+    done
+    echo "\$ curl -i http://127.0.0.1:$port/"
+    out=$(curl -s -i "http://127.0.0.1:$port/")
+    echo "$out"
+    kill -INT "$pid"
+    wait "$pid" || { echo "FAIL hello_server: exit status $?"; return 1; }
+    [[ $out == *'{"message":"Hello, World!"}'* ]] || { echo "FAIL hello_server: unexpected answer"; return 1; }
+}
+demo_server || failed+=(hello_server)
+
 echo
 if ((${#failed[@]})); then
     echo "demo FAILED: ${failed[*]}"
