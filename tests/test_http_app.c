@@ -136,8 +136,9 @@ static int dep_a(aw_gen *g, void *arg)
 	a_entries++;
 	EV("a enter %d\n", a_entries);
 	int err = aw_gen_yield(g, "A");
-	/* teardown waits: it must run after the response has left */
-	aw_sleep(AW_MS(100));
+	/* teardown waits: it must run after the response has left (long
+	 * enough that a slow, sanitized run still tells the two apart) */
+	aw_sleep(AW_MS(600));
 	EV("a exit err=%d\n", err);
 	return err;
 }
@@ -295,7 +296,7 @@ static char *events(const srv *s)
 
 /* ---- tests ------------------------------------------------------------------------------ */
 
-AW_TEST(router)
+AW_TEST(router_matches_templates_with_params_404s_and_405s_with_allow)
 {
 	START(s);
 	body_is(s.port, GET("/users/me"), 200, "me");
@@ -413,23 +414,23 @@ AW_TEST(handler_error_is_500_and_logged)
 	free(log);
 }
 
-AW_TEST(dependencies)
+AW_TEST(dependencies_enter_once_and_tear_down_lifo_after_the_response_seeing_the_error)
 {
 	START(s);
 	resp r;
 	long long t0 = now_ms();
 	CHECK_EQ(get(s.port, GET("/deps"), &r), 200);
-	/* the response left before the teardown's 100 ms sleep */
-	CHECK_LT(now_ms() - t0, 90);
+	/* the response left before the teardown's 600 ms sleep */
+	CHECK_LT(now_ms() - t0, 500);
 	CHECK_STR(r.body, "AB");
 	resp_free(&r);
-	usleep(200000);
+	usleep(800000);
 	CHECK_EQ(get(s.port, GET("/deps?fail=1"), &r), 500);
 	resp_free(&r);
-	usleep(200000);
+	usleep(800000);
 	CHECK_EQ(get(s.port, GET("/deps?bad=1"), &r), 200);   /* a failing teardown: logged only */
 	resp_free(&r);
-	usleep(200000);
+	usleep(800000);
 	CHECK_EQ(get(s.port, GET("/deps"), &r), 200);           /* and the server goes on */
 	resp_free(&r);
 	CHECK_EQ(srv_stop(&s), 0);
