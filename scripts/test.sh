@@ -17,7 +17,8 @@ set -uo pipefail
 PACKAGES=(meson ninja-build pkg-config gcc clang libclang-rt-14-dev valgrind python3
     gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user
           libssl-dev openssl
-          node-llhttp libjansson-dev curl)
+          node-llhttp libjansson-dev curl
+          libcurl4-openssl-dev)
 
 # Install whatever in PACKAGES is not installed yet; no apt-get at all otherwise.
 ensure_packages() {

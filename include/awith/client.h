@@ -1,0 +1,130 @@
+/*
+ * awith/client.h — HTTP client session on libcurl's multi-socket API, driven
+ * by the awith loop (aiohttp's ClientSession, in C).
+ *
+ *     aw_client_session s;
+ *     AW_WITH(aw_client_session_init(&s, &(aw_client_opts){ .base_url = "http://127.0.0.1:8080" })) {
+ *         aw_client_response r;
+ *         AW_WITH(aw_client_get(&r, &s, "/users/1")) {
+ *             printf("%d %s\n", aw_client_response_status(&r), aw_client_response_text(&r));
+ *         }
+ *     }
+ *
+ * A session owns one CURLM (the connection pool: keep-alive reuse, limits
+ * on connections in total and per host), default headers, an optional base
+ * URL and default timeouts. Its exit closes every connection.
+ *
+ * No extra threads: curl tells the session which sockets and which timeout
+ * to watch (CURLMOPT_SOCKETFUNCTION / CURLMOPT_TIMERFUNCTION); the session
+ * runs one small watcher task per socket (aw_fd_wait_any, then
+ * curl_multi_socket_action) and one timer task, and wakes the task whose
+ * transfer completed.
+ *
+ * A response is a manager: entering it performs the request and reads the
+ * body whole (up to a size limit); its exit releases the transfer (the
+ * connection goes back to the pool). Errors (returned negated and raised):
+ *   -ECONNREFUSED     nothing listens
+ *   -AW_EDNS          the host name could not be resolved
+ *   -ETIMEDOUT        the total timeout or the connect timeout passed (the
+ *                     message says which)
+ *   -AW_ETOOLONG      the body is over the size limit
+ *   -ELOOP            more redirects than the limit
+ *   -AW_ETLS_VERIFY   the peer's certificate did not verify
+ *   -AW_ETLS          another TLS failure
+ *   -ECONNRESET       the server closed the connection early / sent nothing
+ *   -EPROTO           a malformed response
+ *   -EIO              any other transfer failure (message has curl's text)
+ */
+#ifndef AWITH_CLIENT_H
+#define AWITH_CLIENT_H
+
+#include <awith/core.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+struct json_t;   /* jansson's json_t */
+
+typedef struct aw_client_opts {
+	const char *base_url;          /* prefixed to request URLs that have no
+	                                  scheme ("/x" -> base_url + "/x") */
+	const char *const *headers;    /* default headers, "Name: value",
+	                                  NULL-terminated; copied */
+	long max_connections;          /* total open connections; 0: no limit */
+	long max_host_connections;     /* per host; 0: no limit */
+	aw_time timeout;               /* default total timeout per request
+	                                  (duration); 0: none */
+	aw_time connect_timeout;       /* default connect timeout; 0: curl's
+	                                  default (300 s) */
+	size_t max_body;               /* default body size limit; 0: 8 MiB */
+	const char *ca_file;           /* CA bundle for TLS verification */
+	bool insecure;                 /* turn TLS verification off (tests only) */
+	int max_redirects;             /* follow up to this many; 0: default
+	                                  (10); < 0: do not follow */
+} aw_client_opts;
+
+typedef struct aw_client aw_client;     /* internal state */
+
+typedef struct aw_client_session {
+	aw_mgr mgr;
+	aw_client_opts opts;
+	aw_client *impl;                /* set while entered */
+} aw_client_session;
+
+/* Prepare a session (allocates nothing); enter creates the pool, exit closes
+ * every connection. opts may be NULL; its strings must outlive the block. */
+aw_mgr *aw_client_session_init(aw_client_session *s, const aw_client_opts *opts);
+
+typedef struct aw_client_request {
+	const char *method;             /* default "GET" ("POST" when a body is set) */
+	const char *url;                /* absolute, or relative to base_url */
+	const char *const *headers;     /* extra headers, NULL-terminated */
+	const void *body;               /* request body bytes (may contain NULs) */
+	size_t body_len;
+	const struct json_t *json;      /* or: a JSON body (Content-Type set) */
+	aw_time timeout;                /* 0: the session's */
+	aw_time connect_timeout;        /* 0: the session's */
+	size_t max_body;                /* 0: the session's */
+} aw_client_request;
+
+typedef struct aw_client_xfer aw_client_xfer;   /* internal */
+
+typedef struct aw_client_response {
+	aw_mgr mgr;
+	aw_client_session *session;
+	aw_client_request req;          /* copied at init; strings borrowed */
+	aw_client_xfer *x;              /* set while entered */
+} aw_client_response;
+
+/* Prepare a request whose response is a manager: enter sends it and reads
+ * the body whole (waits); exit releases the transfer. req's strings and
+ * body are borrowed until enter returns. */
+aw_mgr *aw_client_request_init(aw_client_response *r, aw_client_session *s, const aw_client_request *req);
+/* Shorthands. */
+aw_mgr *aw_client_get(aw_client_response *r, aw_client_session *s, const char *url);
+aw_mgr *aw_client_post_json(aw_client_response *r, aw_client_session *s, const char *url,
+			    const struct json_t *json);
+
+/* Inside the response block: */
+int aw_client_response_status(const aw_client_response *r);
+/* The last value of header `name` (case-insensitive) of the final response,
+ * or NULL. Valid until the block ends. */
+const char *aw_client_response_header(const aw_client_response *r, const char *name);
+/* The body bytes (*len set); NUL-terminated too (so text works). */
+const char *aw_client_response_body(const aw_client_response *r, size_t *len);
+const char *aw_client_response_text(const aw_client_response *r);
+/* The effective URL (after redirects). */
+const char *aw_client_response_url(const aw_client_response *r);
+/* Parse the body as JSON: *out is a new reference (json_decref it).
+ * -EPROTO (raised, with jansson's message) if it is not JSON. */
+int aw_client_response_json(const aw_client_response *r, struct json_t **out) AW_MUST_USE;
+/* Raise-for-status: 0 for 1xx-3xx; for 4xx/5xx raises and returns
+ * -EREMOTEIO with a message carrying the status and the start of the body
+ * (up to 200 bytes). */
+int aw_client_response_raise_for_status(const aw_client_response *r) AW_MUST_USE;
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* AWITH_CLIENT_H */

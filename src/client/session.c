@@ -1,0 +1,324 @@
+/*
+ * The client session: one CURLM driven by the loop.
+ *
+ * curl says which sockets to watch (socket callback) and when to call it
+ * back (timer callback). Each watched socket gets a small detached watcher
+ * task: it waits with aw_fd_wait_any for what curl wants and hands the
+ * readiness to curl_multi_socket_action. The loop's fd waits are
+ * edge-triggered and curl does not always drain a socket, so before parking
+ * the watcher checks the socket's level with a zero-timeout poll(). When
+ * curl changes what it wants, or stops watching the socket, the watcher is
+ * woken out of its wait with -EINTR (aw_task_wake) and re-reads its orders.
+ * One timer task per session sleeps until curl's timeout. Finished
+ * transfers wake their requesting task through an aw_event.
+ */
+#include "internal.h"
+
+#include <poll.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* A watched socket. Owned by its watcher task once spawned: the session
+ * unlinks it and sets `removed`; the watcher frees it. */
+typedef struct aw_client_sock {
+	int fd;
+	int want;                 /* AW_READABLE | AW_WRITABLE */
+	bool removed;
+	bool parked;              /* in aw_fd_wait_any */
+	aw_task *task;            /* detached; valid until removed is seen */
+	aw_client *c;             /* valid until removed */
+	struct aw_client_sock *prev, *next;
+} aw_client_sock;
+
+static void sock_unlink(aw_client *c, aw_client_sock *k)
+{
+	if (k->prev)
+		k->prev->next = k->next;
+	else
+		c->socks = k->next;
+	if (k->next)
+		k->next->prev = k->prev;
+	k->prev = k->next = NULL;
+}
+
+static void sock_kick(aw_client_sock *k)
+{
+	if (k->parked)
+		aw_task_wake(k->task, -EINTR);
+}
+
+static void sock_remove(aw_client *c, aw_client_sock *k)
+{
+	sock_unlink(c, k);
+	k->removed = true;
+	k->c = NULL;
+	sock_kick(k);
+}
+
+/* Hand finished transfers to their tasks. */
+void aw__client_check_done(aw_client *c)
+{
+	CURLMsg *m;
+	int left;
+	while ((m = curl_multi_info_read(c->multi, &left))) {
+		if (m->msg != CURLMSG_DONE)
+			continue;
+		aw_client_xfer *x = NULL;
+		curl_easy_getinfo(m->easy_handle, CURLINFO_PRIVATE, (char **)&x);
+		if (!x)
+			continue;
+		x->result = m->data.result;
+		x->finished = true;
+		aw_event_set(&x->done);
+	}
+}
+
+static void socket_action(aw_client *c, int fd, int flags)
+{
+	int running;
+	c->in_action++;
+	curl_multi_socket_action(c->multi, fd, flags, &running);
+	c->in_action--;
+	aw__client_check_done(c);
+}
+
+static int watcher(void *arg)
+{
+	aw_client_sock *k = arg;
+	bool first = true;
+	while (!k->removed) {
+		int want = k->want, got = 0;
+		if (!first) {
+			/* Level check: curl may have left data unread. */
+			struct pollfd p = { .fd = k->fd, .events = (short)((want & AW_READABLE ? POLLIN : 0) |
+									   (want & AW_WRITABLE ? POLLOUT : 0)) };
+			if (poll(&p, 1, 0) > 0) {
+				if (p.revents & (POLLERR | POLLHUP | POLLNVAL))
+					got = want;
+				else
+					got = (p.revents & POLLIN ? AW_READABLE : 0) | (p.revents & POLLOUT ? AW_WRITABLE : 0);
+			}
+		}
+		first = false;
+		if (!got) {
+			k->parked = true;
+			got = aw_fd_wait_any(k->fd, want, AW_NEVER);
+			k->parked = false;
+			if (k->removed)
+				break;
+			if (got == -EINTR)
+				continue;   /* new orders */
+			if (got < 0) {
+				aw_error_clear();
+				if (got == -EBADF) {
+					/* closed under us: let curl find out */
+					got = want;
+				} else {
+					/* cancelled (loop shutdown): stop watching */
+					break;
+				}
+			}
+		}
+		int flags = (got & AW_READABLE ? CURL_CSELECT_IN : 0) | (got & AW_WRITABLE ? CURL_CSELECT_OUT : 0);
+		socket_action(k->c, k->fd, flags);
+		if (!k->removed && (k->want == 0)) {
+			/* should not happen (curl says REMOVE instead) */
+			break;
+		}
+		/* Be fair to other tasks on a busy socket. */
+		if (!k->removed && aw_yield() < 0) {
+			aw_error_clear();
+			break;
+		}
+	}
+	if (!k->removed && k->c) {
+		sock_unlink(k->c, k);
+		/* curl still thinks this socket is watched; nothing more we can do */
+	}
+	free(k);
+	return 0;
+}
+
+static int on_socket(CURL *easy, curl_socket_t fd, int what, void *userp, void *socketp)
+{
+	(void)easy;
+	aw_client *c = userp;
+	aw_client_sock *k = socketp;
+	if (what == CURL_POLL_REMOVE) {
+		if (k) {
+			curl_multi_assign(c->multi, fd, NULL);
+			sock_remove(c, k);
+		}
+		return 0;
+	}
+	int want = (what == CURL_POLL_IN ? AW_READABLE : 0) | (what == CURL_POLL_OUT ? AW_WRITABLE : 0) |
+		   (what == CURL_POLL_INOUT ? AW_READABLE | AW_WRITABLE : 0);
+	if (k) {
+		if (k->want != want) {
+			k->want = want;
+			sock_kick(k);
+		}
+		return 0;
+	}
+	k = calloc(1, sizeof *k);
+	if (!k)
+		return -1;
+	k->fd = fd;
+	k->want = want;
+	k->c = c;
+	aw_task *t;
+	if (aw_spawn(&t, watcher, k, "client-socket") < 0) {
+		aw_error_clear();
+		free(k);
+		return -1;
+	}
+	k->task = t;
+	aw_task_detach(t);
+	k->next = c->socks;
+	if (c->socks)
+		c->socks->prev = k;
+	c->socks = k;
+	curl_multi_assign(c->multi, fd, k);
+	return 0;
+}
+
+static int on_timer(CURLM *multi, long timeout_ms, void *userp)
+{
+	(void)multi;
+	aw_client *c = userp;
+	c->timer_deadline = timeout_ms < 0 ? AW_NEVER : aw_deadline_after(AW_MS(timeout_ms));
+	aw_event_set(&c->timer_ev);
+	return 0;
+}
+
+static int timer_task(void *arg)
+{
+	aw_client *c = arg;
+	while (!c->closing) {
+		aw_event_clear(&c->timer_ev);
+		aw_time dl = c->timer_deadline;
+		if (dl != AW_NEVER && dl <= aw_now()) {
+			c->timer_deadline = AW_NEVER;
+			socket_action(c, CURL_SOCKET_TIMEOUT, 0);
+			continue;
+		}
+		aw_scope sc;
+		int rc = 0;
+		AW_WITH(aw_move_on_at(&sc, dl)) {
+			rc = aw_event_wait(&c->timer_ev);
+		}
+		if (rc < 0 && !sc.fired) {
+			aw_error_clear();
+			break;   /* cancelled: the session is closing */
+		}
+		aw_error_clear();
+	}
+	return 0;
+}
+
+/* curl closes its sockets through us, so the loop forgets them first. */
+static int on_close_socket(void *clientp, curl_socket_t fd)
+{
+	(void)clientp;
+	return aw_fd_close(fd) == 0 ? 0 : 1;
+}
+
+void aw__client_easy_setup(CURL *e)
+{
+	curl_easy_setopt(e, CURLOPT_CLOSESOCKETFUNCTION, on_close_socket);
+	curl_easy_setopt(e, CURLOPT_CLOSESOCKETDATA, NULL);
+}
+
+static int session_enter(aw_mgr *m)
+{
+	aw_client_session *s = (aw_client_session *)(void *)m;
+	static bool global_done;
+	if (!global_done) {
+		if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
+			return aw_raise(-ENOMEM, "curl_global_init failed");
+		global_done = true;
+	}
+	aw_client *c = calloc(1, sizeof *c);
+	if (!c)
+		return aw_raise(-ENOMEM, "out of memory for a client session");
+	c->multi = curl_multi_init();
+	if (!c->multi) {
+		free(c);
+		return aw_raise(-ENOMEM, "curl_multi_init failed");
+	}
+	for (const char *const *h = s->opts.headers; h && *h; h++) {
+		struct curl_slist *n = curl_slist_append(c->headers, *h);
+		if (!n) {
+			curl_slist_free_all(c->headers);
+			curl_multi_cleanup(c->multi);
+			free(c);
+			return aw_raise(-ENOMEM, "out of memory for default headers");
+		}
+		c->headers = n;
+	}
+	c->timer_deadline = AW_NEVER;
+	aw_event_init(&c->timer_ev);
+	curl_multi_setopt(c->multi, CURLMOPT_SOCKETFUNCTION, on_socket);
+	curl_multi_setopt(c->multi, CURLMOPT_SOCKETDATA, c);
+	curl_multi_setopt(c->multi, CURLMOPT_TIMERFUNCTION, on_timer);
+	curl_multi_setopt(c->multi, CURLMOPT_TIMERDATA, c);
+	if (s->opts.max_connections > 0)
+		curl_multi_setopt(c->multi, CURLMOPT_MAX_TOTAL_CONNECTIONS, s->opts.max_connections);
+	if (s->opts.max_host_connections > 0)
+		curl_multi_setopt(c->multi, CURLMOPT_MAX_HOST_CONNECTIONS, s->opts.max_host_connections);
+	int rc = aw_spawn(&c->timer, timer_task, c, "client-timer");
+	if (rc < 0) {
+		curl_slist_free_all(c->headers);
+		curl_multi_cleanup(c->multi);
+		free(c);
+		return rc;
+	}
+	s->impl = c;
+	return 0;
+}
+
+static int session_exit(aw_mgr *m, int err)
+{
+	aw_client_session *s = (aw_client_session *)(void *)m;
+	aw_client *c = s->impl;
+	if (!c)
+		return err;
+	c->closing = true;
+	/* Closes every connection (through on_close_socket). */
+	curl_multi_cleanup(c->multi);
+	c->multi = NULL;
+	while (c->socks)
+		sock_remove(c, c->socks);
+	aw_task_cancel(c->timer);
+	int rc = aw_task_join(c->timer);
+	(void)rc;
+	aw_error_clear();
+	curl_slist_free_all(c->headers);
+	free(c);
+	s->impl = NULL;
+	/* Let the watchers see `removed` and free themselves. */
+	(void)aw_yield();
+	return err;
+}
+
+static void session_describe(aw_mgr *m, char *buf, size_t len)
+{
+	aw_client_session *s = (aw_client_session *)(void *)m;
+	snprintf(buf, len, "%s", s->opts.base_url ? s->opts.base_url : "(no base url)");
+}
+
+static const aw_mgr_ops session_ops = {
+	.name = "client session",
+	.enter = session_enter,
+	.exit = session_exit,
+	.describe = session_describe,
+};
+
+aw_mgr *aw_client_session_init(aw_client_session *s, const aw_client_opts *opts)
+{
+	memset(s, 0, sizeof *s);
+	s->mgr.ops = &session_ops;
+	if (opts)
+		s->opts = *opts;
+	return &s->mgr;
+}
