@@ -95,6 +95,7 @@ typedef struct aw_client_response {
 	aw_client_session *session;
 	aw_client_request req;          /* copied at init; strings borrowed */
 	aw_client_xfer *x;              /* set while entered */
+	bool stream;                    /* body streamed (aw_client_stream_init) */
 } aw_client_response;
 
 /* Prepare a request whose response is a manager: enter sends it and reads
@@ -106,12 +107,44 @@ aw_mgr *aw_client_get(aw_client_response *r, aw_client_session *s, const char *u
 aw_mgr *aw_client_post_json(aw_client_response *r, aw_client_session *s, const char *url,
 			    const struct json_t *json);
 
+/* The same, but enter waits only for the final response's status and
+ * headers; the body is then read with aw_client_response_chunks. The
+ * transfer pauses (curl stops reading the socket) while the task is not
+ * asking for the next chunk: backpressure. Leaving the block before the
+ * end of the body closes the connection instead of returning it to the
+ * pool. */
+aw_mgr *aw_client_stream_init(aw_client_response *r, aw_client_session *s, const aw_client_request *req);
+
+typedef struct aw_client_chunk {
+	const char *data;               /* valid until the next step */
+	size_t len;
+} aw_client_chunk;
+
+typedef struct aw_client_chunks {
+	aw_iter iter;
+	aw_client_response *r;
+	aw_client_chunk chunk;
+	bool taken;
+} aw_client_chunks;
+
+/* An async iterator over the body of a streamed response, in the chunks
+ * the network delivers (aw_client_chunk *):
+ *
+ *     aw_client_chunks it;
+ *     aw_client_chunk *ch;
+ *     AW_FOR(ch, aw_client_response_chunks(&r, &it)) { fwrite(ch->data, 1, ch->len, out); }
+ *
+ * A transfer failure in the middle of the body ends the loop with the
+ * error in flight (the codes listed at the top). */
+aw_iter *aw_client_response_chunks(aw_client_response *r, aw_client_chunks *it);
+
 /* Inside the response block: */
 int aw_client_response_status(const aw_client_response *r);
 /* The last value of header `name` (case-insensitive) of the final response,
  * or NULL. Valid until the block ends. */
 const char *aw_client_response_header(const aw_client_response *r, const char *name);
-/* The body bytes (*len set); NUL-terminated too (so text works). */
+/* The body bytes (*len set); NUL-terminated too (so text works). Not for
+ * streamed responses (NULL). */
 const char *aw_client_response_body(const aw_client_response *r, size_t *len);
 const char *aw_client_response_text(const aw_client_response *r);
 /* The effective URL (after redirects). */

@@ -37,6 +37,15 @@ struct aw_client_xfer {
 	size_t max_body;
 	bool too_long;
 	char *json_body;              /* serialised request JSON */
+	/* streamed bodies */
+	bool streaming;
+	bool headers_done;            /* the final response's headers are in */
+	bool saw_location;
+	bool follow;
+	bool pending;                 /* body.data holds a chunk not yet taken */
+	bool paused;                  /* the write callback said PAUSE */
+	aw_time ctimeout;             /* the connect timeout in force */
+	aw_event progress;            /* headers done, a chunk, or the end */
 	char *url;
 };
 

@@ -38,6 +38,21 @@ static size_t on_write(char *p, size_t size, size_t n, void *ud)
 {
 	aw_client_xfer *x = ud;
 	size_t len = size * n;
+	if (x->streaming) {
+		/* Backpressure: one chunk at a time; curl holds the rest (and
+		 * stops reading the socket) until the reader takes it. */
+		if (x->pending) {
+			x->paused = true;
+			return CURL_WRITEFUNC_PAUSE;
+		}
+		x->body.len = 0;
+		if (buf_add(&x->body, p, len) < 0)
+			return 0;
+		x->pending = true;
+		x->headers_done = true;
+		aw_event_set(&x->progress);
+		return len;
+	}
 	if (x->body.len + len > x->max_body) {
 		x->too_long = true;
 		return 0;   /* aborts the transfer: CURLE_WRITE_ERROR */
@@ -55,13 +70,27 @@ static size_t on_header(char *p, size_t size, size_t n, void *ud)
 	size_t len = size * n;
 	if (len >= 5 && memcmp(p, "HTTP/", 5) == 0) {
 		x->hdrs.len = 0;
+		x->saw_location = false;
 		return len;
 	}
 	size_t l = len;
 	while (l && (p[l - 1] == '\n' || p[l - 1] == '\r'))
 		l--;
+	if (!l && x->streaming && !x->headers_done) {
+		/* End of a header block: the final one unless curl goes on
+		 * (1xx, or a redirect it follows). */
+		long code = 0;
+		curl_easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &code);
+		if (code >= 200 && !(code >= 300 && code < 400 && x->saw_location && x->follow)) {
+			x->headers_done = true;
+			aw_event_set(&x->progress);
+		}
+		return len;
+	}
 	if (!l || !memchr(p, ':', l))
 		return len;
+	if (l > 9 && strncasecmp(p, "location:", 9) == 0)
+		x->saw_location = true;
 	if (buf_add(&x->hdrs, p, l) < 0 || buf_add(&x->hdrs, "", 1) < 0)
 		return 0;
 	return len;
@@ -81,8 +110,9 @@ static void xfer_free(aw_client_xfer *x)
 	free(x);
 }
 
-static int map_error(aw_client_xfer *x, const aw_client_request *req, aw_time connect_timeout)
+static int map_error(aw_client_xfer *x, const aw_client_request *req)
 {
+	aw_time connect_timeout = x->ctimeout;
 	CURLcode rc = x->result;
 	const char *detail = x->errbuf[0] ? x->errbuf : curl_easy_strerror(rc);
 	const char *url = x->url;
@@ -120,16 +150,23 @@ static int map_error(aw_client_xfer *x, const aw_client_request *req, aw_time co
 	case CURLE_SSL_CACERT_BADFILE:
 	case CURLE_SSL_ENGINE_NOTFOUND:
 		return aw_raise(-AW_ETLS, "%s: TLS failure: %s", url, detail);
-	case CURLE_GOT_NOTHING:
 	case CURLE_RECV_ERROR:
+		/* No OS error: curl refused what it read (e.g. a bad chunk). */
+		if (oserr <= 0)
+			return aw_raise(-EPROTO, "%s: malformed response: %s", url, detail);
+		return aw_raise(-ECONNRESET, "%s: connection closed early: %s", url, detail);
+	case CURLE_GOT_NOTHING:
 	case CURLE_SEND_ERROR:
 	case CURLE_PARTIAL_FILE:
 		return aw_raise(-ECONNRESET, "%s: connection closed early: %s", url, detail);
 	case CURLE_WEIRD_SERVER_REPLY:
 	case CURLE_BAD_CONTENT_ENCODING:
 		return aw_raise(-EPROTO, "%s: malformed response: %s", url, detail);
-	case CURLE_URL_MALFORMAT:
 	case CURLE_UNSUPPORTED_PROTOCOL:
+		if (strstr(detail, "HTTP/0.9"))
+			return aw_raise(-EPROTO, "%s: malformed response: %s", url, detail);
+		/* fall through */
+	case CURLE_URL_MALFORMAT:
 		return aw_raise(-EINVAL, "%s: bad URL: %s", url, detail);
 	default:
 		return aw_raise(-EIO, "%s: transfer failed: %s", url, detail);
@@ -175,6 +212,8 @@ static int response_enter(aw_mgr *m)
 	if (!x)
 		return aw_raise(-ENOMEM, "out of memory for a request");
 	aw_event_init(&x->done);
+	aw_event_init(&x->progress);
+	x->streaming = r->stream;
 	x->max_body = req->max_body ? req->max_body : s->opts.max_body ? s->opts.max_body : AW_CLIENT_DEFAULT_MAX_BODY;
 	x->url = make_url(s, req->url);
 	x->easy = curl_easy_init();
@@ -233,6 +272,7 @@ static int response_enter(aw_mgr *m)
 	aw_time timeout = req->timeout ? req->timeout : s->opts.timeout;
 	aw_time ctimeout = req->connect_timeout ? req->connect_timeout : s->opts.connect_timeout;
 	r->req.timeout = timeout;
+	x->ctimeout = ctimeout;
 	if (timeout > 0)
 		curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)(timeout / AW_MS(1) ? timeout / AW_MS(1) : 1));
 	if (ctimeout > 0)
@@ -240,6 +280,7 @@ static int response_enter(aw_mgr *m)
 	int redirects = s->opts.max_redirects;
 	if (redirects >= 0) {
 		curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 1L);
+		x->follow = true;
 		curl_easy_setopt(e, CURLOPT_MAXREDIRS, (long)(redirects ? redirects : AW_CLIENT_DEFAULT_REDIRECTS));
 	}
 	if (s->opts.ca_file)
@@ -255,7 +296,22 @@ static int response_enter(aw_mgr *m)
 		return aw_raise(-ENOMEM, "curl_multi_add_handle: %s", curl_multi_strerror(mc));
 	}
 	x->in_multi = true;
-	rc = aw_event_wait(&x->done);
+	if (x->streaming) {
+		/* Wait for the final headers (or the end); the body follows
+		 * through the iterator. */
+		while (!x->headers_done && !x->finished) {
+			aw_event_clear(&x->progress);
+			rc = aw_event_wait(&x->progress);
+			if (rc < 0)
+				break;
+		}
+		if (rc == 0 && !x->finished) {
+			r->x = x;
+			return 0;
+		}
+	} else {
+		rc = aw_event_wait(&x->done);
+	}
 	/* Out of the pool's hands: the connection is reusable (or closed if
 	 * the transfer did not finish). */
 	curl_multi_remove_handle(c->multi, e);
@@ -264,7 +320,7 @@ static int response_enter(aw_mgr *m)
 		xfer_free(x);
 		return rc;
 	}
-	rc = map_error(x, req, ctimeout);
+	rc = map_error(x, req);
 	if (rc < 0) {
 		xfer_free(x);
 		return rc;
@@ -280,6 +336,15 @@ static int response_enter(aw_mgr *m)
 static int response_exit(aw_mgr *m, int err)
 {
 	aw_client_response *r = (aw_client_response *)(void *)m;
+	aw_client_xfer *x = r->x;
+	if (x && x->in_multi) {
+		/* Left before the end of a streamed body: curl closes the
+		 * connection (it cannot be reused mid-body). */
+		aw_client *c = r->session->impl;
+		if (c && c->multi)
+			curl_multi_remove_handle(c->multi, x->easy);
+		x->in_multi = false;
+	}
 	xfer_free(r->x);
 	r->x = NULL;
 	return err;
@@ -348,6 +413,11 @@ const char *aw_client_response_header(const aw_client_response *r, const char *n
 
 const char *aw_client_response_body(const aw_client_response *r, size_t *len)
 {
+	if (r->x && r->x->streaming) {
+		if (len)
+			*len = 0;
+		return NULL;
+	}
 	if (len)
 		*len = r->x ? r->x->body.len : 0;
 	return r->x ? r->x->body.data : NULL;
@@ -355,7 +425,7 @@ const char *aw_client_response_body(const aw_client_response *r, size_t *len)
 
 const char *aw_client_response_text(const aw_client_response *r)
 {
-	return r->x ? r->x->body.data : NULL;
+	return r->x && !r->x->streaming ? r->x->body.data : NULL;
 }
 
 const char *aw_client_response_url(const aw_client_response *r)
@@ -369,8 +439,8 @@ const char *aw_client_response_url(const aw_client_response *r)
 int aw_client_response_json(const aw_client_response *r, struct json_t **out)
 {
 	*out = NULL;
-	if (!r->x)
-		return aw_raise(-EINVAL, "aw_client_response_json outside of the response block");
+	if (!r->x || r->x->streaming)
+		return aw_raise(-EINVAL, "aw_client_response_json outside of a (non-streamed) response block");
 	json_error_t je;
 	json_t *v = json_loadb(r->x->body.data, r->x->body.len, JSON_DECODE_ANY, &je);
 	if (!v)
@@ -385,7 +455,85 @@ int aw_client_response_raise_for_status(const aw_client_response *r)
 	int st = aw_client_response_status(r);
 	if (st < 400)
 		return 0;
+	if (r->x->streaming)
+		return aw_raise(-EREMOTEIO, "HTTP %d from %s", st, r->x->url);
 	size_t n = r->x->body.len < 200 ? r->x->body.len : 200;
 	return aw_raise(-EREMOTEIO, "HTTP %d from %s: %.*s%s", st, r->x->url, (int)n, r->x->body.data,
 			r->x->body.len > n ? "..." : "");
+}
+
+aw_mgr *aw_client_stream_init(aw_client_response *r, aw_client_session *s, const aw_client_request *req)
+{
+	aw_mgr *m = aw_client_request_init(r, s, req);
+	r->stream = true;
+	return m;
+}
+
+static int chunks_next(aw_iter *iter, void **item)
+{
+	aw_client_chunks *it = (aw_client_chunks *)(void *)iter;
+	aw_client_response *r = it->r;
+	aw_client_xfer *x = r->x;
+	if (!x || !x->streaming)
+		return aw_raise(-EINVAL, "aw_client_response_chunks: not inside a streamed response block");
+	if (it->taken) {
+		/* The reader is done with the previous chunk. */
+		it->taken = false;
+		x->pending = false;
+	}
+	for (;;) {
+		if (x->pending) {
+			it->chunk.data = x->body.data;
+			it->chunk.len = x->body.len;
+			it->taken = true;
+			*item = &it->chunk;
+			return 1;
+		}
+		if (x->finished) {
+			if (x->in_multi) {
+				aw_client *c = r->session->impl;
+				curl_multi_remove_handle(c->multi, x->easy);
+				x->in_multi = false;
+			}
+			int rc = map_error(x, &r->req);
+			return rc < 0 ? rc : 0;
+		}
+		if (x->paused) {
+			/* May deliver the held data at once (write callback). */
+			x->paused = false;
+			curl_easy_pause(x->easy, CURLPAUSE_CONT);
+			continue;
+		}
+		aw_event_clear(&x->progress);
+		int rc = aw_event_wait(&x->progress);
+		if (rc < 0)
+			return rc;
+	}
+}
+
+static int chunks_enter(aw_mgr *m)
+{
+	(void)m;
+	return 0;
+}
+
+static int chunks_exit(aw_mgr *m, int err)
+{
+	(void)m;
+	return err;   /* the response's exit releases the transfer */
+}
+
+static const aw_mgr_ops chunks_ops = {
+	.name = "client body chunks",
+	.enter = chunks_enter,
+	.exit = chunks_exit,
+};
+
+aw_iter *aw_client_response_chunks(aw_client_response *r, aw_client_chunks *it)
+{
+	memset(it, 0, sizeof *it);
+	it->iter.mgr.ops = &chunks_ops;
+	it->iter.next = chunks_next;
+	it->r = r;
+	return &it->iter;
 }

@@ -13,6 +13,7 @@
  * transfers wake their requesting task through an aw_event.
  */
 #include "internal.h"
+#include "../core/internal.h"   /* aw_task_wake: interrupt a watcher's fd wait */
 
 #include <poll.h>
 #include <stdlib.h>
@@ -70,6 +71,7 @@ void aw__client_check_done(aw_client *c)
 		x->result = m->data.result;
 		x->finished = true;
 		aw_event_set(&x->done);
+		aw_event_set(&x->progress);
 	}
 }
 
@@ -113,6 +115,14 @@ static int watcher(void *arg)
 				if (got == -EBADF) {
 					/* closed under us: let curl find out */
 					got = want;
+				} else if (got == -AW_EBUSY_WAIT) {
+					/* the previous watcher of a reused fd has
+					 * not run yet to clear its slot */
+					if (aw_yield() < 0) {
+						aw_error_clear();
+						break;
+					}
+					continue;
 				} else {
 					/* cancelled (loop shutdown): stop watching */
 					break;
@@ -132,8 +142,11 @@ static int watcher(void *arg)
 		}
 	}
 	if (!k->removed && k->c) {
+		/* Stopped early (cancelled at loop shutdown): curl must not
+		 * hand this record back to on_socket once it is freed. */
+		if (k->c->multi)
+			curl_multi_assign(k->c->multi, k->fd, NULL);
 		sock_unlink(k->c, k);
-		/* curl still thinks this socket is watched; nothing more we can do */
 	}
 	free(k);
 	return 0;
@@ -202,12 +215,15 @@ static int timer_task(void *arg)
 			socket_action(c, CURL_SOCKET_TIMEOUT, 0);
 			continue;
 		}
-		aw_scope sc;
+		aw_scope sc = { .deadline = 0 };
 		int rc = 0;
 		AW_WITH(aw_move_on_at(&sc, dl)) {
 			rc = aw_event_wait(&c->timer_ev);
 		}
-		if (rc < 0 && !sc.fired) {
+		/* -ETIMEDOUT: our deadline (the block falls off its end, so
+		 * sc.fired stays false); anything else is the cancellation
+		 * of a closing session. */
+		if (rc < 0 && rc != -ETIMEDOUT) {
 			aw_error_clear();
 			break;   /* cancelled: the session is closing */
 		}
