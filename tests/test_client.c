@@ -158,6 +158,32 @@ static int get_json_main(void *arg)
 	return 0;
 }
 
+/* Start the test app in a server process, run main_fn in a loop against it
+ * (c->port set, c->base = "http://127.0.0.1:<port>" + suffix), stop the
+ * server. Returns 0, or -1 after recording why (the server did not start or
+ * stop cleanly, or aw_run failed). */
+static int run_against_app(ctx *c, aw_task_fn main_fn, const char *suffix)
+{
+	srv sv;
+	memset(c, 0, sizeof *c);
+	if (srv_start(&sv, make_app) != 0) {
+		aw_test_fail(__FILE__, __LINE__, "the test server did not start");
+		return -1;
+	}
+	c->port = sv.port;
+	snprintf(c->base, sizeof c->base, "http://127.0.0.1:%d%s", sv.port, suffix);
+	int rc = aw_run(main_fn, c);
+	if (srv_stop(&sv) != 0) {
+		aw_test_fail(__FILE__, __LINE__, "the test server did not stop cleanly");
+		return -1;
+	}
+	if (rc != 0) {
+		aw_test_fail(__FILE__, __LINE__, "aw_run returned %d", rc);
+		return -1;
+	}
+	return 0;
+}
+
 AW_TEST(client_get_json_headers_and_post_json_over_one_session)
 {
 	srv sv;
@@ -207,13 +233,8 @@ static int methods_main(void *arg)
 
 AW_TEST(client_methods_bytes_bodies_and_default_headers)
 {
-	srv sv;
-	CHECK_EQ(srv_start(&sv, make_app), 0);
-	ctx c = { .port = sv.port };
-	snprintf(c.base, sizeof c.base, "http://127.0.0.1:%d/", sv.port);
-	int rc = aw_run(methods_main, &c);
-	CHECK_EQ(srv_stop(&sv), 0);
-	CHECK_EQ(rc, 0);
+	ctx c;
+	CHECK_EQ(run_against_app(&c, methods_main, "/"), 0);
 	CHECK_EQ(c.rc, 0);
 	CHECK_EQ(c.status, 200);
 	/* curl sends both headers; the server reports the last one */
@@ -279,13 +300,8 @@ static int timeout_main(void *arg)
 
 AW_TEST(client_total_timeout_is_etimedout)
 {
-	srv sv;
-	CHECK_EQ(srv_start(&sv, make_app), 0);
-	ctx c = { .port = sv.port };
-	snprintf(c.base, sizeof c.base, "http://127.0.0.1:%d", sv.port);
-	int rc = aw_run(timeout_main, &c);
-	CHECK_EQ(srv_stop(&sv), 0);
-	CHECK_EQ(rc, 0);
+	ctx c;
+	CHECK_EQ(run_against_app(&c, timeout_main, ""), 0);
 	CHECK_EQ(c.rc, -ETIMEDOUT);
 	CHECK(strstr(c.msg, "request timeout") != NULL);
 	CHECK_GE(c.n, 250);
@@ -348,13 +364,8 @@ static int too_long_main(void *arg)
 
 AW_TEST(client_body_over_the_limit_is_etoolong)
 {
-	srv sv;
-	CHECK_EQ(srv_start(&sv, make_app), 0);
-	ctx c = { .port = sv.port };
-	snprintf(c.base, sizeof c.base, "http://127.0.0.1:%d", sv.port);
-	int rc = aw_run(too_long_main, &c);
-	CHECK_EQ(srv_stop(&sv), 0);
-	CHECK_EQ(rc, 0);
+	ctx c;
+	CHECK_EQ(run_against_app(&c, too_long_main, ""), 0);
 	CHECK_EQ(c.rc, -AW_ETOOLONG);
 	CHECK(strstr(c.msg, "1000 bytes") != NULL);
 	CHECK_EQ(c.rc3, 0);
@@ -393,13 +404,8 @@ static int status_main(void *arg)
 
 AW_TEST(client_raise_for_status_and_redirects)
 {
-	srv sv;
-	CHECK_EQ(srv_start(&sv, make_app), 0);
-	ctx c = { .port = sv.port };
-	snprintf(c.base, sizeof c.base, "http://127.0.0.1:%d", sv.port);
-	int rc = aw_run(status_main, &c);
-	CHECK_EQ(srv_stop(&sv), 0);
-	CHECK_EQ(rc, 0);
+	ctx c;
+	CHECK_EQ(run_against_app(&c, status_main, ""), 0);
 	CHECK_EQ(c.status, 404);
 	CHECK_EQ(c.rc, -EREMOTEIO);
 	CHECK(strstr(c.msg, "HTTP 404") != NULL);
@@ -469,13 +475,8 @@ static int stream_main(void *arg)
 
 AW_TEST(client_streamed_body_early_exit_and_cancelled_request)
 {
-	srv sv;
-	CHECK_EQ(srv_start(&sv, make_app), 0);
-	ctx c = { .port = sv.port };
-	snprintf(c.base, sizeof c.base, "http://127.0.0.1:%d", sv.port);
-	int rc = aw_run(stream_main, &c);
-	CHECK_EQ(srv_stop(&sv), 0);
-	CHECK_EQ(rc, 0);
+	ctx c;
+	CHECK_EQ(run_against_app(&c, stream_main, ""), 0);
 	CHECK_EQ(c.rc, 0);
 	CHECK_EQ(c.status, 200);
 	CHECK_EQ(c.len, 200000);
@@ -616,13 +617,8 @@ static int concurrent_main(void *arg)
 
 AW_TEST(client_200_concurrent_requests_through_one_session)
 {
-	srv sv;
-	CHECK_EQ(srv_start(&sv, make_app), 0);
-	ctx c = { .port = sv.port };
-	snprintf(c.base, sizeof c.base, "http://127.0.0.1:%d", sv.port);
-	int rc = aw_run(concurrent_main, &c);
-	CHECK_EQ(srv_stop(&sv), 0);
-	CHECK_EQ(rc, 0);
+	ctx c;
+	CHECK_EQ(run_against_app(&c, concurrent_main, ""), 0);
 	CHECK_EQ(c.rc, 0);
 	CHECK_EQ(c.ok_count, 200);
 }
