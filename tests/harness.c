@@ -125,6 +125,12 @@ const char *aw_test_code_name(int code)
         [AW_ETLS - AW_EBASE] = "ETLS",
         [AW_ETLS_VERIFY - AW_EBASE] = "ETLS_VERIFY",
         [AW_EDNS - AW_EBASE] = "EDNS",
+        [AW_EPG - AW_EBASE] = "EPG",
+        [AW_EPG_AUTH - AW_EBASE] = "EPG_AUTH",
+        [AW_EPG_NODB - AW_EBASE] = "EPG_NODB",
+        [AW_EPG_TOO_MANY - AW_EBASE] = "EPG_TOO_MANY",
+        [AW_EPG_NULL - AW_EBASE] = "EPG_NULL",
+        [AW_EPG_TYPE - AW_EBASE] = "EPG_TYPE",
     };
     if (code < -AW_EBASE && code > -AW_ELAST && aw_names[-code - AW_EBASE])
         return aw_names[-code - AW_EBASE];

@@ -63,6 +63,12 @@ enum {
 	AW_ETLS,           /* TLS protocol failure */
 	AW_ETLS_VERIFY,    /* the peer's certificate or host name did not verify */
 	AW_EDNS,           /* a host name could not be resolved */
+	AW_EPG,            /* PostgreSQL rejected a statement (SQLSTATE on the connection) */
+	AW_EPG_AUTH,       /* PostgreSQL authentication failed */
+	AW_EPG_NODB,       /* the PostgreSQL database does not exist */
+	AW_EPG_TOO_MANY,   /* the PostgreSQL server has no connection slot left */
+	AW_EPG_NULL,       /* a typed getter met SQL NULL */
+	AW_EPG_TYPE,       /* a typed getter met another column type or a bad value */
 	AW_ELAST
 };
 

@@ -163,6 +163,12 @@ static const char *const aw_messages[] = {
 	[AW_ETLS - AW_EBASE] = "TLS failure",
 	[AW_ETLS_VERIFY - AW_EBASE] = "TLS certificate verification failed",
 	[AW_EDNS - AW_EBASE] = "name resolution failed",
+	[AW_EPG - AW_EBASE] = "the database server rejected the statement",
+	[AW_EPG_AUTH - AW_EBASE] = "database authentication failed",
+	[AW_EPG_NODB - AW_EBASE] = "the database does not exist",
+	[AW_EPG_TOO_MANY - AW_EBASE] = "the database server has no connection slot left",
+	[AW_EPG_NULL - AW_EBASE] = "the value is SQL NULL",
+	[AW_EPG_TYPE - AW_EBASE] = "the value does not have the requested type",
 };
 
 const char *aw_strerror(int code)
