@@ -10,6 +10,8 @@
 # "<N> passed, <N> failed" summed over both builds. Exit status is non-zero if
 # any test failed or any build failed.
 #
+# The PostgreSQL tests get a private cluster (see pg_cluster_start below).
+#
 # scripts/demo.sh sources this file for PACKAGES/ensure_packages/setup_build.
 set -uo pipefail
 
@@ -18,7 +20,8 @@ PACKAGES=(meson ninja-build pkg-config gcc clang libclang-rt-14-dev valgrind pyt
     gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user
           libssl-dev openssl
           node-llhttp libjansson-dev curl
-          libcurl4-openssl-dev)
+          libcurl4-openssl-dev
+          postgresql postgresql-client libpq-dev)
 
 # Install whatever in PACKAGES is not installed yet; no apt-get at all otherwise.
 ensure_packages() {
@@ -126,13 +129,62 @@ for t in json.load(sys.stdin):  # timeout, workdir, name, [env K=V...] cmd...
 ' "$dir")
 }
 
+# The PostgreSQL tests (test_pg*) need a server: unless the caller set
+# DATABASE_URL, a private cluster (scripts/pg_cluster.sh) is started once in
+# build-pg/test, its DATABASE_URL, PGHOST, PGPORT, PGDATA, PG_BINDIR,
+# AW_PG_CLUSTER_DIR, AW_PG_CLUSTER_SCRIPT, ... (see scripts/pg_cluster.sh)
+# exported to every test binary, and removed at exit (also on ^C).
+PG_CLUSTER_DIR=build-pg/test
+PG_CLUSTER_OURS=0
+
+pg_cluster_start() {
+    if [[ -n ${DATABASE_URL-} ]]; then
+        echo "== postgresql: using the caller's DATABASE_URL"
+        return 0
+    fi
+    echo "== postgresql: private cluster in $PG_CLUSTER_DIR"
+    PG_CLUSTER_OURS=1
+    if ! bash scripts/pg_cluster.sh start "$PG_CLUSTER_DIR" >/dev/null; then
+        echo "FAIL postgresql: the private cluster did not start (scripts/pg_cluster.sh start $PG_CLUSTER_DIR); the PostgreSQL tests will fail"
+        TOTAL_FAILED=$((TOTAL_FAILED + 1))
+        return 1
+    fi
+    set -a
+    # shellcheck disable=SC1091
+    source "$PG_CLUSTER_DIR/env"
+    set +a
+    echo "== postgresql: DATABASE_URL=$DATABASE_URL"
+}
+
+# Before each build's tests: a test that took the server down (fault tests)
+# and failed to bring it back must not break the next run.
+pg_cluster_ensure_up() {
+    ((PG_CLUSTER_OURS)) && [[ -f $PG_CLUSTER_DIR/env ]] || return 0
+    bash scripts/pg_cluster.sh status "$PG_CLUSTER_DIR" >/dev/null 2>&1 && return 0
+    echo "== postgresql: the server was down; starting it again"
+    bash scripts/pg_cluster.sh up "$PG_CLUSTER_DIR" ||
+        echo "== postgresql: could not start the server again"
+}
+
+pg_cluster_stop() {
+    ((PG_CLUSTER_OURS)) || return 0
+    PG_CLUSTER_OURS=0
+    bash scripts/pg_cluster.sh stop "$PG_CLUSTER_DIR" 2>/dev/null
+    echo "== postgresql: private cluster stopped"
+}
+
 main() {
     cd "$(dirname "${BASH_SOURCE[0]}")/.." || exit 1
     ensure_packages || { echo "package installation failed" >&2; exit 1; }
 
+    trap pg_cluster_stop EXIT
+    trap 'exit 130' INT TERM
+    pg_cluster_start
+
     local build_failed=()
 
     if CC=gcc setup_build build --werror; then
+        pg_cluster_ensure_up
         run_tests build
     else
         build_failed+=(build)
@@ -140,6 +192,7 @@ main() {
 
     if CC=clang setup_build build-asan --werror \
         -Db_sanitize=address,undefined -Db_lundef=false; then
+        pg_cluster_ensure_up
         ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
             UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
             run_tests build-asan
@@ -148,6 +201,7 @@ main() {
     fi
 
     run_aarch64_core || build_failed+=(build-aarch64)
+    pg_cluster_stop   # before the summary: it stays the last line
 
     ((${#build_failed[@]} == 0)) || echo "BUILD FAILED: ${build_failed[*]}"
     echo "$TOTAL_PASSED passed, $TOTAL_FAILED failed"
