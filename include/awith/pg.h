@@ -130,8 +130,9 @@ void *aw_pg_conn_pgconn(aw_pg_conn *c);
  * parameters. */
 int aw_pg_query(aw_pg_conn *c, aw_pg_result **out, const char *sql, int nparams,
 		const char *const *params) AW_MUST_USE;
-/* Waits: run a statement whose rows are not wanted; returns the number of
- * rows it affected (INSERT/UPDATE/DELETE/...; 0 for others), or an error. */
+/* Waits: run a statement whose rows are not wanted; returns the row count
+ * of its command tag (rows inserted, updated, deleted, copied, or returned
+ * by a SELECT; 0 for commands without one), or an error. */
 int64_t aw_pg_exec(aw_pg_conn *c, const char *sql, int nparams, const char *const *params) AW_MUST_USE;
 /* Waits: run a script of one or more statements with no parameters
  * (simple query protocol; never cached). Returns 0 or an error. */

@@ -1,0 +1,127 @@
+/*
+ * Internal structures of the pg layer, shared by the files in src/pg/.
+ *
+ * How a query waits (conn.c): libpq is used in non-blocking mode. Sending
+ * appends to libpq's output buffer and PQflush pushes it out, waiting for
+ * writability (and reading meanwhile, as libpq asks) while it returns 1.
+ * Receiving waits for readability, then PQconsumeInput, until PQisBusy is
+ * false. The loop's fd waits are edge-triggered, and PQconsumeInput does
+ * not read the socket until EAGAIN, so before waiting again the connection
+ * checks whether bytes are already pending (MSG_PEEK, and SSL_pending under
+ * TLS): waiting for an edge that already came would hang. See
+ * docs/design.md, "pg".
+ */
+#ifndef AW_PG_INTERNAL_H
+#define AW_PG_INTERNAL_H
+
+#include "awith/pg.h"
+
+#include <libpq-fe.h>
+#include <stddef.h>
+
+#define AW_CONTAINER_OF_PG(e) ((aw_pg_conn *)(void *)((char *)(e) - offsetof(aw_pg_conn, ledger)))
+
+typedef struct aw_pg_stmt aw_pg_stmt;     /* a cached prepared statement */
+struct aw_pg_stmt {
+	char *sql;
+	uint64_t hash;
+	int nparams;
+	char name[24];
+	aw_pg_stmt *hnext;                 /* hash chain */
+	aw_pg_stmt *lru_prev, *lru_next;   /* most recent at head */
+};
+
+typedef struct aw_pg_pipe aw_pg_pipe;     /* pipeline.c */
+typedef struct aw_pg_pool_slot aw_pg_pool_slot;
+
+struct aw_pg_conn {
+	PGconn *pg;
+	int fd;
+	aw_pg_opts opts;
+	bool broken;              /* lost, or left in an unknown state */
+	bool busy;                /* a task is using the protocol right now */
+	bool dirty;               /* ran a statement that changed session state */
+	bool read_since_send;     /* PQconsumeInput ran since the last flush
+	                             began: bytes may sit in the socket that no
+	                             new edge will announce */
+	int pid;
+	uint64_t queries;
+	PGcancel *cancel;
+
+	/* the prepared-statement cache */
+	aw_pg_stmt **buckets;
+	size_t nbuckets, ncached;
+	aw_pg_stmt *lru_head, *lru_tail;
+	uint64_t next_stmt;
+
+	/* the last server error */
+	PGresult *err_res;
+	aw_pg_error_info err;
+
+	unsigned tx_depth;        /* nesting of aw_pg_tx blocks */
+	uint64_t cursor_seq;
+
+	aw_ledger_entry ledger;
+	bool in_ledger;
+
+	/* pool bookkeeping (pool.c) */
+	void *pool;
+	aw_pg_conn *pnext, *pprev;
+	aw_task *holder;
+	aw_time created, idle_since;
+	aw_pg_pipe *pipe;         /* pipeline mode state, or NULL */
+};
+
+/* A result is libpq's PGresult itself. */
+static inline PGresult *aw_pg_res(const aw_pg_result *r) { return (PGresult *)(void *)r; }
+static inline aw_pg_result *aw_pg_wrap(PGresult *r) { return (aw_pg_result *)(void *)r; }
+
+/* ---- conn.c ------------------------------------------------------------- */
+
+/* Waits: flush libpq's output buffer. */
+int aw_pg_flush(aw_pg_conn *c);
+/* Waits until PQisBusy is false (a whole result can be taken). */
+int aw_pg_wait_result(aw_pg_conn *c);
+/* Waits until at least one byte more is readable (or pending in libpq's
+ * TLS layer), then PQconsumeInput. For notification loops. */
+int aw_pg_wait_input(aw_pg_conn *c);
+/* Waits: collect every result of the statement in flight until libpq
+ * returns NULL. *out gets the last successful one (NULL if unwanted: then
+ * freed). A server error becomes -AW_EPG (raised, saved for
+ * aw_pg_last_error). COPY states stop the collection and return 1 with
+ * the COPY result in *out. */
+int aw_pg_collect(aw_pg_conn *c, PGresult **out);
+/* The wait or send of a statement in flight failed with rc: if rc is a
+ * cancellation or deadline, send a cancel request and drain the connection
+ * (shielded, bounded), marking it broken if that fails; if rc is a lost
+ * connection, mark it broken. Keeps the original error in flight and
+ * returns rc. */
+int aw_pg_interrupted(aw_pg_conn *c, int rc);
+/* Raise the right error for a libpq failure (PQerrorMessage), marking the
+ * connection broken if its status is bad. */
+int aw_pg_conn_fail(aw_pg_conn *c, const char *what);
+/* Record a server error result (takes r) and raise -AW_EPG. */
+int aw_pg_server_error(aw_pg_conn *c, PGresult *r, const char *sql);
+/* Drop the last error. */
+void aw_pg_error_reset(aw_pg_conn *c);
+/* Mark the connection dirty if this command tag changes session state. */
+void aw_pg_note_command(aw_pg_conn *c, const PGresult *r);
+/* Guard against two tasks using one connection at a time. */
+int aw_pg_begin(aw_pg_conn *c, const char *what);
+static inline void aw_pg_end(aw_pg_conn *c) { c->busy = false; }
+/* Run a statement with no parameters and no rows wanted, not cached
+ * (transaction control, LISTEN ...). Waits. */
+int aw_pg_simple(aw_pg_conn *c, const char *sql);
+/* Drop every cached statement without telling the server (DISCARD ALL). */
+void aw_pg_cache_forget(aw_pg_conn *c);
+
+/* ---- json.c ------------------------------------------------------------- */
+/* Append one value as JSON to buf (grown with realloc). */
+typedef struct aw_pg_buf { char *p; size_t len, cap; bool oom; } aw_pg_buf;
+
+/* ---- pool.c <-> pipeline.c ------------------------------------------------ */
+int aw_pg_pipe_query(aw_pg_pool *p, PGresult **out, const char *sql, int nparams, const char *const *params);
+int aw_pg_pipe_attach(aw_pg_conn *c);
+void aw_pg_pipe_detach(aw_pg_conn *c);
+
+#endif

@@ -1,0 +1,76 @@
+/* Helpers for the PostgreSQL tests: the server comes from DATABASE_URL
+ * (scripts/test.sh starts a private cluster and sets it; see
+ * scripts/pg_cluster.sh for the roles). A test without it fails: it never
+ * passes by skipping. */
+#ifndef AW_TEST_PG_UTIL_H
+#define AW_TEST_PG_UTIL_H
+
+#include "harness.h"
+
+#include "awith/pg.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+/* Checks for task functions (returning int): record and return -1. */
+#define PCHECK(cond)                                                              \
+	do {                                                                      \
+		if (!(cond)) {                                                    \
+			aw_test_fail(__FILE__, __LINE__, "CHECK(%s)", #cond);     \
+			return -1;                                                \
+		}                                                                 \
+	} while (0)
+
+/* expr must return `want` (a code); on a mismatch print both code names and
+ * the error in flight. */
+#define PCHECK_RC(expr, want)                                                     \
+	do {                                                                      \
+		long long got_ = (long long)(expr), want_ = (long long)(want);    \
+		if (got_ != want_) {                                              \
+			const aw_error *e_ = aw_error_current();                  \
+			aw_test_fail(__FILE__, __LINE__, "%s: got %s, want %s (%s)", #expr, \
+				     aw_test_code_name((int)got_), aw_test_code_name((int)want_), \
+				     e_ ? e_->msg : "no error in flight");        \
+			return -1;                                                \
+		}                                                                 \
+	} while (0)
+
+#define PCHECK_STR(a, b)                                                          \
+	do {                                                                      \
+		if (!aw_test_check_str(__FILE__, __LINE__, #a, #b, (a), (b)))     \
+			return -1;                                                \
+	} while (0)
+
+/* The error in flight mentions `part`. */
+static inline bool pg_error_mentions(const char *part)
+{
+	const aw_error *e = aw_error_current();
+	return e && e->msg && strstr(e->msg, part) != NULL;
+}
+
+/* DATABASE_URL, or a recorded failure and NULL. */
+static inline const char *pg_url_or_fail(const char *file, int line, const char *var)
+{
+	const char *u = getenv(var);
+	if (!u || !*u)
+		aw_test_fail(file, line, "%s is not set: run the tests through scripts/test.sh "
+			     "(it starts a private PostgreSQL cluster) or point it at a server", var);
+	return u && *u ? u : NULL;
+}
+#define PG_URL() pg_url_or_fail(__FILE__, __LINE__, "DATABASE_URL")
+#define PG_URL_SUPER() pg_url_or_fail(__FILE__, __LINE__, "DATABASE_URL_SUPER")
+
+/* Run fn(arg) as the main task of a loop; the test fails if it returned
+ * non-zero. */
+#define PG_RUN(fn, arg)                                                           \
+	do {                                                                      \
+		int rc_ = aw_run((fn), (arg));                                    \
+		if (rc_ != 0 && !aw_test_failed())                                \
+			aw_test_fail(__FILE__, __LINE__, "%s returned %s", #fn, aw_test_code_name(rc_)); \
+	} while (0)
+
+/* A URL like DATABASE_URL with user, password or database replaced (NULL:
+ * keep). The result is malloc'd. */
+char *pg_url_with(const char *url, const char *user, const char *password, const char *db);
+
+#endif
