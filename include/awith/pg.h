@@ -373,7 +373,8 @@ typedef struct aw_pg_pool_opts {
  * (no dsn, max_size 0, min_size > max_size, negative durations) are
  * -EINVAL with a message naming the setting; a server that refuses the
  * first connections fails the open with that connection's error. */
-int aw_pg_pool_open(aw_pg_pool **out, const aw_pg_pool_opts *opts) AW_MUST_USE;
+int aw_pg_pool_open_at(const aw_loc *loc, aw_pg_pool **out, const aw_pg_pool_opts *opts) AW_MUST_USE;
+#define aw_pg_pool_open(out, opts) aw_pg_pool_open_at(AW_HERE, (out), (opts))
 /* Waits: stop handing out connections (acquire fails with -AW_ECLOSED),
  * wake every waiter with -AW_ECLOSED, wait up to close_grace for the
  * connections in use to come back, then cancel their holders' queries and
@@ -401,11 +402,14 @@ typedef struct aw_pg_acquire {
 } aw_pg_acquire;
 aw_mgr *aw_pg_acquire_init(aw_pg_acquire *a, aw_pg_pool *p);
 
-/* Manual form (prefer the manager). Release: runs the reset if needed and
+/* Manual form (prefer the manager): a connection acquired and never
+ * released is reported at loop shutdown with where it was acquired, and so
+ * is a pool never closed. Release: runs the reset if needed and
  * returns the connection to the idle list, or discards it if it is broken,
  * in a failed state that ROLLBACK cannot clear, too old, or over its query
  * budget. Waits (shielded). */
-int aw_pg_pool_acquire(aw_pg_pool *p, aw_pg_conn **out) AW_MUST_USE;
+int aw_pg_pool_acquire_at(const aw_loc *loc, aw_pg_pool *p, aw_pg_conn **out) AW_MUST_USE;
+#define aw_pg_pool_acquire(p, out) aw_pg_pool_acquire_at(AW_HERE, (p), (out))
 void aw_pg_pool_release(aw_pg_pool *p, aw_pg_conn *c);
 
 /* Waits: acquire, query, release. With opts.pipeline, the query instead

@@ -200,6 +200,17 @@ typedef struct aw_fdstate {
  * reading once more to learn that nothing is left: unless the peer is gone,
  * more data comes with a new readiness edge. */
 bool aw_fd_peer_closed(int fd);
+/* What the loop has seen of fd since the last wait on it, without waiting:
+ * AW_READABLE if a readable edge came that no wait consumed (it is consumed
+ * now: the caller must read until EAGAIN or accept that it looks again
+ * only at the next edge), plus AW__FD_HUP if the peer closed its side.
+ * Lets an owner check an fd it is not waiting on (the pg pool's idle
+ * connections) without a syscall. */
+#define AW__FD_HUP 4
+int aw__fd_take_ready(int fd);
+/* Register fd with the loop now (no wait), so that aw__fd_take_ready sees
+ * what arrives from here on. 0 or -errno. */
+int aw__fd_watch(int fd);
 
 typedef struct aw_threadpool aw_threadpool;
 

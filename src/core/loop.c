@@ -168,6 +168,38 @@ bool aw_fd_peer_closed(int fd)
 	return l && fd >= 0 && (size_t)fd < l->nfds && l->fds[fd].hup;
 }
 
+int aw__fd_take_ready(int fd)
+{
+	aw_loop *l = aw__loop;
+	if (!l || fd < 0 || (size_t)fd >= l->nfds)
+		return 0;
+	aw_fdstate *s = &l->fds[fd];
+	int r = (s->readable ? AW_READABLE : 0) | (s->hup ? AW__FD_HUP : 0);
+	s->readable = false;
+	return r;
+}
+
+int aw__fd_watch(int fd)
+{
+	aw_loop *l = aw__loop;
+	if (!l)
+		return -AW_ENOTASK;
+	aw_fdstate *s;
+	int rc = fd_state(l, fd, &s);
+	if (rc)
+		return rc;
+	if (s->registered)
+		return 0;
+	rc = aw_backend_add(&l->backend, fd, (uint64_t)fd);
+	if (rc == -EEXIST)
+		rc = 0;
+	if (rc)
+		return rc;
+	s->registered = true;
+	s->readable = s->writable = false;
+	return 0;
+}
+
 void aw_fd_forget(int fd)
 {
 	aw_loop *l = aw__loop;

@@ -13,9 +13,6 @@
 #include <strings.h>
 #include <sys/socket.h>
 
-/* Internal core API: restore a taken error object (keeps its origin, so a
- * move_on scope still recognises its own timeout). */
-void aw_error_raise_obj(aw_error *e);
 
 #define DEFAULT_CONNECT_TIMEOUT AW_SEC(10)
 #define DEFAULT_STMT_CACHE 100
@@ -109,7 +106,7 @@ static int classify(const char *msg, bool connecting)
 		return -AW_EPG_AUTH;
 	if (strstr(msg, "database \"") && strstr(msg, "does not exist"))
 		return -AW_EPG_NODB;
-	if (strstr(msg, "too many clients") || strstr(msg, "remaining connection slots are reserved"))
+	if (strstr(msg, "too many clients") || strstr(msg, "too many connections") || strstr(msg, "remaining connection slots are reserved"))
 		return -AW_EPG_TOO_MANY;
 	if (strstr(msg, "Connection refused"))
 		return -ECONNREFUSED;
@@ -177,6 +174,12 @@ static int connect_failed(PGconn *pg, int fd, const char *dsn_what, bool timed_o
 		aw_fd_forget(fd);
 	PQfinish(pg);
 	return aw_raise(code, "cannot connect to PostgreSQL%s: %s", dsn_what, line[0] ? line : aw_strerror(code));
+}
+
+static void notice_ignore(void *arg, const char *msg)
+{
+	(void)arg;
+	(void)msg;
 }
 
 int aw_pg_connect_at(const aw_loc *loc, aw_pg_conn **out, const char *dsn, const aw_pg_opts *opts)
@@ -260,6 +263,11 @@ int aw_pg_connect_at(const aw_loc *loc, aw_pg_conn **out, const char *dsn, const
 	c->fd = fd;
 	c->opts = o;
 	c->pid = PQbackendPID(pg);
+	/* libpq prints server notices to stderr by default; a library must
+	 * not write to the application's stderr. */
+	PQsetNoticeProcessor(pg, notice_ignore, NULL);
+	/* Watched from now on, also while idle in a pool (see pool.c). */
+	(void)aw__fd_watch(fd);
 	c->cancel = PQgetCancel(pg);
 	c->created = aw_now();
 	aw_pg_error_reset(c);
@@ -353,7 +361,7 @@ const aw_pg_error_info *aw_pg_last_error(const aw_pg_conn *c)
 
 /* Bytes already readable that an edge-triggered wait would not report
  * again: unread TLS records, or bytes in the socket. */
-static bool input_pending(aw_pg_conn *c)
+bool aw_pg_input_pending(aw_pg_conn *c)
 {
 	SSL *ssl = PQsslInUse(c->pg) ? PQsslStruct(c->pg, "OpenSSL") : NULL;
 	if (ssl && SSL_has_pending(ssl))
@@ -393,7 +401,7 @@ int aw_pg_wait_result(aw_pg_conn *c)
 	 * its bytes will come with an edge. After any read, check for bytes
 	 * that it left behind before waiting for a new edge. */
 	while (PQisBusy(c->pg)) {
-		if (!c->read_since_send || !input_pending(c)) {
+		if (!c->read_since_send || !aw_pg_input_pending(c)) {
 			int rc = aw_fd_wait(c->fd, AW_READABLE, AW_NEVER);
 			if (rc < 0)
 				return rc;
@@ -407,7 +415,7 @@ int aw_pg_wait_result(aw_pg_conn *c)
 
 int aw_pg_wait_input(aw_pg_conn *c)
 {
-	if (!input_pending(c)) {
+	if (!aw_pg_input_pending(c)) {
 		int rc = aw_fd_wait(c->fd, AW_READABLE, AW_NEVER);
 		if (rc < 0)
 			return rc;
@@ -766,6 +774,64 @@ static int stmt_get(aw_pg_conn *c, const char *sql, int nparams, aw_pg_stmt **ou
 	}
 	*out = e;
 	return 0;
+}
+
+int aw_pg_stmt_lookup_or_send(aw_pg_conn *c, const char *sql, int nparams, const char **name,
+			      aw_pg_stmt_ref *prep)
+{
+	memset(prep, 0, sizeof *prep);
+	uint64_t h = hash_sql(sql);
+	aw_pg_stmt *e = cache_find(c, sql, h);
+	if (e) {
+		if (c->lru_head != e) {
+			lru_unlink(c, e);
+			lru_push_head(c, e);
+		}
+		*name = e->name;
+		return 0;
+	}
+	if (c->ncached >= (size_t)c->opts.stmt_cache && c->lru_tail) {
+		char dealloc[64];
+		snprintf(dealloc, sizeof dealloc, "DEALLOCATE %s", c->lru_tail->name);
+		cache_remove(c, c->lru_tail);
+		if (!PQsendQueryParams(c->pg, dealloc, 0, NULL, NULL, NULL, NULL, 0))
+			return aw_pg_conn_fail(c, "cannot queue");
+		prep->queued++;
+	}
+	e = calloc(1, sizeof *e);
+	if (!e || !(e->sql = strdup(sql))) {
+		free(e);
+		return aw_raise(-ENOMEM, "statement cache: out of memory");
+	}
+	e->hash = h;
+	e->nparams = nparams;
+	snprintf(e->name, sizeof e->name, "aw_%llu", (unsigned long long)++c->next_stmt);
+	if (!PQsendPrepare(c->pg, e->name, sql, nparams, NULL)) {
+		free(e->sql);
+		free(e);
+		return aw_pg_conn_fail(c, "cannot queue");
+	}
+	if (cache_insert(c, e) < 0) {
+		free(e->sql);
+		free(e);
+		return aw_raise(-ENOMEM, "statement cache: out of memory");
+	}
+	prep->stmt = true;
+	prep->queued++;
+	memcpy(prep->name, e->name, sizeof prep->name);
+	*name = e->name;
+	return 0;
+}
+
+void aw_pg_stmt_drop(aw_pg_conn *c, const aw_pg_stmt_ref *prep)
+{
+	if (!prep->stmt)
+		return;
+	for (aw_pg_stmt *e = c->lru_head; e; e = e->lru_next)
+		if (!strcmp(e->name, prep->name)) {
+			cache_remove(c, e);
+			return;
+		}
 }
 
 /* The statement behind a cached entry is gone or changed shape: drop it

@@ -14,6 +14,7 @@
 #ifndef AW_PG_INTERNAL_H
 #define AW_PG_INTERNAL_H
 
+#include "../core/internal.h"
 #include "awith/pg.h"
 
 #include <libpq-fe.h>
@@ -114,14 +115,73 @@ static inline void aw_pg_end(aw_pg_conn *c) { c->busy = false; }
 int aw_pg_simple(aw_pg_conn *c, const char *sql);
 /* Drop every cached statement without telling the server (DISCARD ALL). */
 void aw_pg_cache_forget(aw_pg_conn *c);
+/* Bytes are readable without waiting (see the top of this file). */
+bool aw_pg_input_pending(aw_pg_conn *c);
+
+/* For pipeline mode, where nothing can wait for a Parse to finish: the
+ * statement for sql, or queue its Parse (and the DEALLOCATE of the least
+ * recently used one when the cache is full) into the pipeline and cache it
+ * at once. *name is valid until the next cache change. prep records what
+ * was queued: prep->stmt if a Parse was, prep->queued = how many extra
+ * statement results precede the query's own. */
+typedef struct aw_pg_stmt_ref {
+	bool stmt;
+	int queued;
+	char name[24];
+} aw_pg_stmt_ref;
+int aw_pg_stmt_lookup_or_send(aw_pg_conn *c, const char *sql, int nparams, const char **name,
+			      aw_pg_stmt_ref *prep);
+/* The queued Parse failed: forget the statement (if still cached). */
+void aw_pg_stmt_drop(aw_pg_conn *c, const aw_pg_stmt_ref *prep);
 
 /* ---- json.c ------------------------------------------------------------- */
 /* Append one value as JSON to buf (grown with realloc). */
 typedef struct aw_pg_buf { char *p; size_t len, cap; bool oom; } aw_pg_buf;
 
-/* ---- pool.c <-> pipeline.c ------------------------------------------------ */
+/* ---- the pool (pool.c), shared with pipeline.c ------------------------------ */
+
+#define AW_PG_STATS_RING 1024   /* acquire waits kept for the percentiles */
+
+typedef struct pool_waiter {
+	aw_waiter w;             /* in p->waiters; w.data = this */
+	aw_pg_conn *conn;        /* handed over by a release */
+	int err;                 /* or: the pool closed (-AW_ECLOSED) */
+	bool retry;              /* or: a slot was freed, open one */
+} pool_waiter;
+
+struct aw_pg_pool {
+	aw_pg_pool_opts o;
+	char *dsn, *reset;
+	aw_pg_opts conn_opts;
+
+	aw_pg_conn *idle;        /* LIFO via pnext/pprev */
+	aw_pg_conn *busy;        /* in use */
+	size_t nidle, nbusy, nopening;
+	aw_waitq waiters;
+	size_t nwaiters;
+
+	bool closing;
+	aw_event drained;        /* set when nbusy + nopening reach 0 while closing */
+	aw_task *maint;
+
+	uint64_t acquires, opened, discarded;
+	aw_time waits[AW_PG_STATS_RING];
+	size_t nwaits;
+
+	aw_ledger_entry ledger;
+	bool orphaned;           /* closed with connections still held: freed
+	                            by the last release */
+	struct aw_pg_pipes *pipes; /* pipeline.c */
+};
+
+/* Waits: acquire / release with the pool's rules (pool.c). */
+int aw_pg_pool_acquire_at(const aw_loc *loc, aw_pg_pool *p, aw_pg_conn **out);
+/* pipeline.c: a query down a shared connection in pipeline mode; close
+ * every pipe (at pool close). */
 int aw_pg_pipe_query(aw_pg_pool *p, PGresult **out, const char *sql, int nparams, const char *const *params);
-int aw_pg_pipe_attach(aw_pg_conn *c);
-void aw_pg_pipe_detach(aw_pg_conn *c);
+void aw_pg_pipe_close(aw_pg_pool *p);
+void aw_pg_pipe_free(aw_pg_pool *p);
+/* Release a connection (pool.c). */
+void aw_pg_pool_release(aw_pg_pool *p, aw_pg_conn *c);
 
 #endif

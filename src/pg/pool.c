@@ -1,0 +1,690 @@
+/*
+ * The connection pool (asyncpg's Pool, in C).
+ *
+ * Connections are idle (a LIFO stack: the most recently released is handed
+ * out first, so a small working set stays warm and the rest age out), in
+ * use (a list, with the holding task, so close can cancel holders), or
+ * being opened (counted). size = idle + in use + opening <= max_size.
+ *
+ * Acquire takes an idle connection if no one waits before it, opens one if
+ * below max_size, or queues (FIFO). Release hands the connection straight
+ * to the longest waiter, so no one barges past the queue. A waiter woken
+ * because a slot was freed (a connection discarded) opens one itself.
+ *
+ * Idle connections stay watched: their sockets remain registered with the
+ * loop, whose cached readiness shows whether the server sent anything (a
+ * FATAL before it closed a terminated backend) or hung up. Acquire checks
+ * that before handing a connection out, without a syscall when nothing
+ * came; a maintenance task sweeps the idle list every second (idle
+ * timeout, max lifetime, lost connections) and opens connections back up to
+ * min_size.
+ */
+#include "internal.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#define STATS_RING AW_PG_STATS_RING
+#define RELEASE_BUDGET AW_SEC(5)
+#define DEFAULT_MAX 10
+#define DEFAULT_CLOSE_GRACE AW_SEC(10)
+static void pool_free(aw_pg_pool *p);
+
+#define DEFAULT_RESET "SELECT pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL"
+
+static size_t pool_size(const aw_pg_pool *p) { return p->nidle + p->nbusy + p->nopening; }
+
+/* ---- lists --------------------------------------------------------------- */
+
+static void list_push(aw_pg_conn **head, aw_pg_conn *c)
+{
+	c->pprev = NULL;
+	c->pnext = *head;
+	if (*head)
+		(*head)->pprev = c;
+	*head = c;
+}
+
+static void list_remove(aw_pg_conn **head, aw_pg_conn *c)
+{
+	if (c->pprev)
+		c->pprev->pnext = c->pnext;
+	else
+		*head = c->pnext;
+	if (c->pnext)
+		c->pnext->pprev = c->pprev;
+	c->pnext = c->pprev = NULL;
+}
+
+/* ---- waiters --------------------------------------------------------------- */
+
+static void wake_waiter(pool_waiter *pw)
+{
+	aw_task_wake(pw->w.task, 0);
+}
+
+/* A slot is free (a connection was discarded, or an open failed): let the
+ * longest waiter open one. */
+static void offer_slot(aw_pg_pool *p)
+{
+	if (p->closing || pool_size(p) >= p->o.max_size)
+		return;
+	aw_waiter *w = aw_waitq_pop(&p->waiters);
+	if (!w)
+		return;
+	p->nwaiters--;
+	pool_waiter *pw = w->data;
+	pw->retry = true;
+	wake_waiter(pw);
+}
+
+static void discard(aw_pg_pool *p, aw_pg_conn *c)
+{
+	c->pool = NULL;
+	aw_pg_conn_close(c);
+	p->discarded++;
+	offer_slot(p);
+}
+
+/* ---- health of an idle connection -------------------------------------------- */
+
+/* True if the idle connection is still good. Anything the server sent
+ * while it sat idle (a notice, a notification, the FATAL of a terminated
+ * backend) is read now; a hang-up or a bad status means it is lost. */
+static bool idle_healthy(aw_pg_pool *p, aw_pg_conn *c)
+{
+	if (c->broken)
+		return false;
+	if (p->o.max_lifetime && aw_now() - c->created >= p->o.max_lifetime)
+		return false;
+	int seen = aw__fd_take_ready(c->fd);
+	if (seen & AW__FD_HUP)
+		return false;
+	if (seen & AW_READABLE) {
+		if (!PQconsumeInput(c->pg) || PQstatus(c->pg) != CONNECTION_OK)
+			return false;
+		PGnotify *n;
+		while ((n = PQnotifies(c->pg)))
+			PQfreemem(n);
+		/* An unsolicited error result (FATAL before close). */
+		if (!PQisBusy(c->pg)) {
+			PGresult *r;
+			bool bad = false;
+			while ((r = PQgetResult(c->pg))) {
+				bad = true;
+				PQclear(r);
+			}
+			if (bad)
+				return false;
+		}
+		if (PQstatus(c->pg) != CONNECTION_OK)
+			return false;
+	}
+	return PQtransactionStatus(c->pg) == PQTRANS_IDLE;
+}
+
+/* ---- opening ---------------------------------------------------------------- */
+
+static void stats_wait(aw_pg_pool *p, aw_time waited)
+{
+	p->waits[p->nwaits % STATS_RING] = waited;
+	p->nwaits++;
+}
+
+/* Waits: open one connection for the pool (counted in size meanwhile). */
+static int open_conn(aw_pg_pool *p, aw_pg_conn **out, aw_time deadline)
+{
+	p->nopening++;
+	aw_pg_opts o = p->conn_opts;
+	if (deadline != AW_NEVER) {
+		aw_time left = deadline - aw_now();
+		if (left <= 0)
+			left = 1;
+		if (left < o.connect_timeout)
+			o.connect_timeout = left;
+	}
+	int rc = aw_pg_connect(out, p->dsn, &o);
+	p->nopening--;
+	if (rc < 0) {
+		offer_slot(p);
+		if (p->closing && p->nbusy + p->nopening == 0) {
+			aw_event_set(&p->drained);
+			if (p->orphaned)
+				pool_free(p);
+		}
+		return rc;
+	}
+	/* The pool tracks its connections; the ledger tracks acquisitions. */
+	aw_ledger_close(&(*out)->ledger);
+	(*out)->in_ledger = false;
+	(*out)->pool = p;
+	p->opened++;
+	if (p->closing) {
+		discard(p, *out);
+		*out = NULL;
+		if (p->nbusy + p->nopening == 0) {
+			aw_event_set(&p->drained);
+			if (p->orphaned)
+				pool_free(p);
+		}
+		return aw_raise(-AW_ECLOSED, "the pg pool was closed while connecting");
+	}
+	return 0;
+}
+
+/* ---- acquire / release ----------------------------------------------------------- */
+
+static void hand_out(aw_pg_pool *p, aw_pg_conn *c, const aw_loc *loc, aw_time t0)
+{
+	list_push(&p->busy, c);
+	p->nbusy++;
+	c->holder = aw_task_current();
+	p->acquires++;
+	stats_wait(p, aw_now() - t0);
+	aw_ledger_open(&c->ledger, "pg connection (acquired from the pool)", loc);
+	c->ledger.owner = c;
+	c->in_ledger = true;
+}
+
+int aw_pg_pool_acquire_at(const aw_loc *loc, aw_pg_pool *p, aw_pg_conn **out)
+{
+	*out = NULL;
+	if (!p)
+		return aw_raise(-EINVAL, "aw_pg_pool_acquire: pool is NULL");
+	aw_task *self = aw_task_current();
+	if (!self)
+		return aw_raise(-AW_ENOTASK, "aw_pg_pool_acquire outside of a task");
+	aw_time t0 = aw_now();
+	aw_time deadline = p->o.acquire_timeout > 0 ? aw_deadline_after(p->o.acquire_timeout) : AW_NEVER;
+	for (;;) {
+		if (p->closing)
+			return aw_raise(-AW_ECLOSED, "the pg pool is closed");
+		/* Idle connections go to whoever queued first. */
+		while (p->idle && aw_waitq_empty(&p->waiters)) {
+			aw_pg_conn *c = p->idle;
+			list_remove(&p->idle, c);
+			p->nidle--;
+			if (!idle_healthy(p, c)) {
+				discard(p, c);
+				continue;
+			}
+			hand_out(p, c, loc, t0);
+			*out = c;
+			return 0;
+		}
+		if (pool_size(p) < p->o.max_size && aw_waitq_empty(&p->waiters)) {
+			aw_pg_conn *c;
+			int rc = open_conn(p, &c, deadline);
+			if (rc < 0) {
+				const aw_error *e = aw_error_current();
+				if (rc == -ETIMEDOUT && deadline != AW_NEVER && e && !e->origin && aw_now() >= deadline)
+					return aw_raise(rc, "pg pool acquire timed out after %lld ms while connecting: %s",
+							(long long)(p->o.acquire_timeout / AW_MS(1)), e->msg);
+				return rc;
+			}
+			hand_out(p, c, loc, t0);
+			*out = c;
+			return 0;
+		}
+		/* Queue. */
+		pool_waiter pw = { .conn = NULL };
+		pw.w.data = &pw;
+		aw_waitq_push(&p->waiters, &pw.w, self);
+		p->nwaiters++;
+		int v;
+		for (;;) {
+			v = aw_task_park(deadline, false);
+			if (!pw.w.linked || v < 0 || v == AW__WAKE_TIMER)
+				break;
+		}
+		if (pw.w.linked) {
+			aw_waitq_remove(&p->waiters, &pw.w);
+			p->nwaiters--;
+		}
+		if (pw.conn) {
+			/* Handed over (a hand-over wins over a cancel arriving in
+			 * the same turn: the holder's exit releases it). */
+			aw_pg_conn *c = pw.conn;
+			c->holder = self;
+			p->acquires++;
+			stats_wait(p, aw_now() - t0);
+			aw_ledger_open(&c->ledger, "pg connection (acquired from the pool)", loc);
+			c->ledger.owner = c;
+			c->in_ledger = true;
+			*out = c;
+			return 0;
+		}
+		if (pw.err)
+			return aw_raise(pw.err, "the pg pool was closed while waiting for a connection");
+		if (v == AW__WAKE_TIMER) {
+			/* Pass our turn on: a slot may be free now. */
+			offer_slot(p);
+			return aw_raise(-ETIMEDOUT, "pg pool acquire timed out after %lld ms "
+					"(%zu in use, %zu waiting, max_size %zu)",
+					(long long)(p->o.acquire_timeout / AW_MS(1)), p->nbusy, p->nwaiters, p->o.max_size);
+		}
+		if (v < 0) {
+			offer_slot(p);
+			return v;   /* cancelled (already raised) */
+		}
+		/* pw.retry: a slot was freed; go round again. */
+	}
+}
+
+/* Put a connection back: to the longest waiter, or on top of the idle
+ * stack. */
+static void put_back(aw_pg_pool *p, aw_pg_conn *c)
+{
+	aw_waiter *w = aw_waitq_pop(&p->waiters);
+	if (w) {
+		p->nwaiters--;
+		pool_waiter *pw = w->data;
+		pw->conn = c;
+		list_push(&p->busy, c);
+		p->nbusy++;
+		wake_waiter(pw);
+		return;
+	}
+	c->idle_since = aw_now();
+	list_push(&p->idle, c);
+	p->nidle++;
+}
+
+/* Waits (shielded): make the connection fit for the next user, or decide
+ * it is not. Returns true if it can go back. */
+static bool clean_for_reuse(aw_pg_pool *p, aw_pg_conn *c)
+{
+	if (!aw_pg_conn_ok(c) || c->busy)
+		return false;
+	if (p->o.max_queries && c->queries >= p->o.max_queries)
+		return false;
+	if (p->o.max_lifetime && aw_now() - c->created >= p->o.max_lifetime)
+		return false;
+	PGTransactionStatusType ts = PQtransactionStatus(c->pg);
+	if (ts == PQTRANS_ACTIVE || ts == PQTRANS_UNKNOWN)
+		return false;
+	bool ok = true;
+	aw_scope sh;
+	AW_WITH(aw_shield(&sh, aw_deadline_after(RELEASE_BUDGET))) {
+		/* An open or failed transaction: roll it back. */
+		if (ts == PQTRANS_INTRANS || ts == PQTRANS_INERROR) {
+			if (aw_pg_begin(c, "pool release") < 0) {
+				ok = false;
+			} else {
+				ok = aw_pg_simple(c, "ROLLBACK") == 0;
+				aw_pg_end(c);
+			}
+		}
+		/* Session state left behind (SET, LISTEN, cursors ...). */
+		if (ok && p->reset[0] && (c->dirty || p->o.reset_always)) {
+			if (aw_pg_begin(c, "pool release") < 0) {
+				ok = false;
+			} else {
+				ok = aw_pg_simple(c, p->reset) == 0;
+				aw_pg_end(c);
+			}
+			c->dirty = false;
+		}
+		aw_error_clear();
+	}
+	aw_error_clear();
+	return ok && aw_pg_conn_ok(c) && PQtransactionStatus(c->pg) == PQTRANS_IDLE;
+}
+
+void aw_pg_pool_release(aw_pg_pool *p, aw_pg_conn *c)
+{
+	if (!p || !c)
+		return;
+	if (c->in_ledger)
+		aw_ledger_close(&c->ledger);
+	c->in_ledger = false;
+	list_remove(&p->busy, c);
+	p->nbusy--;
+	c->holder = NULL;
+	/* The error in flight (the block's) must survive the cleanup. */
+	aw_error *held = aw_error_pending() ? aw_error_take() : NULL;
+	bool ok = !p->closing && clean_for_reuse(p, c);
+	if (held)
+		aw_error_raise_obj(held);
+	if (ok)
+		put_back(p, c);
+	else
+		discard(p, c);
+	if (p->closing && p->nbusy + p->nopening == 0) {
+		aw_event_set(&p->drained);
+		if (p->orphaned)
+			pool_free(p);
+	}
+}
+
+/* ---- the acquire manager ---------------------------------------------------------- */
+
+static int acquire_enter(aw_mgr *m)
+{
+	aw_pg_acquire *a = (aw_pg_acquire *)m;
+	return aw_pg_pool_acquire_at(AW_HERE, a->pool, &a->conn);
+}
+
+static int acquire_exit(aw_mgr *m, int err)
+{
+	aw_pg_acquire *a = (aw_pg_acquire *)m;
+	aw_pg_pool_release(a->pool, a->conn);
+	a->conn = NULL;
+	return err;
+}
+
+static void acquire_describe(aw_mgr *m, char *buf, size_t len)
+{
+	aw_pg_acquire *a = (aw_pg_acquire *)m;
+	snprintf(buf, len, "backend pid %d", a->conn ? a->conn->pid : 0);
+}
+
+static const aw_mgr_ops acquire_ops = { "pg pool connection", acquire_enter, acquire_exit, acquire_describe };
+
+aw_mgr *aw_pg_acquire_init(aw_pg_acquire *a, aw_pg_pool *p)
+{
+	a->mgr.ops = &acquire_ops;
+	a->pool = p;
+	a->conn = NULL;
+	return &a->mgr;
+}
+
+/* ---- maintenance -------------------------------------------------------------------- */
+
+static int maintain(void *arg)
+{
+	aw_pg_pool *p = arg;
+	for (;;) {
+		if (aw_sleep(AW_SEC(1)) < 0)
+			return 0;
+		aw_time now = aw_now();
+		aw_pg_conn *next;
+		for (aw_pg_conn *c = p->idle; c; c = next) {
+			next = c->pnext;
+			bool old = p->o.max_lifetime && now - c->created >= p->o.max_lifetime;
+			bool idle_long = p->o.idle_timeout && now - c->idle_since >= p->o.idle_timeout &&
+					 pool_size(p) > p->o.min_size;
+			if (old || idle_long || !idle_healthy(p, c)) {
+				list_remove(&p->idle, c);
+				p->nidle--;
+				discard(p, c);
+			}
+		}
+		/* Back up to min_size (e.g. after the server restarted). Failures
+		 * are retried at the next sweep; acquire reports its own. */
+		while (!p->closing && pool_size(p) < p->o.min_size) {
+			aw_pg_conn *c;
+			if (open_conn(p, &c, aw_deadline_after(AW_SEC(5))) < 0) {
+				aw_error_clear();
+				break;
+			}
+			put_back(p, c);
+		}
+	}
+}
+
+/* ---- open / close --------------------------------------------------------------------- */
+
+static void pool_free(aw_pg_pool *p)
+{
+	aw_pg_pipe_free(p);
+	free(p->dsn);
+	free(p->reset);
+	free(p);
+}
+
+/* A pool never closed, at loop shutdown after the leak report: close its
+ * sockets and free it. Entries for connections acquired from it were
+ * opened later, so the report has passed them already. */
+static void pool_ledger_release(aw_ledger_entry *e)
+{
+	aw_pg_pool *p = (aw_pg_pool *)(void *)((char *)e - offsetof(aw_pg_pool, ledger));
+	aw_pg_conn *lists[2] = { p->idle, p->busy };
+	for (int i = 0; i < 2; i++) {
+		aw_pg_conn *next;
+		for (aw_pg_conn *c = lists[i]; c; c = next) {
+			next = c->pnext;
+			c->in_ledger = false;
+			aw_pg_conn_close(c);
+		}
+	}
+	p->idle = p->busy = NULL;
+	pool_free(p);
+}
+
+int aw_pg_pool_open_at(const aw_loc *loc, aw_pg_pool **out, const aw_pg_pool_opts *opts)
+{
+	*out = NULL;
+	if (!opts)
+		return aw_raise(-EINVAL, "aw_pg_pool_open: opts is NULL (dsn is required)");
+	if (!opts->dsn)
+		return aw_raise(-EINVAL, "aw_pg_pool_opts.dsn is required");
+	aw_pg_pool_opts o = *opts;
+	if (o.max_size == 0)
+		o.max_size = o.min_size > DEFAULT_MAX ? o.min_size : DEFAULT_MAX;
+	if (o.min_size > o.max_size)
+		return aw_raise(-EINVAL, "aw_pg_pool_opts: min_size %zu is larger than max_size %zu", o.min_size,
+				o.max_size);
+	if (o.max_size > 10000)
+		return aw_raise(-EINVAL, "aw_pg_pool_opts.max_size %zu is too large (max 10000)", o.max_size);
+	if (o.acquire_timeout < 0 || o.max_lifetime < 0 || o.idle_timeout < 0 || o.close_grace < 0)
+		return aw_raise(-EINVAL, "aw_pg_pool_opts: %s is negative",
+				o.acquire_timeout < 0 ? "acquire_timeout" : o.max_lifetime < 0 ? "max_lifetime" :
+				o.idle_timeout < 0 ? "idle_timeout" : "close_grace");
+	if (o.close_grace == 0)
+		o.close_grace = DEFAULT_CLOSE_GRACE;
+	if (!aw_task_current())
+		return aw_raise(-AW_ENOTASK, "aw_pg_pool_open outside of a task");
+	aw_pg_opts co;
+	if (o.conn)
+		co = *o.conn;
+	else
+		aw_pg_opts_default(&co);
+	if (co.stmt_cache < 0 || co.stmt_cache > 10000)
+		return aw_raise(-EINVAL, "aw_pg_opts.stmt_cache must be 0..10000, not %d", co.stmt_cache);
+	if (co.connect_timeout < 0)
+		return aw_raise(-EINVAL, "aw_pg_opts.connect_timeout is negative");
+
+	aw_pg_pool *p = calloc(1, sizeof *p);
+	if (!p)
+		return aw_raise(-ENOMEM, "aw_pg_pool_open: out of memory");
+	p->dsn = strdup(o.dsn);
+	p->reset = strdup(o.reset ? o.reset : DEFAULT_RESET);
+	if (!p->dsn || !p->reset) {
+		pool_free(p);
+		return aw_raise(-ENOMEM, "aw_pg_pool_open: out of memory");
+	}
+	o.dsn = p->dsn;
+	o.reset = p->reset;
+	o.conn = NULL;
+	p->o = o;
+	p->conn_opts = co;
+	aw_event_init(&p->drained);
+
+	/* The first connections: a server that refuses them fails the open. */
+	for (size_t i = 0; i < o.min_size; i++) {
+		aw_pg_conn *c;
+		int rc = open_conn(p, &c, AW_NEVER);
+		if (rc < 0) {
+			while (p->idle) {
+				aw_pg_conn *x = p->idle;
+				list_remove(&p->idle, x);
+				p->nidle--;
+				x->pool = NULL;
+				aw_pg_conn_close(x);
+			}
+			pool_free(p);
+			return rc;
+		}
+		put_back(p, c);
+	}
+	int rc = aw_spawn(&p->maint, maintain, p, "pg-pool-maintenance");
+	if (rc < 0) {
+		while (p->idle) {
+			aw_pg_conn *x = p->idle;
+			list_remove(&p->idle, x);
+			x->pool = NULL;
+			aw_pg_conn_close(x);
+		}
+		pool_free(p);
+		return rc;
+	}
+	aw_ledger_open(&p->ledger, "pg pool", loc);
+	p->ledger.owner = p;
+	p->ledger.release = pool_ledger_release;
+	*out = p;
+	return 0;
+}
+
+int aw_pg_pool_close(aw_pg_pool *p)
+{
+	if (!p)
+		return 0;
+	int result = 0;
+	p->closing = true;
+	aw_pg_pipe_close(p);
+	/* Waiters get -AW_ECLOSED. */
+	aw_waiter *w;
+	while ((w = aw_waitq_pop(&p->waiters))) {
+		pool_waiter *pw = w->data;
+		pw->err = -AW_ECLOSED;
+		wake_waiter(pw);
+	}
+	p->nwaiters = 0;
+	aw_error *held = aw_error_pending() ? aw_error_take() : NULL;
+	aw_scope sh;
+	AW_WITH(aw_shield(&sh, AW_NEVER)) {
+		if (p->maint) {
+			aw_task_cancel(p->maint);
+			(void)aw_task_join(p->maint);
+			p->maint = NULL;
+		}
+		while (p->idle) {
+			aw_pg_conn *c = p->idle;
+			list_remove(&p->idle, c);
+			p->nidle--;
+			c->pool = NULL;
+			aw_pg_conn_close(c);
+		}
+		if (p->nbusy + p->nopening > 0) {
+			aw_scope grace;
+			AW_WITH(aw_move_on_after(&grace, p->o.close_grace)) {
+				while (p->nbusy + p->nopening > 0)
+					if (aw_event_wait(&p->drained) < 0)
+						break;
+			}
+			if (p->nbusy + p->nopening > 0) {
+				/* Cut off: cancel the holders; their exits release. */
+				result = -ETIMEDOUT;
+				for (aw_pg_conn *c = p->busy; c; c = c->pnext)
+					if (c->holder)
+						aw_task_cancel(c->holder);
+				aw_scope last;
+				AW_WITH(aw_move_on_after(&last, RELEASE_BUDGET)) {
+					while (p->nbusy + p->nopening > 0)
+						if (aw_event_wait(&p->drained) < 0)
+							break;
+				}
+			}
+		}
+		aw_error_clear();
+	}
+	aw_error_clear();
+	aw_ledger_close(&p->ledger);
+	long long grace_ms = (long long)(p->o.close_grace / AW_MS(1));
+	if (p->nbusy + p->nopening > 0) {
+		/* Holders that ignore cancellation still have connections: the
+		 * last release frees the pool (closing, so it closes them). */
+		p->orphaned = true;
+		result = -ETIMEDOUT;
+	} else {
+		pool_free(p);
+	}
+	if (held)
+		aw_error_raise_obj(held);
+	if (result < 0)
+		return aw_raise(result, "aw_pg_pool_close: connections still in use after the %lld ms grace "
+				"period; their holders were cancelled", grace_ms);
+	return 0;
+}
+
+static int pool_mgr_enter(aw_mgr *m)
+{
+	aw_pg_pool_mgr *pm = (aw_pg_pool_mgr *)m;
+	return aw_pg_pool_open_at(AW_HERE, &pm->pool, &pm->opts);
+}
+
+static int pool_mgr_exit(aw_mgr *m, int err)
+{
+	aw_pg_pool_mgr *pm = (aw_pg_pool_mgr *)m;
+	int rc = aw_pg_pool_close(pm->pool);
+	pm->pool = NULL;
+	return err ? err : rc;
+}
+
+static const aw_mgr_ops pool_mgr_ops = { "pg pool", pool_mgr_enter, pool_mgr_exit, NULL };
+
+aw_mgr *aw_pg_pool_mgr_init(aw_pg_pool_mgr *m, const aw_pg_pool_opts *opts)
+{
+	memset(m, 0, sizeof *m);
+	m->mgr.ops = &pool_mgr_ops;
+	if (opts)
+		m->opts = *opts;
+	return &m->mgr;
+}
+
+/* ---- one-shot queries ------------------------------------------------------------------ */
+
+int aw_pg_pool_query(aw_pg_pool *p, aw_pg_result **out, const char *sql, int nparams, const char *const *params)
+{
+	*out = NULL;
+	if (p && p->o.pipeline && !p->closing) {
+		PGresult *r = NULL;
+		int rc = aw_pg_pipe_query(p, &r, sql, nparams, params);
+		*out = r ? aw_pg_wrap(r) : NULL;
+		return rc;
+	}
+	aw_pg_conn *c;
+	int rc = aw_pg_pool_acquire_at(AW_HERE, p, &c);
+	if (rc < 0)
+		return rc;
+	rc = aw_pg_query(c, out, sql, nparams, params);
+	aw_pg_pool_release(p, c);
+	return rc;
+}
+
+/* ---- stats -------------------------------------------------------------------------------- */
+
+static int cmp_time(const void *a, const void *b)
+{
+	aw_time x = *(const aw_time *)a, y = *(const aw_time *)b;
+	return x < y ? -1 : x > y;
+}
+
+void aw_pg_pool_stats_get(const aw_pg_pool *p, aw_pg_pool_stats *s)
+{
+	memset(s, 0, sizeof *s);
+	if (!p)
+		return;
+	s->size = pool_size(p);
+	s->idle = p->nidle;
+	s->in_use = p->nbusy;
+	s->opening = p->nopening;
+	s->waiters = p->nwaiters;
+	s->acquires = p->acquires;
+	s->opened = p->opened;
+	s->discarded = p->discarded;
+	size_t n = p->nwaits < STATS_RING ? p->nwaits : STATS_RING;
+	if (!n)
+		return;
+	aw_time *v = malloc(n * sizeof *v);
+	if (!v)
+		return;
+	memcpy(v, p->waits, n * sizeof *v);
+	qsort(v, n, sizeof *v, cmp_time);
+	s->wait_p50 = v[(n - 1) * 50 / 100];
+	s->wait_p90 = v[(n - 1) * 90 / 100];
+	s->wait_p99 = v[(n - 1) * 99 / 100];
+	s->wait_max = v[n - 1];
+	free(v);
+}
