@@ -1,0 +1,185 @@
+/*
+ * users_api — the seed's FastAPI + asyncpg service, in C.
+ *
+ *     @app.on_event("startup")
+ *     async def startup():
+ *         app.state.pool = await asyncpg.create_pool(DATABASE_URL)
+ *
+ *     @app.on_event("shutdown")
+ *     async def shutdown():
+ *         await app.state.pool.close()
+ *
+ *     @app.get("/users")
+ *     async def get_users():
+ *         async with app.state.pool.acquire() as conn:
+ *             rows = await conn.fetch("SELECT * FROM users")
+ *             return [dict(row) for row in rows]
+ *
+ *     @asynccontextmanager
+ *     async def get_db():
+ *         async with db_pool.acquire() as conn:
+ *             yield conn
+ *
+ *     @app.get("/products")
+ *     async def read_products(db = Depends(get_db)):
+ *         return await db.fetch("SELECT * FROM products")
+ *
+ * How it maps:
+ *   - startup/shutdown is the app's lifespan (a generator manager): the pool
+ *     is opened before the server accepts anything and closed after the
+ *     last connection is done;
+ *   - /users takes a pooled connection with AW_WITH(aw_pg_acquire_init(...)):
+ *     the connection goes back to the pool on every way out of the block;
+ *   - /products gets its connection from the get_db dependency, a
+ *     generator manager around the same acquire, released after the
+ *     response has been sent;
+ *   - every row becomes a JSON object keyed by column name
+ *     (aw_pg_result_json_text: ints as numbers, timestamptz as ISO-8601 ...).
+ *
+ *     $ DATABASE_URL=postgresql://user:pw@127.0.0.1:5432/db ./users_api --port 8000 &
+ *     $ curl -s http://127.0.0.1:8000/users
+ *     [{"id":1,"name":"Ada","email":"ada@example.com","created_at":"2024-05-01T12:00:00+00:00"}]
+ *
+ * Options: --port N, --host H, --workers N (each worker has its own pool),
+ * --pool N (connections per worker, default 8). A database error answers
+ * 503 with the SQLSTATE; the server log has the whole error.
+ */
+#include <awith/http.h>
+#include <awith/pg.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static size_t pool_size = 8;
+
+/* The app's state: the pool, opened by the lifespan. */
+static int lifespan(aw_gen *g, void *arg)
+{
+	(void)arg;
+	const char *url = getenv("DATABASE_URL");
+	if (!url || !*url)
+		return aw_raise(-EINVAL, "DATABASE_URL is not set (e.g. postgresql://user:pw@127.0.0.1:5432/db)");
+	aw_pg_pool_mgr pm;
+	AW_WITH(aw_pg_pool_mgr_init(&pm, &(aw_pg_pool_opts){ .dsn = url, .min_size = 1, .max_size = pool_size,
+							   .acquire_timeout = AW_SEC(5) })) {
+		/* The yielded value is the app's state (aw_app_state). */
+		int err = aw_gen_yield(g, pm.pool);   /* the server runs here */
+		if (err)
+			return err;
+	}
+	return aw_error_pending();
+}
+
+/* Send a result as a JSON array of objects. */
+static int send_rows(aw_http_response *res, const aw_pg_result *r)
+{
+	char *json;
+	size_t len;
+	int rc = aw_pg_result_json_text(r, &json, &len);
+	if (rc < 0)
+		return rc;
+	rc = aw_http_send(res, 200, "application/json", json, len);
+	free(json);
+	return rc;
+}
+
+/* A database failure: 503 with what the client may know. */
+static int db_error(aw_http_response *res, int rc)
+{
+	aw_jw *w = aw_http_json_begin(res, 503);
+	aw_jw_object(w);
+	aw_jw_key(w, "detail");
+	aw_jw_string(w, "database unavailable");
+	aw_jw_key(w, "error");
+	aw_jw_string(w, aw_strerror(rc));
+	aw_jw_object_end(w);
+	return aw_http_json_end(w);
+}
+
+static int get_users(aw_http_request *req, aw_http_response *res, void *ud)
+{
+	(void)ud;
+	aw_pg_pool *pool = aw_app_state(aw_http_app(req));
+	int rc = 0;
+	aw_pg_acquire a;
+	AW_WITH(aw_pg_acquire_init(&a, pool)) {
+		aw_pg_rows q;
+		AW_WITH(aw_pg_fetch(&q, a.conn, "SELECT * FROM users", AW_PG_NOARGS)) {
+			rc = send_rows(res, q.res);
+		}
+	}
+	if (aw_error_pending() && !rc) {
+		rc = aw_error_pending();
+		aw_error_print(stderr, aw_error_current());
+		aw_error_clear();
+		return db_error(res, rc);
+	}
+	return rc;
+}
+
+/* The seed's get_db: a generator manager around the pool's acquire. */
+static int get_db(aw_gen *g, void *arg)
+{
+	(void)arg;
+	aw_pg_pool *pool = aw_app_state(aw_http_app(aw_http_dep_request(g)));
+	aw_pg_acquire a;
+	int err = 0;
+	AW_WITH(aw_pg_acquire_init(&a, pool)) {
+		err = aw_gen_yield(g, a.conn);   /* the handler runs, the response is sent */
+	}
+	return err ? err : aw_error_pending();
+}
+static const aw_http_dep DB = AW_HTTP_DEP("get_db", get_db, NULL);
+
+static int read_products(aw_http_request *req, aw_http_response *res, void *ud)
+{
+	(void)ud;
+	aw_pg_conn *db = aw_http_depends(req, &DB);
+	if (!db) {
+		int rc = aw_error_pending();
+		aw_error_print(stderr, aw_error_current());
+		aw_error_clear();
+		return db_error(res, rc);
+	}
+	aw_pg_result *r;
+	int rc = aw_pg_query(db, &r, "SELECT * FROM products", AW_PG_NOARGS);
+	if (rc < 0) {
+		aw_error_print(stderr, aw_error_current());
+		aw_error_clear();
+		return db_error(res, rc);
+	}
+	rc = send_rows(res, r);
+	aw_pg_result_free(r);
+	return rc;
+}
+
+int main(int argc, char **argv)
+{
+	/* --pool N is ours; the rest goes to aw_app_main (--port, --host, --workers). */
+	for (int i = 1; i + 1 < argc; i++)
+		if (!strcmp(argv[i], "--pool")) {
+			char *end;
+			long n = strtol(argv[i + 1], &end, 10);
+			if (*end || n < 1 || n > 1000) {
+				fprintf(stderr, "usage: users_api [--port N] [--host H] [--workers N] [--pool N]\n");
+				return 2;
+			}
+			pool_size = (size_t)n;
+			memmove(&argv[i], &argv[i + 2], (size_t)(argc - i - 1) * sizeof *argv);
+			argc -= 2;
+			i--;
+		}
+	aw_app *app = aw_app_new("users_api");
+	if (!app)
+		return 1;
+	if (aw_app_lifespan(app, lifespan, NULL) || aw_app_route(app, "GET", "/users", get_users, NULL) ||
+	    aw_app_route(app, "GET", "/products", read_products, NULL)) {
+		aw_error_print(stderr, aw_error_current());
+		aw_app_free(app);
+		return 1;
+	}
+	int rc = aw_app_main(app, argc, argv);
+	aw_app_free(app);
+	return rc;
+}
