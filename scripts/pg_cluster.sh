@@ -95,6 +95,7 @@ ensure_postgres() {
     find_bindir >/dev/null && return 0
     # shellcheck source=scripts/test.sh
     source "$ROOT/scripts/test.sh"   # ensure_packages (its main() does not run)
+    # shellcheck disable=SC2034  # read by ensure_packages
     PACKAGES=(postgresql postgresql-client)
     ensure_packages >&2 || die "installing postgresql failed"
     find_bindir >/dev/null || die "no /usr/lib/postgresql/*/bin/initdb after installing postgresql"
@@ -300,11 +301,11 @@ case ${1-} in
     start | stop | restart | down | up | status | env | psql) ;;
     *) usage ;;
 esac
-cmd=$1
+action=$1
 [[ $# -ge 2 ]] || usage
 dir=$2
 shift 2
-case $cmd in
+case $action in
     start) cmd_start "$dir" ;;
     stop) cmd_stop "$dir" ;;
     restart)
