@@ -9,7 +9,7 @@
 #
 # Steps:
 #   1. installs missing Debian packages (scripts/test.sh's list, which has
-#      postgresql, plus wrk, python3-asyncpg, python3-uvloop, python3-fastapi,
+#      postgresql, plus procps, wrk, python3-asyncpg, python3-uvloop, python3-fastapi,
 #      python3-uvicorn, python3-aiohttp, python3-httptools);
 #   2. configures and builds the release build in build-bench/ as
 #      bench/http_bench.sh does; if that fails the awith rows say "n/a" and
@@ -50,7 +50,7 @@
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.." || exit 1
 source scripts/test.sh   # PACKAGES, ensure_packages, setup_build
-PACKAGES+=(wrk python3-asyncpg python3-uvloop python3-fastapi python3-uvicorn python3-aiohttp python3-httptools)
+PACKAGES+=(procps wrk python3-asyncpg python3-uvloop python3-fastapi python3-uvicorn python3-aiohttp python3-httptools)
 
 PY=/usr/bin/python3      # Debian's interpreter: the one the python3-* packages are for
 BUILD=build-bench
@@ -393,11 +393,17 @@ def ratio(a, b):
 out = ["# PostgreSQL: awith vs asyncpg, pgbench, FastAPI and aiohttp", "",
        f"PostgreSQL on 127.0.0.1 (private cluster, fsync off), `SELECT * FROM users` ({nrows} rows); "
        f"{seconds} s per run, median of {rounds} round(s); nproc {ncpu}, {pinned}.", "",
+       "Client CPU: user + system over the client's whole run (start-up and warm-up included) "
+       "÷ its wall time; per query: that ÷ queries/s. A client below 100% is waiting on the server.", "",
        "## Pool: 64 tasks, 8 connections", "",
-       "| client | queries/s | client CPU (% of a core) |", "|---|---:|---:|"]
+       "| client | queries/s | client CPU (% of a core) | client CPU per query |",
+       "|---|---:|---:|---:|"]
 for s, (q, status, cpu) in pool.items():
-    out.append(f"| {labels[s]} | {fmt(q) if q is not None else status} | "
-               f"{fmt(cpu, '.0f', '%') if q is not None else ''} |")
+    if q is None:
+        out.append(f"| {labels[s]} | {status} | | |")
+        continue
+    per = cpu / 100 * 1e6 / q if cpu is not None and q else None
+    out.append(f"| {labels[s]} | {fmt(q)} | {fmt(cpu, '.0f', '%')} | {fmt(per, '.1f', ' µs')} |")
 out += ["", "## HTTP: GET /users (all rows as JSON), wrk -t1 -c64, pool of 8", "",
         "| server | requests/s | p99 latency | server CPU per request | PostgreSQL CPU per request |",
         "|---|---:|---:|---:|---:|"]
@@ -418,7 +424,7 @@ text = "\n".join(out)
 print()
 print(text)
 open(f"{results}/../pg_bench.md", "w").write(text)
-print("(written to build-bench/pg_bench.md)")
+print(f"(written to {results}/../pg_bench.md)".replace(f"/pg-results/..", ""))
 EOF
 
 cleanup
