@@ -305,10 +305,22 @@ static int xfer_wait(aw_client_xfer *x)
 {
 	aw_time dl = AW_NEVER;
 	int why = AW_XFER_OURS_NONE;
-	if (!x->connected && x->ctimeout > 0) {
-		dl = x->started + x->ctimeout;
-		why = AW_XFER_OURS_CONNECT;
-	} else if (x->connected && x->idle > 0 && !x->up_paused) {
+	if (!x->connected) {
+		if (x->ctimeout > 0) {
+			dl = x->started + x->ctimeout;
+			why = AW_XFER_OURS_CONNECT;
+		}
+		/* The idle clock starts with the connection, which wakes
+		 * no one: look again an idle period from now. */
+		if (x->idle > 0 && aw_now() + x->idle < dl) {
+			dl = aw_now() + x->idle;
+			why = AW_XFER_OURS_NONE;
+		}
+	} else if (x->idle > 0 && x->up_paused) {
+		/* Waiting for our own body source is not the server's
+		 * silence; the pump moves last_rx when it resumes. */
+		dl = aw_now() + x->idle;
+	} else if (x->idle > 0) {
 		dl = x->last_rx + x->idle;
 		why = AW_XFER_OURS_IDLE;
 	}
