@@ -13,6 +13,8 @@
 
 typedef struct aw_client_sock aw_client_sock;
 
+#define AW_CLIENT_SPARE_EASY 64
+
 struct aw_client {
 	CURLM *multi;
 	CURLSH *share;                /* the cookie jar (opts.cookies), or NULL */
@@ -30,6 +32,11 @@ struct aw_client {
 	aw_ledger_entry ledger;
 	bool ledgered;
 	char *label;                  /* the base URL, for reports */
+	/* Easy handles of finished transfers, reset, for the next requests
+	 * (one malloc'd handle with its buffers per request is most of a
+	 * request's allocations). */
+	CURL *spare[AW_CLIENT_SPARE_EASY];
+	int nspare;
 };
 
 /* A growable byte buffer, always NUL-terminated when non-empty. */
@@ -98,5 +105,11 @@ void aw__client_xfer_unlink(aw_client_xfer *x);
 /* Take a transfer out of the CURLM (curl closes its connection if it was
  * not done). */
 void aw__client_xfer_detach(aw_client_xfer *x);
+/* An easy handle: a spare one of the session's, or a new one. NULL: out
+ * of memory. */
+CURL *aw__client_easy_get(aw_client *c);
+/* Give a handle back: kept (reset) while the session lives and has room,
+ * else cleaned up. c may be NULL. */
+void aw__client_easy_put(aw_client *c, CURL *e);
 
 #endif

@@ -260,7 +260,7 @@ static void xfer_free(aw_client_xfer *x)
 	aw__client_xfer_unlink(x);
 	aw_ledger_close(&x->ledger);
 	if (x->easy)
-		curl_easy_cleanup(x->easy);
+		aw__client_easy_put(x->c, x->easy);
 	curl_slist_free_all(x->headers);
 	free(x->body.data);
 	free(x->hdrs.data);
@@ -550,7 +550,7 @@ static int response_enter(aw_mgr *m)
 	aw_event_init(&x->pump_done);
 	x->streaming = r->stream;
 	x->max_body = req->max_body ? req->max_body : s->opts.max_body ? s->opts.max_body : AW_CLIENT_DEFAULT_MAX_BODY;
-	x->easy = curl_easy_init();
+	x->easy = aw__client_easy_get(c);
 	if (!x->easy) {
 		free(x);
 		return aw_raise(-ENOMEM, "out of memory for a request (curl_easy_init)");

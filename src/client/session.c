@@ -285,6 +285,25 @@ void aw__client_xfer_detach(aw_client_xfer *x)
 	x->in_multi = false;
 }
 
+CURL *aw__client_easy_get(aw_client *c)
+{
+	if (c->nspare)
+		return c->spare[--c->nspare];
+	return curl_easy_init();
+}
+
+void aw__client_easy_put(aw_client *c, CURL *e)
+{
+	/* Not with the cookie jar: curl_easy_reset keeps the list that
+	 * CURLOPT_COOKIEFILE appends to, so a reused handle would grow it. */
+	if (c && !c->closing && !c->share && c->nspare < AW_CLIENT_SPARE_EASY) {
+		curl_easy_reset(e);
+		c->spare[c->nspare++] = e;
+		return;
+	}
+	curl_easy_cleanup(e);
+}
+
 /* Free the session's state. `c->closing` is set and the timer task has
  * ended. Transfers still linked (responses not exited yet) lose their
  * session: they stay readable, and their exit frees them alone. */
@@ -304,6 +323,8 @@ static void client_free(aw_client *c)
 	c->multi = NULL;
 	while (c->socks)
 		sock_remove(c, c->socks);
+	while (c->nspare)
+		curl_easy_cleanup(c->spare[--c->nspare]);
 	if (c->share)
 		curl_share_cleanup(c->share);
 	curl_slist_free_all(c->headers);
