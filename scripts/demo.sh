@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Build build/ (same configuration as scripts/test.sh) and run, in order, every
 # example named in examples/demo.list (one name per line; blank lines and
-# '#' comments ignored). Fails if the build or any example fails.
+# '#' comments ignored), then the HTTP and PostgreSQL example servers
+# (hello_server; users_api against a private cluster, see demo_users_api).
+# Fails if the build or any example fails.
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.." || exit 1
 source scripts/test.sh   # PACKAGES, ensure_packages, setup_build
@@ -66,6 +68,7 @@ demo_users_api() {
         bash scripts/pg_cluster.sh start "$dir" >/dev/null ||
             { echo "FAIL users_api: the private PostgreSQL cluster did not start"; return 1; }
         own=1
+        trap 'bash scripts/pg_cluster.sh stop build-pg/demo 2>/dev/null' EXIT   # also on ^C
         url=$(source "$dir/env" && echo "$DATABASE_URL")
         echo "(private PostgreSQL cluster: DATABASE_URL=$url)"
     fi
@@ -95,6 +98,7 @@ WHERE NOT EXISTS (SELECT 1 FROM products);
 SQL
         echo "FAIL users_api: creating the tables failed"
         ((own)) && bash scripts/pg_cluster.sh stop "$dir" 2>/dev/null
+        trap - EXIT
         return 1
     fi
     echo "\$ psql \"\$DATABASE_URL\" -c 'SELECT * FROM users'"
@@ -126,7 +130,10 @@ SQL
         wait "$pid" || { echo "FAIL users_api: exit status $?"; rc=1; }
     fi
 
-    ((own)) && bash scripts/pg_cluster.sh stop "$dir" 2>/dev/null
+    if ((own)); then
+        bash scripts/pg_cluster.sh stop "$dir" 2>/dev/null
+        trap - EXIT
+    fi
     return "$rc"
 }
 demo_users_api || failed+=(users_api)

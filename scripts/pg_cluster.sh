@@ -78,6 +78,19 @@ as_pg() {
     fi
 }
 
+# start_pg CMD...: as as_pg, but with every fd above 2 closed first: the
+# server (which outlives us) must not hold a caller's pipes open, or e.g. a
+# test harness reading a test's output would wait for their EOF forever.
+start_pg() {
+    (
+        for fd in /proc/self/fd/*; do
+            fd=${fd##*/}
+            ((fd > 2)) && exec {fd}>&-
+        done 2>/dev/null
+        as_pg "$@"
+    )
+}
+
 # Newest installed server version's bin dir, e.g. /usr/lib/postgresql/15/bin.
 find_bindir() {
     local d best=
@@ -95,6 +108,7 @@ ensure_postgres() {
     find_bindir >/dev/null && return 0
     # shellcheck source=scripts/test.sh
     source "$ROOT/scripts/test.sh"   # ensure_packages (its main() does not run)
+    # shellcheck disable=SC2034  # read by ensure_packages
     PACKAGES=(postgresql postgresql-client)
     ensure_packages >&2 || die "installing postgresql failed"
     find_bindir >/dev/null || die "no /usr/lib/postgresql/*/bin/initdb after installing postgresql"
@@ -206,7 +220,7 @@ write_env() {
 
 # pg_start: pg_ctl start -w with the log in $LOG; 0 when accepting connections.
 pg_start() {
-    as_pg "$PG_BINDIR/pg_ctl" -D "$PGDATA" -l "$LOG" -w -t 60 start >/dev/null 2>&1
+    start_pg "$PG_BINDIR/pg_ctl" -D "$PGDATA" -l "$LOG" -w -t 60 start >/dev/null 2>&1
 }
 
 # super_psql ARGS...: psql as the superuser over TCP, quiet, stop on error.
@@ -300,16 +314,16 @@ case ${1-} in
     start | stop | restart | down | up | status | env | psql) ;;
     *) usage ;;
 esac
-cmd=$1
+action=$1
 [[ $# -ge 2 ]] || usage
 dir=$2
 shift 2
-case $cmd in
+case $action in
     start) cmd_start "$dir" ;;
     stop) cmd_stop "$dir" ;;
     restart)
         need_cluster "$dir"
-        as_pg "$PG_BINDIR/pg_ctl" -D "$PGDATA" -l "$AW_PG_LOG" -m fast -w -t 60 restart >/dev/null ||
+        start_pg "$PG_BINDIR/pg_ctl" -D "$PGDATA" -l "$AW_PG_LOG" -m fast -w -t 60 restart >/dev/null ||
             die "restart failed (log: $AW_PG_LOG)"
         ;;
     down)

@@ -20,7 +20,7 @@ PACKAGES=(meson ninja-build pkg-config gcc clang libclang-rt-14-dev valgrind pyt
     gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user
           libssl-dev openssl
           node-llhttp libjansson-dev curl
-          libcurl4-openssl-dev
+          libcurl4-openssl-dev nginx-light
           postgresql postgresql-client libpq-dev)
 
 # Install whatever in PACKAGES is not installed yet; no apt-get at all otherwise.

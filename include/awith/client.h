@@ -23,10 +23,12 @@
  * A response is a manager: entering it performs the request and reads the
  * body whole (up to a size limit); its exit releases the transfer (the
  * connection goes back to the pool). Errors (returned negated and raised):
+ *   -EINVAL           a bad request or option (the message says which)
  *   -ECONNREFUSED     nothing listens
  *   -AW_EDNS          the host name could not be resolved
- *   -ETIMEDOUT        the total timeout or the connect timeout passed (the
- *                     message says which)
+ *   -ETIMEDOUT        the total timeout, the connect timeout (which also
+ *                     covers waiting for a free connection slot) or the
+ *                     read idle timeout passed (the message says which)
  *   -AW_ETOOLONG      the body is over the size limit
  *   -ELOOP            more redirects than the limit
  *   -AW_ETLS_VERIFY   the peer's certificate did not verify
@@ -34,17 +36,42 @@
  *   -ECONNRESET       the server closed the connection early / sent nothing
  *   -EPROTO           a malformed response
  *   -EIO              any other transfer failure (message has curl's text)
+ * and a streamed request body's source error as the source raised it.
+ *
+ * Proxies come from the usual environment variables, read by curl for each
+ * transfer: http_proxy, HTTPS_PROXY (https_proxy), ALL_PROXY, and no_proxy
+ * (NO_PROXY) for the hosts to reach directly; aw_client_opts.proxy
+ * overrides them. HTTP/2 is used over TLS when the server offers it (ALPN),
+ * and concurrent requests to the same host then share one connection
+ * (multiplexing); plain http:// stays HTTP/1.1 unless asked for
+ * (AW_CLIENT_HTTP2_PRIOR_KNOWLEDGE).
+ *
+ * A session or a response entered with the manual API (aw_enter) and never
+ * exited is reported at loop end with where it was entered, and its
+ * connections, transfers and memory are released then.
  */
 #ifndef AWITH_CLIENT_H
 #define AWITH_CLIENT_H
 
 #include <awith/core.h>
 
+#include <sys/types.h>
+
 #ifdef __cplusplus
 extern "C" {
 #endif
 
 struct json_t;   /* jansson's json_t */
+struct aw_stream;  /* io.h */
+
+/* HTTP versions (aw_client_opts.http_version). */
+enum {
+	AW_CLIENT_HTTP_DEFAULT = 0,       /* HTTP/2 over TLS when the server offers
+	                                     it, HTTP/1.1 otherwise */
+	AW_CLIENT_HTTP1_1,                /* HTTP/1.1 only */
+	AW_CLIENT_HTTP2_PRIOR_KNOWLEDGE,  /* HTTP/2 without asking first, also
+	                                     for http:// (h2c) */
+};
 
 typedef struct aw_client_opts {
 	const char *base_url;          /* prefixed to request URLs that have no
@@ -55,13 +82,32 @@ typedef struct aw_client_opts {
 	long max_host_connections;     /* per host; 0: no limit */
 	aw_time timeout;               /* default total timeout per request
 	                                  (duration); 0: none */
-	aw_time connect_timeout;       /* default connect timeout; 0: curl's
-	                                  default (300 s) */
+	aw_time connect_timeout;       /* default connect timeout, counted from
+	                                  the start of the request: it covers
+	                                  waiting for a free connection slot
+	                                  (the limits above), resolving and
+	                                  connecting (TLS handshake included);
+	                                  0: only curl's default of 300 s for
+	                                  connecting, no limit on the wait */
 	size_t max_body;               /* default body size limit; 0: 8 MiB */
 	const char *ca_file;           /* CA bundle for TLS verification */
 	bool insecure;                 /* turn TLS verification off (tests only) */
 	int max_redirects;             /* follow up to this many; 0: default
 	                                  (10); < 0: do not follow */
+	aw_time read_timeout;          /* default read idle timeout: once the
+	                                  connection is up, a request fails
+	                                  with -ETIMEDOUT when no byte of the
+	                                  response arrives (and none of a
+	                                  streamed request body leaves) for this
+	                                  long; 0: none */
+	bool cookies;                  /* keep a cookie jar for the session's
+	                                  life: cookies that responses set are
+	                                  sent with later requests (off: none
+	                                  are kept or sent) */
+	const char *proxy;             /* NULL: from the environment (see
+	                                  above); "": no proxy at all; else the
+	                                  proxy URL for every request */
+	int http_version;              /* AW_CLIENT_HTTP_* */
 } aw_client_opts;
 
 typedef struct aw_client aw_client;     /* internal state */
@@ -76,15 +122,37 @@ typedef struct aw_client_session {
  * every connection. opts may be NULL; its strings must outlive the block. */
 aw_mgr *aw_client_session_init(aw_client_session *s, const aw_client_opts *opts);
 
+/* A streamed request body's source: called from a task of the request's
+ * own, it may wait (read a file, a socket, a queue). Fill buf with up to n
+ * bytes and return how many (> 0), 0 at the end of the body, or a negative
+ * error (raised): the request then fails with that error. */
+typedef ssize_t (*aw_client_body_fn)(void *arg, void *buf, size_t n);
+
 typedef struct aw_client_request {
 	const char *method;             /* default "GET" ("POST" when a body is set) */
 	const char *url;                /* absolute, or relative to base_url */
 	const char *const *headers;     /* extra headers, NULL-terminated */
+	const char *const *query;       /* query parameters: name, value, name,
+	                                   value, ..., NULL; each URL-encoded and
+	                                   appended to the URL with '?' (or '&'
+	                                   when it has a query already). A name
+	                                   without a value is -EINVAL */
 	const void *body;               /* request body bytes (may contain NULs) */
-	size_t body_len;
+	size_t body_len;                /* its length; for body_fn/body_stream:
+	                                   the exact length if known (sent as
+	                                   Content-Length), 0: unknown (sent
+	                                   chunked) */
 	const struct json_t *json;      /* or: a JSON body (Content-Type set) */
+	aw_client_body_fn body_fn;      /* or: a body read from a source as it
+	                                   is sent (backpressure: the source is
+	                                   asked for more only when curl has sent
+	                                   what it had) */
+	void *body_arg;                 /* body_fn's argument */
+	struct aw_stream *body_stream;  /* or: a body read from a stream to its
+	                                   end (the stream stays the caller's) */
 	aw_time timeout;                /* 0: the session's */
 	aw_time connect_timeout;        /* 0: the session's */
+	aw_time read_timeout;           /* 0: the session's */
 	size_t max_body;                /* 0: the session's */
 } aw_client_request;
 
@@ -100,7 +168,11 @@ typedef struct aw_client_response {
 
 /* Prepare a request whose response is a manager: enter sends it and reads
  * the body whole (waits); exit releases the transfer. req's strings and
- * body are borrowed until enter returns. */
+ * body are borrowed until enter returns; a body source (body_fn/arg,
+ * body_stream) until the upload is over (at the latest when the response
+ * block ends). At most one of body, json, body_fn and body_stream. A body
+ * from a source is not resent on a redirect that keeps the method (307,
+ * 308): that fails with -EIO. */
 aw_mgr *aw_client_request_init(aw_client_response *r, aw_client_session *s, const aw_client_request *req);
 /* Shorthands. */
 aw_mgr *aw_client_get(aw_client_response *r, aw_client_session *s, const char *url);
@@ -147,8 +219,11 @@ const char *aw_client_response_header(const aw_client_response *r, const char *n
  * streamed responses (NULL). */
 const char *aw_client_response_body(const aw_client_response *r, size_t *len);
 const char *aw_client_response_text(const aw_client_response *r);
-/* The effective URL (after redirects). */
+/* The effective URL (after redirects, with the query parameters). */
 const char *aw_client_response_url(const aw_client_response *r);
+/* The HTTP version of the response: 10, 11, 20 or 30 (major * 10 + minor);
+ * 0 outside of a response block. */
+int aw_client_response_http_version(const aw_client_response *r);
 /* Parse the body as JSON: *out is a new reference (json_decref it).
  * -EPROTO (raised, with jansson's message) if it is not JSON. */
 int aw_client_response_json(const aw_client_response *r, struct json_t **out) AW_MUST_USE;

@@ -433,6 +433,13 @@ int aw_enter_at(const aw_loc *loc, aw_mgr *m) AW_MUST_USE;
 int aw_exit_at(const aw_loc *loc, aw_mgr *m, int err) AW_MUST_USE;
 #define aw_enter(m) aw_enter_at(AW_HERE, (m))
 #define aw_exit(m, err) aw_exit_at(AW_HERE, (m), (err))
+/* For a manager's enter: where aw_enter was called, when m is being entered
+ * with the manual API; NULL when a block enters it (the block already
+ * guarantees the exit). Read it before the enter first waits. A manager
+ * that holds resources of its own (sockets, memory, tasks) opens a ledger
+ * entry there, with a release function, so that one never exited is
+ * reported with that location and its resources released at loop end. */
+const aw_loc *aw_manual_enter_loc(const aw_mgr *m);
 
 /* ------------------------------------------------------------------------ */
 /* Cancel scopes: timeouts, deadlines, shields (managers that nest).        */

@@ -9,8 +9,14 @@
  * the watcher checks the socket's level with a zero-timeout poll(). When
  * curl changes what it wants, or stops watching the socket, the watcher is
  * woken out of its wait with -EINTR (aw_task_wake) and re-reads its orders.
- * One timer task per session sleeps until curl's timeout. Finished
- * transfers wake their requesting task through an aw_event.
+ * One detached timer task per session sleeps until curl's timeout (the
+ * session's exit tells it to end and waits for it). Finished transfers wake
+ * their requesting task through an aw_event.
+ *
+ * The session's state (aw_client) lives on the heap, apart from the
+ * caller's aw_client_session: a session entered with aw_enter and never
+ * exited is released at loop end from its ledger entry, when the caller's
+ * struct may be gone.
  */
 #include "internal.h"
 #include "../core/internal.h"   /* aw_task_wake: interrupt a watcher's fd wait */
@@ -70,8 +76,8 @@ void aw__client_check_done(aw_client *c)
 			continue;
 		x->result = m->data.result;
 		x->finished = true;
-		aw_event_set(&x->done);
 		aw_event_set(&x->progress);
+		aw_event_set(&x->up_room);
 	}
 }
 
@@ -204,6 +210,8 @@ static int on_timer(CURLM *multi, long timeout_ms, void *userp)
 	return 0;
 }
 
+/* Ends when the session closes (closing set, timer_ev set) or when it is
+ * cancelled (loop end); timer_done says so either way. */
 static int timer_task(void *arg)
 {
 	aw_client *c = arg;
@@ -225,10 +233,11 @@ static int timer_task(void *arg)
 		 * of a closing session. */
 		if (rc < 0 && rc != -ETIMEDOUT) {
 			aw_error_clear();
-			break;   /* cancelled: the session is closing */
+			break;   /* cancelled: the loop is ending */
 		}
 		aw_error_clear();
 	}
+	aw_event_set(&c->timer_done);
 	return 0;
 }
 
@@ -245,49 +254,164 @@ void aw__client_easy_setup(CURL *e)
 	curl_easy_setopt(e, CURLOPT_CLOSESOCKETDATA, NULL);
 }
 
+void aw__client_xfer_link(aw_client *c, aw_client_xfer *x)
+{
+	x->c = c;
+	x->prev = NULL;
+	x->next = c->xfers;
+	if (c->xfers)
+		c->xfers->prev = x;
+	c->xfers = x;
+}
+
+void aw__client_xfer_unlink(aw_client_xfer *x)
+{
+	aw_client *c = x->c;
+	if (!c)
+		return;
+	if (x->prev)
+		x->prev->next = x->next;
+	else
+		c->xfers = x->next;
+	if (x->next)
+		x->next->prev = x->prev;
+	x->prev = x->next = NULL;
+}
+
+void aw__client_xfer_detach(aw_client_xfer *x)
+{
+	if (x->in_multi && x->c && x->c->multi)
+		curl_multi_remove_handle(x->c->multi, x->easy);
+	x->in_multi = false;
+}
+
+CURL *aw__client_easy_get(aw_client *c)
+{
+	if (c->nspare)
+		return c->spare[--c->nspare];
+	return curl_easy_init();
+}
+
+void aw__client_easy_put(aw_client *c, CURL *e)
+{
+	/* Not with the cookie jar: curl_easy_reset keeps the list that
+	 * CURLOPT_COOKIEFILE appends to, so a reused handle would grow it. */
+	if (c && !c->closing && !c->share && c->nspare < AW_CLIENT_SPARE_EASY) {
+		curl_easy_reset(e);
+		c->spare[c->nspare++] = e;
+		return;
+	}
+	curl_easy_cleanup(e);
+}
+
+/* Free the session's state. `c->closing` is set and the timer task has
+ * ended. Transfers still linked (responses not exited yet) lose their
+ * session: they stay readable, and their exit frees them alone. */
+static void client_free(aw_client *c)
+{
+	while (c->xfers) {
+		aw_client_xfer *x = c->xfers;
+		aw__client_xfer_detach(x);
+		if (c->share)
+			curl_easy_setopt(x->easy, CURLOPT_SHARE, NULL);
+		aw__client_xfer_unlink(x);
+		x->c = NULL;
+	}
+	/* Closes every connection (through on_close_socket). */
+	if (c->multi)
+		curl_multi_cleanup(c->multi);
+	c->multi = NULL;
+	while (c->socks)
+		sock_remove(c, c->socks);
+	while (c->nspare)
+		curl_easy_cleanup(c->spare[--c->nspare]);
+	if (c->share)
+		curl_share_cleanup(c->share);
+	curl_slist_free_all(c->headers);
+	aw_ledger_close(&c->ledger);
+	free(c->label);
+	free(c);
+}
+
+/* A session entered with aw_enter and never exited, at loop end (after the
+ * report): every task has ended, the timer and the watchers included. */
+static void client_release_leaked(aw_ledger_entry *e)
+{
+	aw_client *c = AW_CONTAINER_OF(e, aw_client, ledger);
+	c->closing = true;
+	client_free(c);
+}
+
 static int session_enter(aw_mgr *m)
 {
 	aw_client_session *s = (aw_client_session *)(void *)m;
+	const aw_loc *manual = aw_manual_enter_loc(m);
 	static bool global_done;
 	if (!global_done) {
 		if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
 			return aw_raise(-ENOMEM, "curl_global_init failed");
 		global_done = true;
 	}
+	const aw_client_opts *o = &s->opts;
+	if (o->max_connections < 0 || o->max_host_connections < 0 || o->timeout < 0 || o->connect_timeout < 0 ||
+	    o->read_timeout < 0)
+		return aw_raise(-EINVAL, "aw_client_session: negative limit or timeout");
+	if (o->http_version < AW_CLIENT_HTTP_DEFAULT || o->http_version > AW_CLIENT_HTTP2_PRIOR_KNOWLEDGE)
+		return aw_raise(-EINVAL, "aw_client_session: unknown http_version %d", o->http_version);
 	aw_client *c = calloc(1, sizeof *c);
 	if (!c)
 		return aw_raise(-ENOMEM, "out of memory for a client session");
+	c->closing = true;   /* until the timer task runs: client_free may run */
 	c->multi = curl_multi_init();
-	if (!c->multi) {
-		free(c);
-		return aw_raise(-ENOMEM, "curl_multi_init failed");
+	c->label = strdup(o->base_url ? o->base_url : "(no base url)");
+	if (!c->multi || !c->label) {
+		client_free(c);
+		return aw_raise(-ENOMEM, "out of memory for a client session (curl_multi_init)");
 	}
-	for (const char *const *h = s->opts.headers; h && *h; h++) {
+	for (const char *const *h = o->headers; h && *h; h++) {
 		struct curl_slist *n = curl_slist_append(c->headers, *h);
 		if (!n) {
-			curl_slist_free_all(c->headers);
-			curl_multi_cleanup(c->multi);
-			free(c);
+			client_free(c);
 			return aw_raise(-ENOMEM, "out of memory for default headers");
 		}
 		c->headers = n;
 	}
+	if (o->cookies) {
+		/* One cookie store for every transfer of the session (each
+		 * request is its own easy handle). One thread: no locks. */
+		c->share = curl_share_init();
+		if (!c->share || curl_share_setopt(c->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_COOKIE) != CURLSHE_OK) {
+			client_free(c);
+			return aw_raise(-ENOMEM, "out of memory for the cookie jar");
+		}
+	}
 	c->timer_deadline = AW_NEVER;
 	aw_event_init(&c->timer_ev);
+	aw_event_init(&c->timer_done);
 	curl_multi_setopt(c->multi, CURLMOPT_SOCKETFUNCTION, on_socket);
 	curl_multi_setopt(c->multi, CURLMOPT_SOCKETDATA, c);
 	curl_multi_setopt(c->multi, CURLMOPT_TIMERFUNCTION, on_timer);
 	curl_multi_setopt(c->multi, CURLMOPT_TIMERDATA, c);
-	if (s->opts.max_connections > 0)
-		curl_multi_setopt(c->multi, CURLMOPT_MAX_TOTAL_CONNECTIONS, s->opts.max_connections);
-	if (s->opts.max_host_connections > 0)
-		curl_multi_setopt(c->multi, CURLMOPT_MAX_HOST_CONNECTIONS, s->opts.max_host_connections);
-	int rc = aw_spawn(&c->timer, timer_task, c, "client-timer");
+	/* HTTP/2: concurrent transfers to one host share a connection. */
+	curl_multi_setopt(c->multi, CURLMOPT_PIPELINING, (long)CURLPIPE_MULTIPLEX);
+	if (o->max_connections > 0)
+		curl_multi_setopt(c->multi, CURLMOPT_MAX_TOTAL_CONNECTIONS, o->max_connections);
+	if (o->max_host_connections > 0)
+		curl_multi_setopt(c->multi, CURLMOPT_MAX_HOST_CONNECTIONS, o->max_host_connections);
+	c->closing = false;
+	aw_task *t;
+	int rc = aw_spawn(&t, timer_task, c, "client-timer");
 	if (rc < 0) {
-		curl_slist_free_all(c->headers);
-		curl_multi_cleanup(c->multi);
-		free(c);
+		c->closing = true;
+		client_free(c);
 		return rc;
+	}
+	aw_task_detach(t);
+	if (manual) {
+		aw_ledger_open(&c->ledger, "client session (connection pool)", manual);
+		c->ledger.owner = c;
+		c->ledger.release = client_release_leaked;
+		c->ledgered = true;
 	}
 	s->impl = c;
 	return 0;
@@ -299,19 +423,15 @@ static int session_exit(aw_mgr *m, int err)
 	aw_client *c = s->impl;
 	if (!c)
 		return err;
-	c->closing = true;
-	/* Closes every connection (through on_close_socket). */
-	curl_multi_cleanup(c->multi);
-	c->multi = NULL;
-	while (c->socks)
-		sock_remove(c, c->socks);
-	aw_task_cancel(c->timer);
-	int rc = aw_task_join(c->timer);
-	(void)rc;
-	aw_error_clear();
-	curl_slist_free_all(c->headers);
-	free(c);
 	s->impl = NULL;
+	c->closing = true;
+	aw_event_set(&c->timer_ev);
+	if (aw_event_wait(&c->timer_done) < 0) {
+		/* Only past the grace deadline: the timer task still refers to
+		 * c, so c must stay (a bounded leak, reported). */
+		return err;
+	}
+	client_free(c);
 	/* Let the watchers see `removed` and free themselves. */
 	(void)aw_yield();
 	return err;
@@ -320,7 +440,11 @@ static int session_exit(aw_mgr *m, int err)
 static void session_describe(aw_mgr *m, char *buf, size_t len)
 {
 	aw_client_session *s = (aw_client_session *)(void *)m;
-	snprintf(buf, len, "%s", s->opts.base_url ? s->opts.base_url : "(no base url)");
+	aw_client *c = s->impl;
+	size_t n = 0;
+	for (aw_client_xfer *x = c ? c->xfers : NULL; x; x = x->next)
+		n++;
+	snprintf(buf, len, "%s, %zu transfer(s)", s->opts.base_url ? s->opts.base_url : "(no base url)", n);
 }
 
 static const aw_mgr_ops session_ops = {

@@ -289,6 +289,16 @@ static void manual_entry_release(aw_ledger_entry *e)
 	free(AW_CONTAINER_OF(e, manual_entry, ledger));
 }
 
+/* The manager aw_enter is entering and where from, until its enter first
+ * waits or returns (aw_manual_enter_loc). */
+static __thread const aw_mgr *manual_entering;
+static __thread const aw_loc *manual_entering_loc;
+
+const aw_loc *aw_manual_enter_loc(const aw_mgr *m)
+{
+	return m && manual_entering == m ? manual_entering_loc : NULL;
+}
+
 int aw_enter_at(const aw_loc *loc, aw_mgr *m)
 {
 	if (!m || !m->ops)
@@ -296,7 +306,11 @@ int aw_enter_at(const aw_loc *loc, aw_mgr *m)
 	manual_entry *me = malloc(sizeof *me);
 	if (!me)
 		return aw_raise(-ENOMEM, "aw_enter: no memory for the ledger entry");
+	manual_entering = m;
+	manual_entering_loc = loc;
 	int rc = m->ops->enter ? m->ops->enter(m) : 0;
+	manual_entering = NULL;
+	manual_entering_loc = NULL;
 	if (rc != 0) {
 		free(me);
 		return rc < 0 ? rc : aw_raise(-AW_EEXIT, "enter of '%s' returned %d", m->ops->name, rc);
