@@ -712,7 +712,8 @@ AW_TEST(client_200_concurrent_requests_through_one_session)
  *   TS_PROXY  the same, "via-proxy", and the first request line is kept
  *   TS_STALL  headers and 4 of 100 body bytes, then nothing until stopped
  *   TS_DRIP   a 10-byte body, one byte every 100 ms
- *   TS_SLOW   200 "late" after 2 s (keep-alive) */
+ *   TS_SLOW   200 "late" after 2 s (keep-alive)
+ *   TS_PROXY also tunnels "CONNECT host:port" to 127.0.0.1:port */
 enum { TS_HELLO, TS_PROXY, TS_STALL, TS_DRIP, TS_SLOW };
 
 #define TS_MAX_CONNS 256
@@ -754,6 +755,37 @@ static bool ts_write(int fd, const char *s)
 	return true;
 }
 
+/* CONNECT: relay bytes both ways between fd and 127.0.0.1:port until
+ * either side closes or the server stops. */
+static void ts_tunnel(tsrv *t, int fd, int port)
+{
+	int up = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port),
+				 .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	if (up < 0 || connect(up, (struct sockaddr *)&a, sizeof a) != 0) {
+		ts_write(fd, "HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\n\r\n");
+		if (up >= 0)
+			close(up);
+		return;
+	}
+	if (!ts_write(fd, "HTTP/1.1 200 Connection established\r\n\r\n")) {
+		close(up);
+		return;
+	}
+	char buf[16384];
+	for (;;) {
+		struct pollfd p[3] = { { fd, POLLIN, 0 }, { up, POLLIN, 0 }, { t->stop[0], POLLIN, 0 } };
+		if (poll(p, 3, 10000) <= 0 || (p[2].revents & POLLIN))
+			break;
+		int from = (p[0].revents & (POLLIN | POLLHUP | POLLERR)) ? fd : up;
+		int to = from == fd ? up : fd;
+		ssize_t n = recv(from, buf, sizeof buf, 0);
+		if (n <= 0 || send(to, buf, (size_t)n, MSG_NOSIGNAL) != n)
+			break;
+	}
+	close(up);
+}
+
 static void *ts_conn(void *arg)
 {
 	tsconn *tc = arg;
@@ -788,6 +820,13 @@ static void *ts_conn(void *arg)
 			pthread_mutex_unlock(&t->mu);
 		}
 		bool ok = true;
+		int cport;
+		if (t->mode == TS_PROXY && strncmp(buf, "CONNECT ", 8) == 0) {
+			char *colon = memchr(buf + 8, ':', used - 8);
+			cport = colon ? atoi(colon + 1) : 0;
+			ts_tunnel(t, fd, cport);
+			break;
+		}
 		switch (t->mode) {
 		case TS_HELLO:
 			ok = ts_write(fd, "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\nok");
@@ -1172,8 +1211,8 @@ AW_TEST(client_self_signed_tls_fails_verification_by_default_and_passes_with_ca_
 
 typedef struct proxy_ctx {
 	int origin_port, proxy_port;
-	char via_env[64], no_proxy_hit[64], opt_off[64];
-	int rc;
+	char via_env[64], no_proxy_hit[64], opt_off[64], via_connect[64];
+	int rc, rc_tls;
 	char msg[256];
 } proxy_ctx;
 
@@ -1210,11 +1249,34 @@ static int proxy_main(void *arg)
 	o.proxy = "";
 	get_text(&o, url, p->opt_off, sizeof p->opt_off, &p->rc);
 	unsetenv("http_proxy");
+	/* https:// goes through HTTPS_PROXY, in a CONNECT tunnel, to a TLS
+	 * server in this loop. */
+	tls_srv t = { 0 };
+	if (aw_tls_server_ctx(&t.ctx, &(aw_tls_opts){ .cert_file = cert_pem, .key_file = key_pem }) < 0)
+		return -1;
+	if (aw_tcp_listen(&t.l, "127.0.0.1", 0, NULL) < 0) {
+		aw_tls_ctx_free(t.ctx);
+		return -1;
+	}
+	aw_task *srv_task;
+	if (aw_spawn(&srv_task, tls_serve, &t, "tls-server") < 0)
+		return -1;
+	setenv("HTTPS_PROXY", proxy, 1);
+	snprintf(url, sizeof url, "https://localhost:%d/", aw_listener_port(t.l));
+	o = (aw_client_opts){ .timeout = AW_SEC(10), .ca_file = cert_pem };
+	get_text(&o, url, p->via_connect, sizeof p->via_connect, &p->rc_tls);
+	unsetenv("HTTPS_PROXY");
+	aw_task_cancel(srv_task);
+	(void)aw_task_join(srv_task);
+	aw_error_clear();
+	aw_listener_close(t.l);
+	aw_tls_ctx_free(t.ctx);
 	return 0;
 }
 
-AW_TEST(client_proxy_from_http_proxy_unless_no_proxy_matches)
+AW_TEST(client_proxy_from_http_proxy_and_https_proxy_unless_no_proxy_matches)
 {
+	CHECK(cert_ok);
 	srv sv;
 	tsrv t;
 	CHECK_EQ(srv_start(&sv, make_app), 0);
@@ -1232,9 +1294,12 @@ AW_TEST(client_proxy_from_http_proxy_unless_no_proxy_matches)
 	char want[128];
 	snprintf(want, sizeof want, "GET http://127.0.0.1:%d/hello HTTP/1.1", sv.port);
 	CHECK_STR(t.first_line, want);
-	CHECK_EQ(atomic_load(&t.requests), 1);   /* only the first went through it */
+	/* The first request, then the CONNECT: not the two direct ones. */
+	CHECK_EQ(atomic_load(&t.requests), 2);
 	CHECK(strstr(p.no_proxy_hit, "\"hi\"") != NULL);
 	CHECK(strstr(p.opt_off, "\"hi\"") != NULL);
+	CHECK_EQ(p.rc_tls, 0);
+	CHECK_STR(p.via_connect, "tls-ok");
 }
 
 /* ---- HTTP/2 against nginx ------------------------------------------------------------------ */
