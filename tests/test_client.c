@@ -712,7 +712,8 @@ AW_TEST(client_200_concurrent_requests_through_one_session)
  *   TS_PROXY  the same, "via-proxy", and the first request line is kept
  *   TS_STALL  headers and 4 of 100 body bytes, then nothing until stopped
  *   TS_DRIP   a 10-byte body, one byte every 100 ms
- *   TS_SLOW   200 "late" after 2 s (keep-alive) */
+ *   TS_SLOW   200 "late" after 2 s (keep-alive)
+ *   TS_PROXY also tunnels "CONNECT host:port" to 127.0.0.1:port */
 enum { TS_HELLO, TS_PROXY, TS_STALL, TS_DRIP, TS_SLOW };
 
 #define TS_MAX_CONNS 256
@@ -754,6 +755,37 @@ static bool ts_write(int fd, const char *s)
 	return true;
 }
 
+/* CONNECT: relay bytes both ways between fd and 127.0.0.1:port until
+ * either side closes or the server stops. */
+static void ts_tunnel(tsrv *t, int fd, int port)
+{
+	int up = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port),
+				 .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	if (up < 0 || connect(up, (struct sockaddr *)&a, sizeof a) != 0) {
+		ts_write(fd, "HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\n\r\n");
+		if (up >= 0)
+			close(up);
+		return;
+	}
+	if (!ts_write(fd, "HTTP/1.1 200 Connection established\r\n\r\n")) {
+		close(up);
+		return;
+	}
+	char buf[16384];
+	for (;;) {
+		struct pollfd p[3] = { { fd, POLLIN, 0 }, { up, POLLIN, 0 }, { t->stop[0], POLLIN, 0 } };
+		if (poll(p, 3, 10000) <= 0 || (p[2].revents & POLLIN))
+			break;
+		int from = (p[0].revents & (POLLIN | POLLHUP | POLLERR)) ? fd : up;
+		int to = from == fd ? up : fd;
+		ssize_t n = recv(from, buf, sizeof buf, 0);
+		if (n <= 0 || send(to, buf, (size_t)n, MSG_NOSIGNAL) != n)
+			break;
+	}
+	close(up);
+}
+
 static void *ts_conn(void *arg)
 {
 	tsconn *tc = arg;
@@ -788,6 +820,13 @@ static void *ts_conn(void *arg)
 			pthread_mutex_unlock(&t->mu);
 		}
 		bool ok = true;
+		int cport;
+		if (t->mode == TS_PROXY && strncmp(buf, "CONNECT ", 8) == 0) {
+			char *colon = memchr(buf + 8, ':', used - 8);
+			cport = colon ? atoi(colon + 1) : 0;
+			ts_tunnel(t, fd, cport);
+			break;
+		}
 		switch (t->mode) {
 		case TS_HELLO:
 			ok = ts_write(fd, "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\nok");
@@ -887,6 +926,32 @@ static void tsrv_stop(tsrv *t)
 	close(t->stop[0]);
 	close(t->stop[1]);
 	pthread_mutex_destroy(&t->mu);
+}
+
+#if defined(__SANITIZE_ADDRESS__)
+#define RSS_PER_REQUEST_KB 160
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define RSS_PER_REQUEST_KB 160
+#endif
+#endif
+#ifndef RSS_PER_REQUEST_KB
+#define RSS_PER_REQUEST_KB 64
+#endif
+
+/* The process's peak resident set (VmHWM), in KiB; -1 if unknown. */
+static long peak_rss_kb(void)
+{
+	FILE *f = fopen("/proc/self/status", "r");
+	if (!f)
+		return -1;
+	char line[256];
+	long kb = -1;
+	while (fgets(line, sizeof line, f))
+		if (sscanf(line, "VmHWM: %ld kB", &kb) == 1)
+			break;
+	fclose(f);
+	return kb;
 }
 
 static int count_fds(void)
@@ -992,8 +1057,14 @@ AW_TEST(client_10000_concurrent_requests_queue_behind_the_per_host_limit)
 	CHECK_LE(atomic_load(&t.max_open), 16);
 	CHECK_GT(mc.k.peak_fds, 0);
 	CHECK_LE(mc.k.peak_fds, before + 2 * 16 + 16);
-	fprintf(stderr, "  10000 requests in %lld ms over %d connection(s), peak %d fds\n", mc.ms,
-		atomic_load(&t.accepted), mc.k.peak_fds);
+	/* Memory: a queued request costs its task's touched stack pages and
+	 * a curl handle: ~18 KiB here, bounded at 64 KiB (ASan's redzones and
+	 * its 256 MiB quarantine: 160 KiB). */
+	long rss = peak_rss_kb();
+	CHECK_GT(rss, 0);
+	CHECK_LT(rss, 10000L * RSS_PER_REQUEST_KB);
+	fprintf(stderr, "  10000 requests in %lld ms over %d connection(s), peak %d fds, peak RSS %ld MiB\n", mc.ms,
+		atomic_load(&t.accepted), mc.k.peak_fds, rss / 1024);
 }
 
 /* ---- TLS with a self-signed certificate ---------------------------------------------------- */
@@ -1140,8 +1211,8 @@ AW_TEST(client_self_signed_tls_fails_verification_by_default_and_passes_with_ca_
 
 typedef struct proxy_ctx {
 	int origin_port, proxy_port;
-	char via_env[64], no_proxy_hit[64], opt_off[64];
-	int rc;
+	char via_env[64], no_proxy_hit[64], opt_off[64], via_connect[64];
+	int rc, rc_tls;
 	char msg[256];
 } proxy_ctx;
 
@@ -1178,11 +1249,34 @@ static int proxy_main(void *arg)
 	o.proxy = "";
 	get_text(&o, url, p->opt_off, sizeof p->opt_off, &p->rc);
 	unsetenv("http_proxy");
+	/* https:// goes through HTTPS_PROXY, in a CONNECT tunnel, to a TLS
+	 * server in this loop. */
+	tls_srv t = { 0 };
+	if (aw_tls_server_ctx(&t.ctx, &(aw_tls_opts){ .cert_file = cert_pem, .key_file = key_pem }) < 0)
+		return -1;
+	if (aw_tcp_listen(&t.l, "127.0.0.1", 0, NULL) < 0) {
+		aw_tls_ctx_free(t.ctx);
+		return -1;
+	}
+	aw_task *srv_task;
+	if (aw_spawn(&srv_task, tls_serve, &t, "tls-server") < 0)
+		return -1;
+	setenv("HTTPS_PROXY", proxy, 1);
+	snprintf(url, sizeof url, "https://localhost:%d/", aw_listener_port(t.l));
+	o = (aw_client_opts){ .timeout = AW_SEC(10), .ca_file = cert_pem };
+	get_text(&o, url, p->via_connect, sizeof p->via_connect, &p->rc_tls);
+	unsetenv("HTTPS_PROXY");
+	aw_task_cancel(srv_task);
+	(void)aw_task_join(srv_task);
+	aw_error_clear();
+	aw_listener_close(t.l);
+	aw_tls_ctx_free(t.ctx);
 	return 0;
 }
 
-AW_TEST(client_proxy_from_http_proxy_unless_no_proxy_matches)
+AW_TEST(client_proxy_from_http_proxy_and_https_proxy_unless_no_proxy_matches)
 {
+	CHECK(cert_ok);
 	srv sv;
 	tsrv t;
 	CHECK_EQ(srv_start(&sv, make_app), 0);
@@ -1200,9 +1294,12 @@ AW_TEST(client_proxy_from_http_proxy_unless_no_proxy_matches)
 	char want[128];
 	snprintf(want, sizeof want, "GET http://127.0.0.1:%d/hello HTTP/1.1", sv.port);
 	CHECK_STR(t.first_line, want);
-	CHECK_EQ(atomic_load(&t.requests), 1);   /* only the first went through it */
+	/* The first request, then the CONNECT: not the two direct ones. */
+	CHECK_EQ(atomic_load(&t.requests), 2);
 	CHECK(strstr(p.no_proxy_hit, "\"hi\"") != NULL);
 	CHECK(strstr(p.opt_off, "\"hi\"") != NULL);
+	CHECK_EQ(p.rc_tls, 0);
+	CHECK_STR(p.via_connect, "tls-ok");
 }
 
 /* ---- HTTP/2 against nginx ------------------------------------------------------------------ */
@@ -1210,9 +1307,10 @@ AW_TEST(client_proxy_from_http_proxy_unless_no_proxy_matches)
 #define NGINX "/usr/sbin/nginx"
 
 typedef struct h2_ctx {
-	int port;
+	int port, port_h2c;
 	int ok, v2, other;
 	char body[64];
+	int h2c_version, h2c_status;
 } h2_ctx;
 
 typedef struct h2_get {
@@ -1252,6 +1350,18 @@ static int h2_main(void *arg)
 					break;
 		}
 	}
+	if (aw_error_pending())
+		return aw_error_pending();
+	/* Plain http:// with prior knowledge (h2c). */
+	snprintf(base, sizeof base, "http://127.0.0.1:%d", h->port_h2c);
+	AW_WITH(aw_client_session_init(&s, &(aw_client_opts){ .base_url = base, .timeout = AW_SEC(20),
+							       .http_version = AW_CLIENT_HTTP2_PRIOR_KNOWLEDGE })) {
+		aw_client_response r;
+		AW_WITH(aw_client_get(&r, &s, "/data.json")) {
+			h->h2c_status = aw_client_response_status(&r);
+			h->h2c_version = aw_client_response_http_version(&r);
+		}
+	}
 	return aw_error_pending();
 }
 
@@ -1265,7 +1375,7 @@ AW_TEST(client_http2_multiplexes_concurrent_requests_over_one_connection)
 	char dir[300];
 	snprintf(dir, sizeof dir, "%s/nginx-XXXXXX", certdir);
 	CHECK(mkdtemp(dir) != NULL);
-	h2_ctx h = { .port = free_port() };
+	h2_ctx h = { .port = free_port(), .port_h2c = free_port() };
 	char path[400];
 	snprintf(path, sizeof path, "%s/data.json", dir);
 	FILE *f = fopen(path, "w");
@@ -1279,7 +1389,7 @@ AW_TEST(client_http2_multiplexes_concurrent_requests_over_one_connection)
 		"daemon off;\nmaster_process off;\nworker_processes 1;\npid %s/nginx.pid;\nerror_log %s/error.log;\n"
 		"events { worker_connections 256; }\n"
 		"http {\n"
-		"  log_format c '$connection $server_protocol $request_uri';\n"
+		"  log_format c '$connection $server_protocol $server_port $request_uri';\n"
 		"  access_log %s/access.log c;\n"
 		"  client_body_temp_path %s/tmp-body; proxy_temp_path %s/tmp-proxy;\n"
 		"  fastcgi_temp_path %s/tmp-fcgi; uwsgi_temp_path %s/tmp-uwsgi; scgi_temp_path %s/tmp-scgi;\n"
@@ -1289,8 +1399,12 @@ AW_TEST(client_http2_multiplexes_concurrent_requests_over_one_connection)
 		"    ssl_certificate %s; ssl_certificate_key %s;\n"
 		"    root %s;\n"
 		"  }\n"
+		"  server {\n"
+		"    listen 127.0.0.1:%d http2;\n"
+		"    root %s;\n"
+		"  }\n"
 		"}\n",
-		dir, dir, dir, dir, dir, dir, dir, dir, h.port, cert_pem, key_pem, dir);
+		dir, dir, dir, dir, dir, dir, dir, dir, h.port, cert_pem, key_pem, dir, h.port_h2c, dir);
 	fclose(f);
 	char elog[400];
 	snprintf(elog, sizeof elog, "%s/error.log", dir);
@@ -1303,16 +1417,22 @@ AW_TEST(client_http2_multiplexes_concurrent_requests_over_one_connection)
 	/* The access log: one line per request, "connection protocol uri". */
 	char alog[400];
 	snprintf(alog, sizeof alog, "%s/access.log", dir);
-	int lines = 0, h2 = 0, conns = 0;
+	int lines = 0, h2 = 0, conns = 0, h2c_lines = 0, h2c_h2 = 0;
 	long first_conn = -1;
 	f = fopen(alog, "r");
 	if (f) {
 		char line[256];
 		while (fgets(line, sizeof line, f)) {
 			long conn;
+			int port;
 			char proto[32];
-			if (sscanf(line, "%ld %31s", &conn, proto) != 2)
+			if (sscanf(line, "%ld %31s %d", &conn, proto, &port) != 3)
 				continue;
+			if (port == h.port_h2c) {
+				h2c_lines++;
+				h2c_h2 += strcmp(proto, "HTTP/2.0") == 0;
+				continue;
+			}
 			lines++;
 			h2 += strcmp(proto, "HTTP/2.0") == 0;
 			if (conn != first_conn)
@@ -1337,6 +1457,10 @@ AW_TEST(client_http2_multiplexes_concurrent_requests_over_one_connection)
 	CHECK_EQ(lines, 50);
 	CHECK_EQ(h2, 50);
 	CHECK_EQ(conns, 1);   /* every request on the one connection */
+	CHECK_EQ(h.h2c_status, 200);
+	CHECK_EQ(h.h2c_version, 20);
+	CHECK_EQ(h2c_lines, 1);
+	CHECK_EQ(h2c_h2, 1);
 }
 
 /* ---- cookies ------------------------------------------------------------------------------- */
@@ -1775,6 +1899,77 @@ AW_TEST(client_connect_timeout_covers_waiting_for_a_connection_slot)
 	CHECK_EQ(k.rc_first, 0);
 	CHECK_EQ(k.status_first, 200);
 	CHECK_EQ(atomic_load(&t.accepted), 1);
+}
+
+/* ---- bad input ------------------------------------------------------------------------------ */
+
+typedef struct bad_ctx {
+	int rc[6];
+	char msg[6][160];
+} bad_ctx;
+
+static void note(bad_ctx *b, int i)
+{
+	b->rc[i] = aw_error_pending();
+	const aw_error *e = aw_error_current();
+	snprintf(b->msg[i], sizeof b->msg[i], "%s", e ? e->msg : "");
+	aw_error_clear();
+}
+
+static int bad_main(void *arg)
+{
+	bad_ctx *b = arg;
+	aw_client_session s;
+	aw_client_response r;
+	/* A request on a session that is not entered. */
+	aw_client_session_init(&s, NULL);
+	AW_WITH(aw_client_get(&r, &s, "http://127.0.0.1:1/")) {
+		b->rc[0] = 1;
+	}
+	note(b, 0);
+	AW_WITH(aw_client_session_init(&s, &(aw_client_opts){ .http_version = 7 })) {
+		b->rc[1] = 1;
+	}
+	note(b, 1);
+	AW_WITH(aw_client_session_init(&s, NULL)) {
+		json_t *j = json_true();
+		AW_WITH(aw_client_request_init(&r, &s, &(aw_client_request){ .url = "http://127.0.0.1:1/", .body = "x",
+									      .body_len = 1, .json = j })) {
+			b->rc[2] = 1;
+		}
+		json_decref(j);
+		note(b, 2);
+		AW_WITH(aw_client_request_init(&r, &s, &(aw_client_request){ .url = "http://127.0.0.1:1/",
+									      .read_timeout = -1 })) {
+			b->rc[3] = 1;
+		}
+		note(b, 3);
+		AW_WITH(aw_client_request_init(&r, &s, &(aw_client_request){ .url = "http://127.0.0.1:1/", .body_len = 5 })) {
+			b->rc[4] = 1;
+		}
+		note(b, 4);
+		AW_WITH(aw_client_request_init(&r, &s, &(aw_client_request){ .url = "http://127.0.0.1:1/",
+									      .method = "GET /x" })) {
+			b->rc[5] = 1;
+		}
+		note(b, 5);
+	}
+	return 0;
+}
+
+AW_TEST(client_bad_requests_and_options_are_einval_before_anything_is_sent)
+{
+	bad_ctx b;
+	memset(&b, 0, sizeof b);
+	CHECK_EQ(aw_run(bad_main, &b), 0);
+	for (int i = 0; i < 6; i++)
+		CHECK_EQ(b.rc[i], -EINVAL);
+	CHECK(strstr(b.msg[0], "outside of an entered session") != NULL);
+	CHECK(strstr(b.msg[1], "unknown http_version 7") != NULL);
+	CHECK(strstr(b.msg[2], "more than one of body, json") != NULL);
+	CHECK(strstr(b.msg[3], "negative timeout") != NULL);
+	CHECK(strstr(b.msg[4], "body_len without a body") != NULL);
+	CHECK(strstr(b.msg[5], "bad method") != NULL);
 }
 
 /* ---- the ledger: entered by hand, never exited ---------------------------------------------- */

@@ -89,6 +89,8 @@ struct aw_client_xfer {
 	aw_event up_room;             /* the pump may refill the buffer */
 	aw_task *pump;                /* detached; NULL once it has ended */
 	bool pump_started;
+	bool pump_stopped;            /* we cancelled it (its error is not the
+	                                 request's) */
 	aw_event pump_done;           /* set when the pump has ended */
 	int pump_rc;                  /* its result: 0, or the source's error */
 	aw_error *pump_err;           /* and that error, taken from the pump */

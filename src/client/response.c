@@ -210,6 +210,9 @@ static int pump_task(void *arg)
 			break;
 		ssize_t n = x->body_fn ? x->body_fn(x->body_arg, x->up_buf, AW_CLIENT_UPLOAD_BUF)
 				       : aw_stream_read(x->body_stream, x->up_buf, AW_CLIENT_UPLOAD_BUF, AW_NEVER);
+		if (n > (ssize_t)AW_CLIENT_UPLOAD_BUF)
+			n = aw_raise(-EINVAL, "the request body's source returned %zd bytes, more than the %zu asked for",
+				     n, AW_CLIENT_UPLOAD_BUF);
 		if (n < 0) {
 			rc = (int)n;
 			if (!aw_error_pending())
@@ -243,8 +246,10 @@ static bool pump_stop(aw_client_xfer *x)
 {
 	if (!x->pump && !x->pump_started)
 		return true;
-	if (x->pump)
+	if (x->pump) {
+		x->pump_stopped = true;
 		aw_task_cancel(x->pump);
+	}
 	int rc = 0;
 	AW_WITH(AW_SHIELD()) {
 		rc = aw_event_wait(&x->pump_done);
@@ -370,7 +375,7 @@ static int map_error(aw_client_xfer *x)
 		return aw_raise(-ETIMEDOUT, "%s: read idle timeout: no bytes for %lld ms", url, ms_of(x->idle));
 	if (rc == CURLE_OK)
 		return 0;
-	if (x->up_failed && x->pump_rc < 0)
+	if (x->up_failed && x->pump_rc < 0 && !x->pump_stopped)
 		return aw_raise(x->pump_rc, "%s: the request body's source failed: %s", url,
 				x->pump_err ? x->pump_err->msg : aw_strerror(x->pump_rc));
 	curl_easy_getinfo(x->easy, CURLINFO_OS_ERRNO, &oserr);
