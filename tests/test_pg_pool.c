@@ -908,6 +908,51 @@ AW_TEST(pg_pool_server_connection_limit_is_a_clear_error_and_the_pool_stays_cons
 	PG_RUN(limit_main, NULL);
 }
 
+/* The server's own max_connections (the private cluster: 100, of which 3
+ * are reserved for superusers): acquire until the server says no. */
+static int max_connections_main(void *arg)
+{
+	(void)arg;
+	PCHECK(PG_URL());
+	aw_pg_conn *probe;
+	aw_pg_result *r;
+	PCHECK_RC(aw_pg_connect(&probe, getenv("DATABASE_URL"), NULL), 0);
+	PCHECK_RC(aw_pg_query(probe, &r, "SELECT current_setting('max_connections')::int", AW_PG_NOARGS), 0);
+	int limit = atoi(aw_pg_text(r, 0, 0));
+	aw_pg_result_free(r);
+	aw_pg_conn_close(probe);
+	PCHECK(limit > 0 && limit <= 2000);
+	aw_pg_pool_opts o = base_opts(0, (size_t)limit + 5);
+	o.acquire_timeout = AW_SEC(30);
+	aw_pg_pool *p;
+	PCHECK_RC(aw_pg_pool_open(&p, &o), 0);
+	aw_pg_conn **held = calloc((size_t)limit + 5, sizeof *held);
+	int n = 0, rc = 0;
+	while (n < limit + 5 && (rc = aw_pg_pool_acquire(p, &held[n])) == 0)
+		n++;
+	PCHECK_RC(rc, -AW_EPG_TOO_MANY);
+	PCHECK(pg_error_mentions("too many clients") || pg_error_mentions("reserved"));
+	aw_error_clear();
+	PCHECK(n >= 1 && n < limit);
+	aw_pg_pool_stats st;
+	aw_pg_pool_stats_get(p, &st);
+	PCHECK(st.size == (size_t)n && st.in_use == (size_t)n && st.opening == 0);
+	for (int i = 0; i < n; i++)
+		aw_pg_pool_release(p, held[i]);
+	free(held);
+	aw_pg_conn *c;
+	PCHECK_RC(aw_pg_pool_acquire(p, &c), 0);
+	PCHECK_RC(aw_pg_exec(c, "SELECT 1", AW_PG_NOARGS), 1);
+	aw_pg_pool_release(p, c);
+	PCHECK_RC(aw_pg_pool_close(p), 0);
+	return 0;
+}
+
+AW_TEST(pg_pool_server_max_connections_reached_is_a_clear_error_and_nothing_leaks)
+{
+	PG_RUN(max_connections_main, NULL);
+}
+
 typedef struct restart_ctx {
 	aw_pg_pool *p;
 	bool stop;
