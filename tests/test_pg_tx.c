@@ -487,6 +487,52 @@ static int failed_commit_main(void *arg)
 
 AW_TEST(pg_tx_failed_commit_or_aborted_transaction_fails_the_block) { PG_RUN(failed_commit_main, NULL); }
 
+/* Write skew under SERIALIZABLE: each transaction reads what the other
+ * writes. The inner block commits first; the outer one's COMMIT is the one
+ * the server refuses (40001), and the block fails with -AW_EPG. */
+static int serialization_main(void *arg)
+{
+	(void)arg;
+	char t[64], sql[256];
+	table_name(t, sizeof t, "aw_tx_serial");
+	aw_pg_connection a, b;
+	AW_WITH(aw_pg_connection_init(&a, PG_URL(), NULL), aw_pg_connection_init(&b, PG_URL(), NULL)) {
+		PCHECK_RC(make_table(a.conn, t, "(class int, value int)"), 0);
+		snprintf(sql, sizeof sql, "INSERT INTO %s VALUES (1, 10), (1, 20), (2, 100), (2, 200)", t);
+		PCHECK_RC(aw_pg_exec(a.conn, sql, AW_PG_NOARGS), 4);
+		char sum1[128], sum2[128], ins1[128], ins2[128];
+		snprintf(sum1, sizeof sum1, "SELECT sum(value) FROM %s WHERE class = 1", t);
+		snprintf(sum2, sizeof sum2, "SELECT sum(value) FROM %s WHERE class = 2", t);
+		snprintf(ins1, sizeof ins1, "INSERT INTO %s VALUES (1, 300)", t);
+		snprintf(ins2, sizeof ins2, "INSERT INTO %s VALUES (2, 30)", t);
+		aw_pg_tx_opts ser = { .isolation = AW_PG_SERIALIZABLE };
+		aw_pg_tx ta, tb;
+		bool inner_committed = false;
+		AW_WITH(aw_pg_tx_init(&ta, a.conn, &ser)) {
+			AW_WITH(aw_pg_tx_init(&tb, b.conn, &ser)) {
+				PCHECK(scalar(a.conn, sum1) == 30);
+				PCHECK(scalar(b.conn, sum2) == 300);
+				PCHECK_RC(aw_pg_exec(a.conn, ins2, AW_PG_NOARGS), 1);
+				PCHECK_RC(aw_pg_exec(b.conn, ins1, AW_PG_NOARGS), 1);
+			}
+			PCHECK_RC(aw_error_pending(), 0);
+			inner_committed = true;
+		}
+		PCHECK(inner_committed);
+		PCHECK_RC(aw_error_pending(), -AW_EPG);
+		PCHECK(pg_error_mentions("COMMIT failed"));
+		PCHECK_STR(aw_pg_last_error(a.conn)->sqlstate, "40001");
+		aw_error_clear();
+		PCHECK(aw_pg_conn_tx_status(a.conn) == 'I');
+		snprintf(sql, sizeof sql, "SELECT count(*) FROM %s", t);
+		PCHECK(scalar(b.conn, sql) == 5);   /* b's row only */
+		PCHECK_RC(drop_table(b.conn, t), 0);
+	}
+	return aw_error_pending();
+}
+
+AW_TEST(pg_tx_serialization_failure_at_commit_fails_the_block) { PG_RUN(serialization_main, NULL); }
+
 static int broken_main(void *arg)
 {
 	(void)arg;
