@@ -713,6 +713,11 @@ static int roundtrip(aw_pg_conn *c, PGresult **out)
 	return rc;
 }
 
+int aw_pg_roundtrip(aw_pg_conn *c, PGresult **out)
+{
+	return roundtrip(c, out);
+}
+
 int aw_pg_simple(aw_pg_conn *c, const char *sql)
 {
 	if (!PQsendQuery(c->pg, sql))

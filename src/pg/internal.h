@@ -61,6 +61,8 @@ struct aw_pg_conn {
 
 	unsigned tx_depth;        /* nesting of aw_pg_tx blocks */
 	uint64_t cursor_seq;
+	size_t copy_unflushed;    /* COPY FROM STDIN bytes queued in libpq since
+	                             the last flush (copy.c) */
 
 	aw_ledger_entry ledger;
 	bool in_ledger;
@@ -110,6 +112,11 @@ void aw_pg_note_command(aw_pg_conn *c, const PGresult *r);
 /* Guard against two tasks using one connection at a time. */
 int aw_pg_begin(aw_pg_conn *c, const char *what);
 static inline void aw_pg_end(aw_pg_conn *c) { c->busy = false; }
+/* Waits: flush the statement just queued (PQsend*) and collect its results
+ * as aw_pg_collect does; an interruption (cancellation, deadline) sends a
+ * cancel request and drains (aw_pg_interrupted). Returns 0, 1 for a COPY
+ * state (result in *out), or an error. */
+int aw_pg_roundtrip(aw_pg_conn *c, PGresult **out);
 /* Run a statement with no parameters and no rows wanted, not cached
  * (transaction control, LISTEN ...). Waits. */
 int aw_pg_simple(aw_pg_conn *c, const char *sql);
