@@ -186,6 +186,42 @@ AW_TEST(for_breaking_out_early_closes_the_iterator_once_with_no_error)
 	CHECK_EQ(c.pending, 0);
 }
 
+/* break with an error raised in that iteration: the error leaves the loop
+ * (the iterator's exit sees it, it is in flight after the loop), as break
+ * out of AW_WITH does; an error raised in an earlier iteration that the
+ * body cleared does not. */
+static int break_error_main(void *arg)
+{
+	ctx *c = arg;
+	int *item;
+	AW_FOR(item, &c->ti.it) {
+		aw_evlog_add(&c->log, "%d", *item);
+		if (*item == 1) {
+			aw_raise(-EPIPE, "handled in the body");
+			aw_error_clear();
+		}
+		if (*item == c->stop_at && aw_raise(-EIO, "failed at item %d", *item) < 0)
+			break;
+	}
+	aw_evlog_add(&c->log, "after(%s)", aw_test_code_name(aw_error_pending()));
+	snap(c);
+	aw_error_clear();
+	return 0;
+}
+
+AW_TEST(for_break_with_an_error_raised_in_the_body_carries_it_out_of_the_loop)
+{
+	ctx c;
+	memset(&c, 0, sizeof c);
+	titer_init(&c.ti, 10, &c.log);
+	c.stop_at = 3;
+	CHECK_EQ(aw_run(break_error_main, &c), 0);
+	CHECK_STR(c.log.s, "open 1 2 3 close(EIO) after(EIO)");
+	CHECK_EQ(c.ti.exits, 1);
+	CHECK_EQ(c.ti.seen_err, -EIO);
+	CHECK_EQ(c.pending, -EIO);
+}
+
 static int continue_main(void *arg)
 {
 	ctx *c = arg;

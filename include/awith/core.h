@@ -380,13 +380,14 @@ static inline void aw__with_body_done(aw_with *w)
 #define AW__CAT(a, b) AW__CAT_(a, b)
 #define AW__NARGS(...) (sizeof((aw_mgr *[]){__VA_ARGS__}) / sizeof(aw_mgr *))
 
-#define AW__WITH_NAMED(w, ...)                                                   \
+#define AW__WITH_LOOP(w, body_done, ...)                                         \
 	for (aw_with w __attribute__((cleanup(aw__with_cleanup))) = {               \
 		     .mgrs = (aw_mgr *const[]){__VA_ARGS__},                       \
 		     .count = AW__NARGS(__VA_ARGS__),                              \
 		     .loc = AW_HERE,                                               \
 		     .frame = __builtin_frame_address(0)};                         \
-	     aw__with_step(&w); aw__with_body_done(&w))
+	     aw__with_step(&w); body_done(&w))
+#define AW__WITH_NAMED(w, ...) AW__WITH_LOOP(w, aw__with_body_done, __VA_ARGS__)
 
 /*
  * AW_WITH(m1, m2, ...) { body }  — Python's `async with m1, m2: body`.
@@ -575,14 +576,27 @@ struct aw_iter {
  * `item` is an lvalue of pointer type declared by the caller. The iterator
  * is entered before the first item and exited once, on every way out:
  * the end of the items, `break` (ends the loop), return/goto, or an error
- * from next() (which is then in flight, and the exit sees it).
+ * from next() (which is then in flight, and the exit sees it). `break`
+ * leaves the loop as it leaves AW_WITH: an error raised in the body and not
+ * cleared goes to the exit and stays in flight after the loop, so
+ * `if (rc < 0) break;` carries the error out.
  */
 bool aw__iter_step(aw_with *w, aw_iter *it, void **item);
 /* `iter` is evaluated once (AW_FOR(x, aw_gen_iter_init(...)) is fine): each
  * step takes the iterator back from the block's manager. */
 #define AW__ITER_OF(w) ((aw_iter *)(void *)((char *)(w).mgrs[0] - offsetof(aw_iter, mgr)))
+/* The block's `for` increment under AW_FOR: reached when the inner loop
+ * ended. aw__iter_step marks the end of the items (NORMAL) and an error
+ * from next() (BROKEN); still BODY means the body left by `break`, which
+ * then counts as leaving the block by break: an error raised in that
+ * iteration and not cleared goes on, as `break` out of AW_WITH. */
+static inline void aw__for_body_done(aw_with *w)
+{
+	if (w->state == AW__WITH_BODY)
+		w->state = AW__WITH_BROKEN;
+}
 #define AW__FOR_NAMED(w, item, iter)                                             \
-	AW__WITH_NAMED(w, &(iter)->mgr)                                          \
+	AW__WITH_LOOP(w, aw__for_body_done, &(iter)->mgr)                        \
 	for (; aw__iter_step(&w, AW__ITER_OF(w), (void **)&(item));)
 #define AW_FOR(item, iter) AW__FOR_NAMED(AW__CAT(aw__with_, __COUNTER__), item, iter)
 

@@ -11,6 +11,8 @@ bool aw__iter_step(aw_with *w, aw_iter *it, void **item)
 	int rc = it->next(it, item);
 	if (rc > 0)
 		return true;
+	if (rc == 0)
+		w->state = AW__WITH_NORMAL;   /* the end of the items, not a break */
 	if (rc < 0) {
 		/* Leave the block as by an error: the exit sees it, and it stays
 		 * in flight after the loop. */
