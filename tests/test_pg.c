@@ -735,3 +735,34 @@ AW_TEST(pg_connection_never_closed_is_reported_with_where_it_was_opened)
 		aw_test_fail(__FILE__, __LINE__, "report: %s", buf);
 	free(buf);
 }
+
+/* Timestamps past year 9999 are ISO-8601 too (the date is longer than
+ * ten characters); BC dates stay the server's text. */
+static int json_years_main(void *arg)
+{
+	(void)arg;
+	aw_pg_connection cm;
+	AW_WITH(aw_pg_connection_init(&cm, PG_URL(), NULL)) {
+		PCHECK_RC(aw_pg_exec(cm.conn, "SET TIME ZONE 'UTC'", AW_PG_NOARGS), 0);
+		aw_pg_result *r;
+		PCHECK_RC(aw_pg_query(cm.conn, &r,
+				      "SELECT '12345-06-07 08:09:10.5+00'::timestamptz AS a, "
+				      "'10000-01-01 00:00:00'::timestamp AS b, "
+				      "'9999-12-31 23:59:59+00'::timestamptz AS c, "
+				      "'0044-03-15 12:00:00 BC'::timestamp AS d, "
+				      "'infinity'::timestamptz AS e",
+				      AW_PG_NOARGS), 0);
+		char *text;
+		PCHECK_RC(aw_pg_result_json_text(r, &text, NULL), 0);
+		aw_pg_result_free(r);
+		int ok = !strcmp(text, "[{\"a\":\"12345-06-07T08:09:10.5+00:00\",\"b\":\"10000-01-01T00:00:00\","
+				 "\"c\":\"9999-12-31T23:59:59+00:00\",\"d\":\"0044-03-15 12:00:00 BC\","
+				 "\"e\":\"infinity\"}]");
+		if (!ok)
+			aw_test_fail(__FILE__, __LINE__, "got %s", text);
+		free(text);
+	}
+	return aw_error_pending();
+}
+
+AW_TEST(pg_result_to_json_writes_years_past_9999_as_iso_8601) { PG_RUN(json_years_main, NULL); }

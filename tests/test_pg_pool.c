@@ -1040,3 +1040,285 @@ AW_TEST(pg_pool_recovers_by_itself_after_the_server_restarts)
 		CHECK(system(cmd) == 0);
 	}
 }
+
+/* ---- slots, session state and pipes: edge cases ------------------------------------------- */
+
+static int slot_waiter(void *arg)
+{
+	fifo_arg *a = arg;
+	aw_pg_acquire acq;
+	AW_WITH(aw_pg_acquire_init(&acq, a->x->p)) {
+		aw_evlog_add(&a->x->log, "got%d", a->id);
+		if (aw_pg_exec(acq.conn, "SELECT 1", AW_PG_NOARGS) < 0)
+			break;
+	}
+	return aw_error_pending();
+}
+
+/* A discarded connection frees a slot for the first waiter, which opens a
+ * connection at once even though others are still queued behind it (it
+ * used to queue again behind them, and the slot stayed unused until every
+ * acquire timed out). */
+static int freed_slot_main(void *arg)
+{
+	fifo_ctx *x = arg;
+	aw_pg_pool_opts o = base_opts(0, 1);
+	PCHECK(o.dsn);
+	o.max_queries = 1;                 /* every release discards */
+	o.acquire_timeout = AW_SEC(3);
+	PCHECK_RC(aw_pg_pool_open(&x->p, &o), 0);
+	aw_pg_conn *held;
+	PCHECK_RC(aw_pg_pool_acquire(x->p, &held), 0);
+	PCHECK_RC(aw_pg_exec(held, "SELECT 1", AW_PG_NOARGS), 1);
+	aw_task *t[3];
+	fifo_arg args[3];
+	for (int i = 0; i < 3; i++) {
+		args[i] = (fifo_arg){ x, i };
+		PCHECK_RC(aw_spawn(&t[i], slot_waiter, &args[i], "waiter"), 0);
+		PCHECK_RC(aw_sleep(AW_MS(2)), 0);
+	}
+	aw_pg_pool_stats st;
+	aw_pg_pool_stats_get(x->p, &st);
+	PCHECK(st.waiters == 3);
+	aw_time t0 = aw_now();
+	aw_pg_pool_release(x->p, held);
+	for (int i = 0; i < 3; i++)
+		PCHECK_RC(aw_task_join(t[i]), 0);
+	PCHECK(aw_now() - t0 < AW_SEC(2));
+	PCHECK_STR(x->log.s, "got0 got1 got2");
+	aw_pg_pool_stats_get(x->p, &st);
+	PCHECK(st.discarded == 4 && st.opened == 4 && st.waiters == 0 && st.size == 0);
+	PCHECK_RC(aw_pg_pool_close(x->p), 0);
+	return 0;
+}
+
+AW_TEST(pg_pool_freed_slot_goes_to_the_first_waiter_while_others_queue)
+{
+	fifo_ctx x = { 0 };
+	PG_RUN(freed_slot_main, &x);
+}
+
+/* A batch cancelled in its last statement: the SET before it completed
+ * (and was committed: the batch is one implicit transaction), seen only by
+ * the drain after the cancel request. The pool still resets the session
+ * before the next holder. */
+static int drained_set_main(void *arg)
+{
+	(void)arg;
+	aw_pg_pool_opts o = base_opts(0, 1);
+	PCHECK(o.dsn);
+	aw_pg_pool_mgr pm;
+	AW_WITH(aw_pg_pool_mgr_init(&pm, &o)) {
+		aw_pg_acquire a;
+		AW_WITH(aw_pg_acquire_init(&a, pm.pool)) {
+			aw_scope s;
+			int rc = 1;
+			AW_WITH(aw_move_on_after(&s, AW_SEC(30))) {
+				aw_scope_cancel(&s);
+				/* pg_sleep(1): should the cancel request reach the
+				 * server before the batch does, it is ignored, and
+				 * the drain still ends soon. */
+				rc = aw_pg_exec_script(a.conn, "SET application_name = 'aw_left_behind'; "
+						       "COMMIT; SELECT pg_sleep(1)");
+			}
+			PCHECK_RC(rc, -ECANCELED);
+			PCHECK(aw_pg_conn_ok(a.conn));
+		}
+		PCHECK_RC(aw_error_pending(), 0);
+		AW_WITH(aw_pg_acquire_init(&a, pm.pool)) {
+			aw_pg_result *r;
+			PCHECK_RC(aw_pg_query(a.conn, &r, "SHOW application_name", AW_PG_NOARGS), 0);
+			PCHECK_STR(aw_pg_text(r, 0, 0), "awith");
+			aw_pg_result_free(r);
+		}
+		aw_pg_pool_stats st;
+		aw_pg_pool_stats_get(pm.pool, &st);
+		PCHECK(st.discarded == 0 && st.opened == 1);
+	}
+	return aw_error_pending();
+}
+
+AW_TEST(pg_pool_resets_session_state_changed_before_a_cancelled_statement) { PG_RUN(drained_set_main, NULL); }
+
+/* Notifications the holder's session got and never read do not reach the
+ * next holder's listener. */
+typedef struct fresh_sender {
+	aw_pg_conn *c;
+	const char *chan;
+	int rc;
+} fresh_sender;
+
+static int send_fresh(void *arg)
+{
+	fresh_sender *f = arg;
+	f->rc = aw_sleep(AW_MS(100));
+	if (f->rc == 0)
+		f->rc = aw_pg_notify(f->c, f->chan, "fresh");
+	return f->rc;
+}
+
+static int stale_notify_main(void *arg)
+{
+	(void)arg;
+	aw_pg_pool_opts o = base_opts(0, 1);
+	PCHECK(o.dsn);
+	char chan[64];
+	snprintf(chan, sizeof chan, "aw_stale_%d", (int)getpid());
+	aw_pg_pool_mgr pm;
+	aw_pg_connection other;
+	AW_WITH(aw_pg_pool_mgr_init(&pm, &o), aw_pg_connection_init(&other, getenv("DATABASE_URL"), NULL)) {
+		aw_pg_acquire a;
+		int pid = 0;
+		AW_WITH(aw_pg_acquire_init(&a, pm.pool)) {
+			pid = aw_pg_conn_pid(a.conn);
+			char sql[128];
+			snprintf(sql, sizeof sql, "LISTEN %s", chan);
+			PCHECK_RC(aw_pg_exec_script(a.conn, sql), 0);
+			/* To itself: delivered with the statement's answer, queued
+			 * in libpq, never read. */
+			PCHECK_RC(aw_pg_notify(a.conn, chan, "stale"), 0);
+		}
+		PCHECK_RC(aw_error_pending(), 0);
+		AW_WITH(aw_pg_acquire_init(&a, pm.pool)) {
+			PCHECK(aw_pg_conn_pid(a.conn) == pid);   /* the same session */
+			fresh_sender f = { other.conn, chan, 1 };
+			aw_task *t;
+			PCHECK_RC(aw_spawn(&t, send_fresh, &f, "sender"), 0);
+			const char *chans[] = { chan, NULL };
+			aw_pg_listener l;
+			aw_pg_notification *n;
+			int got = 0;
+			AW_FOR(n, aw_pg_listen_init(&l, a.conn, chans)) {
+				got++;
+				PCHECK_STR(n->payload, "fresh");
+				break;
+			}
+			PCHECK_RC(aw_error_pending(), 0);
+			PCHECK(got == 1);
+			PCHECK_RC(aw_task_join(t), 0);
+		}
+	}
+	return aw_error_pending();
+}
+
+AW_TEST(pg_pool_release_drops_notifications_nobody_read) { PG_RUN(stale_notify_main, NULL); }
+
+/* Pipelining: a pool close whose grace runs out cancels the pump that
+ * holds the pipe's connection, not the task that happened to open the
+ * pipe (which may be gone by then): the query in flight fails with
+ * -ECANCELED, and close returns after the grace period. */
+typedef struct pipe_sleeper {
+	aw_pg_pool *p;
+	int rc;
+} pipe_sleeper;
+
+static int pipe_opener(void *arg)
+{
+	pipe_sleeper *s = arg;
+	aw_pg_result *r;
+	s->rc = aw_pg_pool_query(s->p, &r, "SELECT 1", AW_PG_NOARGS);
+	if (s->rc == 0)
+		aw_pg_result_free(r);
+	return 0;   /* gone: the pipe it opened lives on */
+}
+
+static int pipe_sleep_query(void *arg)
+{
+	pipe_sleeper *s = arg;
+	aw_pg_result *r = NULL;
+	s->rc = aw_pg_pool_query(s->p, &r, "SELECT pg_sleep(19)", AW_PG_NOARGS);
+	if (s->rc == 0)
+		aw_pg_result_free(r);
+	aw_error_clear();
+	return 0;
+}
+
+static int pipe_close_main(void *arg)
+{
+	(void)arg;
+	aw_pg_pool_opts o = base_opts(0, 1);
+	PCHECK(o.dsn);
+	o.pipeline = true;
+	o.close_grace = AW_MS(200);
+	aw_pg_pool *p;
+	PCHECK_RC(aw_pg_pool_open(&p, &o), 0);
+	pipe_sleeper opener = { p, 1 }, sleeper = { p, 1 };
+	aw_task *t1, *t2;
+	PCHECK_RC(aw_spawn(&t1, pipe_opener, &opener, "opener"), 0);
+	PCHECK_RC(aw_task_join(t1), 0);          /* the opener is gone */
+	PCHECK_RC(opener.rc, 0);
+	PCHECK_RC(aw_spawn(&t2, pipe_sleep_query, &sleeper, "sleeper"), 0);
+	PCHECK_RC(aw_sleep(AW_MS(20)), 0);       /* within PIPE_IDLE: same pipe */
+	aw_pg_pool_stats st;
+	aw_pg_pool_stats_get(p, &st);
+	PCHECK(st.in_use == 1);
+	aw_time t0 = aw_now();
+	PCHECK_RC(aw_pg_pool_close(p), -ETIMEDOUT);
+	aw_time took = aw_now() - t0;
+	PCHECK(took >= AW_MS(190) && took < AW_SEC(3));
+	aw_error_clear();
+	PCHECK_RC(aw_task_join(t2), 0);
+	PCHECK_RC(sleeper.rc, -ECANCELED);
+	PCHECK(aw_ledger_count() == 0);
+	/* The server was told to stop: no backend sleeps on for nobody. */
+	aw_pg_conn *c;
+	PCHECK_RC(aw_pg_connect(&c, getenv("DATABASE_URL"), NULL), 0);
+	int64_t left = -1;
+	for (int i = 0; i < 50 && left != 0; i++) {
+		aw_pg_result *r;
+		PCHECK_RC(aw_pg_query(c, &r, "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' "
+				      "AND query LIKE 'SELECT pg_sleep(19)%'", AW_PG_NOARGS), 0);
+		PCHECK_RC(aw_pg_get_int(r, 0, 0, &left), 0);
+		aw_pg_result_free(r);
+		if (left)
+			PCHECK_RC(aw_sleep(AW_MS(20)), 0);
+	}
+	aw_pg_conn_close(c);
+	PCHECK(left == 0);
+	return 0;
+}
+
+AW_TEST(pg_pool_pipeline_close_after_grace_cancels_the_pump_not_the_opener) { PG_RUN(pipe_close_main, NULL); }
+
+/* Pipelining with a full statement cache: the DEALLOCATE of the evicted
+ * statement runs in a segment of its own, so its failure (the statement
+ * was deallocated behind the cache's back) does not fail the query. The
+ * same holds without pipelining. */
+static int pipe_dealloc_main(void *arg)
+{
+	(void)arg;
+	aw_pg_opts co;
+	aw_pg_opts_default(&co);
+	co.stmt_cache = 2;
+	for (int pipelined = 0; pipelined < 2; pipelined++) {
+		aw_pg_pool_opts o = base_opts(0, 1);
+		PCHECK(o.dsn);
+		o.pipeline = pipelined;
+		o.conn = &co;
+		aw_pg_pool_mgr pm;
+		AW_WITH(aw_pg_pool_mgr_init(&pm, &o)) {
+			aw_pg_result *r;
+			PCHECK_RC(aw_pg_pool_query(pm.pool, &r, "SELECT 1", AW_PG_NOARGS), 0);   /* aw_1 */
+			aw_pg_result_free(r);
+			PCHECK_RC(aw_pg_pool_query(pm.pool, &r, "DEALLOCATE aw_1", AW_PG_NOARGS), 0);
+			aw_pg_result_free(r);
+			/* The cache is full: aw_1 is evicted, its DEALLOCATE fails. */
+			PCHECK_RC(aw_pg_pool_query(pm.pool, &r, "SELECT 'after'", AW_PG_NOARGS), 0);
+			PCHECK_STR(aw_pg_text(r, 0, 0), "after");
+			aw_pg_result_free(r);
+			PCHECK_RC(aw_pg_pool_query(pm.pool, &r, "SELECT 'again'", AW_PG_NOARGS), 0);
+			PCHECK_STR(aw_pg_text(r, 0, 0), "again");
+			aw_pg_result_free(r);
+			aw_pg_pool_stats st;
+			aw_pg_pool_stats_get(pm.pool, &st);
+			PCHECK(st.opened == 1 && st.discarded == 0);
+		}
+		PCHECK_RC(aw_error_pending(), 0);
+	}
+	return 0;
+}
+
+AW_TEST(pg_pool_statement_deallocated_behind_the_cache_does_not_fail_the_next_query)
+{
+	PG_RUN(pipe_dealloc_main, NULL);
+}

@@ -1231,3 +1231,114 @@ static int copy_out_break_main(void *arg)
 }
 
 AW_TEST(pg_copy_out_early_break_leaves_the_connection_usable) { PG_RUN(copy_out_break_main, NULL); }
+
+/* ---- interrupted enters ------------------------------------------------------------ */
+
+/* A block whose BEGIN is interrupted (here: the scope is cancelled before
+ * the answer is read; the drain after the cancel request sees the BEGIN
+ * complete) must not leave the session inside a transaction that no exit
+ * ends. */
+static int cancelled_begin_main(void *arg)
+{
+	(void)arg;
+	aw_pg_connection cm;
+	AW_WITH(aw_pg_connection_init(&cm, PG_URL(), NULL)) {
+		aw_scope s;
+		int rc = 1;
+		bool entered = false;
+		AW_WITH(aw_move_on_after(&s, AW_SEC(30))) {
+			aw_scope_cancel(&s);
+			aw_pg_tx tx;
+			AW_WITH(aw_pg_tx_init(&tx, cm.conn, NULL)) {
+				entered = true;
+			}
+			rc = aw_error_pending();
+		}
+		PCHECK(!entered);
+		PCHECK_RC(rc, -ECANCELED);
+		PCHECK(aw_pg_conn_ok(cm.conn));
+		PCHECK(aw_pg_conn_tx_status(cm.conn) == 'I');
+		/* A transaction block works on the connection afterwards. */
+		aw_pg_tx tx;
+		AW_WITH(aw_pg_tx_init(&tx, cm.conn, NULL)) {
+			PCHECK(aw_pg_conn_tx_status(cm.conn) == 'T');
+		}
+		PCHECK_RC(aw_error_pending(), 0);
+		PCHECK(aw_pg_conn_tx_status(cm.conn) == 'I');
+	}
+	return aw_error_pending();
+}
+
+AW_TEST(pg_tx_begin_interrupted_by_a_cancel_leaves_no_transaction_open) { PG_RUN(cancelled_begin_main, NULL); }
+
+/* A listener whose LISTEN is interrupted leaves no channel listened to:
+ * the undo runs shielded, and covers the channel whose LISTEN the drain
+ * saw complete. */
+static int cancelled_listen_main(void *arg)
+{
+	(void)arg;
+	aw_pg_connection cm;
+	AW_WITH(aw_pg_connection_init(&cm, PG_URL(), NULL)) {
+		const char *chans[] = { "aw_cancel_a", "aw_cancel_b", NULL };
+		aw_scope s;
+		int got = 0, rc = 1;
+		AW_WITH(aw_move_on_after(&s, AW_SEC(30))) {
+			aw_scope_cancel(&s);
+			aw_pg_listener l;
+			aw_pg_notification *n;
+			AW_FOR(n, aw_pg_listen_init(&l, cm.conn, chans)) {
+				(void)n;
+				got++;
+			}
+			rc = aw_error_pending();
+		}
+		PCHECK(got == 0);
+		PCHECK_RC(rc, -ECANCELED);
+		PCHECK(aw_pg_conn_ok(cm.conn));
+		PCHECK(scalar(cm.conn, "SELECT count(*) FROM pg_listening_channels()") == 0);
+		PCHECK(aw_pg_conn_tx_status(cm.conn) == 'I');
+	}
+	return aw_error_pending();
+}
+
+AW_TEST(pg_listen_interrupted_at_enter_leaves_no_channel_listened) { PG_RUN(cancelled_listen_main, NULL); }
+
+/* The session also listens to a channel by hand: the listener yields only
+ * its own channels' notifications. */
+static int listen_own_channels_main(void *arg)
+{
+	(void)arg;
+	char mine[32], other[32];
+	snprintf(mine, sizeof mine, "aw_mine_%d", (int)getpid());
+	snprintf(other, sizeof other, "aw_other_%d", (int)getpid());
+	aw_pg_connection a, b;
+	AW_WITH(aw_pg_connection_init(&a, PG_URL(), NULL), aw_pg_connection_init(&b, PG_URL(), NULL)) {
+		char sql[80];
+		snprintf(sql, sizeof sql, "LISTEN %s", other);
+		PCHECK_RC(aw_pg_exec_script(a.conn, sql), 0);
+		notifier x = { b.conn, (const char *const[]){ other, mine, NULL },
+			       (const char *const[]){ "not yours", "yours" }, AW_MS(30), 1 };
+		aw_task *t;
+		PCHECK_RC(aw_spawn(&t, notify_task, &x, "notifier"), 0);
+		const char *listened[] = { mine, NULL };
+		aw_pg_listener l;
+		aw_pg_notification *n;
+		int got = 0;
+		AW_WITH(AW_TIMEOUT(AW_SEC(10))) {
+			AW_FOR(n, aw_pg_listen_init(&l, a.conn, listened)) {
+				got++;
+				PCHECK_STR(n->channel, mine);
+				PCHECK_STR(n->payload, "yours");
+				break;
+			}
+		}
+		PCHECK_RC(aw_error_pending(), 0);
+		PCHECK(got == 1);
+		PCHECK_RC(aw_task_join(t), 0);
+		/* The hand-made LISTEN is the caller's: still there. */
+		PCHECK(scalar(a.conn, "SELECT count(*) FROM pg_listening_channels()") == 1);
+	}
+	return aw_error_pending();
+}
+
+AW_TEST(pg_listen_yields_only_its_own_channels) { PG_RUN(listen_own_channels_main, NULL); }

@@ -537,6 +537,23 @@ static int send_cancel(void *arg)
 	return PQcancel(c->cancel, errbuf, sizeof errbuf) ? 0 : -ECONNREFUSED;
 }
 
+int aw_pg_cancel_request(aw_pg_conn *c)
+{
+	if (!c->cancel)
+		return -ENOTSUP;
+	aw_error *held = aw_error_pending() ? aw_error_take() : NULL;
+	int rc = -ETIMEDOUT;
+	aw_scope sh;
+	AW_WITH(aw_shield(&sh, aw_deadline_after(CANCEL_BUDGET))) {
+		rc = aw_to_thread(send_cancel, c);
+		aw_error_clear();
+	}
+	aw_error_clear();
+	if (held)
+		aw_error_raise_obj(held);
+	return rc;
+}
+
 /* Drain every result of the statement in flight (after a cancel request),
  * ending a COPY the server may have started. Returns 0 if the connection
  * is idle again. */
@@ -550,6 +567,11 @@ static int drain(aw_pg_conn *c)
 		if (!r)
 			break;
 		ExecStatusType st = PQresultStatus(r);
+		/* A statement of the batch that completed before the cancel
+		 * (SET ...; SELECT pg_sleep(...)) changed the session all the
+		 * same: the pool must reset it. */
+		if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK)
+			aw_pg_note_command(c, r);
 		PQclear(r);
 		if (st == PGRES_COPY_IN) {
 			if (PQputCopyEnd(c->pg, "cancelled by the client") < 0)
@@ -750,6 +772,15 @@ static int stmt_get(aw_pg_conn *c, const char *sql, int nparams, aw_pg_stmt **ou
 		snprintf(dealloc, sizeof dealloc, "DEALLOCATE %s", c->lru_tail->name);
 		cache_remove(c, c->lru_tail);
 		int rc = aw_pg_simple(c, dealloc);
+		/* Deallocated behind our back (a DEALLOCATE by name): what we
+		 * wanted is done. Inside a transaction the error aborted it, and
+		 * the caller must hear that. */
+		if (rc == -AW_EPG && !strcmp(c->err.sqlstate, "26000") &&
+		    PQtransactionStatus(c->pg) == PQTRANS_IDLE) {
+			aw_error_clear();
+			aw_pg_error_reset(c);
+			rc = 0;
+		}
 		if (rc < 0)
 			return rc;
 	}
@@ -799,9 +830,12 @@ int aw_pg_stmt_lookup_or_send(aw_pg_conn *c, const char *sql, int nparams, const
 		char dealloc[64];
 		snprintf(dealloc, sizeof dealloc, "DEALLOCATE %s", c->lru_tail->name);
 		cache_remove(c, c->lru_tail);
-		if (!PQsendQueryParams(c->pg, dealloc, 0, NULL, NULL, NULL, NULL, 0))
+		/* With a Sync of its own: if it fails (deallocated behind our
+		 * back), the error aborts only this segment, not the query's
+		 * Parse and Execute that follow. */
+		if (!PQsendQueryParams(c->pg, dealloc, 0, NULL, NULL, NULL, NULL, 0) || !PQpipelineSync(c->pg))
 			return aw_pg_conn_fail(c, "cannot queue");
-		prep->queued++;
+		prep->dealloc = true;
 	}
 	e = calloc(1, sizeof *e);
 	if (!e || !(e->sql = strdup(sql))) {
@@ -822,7 +856,6 @@ int aw_pg_stmt_lookup_or_send(aw_pg_conn *c, const char *sql, int nparams, const
 		return aw_raise(-ENOMEM, "statement cache: out of memory");
 	}
 	prep->stmt = true;
-	prep->queued++;
 	memcpy(prep->name, e->name, sizeof prep->name);
 	*name = e->name;
 	return 0;

@@ -100,6 +100,12 @@ int aw_pg_collect(aw_pg_conn *c, PGresult **out);
  * connection, mark it broken. Keeps the original error in flight and
  * returns rc. */
 int aw_pg_interrupted(aw_pg_conn *c, int rc);
+/* Waits (shielded, bounded): send a cancel request for whatever the
+ * connection's backend runs now, from the thread pool (libpq 15's PQcancel
+ * blocks). For a connection about to be discarded with statements in
+ * flight, so the server stops working for nobody. The error in flight
+ * survives; returns 0 or why the request could not be sent. */
+int aw_pg_cancel_request(aw_pg_conn *c);
 /* Raise the right error for a libpq failure (PQerrorMessage), marking the
  * connection broken if its status is bad. */
 int aw_pg_conn_fail(aw_pg_conn *c, const char *what);
@@ -129,11 +135,12 @@ bool aw_pg_input_pending(aw_pg_conn *c);
  * statement for sql, or queue its Parse (and the DEALLOCATE of the least
  * recently used one when the cache is full) into the pipeline and cache it
  * at once. *name is valid until the next cache change. prep records what
- * was queued: prep->stmt if a Parse was, prep->queued = how many extra
- * statement results precede the query's own. */
+ * was queued, in this order: prep->dealloc if a DEALLOCATE and its own
+ * Sync were (a result or error, then a PIPELINE_SYNC, both to skip);
+ * prep->stmt if a Parse was (one result, then the query's own). */
 typedef struct aw_pg_stmt_ref {
+	bool dealloc;
 	bool stmt;
-	int queued;
 	char name[24];
 } aw_pg_stmt_ref;
 int aw_pg_stmt_lookup_or_send(aw_pg_conn *c, const char *sql, int nparams, const char **name,

@@ -13,8 +13,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Internal core API: restore a taken error object. */
-void aw_error_raise_obj(aw_error *e);
+/* How long undoing the LISTENs of a failed enter may take. */
+#define UNDO_BUDGET AW_SEC(5)
 
 /* Send "<verb> <quoted channel>" for every channel (the first `count`; -1:
  * all). Returns 0 or the first error; *done counts the channels done. */
@@ -62,13 +62,24 @@ static int listen_enter(aw_mgr *m)
 		return rc;
 	int done;
 	rc = each_channel(c, l->channels, "LISTEN", -1, &done);
-	if (rc < 0 && done > 0 && aw_pg_conn_ok(c)) {
+	if (rc < 0 && aw_pg_conn_ok(c)) {
 		/* Leave no channel behind: undo those that worked, keeping the
-		 * error of the one that did not. */
+		 * error of the one that did not. The one that failed is undone
+		 * too: a cancel or deadline interrupts its wait, but the drain
+		 * after the cancel request may have seen it complete (UNLISTEN
+		 * of a channel not listened to is harmless). Shielded: after a
+		 * cancellation, an unshielded UNLISTEN would fail at once. */
 		aw_error *e = aw_error_take();
 		int undone;
-		(void)each_channel(c, l->channels, "UNLISTEN", done, &undone);
+		aw_scope sh;
+		AW_WITH(aw_shield(&sh, aw_deadline_after(UNDO_BUDGET))) {
+			(void)each_channel(c, l->channels, "UNLISTEN", done + 1, &undone);
+			aw_error_clear();
+		}
 		aw_error_clear();
+		PGnotify *n;
+		while ((n = PQnotifies(c->pg)))
+			PQfreemem(n);
 		if (e)
 			aw_error_raise_obj(e);
 	}
@@ -77,6 +88,16 @@ static int listen_enter(aw_mgr *m)
 		return rc;
 	l->listening = true;
 	return 0;
+}
+
+/* The server reports the channel as LISTEN folded it: quoted by us, so
+ * exactly the name given. */
+static bool wanted(const aw_pg_listener *l, const char *channel)
+{
+	for (int i = 0; l->channels[i]; i++)
+		if (!strcmp(l->channels[i], channel))
+			return true;
+	return false;
 }
 
 static void drop_current(aw_pg_listener *l)
@@ -96,7 +117,14 @@ static int listen_next(aw_iter *it, void **item)
 	if (rc < 0)
 		return rc;
 	PGnotify *n;
-	while (!(n = PQnotifies(c->pg))) {
+	for (;;) {
+		/* Only this listener's channels: the session may also listen
+		 * to others (a LISTEN by hand), whose notifications are not
+		 * this loop's items. */
+		while ((n = PQnotifies(c->pg)) && !wanted(l, n->relname))
+			PQfreemem(n);
+		if (n)
+			break;
 		rc = aw_pg_wait_input(c);
 		if (rc < 0)
 			break;

@@ -32,8 +32,9 @@ struct pipe_entry {
 	pipe_entry *next;
 	aw_task *task;            /* NULL once abandoned */
 	PGresult *res, *err;
-	int results_before;       /* statement results that precede the
-	                             query's own (a Parse), still to come */
+	int dealloc_left;         /* a queued DEALLOCATE's result, then its
+	                             Sync, still to come (2, 1 or 0) */
+	bool parse_left;          /* a queued Parse's result still to come */
 	aw_pg_stmt_ref prep;      /* the statement this entry prepares */
 	int code;                 /* set with done: 0, -AW_EPG, -ECONNRESET */
 	bool done;
@@ -113,14 +114,19 @@ static pipe_entry *entry_pop(aw_pg_pipe *pp)
 	return e;
 }
 
-/* The connection is lost: every entry fails. */
-static void pipe_fail(aw_pg_pipe *pp)
+/* The connection is lost (code -ECONNRESET), or the pump was cancelled
+ * by a pool close whose grace period ran out (-ECANCELED): every entry
+ * fails with that code, and the connection, whose statements are still in
+ * flight, is discarded. */
+static void pipe_fail_with(aw_pg_pipe *pp, int code)
 {
 	pp->failed = true;
 	pp->c->broken = true;
 	while (pp->head)
-		entry_finish(entry_pop(pp), -ECONNRESET);
+		entry_finish(entry_pop(pp), code);
 }
+
+static void pipe_fail(aw_pg_pipe *pp) { pipe_fail_with(pp, -ECONNRESET); }
 
 /* Take every result libpq has complete, in order. Returns -1 if the
  * connection failed. */
@@ -139,20 +145,34 @@ static int pipe_process(aw_pg_pipe *pp)
 		}
 		nulls = 0;
 		pipe_entry *e = pp->head;
-		switch (PQresultStatus(r)) {
+		ExecStatusType st = PQresultStatus(r);
+		if (e->dealloc_left == 2 && st != PGRES_COPY_IN && st != PGRES_COPY_OUT && st != PGRES_COPY_BOTH) {
+			/* The DEALLOCATE of an evicted statement, in a segment of
+			 * its own: whether it worked is not this query's business
+			 * (a failure means the statement is gone already). */
+			PQclear(r);
+			e->dealloc_left = 1;
+			if (PQstatus(c->pg) != CONNECTION_OK)
+				return -1;
+			continue;
+		}
+		switch (st) {
 		case PGRES_PIPELINE_SYNC:
 			PQclear(r);
+			if (e->dealloc_left == 1) {   /* the DEALLOCATE's own Sync */
+				e->dealloc_left = 0;
+				break;
+			}
 			entry_finish(entry_pop(pp), e->err ? -AW_EPG : 0);
 			break;
 		case PGRES_PIPELINE_ABORTED:
 			PQclear(r);
-			if (e->results_before > 0)
-				e->results_before--;
+			e->parse_left = false;
 			break;
 		case PGRES_FATAL_ERROR:
 		case PGRES_BAD_RESPONSE:
-			if (e->results_before > 0) {
-				e->results_before--;
+			if (e->parse_left) {
+				e->parse_left = false;
 				aw_pg_stmt_drop(c, &e->prep);   /* the Parse failed */
 			}
 			if (!e->err)
@@ -168,8 +188,8 @@ static int pipe_process(aw_pg_pipe *pp)
 			PQclear(r);
 			return -1;   /* COPY cannot run in a pipeline */
 		default:
-			if (e->results_before > 0) {
-				e->results_before--;
+			if (e->parse_left) {
+				e->parse_left = false;
 				PQclear(r);
 			} else {
 				aw_pg_note_command(c, r);
@@ -231,12 +251,22 @@ static int pump(void *arg)
 		if (!pp->head)
 			continue;
 		if (!aw_pg_input_pending(c)) {
-			/* Shielded: a pool close lets the statements in flight
-			 * finish (their tasks are waiting for them). */
+			/* A pool close lets the statements in flight finish
+			 * (their tasks are waiting for them) until its grace
+			 * period ends; then it cancels the pump, the holder. */
 			int rc = aw_fd_wait_any(c->fd, want, AW_NEVER);
 			if (rc < 0) {
 				aw_error_clear();
-				pipe_fail(pp);
+				if (rc == -ECANCELED) {
+					/* The pool close's grace ran out: the connection
+					 * is discarded, so stop the server's work on
+					 * the statements in flight too. */
+					(void)aw_pg_cancel_request(c);
+					aw_error_clear();
+					pipe_fail_with(pp, -ECANCELED);
+				} else {
+					pipe_fail(pp);
+				}
 				continue;
 			}
 		}
@@ -283,6 +313,9 @@ static int pipe_open(aw_pg_pool *p, aw_pg_pipe **out)
 		return rc;
 	}
 	aw_task_detach(pp->pump);
+	/* The pump holds the connection from now on: the task that opened
+	 * the pipe may be long gone when a pool close cancels holders. */
+	c->holder = pp->pump;
 	*out = pp;
 	return 0;
 }
@@ -341,7 +374,8 @@ int aw_pg_pipe_query(aw_pg_pool *p, PGresult **out, const char *sql, int nparams
 			free(e);
 			return rc;
 		}
-		e->results_before = e->prep.queued;
+		e->dealloc_left = e->prep.dealloc ? 2 : 0;
+		e->parse_left = e->prep.stmt;
 		sent = PQsendQueryPrepared(c->pg, name, nparams, params, NULL, NULL, 0);
 	} else {
 		sent = PQsendQueryParams(c->pg, sql, nparams, NULL, params, NULL, NULL, 0);
@@ -386,6 +420,9 @@ int aw_pg_pipe_query(aw_pg_pool *p, PGresult **out, const char *sql, int nparams
 		const char *detail = PQresultErrorField(er, PG_DIAG_MESSAGE_DETAIL);
 		aw_raise(code, "PostgreSQL ERROR %s: %s%s%s", st ? st : "(no SQLSTATE)", msg ? msg : "",
 			 detail ? " DETAIL: " : "", detail ? detail : "");
+	} else if (code == -ECANCELED) {
+		aw_raise(code, "pg pipeline: the pool was closed and its grace period ran out "
+			 "while the statement was in flight");
 	} else if (code < 0) {
 		aw_raise(code, "pg pipeline: the connection was lost");
 	} else {

@@ -196,11 +196,17 @@ int aw_pg_pool_acquire_at(const aw_loc *loc, aw_pg_pool *p, aw_pg_conn **out)
 		return aw_raise(-AW_ENOTASK, "aw_pg_pool_acquire outside of a task");
 	aw_time t0 = aw_now();
 	aw_time deadline = p->o.acquire_timeout > 0 ? aw_deadline_after(p->o.acquire_timeout) : AW_NEVER;
+	/* A waiter woken by offer_slot was at the head of the queue: it goes
+	 * first, past those still queued (else it would queue again behind
+	 * them, and the free slot would stay unused while they all wait). */
+	bool my_turn = false;
 	for (;;) {
 		if (p->closing)
 			return aw_raise(-AW_ECLOSED, "the pg pool is closed");
+		bool first = my_turn || aw_waitq_empty(&p->waiters);
+		my_turn = false;
 		/* Idle connections go to whoever queued first. */
-		while (p->idle && aw_waitq_empty(&p->waiters)) {
+		while (p->idle && first) {
 			aw_pg_conn *c = p->idle;
 			list_remove(&p->idle, c);
 			p->nidle--;
@@ -212,7 +218,7 @@ int aw_pg_pool_acquire_at(const aw_loc *loc, aw_pg_pool *p, aw_pg_conn **out)
 			*out = c;
 			return 0;
 		}
-		if (pool_size(p) < p->o.max_size && aw_waitq_empty(&p->waiters)) {
+		if (pool_size(p) < p->o.max_size && first) {
 			aw_pg_conn *c;
 			int rc = open_conn(p, &c, deadline);
 			if (rc < 0) {
@@ -267,7 +273,8 @@ int aw_pg_pool_acquire_at(const aw_loc *loc, aw_pg_pool *p, aw_pg_conn **out)
 			offer_slot(p);
 			return v;   /* cancelled (already raised) */
 		}
-		/* pw.retry: a slot was freed; go round again. */
+		/* pw.retry: a slot was freed; go round again, first in line. */
+		my_turn = pw.retry;
 	}
 }
 
@@ -328,6 +335,12 @@ static bool clean_for_reuse(aw_pg_pool *p, aw_pg_conn *c)
 		aw_error_clear();
 	}
 	aw_error_clear();
+	/* Notifications the holder's session received and nobody read (a
+	 * LISTEN by hand, a NOTIFY to itself): they sit in libpq's queue, and
+	 * the next holder's listener would take them for its own. */
+	PGnotify *n;
+	while ((n = PQnotifies(c->pg)))
+		PQfreemem(n);
 	return ok && aw_pg_conn_ok(c) && PQtransactionStatus(c->pg) == PQTRANS_IDLE;
 }
 

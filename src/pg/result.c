@@ -278,23 +278,32 @@ static bool json_number(const char *v, size_t n)
 	return i == n;
 }
 
-/* "2024-05-01 12:30:00.5+02" -> "2024-05-01T12:30:00.5+02:00". */
+/* "2024-05-01 12:30:00.5+02" -> "2024-05-01T12:30:00.5+02:00". Years
+ * past 9999 have more digits ("12345-06-07 08:09:10"): the date ends at
+ * the first space, wherever that is. BC dates, infinity and other
+ * DateStyles are passed on as the server's text. */
 static void emit_timestamp(sink *s, const char *v, size_t n, bool tz)
 {
 	char buf[80];
-	if (n >= sizeof buf - 4 || n < 11 || v[10] != ' ' || v[4] != '-') {
-		s->string(s, v, n);   /* infinity, BC dates, other DateStyles */
+	size_t y = 0;
+	while (y < n && v[y] >= '0' && v[y] <= '9')
+		y++;
+	size_t d = y + 6;                       /* the space after "-MM-DD" */
+	bool iso = y >= 4 && d < n && v[y] == '-' && v[y + 3] == '-' && v[d] == ' ' &&
+		   !(n >= 3 && !memcmp(v + n - 3, " BC", 3));
+	if (!iso || n >= sizeof buf - 4) {
+		s->string(s, v, n);
 		return;
 	}
 	memcpy(buf, v, n);
-	buf[10] = 'T';
+	buf[d] = 'T';
 	size_t len = n;
 	if (tz) {
 		/* The offset starts at the last '+' or '-' after the time. */
 		size_t k = n;
-		while (k > 11 && buf[k - 1] != '+' && buf[k - 1] != '-')
+		while (k > d + 1 && buf[k - 1] != '+' && buf[k - 1] != '-')
 			k--;
-		if (k > 11 && n - k == 2) {          /* "+02" */
+		if (k > d + 1 && n - k == 2) {          /* "+02" */
 			memcpy(buf + n, ":00", 3);
 			len = n + 3;
 		}
@@ -425,7 +434,10 @@ static void emit_value(sink *s, const aw_pg_result *r, int row, int col)
 		const char *eq = memchr(p, '=', n);
 		p = eq ? eq + 1 : end;
 	}
-	if (!emit_array(s, elem, p, end, 0) && !s->err)
+	/* The whole text is one array: anything after its '}' is malformed
+	 * too, not something to drop silently. */
+	const char *after = emit_array(s, elem, p, end, 0);
+	if ((!after || after != end) && !s->err)
 		s->err = -AW_EPG_TYPE;
 }
 

@@ -17,6 +17,8 @@
  * PostgreSQL's RELEASE / ROLLBACK TO act on the most recent savepoint of a
  * name, so depth is enough to name them. */
 #define SAVEPOINT_FMT "aw_sp_%u"
+/* How long the ROLLBACK of an interrupted BEGIN may take. */
+#define UNDO_BUDGET AW_SEC(5)
 
 /* Run one transaction-control statement as its own protocol step (busy
  * guard, no parameters, not cached). When it succeeds, the connection's
@@ -44,6 +46,24 @@ static int control(aw_pg_conn *c, const char *sql, const char *what)
 		c->err = info;
 	}
 	return rc;
+}
+
+/* Waits (shielded, bounded): ROLLBACK a transaction that tx_enter began
+ * but cannot hand to the block; the connection is marked broken if the
+ * session does not end up idle. The error in flight survives. */
+static void undo_begin(aw_pg_conn *c)
+{
+	aw_error *held = aw_error_pending() ? aw_error_take() : NULL;
+	aw_scope sh;
+	AW_WITH(aw_shield(&sh, aw_deadline_after(UNDO_BUDGET))) {
+		(void)control(c, "ROLLBACK", "aw_pg_tx (ROLLBACK of an interrupted BEGIN)");
+		aw_error_clear();
+	}
+	aw_error_clear();
+	if (!c->broken && (PQstatus(c->pg) != CONNECTION_OK || PQtransactionStatus(c->pg) != PQTRANS_IDLE))
+		c->broken = true;
+	if (held)
+		aw_error_raise_obj(held);
 }
 
 static bool nondefault(const aw_pg_tx_opts *o)
@@ -92,8 +112,15 @@ static int tx_enter(aw_mgr *m)
 					     : "");
 	}
 	int rc = control(c, sql, nested ? "aw_pg_tx (SAVEPOINT)" : "aw_pg_tx (BEGIN)");
-	if (rc < 0)
+	if (rc < 0) {
+		/* Interrupted (cancelled, a deadline) after the server ran the
+		 * BEGIN: the drain after the cancel request saw it complete, and
+		 * the session is in a transaction that no exit will end. Roll it
+		 * back, shielded, keeping the interruption as the error. */
+		if (!nested && aw_pg_conn_ok(c) && PQtransactionStatus(c->pg) != PQTRANS_IDLE)
+			undo_begin(c);
 		return rc;
+	}
 	c->tx_depth++;
 	return 0;
 }
