@@ -1282,8 +1282,9 @@ AW_TEST(pg_pool_pipeline_close_after_grace_cancels_the_pump_not_the_opener) { PG
 
 /* Pipelining with a full statement cache: the DEALLOCATE of the evicted
  * statement runs in a segment of its own, so its failure (the statement
- * was deallocated behind the cache's back) does not fail the query. The
- * same holds without pipelining. */
+ * was deallocated behind the cache's back) does not fail the query; and a
+ * cached statement deallocated behind the cache's back is prepared again.
+ * The same holds without pipelining. */
 static int pipe_dealloc_main(void *arg)
 {
 	(void)arg;
@@ -1308,6 +1309,16 @@ static int pipe_dealloc_main(void *arg)
 			aw_pg_result_free(r);
 			PCHECK_RC(aw_pg_pool_query(pm.pool, &r, "SELECT 'again'", AW_PG_NOARGS), 0);
 			PCHECK_STR(aw_pg_text(r, 0, 0), "again");
+			aw_pg_result_free(r);
+			/* The cache is now aw_4 ('again'), aw_3 ('after'). A statement
+			 * still cached but deallocated by hand: the query using it
+			 * prepares it again and runs (once), in both modes. */
+			PCHECK_RC(aw_pg_pool_query(pm.pool, &r, "DEALLOCATE aw_4", AW_PG_NOARGS), 0);
+			aw_pg_result_free(r);
+			PCHECK_RC(aw_pg_pool_query(pm.pool, &r, "SELECT 'again'", AW_PG_NOARGS), 0);
+			PCHECK_STR(aw_pg_text(r, 0, 0), "again");
+			aw_pg_result_free(r);
+			PCHECK_RC(aw_pg_pool_query(pm.pool, &r, "SELECT 'again'", AW_PG_NOARGS), 0);
 			aw_pg_result_free(r);
 			aw_pg_pool_stats st;
 			aw_pg_pool_stats_get(pm.pool, &st);

@@ -35,6 +35,9 @@ struct pipe_entry {
 	int dealloc_left;         /* a queued DEALLOCATE's result, then its
 	                             Sync, still to come (2, 1 or 0) */
 	bool parse_left;          /* a queued Parse's result still to come */
+	bool cached;              /* ran a statement prepared earlier */
+	bool stale;               /* ... which the server no longer had */
+	char stmt_name[24];
 	aw_pg_stmt_ref prep;      /* the statement this entry prepares */
 	int code;                 /* set with done: 0, -AW_EPG, -ECONNRESET */
 	bool done;
@@ -128,6 +131,25 @@ static void pipe_fail_with(aw_pg_pipe *pp, int code)
 
 static void pipe_fail(aw_pg_pipe *pp) { pipe_fail_with(pp, -ECONNRESET); }
 
+/* The entry's cached statement is gone on the server (26000: a
+ * DEALLOCATE behind the cache's back; then others may be gone too, so the
+ * whole cache is forgotten, as the unpipelined path does) or no longer fits
+ * (0A000): drop it, so the retry prepares it again. */
+static bool stale_statement(aw_pg_conn *c, pipe_entry *e, const PGresult *r)
+{
+	const char *st = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+	if (!st || (strcmp(st, "26000") && strcmp(st, "0A000")))
+		return false;
+	if (!strcmp(st, "26000")) {
+		aw_pg_cache_forget(c);
+	} else {
+		aw_pg_stmt_ref ref = { .stmt = true };
+		memcpy(ref.name, e->stmt_name, sizeof ref.name);
+		aw_pg_stmt_drop(c, &ref);
+	}
+	return true;
+}
+
 /* Take every result libpq has complete, in order. Returns -1 if the
  * connection failed. */
 static int pipe_process(aw_pg_pipe *pp)
@@ -174,6 +196,8 @@ static int pipe_process(aw_pg_pipe *pp)
 			if (e->parse_left) {
 				e->parse_left = false;
 				aw_pg_stmt_drop(c, &e->prep);   /* the Parse failed */
+			} else if (e->cached && !e->err && stale_statement(c, e, r)) {
+				e->stale = true;
 			}
 			if (!e->err)
 				e->err = r;
@@ -345,16 +369,14 @@ static int pipe_pick(aw_pg_pool *p, aw_pg_pipe **out)
 
 /* ---- the query ---------------------------------------------------------------------------- */
 
-int aw_pg_pipe_query(aw_pg_pool *p, PGresult **out, const char *sql, int nparams, const char *const *params)
+/* One attempt. *stale is set when the query ran a cached statement that
+ * the server no longer has (26000: deallocated behind the cache's back) or
+ * whose result shape changed (0A000): nothing ran, the pump dropped the
+ * entry from the cache, and one more attempt will prepare it afresh. */
+static int pipe_query_once(aw_pg_pool *p, aw_task *self, PGresult **out, const char *sql, int nparams,
+			   const char *const *params, bool *stale)
 {
-	*out = NULL;
-	if (!sql)
-		return aw_raise(-EINVAL, "aw_pg_pool_query: sql is NULL");
-	if (nparams < 0 || nparams > 65535 || (nparams > 0 && !params))
-		return aw_raise(-EINVAL, "aw_pg_pool_query: %d parameters (0..65535, with an array)", nparams);
-	aw_task *self = aw_task_current();
-	if (!self)
-		return aw_raise(-AW_ENOTASK, "aw_pg_pool_query outside of a task");
+	*stale = false;
 	aw_pg_pipe *pp = NULL;
 	int rc = pipe_pick(p, &pp);
 	if (rc < 0)
@@ -371,9 +393,15 @@ int aw_pg_pipe_query(aw_pg_pool *p, PGresult **out, const char *sql, int nparams
 		const char *name;
 		rc = aw_pg_stmt_lookup_or_send(c, sql, nparams, &name, &e->prep);
 		if (rc < 0) {
+			/* A DEALLOCATE already queued with no entry to take its
+			 * results would put every later entry out of step. */
+			if (e->prep.dealloc)
+				pipe_fail(pp);
 			free(e);
 			return rc;
 		}
+		e->cached = !e->prep.stmt;
+		memcpy(e->stmt_name, name, sizeof e->stmt_name);
 		e->dealloc_left = e->prep.dealloc ? 2 : 0;
 		e->parse_left = e->prep.stmt;
 		sent = PQsendQueryPrepared(c->pg, name, nparams, params, NULL, NULL, 0);
@@ -413,6 +441,13 @@ int aw_pg_pipe_query(aw_pg_pool *p, PGresult **out, const char *sql, int nparams
 		}
 	}
 	int code = e->code;
+	if (code == -AW_EPG && e->stale) {
+		*stale = true;
+		PQclear(e->res);
+		PQclear(e->err);
+		free(e);
+		return code;
+	}
 	if (code == -AW_EPG) {
 		PGresult *er = e->err;
 		const char *st = PQresultErrorField(er, PG_DIAG_SQLSTATE);
@@ -433,6 +468,26 @@ int aw_pg_pipe_query(aw_pg_pool *p, PGresult **out, const char *sql, int nparams
 	PQclear(e->err);
 	free(e);
 	return code;
+}
+
+int aw_pg_pipe_query(aw_pg_pool *p, PGresult **out, const char *sql, int nparams, const char *const *params)
+{
+	*out = NULL;
+	if (!sql)
+		return aw_raise(-EINVAL, "aw_pg_pool_query: sql is NULL");
+	if (nparams < 0 || nparams > 65535 || (nparams > 0 && !params))
+		return aw_raise(-EINVAL, "aw_pg_pool_query: %d parameters (0..65535, with an array)", nparams);
+	aw_task *self = aw_task_current();
+	if (!self)
+		return aw_raise(-AW_ENOTASK, "aw_pg_pool_query outside of a task");
+	bool stale;
+	int rc = pipe_query_once(p, self, out, sql, nparams, params, &stale);
+	if (stale)   /* as the unpipelined path does: once */
+		rc = pipe_query_once(p, self, out, sql, nparams, params, &stale);
+	if (stale)
+		return aw_raise(rc, "PostgreSQL ERROR: the prepared statement for this query vanished twice "
+				"(DEALLOCATE or a changed result type behind the statement cache)");
+	return rc;
 }
 
 void aw_pg_pipe_close(aw_pg_pool *p)
