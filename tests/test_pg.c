@@ -633,7 +633,8 @@ static int task_cancel_main(void *arg)
 		aw_pg_result_free(r);
 		/* The server saw a cancellation, not a finished sleep. */
 		PCHECK_RC(aw_pg_query(cm.conn, &r,
-				      "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep(20)%'",
+				      "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' "
+				      "AND query LIKE 'SELECT pg_sleep(20)%'",
 				      AW_PG_NOARGS), 0);
 		PCHECK_STR(aw_pg_text(r, 0, 0), "0");
 		aw_pg_result_free(r);
