@@ -148,6 +148,37 @@ AW_TEST(timeout_at_a_passed_deadline_fails_the_first_wait)
 	CHECK_EQ(r.pending2, -ETIMEDOUT);
 }
 
+/* The deadline passes while the task runs without waiting (the loop's
+ * cached time is older than the deadline): the next yield, which arms no
+ * timer, still fails, by the clock. */
+static int main_deadline_passed_while_running(void *arg)
+{
+	struct rec *r = arg;
+	aw_scope s;
+	AW_WITH(aw_timeout_after(&s, AW_MS(2))) {
+		aw_time until = aw_now() + AW_MS(5);
+		while (aw_now() < until)
+			;   /* busy: no loop step, so no fresh cached time */
+		r->wait_rc = aw_yield();
+		if (r->wait_rc)
+			break;
+	}
+	r->fired = s.fired;
+	r->pending = aw_error_pending();
+	aw_error_clear();
+	return 0;
+}
+
+AW_TEST(yield_after_a_deadline_passed_while_running_fails)
+{
+	struct rec r;
+	rec_init(&r);
+	CHECK_EQ(aw_run(main_deadline_passed_while_running, &r), 0);
+	CHECK_EQ(r.wait_rc, -ETIMEDOUT);
+	CHECK(r.fired);
+	CHECK_EQ(r.pending, -ETIMEDOUT);
+}
+
 static int main_nested_inner_fires(void *arg)
 {
 	struct rec *r = arg;

@@ -270,8 +270,19 @@ int (aw_yield)(void)
 	aw_task *t = l ? l->running : NULL;
 	if (!t)
 		return aw_raise(-AW_ENOTASK, "aw_yield outside of a task");
-	aw_time ignored;
-	int c = pending(t, l->now, &ignored);
+	aw_time next;
+	int c = pending(t, l->now, &next);
+	if (!c && next != AW_NEVER) {
+		/* A deadline ahead of the loop's cached time may have passed by
+		 * the clock (the cache is as old as the last loop step): a yield
+		 * never arms a timer that would notice, so read the clock. Only
+		 * tasks inside a deadline pay for it. */
+		aw_time now = aw_now();
+		if (next <= now) {
+			l->now = now;
+			c = pending(t, now, &next);
+		}
+	}
 	if (c)
 		return c;
 	if (AW_UNLIKELY(atomic_load_explicit(&l->slow_flag, memory_order_relaxed)))
