@@ -144,6 +144,21 @@ static int fifo_waiter(void *arg)
 	return aw_error_pending();
 }
 
+/* Spawn n tasks running fn, each queued behind the previous one (the
+ * pool has no free connection), and check that all n wait. */
+static int queue_in_order(fifo_ctx *x, int (*fn)(void *), int n, aw_task **t, fifo_arg *args)
+{
+	for (int i = 0; i < n; i++) {
+		args[i] = (fifo_arg){ x, i };
+		PCHECK_RC(aw_spawn(&t[i], fn, &args[i], "waiter"), 0);
+		PCHECK_RC(aw_sleep(AW_MS(2)), 0);   /* queue in this order */
+	}
+	aw_pg_pool_stats st;
+	aw_pg_pool_stats_get(x->p, &st);
+	PCHECK(st.waiters == (size_t)n);
+	return 0;
+}
+
 static int fifo_main(void *arg)
 {
 	fifo_ctx *x = arg;
@@ -154,14 +169,8 @@ static int fifo_main(void *arg)
 	PCHECK_RC(aw_pg_pool_acquire(x->p, &held), 0);
 	aw_task *t[5];
 	fifo_arg args[5];
-	for (int i = 0; i < 5; i++) {
-		args[i] = (fifo_arg){ x, i };
-		PCHECK_RC(aw_spawn(&t[i], fifo_waiter, &args[i], "waiter"), 0);
-		PCHECK_RC(aw_sleep(AW_MS(2)), 0);   /* queue in this order */
-	}
+	PCHECK_RC(queue_in_order(x, fifo_waiter, 5, t, args), 0);
 	aw_pg_pool_stats st;
-	aw_pg_pool_stats_get(x->p, &st);
-	PCHECK(st.waiters == 5);
 	aw_pg_pool_release(x->p, held);
 	for (int i = 0; i < 5; i++)
 		PCHECK_RC(aw_task_join(t[i]), 0);
@@ -1072,14 +1081,8 @@ static int freed_slot_main(void *arg)
 	PCHECK_RC(aw_pg_exec(held, "SELECT 1", AW_PG_NOARGS), 1);
 	aw_task *t[3];
 	fifo_arg args[3];
-	for (int i = 0; i < 3; i++) {
-		args[i] = (fifo_arg){ x, i };
-		PCHECK_RC(aw_spawn(&t[i], slot_waiter, &args[i], "waiter"), 0);
-		PCHECK_RC(aw_sleep(AW_MS(2)), 0);
-	}
+	PCHECK_RC(queue_in_order(x, slot_waiter, 3, t, args), 0);
 	aw_pg_pool_stats st;
-	aw_pg_pool_stats_get(x->p, &st);
-	PCHECK(st.waiters == 3);
 	aw_time t0 = aw_now();
 	aw_pg_pool_release(x->p, held);
 	for (int i = 0; i < 3; i++)
