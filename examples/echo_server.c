@@ -81,21 +81,17 @@ static int handle_connection(void *arg)
 			if ((n = aw_stream_write(s, buf, (size_t)n, AW_NEVER)) < 0)
 				break;
 		/* n == 0: the client closed its side. n < 0: cancelled (the
-		 * server is stopping) or an error, still in flight here. */
-		if (n < 0 && n != -ECANCELED && !peer_went_away((int)n)) {
-			fprintf(stderr, "echo_server: connection ended: ");
-			aw_error_print(stderr, aw_error_current());
-		}
+		 * server is stopping) or an error. It stays in flight: the
+		 * stream's exit sees it (as an exception leaving Python's
+		 * `async with`) and it is still pending after the block. */
 	}
-	/* Falling off the end of the block handled the body's error (Python:
-	 * an `except` inside the `async with`). Only the stream's own close
-	 * can still fail here. Either way the error is this connection's
-	 * business, not the server's: report it and end this task normally,
-	 * so the group does not cancel the other connections. */
+	/* The error is this connection's business, not the server's: report
+	 * what is worth reporting and end this task normally (`except`), so
+	 * the group does not cancel the other connections. */
 	int err = aw_error_pending();
 	if (err) {
-		if (!peer_went_away(err)) {
-			fprintf(stderr, "echo_server: closing a connection: ");
+		if (err != -ECANCELED && !peer_went_away(err)) {
+			fprintf(stderr, "echo_server: connection ended: ");
 			aw_error_print(stderr, aw_error_current());
 		}
 		aw_error_clear();

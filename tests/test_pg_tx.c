@@ -117,6 +117,77 @@ static int commit_main(void *arg)
 
 AW_TEST(pg_tx_commit_on_clean_exit_is_visible_from_another_connection) { PG_RUN(commit_main, NULL); }
 
+/* The half-committed transfer (issue 11): inside a transaction a
+ * statement fails before reaching the server because the task was
+ * cancelled; the body carries on to its end without looking. The exit must
+ * roll back — never commit the first half — and the block must fail. */
+struct half_ctx {
+	char table[64];
+	int tx_rc, second_rc, pending;
+	bool swallow;     /* the body also clears the error it got */
+	bool reached_end;
+};
+
+static int half_worker(void *arg)
+{
+	struct half_ctx *h = arg;
+	aw_pg_connection a;
+	AW_WITH(aw_pg_connection_init(&a, PG_URL(), NULL)) {
+		aw_pg_tx tx;
+		AW_WITH(aw_pg_tx_init(&tx, a.conn, NULL)) {
+			(void)!insert_id(a.conn, h->table, "1");            /* debit */
+			int rc = aw_sleep(AW_SEC(10));                      /* cancelled here */
+			if (h->swallow)
+				(void)aw_catch(rc, 0);
+			h->second_rc = (int)insert_id(a.conn, h->table, "2"); /* credit: never sent */
+			if (h->swallow)
+				(void)aw_catch(h->second_rc, 0);
+			h->reached_end = true;                              /* falls off the end */
+		}
+		h->pending = aw_error_pending();
+	}
+	return aw_error_pending();
+}
+
+static int half_main(void *arg)
+{
+	struct half_ctx *h = arg;
+	aw_pg_connection b;
+	AW_WITH(aw_pg_connection_init(&b, PG_URL(), NULL)) {
+		PCHECK_RC(make_table(b.conn, h->table, "(id int primary key)"), 0);
+		aw_task *w;
+		PCHECK_RC(aw_spawn(&w, half_worker, h, "transfer"), 0);
+		PCHECK_RC(aw_sleep(AW_MS(200)), 0);
+		aw_task_cancel(w);
+		h->tx_rc = aw_task_join(w);
+		aw_error_clear();
+		PCHECK(count_rows(b.conn, h->table) == 0);   /* nothing committed */
+		PCHECK_RC(drop_table(b.conn, h->table), 0);
+	}
+	return aw_error_pending();
+}
+
+AW_TEST(pg_tx_cancelled_statement_ignored_by_the_body_never_commits_half_a_transaction)
+{
+	struct half_ctx h = { .swallow = false };
+	table_name(h.table, sizeof h.table, "aw_tx_half");
+	PG_RUN(half_main, &h);
+	CHECK(h.reached_end);
+	CHECK_EQ(h.second_rc, -ECANCELED);
+	CHECK_EQ(h.pending, -ECANCELED);
+	CHECK_EQ(h.tx_rc, -ECANCELED);
+}
+
+AW_TEST(pg_tx_cancelled_statement_swallowed_by_the_body_still_rolls_back)
+{
+	struct half_ctx h = { .swallow = true };
+	table_name(h.table, sizeof h.table, "aw_tx_half2");
+	PG_RUN(half_main, &h);
+	CHECK(h.reached_end);
+	CHECK_EQ(h.second_rc, -ECANCELED);
+	CHECK_EQ(h.pending, -ECANCELED);
+}
+
 /* Leaves its block by `return` with the error the statement raised. */
 static int failing_unit_of_work(aw_pg_conn *c, const char *t)
 {
@@ -161,8 +232,9 @@ static int rollback_error_main(void *arg)
 		PCHECK(count_rows(a.conn, t) == 0);
 
 		/* The same by return from a function. */
-		PCHECK_RC(failing_unit_of_work(a.conn, t), -AW_EPG);
+		int unit_rc = failing_unit_of_work(a.conn, t);
 		PCHECK_RC(aw_error_pending(), -AW_EPG);
+		PCHECK_RC(unit_rc, -AW_EPG);
 		aw_error_clear();
 		PCHECK(aw_pg_conn_tx_status(a.conn) == 'I');
 		PCHECK(count_rows(b.conn, t) == 0);
@@ -699,8 +771,9 @@ static int cursor_break_main(void *arg)
 			PCHECK(aw_pg_conn_tx_status(c) == 'T');
 
 			/* Leaving by an error closes it too; the error goes on. */
-			PCHECK_RC(cursor_fail_at_third_row(c), -EIO);
+			int cur_rc = cursor_fail_at_third_row(c);
 			PCHECK_RC(aw_error_pending(), -EIO);
+			PCHECK_RC(cur_rc, -EIO);
 			aw_error_clear();
 			PCHECK(scalar(c, OPEN_CURSORS) == 0);
 			PCHECK(aw_pg_conn_tx_status(c) == 'T');
@@ -1212,8 +1285,11 @@ static int copy_out_break_main(void *arg)
 		PCHECK(scalar(c, "SELECT 11") == 11);
 
 		/* Leaving by an error, and by a deadline. */
-		PCHECK_RC(copy_out_fail_at_third_row(c), -EIO);
-		PCHECK_RC(aw_error_pending(), -EIO);
+		{
+			int64_t got = copy_out_fail_at_third_row(c);
+			PCHECK_RC(aw_error_pending(), -EIO);
+			PCHECK_RC(got, -EIO);
+		}
 		aw_error_clear();
 		PCHECK(aw_pg_conn_tx_status(c) == 'I');
 		AW_WITH(AW_TIMEOUT(AW_MS(100))) {

@@ -69,13 +69,15 @@ static int main_timeout_level(void *arg)
 		r->wait2_rc = aw_yield();
 		r->pending = aw_error_pending();
 	}
-	/* Falling off the end counts the error as handled. */
+	/* The second wait's error was not handled; and even if it had been,
+	 * the scope is cancelled: its exit sees its own timeout. */
 	r->pending2 = aw_error_pending();
 	r->fired = s.fired;
+	aw_error_clear();
 	return 0;
 }
 
-AW_TEST(timeout_is_level_triggered_every_wait_inside_fails)
+AW_TEST(timeout_is_level_triggered_every_wait_inside_fails_and_the_block_fails)
 {
 	struct rec r;
 	rec_init(&r);
@@ -83,8 +85,34 @@ AW_TEST(timeout_is_level_triggered_every_wait_inside_fails)
 	CHECK_EQ(r.wait_rc, -ETIMEDOUT);
 	CHECK_EQ(r.wait2_rc, -ETIMEDOUT);
 	CHECK_EQ(r.pending, -ETIMEDOUT);
-	CHECK_EQ(r.pending2, 0);
-	CHECK(!r.fired);   /* the block was not left by the timeout */
+	CHECK_EQ(r.pending2, -ETIMEDOUT);
+	CHECK(r.fired);
+}
+
+static int main_timeout_swallowed(void *arg)
+{
+	struct rec *r = arg;
+	aw_scope s;
+	AW_WITH(aw_timeout_after(&s, AW_MS(5))) {
+		r->wait_rc = aw_sleep(AW_SEC(10));
+		aw_error_clear();   /* swallowed, and no wait after it */
+	}
+	r->pending = aw_error_pending();
+	r->fired = s.fired;
+	aw_error_clear();
+	return 0;
+}
+
+/* Level-triggered all the way: a body that swallows its timeout and runs
+ * to its end still leaves the block by the timeout. */
+AW_TEST(timeout_swallowed_by_the_body_still_fails_the_block_at_its_exit)
+{
+	struct rec r;
+	rec_init(&r);
+	CHECK_EQ(aw_run(main_timeout_swallowed, &r), 0);
+	CHECK_EQ(r.wait_rc, -ETIMEDOUT);
+	CHECK_EQ(r.pending, -ETIMEDOUT);
+	CHECK(r.fired);
 }
 
 static int main_timeout_not_fired(void *arg)

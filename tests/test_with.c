@@ -281,18 +281,22 @@ static int continue_main(void *arg)
 	}
 	aw_evlog_add(&c->log, "after");
 	snap(c);
+	aw_error_clear();
 	return 0;
 }
 
-AW_TEST(continue_ends_block_normally_exit_gets_zero_and_body_error_is_handled)
+/* The error rule: `continue` leaves the block like falling off its end,
+ * and an error nobody handled is not taken as handled: the exit sees it
+ * and it stays in flight after the block. */
+AW_TEST(continue_with_an_unhandled_error_hands_it_to_the_exit_and_it_stays_pending)
 {
 	ctx c;
 	init3(&c);
 	CHECK_EQ(aw_run(continue_main, &c), 0);
-	CHECK_STR(c.log.s, "enter a body exit a(0) after");
+	CHECK_STR(c.log.s, "enter a body exit a(EIO) after");
 	CHECK_EQ(c.a.exits, 1);
-	CHECK_EQ(c.a.seen_err, 0);
-	CHECK_EQ(c.pending, 0);
+	CHECK_EQ(c.a.seen_err, -EIO);
+	CHECK_EQ(c.pending, -EIO);
 }
 
 static int error_inner(ctx *c)

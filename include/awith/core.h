@@ -11,6 +11,23 @@
  *     -ETIMEDOUT, -ENOMEM, -EINVAL ...), else one of the AW_E* codes below.
  *   - A failing function also *raises* a rich error on the running task
  *     (message, file:line, cause chain): aw_error_current().
+ *
+ * The error rule, in one sentence:
+ *
+ *     An error stays in flight from its raise until your code handles it
+ *     (aw_catch, aw_error_clear, or `continue` to the next item of
+ *     AW_FOR); every exit of every block it leaves sees it, however the
+ *     block is left; and a cancelled task's exits always see the
+ *     cancellation.
+ *
+ *   So a body that ignores a failed statement and runs to its end does not
+ *   commit its transaction: the exit sees the failure and rolls back. To
+ *   raise and leave in one step: `return aw_raise(code, "...")` (aw_raise's
+ *   result must be used, so a raise that forgets to leave does not compile
+ *   cleanly). To check a code and go on: `if (aw_catch(rc, -ENOENT)) ...`.
+ *   Set AWITH_DEBUG_ERRORS=1 (or aw_config.debug_errors) to have every
+ *   error that was raised and then dropped — neither handled nor passed on
+ *   — reported once per raise site, with its file:line.
  *   - Time is int64 nanoseconds on CLOCK_MONOTONIC. Deadlines are absolute
  *     (libdill's lesson: they compose, relative timeouts do not);
  *     AW_NEVER means no deadline.
@@ -122,8 +139,8 @@ struct aw_error {
 	const void *origin;    /* internal: the cancel scope that caused it */
 	uint64_t serial;       /* internal: per-task raise number */
 	unsigned refs;         /* internal: shared by causes and handlers */
-	const void *escaped_frame; /* internal: the function whose block it
-	                              left unhandled (see AW_WITH) */
+	bool handled;          /* internal: cleared or suppressed since it was
+	                          raised (never becomes a later error's cause) */
 };
 
 /* Raise: record a rich error on the running task (or on the thread when no
@@ -143,6 +160,17 @@ int aw_error_pending(void);
 const aw_error *aw_error_current(void);
 /* Mark the error in flight as handled (Python's `except:` clause). */
 void aw_error_clear(void);
+/* `except code:` in one call. If rc == code (or, with code == 0, if rc is
+ * any negative code), the error in flight is handled (cleared) and the
+ * result is true; otherwise nothing changes and the result is false.
+ *
+ *     rc = aw_file_read_all(path, &buf, &len);
+ *     if (aw_catch(rc, -ENOENT))
+ *         buf = default_config();        // handled: no exit will see it
+ *     else if (rc < 0)
+ *         return rc;                      // passed on
+ */
+bool aw_catch(int rc, int code);
 /* Take ownership of the error in flight (the task no longer has one). Free it
  * with aw_error_free. */
 aw_error *aw_error_take(void);
@@ -172,6 +200,9 @@ typedef struct aw_config {
 	int dump_signal;     /* signal that prints aw_dump to `log`;
 	                        default SIGUSR1; 0 = none */
 	FILE *log;           /* where reports go; default stderr */
+	bool debug_errors;   /* report errors raised and then dropped (neither
+	                        handled nor passed on), once per raise site;
+	                        default: true when AWITH_DEBUG_ERRORS=1 */
 } aw_config;
 
 /* Fill *cfg with the defaults. */
@@ -295,7 +326,6 @@ struct aw_with {
 	aw_with *cleanup_outer;
 	void *boundary;         /* cancel scope chain at cleanup start */
 	aw_time grace_deadline; /* 0 until the exit first waits */
-	void *frame;            /* the function the block is in */
 };
 
 enum { AW__WITH_INIT, AW__WITH_BODY, AW__WITH_NORMAL, AW__WITH_BROKEN, AW__WITH_DONE };
@@ -312,6 +342,9 @@ typedef struct aw__task_hot {
 	void *scope;
 	const aw_time *now;
 	aw_task *self;
+	unsigned cancels;  /* cancelled scopes on the task's chain (a hint: 0
+	                      means no exit can owe a cancellation) */
+	aw_time limit;     /* earliest deadline on the task's scope chain */
 } aw__task_hot;
 extern __thread aw__task_hot *aw__hot;
 
@@ -343,13 +376,14 @@ static inline bool aw__with_step(aw_with *w)
 	return true;
 }
 
-/* Leave (the cleanup handler): with nothing in flight, the one exit gets 0
- * however the block was left; that case is handled here. */
+/* Leave (the cleanup handler): with nothing in flight and no cancellation
+ * owed, the one exit gets 0 however the block was left; that case is
+ * handled here. */
 static inline void aw__with_cleanup(aw_with *w)
 {
 	aw__task_hot *h = aw__hot;
-	if (__builtin_expect(!h || w->entered != 1 || h->err || w->state == AW__WITH_INIT ||
-			     w->state == AW__WITH_DONE || w->task != h->self, 0)) {
+	if (__builtin_expect(!h || w->entered != 1 || h->err || h->cancels || h->limit <= *h->now ||
+			     w->state == AW__WITH_INIT || w->state == AW__WITH_DONE || w->task != h->self, 0)) {
 		aw__with_leave(w);
 		return;
 	}
@@ -384,8 +418,7 @@ static inline void aw__with_body_done(aw_with *w)
 	for (aw_with w __attribute__((cleanup(aw__with_cleanup))) = {               \
 		     .mgrs = (aw_mgr *const[]){__VA_ARGS__},                       \
 		     .count = AW__NARGS(__VA_ARGS__),                              \
-		     .loc = AW_HERE,                                               \
-		     .frame = __builtin_frame_address(0)};                         \
+		     .loc = AW_HERE};                                              \
 	     aw__with_step(&w); body_done(&w))
 #define AW__WITH_NAMED(w, ...) AW__WITH_LOOP(w, aw__with_body_done, __VA_ARGS__)
 
@@ -397,29 +430,36 @@ static inline void aw__with_body_done(aw_with *w)
  * the ones already entered exit (right to left) with that error, the body
  * does not run, and the error stays in flight (aw_error_pending()).
  *
- * Leaving the block:
- *   - falling off the end (or `continue`): every exit gets 0, and an error
- *     raised inside the body is considered handled (cleared) — except the
- *     failure of a block nested in this one in the same function, which
- *     the body went past unchecked: that one leaves this block too (its
- *     exits see it, it stays in flight), as an exception propagates out of
- *     Python's nested `with`. An error a called function returned is the
- *     caller's to check (its return value says so).
- *   - return, break, goto: every exit gets the error in flight if one was
- *     raised inside this block (after it was entered) and not cleared, else
- *     0. Errors raised before the block are never handed to its exits.
- *     Note: `break` leaves this block (as in the kernel's scoped_guard), not
- *     an enclosing loop.
+ * Leaving the block (THE ERROR RULE, stated at the top of this file): an
+ * error raised inside the block and not handled is handed to every exit,
+ * however the block is left — falling off the end, `continue`, return,
+ * break, goto — and stays in flight after the block unless an exit
+ * suppresses it. Handled means aw_error_clear() (or aw_catch) was called
+ * for it; a `continue` to the next item of AW_FOR handles the errors of
+ * that iteration (`except E: continue`). Errors raised before the block
+ * are never handed to its exits. If the task's cancel scopes around the
+ * block are cancelled (aw_task_cancel, a timeout that passed), the exits
+ * see the cancellation even when nothing is in flight (level-triggered:
+ * a body that swallowed -ECANCELED cannot make a transaction commit).
+ *
+ * `break` and `continue` leave this block (as in the kernel's
+ * scoped_guard), not an enclosing loop: C gives a macro no way to pass
+ * them on. To leave a loop from inside blocks, use `goto` to a label after
+ * the loop (every exit runs, innermost first) or `return`.
+ *
  * Exits run right to left; each sees the error as the previous one left it:
  *   - returning err propagates it;
  *   - returning 0 suppresses it: the error is cleared, outer blocks see no
- *     error, and after a `break` execution continues after the block;
+ *     error, and execution continues after the block (on a return path the
+ *     function still returns the value it computed: see aw_error_pending);
  *   - returning another code replaces it; the old error is its cause.
  * An exit that fails although the block did not makes the block fail: the
  * error is in flight after the block (aw_error_pending()).
- * C cannot change a `return` value already computed: on a return path the
- * function returns what it returned; the task's error state shows what the
- * exits made of it.
+ * C cannot change a `return` value already computed. The idiom that lets
+ * an exit's suppression or replacement decide what a function returns:
+ *
+ *     AW_WITH(m) { ...; if (rc < 0) break; ... }
+ *     return aw_error_pending();      // 0 if an exit suppressed it
  *
  * Exits run shielded from cancellation: waits inside them work even if the
  * task was cancelled, until the grace deadline (aw_config.grace) after the
@@ -458,6 +498,7 @@ struct aw_scope {
 	                         the block */
 	aw_scope *outer;
 	aw_task *task;
+	aw_time outer_limit;  /* internal: the task's chain limit before it */
 };
 
 /* fail_after: waits inside the block fail once `deadline` passes; the block
@@ -557,6 +598,19 @@ int aw_exitstack_unwind(aw_exitstack *s, int err);
 /* Waits: unwind with no error (Python's aclose()). */
 int aw_exitstack_close(aw_exitstack *s);
 #define aw_exitstack_close(s) AW__AT((aw_exitstack_close)(s))
+
+/* Waits: run a cleanup now, as an exit runs — shielded from cancellation,
+ * for at most `limit` (AW_NEVER: only the grace deadline of an enclosing
+ * exit bounds it) — with the error in flight set aside and put back
+ * afterwards, unchanged. fn(arg, err) gets the code of that error, or the
+ * task's pending cancellation when nothing is in flight (a cleanup always
+ * sees a cancellation), or 0. Whatever fn raises is handled here: fn's
+ * result is the return value (0 or negative) for the caller to act on
+ * (e.g. discard a connection whose ROLLBACK failed), and it never replaces
+ * the error that was in flight. The helper for "keep the error, send
+ * ROLLBACK shielded and bounded, raise the error again". */
+int aw_cleanup_run(aw_exit_fn fn, void *arg, aw_time limit) AW_MUST_USE;
+#define aw_cleanup_run(fn, arg, limit) AW__AT((aw_cleanup_run)((fn), (arg), (limit)))
 
 /* ------------------------------------------------------------------------ */
 /* Async iterators (async for); an iterator is a manager, so leaving the    */

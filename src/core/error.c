@@ -8,6 +8,7 @@
 #include "internal.h"
 
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -83,17 +84,57 @@ void aw_error_free(aw_error *e)
 	}
 }
 
+/* Debug reports of dropped errors (aw_config.debug_errors): each raise
+ * site is reported once per thread. Sites are static records (AW_HERE), so
+ * their addresses identify them; errors made without a site are keyed by
+ * their code. */
+#define DROP_SITES 256
+static __thread const void *drop_seen[DROP_SITES];
+static __thread unsigned drop_seen_n;
+
+static bool drop_first_time(const void *key)
+{
+	for (unsigned i = 0; i < drop_seen_n; i++)
+		if (drop_seen[i] == key)
+			return false;
+	if (drop_seen_n < DROP_SITES)
+		drop_seen[drop_seen_n++] = key;
+	return true;
+}
+
+void aw__error_drop(aw_error *e)
+{
+	aw_loop *l = aw__loop;
+	if (e && e != &oom_error && e->refs == 1 && !e->handled && l && l->cfg.debug_errors) {
+		const void *key = e->loc ? (const void *)e->loc : (const void *)(intptr_t)e->code;
+		if (drop_first_time(key)) {
+			aw_task *t = l->running;
+			if (e->loc)
+				fprintf(l->cfg.log, "awith: error raised at %s:%d in %s was never handled (task '%s'): %s (%s)\n",
+					e->loc->file, e->loc->line, e->loc->func, t ? t->name : "-", e->msg,
+					aw_strerror(e->code));
+			else
+				fprintf(l->cfg.log, "awith: error was never handled (task '%s'): %s (%s)\n",
+					t ? t->name : "-", e->msg, aw_strerror(e->code));
+		}
+	}
+	aw_error_free(e);
+}
+
 void aw_error_raise_obj(aw_error *e)
 {
 	uint64_t *raises;
 	aw_error **slot = aw__err_slot(&raises);
 	if (!e)
 		e = &oom_error;
-	if (e != &oom_error)
+	if (e != &oom_error) {
 		e->serial = ++*raises;
+		e->handled = false;
+	}
 	aw_error *old = *slot;
 	*slot = e;
-	aw_error_free(old);
+	/* The error it replaces was neither handled nor passed on. */
+	aw__error_drop(old);
 }
 
 int aw_raise_at(const aw_loc *loc, int code, const char *fmt, ...)
@@ -123,6 +164,13 @@ int aw_raise_at(const aw_loc *loc, int code, const char *fmt, ...)
 	return code;
 }
 
+void aw__error_restore(aw_error *e)
+{
+	aw_error **slot = aw__err_slot(NULL);
+	aw__error_drop(*slot);
+	*slot = e;   /* its serial unchanged: it was raised where it was */
+}
+
 int aw_error_pending(void)
 {
 	aw_error *e = *aw__err_slot(NULL);
@@ -139,7 +187,19 @@ void aw_error_clear(void)
 	aw_error **slot = aw__err_slot(NULL);
 	aw_error *e = *slot;
 	*slot = NULL;
+	/* An exit holding it (or a cause of it) must not chain it again. */
+	for (aw_error *c = e; c && c != &oom_error; c = c->cause)
+		c->handled = true;
 	aw_error_free(e);
+}
+
+bool aw_catch(int rc, int code)
+{
+	if (rc >= 0 || (code != 0 && rc != code))
+		return false;
+	if (aw_error_pending() == rc)
+		aw_error_clear();
+	return true;
 }
 
 aw_error *aw_error_take(void)

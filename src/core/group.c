@@ -59,8 +59,8 @@ static int group_enter(aw_mgr *m)
 	if (!t)
 		return aw_raise(-AW_ENOTASK, "a task group needs a task");
 	g->owner = t;
-	g->scope = (aw_scope){ .deadline = AW_NEVER, .code = -ECANCELED, .task = t, .outer = t->scope };
-	t->scope = &g->scope;
+	g->scope = (aw_scope){ .deadline = AW_NEVER, .code = -ECANCELED };
+	aw__scope_push(t, &g->scope);
 	return 0;
 }
 
@@ -85,8 +85,7 @@ static int group_exit(aw_mgr *m, int err)
 	}
 	t->waiting_group = NULL;
 	g->waiting = false;
-	t->scope = g->scope.outer;
-	g->scope.task = NULL;
+	aw__scope_pop(t, &g->scope);
 	g->owner = NULL;
 	if (g->failed) {
 		aw_error *e = aw_error_new(NULL, -AW_EGROUP, "%zu task(s) of the task group failed", g->failed);

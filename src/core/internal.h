@@ -149,6 +149,8 @@ struct aw_task {
 			aw_scope *scope; /* innermost cancel scope */
 			const aw_time *now; /* the loop's cached time */
 			aw_task *self;
+			unsigned cancels; /* cancelled scopes on the chain (hint) */
+			aw_time limit;   /* earliest deadline on the scope chain */
 		};
 	};
 	aw_scope root;           /* the task's own scope: aw_task_cancel */
@@ -304,6 +306,24 @@ int aw__raise_cancel(aw_task *t, int code, aw_scope *origin);
 /* Re-evaluate a parked task after a scope change: wake it with
  * AW__WAKE_CANCEL if a reachable scope is now cancelled. */
 void aw_scope_poke(aw_task *t);
+/* Push s (filled in by the caller) as t's innermost scope / pop it again,
+ * keeping the task's chain limit and cancel count (the hints AW_WITH's
+ * inline exit reads) right. */
+void aw__scope_push(aw_task *t, aw_scope *s);
+void aw__scope_pop(aw_task *t, aw_scope *s);
+/* Mark s cancelled with code (idempotent), counting it on its task. */
+void aw__scope_mark(aw_scope *s, int code);
+/* The cancellation an exit of the running cleanup or block owes: the code a
+ * wait would get now (0 if none), raised on t with its origin when `raise`
+ * is set and nothing with that code is in flight. */
+int aw__cancel_owed(aw_task *t, bool raise);
+/* error.c: free an error the machinery drops without it having been
+ * handled or passed on; reported once per raise site when the loop's
+ * debug_errors is set. */
+void aw__error_drop(aw_error *e);
+/* Put an error taken with aw_error_take back in flight as it was (same
+ * serial: blocks entered since do not take it for one of theirs). */
+void aw__error_restore(aw_error *e);
 
 /* Errors */
 /* Raise an already-built error object on the running task (takes it). */

@@ -40,6 +40,8 @@ void aw_config_default(aw_config *cfg)
 	cfg->threads = 4;
 	cfg->dump_signal = SIGUSR1;
 	cfg->log = stderr;
+	const char *dbg = getenv("AWITH_DEBUG_ERRORS");
+	cfg->debug_errors = dbg && *dbg && strcmp(dbg, "0") != 0;
 }
 
 /* ---- fd readiness ----------------------------------------------------------- */
@@ -384,6 +386,7 @@ int aw_run_config(const aw_config *cfg, aw_task_fn main_fn, void *arg)
 		l->cfg.dump_signal = c.dump_signal;
 		if (c.log)
 			l->cfg.log = c.log;
+		l->cfg.debug_errors = l->cfg.debug_errors || c.debug_errors;
 	}
 	long ps = sysconf(_SC_PAGESIZE);
 	if (l->cfg.stack_size < 16 * 1024)

@@ -26,7 +26,7 @@ int aw_scope_pending_cancel(aw_task *t, aw_time now, aw_scope **origin, aw_time 
 	aw_time next = AW_NEVER;
 	for (aw_scope *s = t->scope; s && s != boundary; s = s->outer) {
 		if (!s->cancelled && s->deadline <= now)
-			s->cancelled = true;
+			aw__scope_mark(s, s->code);
 		if (s->cancelled) {
 			code = s->code;
 			*origin = s;
@@ -52,12 +52,57 @@ void aw_scope_poke(aw_task *t)
 		aw_task_wake(t, AW__WAKE_CANCEL);
 }
 
-void aw_scope_cancel(aw_scope *s)
+void aw__scope_mark(aw_scope *s, int code)
 {
 	if (s->cancelled)
 		return;
 	s->cancelled = true;
-	s->code = -ECANCELED;
+	s->code = code;
+	if (s->task)
+		s->task->cancels++;
+}
+
+void aw__scope_push(aw_task *t, aw_scope *s)
+{
+	s->task = t;
+	s->outer = t->scope;
+	s->outer_limit = t->limit;
+	/* A shield hides the deadlines around it. */
+	aw_time outer = s->shield ? AW_NEVER : t->limit;
+	t->limit = s->deadline < outer ? s->deadline : outer;
+	if (s->cancelled)
+		t->cancels++;   /* cancelled before it was entered */
+	t->scope = s;
+}
+
+void aw__scope_pop(aw_task *t, aw_scope *s)
+{
+	t->scope = s->outer;
+	t->limit = s->outer_limit;
+	if (s->cancelled && t->cancels)
+		t->cancels--;
+	s->task = NULL;
+}
+
+int aw__cancel_owed(aw_task *t, bool raise)
+{
+	if (!t || (t->scope == &t->root && !t->root.cancelled))
+		return 0;
+	aw_scope *origin = NULL;
+	aw_time next;
+	int code = aw_scope_pending_cancel(t, t->loop->now, &origin, &next);
+	if (!code)
+		return 0;
+	if (raise && (!t->err || t->err->code != code))
+		return aw__raise_cancel(t, code, origin);
+	return code;
+}
+
+void aw_scope_cancel(aw_scope *s)
+{
+	if (s->cancelled)
+		return;
+	aw__scope_mark(s, -ECANCELED);
 	if (s->task) {
 		/* A group exit waits shielded for its children; cancelling a
 		 * scope around it cancels them (asyncio and Trio do too). */
@@ -73,7 +118,7 @@ aw_scope *aw_scope_outer_cancelled(aw_task *t, aw_scope *from, aw_time now, aw_t
 	aw_time next = AW_NEVER;
 	for (aw_scope *s = from; s; s = s->outer) {
 		if (!s->cancelled && s->deadline <= now)
-			s->cancelled = true;
+			aw__scope_mark(s, s->code);
 		if (s->cancelled)
 			origin = s;
 		else if (s->deadline < next)
@@ -92,19 +137,15 @@ static int scope_enter(aw_mgr *m)
 	aw_task *t = aw__current();
 	if (!t)
 		return aw_raise(-AW_ENOTASK, "a cancel scope needs a task");
-	s->task = t;
-	s->outer = t->scope;
 	s->fired = false;
-	t->scope = s;
+	aw__scope_push(t, s);
 	return 0;
 }
 
 static int scope_exit(aw_mgr *m, int err)
 {
 	aw_scope *s = AW_CONTAINER_OF(m, aw_scope, mgr);
-	aw_task *t = s->task;
-	t->scope = s->outer;
-	s->task = NULL;
+	aw__scope_pop(s->task, s);
 	if (err) {
 		const aw_error *e = aw_error_current();
 		if (e && e->origin == s) {

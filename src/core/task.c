@@ -329,9 +329,10 @@ static void task_finish(aw_task *t, int rc)
 	t->result = rc;
 	if (rc < 0) {
 		if (!t->err || t->err->code != rc)
-			aw_raise(rc, "task '%s' failed: %s", t->name, aw_strerror(rc));
+			(void)!aw_raise(rc, "task '%s' failed: %s", t->name, aw_strerror(rc));
 	} else if (t->err) {
-		aw_error_free(t->err);
+		/* Returned success with an error in flight: it was dropped. */
+		aw__error_drop(t->err);
 		t->err = NULL;
 	}
 	t->state = AW_TASK_DONE;
@@ -407,9 +408,11 @@ int aw_spawn_with(aw_task **out, aw_task_fn fn, void *arg, const aw_spawn_opts *
 	set_name(t, opts ? opts->name : NULL);
 	aw_timer_init(&t->timer, on_park_timer);
 	t->root.deadline = AW_NEVER;
+	t->root.outer_limit = AW_NEVER;
 	t->root.code = -ECANCELED;
 	t->root.task = t;
 	t->scope = &t->root;
+	t->limit = AW_NEVER;
 	t->now = &l->now;
 	t->self = t;
 	t->detached = out == NULL;
@@ -486,7 +489,7 @@ void aw_task_cancel(aw_task *t)
 {
 	if (!t || t->state == AW_TASK_DONE)
 		return;
-	t->root.cancelled = true;
+	aw__scope_mark(&t->root, -ECANCELED);
 	if (t->waiting_group)
 		aw__group_outer_cancel(t->waiting_group, &t->root);
 	aw_scope_poke(t);

@@ -4,10 +4,13 @@
  *
  * Which error does an exit see? The task numbers every error it raises
  * (serials). A block notes the counter when it is entered; when it is left
- * abruptly (return, break, goto) while the error in flight was raised after
- * that, the exits get that error; falling off the end gives them none and
- * counts the error as handled. Errors from before the block never reach its
- * exits.
+ * — by any path, falling off the end included — while the error in flight
+ * was raised after that, the exits get that error: an error nobody handled
+ * (aw_error_clear, aw_catch) is never taken as handled. Errors from before
+ * the block never reach its exits. When nothing is in flight but the
+ * task's scopes around the block are cancelled, the exits get the
+ * cancellation (level-triggered, as Trio), so a body that swallowed its
+ * -ECANCELED cannot make a transaction commit.
  *
  * Exits run shielded: the cancel-scope chain as it is when the exits start
  * is the cleanup's boundary, which waits inside the exit do not look past
@@ -82,7 +85,7 @@ int aw__exit_apply(aw_error **slot, const char *name, int err, aw_error *held, a
 		if (cur != prior) {
 			*slot = prior;
 			prior = NULL;
-			aw_error_free(cur);
+			aw__error_drop(cur);
 		}
 		aw_error_free(prior);
 		return 0;
@@ -93,15 +96,21 @@ int aw__exit_apply(aw_error **slot, const char *name, int err, aw_error *held, a
 		if (cur != held) {
 			*slot = held;
 			held = NULL;
-			aw_error_free(cur);
+			aw__error_drop(cur);
 		} else {
 			aw_error_free(held);
 		}
 		return err;
 	}
 	if (rc == 0) {
-		/* Suppress. */
+		/* Suppress: the error is handled. An exit further out that
+		 * still holds it (an exit stack used as a block's manager) must
+		 * not make it a later error's cause. */
 		*slot = NULL;
+		for (aw_error *e = held; e; e = e->cause)
+			e->handled = true;
+		for (aw_error *e = cur; e && e != held; e = e->cause)
+			e->handled = true;
 		aw_error_free(cur);
 		aw_error_free(held);
 		return 0;
@@ -128,7 +137,7 @@ int aw__exit_apply(aw_error **slot, const char *name, int err, aw_error *held, a
 	}
 	*slot = NULL;
 	aw_error_free(cur);
-	if (fresh && held && !chain_contains(fresh, held)) {
+	if (fresh && held && !held->handled && !chain_contains(fresh, held)) {
 		aw_error *end = fresh;
 		while (end->cause)
 			end = end->cause;
@@ -172,18 +181,6 @@ static int exit_managers(aw_task *t, aw_with *w, unsigned n, int err)
 	return err;
 }
 
-/* The block failed: its error leaves it unhandled. Note in which function
- * (frame) that happened, so that an enclosing block in the same function
- * that then runs to its end still sees it (see aw__with_leave). */
-static void mark_escaped(aw_with *w)
-{
-	if (!w->result)
-		return;
-	aw_error *e = *aw__err_slot(NULL);
-	if (e && w->result && e->code == w->result)
-		e->escaped_frame = w->frame;
-}
-
 /* Manager i (m) failed to enter with rc: make sure its error is raised,
  * then unwind the managers entered before it, with that error. */
 static bool enter_failed(aw_task *t, aw_with *w, unsigned i, aw_mgr *m, int rc)
@@ -191,11 +188,10 @@ static bool enter_failed(aw_task *t, aw_with *w, unsigned i, aw_mgr *m, int rc)
 	if (rc > 0)
 		rc = aw_raise(-AW_EEXIT, "enter of '%s' returned %d, not 0 or a negative code", m->ops->name, rc);
 	else if (aw_error_pending() != rc)
-		aw_raise(rc, "enter of '%s' failed: %s", m && m->ops ? m->ops->name : "?", aw_strerror(rc));
+		rc = aw_raise(rc, "enter of '%s' failed: %s", m && m->ops ? m->ops->name : "?", aw_strerror(rc));
 	if (i)
 		exit_managers(t, w, i, rc);
 	w->result = aw_error_pending();
-	mark_escaped(w);
 	w->state = AW__WITH_DONE;
 	return false;
 }
@@ -250,22 +246,13 @@ void aw__with_leave(aw_with *w)
 	aw_task *t = w->task;
 	aw_error *e = t ? t->err : *aw__err_slot(NULL);
 	int err = 0;
-	if (e && e->serial > w->serial) {
-		/* Raised inside the block. Falling off the end means the body
-		 * handled it, unless it is the failure of a block nested in this
-		 * one in the same function, which the body went past without
-		 * looking: then it leaves this block too (as an exception
-		 * propagates through Python's nested with statements). An error
-		 * a called function returned is the caller's to check. */
-		if (w->state != AW__WITH_NORMAL || e->escaped_frame == w->frame)
-			err = e->code;
-		else
-			aw_error_clear();
-	}
+	if (e && e->serial > w->serial)
+		err = e->code;   /* raised inside and not handled: however we leave */
+	else if (t)
+		err = aw__cancel_owed(t, true);
 	if (t)
 		t->withs = w->outer;
 	w->result = exit_managers(t, w, w->entered, err);
-	mark_escaped(w);
 	w->state = AW__WITH_DONE;
 }
 
@@ -274,7 +261,34 @@ void aw__with_exit_failed(aw_with *w, aw_mgr *m, uint64_t before, int rc)
 {
 	aw_task *t = w->task;
 	w->result = aw__exit_apply(&t->err, m->ops->name, 0, NULL, NULL, before, rc);
-	mark_escaped(w);
+}
+
+/* ---- running a cleanup now ------------------------------------------------ */
+
+int (aw_cleanup_run)(aw_exit_fn fn, void *arg, aw_time limit)
+{
+	aw_task *t = aw__current();
+	if (!t)
+		return aw_raise(-AW_ENOTASK, "aw_cleanup_run outside of a task");
+	int owed = aw__cancel_owed(t, false);
+	aw_error *held = aw_error_take();
+	int err = held ? held->code : owed;
+	/* Shielded like an exit: the chain as it is now is the boundary;
+	 * `limit` is a deadline scope inside it. */
+	aw_with cw = { 0 };
+	aw__cleanup_begin(t, &cw);
+	aw_scope bound = { .mgr = { NULL }, .deadline = aw_deadline_after(limit), .code = -ETIMEDOUT };
+	if (limit == AW_NEVER)
+		bound.deadline = AW_NEVER;
+	aw__scope_push(t, &bound);
+	int rc = fn(arg, err);
+	aw__scope_pop(t, &bound);
+	aw__cleanup_end(t, &cw);
+	/* What the cleanup raised is handled here: its code is our result. */
+	aw_error_clear();
+	if (held)
+		aw__error_restore(held);
+	return rc > 0 ? -AW_EEXIT : rc;
 }
 
 /* ---- manual enter / exit -------------------------------------------------- */
