@@ -16,7 +16,7 @@
 set -uo pipefail
 
 # Debian packages needed to build and test. Later layers append here.
-PACKAGES=(meson ninja-build pkg-config gcc clang libclang-rt-14-dev valgrind python3
+PACKAGES=(meson ninja-build pkg-config gcc g++ clang libclang-rt-14-dev valgrind python3
     gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user
           libssl-dev openssl
           node-llhttp libjansson-dev curl
@@ -183,14 +183,14 @@ main() {
 
     local build_failed=()
 
-    if CC=gcc setup_build build --werror; then
+    if CC=gcc CXX=g++ setup_build build --werror; then
         pg_cluster_ensure_up
         run_tests build
     else
         build_failed+=(build)
     fi
 
-    if CC=clang setup_build build-asan --werror \
+    if CC=clang CXX=clang++ setup_build build-asan --werror \
         -Db_sanitize=address,undefined -Db_lundef=false; then
         pg_cluster_ensure_up
         ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \

@@ -412,14 +412,25 @@ static inline void aw__with_body_done(aw_with *w)
 
 #define AW__CAT_(a, b) a##b
 #define AW__CAT(a, b) AW__CAT_(a, b)
-#define AW__NARGS(...) (sizeof((aw_mgr *[]){__VA_ARGS__}) / sizeof(aw_mgr *))
 
+#ifndef __cplusplus
+#define AW__NARGS(...) (sizeof((aw_mgr *[]){__VA_ARGS__}) / sizeof(aw_mgr *))
+/* The block's aw_with, from the name the loop declared. */
+#define AW__W(w) (w)
 #define AW__WITH_LOOP(w, body_done, ...)                                         \
 	for (aw_with w __attribute__((cleanup(aw__with_cleanup))) = {               \
 		     .mgrs = (aw_mgr *const[]){__VA_ARGS__},                       \
 		     .count = AW__NARGS(__VA_ARGS__),                              \
 		     .loc = AW_HERE};                                              \
 	     aw__with_step(&w); body_done(&w))
+#else
+/* C++: the same statement over a block object (aw__block, below the cancel
+ * scopes) that holds the managers and whose destructor runs the exits —
+ * at the same points as C's cleanup attribute. */
+#define AW__W(w) ((w).with_)
+#define AW__WITH_LOOP(w, body_done, ...)                                         \
+	for (aw__block w(AW_HERE, __VA_ARGS__); aw__with_step(&w.with_); body_done(&w.with_))
+#endif
 #define AW__WITH_NAMED(w, ...) AW__WITH_LOOP(w, aw__with_body_done, __VA_ARGS__)
 
 /*
@@ -518,10 +529,60 @@ aw_mgr *aw_shield(aw_scope *s, aw_time deadline);
  * -ECANCELED; the scope's exit suppresses that if it is a move_on scope. */
 void aw_scope_cancel(aw_scope *s);
 
-/* Block-scoped one-liners: AW_WITH(AW_TIMEOUT(AW_MS(100))) { ... } */
+/* Block-scoped one-liners: AW_WITH(AW_TIMEOUT(AW_MS(100))) { ... }, the
+ * same as the named forms with storage the block owns (use the named forms
+ * to look at s.fired afterwards). In C++ they are values that the block
+ * object turns into scopes it holds. */
+#ifndef __cplusplus
 #define AW_TIMEOUT(dur) aw_timeout_after(&(aw_scope){ .deadline = 0 }, (dur))
 #define AW_MOVE_ON(dur) aw_move_on_after(&(aw_scope){ .deadline = 0 }, (dur))
 #define AW_SHIELD() aw_shield(&(aw_scope){ .deadline = 0 }, AW_NEVER)
+#else
+} /* extern "C" */
+struct aw__scope_spec {
+	aw_time dur;
+	int kind;   /* 0 timeout, 1 move_on, 2 shield */
+};
+#define AW_TIMEOUT(dur) (aw__scope_spec{ (dur), 0 })
+#define AW_MOVE_ON(dur) (aw__scope_spec{ (dur), 1 })
+#define AW_SHIELD() (aw__scope_spec{ AW_NEVER, 2 })
+
+static inline aw_mgr *aw__bind(aw_mgr *m, aw_scope *) { return m; }
+static inline aw_mgr *aw__bind(const aw__scope_spec &sp, aw_scope *store)
+{
+	switch (sp.kind) {
+	case 0: return aw_timeout_after(store, sp.dur);
+	case 1: return aw_move_on_after(store, sp.dur);
+	default: return aw_shield(store, AW_NEVER);
+	}
+}
+
+/* The block statement's object in C++: the managers (and the storage of
+ * AW_TIMEOUT-style scopes) live in it, for the block's lifetime; the
+ * destructor is the C version's cleanup handler. Not copyable or movable:
+ * the managers' addresses are in the ledger while the block runs. */
+template <unsigned N>
+struct aw__block {
+	aw_mgr *m[N];
+	aw_scope s[N];
+	aw_with with_;
+	template <class... A>
+	explicit aw__block(const aw_loc *loc, const A &...a) : m{}, s{}, with_()
+	{
+		unsigned i = 0;
+		((m[i] = aw__bind(a, &s[i]), ++i), ...);
+		with_.mgrs = m;
+		with_.count = N;
+		with_.loc = loc;
+	}
+	~aw__block() { aw__with_cleanup(&with_); }
+	aw__block(const aw__block &) = delete;
+	aw__block &operator=(const aw__block &) = delete;
+};
+template <class... A>
+aw__block(const aw_loc *, const A &...) -> aw__block<sizeof...(A)>;
+extern "C" {
+#endif
 
 /* ------------------------------------------------------------------------ */
 /* Generator-style managers (Python's @asynccontextmanager)                 */
@@ -638,7 +699,7 @@ struct aw_iter {
 bool aw__iter_step(aw_with *w, aw_iter *it, void **item);
 /* `iter` is evaluated once (AW_FOR(x, aw_gen_iter_init(...)) is fine): each
  * step takes the iterator back from the block's manager. */
-#define AW__ITER_OF(w) ((aw_iter *)(void *)((char *)(w).mgrs[0] - offsetof(aw_iter, mgr)))
+#define AW__ITER_OF(w) ((aw_iter *)(void *)((char *)AW__W(w).mgrs[0] - offsetof(aw_iter, mgr)))
 /* The block's `for` increment under AW_FOR: reached when the inner loop
  * ended. aw__iter_step marks the end of the items (NORMAL) and an error
  * from next() (BROKEN); still BODY means the body left by `break`, which
@@ -651,7 +712,7 @@ static inline void aw__for_body_done(aw_with *w)
 }
 #define AW__FOR_NAMED(w, item, iter)                                             \
 	AW__WITH_LOOP(w, aw__for_body_done, &(iter)->mgr)                        \
-	for (; aw__iter_step(&w, AW__ITER_OF(w), (void **)&(item));)
+	for (; aw__iter_step(&AW__W(w), AW__ITER_OF(w), (void **)&(item));)
 #define AW_FOR(item, iter) AW__FOR_NAMED(AW__CAT(aw__with_, __COUNTER__), item, iter)
 
 /* A generator-style iterator: fn yields many values with aw_gen_yield (each
