@@ -793,3 +793,43 @@ AW_TEST(cleanup_run_is_bounded_by_its_limit_and_sees_a_pending_cancellation)
 	CHECK_LT(c.took, AW_SEC(5));
 	CHECK_EQ(c.pending, 0);
 }
+
+/* ---- manual cleanups see the cancellation too ------------------------------- */
+
+static int close_worker(void *arg)
+{
+	ctx *c = arg;
+	aw_exitstack s;
+	(void)aw_exitstack_init(&s);
+	if (aw_exitstack_push(&s, rm(&c->a, "a", &c->log)))
+		return -1;
+	aw_mgr *b = rm(&c->b, "b", &c->log);
+	if (aw_enter(b))
+		return -1;
+	aw_task_cancel(aw_task_current());
+	c->rc = aw_exitstack_close(&s);
+	aw_error_clear();
+	c->seen = aw_exit(b, 0);
+	aw_error_clear();
+	return 0;
+}
+
+static int close_main(void *arg)
+{
+	aw_task *w;
+	if (aw_spawn(&w, close_worker, arg, "worker"))
+		return -1;
+	(void)aw_task_join(w);
+	aw_error_clear();
+	return 0;
+}
+
+AW_TEST(exitstack_close_and_manual_exit_of_a_cancelled_task_see_the_cancellation)
+{
+	ctx c;
+	memset(&c, 0, sizeof c);
+	CHECK_EQ(aw_run(close_main, &c), 0);
+	CHECK_STR(c.log.s, "exit a(ECANCELED) exit b(ECANCELED)");
+	CHECK_EQ(c.rc, -ECANCELED);
+	CHECK_EQ(c.seen, -ECANCELED);
+}

@@ -353,8 +353,10 @@ int aw_exit_at(const aw_loc *loc, aw_mgr *m, int err)
 	free(me);
 	if (!m->ops->exit)
 		return err;
-	aw_with cw = { 0 };
 	aw_task *t = aw__current();
+	if (!err)
+		err = aw__cancel_owed(t, true);   /* a cleanup always sees a cancellation */
+	aw_with cw = { 0 };
 	aw__cleanup_begin(t, &cw);
 	int rc = aw__run_exit(call_mgr_exit, m, m->ops->name, err);
 	aw__cleanup_end(t, &cw);
