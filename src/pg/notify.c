@@ -45,6 +45,23 @@ static int each_channel(aw_pg_conn *c, const char *const *channels, const char *
 	return 0;
 }
 
+
+/* The undo of a LISTEN enter that failed half-way: UNLISTEN the first n
+ * channels (run by aw_cleanup_run: shielded, bounded, the enter's error
+ * kept in flight). */
+struct unlisten {
+	aw_pg_listener *l;
+	int n;
+};
+
+static int unlisten_done(void *arg, int err)
+{
+	(void)err;
+	struct unlisten *u = arg;
+	int undone;
+	return each_channel(u->l->conn, u->l->channels, "UNLISTEN", u->n, &undone);
+}
+
 static int listen_enter(aw_mgr *m)
 {
 	aw_pg_listener *l = (aw_pg_listener *)m;
@@ -69,19 +86,12 @@ static int listen_enter(aw_mgr *m)
 		 * after the cancel request may have seen it complete (UNLISTEN
 		 * of a channel not listened to is harmless). Shielded: after a
 		 * cancellation, an unshielded UNLISTEN would fail at once. */
-		aw_error *e = aw_error_take();
-		int undone;
-		aw_scope sh;
-		AW_WITH(aw_shield(&sh, aw_deadline_after(UNDO_BUDGET))) {
-			(void)each_channel(c, l->channels, "UNLISTEN", done + 1, &undone);
-			aw_error_clear();
-		}
-		aw_error_clear();
+		struct unlisten u = { l, done + 1 };
+		if (aw_cleanup_run(unlisten_done, &u, UNDO_BUDGET) < 0)
+			c->broken = true;   /* channels may still be listened: never reuse it */
 		PGnotify *n;
 		while ((n = PQnotifies(c->pg)))
 			PQfreemem(n);
-		if (e)
-			aw_error_raise_obj(e);
 	}
 	aw_pg_end(c);
 	if (rc < 0)

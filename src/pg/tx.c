@@ -51,19 +51,17 @@ static int control(aw_pg_conn *c, const char *sql, const char *what)
 /* Waits (shielded, bounded): ROLLBACK a transaction that tx_enter began
  * but cannot hand to the block; the connection is marked broken if the
  * session does not end up idle. The error in flight survives. */
+static int rollback_begin(void *arg, int err)
+{
+	(void)err;
+	return control(arg, "ROLLBACK", "aw_pg_tx (ROLLBACK of an interrupted BEGIN)");
+}
+
 static void undo_begin(aw_pg_conn *c)
 {
-	aw_error *held = aw_error_pending() ? aw_error_take() : NULL;
-	aw_scope sh;
-	AW_WITH(aw_shield(&sh, aw_deadline_after(UNDO_BUDGET))) {
-		(void)control(c, "ROLLBACK", "aw_pg_tx (ROLLBACK of an interrupted BEGIN)");
-		aw_error_clear();
-	}
-	aw_error_clear();
-	if (!c->broken && (PQstatus(c->pg) != CONNECTION_OK || PQtransactionStatus(c->pg) != PQTRANS_IDLE))
+	int rc = aw_cleanup_run(rollback_begin, c, UNDO_BUDGET);
+	if (rc < 0 || PQstatus(c->pg) != CONNECTION_OK || PQtransactionStatus(c->pg) != PQTRANS_IDLE)
 		c->broken = true;
-	if (held)
-		aw_error_raise_obj(held);
 }
 
 static bool nondefault(const aw_pg_tx_opts *o)
