@@ -537,21 +537,18 @@ static int send_cancel(void *arg)
 	return PQcancel(c->cancel, errbuf, sizeof errbuf) ? 0 : -ECONNREFUSED;
 }
 
+/* Runs under aw_cleanup_run: shielded, bounded, the error in flight kept. */
+static int send_cancel_shielded(void *arg, int err)
+{
+	(void)err;
+	return aw_to_thread(send_cancel, arg);
+}
+
 int aw_pg_cancel_request(aw_pg_conn *c)
 {
 	if (!c->cancel)
 		return -ENOTSUP;
-	aw_error *held = aw_error_pending() ? aw_error_take() : NULL;
-	int rc = -ETIMEDOUT;
-	aw_scope sh;
-	AW_WITH(aw_shield(&sh, aw_deadline_after(CANCEL_BUDGET))) {
-		rc = aw_to_thread(send_cancel, c);
-		aw_error_clear();
-	}
-	aw_error_clear();
-	if (held)
-		aw_error_raise_obj(held);
-	return rc;
+	return aw_cleanup_run(send_cancel_shielded, c, CANCEL_BUDGET);
 }
 
 /* Drain every result of the statement in flight (after a cancel request),
@@ -598,6 +595,23 @@ static int drain(aw_pg_conn *c)
 	return PQstatus(c->pg) == CONNECTION_OK && PQtransactionStatus(c->pg) != PQTRANS_ACTIVE ? 0 : -ECONNRESET;
 }
 
+/* After an interruption, under aw_cleanup_run: finish sending what is
+ * buffered (a half-sent message would desynchronise the protocol), ask the
+ * server to cancel, then read everything up to ReadyForQuery. 0 when the
+ * connection is clean again. */
+static int stop_statement(void *arg, int err)
+{
+	(void)err;
+	aw_pg_conn *c = arg;
+	if (aw_pg_flush(c) == 0 && c->cancel && PQtransactionStatus(c->pg) == PQTRANS_ACTIVE) {
+		int rc = aw_to_thread(send_cancel, c);
+		return rc < 0 ? rc : drain(c);
+	}
+	if (PQstatus(c->pg) == CONNECTION_OK)
+		return drain(c);
+	return -ECONNRESET;
+}
+
 int aw_pg_interrupted(aw_pg_conn *c, int rc)
 {
 	if (c->broken || PQstatus(c->pg) != CONNECTION_OK) {
@@ -610,28 +624,11 @@ int aw_pg_interrupted(aw_pg_conn *c, int rc)
 		c->broken = true;
 		return rc;
 	}
-	aw_error *orig = aw_error_take();
-	bool clean = false;
-	aw_scope sh;
-	AW_WITH(aw_shield(&sh, aw_deadline_after(CANCEL_BUDGET))) {
-		/* Finish sending what is buffered (a half-sent message would
-		 * desynchronise the protocol), ask the server to cancel, then
-		 * read everything up to ReadyForQuery. */
-		if (aw_pg_flush(c) == 0 && c->cancel && PQtransactionStatus(c->pg) == PQTRANS_ACTIVE) {
-			if (aw_to_thread(send_cancel, c) == 0 && drain(c) == 0)
-				clean = true;
-		} else if (PQstatus(c->pg) == CONNECTION_OK && drain(c) == 0) {
-			clean = true;
-		}
-		aw_error_clear();
-	}
-	aw_error_clear();
-	if (!clean)
+	bool had_error = aw_error_pending() != 0;
+	if (aw_cleanup_run(stop_statement, c, CANCEL_BUDGET) < 0)
 		c->broken = true;
-	if (orig)
-		aw_error_raise_obj(orig);
-	else
-		aw_raise(rc, "PostgreSQL statement interrupted");
+	if (!had_error)
+		return aw_raise(rc, "PostgreSQL statement interrupted");
 	return rc;
 }
 
