@@ -91,12 +91,12 @@ static int get_db(aw_gen *g, void *arg)
 	fflush(stdout);
 	int conn = id + 1;
 	int err = aw_gen_yield(g, &conn);   /* the handler runs, the response is sent */
-	aw_sleep(AW_MS(10));                /* a teardown may wait (e.g. ROLLBACK) */
+	int rc = aw_sleep(AW_MS(10));       /* a teardown may wait (e.g. ROLLBACK) */
 	p->busy[id] = false;
 	p->released++;
 	printf("get_db: released conn %d (handler error: %d)\n", id + 1, err);
 	fflush(stdout);
-	return err;
+	return err ? err : rc;
 }
 static const aw_http_dep DB = AW_HTTP_DEP("get_db", get_db, NULL);
 
@@ -114,9 +114,10 @@ static int read_item(aw_http_request *req, aw_http_response *res, void *ud)
 		aw_jw_object_end(w);
 		return aw_http_json_end(w);
 	}
-	int *conn = aw_http_depends(req, &DB);
-	if (!conn)
-		return aw_error_pending();   /* 500; logged with the cause */
+	int *conn;
+	int rc = aw_http_depends(req, &DB, (void **)&conn);
+	if (rc < 0)
+		return rc;   /* 500; logged with the cause */
 	aw_jw *w = aw_http_json_begin(res, 200);
 	aw_jw_object(w);
 	aw_jw_key(w, "item_id");

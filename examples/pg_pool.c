@@ -52,7 +52,7 @@ static int insert_then_fail(aw_pg_conn *c)
 	aw_pg_tx tx;
 	AW_WITH(aw_pg_tx_init(&tx, c, NULL)) {
 		for (int i = 0; i < 3; i++)
-			if (aw_pg_exec(c, "INSERT INTO pg_pool_demo VALUES ($1)", AW_PG_ARGS("x")) < 0)
+			if (aw_pg_exec(c, NULL, "INSERT INTO pg_pool_demo VALUES ($1)", AW_PG_ARGS("x")) < 0)
 				break;
 		return aw_raise(-ECANCELED, "changed my mind");   /* the exit rolls back */
 	}

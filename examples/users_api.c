@@ -135,15 +135,15 @@ static const aw_http_dep DB = AW_HTTP_DEP("get_db", get_db, NULL);
 static int read_products(aw_http_request *req, aw_http_response *res, void *ud)
 {
 	(void)ud;
-	aw_pg_conn *db = aw_http_depends(req, &DB);
-	if (!db) {
-		int rc = aw_error_pending();
+	aw_pg_conn *db;
+	int rc = aw_http_depends(req, &DB, (void **)&db);
+	if (rc < 0) {
 		aw_error_print(stderr, aw_error_current());
 		aw_error_clear();
 		return db_error(res, rc);
 	}
 	aw_pg_result *r;
-	int rc = aw_pg_query(db, &r, "SELECT * FROM products", AW_PG_NOARGS);
+	rc = aw_pg_query(db, &r, "SELECT * FROM products", AW_PG_NOARGS);
 	if (rc < 0) {
 		aw_error_print(stderr, aw_error_current());
 		aw_error_clear();

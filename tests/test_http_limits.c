@@ -41,8 +41,8 @@ static aw_app *make_app(void)
 	l->body_idle = AW_MS(300);
 	l->keepalive_idle = AW_MS(300);
 	l->request_deadline = AW_MS(400);
-	aw_app_route(app, "*", "/", h_echo, NULL);
-	aw_app_route(app, "GET", "/sleep", h_sleep, NULL);
+	EXPECT_EQ(aw_app_route(app, "*", "/", h_echo, NULL), 0);
+	EXPECT_EQ(aw_app_route(app, "GET", "/sleep", h_sleep, NULL), 0);
 	return app;
 }
 

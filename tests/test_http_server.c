@@ -32,7 +32,7 @@ static int h_echo(aw_http_request *req, aw_http_response *res, void *ud)
 		return rc;
 	char n[32];
 	snprintf(n, sizeof n, "%zu", len);
-	aw_http_set_header(res, "X-Body-Len", n);
+	EXPECT_EQ(aw_http_set_header(res, "X-Body-Len", n), 0);
 	return aw_http_send(res, 200, "application/octet-stream", data, len);
 }
 
@@ -144,17 +144,17 @@ static int h_target(aw_http_request *req, aw_http_response *res, void *ud)
 static aw_app *make_app(void)
 {
 	aw_app *app = aw_app_new("test");
-	aw_app_route(app, "GET", "/", h_root, NULL);
-	aw_app_route(app, "POST", "/echo", h_echo, NULL);
-	aw_app_route(app, "POST", "/count", h_count, NULL);
-	aw_app_route(app, "POST", "/ignore", h_ignore, NULL);
-	aw_app_route(app, "GET", "/nothing", h_nothing, NULL);
-	aw_app_route(app, "GET", "/slow", h_slow, NULL);
-	aw_app_route(app, "GET", "/users/{id}", h_user, NULL);
-	aw_app_route(app, "GET", "/stream", h_stream, NULL);
-	aw_app_route(app, "GET", "/big", h_big, NULL);
-	aw_app_route(app, "GET", "/header", h_header, NULL);
-	aw_app_route(app, "GET", "/target", h_target, NULL);
+	EXPECT_EQ(aw_app_route(app, "GET", "/", h_root, NULL), 0);
+	EXPECT_EQ(aw_app_route(app, "POST", "/echo", h_echo, NULL), 0);
+	EXPECT_EQ(aw_app_route(app, "POST", "/count", h_count, NULL), 0);
+	EXPECT_EQ(aw_app_route(app, "POST", "/ignore", h_ignore, NULL), 0);
+	EXPECT_EQ(aw_app_route(app, "GET", "/nothing", h_nothing, NULL), 0);
+	EXPECT_EQ(aw_app_route(app, "GET", "/slow", h_slow, NULL), 0);
+	EXPECT_EQ(aw_app_route(app, "GET", "/users/{id}", h_user, NULL), 0);
+	EXPECT_EQ(aw_app_route(app, "GET", "/stream", h_stream, NULL), 0);
+	EXPECT_EQ(aw_app_route(app, "GET", "/big", h_big, NULL), 0);
+	EXPECT_EQ(aw_app_route(app, "GET", "/header", h_header, NULL), 0);
+	EXPECT_EQ(aw_app_route(app, "GET", "/target", h_target, NULL), 0);
 	return app;
 }
 

@@ -54,8 +54,8 @@ static int sup_start(sup *s, int port, int n, bool failing)
 		aw_app *app = aw_app_new("workers");
 		aw_app_limits(app)->keepalive_idle = AW_MS(200);
 		if (failing)
-			aw_app_lifespan(app, bad_lifespan, NULL);
-		aw_app_route(app, "GET", "/pid", h_pid, NULL);
+			EXPECT_EQ(aw_app_lifespan(app, bad_lifespan, NULL), 0);
+		EXPECT_EQ(aw_app_route(app, "GET", "/pid", h_pid, NULL), 0);
 		int rc = aw_app_run(app, "127.0.0.1", port, n);
 		aw_app_free(app);
 		exit(rc == 0 ? 0 : 1);

@@ -67,7 +67,7 @@ static int64_t insert_id(aw_pg_conn *c, const char *table, const char *id)
 {
 	char sql[160];
 	snprintf(sql, sizeof sql, "INSERT INTO %s (id) VALUES ($1::int)", table);
-	return aw_pg_exec(c, sql, AW_PG_ARGS(id));
+	return pg_exec_rows(c, sql, AW_PG_ARGS(id));
 }
 
 static int terminate(aw_pg_conn *by, aw_pg_conn *victim)
@@ -202,7 +202,7 @@ static int tx_worker(void *arg)
 		if (insert_id(x->c, x->table, "1") != 1)
 			break;
 		x->inserted = true;
-		x->rc = x->in_query ? (int)aw_pg_exec(x->c, "SELECT pg_sleep(20)", AW_PG_NOARGS) : aw_sleep(AW_SEC(20));
+		x->rc = x->in_query ? pg_exec_rows(x->c, "SELECT pg_sleep(20)", AW_PG_NOARGS) : aw_sleep(AW_SEC(20));
 		if (x->rc < 0)
 			break;
 	}
@@ -260,7 +260,7 @@ static int timeout_main(void *arg)
 			aw_pg_tx tx;
 			AW_WITH(aw_pg_tx_init(&tx, a.conn, NULL)) {
 				PCHECK_RC(insert_id(a.conn, t, "1"), 1);
-				rc = aw_pg_exec(a.conn, "SELECT pg_sleep(20)", AW_PG_NOARGS);
+				rc = pg_exec_rows(a.conn, "SELECT pg_sleep(20)", AW_PG_NOARGS);
 				if (rc < 0)
 					break;
 			}
@@ -471,7 +471,7 @@ static int failed_commit_main(void *arg)
 		 * error and went on: rolled back, and the block fails. */
 		AW_WITH(aw_pg_tx_init(&tx, c, NULL)) {
 			PCHECK_RC(insert_id(c, "t_deferred", "2"), 1);
-			PCHECK_RC(aw_pg_exec(c, "SELECT 1/0", AW_PG_NOARGS), -AW_EPG);
+			PCHECK_RC(pg_exec_rows(c, "SELECT 1/0", AW_PG_NOARGS), -AW_EPG);
 			aw_error_clear();
 			PCHECK(aw_pg_conn_tx_status(c) == 'E');
 		}
@@ -499,7 +499,7 @@ static int serialization_main(void *arg)
 	AW_WITH(aw_pg_connection_init(&a, PG_URL(), NULL), aw_pg_connection_init(&b, PG_URL(), NULL)) {
 		PCHECK_RC(make_table(a.conn, t, "(class int, value int)"), 0);
 		snprintf(sql, sizeof sql, "INSERT INTO %s VALUES (1, 10), (1, 20), (2, 100), (2, 200)", t);
-		PCHECK_RC(aw_pg_exec(a.conn, sql, AW_PG_NOARGS), 4);
+		PCHECK_RC(pg_exec_rows(a.conn, sql, AW_PG_NOARGS), 4);
 		char sum1[128], sum2[128], ins1[128], ins2[128];
 		snprintf(sum1, sizeof sum1, "SELECT sum(value) FROM %s WHERE class = 1", t);
 		snprintf(sum2, sizeof sum2, "SELECT sum(value) FROM %s WHERE class = 2", t);
@@ -512,8 +512,8 @@ static int serialization_main(void *arg)
 			AW_WITH(aw_pg_tx_init(&tb, b.conn, &ser)) {
 				PCHECK(scalar(a.conn, sum1) == 30);
 				PCHECK(scalar(b.conn, sum2) == 300);
-				PCHECK_RC(aw_pg_exec(a.conn, ins2, AW_PG_NOARGS), 1);
-				PCHECK_RC(aw_pg_exec(b.conn, ins1, AW_PG_NOARGS), 1);
+				PCHECK_RC(pg_exec_rows(a.conn, ins2, AW_PG_NOARGS), 1);
+				PCHECK_RC(pg_exec_rows(b.conn, ins1, AW_PG_NOARGS), 1);
 			}
 			PCHECK_RC(aw_error_pending(), 0);
 			inner_committed = true;
@@ -543,9 +543,9 @@ static int broken_main(void *arg)
 		aw_pg_tx tx;
 		int64_t rc = 1;
 		AW_WITH(aw_pg_tx_init(&tx, a.conn, NULL)) {
-			PCHECK_RC(aw_pg_exec(a.conn, "SELECT 1", AW_PG_NOARGS), 1);
+			PCHECK_RC(pg_exec_rows(a.conn, "SELECT 1", AW_PG_NOARGS), 1);
 			PCHECK_RC(terminate(b.conn, a.conn), 0);
-			rc = aw_pg_exec(a.conn, "SELECT 2", AW_PG_NOARGS);
+			rc = pg_exec_rows(a.conn, "SELECT 2", AW_PG_NOARGS);
 			if (rc < 0)
 				break;
 		}
@@ -616,7 +616,7 @@ static int cursor_main(void *arg)
 				PCHECK(g == n && twice == 2 * g);
 				/* The connection is free between steps. */
 				if (g % 500 == 0)
-					PCHECK_RC(aw_pg_exec(c, "INSERT INTO t_seen VALUES ($1::int)",
+					PCHECK_RC(pg_exec_rows(c, "INSERT INTO t_seen VALUES ($1::int)",
 							     AW_PG_ARGS(aw_pg_text(row->res, row->row, 0))), 1);
 			}
 			PCHECK_RC(aw_error_pending(), 0);
@@ -932,7 +932,7 @@ static int listen_cancel_main(void *arg)
 		PCHECK_RC(aw_sleep(AW_MS(100)), 0);
 		PCHECK(x.waiting);
 		/* While it waits, the connection is its own. */
-		PCHECK_RC(aw_pg_exec(a.conn, "SELECT 1", AW_PG_NOARGS), -EBUSY);
+		PCHECK_RC(pg_exec_rows(a.conn, "SELECT 1", AW_PG_NOARGS), -EBUSY);
 		aw_error_clear();
 		PCHECK_RC(aw_pg_notify(b.conn, chan, "one"), 0);
 		PCHECK_RC(aw_sleep(AW_MS(100)), 0);
@@ -977,7 +977,7 @@ static int copy_in_main(void *arg)
 				PCHECK_RC(aw_pg_copy_write(&cp, line, (size_t)n), 0);
 			}
 			/* The connection is the copy's until the block ends. */
-			PCHECK_RC(aw_pg_exec(c, "SELECT 1", AW_PG_NOARGS), -EBUSY);
+			PCHECK_RC(pg_exec_rows(c, "SELECT 1", AW_PG_NOARGS), -EBUSY);
 			aw_error_clear();
 		}
 		PCHECK_RC(aw_error_pending(), 0);
@@ -1129,7 +1129,7 @@ static int copy_out_main(void *arg)
 			}
 			/* The connection is the copy's until the loop ends. */
 			if (n == 5000) {
-				PCHECK_RC(aw_pg_exec(c, "SELECT 1", AW_PG_NOARGS), -EBUSY);
+				PCHECK_RC(pg_exec_rows(c, "SELECT 1", AW_PG_NOARGS), -EBUSY);
 				aw_error_clear();
 			}
 		}

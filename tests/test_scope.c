@@ -416,7 +416,7 @@ static int shielded_task(void *arg)
 {
 	struct rec *r = arg;
 	aw_time t0 = aw_now();
-	AW_WITH(aw_shield(&(aw_scope){ .deadline = 0 }, AW_NEVER)) {
+	AW_WITH(aw_shield_init(&(aw_scope){ .deadline = 0 })) {
 		r->wait_rc = aw_sleep(AW_MS(30));   /* cancelled meanwhile */
 		r->after = true;
 	}
@@ -451,16 +451,16 @@ AW_TEST(shield_blocks_task_cancel_until_it_ends)
 static int main_shield_own_deadline(void *arg)
 {
 	struct rec *r = arg;
-	aw_scope outer, sh;
+	aw_scope outer, sh, own;
 	AW_WITH(aw_timeout_init(&outer, AW_MS(1))) {
-		AW_WITH(aw_shield(&sh, aw_deadline_after(AW_MS(20)))) {
+		AW_WITH(aw_shield_init(&sh), aw_timeout_init(&own, AW_MS(20))) {
 			/* The outer timeout passes during this sleep but does not
-			 * reach inside; the shield's own deadline does. */
+			 * reach inside; the deadline inside the shield does. */
 			r->wait_rc = aw_sleep(AW_SEC(10));
 			if (r->wait_rc < 0)
 				break;
 		}
-		r->inner_fired = sh.fired;
+		r->inner_fired = own.fired;
 		r->pending = aw_error_pending();
 		aw_error_clear();
 		r->wait2_rc = aw_yield();   /* outside the shield: outer fires */

@@ -187,11 +187,6 @@ aw_mgr *aw_client_post_json_init(aw_client_response *r, aw_client_session *s, co
  * pool. */
 aw_mgr *aw_client_stream_init(aw_client_response *r, aw_client_session *s, const aw_client_request *req);
 
-typedef struct aw_chunk {
-	const char *data;               /* valid until the next step */
-	size_t len;
-} aw_chunk;
-
 typedef struct aw_client_chunks {
 	aw_iter iter;
 	aw_client_response *r;
@@ -200,15 +195,16 @@ typedef struct aw_client_chunks {
 } aw_client_chunks;
 
 /* An async iterator over the body of a streamed response, in the chunks
- * the network delivers (aw_chunk *):
+ * the network delivers (aw_chunk *, core.h; offset counts the body bytes
+ * before the chunk). The iterator comes first, as in every *_chunks call:
  *
  *     aw_client_chunks it;
  *     aw_chunk *ch;
- *     AW_FOR(ch, aw_client_response_chunks(&r, &it)) { fwrite(ch->data, 1, ch->len, out); }
+ *     AW_FOR(ch, aw_client_response_chunks(&it, &r)) { fwrite(ch->data, 1, ch->len, out); }
  *
  * A transfer failure in the middle of the body ends the loop with the
  * error in flight (the codes listed at the top). */
-aw_iter *aw_client_response_chunks(aw_client_response *r, aw_client_chunks *it);
+aw_iter *aw_client_response_chunks(aw_client_chunks *it, aw_client_response *r);
 
 /* Inside the response block: */
 int aw_client_response_status(const aw_client_response *r);

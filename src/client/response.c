@@ -909,6 +909,7 @@ static int chunks_next(aw_iter *iter, void **item)
 	}
 	for (;;) {
 		if (x->pending) {
+			it->chunk.offset += (int64_t)it->chunk.len;
 			it->chunk.data = x->body.data;
 			it->chunk.len = x->body.len;
 			it->taken = true;
@@ -954,7 +955,7 @@ static const aw_mgr_ops chunks_ops = {
 	.exit = chunks_exit,
 };
 
-aw_iter *aw_client_response_chunks(aw_client_response *r, aw_client_chunks *it)
+aw_iter *aw_client_response_chunks(aw_client_chunks *it, aw_client_response *r)
 {
 	memset(it, 0, sizeof *it);
 	it->iter.mgr.ops = &chunks_ops;

@@ -433,8 +433,8 @@ static int session_exit(aw_mgr *m, int err)
 	}
 	client_free(c);
 	/* Let the watchers see `removed` and free themselves. */
-	(void)aw_yield();
-	return err;
+	int rc = aw_yield();
+	return err ? err : rc;   /* only past the grace deadline */
 }
 
 static void session_describe(aw_mgr *m, char *buf, size_t len)

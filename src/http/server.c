@@ -532,7 +532,7 @@ static void drain_connections(aw_http_server *srv)
 		aw__http_log_error(app, NULL, "shutdown: cancelling %zu connection(s) still busy after the %lld ms grace",
 				   n, (long long)(app->limits.shutdown_grace / 1000000));
 		aw_scope sh;
-		AW_WITH(aw_shield(&sh, AW_NEVER)) {
+		AW_WITH(aw_shield_init(&sh)) {
 			while (srv->nconns)
 				if (aw_event_wait(&srv->drained))
 					break;

@@ -543,8 +543,8 @@ int aw_pg_cancel_request(aw_pg_conn *c)
 		return -ENOTSUP;
 	aw_error *held = aw_error_pending() ? aw_error_take() : NULL;
 	int rc = -ETIMEDOUT;
-	aw_scope sh;
-	AW_WITH(aw_shield(&sh, aw_deadline_after(CANCEL_BUDGET))) {
+	aw_scope sh, budget;
+	AW_WITH(aw_shield_init(&sh), aw_timeout_init(&budget, CANCEL_BUDGET)) {
 		rc = aw_to_thread(send_cancel, c);
 		aw_error_clear();
 	}
@@ -612,8 +612,8 @@ int aw_pg_interrupted(aw_pg_conn *c, int rc)
 	}
 	aw_error *orig = aw_error_take();
 	bool clean = false;
-	aw_scope sh;
-	AW_WITH(aw_shield(&sh, aw_deadline_after(CANCEL_BUDGET))) {
+	aw_scope sh, budget;
+	AW_WITH(aw_shield_init(&sh), aw_timeout_init(&budget, CANCEL_BUDGET)) {
 		/* Finish sending what is buffered (a half-sent message would
 		 * desynchronise the protocol), ask the server to cancel, then
 		 * read everything up to ReadyForQuery. */
@@ -947,15 +947,18 @@ int aw_pg_query(aw_pg_conn *c, aw_pg_result **out, const char *sql, int nparams,
 	return 0;
 }
 
-int64_t aw_pg_exec(aw_pg_conn *c, const char *sql, int nparams, const char *const *params)
+int aw_pg_exec(aw_pg_conn *c, uint64_t *rows, const char *sql, int nparams, const char *const *params)
 {
+	if (rows)
+		*rows = 0;
 	PGresult *r = NULL;
 	int rc = run(c, &r, sql, nparams, params, "aw_pg_exec");
 	if (rc < 0)
 		return rc;
-	int64_t n = r ? aw_pg_affected(aw_pg_wrap(r)) : 0;
+	if (rows && r)
+		*rows = (uint64_t)aw_pg_affected(aw_pg_wrap(r));
 	PQclear(r);
-	return n;
+	return 0;
 }
 
 int aw_pg_exec_script(aw_pg_conn *c, const char *sql)

@@ -71,8 +71,8 @@ static int listen_enter(aw_mgr *m)
 		 * cancellation, an unshielded UNLISTEN would fail at once. */
 		aw_error *e = aw_error_take();
 		int undone;
-		aw_scope sh;
-		AW_WITH(aw_shield(&sh, aw_deadline_after(UNDO_BUDGET))) {
+		aw_scope sh, budget;
+		AW_WITH(aw_shield_init(&sh), aw_timeout_init(&budget, UNDO_BUDGET)) {
 			(void)each_channel(c, l->channels, "UNLISTEN", done + 1, &undone);
 			aw_error_clear();
 		}
@@ -197,6 +197,5 @@ int aw_pg_notify(aw_pg_conn *c, const char *channel, const char *payload)
 {
 	if (!channel || !*channel)
 		return aw_raise(-EINVAL, "aw_pg_notify: channel is %s", channel ? "empty" : "NULL");
-	int64_t rc = aw_pg_exec(c, "SELECT pg_notify($1, $2)", AW_PG_ARGS(channel, payload ? payload : ""));
-	return rc < 0 ? (int)rc : 0;
+	return aw_pg_exec(c, NULL, "SELECT pg_notify($1, $2)", AW_PG_ARGS(channel, payload ? payload : ""));
 }

@@ -54,8 +54,8 @@ static int control(aw_pg_conn *c, const char *sql, const char *what)
 static void undo_begin(aw_pg_conn *c)
 {
 	aw_error *held = aw_error_pending() ? aw_error_take() : NULL;
-	aw_scope sh;
-	AW_WITH(aw_shield(&sh, aw_deadline_after(UNDO_BUDGET))) {
+	aw_scope sh, budget;
+	AW_WITH(aw_shield_init(&sh), aw_timeout_init(&budget, UNDO_BUDGET)) {
 		(void)control(c, "ROLLBACK", "aw_pg_tx (ROLLBACK of an interrupted BEGIN)");
 		aw_error_clear();
 	}
