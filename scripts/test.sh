@@ -16,7 +16,7 @@
 set -uo pipefail
 
 # Debian packages needed to build and test. Later layers append here.
-PACKAGES=(meson ninja-build pkg-config gcc clang libclang-rt-14-dev valgrind python3
+PACKAGES=(meson ninja-build pkg-config gcc g++ clang libclang-rt-14-dev valgrind python3
     gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user
           libssl-dev openssl
           node-llhttp libjansson-dev curl

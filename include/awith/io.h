@@ -266,7 +266,6 @@ typedef struct aw_signals {
 	int signals[8];
 	int count;
 	int fd;
-	sigset_t old_mask;
 } aw_signals;
 /* sigs: up to 8 signal numbers. */
 aw_mgr *aw_signals_init(aw_signals *s, const int *sigs, int count);

@@ -60,14 +60,15 @@ static int signals_enter(aw_mgr *m)
 			return aw_raise(-EINVAL, "aw_signals: %s cannot be waited for", strsignal(sig));
 		sigaddset(&set, sig);
 	}
-	if (pthread_sigmask(SIG_BLOCK, &set, &s->old_mask) != 0)
+	sigset_t old_mask;   /* what was blocked before (not kept: see sig_preblocked) */
+	if (pthread_sigmask(SIG_BLOCK, &set, &old_mask) != 0)
 		return aw_raise(-EINVAL, "aw_signals: cannot block the signals");
 	for (int i = 0; i < s->count; i++) {
 		int sig = s->signals[i];
 		if (sig_listed_twice(s, i))
 			continue;
 		if (sig_holders[sig]++ == 0) {
-			if (sigismember(&s->old_mask, sig))
+			if (sigismember(&old_mask, sig))
 				sigaddset(&sig_preblocked, sig);
 			else
 				sigdelset(&sig_preblocked, sig);
