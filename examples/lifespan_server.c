@@ -130,8 +130,8 @@ static int read_item(aw_http_request *req, aw_http_response *res, void *ud)
 
 int main(int argc, char **argv)
 {
-	aw_app *app = aw_app_new("lifespan");
-	if (!app)
+	aw_app *app;
+	if (aw_app_new(&app, "lifespan") < 0)
 		return 1;
 	if (aw_app_lifespan(app, lifespan, NULL) || aw_app_route(app, "GET", "/items/{item_id}", read_item, NULL)) {
 		aw_error_print(stderr, aw_error_current());

@@ -170,8 +170,8 @@ int main(int argc, char **argv)
 			argc -= 2;
 			i--;
 		}
-	aw_app *app = aw_app_new("users_api");
-	if (!app)
+	aw_app *app;
+	if (aw_app_new(&app, "users_api") < 0)
 		return 1;
 	if (aw_app_lifespan(app, lifespan, NULL) || aw_app_route(app, "GET", "/users", get_users, NULL) ||
 	    aw_app_route(app, "GET", "/products", read_products, NULL)) {

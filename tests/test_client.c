@@ -130,7 +130,11 @@ static int h_query(aw_http_request *req, aw_http_response *res, void *ud)
 	static const char *names[] = { "pre", "q", "sym", "uni", "empty", "a b", NULL };
 	json_t *o = json_object();
 	for (const char **n = names; *n; n++) {
-		const char *v = aw_http_query(req, *n);
+		const char *v;
+		if (aw_http_query(req, *n, &v) < 0) {
+			json_decref(o);
+			return aw_error_pending();
+		}
 		if (v)
 			json_object_set_new(o, *n, json_string(v));
 	}
@@ -172,7 +176,9 @@ static int h_upload(aw_http_request *req, aw_http_response *res, void *ud)
 
 static aw_app *make_app(void)
 {
-	aw_app *app = aw_app_new("client-test");
+	aw_app *app;
+	if (aw_app_new(&app, "client-test") < 0)
+		abort();   /* no memory: nothing to test */
 	aw_app_limits(app)->body_bytes = (size_t)4 << 20;   /* the upload tests send 1 MiB */
 	EXPECT_EQ(aw_app_route(app, "GET", "/cookie/set", h_cookie_set, NULL), 0);
 	EXPECT_EQ(aw_app_route(app, "GET", "/cookie/echo", h_cookie_echo, NULL), 0);

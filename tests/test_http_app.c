@@ -36,12 +36,14 @@ static int h_params(aw_http_request *req, aw_http_response *res, void *ud)
 static int h_query(aw_http_request *req, aw_http_response *res, void *ud)
 {
 	(void)ud;
-	const char *a = aw_http_query(req, "a"), *b = aw_http_query(req, "b"), *e = aw_http_query(req, "e");
-	if (!a && aw_error_pending())
-		return aw_error_pending();
+	const char *a, *b, *e, *none;
+	int rc;
+	if ((rc = aw_http_query(req, "a", &a)) < 0 || (rc = aw_http_query(req, "b", &b)) < 0 ||
+	    (rc = aw_http_query(req, "e", &e)) < 0 || (rc = aw_http_query(req, "none", &none)) < 0)
+		return rc;
 	char out[256];
 	snprintf(out, sizeof out, "a=%s b=%s e=%s none=%s", a ? a : "(null)", b ? b : "(null)", e ? e : "(null)",
-		 aw_http_query(req, "none") ? "set" : "(null)");
+		 none ? "set" : "(null)");
 	return aw_http_text(res, 200, out);
 }
 
@@ -181,11 +183,13 @@ static int h_deps(aw_http_request *req, aw_http_response *res, void *ud)
 		return rc;
 	if (b != b2)
 		return -EINVAL;
-	const char *fail = aw_http_query(req, "fail");
+	const char *fail, *bad;
+	if ((rc = aw_http_query(req, "fail", &fail)) < 0 || (rc = aw_http_query(req, "bad", &bad)) < 0)
+		return rc;
 	if (fail)
 		return aw_raise(-ENOENT, "handler failed on purpose");
 	void *c;
-	if (aw_http_query(req, "bad") && (rc = aw_http_depends(req, &DEP_C, &c)) < 0)
+	if (bad && (rc = aw_http_depends(req, &DEP_C, &c)) < 0)
 		return rc;
 	char out[64];
 	snprintf(out, sizeof out, "%s%s", a, b);
@@ -236,7 +240,9 @@ static int h_state(aw_http_request *req, aw_http_response *res, void *ud)
 
 static aw_app *make_app(void)
 {
-	aw_app *app = aw_app_new("apptest");
+	aw_app *app;
+	if (aw_app_new(&app, "apptest") < 0)
+		abort();   /* no memory: nothing to test */
 	aw_http_limits *l = aw_app_limits(app);
 	l->shutdown_grace = AW_MS(2000);
 	EXPECT_EQ(aw_app_lifespan(app, lifespan, NULL), 0);
@@ -336,7 +342,9 @@ AW_TEST(router_matches_templates_with_params_404s_and_405s_with_allow)
 
 AW_TEST(router_rejects_bad_templates)
 {
-	aw_app *app = aw_app_new("t");
+	aw_app *app;
+	if (aw_app_new(&app, "t") < 0)
+		abort();   /* no memory: nothing to test */
 	CHECK_EQ(aw_app_route(app, "GET", "/a/{id}", h_text, NULL), 0);
 	CHECK_EQ(aw_app_route(app, "GET", "/a/{id}", h_text, NULL), -EEXIST);
 	CHECK_EQ(aw_app_route(app, "GET", "no-slash", h_text, NULL), -EINVAL);
@@ -499,7 +507,9 @@ static int failing_lifespan(aw_gen *g, void *arg)
 
 static aw_app *make_failing(void)
 {
-	aw_app *app = aw_app_new("failing");
+	aw_app *app;
+	if (aw_app_new(&app, "failing") < 0)
+		abort();   /* no memory: nothing to test */
 	EXPECT_EQ(aw_app_lifespan(app, failing_lifespan, NULL), 0);
 	EXPECT_EQ(aw_app_route(app, "GET", "/", h_text, "x"), 0);
 	return app;
@@ -601,7 +611,9 @@ static int stopper(void *arg)
 static int serve_twice(void *arg)
 {
 	int *rcs = arg;
-	aw_app *app = aw_app_new("twice");
+	aw_app *app;
+	if (aw_app_new(&app, "twice") < 0)
+		abort();   /* no memory: nothing to test */
 	FILE *quiet = fopen("/dev/null", "we");
 	aw_app_error_log(app, quiet);
 	EXPECT_EQ(aw_app_route(app, "GET", "/", h_text, "x"), 0);

@@ -90,7 +90,9 @@ static char file_path[64];
 
 static aw_app *make_app(void)
 {
-	aw_app *app = aw_app_new("curl");
+	aw_app *app;
+	if (aw_app_new(&app, "curl") < 0)
+		abort();   /* no memory: nothing to test */
 	aw_app_limits(app)->body_bytes = 8 << 20;
 	EXPECT_EQ(aw_app_route(app, "GET", "/", h_root, NULL), 0);
 	EXPECT_EQ(aw_app_route(app, "POST", "/sum", h_sum, NULL), 0);

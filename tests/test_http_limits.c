@@ -31,7 +31,9 @@ static int h_sleep(aw_http_request *req, aw_http_response *res, void *ud)
 
 static aw_app *make_app(void)
 {
-	aw_app *app = aw_app_new("limits");
+	aw_app *app;
+	if (aw_app_new(&app, "limits") < 0)
+		abort();   /* no memory: nothing to test */
 	aw_http_limits *l = aw_app_limits(app);
 	l->request_line = 256;
 	l->header_bytes = 512;

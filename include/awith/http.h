@@ -18,7 +18,9 @@
  *
  *     int main(int argc, char **argv)
  *     {
- *         aw_app *app = aw_app_new("users");
+ *         aw_app *app;
+ *         if (aw_app_new(&app, "users") < 0)
+ *             return 1;
  *         aw_app_lifespan(app, lifespan, NULL);       // startup / yield / shutdown
  *         aw_app_route(app, "GET", "/users", get_users, NULL);
  *         return aw_app_main(app, argc, argv);        // --port N, SIGINT/SIGTERM
@@ -71,11 +73,13 @@ bool aw_http_header_at(const aw_http_request *req, size_t i, aw_str *name, aw_st
 /* Path parameter of the matched route ("/users/{id}" → "id"), decoded
  * (%xx), NUL-terminated, owned by the request; NULL if absent. */
 const char *aw_http_param(const aw_http_request *req, const char *name);
-/* Query parameter, decoded (%xx and '+'), NUL-terminated, owned by the
- * request; the first one if repeated; NULL if absent. The query is decoded
- * on the first call: an invalid %-escape or a %00 makes every call return
- * NULL with -EBADMSG raised (a handler returning it answers 400). */
-const char *aw_http_query(const aw_http_request *req, const char *name);
+/* Query parameter: 0 with *out the value, decoded (%xx and '+'),
+ * NUL-terminated, owned by the request, the first one if repeated, or NULL
+ * if absent (absence is not an error). The query is decoded on the first
+ * call: an invalid %-escape or a %00 makes every call return -EBADMSG
+ * (raised; a handler returning it answers 400), -ENOMEM if it cannot be
+ * decoded; *out is NULL then. */
+int aw_http_query(const aw_http_request *req, const char *name, const char **out) AW_MUST_USE;
 
 /* Waits: the whole body (up to the server's body limit: -AW_ETOOLONG gives
  * the client 413; a malformed chunked body -EBADMSG: 400; a body that
@@ -180,7 +184,8 @@ typedef struct aw_http_dep {
 	aw_gen_fn fn;
 	void *arg;
 } aw_http_dep;
-#define AW_HTTP_DEP(name_, fn_, arg_) { .name = (name_), .fn = (fn_), .arg = (arg_) }
+/* Positional, so that C++17 (no designated initializers) can use it too. */
+#define AW_HTTP_DEP(name_, fn_, arg_) { (name_), (fn_), (arg_) }
 /* Waits (the first time per request): 0 with the dependency's value in
  * *out (what it yielded; NULL is a value like any other), or a negative
  * error (raised; *out is NULL): the dependency's own, -EINVAL for a NULL
@@ -205,7 +210,9 @@ typedef struct aw_http_limits {
 	aw_time shutdown_grace;  /* in-flight requests finish; default 10 s */
 } aw_http_limits;
 
-aw_app *aw_app_new(const char *name);
+/* A new app in *out (free it with aw_app_free). -ENOMEM (raised). Needs no
+ * task: call it from main. */
+int aw_app_new(aw_app **out, const char *name) AW_MUST_USE;
 void aw_app_free(aw_app *app);
 aw_http_limits *aw_app_limits(aw_app *app);   /* change before serving */
 /* Route: method ("GET", "POST", ...; "*" any) and a path template with

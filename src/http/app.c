@@ -23,15 +23,18 @@
 
 /* ---- the app object ------------------------------------------------------------ */
 
-aw_app *aw_app_new(const char *name)
+int aw_app_new(aw_app **out, const char *name)
 {
+	if (!out)
+		return aw_raise(-EINVAL, "aw_app_new: out is NULL");
+	*out = NULL;
 	aw_app *app = calloc(1, sizeof *app);
 	if (!app)
-		return NULL;
+		return aw_raise(-ENOMEM, "aw_app_new: out of memory");
 	app->name = strdup(name ? name : "app");
 	if (!app->name) {
 		free(app);
-		return NULL;
+		return aw_raise(-ENOMEM, "aw_app_new: out of memory");
 	}
 	app->limits = (aw_http_limits){
 		.request_line = 8 * 1024,
@@ -45,7 +48,8 @@ aw_app *aw_app_new(const char *name)
 		.request_deadline = AW_SEC(30),
 		.shutdown_grace = AW_SEC(10),
 	};
-	return app;
+	*out = app;
+	return 0;
 }
 
 void aw_app_free(aw_app *app)
