@@ -519,6 +519,8 @@ static int stream_main(void *arg)
 			size_t off = 0;
 			bool good = true;
 			AW_FOR(ch, aw_client_response_chunks(&it, &r)) {
+				if (ch->offset != (int64_t)off)   /* the body bytes before it */
+					good = false;
 				for (size_t i = 0; i < ch->len; i++)
 					if (ch->data[i] != (char)('a' + (off + i) % 26))
 						good = false;

@@ -1119,8 +1119,15 @@ static int copy_out_main(void *arg)
 		aw_pg_copy_out cp;
 		aw_chunk *ch;
 		int n = 0;
+		int64_t off = 0;
 		AW_FOR(ch, aw_pg_copy_out_init(&cp, c, "COPY (SELECT g, 'row ' || g FROM generate_series(1, 10000) g) TO STDOUT")) {
 			n++;
+			if (ch->offset != off) {   /* the bytes copied before this row */
+				aw_test_fail(__FILE__, __LINE__, "row %d: offset %lld, want %lld", n, (long long)ch->offset,
+					     (long long)off);
+				return -1;
+			}
+			off += (int64_t)ch->len;
 			char want[64];
 			int len = snprintf(want, sizeof want, "%d\trow %d\n", n, n);
 			if (ch->len != (size_t)len || memcmp(ch->data, want, (size_t)len) != 0) {
