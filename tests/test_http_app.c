@@ -196,6 +196,39 @@ static int h_deps(aw_http_request *req, aw_http_response *res, void *ud)
 	return aw_http_text(res, 200, out);
 }
 
+/* A dependency may yield NULL: that is a value, not a failure. */
+static int dep_null(aw_gen *g, void *arg)
+{
+	(void)arg;
+	return aw_gen_yield(g, NULL);
+}
+static const aw_http_dep DEP_NULL = AW_HTTP_DEP("null", dep_null, NULL);
+
+static int dep_refuses(aw_gen *g, void *arg)
+{
+	(void)g;
+	(void)arg;
+	return aw_raise(-EACCES, "no entry");
+}
+static const aw_http_dep DEP_REFUSES = AW_HTTP_DEP("refuses", dep_refuses, NULL);
+
+static int h_dep_values(aw_http_request *req, aw_http_response *res, void *ud)
+{
+	(void)ud;
+	void *v = &v;
+	int rc = aw_http_depends(req, &DEP_NULL, &v);
+	if (rc < 0)
+		return rc;
+	void *w = &w;
+	int refused = aw_http_depends(req, &DEP_REFUSES, &w);
+	int pending = aw_error_pending();
+	aw_error_clear();   /* handled: reported in the body */
+	char out[96];
+	snprintf(out, sizeof out, "null rc=%d value=%s; refused rc=%d pending=%d out=%s", rc, v ? "set" : "NULL",
+		 refused, pending, w ? "set" : "NULL");
+	return aw_http_text(res, 200, out);
+}
+
 static int h_slow_dep(aw_http_request *req, aw_http_response *res, void *ud)
 {
 	(void)ud;
@@ -266,6 +299,7 @@ static aw_app *make_app(void)
 	EXPECT_EQ(aw_app_route(app, "GET", "/fail", h_fail, NULL), 0);
 	EXPECT_EQ(aw_app_route(app, "GET", "/headers", h_headers, NULL), 0);
 	EXPECT_EQ(aw_app_route(app, "GET", "/deps", h_deps, NULL), 0);
+	EXPECT_EQ(aw_app_route(app, "GET", "/dep-values", h_dep_values, NULL), 0);
 	EXPECT_EQ(aw_app_route(app, "GET", "/slow-dep", h_slow_dep, NULL), 0);
 	EXPECT_EQ(aw_app_route(app, "GET", "/state", h_state, NULL), 0);
 	return app;
@@ -466,6 +500,16 @@ AW_TEST(dependencies_enter_once_and_tear_down_lifo_after_the_response_seeing_the
 	CHECK(strstr(log, "teardown exploded") != NULL);
 	CHECK(strstr(log, "handler failed on purpose") != NULL);
 	free(log);
+}
+
+AW_TEST(depends_returns_zero_with_a_null_value_and_the_code_of_a_failed_dependency)
+{
+	START(s);
+	resp r;
+	CHECK_EQ(get(s.port, GET("/dep-values"), &r), 200);
+	CHECK_STR(r.body, "null rc=0 value=NULL; refused rc=-13 pending=-13 out=NULL");
+	resp_free(&r);
+	CHECK_EQ(srv_stop(&s), 0);
 }
 
 AW_TEST(teardown_after_client_disconnect)

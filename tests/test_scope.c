@@ -473,7 +473,7 @@ static int main_shield_own_deadline(void *arg)
 	return 0;
 }
 
-AW_TEST(shield_is_cancelled_only_by_its_own_deadline)
+AW_TEST(shield_with_a_timeout_inside_is_cancelled_only_by_that_timeout)
 {
 	struct rec r;
 	rec_init(&r);
