@@ -419,3 +419,54 @@ AW_TEST(stream_never_closed_is_reported_at_shutdown_with_where_it_was_opened)
 	CHECK_GE(leaked, 0);
 	CHECK_EQ(fcntl(leaked, F_GETFD), -1);
 }
+
+/* ---- where a stream call waits ------------------------------------------------- */
+
+/* The stream calls record their caller's location as every public waiting
+ * call does: a task waiting in aw_stream_read shows the caller's line in the
+ * dump, not the fd wait inside the library. */
+struct where_ctx { pair_ctx p; int read_line; char *dump; size_t len; };
+
+static int blocked_reader(void *arg)
+{
+	struct where_ctx *w = arg;
+	char buf[8];
+	w->read_line = __LINE__; ssize_t n = aw_stream_read(w->p.a, buf, sizeof buf, AW_NEVER);
+	return n == 1 ? 0 : -1;
+}
+
+static int where_main(void *arg)
+{
+	struct where_ctx *w = arg;
+	if (make_pair(&w->p, NULL))
+		return -1;
+	aw_task *t;
+	if (aw_spawn(&t, blocked_reader, w, "reader"))
+		return -1;
+	EXPECT_EQ(aw_sleep(AW_MS(5)), 0);
+	FILE *f = open_memstream(&w->dump, &w->len);
+	aw_dump(f);
+	fclose(f);
+	EXPECT_EQ(aw_stream_write(w->p.b, "x", 1, AW_NEVER), 0);
+	EXPECT_EQ(aw_task_join(t), 0);
+	close_pair(&w->p);
+	return 0;
+}
+
+AW_TEST(dump_shows_a_stream_read_waiting_at_its_callers_line)
+{
+	struct where_ctx w;
+	memset(&w, 0, sizeof w);
+	CHECK_EQ(aw_run(where_main, &w), 0);
+	CHECK(w.dump != NULL);
+	const char *line = strstr(w.dump, "'reader'");
+	CHECK(line != NULL);
+	const char *eol = strchr(line, '\n');
+	CHECK(eol != NULL);
+	char first[512], want[64];
+	snprintf(first, sizeof first, "%.*s", (int)(eol - line), line);
+	snprintf(want, sizeof want, "test_stream.c:%d", w.read_line);
+	if (!strstr(first, want))
+		aw_test_fail(__FILE__, __LINE__, "expected %s in: %s", want, first);
+	free(w.dump);
+}

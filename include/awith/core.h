@@ -102,12 +102,14 @@ typedef struct aw_loc {
 	({ static const aw_loc aw__here_ = { __FILE__, __func__, __LINE__ }; &aw__here_; })
 
 /* How the caller's location is recorded (one way per kind of call):
- *   - every public waiting call (aw_sleep, aw_task_join, aw_tcp_connect,
- *     aw_pg_connect, aw_pg_pool_acquire ...) is wrapped in a same-named
- *     macro, AW__AT((fn)(args)), which stores AW_HERE (a pointer to a
- *     static record: one store, no call) in aw__where before the call; the
- *     function reads it on entry (ledger entries, dumps). (fn)(args) calls
- *     it without recording (the location then is the previous one).
+ *   - a public waiting call (every one in core.h and io.h, and pg's
+ *     aw_pg_connect, aw_pg_pool_open, aw_pg_pool_acquire) is wrapped in a
+ *     same-named macro, AW__AT((fn)(args)), which stores AW_HERE (a pointer
+ *     to a static record: one store, no call) in aw__where before the call;
+ *     the function reads it on entry (ledger entries) and its waits report
+ *     it (aw_dump). (fn)(args) calls it without recording: the library's
+ *     own calls do, so a dump shows the user's line. (pg queries and http
+ *     body reads do not record yet: a dump shows the library's wait.)
  *   - calls that keep the location in what they create take it as an
  *     argument from a macro: aw_raise (the error), aw_enter / aw_exit (the
  *     manual-API ledger record).

@@ -276,7 +276,30 @@ aw_mgr *aw_signals_init(aw_signals *s, const int *sigs, int count);
 /* Waits: the next of the signals; returns its number (> 0). */
 int aw_signals_wait(aw_signals *s, aw_time deadline) AW_MUST_USE;
 
-/* The opening calls record their caller's location for the ledger. */
+/* Every waiting call records its caller's location, the one way core.h
+ * describes (a same-named macro stores AW_HERE before the call): the
+ * opening calls for the ledger, the others for aw_dump's "waits at". */
+#define aw_stream_read(s, buf, n, dl) AW__AT((aw_stream_read)((s), (buf), (n), (dl)))
+#define aw_stream_read_exact(s, buf, n, dl) AW__AT((aw_stream_read_exact)((s), (buf), (n), (dl)))
+#define aw_stream_read_until(s, d, dlen, max, line, len, dl) \
+	AW__AT((aw_stream_read_until)((s), (d), (dlen), (max), (line), (len), (dl)))
+#define aw_stream_read_line(s, max, line, len, dl) AW__AT((aw_stream_read_line)((s), (max), (line), (len), (dl)))
+#define aw_stream_read_all(s, max, out, len, dl) AW__AT((aw_stream_read_all)((s), (max), (out), (len), (dl)))
+#define aw_stream_fill(s, max, dl) AW__AT((aw_stream_fill)((s), (max), (dl)))
+#define aw_stream_write(s, buf, n, dl) AW__AT((aw_stream_write)((s), (buf), (n), (dl)))
+#define aw_stream_writev(s, iov, cnt, dl) AW__AT((aw_stream_writev)((s), (iov), (cnt), (dl)))
+#define aw_stream_drain(s, dl) AW__AT((aw_stream_drain)((s), (dl)))
+#define aw_stream_shutdown(s, dl) AW__AT((aw_stream_shutdown)((s), (dl)))
+#define aw_stream_close(s, dl) AW__AT((aw_stream_close)((s), (dl)))
+#define aw_stream_tls_client(s, ctx, host, dl) AW__AT((aw_stream_tls_client)((s), (ctx), (host), (dl)))
+#define aw_stream_tls_server(s, ctx, dl) AW__AT((aw_stream_tls_server)((s), (ctx), (dl)))
+#define aw_resolve(host, port, out, dl) AW__AT((aw_resolve)((host), (port), (out), (dl)))
+#define aw_file_read_all(path, max, out, len) AW__AT((aw_file_read_all)((path), (max), (out), (len)))
+#define aw_file_write_all(path, data, len, mode, atomic) \
+	AW__AT((aw_file_write_all)((path), (data), (len), (mode), (atomic)))
+#define aw_file_pread(fd, buf, n, off) AW__AT((aw_file_pread)((fd), (buf), (n), (off)))
+#define aw_file_pwrite(fd, buf, n, off) AW__AT((aw_file_pwrite)((fd), (buf), (n), (off)))
+#define aw_signals_wait(s, dl) AW__AT((aw_signals_wait)((s), (dl)))
 #define aw_stream_from_fd(out, fd, opts) AW__AT((aw_stream_from_fd)((out), (fd), (opts)))
 #define aw_tcp_connect(out, host, port, dl) AW__AT((aw_tcp_connect)((out), (host), (port), (dl)))
 #define aw_unix_connect(out, path, dl) AW__AT((aw_unix_connect)((out), (path), (dl)))
