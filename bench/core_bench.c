@@ -16,7 +16,7 @@
  *   exitstack_entry   an aw_exitstack enters 100 class-style managers, then
  *                     closes; per entry (enter + its exit)
  *   spawn_join        aw_spawn + aw_task_join of a task returning 0
- *   lock_uncontended  AW_WITH(&lock.mgr) on a free lock; per block
+ *   lock_uncontended  AW_WITH(aw_lock_mgr(&lock)) on a free lock; per block
  *   timeout_block     AW_WITH(AW_TIMEOUT(AW_SEC(10))) with an empty body
  *   rss_idle_100k     RSS per idle task: N tasks wait on one shared aw_event;
  *   rss_idle_1m       (RSS after they are all parked - RSS before) / N, in
@@ -124,7 +124,8 @@ static int case_switch(uint64_t n, aw_time *elapsed, uint64_t *ops)
 	rc = aw_spawn(&b, pinger, &n, "pinger-b");
 	if (rc < 0) {
 		aw_task_cancel(a);
-		(void)aw_task_join(a);
+		if (aw_task_join(a) < 0)
+			aw_error_clear();   /* cancelled above: expected */
 		return rc;
 	}
 	/* While this task waits in join, a and b hand over to each other. */
@@ -174,8 +175,7 @@ static int case_exitstack_entry(uint64_t n, aw_time *elapsed, uint64_t *ops)
 			mgrs[j] = (nop_mgr){ .mgr = { &nop_ops } };   /* CM() per entry */
 			int rc = aw_exitstack_enter(&s, &mgrs[j].mgr);
 			if (rc < 0) {
-				(void)aw_exitstack_unwind(&s, rc);
-				return rc;
+				return aw_exitstack_unwind(&s, rc);   /* rc, or what an exit made of it */
 			}
 		}
 		int rc = aw_exitstack_close(&s);   /* exits run LIFO */
@@ -210,7 +210,7 @@ static int case_lock_uncontended(uint64_t n, aw_time *elapsed, uint64_t *ops)
 	aw_lock_init(&lock);
 	aw_time t0 = aw_now();
 	for (uint64_t i = 0; i < n; i++) {
-		AW_WITH(&lock.mgr) {
+		AW_WITH(aw_lock_mgr(&lock)) {
 			BARRIER();
 		}
 	}
@@ -394,14 +394,17 @@ static int rss_main(void *arg)
 	}
 	/* Yield until every task has run up to its wait (one yield normally
 	 * suffices: this task queues behind all of them). */
-	while (job->started < spawned)
-		(void)aw_yield();
+	while (job->started < spawned && rc == 0)
+		rc = aw_yield();
 	int64_t after = rss_bytes();
 
 	/* Wake them all and let them end (Python cancels; either ends them). */
 	aw_event_set(&job->ev);
-	for (uint64_t i = 0; i < spawned; i++)
-		(void)aw_task_join(tasks[i]);
+	for (uint64_t i = 0; i < spawned; i++) {
+		int jrc = aw_task_join(tasks[i]);
+		if (jrc < 0 && rc == 0)
+			rc = jrc;
+	}
 	free(tasks);
 	if (rc < 0)
 		return rc;

@@ -130,9 +130,10 @@ static int accept_loop(server *srv)
 		aw_stream *conn;
 		AW_FOR(conn, aw_listener_iter(srv->listener)) {
 			srv->accepted++;
-			if (aw_group_spawn(&srv->group, handle_connection, conn, "connection") < 0) {
-				aw_stream_close(conn, AW_NEVER);   /* the group is shutting down */
-				return aw_error_pending();
+			int rc = aw_group_spawn(&srv->group, handle_connection, conn, "connection");
+			if (rc < 0) {   /* the group is shutting down */
+				int crc = aw_stream_close(conn, AW_NEVER);
+				return crc < 0 ? crc : rc;
 			}
 		}
 		/* The accept loop ended with an error (still in flight): the

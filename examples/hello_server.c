@@ -39,8 +39,8 @@ static int root(aw_http_request *req, aw_http_response *res, void *ud)
 
 int main(int argc, char **argv)
 {
-	aw_app *app = aw_app_new("hello");
-	if (!app)
+	aw_app *app;
+	if (aw_app_new(&app, "hello") < 0)
 		return 1;
 	if (aw_app_route(app, "GET", "/", root, NULL)) {
 		aw_error_print(stderr, aw_error_current());

@@ -91,12 +91,12 @@ static int get_db(aw_gen *g, void *arg)
 	fflush(stdout);
 	int conn = id + 1;
 	int err = aw_gen_yield(g, &conn);   /* the handler runs, the response is sent */
-	aw_sleep(AW_MS(10));                /* a teardown may wait (e.g. ROLLBACK) */
+	int rc = aw_sleep(AW_MS(10));       /* a teardown may wait (e.g. ROLLBACK) */
 	p->busy[id] = false;
 	p->released++;
 	printf("get_db: released conn %d (handler error: %d)\n", id + 1, err);
 	fflush(stdout);
-	return err;
+	return err ? err : rc;
 }
 static const aw_http_dep DB = AW_HTTP_DEP("get_db", get_db, NULL);
 
@@ -114,9 +114,10 @@ static int read_item(aw_http_request *req, aw_http_response *res, void *ud)
 		aw_jw_object_end(w);
 		return aw_http_json_end(w);
 	}
-	int *conn = aw_http_depends(req, &DB);
-	if (!conn)
-		return aw_error_pending();   /* 500; logged with the cause */
+	int *conn;
+	int rc = aw_http_depends(req, &DB, (void **)&conn);
+	if (rc < 0)
+		return rc;   /* 500; logged with the cause */
 	aw_jw *w = aw_http_json_begin(res, 200);
 	aw_jw_object(w);
 	aw_jw_key(w, "item_id");
@@ -129,8 +130,8 @@ static int read_item(aw_http_request *req, aw_http_response *res, void *ud)
 
 int main(int argc, char **argv)
 {
-	aw_app *app = aw_app_new("lifespan");
-	if (!app)
+	aw_app *app;
+	if (aw_app_new(&app, "lifespan") < 0)
 		return 1;
 	if (aw_app_lifespan(app, lifespan, NULL) || aw_app_route(app, "GET", "/items/{item_id}", read_item, NULL)) {
 		aw_error_print(stderr, aw_error_current());

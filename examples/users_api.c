@@ -105,7 +105,7 @@ static int get_users(aw_http_request *req, aw_http_response *res, void *ud)
 	aw_pg_acquire a;
 	AW_WITH(aw_pg_acquire_init(&a, pool)) {
 		aw_pg_rows q;
-		AW_WITH(aw_pg_fetch(&q, a.conn, "SELECT * FROM users", AW_PG_NOARGS)) {
+		AW_WITH(aw_pg_rows_init(&q, a.conn, "SELECT * FROM users", AW_PG_NOARGS)) {
 			rc = send_rows(res, q.res);
 		}
 	}
@@ -135,15 +135,15 @@ static const aw_http_dep DB = AW_HTTP_DEP("get_db", get_db, NULL);
 static int read_products(aw_http_request *req, aw_http_response *res, void *ud)
 {
 	(void)ud;
-	aw_pg_conn *db = aw_http_depends(req, &DB);
-	if (!db) {
-		int rc = aw_error_pending();
+	aw_pg_conn *db;
+	int rc = aw_http_depends(req, &DB, (void **)&db);
+	if (rc < 0) {
 		aw_error_print(stderr, aw_error_current());
 		aw_error_clear();
 		return db_error(res, rc);
 	}
 	aw_pg_result *r;
-	int rc = aw_pg_query(db, &r, "SELECT * FROM products", AW_PG_NOARGS);
+	rc = aw_pg_query(db, &r, "SELECT * FROM products", AW_PG_NOARGS);
 	if (rc < 0) {
 		aw_error_print(stderr, aw_error_current());
 		aw_error_clear();
@@ -170,8 +170,8 @@ int main(int argc, char **argv)
 			argc -= 2;
 			i--;
 		}
-	aw_app *app = aw_app_new("users_api");
-	if (!app)
+	aw_app *app;
+	if (aw_app_new(&app, "users_api") < 0)
 		return 1;
 	if (aw_app_lifespan(app, lifespan, NULL) || aw_app_route(app, "GET", "/users", get_users, NULL) ||
 	    aw_app_route(app, "GET", "/products", read_products, NULL)) {

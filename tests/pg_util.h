@@ -56,6 +56,14 @@ static __thread char pg_expected_msg[1024];
 	} while (0)
 
 /* The error in flight mentions `part`. */
+/* aw_pg_exec's result for checks: the error, or the affected-row count. */
+static inline long long pg_exec_rows(aw_pg_conn *c, const char *sql, int nparams, const char *const *params)
+{
+	uint64_t rows;
+	int rc = aw_pg_exec(c, &rows, sql, nparams, params);
+	return rc < 0 ? rc : (long long)rows;
+}
+
 static inline bool pg_error_mentions(const char *part)
 {
 	const aw_error *e = aw_error_current();

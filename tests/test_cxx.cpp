@@ -65,8 +65,8 @@ int timeout_main(void *arg)
 	sc->pending = aw_error_pending();
 	aw_error_clear();
 	aw_scope s;
-	AW_WITH(aw_move_on_after(&s, AW_MS(5))) {
-		(void)aw_catch(aw_sleep(AW_SEC(10)), 0);
+	AW_WITH(aw_move_on_init(&s, AW_MS(5))) {
+		(void)!aw_catch(aw_sleep(AW_SEC(10)), 0);
 	}
 	sc->fired = s.fired;
 	return aw_error_pending();

@@ -168,7 +168,7 @@ static int stuck_main(void *arg)
 	int *rc = arg;
 	aw_task *h;
 	EXPECT_EQ(aw_spawn(&h, hog_task, NULL, "hog"), 0);
-	aw_sleep(AW_MS(10));   /* the single pool thread is busy now */
+	EXPECT_EQ(aw_sleep(AW_MS(10)), 0);   /* the single pool thread is busy now */
 	struct addrinfo *ai = NULL;
 	aw_time t0 = aw_now();
 	rc[0] = aw_resolve("localhost", 80, &ai, aw_deadline_after(AW_MS(50)));
@@ -212,9 +212,9 @@ static int cancel_main(void *arg)
 	int *rc = arg;
 	aw_task *h, *r;
 	EXPECT_EQ(aw_spawn(&h, hog_task, NULL, "hog"), 0);
-	aw_sleep(AW_MS(10));
+	EXPECT_EQ(aw_sleep(AW_MS(10)), 0);
 	EXPECT_EQ(aw_spawn(&r, resolver_task, &rc[0], "resolver"), 0);
-	aw_sleep(AW_MS(20));
+	EXPECT_EQ(aw_sleep(AW_MS(20)), 0);
 	aw_time t0 = aw_now();
 	aw_task_cancel(r);
 	EXPECT_EQ(aw_task_join(r), 0);
@@ -242,7 +242,7 @@ static int leave_early_main(void *arg)
 	aw_task *h;
 	EXPECT_EQ(aw_spawn(&h, hog_task, NULL, "hog"), 0);
 	aw_task_detach(h);
-	aw_sleep(AW_MS(5));
+	EXPECT_EQ(aw_sleep(AW_MS(5)), 0);
 	struct addrinfo *ai = NULL;
 	EXPECT_EQ(aw_resolve("localhost", 80, &ai, aw_deadline_after(AW_MS(10))), -ETIMEDOUT);
 	aw_error_clear();

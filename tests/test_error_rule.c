@@ -523,7 +523,7 @@ static int swallow_main(void *arg)
 	aw_task *w;
 	if (aw_spawn(&w, swallow_worker, c, "worker"))
 		return -1;
-	(void)aw_sleep(AW_MS(5));
+	(void)!aw_sleep(AW_MS(5));
 	aw_task_cancel(w);
 	c->rc = aw_task_join(w);
 	aw_error_clear();
@@ -578,10 +578,10 @@ static int move_on_main(void *arg)
 {
 	ctx *c = arg;
 	aw_scope s;
-	AW_WITH(aw_move_on_after(&s, AW_MS(5))) {
+	AW_WITH(aw_move_on_init(&s, AW_MS(5))) {
 		AW_WITH(rm(&c->a, "tx", &c->log)) {
 			int rc = aw_sleep(AW_SEC(10));
-			(void)aw_catch(rc, 0);
+			(void)!aw_catch(rc, 0);
 		}
 	}
 	c->seen = s.fired;
@@ -605,7 +605,7 @@ static int shield_worker(void *arg)
 	ctx *c = arg;
 	aw_task_cancel(aw_task_current());
 	aw_scope sh;
-	AW_WITH(aw_shield(&sh, AW_NEVER)) {
+	AW_WITH(aw_shield_init(&sh)) {
 		AW_WITH(rm(&c->a, "inner", &c->log)) {
 			c->rc = aw_sleep(AW_MS(1));
 		}
@@ -622,7 +622,7 @@ static int shield_main(void *arg)
 	aw_task *w;
 	if (aw_spawn(&w, shield_worker, c, "worker"))
 		return -1;
-	(void)aw_task_join(w);
+	(void)!aw_task_join(w);
 	aw_error_clear();
 	return 0;
 }
@@ -685,7 +685,7 @@ static int nodrop_main(void *arg)
 {
 	(void)arg;
 	int rc = aw_raise(-EIO, "handled");
-	(void)aw_catch(rc, -EIO);
+	(void)!aw_catch(rc, -EIO);
 	return 0;
 }
 
@@ -742,9 +742,9 @@ static int cleanup_main(void *arg)
 	aw_task *w;
 	if (aw_spawn(&w, cleanup_worker, arg, "worker"))
 		return -1;
-	(void)aw_sleep(AW_MS(2));
+	(void)!aw_sleep(AW_MS(2));
 	aw_task_cancel(w);
-	(void)aw_task_join(w);
+	(void)!aw_task_join(w);
 	aw_error_clear();
 	return 0;
 }
@@ -819,7 +819,7 @@ static int close_main(void *arg)
 	aw_task *w;
 	if (aw_spawn(&w, close_worker, arg, "worker"))
 		return -1;
-	(void)aw_task_join(w);
+	(void)!aw_task_join(w);
 	aw_error_clear();
 	return 0;
 }

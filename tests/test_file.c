@@ -468,7 +468,7 @@ static int tempfile_cancel_main(void *arg)
 	c->fds_before = count_fds();
 	aw_task *t;
 	EXPECT_EQ(aw_spawn(&t, tempfile_sleeper, c, "sleeper"), 0);
-	aw_sleep(AW_MS(10));
+	EXPECT_EQ(aw_sleep(AW_MS(10)), 0);
 	c->existed = c->path[0] && access(c->path, F_OK) == 0;
 	aw_task_cancel(t);
 	EXPECT_EQ(aw_task_join(t), -ECANCELED);

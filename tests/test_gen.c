@@ -451,7 +451,7 @@ static int cancel_main(void *arg)
 	aw_time t0 = aw_now();
 	if (aw_spawn(&w, cancel_worker, c, "worker"))
 		return -1;
-	aw_yield();
+	EXPECT_EQ(aw_yield(), 0);
 	aw_evlog_add(&c->log, "cancel");
 	aw_task_cancel(w);
 	c->join_rc = aw_task_join(w);
@@ -655,7 +655,7 @@ static int cancel_setup_main(void *arg)
 	aw_task *w;
 	if (aw_spawn(&w, cancel_setup_worker, c, "worker"))
 		return -1;
-	aw_yield();
+	EXPECT_EQ(aw_yield(), 0);
 	aw_evlog_add(&c->log, "cancel");
 	aw_task_cancel(w);
 	c->join_rc = aw_task_join(w);

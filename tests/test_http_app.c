@@ -36,12 +36,14 @@ static int h_params(aw_http_request *req, aw_http_response *res, void *ud)
 static int h_query(aw_http_request *req, aw_http_response *res, void *ud)
 {
 	(void)ud;
-	const char *a = aw_http_query(req, "a"), *b = aw_http_query(req, "b"), *e = aw_http_query(req, "e");
-	if (!a && aw_error_pending())
-		return aw_error_pending();
+	const char *a, *b, *e, *none;
+	int rc;
+	if ((rc = aw_http_query(req, "a", &a)) < 0 || (rc = aw_http_query(req, "b", &b)) < 0 ||
+	    (rc = aw_http_query(req, "e", &e)) < 0 || (rc = aw_http_query(req, "none", &none)) < 0)
+		return rc;
 	char out[256];
 	snprintf(out, sizeof out, "a=%s b=%s e=%s none=%s", a ? a : "(null)", b ? b : "(null)", e ? e : "(null)",
-		 aw_http_query(req, "none") ? "set" : "(null)");
+		 none ? "set" : "(null)");
 	return aw_http_text(res, 200, out);
 }
 
@@ -120,7 +122,7 @@ static int h_headers(aw_http_request *req, aw_http_response *res, void *ud)
 	aw_error_clear();
 	int bad2 = aw_http_set_header(res, "Content-Length", "5");
 	aw_error_clear();
-	aw_http_set_header(res, "X-Good", "yes");
+	EXPECT_EQ(aw_http_set_header(res, "X-Good", "yes"), 0);
 	char out[64];
 	snprintf(out, sizeof out, "%d %d", bad, bad2);
 	return aw_http_text(res, 200, out);
@@ -138,9 +140,9 @@ static int dep_a(aw_gen *g, void *arg)
 	int err = aw_gen_yield(g, "A");
 	/* teardown waits: it must run after the response has left (long
 	 * enough that a slow, sanitized run still tells the two apart) */
-	aw_sleep(AW_MS(600));
+	int rc = aw_sleep(AW_MS(600));
 	EV("a exit err=%d\n", err);
-	return err;
+	return err ? err : rc;
 }
 static const aw_http_dep DEP_A = AW_HTTP_DEP("a", dep_a, NULL);
 
@@ -148,9 +150,10 @@ static int dep_b(aw_gen *g, void *arg)
 {
 	(void)arg;
 	aw_http_request *req = aw_http_dep_request(g);
-	const char *a = aw_http_depends(req, &DEP_A);   /* a dependency of a dependency */
-	if (!a)
-		return aw_error_pending();
+	const char *a;
+	int rc = aw_http_depends(req, &DEP_A, (void **)&a);   /* a dependency of a dependency */
+	if (rc < 0)
+		return rc;
 	EV("b enter (a=%s)\n", a);
 	int err = aw_gen_yield(g, "B");
 	EV("b exit err=%d\n", err);
@@ -170,28 +173,71 @@ static const aw_http_dep DEP_C = AW_HTTP_DEP("c", dep_bad_teardown, NULL);
 static int h_deps(aw_http_request *req, aw_http_response *res, void *ud)
 {
 	(void)ud;
-	const char *b = aw_http_depends(req, &DEP_B);
-	const char *a = aw_http_depends(req, &DEP_A);   /* cached: not entered again */
-	const char *b2 = aw_http_depends(req, &DEP_B);
-	if (!a || !b || b != b2)
+	const char *a, *b, *b2;
+	int rc = aw_http_depends(req, &DEP_B, (void **)&b);
+	if (rc < 0)
+		return rc;
+	if ((rc = aw_http_depends(req, &DEP_A, (void **)&a)) < 0)   /* cached: not entered again */
+		return rc;
+	if ((rc = aw_http_depends(req, &DEP_B, (void **)&b2)) < 0)
+		return rc;
+	if (b != b2)
 		return -EINVAL;
-	const char *fail = aw_http_query(req, "fail");
+	const char *fail, *bad;
+	if ((rc = aw_http_query(req, "fail", &fail)) < 0 || (rc = aw_http_query(req, "bad", &bad)) < 0)
+		return rc;
 	if (fail)
 		return aw_raise(-ENOENT, "handler failed on purpose");
-	if (aw_http_query(req, "bad"))
-		aw_http_depends(req, &DEP_C);
+	void *c;
+	if (bad && (rc = aw_http_depends(req, &DEP_C, &c)) < 0)
+		return rc;
 	char out[64];
 	snprintf(out, sizeof out, "%s%s", a, b);
+	return aw_http_text(res, 200, out);
+}
+
+/* A dependency may yield NULL: that is a value, not a failure. */
+static int dep_null(aw_gen *g, void *arg)
+{
+	(void)arg;
+	return aw_gen_yield(g, NULL);
+}
+static const aw_http_dep DEP_NULL = AW_HTTP_DEP("null", dep_null, NULL);
+
+static int dep_refuses(aw_gen *g, void *arg)
+{
+	(void)g;
+	(void)arg;
+	return aw_raise(-EACCES, "no entry");
+}
+static const aw_http_dep DEP_REFUSES = AW_HTTP_DEP("refuses", dep_refuses, NULL);
+
+static int h_dep_values(aw_http_request *req, aw_http_response *res, void *ud)
+{
+	(void)ud;
+	void *v = &v;
+	int rc = aw_http_depends(req, &DEP_NULL, &v);
+	if (rc < 0)
+		return rc;
+	void *w = &w;
+	int refused = aw_http_depends(req, &DEP_REFUSES, &w);
+	int pending = aw_error_pending();
+	aw_error_clear();   /* handled: reported in the body */
+	char out[96];
+	snprintf(out, sizeof out, "null rc=%d value=%s; refused rc=%d pending=%d out=%s", rc, v ? "set" : "NULL",
+		 refused, pending, w ? "set" : "NULL");
 	return aw_http_text(res, 200, out);
 }
 
 static int h_slow_dep(aw_http_request *req, aw_http_response *res, void *ud)
 {
 	(void)ud;
-	if (!aw_http_depends(req, &DEP_A))
-		return aw_error_pending();
+	void *a;
+	int rc = aw_http_depends(req, &DEP_A, &a);
+	if (rc < 0)
+		return rc;
 	EV("slow handler start\n");
-	int rc = aw_sleep(AW_MS(300));
+	rc = aw_sleep(AW_MS(300));
 	EV("slow handler woke rc=%d\n", rc);
 	if (rc)
 		return rc;
@@ -227,32 +273,35 @@ static int h_state(aw_http_request *req, aw_http_response *res, void *ud)
 
 static aw_app *make_app(void)
 {
-	aw_app *app = aw_app_new("apptest");
+	aw_app *app;
+	if (aw_app_new(&app, "apptest") < 0)
+		abort();   /* no memory: nothing to test */
 	aw_http_limits *l = aw_app_limits(app);
 	l->shutdown_grace = AW_MS(2000);
-	aw_app_lifespan(app, lifespan, NULL);
-	aw_app_on_startup(app, hook, "start1");
-	aw_app_on_startup(app, hook, "start2");
-	aw_app_on_shutdown(app, hook, "stop1");
-	aw_app_on_shutdown(app, hook, "stop2");
+	EXPECT_EQ(aw_app_lifespan(app, lifespan, NULL), 0);
+	EXPECT_EQ(aw_app_on_startup(app, hook, "start1"), 0);
+	EXPECT_EQ(aw_app_on_startup(app, hook, "start2"), 0);
+	EXPECT_EQ(aw_app_on_shutdown(app, hook, "stop1"), 0);
+	EXPECT_EQ(aw_app_on_shutdown(app, hook, "stop2"), 0);
 	aw_app_access_log(app, stderr);
-	aw_app_route(app, "GET", "/users/me", h_text, "me");
-	aw_app_route(app, "GET", "/users/{id}", h_text, "some user");
-	aw_app_route(app, "GET", "/users/{id}/posts", h_text, "posts");
-	aw_app_route(app, "POST", "/users", h_text, "created");
-	aw_app_route(app, "PUT", "/users/{id}", h_text, "put");
-	aw_app_route(app, "GET", "/repos/{org}/{repo}", h_params, NULL);
-	aw_app_route(app, "GET", "/trailing/", h_text, "slash");
-	aw_app_route(app, "*", "/any", h_text, "any");
-	aw_app_route(app, "GET", "/q", h_query, NULL);
-	aw_app_route(app, "POST", "/json", h_json_in, NULL);
-	aw_app_route(app, "GET", "/writer", h_writer, NULL);
-	aw_app_route(app, "GET", "/writer-bad", h_writer_bad, NULL);
-	aw_app_route(app, "GET", "/fail", h_fail, NULL);
-	aw_app_route(app, "GET", "/headers", h_headers, NULL);
-	aw_app_route(app, "GET", "/deps", h_deps, NULL);
-	aw_app_route(app, "GET", "/slow-dep", h_slow_dep, NULL);
-	aw_app_route(app, "GET", "/state", h_state, NULL);
+	EXPECT_EQ(aw_app_route(app, "GET", "/users/me", h_text, "me"), 0);
+	EXPECT_EQ(aw_app_route(app, "GET", "/users/{id}", h_text, "some user"), 0);
+	EXPECT_EQ(aw_app_route(app, "GET", "/users/{id}/posts", h_text, "posts"), 0);
+	EXPECT_EQ(aw_app_route(app, "POST", "/users", h_text, "created"), 0);
+	EXPECT_EQ(aw_app_route(app, "PUT", "/users/{id}", h_text, "put"), 0);
+	EXPECT_EQ(aw_app_route(app, "GET", "/repos/{org}/{repo}", h_params, NULL), 0);
+	EXPECT_EQ(aw_app_route(app, "GET", "/trailing/", h_text, "slash"), 0);
+	EXPECT_EQ(aw_app_route(app, "*", "/any", h_text, "any"), 0);
+	EXPECT_EQ(aw_app_route(app, "GET", "/q", h_query, NULL), 0);
+	EXPECT_EQ(aw_app_route(app, "POST", "/json", h_json_in, NULL), 0);
+	EXPECT_EQ(aw_app_route(app, "GET", "/writer", h_writer, NULL), 0);
+	EXPECT_EQ(aw_app_route(app, "GET", "/writer-bad", h_writer_bad, NULL), 0);
+	EXPECT_EQ(aw_app_route(app, "GET", "/fail", h_fail, NULL), 0);
+	EXPECT_EQ(aw_app_route(app, "GET", "/headers", h_headers, NULL), 0);
+	EXPECT_EQ(aw_app_route(app, "GET", "/deps", h_deps, NULL), 0);
+	EXPECT_EQ(aw_app_route(app, "GET", "/dep-values", h_dep_values, NULL), 0);
+	EXPECT_EQ(aw_app_route(app, "GET", "/slow-dep", h_slow_dep, NULL), 0);
+	EXPECT_EQ(aw_app_route(app, "GET", "/state", h_state, NULL), 0);
 	return app;
 }
 
@@ -327,7 +376,9 @@ AW_TEST(router_matches_templates_with_params_404s_and_405s_with_allow)
 
 AW_TEST(router_rejects_bad_templates)
 {
-	aw_app *app = aw_app_new("t");
+	aw_app *app;
+	if (aw_app_new(&app, "t") < 0)
+		abort();   /* no memory: nothing to test */
 	CHECK_EQ(aw_app_route(app, "GET", "/a/{id}", h_text, NULL), 0);
 	CHECK_EQ(aw_app_route(app, "GET", "/a/{id}", h_text, NULL), -EEXIST);
 	CHECK_EQ(aw_app_route(app, "GET", "no-slash", h_text, NULL), -EINVAL);
@@ -451,6 +502,16 @@ AW_TEST(dependencies_enter_once_and_tear_down_lifo_after_the_response_seeing_the
 	free(log);
 }
 
+AW_TEST(depends_returns_zero_with_a_null_value_and_the_code_of_a_failed_dependency)
+{
+	START(s);
+	resp r;
+	CHECK_EQ(get(s.port, GET("/dep-values"), &r), 200);
+	CHECK_STR(r.body, "null rc=0 value=NULL; refused rc=-13 pending=-13 out=NULL");
+	resp_free(&r);
+	CHECK_EQ(srv_stop(&s), 0);
+}
+
 AW_TEST(teardown_after_client_disconnect)
 {
 	START(s);
@@ -490,9 +551,11 @@ static int failing_lifespan(aw_gen *g, void *arg)
 
 static aw_app *make_failing(void)
 {
-	aw_app *app = aw_app_new("failing");
-	aw_app_lifespan(app, failing_lifespan, NULL);
-	aw_app_route(app, "GET", "/", h_text, "x");
+	aw_app *app;
+	if (aw_app_new(&app, "failing") < 0)
+		abort();   /* no memory: nothing to test */
+	EXPECT_EQ(aw_app_lifespan(app, failing_lifespan, NULL), 0);
+	EXPECT_EQ(aw_app_route(app, "GET", "/", h_text, "x"), 0);
 	return app;
 }
 
@@ -582,7 +645,9 @@ AW_TEST(shutdown_cancels_after_grace)
  * was shut down fails at once (no spinning on accept errors). */
 static int stopper(void *arg)
 {
-	aw_sleep(AW_MS(50));
+	int rc = aw_sleep(AW_MS(50));
+	if (rc < 0)
+		return rc;
 	aw_app_stop(arg);
 	return 0;
 }
@@ -590,10 +655,12 @@ static int stopper(void *arg)
 static int serve_twice(void *arg)
 {
 	int *rcs = arg;
-	aw_app *app = aw_app_new("twice");
+	aw_app *app;
+	if (aw_app_new(&app, "twice") < 0)
+		abort();   /* no memory: nothing to test */
 	FILE *quiet = fopen("/dev/null", "we");
 	aw_app_error_log(app, quiet);
-	aw_app_route(app, "GET", "/", h_text, "x");
+	EXPECT_EQ(aw_app_route(app, "GET", "/", h_text, "x"), 0);
 	aw_listener *l;
 	if (aw_tcp_listen(&l, "127.0.0.1", 0, NULL))
 		return -1;
@@ -601,7 +668,7 @@ static int serve_twice(void *arg)
 	if (aw_spawn(&t, stopper, app, "stopper"))
 		return -1;
 	rcs[0] = aw_app_serve(app, l);
-	aw_task_join(t);
+	EXPECT_EQ(aw_task_join(t), 0);
 	rcs[1] = aw_app_serve(app, l);
 	aw_error_clear();
 	aw_listener_close(l);

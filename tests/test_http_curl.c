@@ -90,15 +90,17 @@ static char file_path[64];
 
 static aw_app *make_app(void)
 {
-	aw_app *app = aw_app_new("curl");
+	aw_app *app;
+	if (aw_app_new(&app, "curl") < 0)
+		abort();   /* no memory: nothing to test */
 	aw_app_limits(app)->body_bytes = 8 << 20;
-	aw_app_route(app, "GET", "/", h_root, NULL);
-	aw_app_route(app, "POST", "/sum", h_sum, NULL);
-	aw_app_route(app, "POST", "/size", h_size, NULL);
-	aw_app_route(app, "PUT", "/size", h_size, NULL);
-	aw_app_route(app, "GET", "/numbers", h_numbers, NULL);
-	aw_app_route(app, "GET", "/file", h_file, file_path);
-	aw_app_route(app, "GET", "/missing", h_file, "/nonexistent/file.txt");
+	EXPECT_EQ(aw_app_route(app, "GET", "/", h_root, NULL), 0);
+	EXPECT_EQ(aw_app_route(app, "POST", "/sum", h_sum, NULL), 0);
+	EXPECT_EQ(aw_app_route(app, "POST", "/size", h_size, NULL), 0);
+	EXPECT_EQ(aw_app_route(app, "PUT", "/size", h_size, NULL), 0);
+	EXPECT_EQ(aw_app_route(app, "GET", "/numbers", h_numbers, NULL), 0);
+	EXPECT_EQ(aw_app_route(app, "GET", "/file", h_file, file_path), 0);
+	EXPECT_EQ(aw_app_route(app, "GET", "/missing", h_file, "/nonexistent/file.txt"), 0);
 	return app;
 }
 

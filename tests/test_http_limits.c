@@ -31,7 +31,9 @@ static int h_sleep(aw_http_request *req, aw_http_response *res, void *ud)
 
 static aw_app *make_app(void)
 {
-	aw_app *app = aw_app_new("limits");
+	aw_app *app;
+	if (aw_app_new(&app, "limits") < 0)
+		abort();   /* no memory: nothing to test */
 	aw_http_limits *l = aw_app_limits(app);
 	l->request_line = 256;
 	l->header_bytes = 512;
@@ -41,8 +43,8 @@ static aw_app *make_app(void)
 	l->body_idle = AW_MS(300);
 	l->keepalive_idle = AW_MS(300);
 	l->request_deadline = AW_MS(400);
-	aw_app_route(app, "*", "/", h_echo, NULL);
-	aw_app_route(app, "GET", "/sleep", h_sleep, NULL);
+	EXPECT_EQ(aw_app_route(app, "*", "/", h_echo, NULL), 0);
+	EXPECT_EQ(aw_app_route(app, "GET", "/sleep", h_sleep, NULL), 0);
 	return app;
 }
 

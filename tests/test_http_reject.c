@@ -22,9 +22,11 @@ static int h_ok(aw_http_request *req, aw_http_response *res, void *ud)
 
 static aw_app *make_app(void)
 {
-	aw_app *app = aw_app_new("reject");
-	aw_app_route(app, "*", "/", h_ok, NULL);
-	aw_app_route(app, "*", "/x", h_ok, NULL);
+	aw_app *app;
+	if (aw_app_new(&app, "reject") < 0)
+		abort();   /* no memory: nothing to test */
+	EXPECT_EQ(aw_app_route(app, "*", "/", h_ok, NULL), 0);
+	EXPECT_EQ(aw_app_route(app, "*", "/x", h_ok, NULL), 0);
 	return app;
 }
 

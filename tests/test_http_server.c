@@ -32,7 +32,7 @@ static int h_echo(aw_http_request *req, aw_http_response *res, void *ud)
 		return rc;
 	char n[32];
 	snprintf(n, sizeof n, "%zu", len);
-	aw_http_set_header(res, "X-Body-Len", n);
+	EXPECT_EQ(aw_http_set_header(res, "X-Body-Len", n), 0);
 	return aw_http_send(res, 200, "application/octet-stream", data, len);
 }
 
@@ -72,8 +72,11 @@ static int h_nothing(aw_http_request *req, aw_http_response *res, void *ud)
 static int h_slow(aw_http_request *req, aw_http_response *res, void *ud)
 {
 	(void)ud;
-	const char *ms = aw_http_query(req, "ms");
-	int rc = aw_sleep(AW_MS(ms ? atoi(ms) : 100));
+	const char *ms;
+	int rc = aw_http_query(req, "ms", &ms);
+	if (rc < 0)
+		return rc;
+	rc = aw_sleep(AW_MS(ms ? atoi(ms) : 100));
 	if (rc)
 		return rc;
 	return aw_http_text(res, 200, ms ? ms : "slow");
@@ -126,7 +129,11 @@ static int h_big(aw_http_request *req, aw_http_response *res, void *ud)
 static int h_header(aw_http_request *req, aw_http_response *res, void *ud)
 {
 	(void)ud;
-	aw_str v = aw_http_header(req, aw_http_query(req, "name"));
+	const char *name;
+	int rc = aw_http_query(req, "name", &name);
+	if (rc < 0)
+		return rc;
+	aw_str v = aw_http_header(req, name);
 	char out[512];
 	snprintf(out, sizeof out, "[%.*s]", (int)v.len, v.p ? v.p : "");
 	return aw_http_text(res, 200, out);
@@ -136,25 +143,31 @@ static int h_target(aw_http_request *req, aw_http_response *res, void *ud)
 {
 	(void)ud;
 	aw_str p = aw_http_path(req);
+	const char *q;
+	int rc = aw_http_query(req, "q", &q);
+	if (rc < 0)
+		return rc;
 	char out[512];
-	snprintf(out, sizeof out, "%.*s q=%s", (int)p.len, p.p, aw_http_query(req, "q") ? aw_http_query(req, "q") : "-");
+	snprintf(out, sizeof out, "%.*s q=%s", (int)p.len, p.p, q ? q : "-");
 	return aw_http_text(res, 200, out);
 }
 
 static aw_app *make_app(void)
 {
-	aw_app *app = aw_app_new("test");
-	aw_app_route(app, "GET", "/", h_root, NULL);
-	aw_app_route(app, "POST", "/echo", h_echo, NULL);
-	aw_app_route(app, "POST", "/count", h_count, NULL);
-	aw_app_route(app, "POST", "/ignore", h_ignore, NULL);
-	aw_app_route(app, "GET", "/nothing", h_nothing, NULL);
-	aw_app_route(app, "GET", "/slow", h_slow, NULL);
-	aw_app_route(app, "GET", "/users/{id}", h_user, NULL);
-	aw_app_route(app, "GET", "/stream", h_stream, NULL);
-	aw_app_route(app, "GET", "/big", h_big, NULL);
-	aw_app_route(app, "GET", "/header", h_header, NULL);
-	aw_app_route(app, "GET", "/target", h_target, NULL);
+	aw_app *app;
+	if (aw_app_new(&app, "test") < 0)
+		abort();   /* no memory: nothing to test */
+	EXPECT_EQ(aw_app_route(app, "GET", "/", h_root, NULL), 0);
+	EXPECT_EQ(aw_app_route(app, "POST", "/echo", h_echo, NULL), 0);
+	EXPECT_EQ(aw_app_route(app, "POST", "/count", h_count, NULL), 0);
+	EXPECT_EQ(aw_app_route(app, "POST", "/ignore", h_ignore, NULL), 0);
+	EXPECT_EQ(aw_app_route(app, "GET", "/nothing", h_nothing, NULL), 0);
+	EXPECT_EQ(aw_app_route(app, "GET", "/slow", h_slow, NULL), 0);
+	EXPECT_EQ(aw_app_route(app, "GET", "/users/{id}", h_user, NULL), 0);
+	EXPECT_EQ(aw_app_route(app, "GET", "/stream", h_stream, NULL), 0);
+	EXPECT_EQ(aw_app_route(app, "GET", "/big", h_big, NULL), 0);
+	EXPECT_EQ(aw_app_route(app, "GET", "/header", h_header, NULL), 0);
+	EXPECT_EQ(aw_app_route(app, "GET", "/target", h_target, NULL), 0);
 	return app;
 }
 

@@ -17,9 +17,12 @@
 static int h_pid(aw_http_request *req, aw_http_response *res, void *ud)
 {
 	(void)ud;
-	const char *ms = aw_http_query(req, "sleep");
-	if (ms && aw_sleep(AW_MS(atoi(ms))))
-		return aw_error_pending();
+	const char *ms;
+	int rc = aw_http_query(req, "sleep", &ms);
+	if (rc < 0)
+		return rc;
+	if (ms && (rc = aw_sleep(AW_MS(atoi(ms)))) < 0)
+		return rc;
 	char out[32];
 	snprintf(out, sizeof out, "%d", (int)getpid());
 	return aw_http_text(res, 200, out);
@@ -51,11 +54,13 @@ static int sup_start(sup *s, int port, int n, bool failing)
 	if (s->pid == 0) {
 		prctl(PR_SET_PDEATHSIG, SIGKILL);
 		dup2(s->logfd, 2);
-		aw_app *app = aw_app_new("workers");
+		aw_app *app;
+		if (aw_app_new(&app, "workers") < 0)
+			abort();   /* no memory: nothing to test */
 		aw_app_limits(app)->keepalive_idle = AW_MS(200);
 		if (failing)
-			aw_app_lifespan(app, bad_lifespan, NULL);
-		aw_app_route(app, "GET", "/pid", h_pid, NULL);
+			EXPECT_EQ(aw_app_lifespan(app, bad_lifespan, NULL), 0);
+		EXPECT_EQ(aw_app_route(app, "GET", "/pid", h_pid, NULL), 0);
 		int rc = aw_app_run(app, "127.0.0.1", port, n);
 		aw_app_free(app);
 		exit(rc == 0 ? 0 : 1);

@@ -384,7 +384,8 @@ static int cancel_main(void *arg)
 	if (aw_spawn(&w, cancel_worker, c, "worker"))
 		return -1;
 	while (c->ti.pos < 2)   /* two items arrived; next() waits for the third */
-		aw_sleep(AW_MS(1));
+		if (aw_sleep(AW_MS(1)) < 0)
+			return -1;
 	aw_evlog_add(&c->log, "cancel");
 	aw_task_cancel(w);
 	c->join_rc = aw_task_join(w);
@@ -628,7 +629,8 @@ static int gen_cancel_main(void *arg)
 	if (aw_spawn(&w, gen_cancel_worker, c, "worker"))
 		return -1;
 	while (c->nyields < 2)   /* two items delivered; the generator waits for the third */
-		aw_sleep(AW_MS(1));
+		if (aw_sleep(AW_MS(1)) < 0)
+			return -1;
 	aw_evlog_add(&c->log, "cancel");
 	aw_task_cancel(w);
 	c->join_rc = aw_task_join(w);

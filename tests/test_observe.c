@@ -149,7 +149,7 @@ struct dump_ctx { aw_lock lock; int with_line, sleep_line; char *buf; size_t len
 static int sleeper_with_lock(void *arg)
 {
 	struct dump_ctx *d = arg;
-	d->with_line = __LINE__; AW_WITH(&d->lock.mgr) {
+	d->with_line = __LINE__; AW_WITH(aw_lock_mgr(&d->lock)) {
 		d->sleep_line = __LINE__; if (aw_sleep(AW_SEC(10)) < 0)
 			break;
 	}
@@ -273,7 +273,7 @@ static int main_ledger(void *arg)
 	aw_ledger_close(&c->closed);   /* safe twice */
 	c->count_after = aw_ledger_count();
 	/* A manager entered by hand and never exited. */
-	c->enter_line = __LINE__; EXPECT_EQ(aw_enter(&c->lock.mgr), 0);
+	c->enter_line = __LINE__; EXPECT_EQ(aw_enter(aw_lock_mgr(&c->lock)), 0);
 	FILE *f = open_memstream(&c->dump, &c->dump_len);
 	aw_dump(f);
 	fclose(f);
@@ -391,7 +391,8 @@ AW_TEST(stack_overflow_kills_with_sigsegv_naming_the_task)
 		close(fds[0]);
 		dup2(fds[1], 2);
 		close(fds[1]);
-		aw_run(main_overflow, NULL);
+		if (aw_run(main_overflow, NULL) != 0)
+			_exit(1);
 		_exit(0);   /* not reached */
 	}
 	close(fds[1]);

@@ -196,7 +196,7 @@ static int typed_main(void *arg)
 	aw_pg_connection cm;
 	AW_WITH(aw_pg_connection_init(&cm, PG_URL(), NULL)) {
 		aw_pg_rows q;
-		AW_WITH(aw_pg_fetch(&q, cm.conn,
+		AW_WITH(aw_pg_rows_init(&q, cm.conn,
 				    "SELECT $1::int AS i, $2::float8 AS f, $3::bool AS b, $4::text AS t, "
 				    "NULL::int AS n, 2.5::numeric AS num, '\\x00ff10'::bytea AS raw, "
 				    "9223372036854775807::int8 AS big",
@@ -279,19 +279,25 @@ static int exec_main(void *arg)
 		aw_pg_conn *c = cm.conn;
 		PCHECK_RC(aw_pg_exec_script(c, "CREATE TEMP TABLE t_exec(id int, v text); "
 					       "INSERT INTO t_exec VALUES (1,'a'),(2,'b'),(3,'c')"), 0);
-		PCHECK_RC(aw_pg_exec(c, "UPDATE t_exec SET v = $1 WHERE id >= $2", AW_PG_ARGS("z", "2")), 2);
-		PCHECK_RC(aw_pg_exec(c, "DELETE FROM t_exec WHERE id = $1", AW_PG_ARGS("3")), 1);
-		PCHECK_RC(aw_pg_exec(c, "INSERT INTO t_exec SELECT g, 'x' FROM generate_series(10, 14) g", AW_PG_NOARGS), 5);
+		uint64_t rows = 99;
+		PCHECK_RC(aw_pg_exec(c, &rows, "UPDATE t_exec SET v = $1 WHERE id >= $2", AW_PG_ARGS("z", "2")), 0);
+		PCHECK(rows == 2);
+		PCHECK_RC(aw_pg_exec(c, NULL, "DELETE FROM t_exec WHERE id = $1", AW_PG_ARGS("3")), 0);
+		rows = 99;
+		PCHECK_RC(aw_pg_exec(c, &rows, "SELECT 1/0", AW_PG_NOARGS), -AW_EPG);
+		PCHECK(rows == 0);   /* a failure leaves no stale count */
+		aw_error_clear();
+		PCHECK_RC(pg_exec_rows(c, "INSERT INTO t_exec SELECT g, 'x' FROM generate_series(10, 14) g", AW_PG_NOARGS), 5);
 		aw_pg_result *r;
 		PCHECK_RC(aw_pg_query(c, &r, "SELECT count(*) FROM t_exec WHERE v = $1", AW_PG_ARGS("z")), 0);
 		PCHECK_STR(aw_pg_text(r, 0, 0), "1");
 		aw_pg_result_free(r);
-		PCHECK(aw_pg_conn_queries(c) == 5);
+		PCHECK(aw_pg_conn_queries(c) == 6);
 	}
 	return aw_error_pending();
 }
 
-AW_TEST(pg_exec_returns_affected_rows_and_scripts_run) { PG_RUN(exec_main, NULL); }
+AW_TEST(pg_exec_returns_zero_and_the_affected_rows_through_its_out_parameter) { PG_RUN(exec_main, NULL); }
 
 /* ---- JSON ------------------------------------------------------------------------ */
 
@@ -320,9 +326,9 @@ static int json_main(void *arg)
 	(void)arg;
 	aw_pg_connection cm;
 	AW_WITH(aw_pg_connection_init(&cm, PG_URL(), NULL)) {
-		PCHECK_RC(aw_pg_exec(cm.conn, "SET TIME ZONE 'UTC'", AW_PG_NOARGS), 0);
+		PCHECK_RC(pg_exec_rows(cm.conn, "SET TIME ZONE 'UTC'", AW_PG_NOARGS), 0);
 		aw_pg_rows q;
-		AW_WITH(aw_pg_fetch(&q, cm.conn, JSON_SQL, AW_PG_NOARGS)) {
+		AW_WITH(aw_pg_rows_init(&q, cm.conn, JSON_SQL, AW_PG_NOARGS)) {
 			char *text;
 			size_t len;
 			PCHECK_RC(aw_pg_result_json_text(q.res, &text, &len), 0);
@@ -358,7 +364,7 @@ static int json_main(void *arg)
 			PCHECK_RC(aw_pg_row_to_json(q.res, 5, &row), -EINVAL);
 		}
 		/* Offsets other than whole hours are kept as the server wrote them. */
-		PCHECK_RC(aw_pg_exec(cm.conn, "SET TIME ZONE 'Asia/Kolkata'", AW_PG_NOARGS), 0);
+		PCHECK_RC(pg_exec_rows(cm.conn, "SET TIME ZONE 'Asia/Kolkata'", AW_PG_NOARGS), 0);
 		aw_pg_result *r;
 		PCHECK_RC(aw_pg_query(cm.conn, &r, "SELECT '2024-05-01 00:00:00+00'::timestamptz AS at", AW_PG_NOARGS), 0);
 		char *text;
@@ -396,21 +402,21 @@ static int error_main(void *arg)
 
 		/* detail and hint */
 		PCHECK_RC(aw_pg_exec_script(c, "CREATE TEMP TABLE t_err(id int primary key)"), 0);
-		PCHECK_RC(aw_pg_exec(c, "INSERT INTO t_err VALUES ($1)", AW_PG_ARGS("1")), 1);
-		PCHECK_RC(aw_pg_exec(c, "INSERT INTO t_err VALUES ($1)", AW_PG_ARGS("1")), -AW_EPG);
+		PCHECK_RC(pg_exec_rows(c, "INSERT INTO t_err VALUES ($1)", AW_PG_ARGS("1")), 1);
+		PCHECK_RC(pg_exec_rows(c, "INSERT INTO t_err VALUES ($1)", AW_PG_ARGS("1")), -AW_EPG);
 		e = aw_pg_last_error(c);
 		PCHECK_STR(e->sqlstate, "23505");
 		PCHECK(e->detail && strstr(e->detail, "(id)=(1)"));
 		PCHECK(pg_error_mentions("DETAIL"));
 		aw_error_clear();
-		PCHECK_RC(aw_pg_exec(c, "SELECT 1/0", AW_PG_NOARGS), -AW_EPG);
+		PCHECK_RC(pg_exec_rows(c, "SELECT 1/0", AW_PG_NOARGS), -AW_EPG);
 		PCHECK_STR(aw_pg_last_error(c)->sqlstate, "22012");
 		aw_error_clear();
-		PCHECK_RC(aw_pg_exec(c, "SELECT $1::int", AW_PG_ARGS("not a number")), -AW_EPG);
+		PCHECK_RC(pg_exec_rows(c, "SELECT $1::int", AW_PG_ARGS("not a number")), -AW_EPG);
 		PCHECK_STR(aw_pg_last_error(c)->sqlstate, "22P02");
 		aw_error_clear();
 		/* Wrong parameter count is the server's error too. */
-		PCHECK_RC(aw_pg_exec(c, "SELECT $1::int, $2::int", AW_PG_ARGS("1")), -AW_EPG);
+		PCHECK_RC(pg_exec_rows(c, "SELECT $1::int, $2::int", AW_PG_ARGS("1")), -AW_EPG);
 		aw_error_clear();
 
 		/* The connection stays usable and clean. */
@@ -473,9 +479,9 @@ static int cache_main(void *arg)
 		PCHECK(server_prepared(c) == 2);
 		PCHECK(aw_pg_conn_cached(c) == 2);
 		/* Past the limit the least recently used one goes, on the server too. */
-		 PCHECK_RC(aw_pg_exec(c, "SELECT 'a'", AW_PG_NOARGS), 1);
-		PCHECK_RC(aw_pg_exec(c, "SELECT $1::int + 1", AW_PG_ARGS("5")), 1);   /* touch */
-		PCHECK_RC(aw_pg_exec(c, "SELECT 'b'", AW_PG_NOARGS), 1);              /* evicts count(*) */
+		 PCHECK_RC(pg_exec_rows(c, "SELECT 'a'", AW_PG_NOARGS), 1);
+		PCHECK_RC(pg_exec_rows(c, "SELECT $1::int + 1", AW_PG_ARGS("5")), 1);   /* touch */
+		PCHECK_RC(pg_exec_rows(c, "SELECT 'b'", AW_PG_NOARGS), 1);              /* evicts count(*) */
 		PCHECK(aw_pg_conn_cached(c) == 3);
 		PCHECK(server_prepared(c) == 3);   /* count(*) evicted 'a'... and came back */
 		PCHECK(aw_pg_conn_cached(c) == 3);
@@ -513,7 +519,7 @@ static int nocache_main(void *arg)
 	aw_pg_connection cm;
 	AW_WITH(aw_pg_connection_init(&cm, PG_URL(), &o)) {
 		for (int i = 0; i < 5; i++)
-			PCHECK_RC(aw_pg_exec(cm.conn, "SELECT $1::int", AW_PG_ARGS("7")), 1);
+			PCHECK_RC(pg_exec_rows(cm.conn, "SELECT $1::int", AW_PG_ARGS("7")), 1);
 		PCHECK(aw_pg_conn_cached(cm.conn) == 0);
 		PCHECK(server_prepared(cm.conn) == 0);
 	}
@@ -565,7 +571,7 @@ static int timeout_main(void *arg)
 		aw_time t0 = aw_now();
 		int rc = 1;
 		AW_WITH(AW_TIMEOUT(AW_MS(200))) {
-			rc = aw_pg_exec(c, "SELECT pg_sleep(20)", AW_PG_NOARGS);
+			rc = pg_exec_rows(c, "SELECT pg_sleep(20)", AW_PG_NOARGS);
 		}
 		PCHECK_RC(rc, -ETIMEDOUT);
 		/* The cancel request stopped the server: it did not sleep 20 s. */
@@ -581,8 +587,8 @@ static int timeout_main(void *arg)
 
 		/* move_on around a query: its own timeout is swallowed. */
 		aw_scope s;
-		AW_WITH(aw_move_on_after(&s, AW_MS(100))) {
-			rc = aw_pg_exec(c, "SELECT pg_sleep(20)", AW_PG_NOARGS);
+		AW_WITH(aw_move_on_init(&s, AW_MS(100))) {
+			rc = pg_exec_rows(c, "SELECT pg_sleep(20)", AW_PG_NOARGS);
 			if (rc < 0)
 				break;   /* leave with the error: the scope's exit sees it */
 		}
@@ -590,7 +596,7 @@ static int timeout_main(void *arg)
 		PCHECK(s.fired);
 		PCHECK(aw_error_pending() == 0);
 		PCHECK(aw_pg_conn_ok(c));
-		PCHECK_RC(aw_pg_exec(c, "SELECT 1", AW_PG_NOARGS), 1);
+		PCHECK_RC(pg_exec_rows(c, "SELECT 1", AW_PG_NOARGS), 1);
 	}
 	return aw_error_pending();
 }
@@ -607,7 +613,7 @@ static int sleeper(void *arg)
 {
 	cancel_ctx *x = arg;
 	x->started = true;
-	x->rc = (int)aw_pg_exec(x->c, "SELECT pg_sleep(20)", AW_PG_NOARGS);
+	x->rc = pg_exec_rows(x->c, "SELECT pg_sleep(20)", AW_PG_NOARGS);
 	return 0;
 }
 
@@ -647,7 +653,7 @@ AW_TEST(pg_task_cancel_mid_query_sends_a_cancel_request) { PG_RUN(task_cancel_ma
 static int busy_other(void *arg)
 {
 	cancel_ctx *x = arg;
-	x->rc = (int)aw_pg_exec(x->c, "SELECT 1", AW_PG_NOARGS);
+	x->rc = pg_exec_rows(x->c, "SELECT 1", AW_PG_NOARGS);
 	aw_error_clear();
 	return 0;
 }
@@ -660,7 +666,7 @@ static int busy_main(void *arg)
 		cancel_ctx x = { cm.conn, 1, false };
 		aw_task *t;
 		PCHECK_RC(aw_spawn(&t, busy_other, &x, "other"), 0);
-		PCHECK_RC(aw_pg_exec(cm.conn, "SELECT pg_sleep(0.1)", AW_PG_NOARGS), 1);
+		PCHECK_RC(pg_exec_rows(cm.conn, "SELECT pg_sleep(0.1)", AW_PG_NOARGS), 1);
 		PCHECK_RC(aw_task_join(t), 0);
 		PCHECK_RC(x.rc, -EBUSY);
 	}
@@ -677,7 +683,7 @@ typedef struct term_ctx {
 static int victim_task(void *arg)
 {
 	term_ctx *x = arg;
-	x->rc = (int)aw_pg_exec(x->victim, "SELECT pg_sleep(20)", AW_PG_NOARGS);
+	x->rc = pg_exec_rows(x->victim, "SELECT pg_sleep(20)", AW_PG_NOARGS);
 	return 0;
 }
 
@@ -700,7 +706,7 @@ static int terminate_main(void *arg)
 		PCHECK_RC(x.rc, -ECONNRESET);
 		PCHECK(!aw_pg_conn_ok(a.conn));
 		PCHECK(aw_pg_conn_tx_status(a.conn) == '?');
-		PCHECK_RC(aw_pg_exec(a.conn, "SELECT 1", AW_PG_NOARGS), -ECONNRESET);
+		PCHECK_RC(pg_exec_rows(a.conn, "SELECT 1", AW_PG_NOARGS), -ECONNRESET);
 		PCHECK(pg_error_mentions("broken"));
 		aw_error_clear();
 	}
@@ -744,7 +750,7 @@ static int json_years_main(void *arg)
 	(void)arg;
 	aw_pg_connection cm;
 	AW_WITH(aw_pg_connection_init(&cm, PG_URL(), NULL)) {
-		PCHECK_RC(aw_pg_exec(cm.conn, "SET TIME ZONE 'UTC'", AW_PG_NOARGS), 0);
+		PCHECK_RC(pg_exec_rows(cm.conn, "SET TIME ZONE 'UTC'", AW_PG_NOARGS), 0);
 		aw_pg_result *r;
 		PCHECK_RC(aw_pg_query(cm.conn, &r,
 				      "SELECT '12345-06-07 08:09:10.5+00'::timestamptz AS a, "

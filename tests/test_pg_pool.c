@@ -206,7 +206,7 @@ static int acquire_timeout_main(void *arg)
 	/* An enclosing deadline applies too, and is reported as its own. */
 	aw_scope s;
 	int rc = 1;
-	AW_WITH(aw_move_on_after(&s, AW_MS(50))) {
+	AW_WITH(aw_move_on_init(&s, AW_MS(50))) {
 		rc = aw_pg_pool_acquire(p, &b);
 		if (rc < 0)
 			break;
@@ -237,9 +237,9 @@ static int holder(void *arg)
 	holder_ctx *h = arg;
 	aw_pg_acquire a;
 	AW_WITH(aw_pg_acquire_init(&a, h->p)) {
-		PCHECK_RC(aw_pg_exec(a.conn, "BEGIN", AW_PG_NOARGS), 0);
+		PCHECK_RC(pg_exec_rows(a.conn, "BEGIN", AW_PG_NOARGS), 0);
 		h->inside = true;
-		if (aw_pg_exec(a.conn, "SELECT pg_sleep(30)", AW_PG_NOARGS) < 0)
+		if (pg_exec_rows(a.conn, "SELECT pg_sleep(30)", AW_PG_NOARGS) < 0)
 			break;
 	}
 	return 0;
@@ -286,9 +286,9 @@ static int rollback_main(void *arg)
 		aw_pg_acquire a;
 		AW_WITH(aw_pg_acquire_init(&a, pm.pool)) {
 			PCHECK_RC(aw_pg_exec_script(a.conn, "CREATE TABLE IF NOT EXISTS t_pool_rb(v int)"), 0);
-			PCHECK_RC(aw_pg_exec(a.conn, "TRUNCATE t_pool_rb", AW_PG_NOARGS), 0);
-			PCHECK_RC(aw_pg_exec(a.conn, "BEGIN", AW_PG_NOARGS), 0);
-			PCHECK_RC(aw_pg_exec(a.conn, "INSERT INTO t_pool_rb VALUES (1)", AW_PG_NOARGS), 1);
+			PCHECK_RC(pg_exec_rows(a.conn, "TRUNCATE t_pool_rb", AW_PG_NOARGS), 0);
+			PCHECK_RC(pg_exec_rows(a.conn, "BEGIN", AW_PG_NOARGS), 0);
+			PCHECK_RC(pg_exec_rows(a.conn, "INSERT INTO t_pool_rb VALUES (1)", AW_PG_NOARGS), 1);
 			PCHECK(aw_pg_conn_tx_status(a.conn) == 'T');
 		}   /* released with the transaction open */
 		AW_WITH(aw_pg_acquire_init(&a, pm.pool)) {
@@ -298,8 +298,8 @@ static int rollback_main(void *arg)
 			PCHECK_STR(aw_pg_text(r, 0, 0), "0");
 			aw_pg_result_free(r);
 			/* A failed transaction is rolled back too. */
-			PCHECK_RC(aw_pg_exec(a.conn, "BEGIN", AW_PG_NOARGS), 0);
-			PCHECK_RC(aw_pg_exec(a.conn, "SELECT 1/0", AW_PG_NOARGS), -AW_EPG);
+			PCHECK_RC(pg_exec_rows(a.conn, "BEGIN", AW_PG_NOARGS), 0);
+			PCHECK_RC(pg_exec_rows(a.conn, "SELECT 1/0", AW_PG_NOARGS), -AW_EPG);
 			aw_error_clear();
 			PCHECK(aw_pg_conn_tx_status(a.conn) == 'E');
 		}
@@ -327,8 +327,8 @@ static int reset_main(void *arg)
 		int pid = 0;
 		AW_WITH(aw_pg_acquire_init(&a, pm.pool)) {
 			pid = pid_of(a.conn);
-			PCHECK_RC(aw_pg_exec(a.conn, "SET application_name = 'changed'", AW_PG_NOARGS), 0);
-			PCHECK_RC(aw_pg_exec(a.conn, "LISTEN somewhere", AW_PG_NOARGS), 0);
+			PCHECK_RC(pg_exec_rows(a.conn, "SET application_name = 'changed'", AW_PG_NOARGS), 0);
+			PCHECK_RC(pg_exec_rows(a.conn, "LISTEN somewhere", AW_PG_NOARGS), 0);
 		}
 		AW_WITH(aw_pg_acquire_init(&a, pm.pool)) {
 			PCHECK(pid_of(a.conn) == pid);   /* the same connection, reset */
@@ -347,7 +347,7 @@ static int reset_main(void *arg)
 	AW_WITH(aw_pg_pool_mgr_init(&pm, &o)) {
 		aw_pg_acquire a;
 		AW_WITH(aw_pg_acquire_init(&a, pm.pool)) {
-			PCHECK_RC(aw_pg_exec(a.conn, "SET application_name = 'kept'", AW_PG_NOARGS), 0);
+			PCHECK_RC(pg_exec_rows(a.conn, "SET application_name = 'kept'", AW_PG_NOARGS), 0);
 		}
 		AW_WITH(aw_pg_acquire_init(&a, pm.pool)) {
 			aw_pg_result *r;
@@ -372,7 +372,7 @@ static int reset_fails_main(void *arg)
 	AW_WITH(aw_pg_pool_mgr_init(&pm, &o)) {
 		aw_pg_acquire a;
 		AW_WITH(aw_pg_acquire_init(&a, pm.pool)) {
-			PCHECK_RC(aw_pg_exec(a.conn, "SELECT 1", AW_PG_NOARGS), 1);
+			PCHECK_RC(pg_exec_rows(a.conn, "SELECT 1", AW_PG_NOARGS), 1);
 		}
 		/* The block itself did not fail: the reset's failure only costs
 		 * the connection. */
@@ -420,7 +420,7 @@ static int idle_terminated_main(void *arg)
 		/* The next acquire does not hand out the dead connection. */
 		PCHECK_RC(aw_pg_pool_acquire(pm.pool, &c), 0);
 		PCHECK(pid_of(c) != atoi(pid));
-		PCHECK_RC(aw_pg_exec(c, "SELECT 1", AW_PG_NOARGS), 1);
+		PCHECK_RC(pg_exec_rows(c, "SELECT 1", AW_PG_NOARGS), 1);
 		aw_pg_pool_release(pm.pool, c);
 		aw_pg_pool_stats st;
 		aw_pg_pool_stats_get(pm.pool, &st);
@@ -467,7 +467,7 @@ static int victim(void *arg)
 	aw_pg_acquire a;
 	int rc = 1;
 	AW_WITH(aw_pg_acquire_init(&a, p)) {
-		rc = (int)aw_pg_exec(a.conn, "SELECT pg_sleep(20)", AW_PG_NOARGS);
+		rc = pg_exec_rows(a.conn, "SELECT pg_sleep(20)", AW_PG_NOARGS);
 		if (rc < 0)
 			break;
 	}
@@ -527,7 +527,7 @@ static int retire_main(void *arg)
 			aw_pg_acquire a;
 			AW_WITH(aw_pg_acquire_init(&a, pm.pool)) {
 				pids[i] = pid_of(a.conn);
-				PCHECK_RC(aw_pg_exec(a.conn, "SELECT 1", AW_PG_NOARGS), 1);
+				PCHECK_RC(pg_exec_rows(a.conn, "SELECT 1", AW_PG_NOARGS), 1);
 			}
 		}
 		PCHECK(pids[0] == pids[1] && pids[1] == pids[2]);
@@ -561,7 +561,7 @@ static int burst_task(void *arg)
 	burst_ctx *b = arg;
 	aw_pg_acquire a;
 	AW_WITH(aw_pg_acquire_init(&a, b->p)) {
-		if (aw_pg_exec(a.conn, "SELECT pg_sleep(0.05)", AW_PG_NOARGS) == 1)
+		if (pg_exec_rows(a.conn, "SELECT pg_sleep(0.05)", AW_PG_NOARGS) == 1)
 			b->ok++;
 	}
 	return aw_error_pending();
@@ -666,7 +666,8 @@ static int closer_holder(void *arg)
 	aw_pg_pool *p = arg;
 	aw_pg_acquire a;
 	AW_WITH(aw_pg_acquire_init(&a, p)) {
-		(void)aw_sleep(AW_SEC(30));   /* ignores the pool closing */
+		if (aw_sleep(AW_SEC(30)) < 0)   /* ignores the pool closing: cut off */
+			break;
 	}
 	aw_error_clear();
 	return 0;
@@ -951,7 +952,7 @@ static int max_connections_main(void *arg)
 	free(held);
 	aw_pg_conn *c;
 	PCHECK_RC(aw_pg_pool_acquire(p, &c), 0);
-	PCHECK_RC(aw_pg_exec(c, "SELECT 1", AW_PG_NOARGS), 1);
+	PCHECK_RC(pg_exec_rows(c, "SELECT 1", AW_PG_NOARGS), 1);
 	aw_pg_pool_release(p, c);
 	PCHECK_RC(aw_pg_pool_close(p), 0);
 	return 0;
@@ -1058,7 +1059,7 @@ static int slot_waiter(void *arg)
 	aw_pg_acquire acq;
 	AW_WITH(aw_pg_acquire_init(&acq, a->x->p)) {
 		aw_evlog_add(&a->x->log, "got%d", a->id);
-		if (aw_pg_exec(acq.conn, "SELECT 1", AW_PG_NOARGS) < 0)
+		if (pg_exec_rows(acq.conn, "SELECT 1", AW_PG_NOARGS) < 0)
 			break;
 	}
 	return aw_error_pending();
@@ -1078,7 +1079,7 @@ static int freed_slot_main(void *arg)
 	PCHECK_RC(aw_pg_pool_open(&x->p, &o), 0);
 	aw_pg_conn *held;
 	PCHECK_RC(aw_pg_pool_acquire(x->p, &held), 0);
-	PCHECK_RC(aw_pg_exec(held, "SELECT 1", AW_PG_NOARGS), 1);
+	PCHECK_RC(pg_exec_rows(held, "SELECT 1", AW_PG_NOARGS), 1);
 	aw_task *t[3];
 	fifo_arg args[3];
 	PCHECK_RC(queue_in_order(x, slot_waiter, 3, t, args), 0);
@@ -1116,7 +1117,7 @@ static int drained_set_main(void *arg)
 		AW_WITH(aw_pg_acquire_init(&a, pm.pool)) {
 			aw_scope s;
 			int rc = 1;
-			AW_WITH(aw_move_on_after(&s, AW_SEC(30))) {
+			AW_WITH(aw_move_on_init(&s, AW_SEC(30))) {
 				aw_scope_cancel(&s);
 				/* pg_sleep(1): should the cancel request reach the
 				 * server before the batch does, it is ignored, and

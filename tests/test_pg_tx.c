@@ -67,7 +67,7 @@ static int64_t insert_id(aw_pg_conn *c, const char *table, const char *id)
 {
 	char sql[160];
 	snprintf(sql, sizeof sql, "INSERT INTO %s (id) VALUES ($1::int)", table);
-	return aw_pg_exec(c, sql, AW_PG_ARGS(id));
+	return pg_exec_rows(c, sql, AW_PG_ARGS(id));
 }
 
 static int terminate(aw_pg_conn *by, aw_pg_conn *victim)
@@ -138,10 +138,10 @@ static int half_worker(void *arg)
 			(void)!insert_id(a.conn, h->table, "1");            /* debit */
 			int rc = aw_sleep(AW_SEC(10));                      /* cancelled here */
 			if (h->swallow)
-				(void)aw_catch(rc, 0);
+				(void)!aw_catch(rc, 0);
 			h->second_rc = (int)insert_id(a.conn, h->table, "2"); /* credit: never sent */
 			if (h->swallow)
-				(void)aw_catch(h->second_rc, 0);
+				(void)!aw_catch(h->second_rc, 0);
 			h->reached_end = true;                              /* falls off the end */
 		}
 		h->pending = aw_error_pending();
@@ -274,7 +274,7 @@ static int tx_worker(void *arg)
 		if (insert_id(x->c, x->table, "1") != 1)
 			break;
 		x->inserted = true;
-		x->rc = x->in_query ? (int)aw_pg_exec(x->c, "SELECT pg_sleep(20)", AW_PG_NOARGS) : aw_sleep(AW_SEC(20));
+		x->rc = x->in_query ? pg_exec_rows(x->c, "SELECT pg_sleep(20)", AW_PG_NOARGS) : aw_sleep(AW_SEC(20));
 		if (x->rc < 0)
 			break;
 	}
@@ -332,7 +332,7 @@ static int timeout_main(void *arg)
 			aw_pg_tx tx;
 			AW_WITH(aw_pg_tx_init(&tx, a.conn, NULL)) {
 				PCHECK_RC(insert_id(a.conn, t, "1"), 1);
-				rc = aw_pg_exec(a.conn, "SELECT pg_sleep(20)", AW_PG_NOARGS);
+				rc = pg_exec_rows(a.conn, "SELECT pg_sleep(20)", AW_PG_NOARGS);
 				if (rc < 0)
 					break;
 			}
@@ -543,7 +543,7 @@ static int failed_commit_main(void *arg)
 		 * error and went on: rolled back, and the block fails. */
 		AW_WITH(aw_pg_tx_init(&tx, c, NULL)) {
 			PCHECK_RC(insert_id(c, "t_deferred", "2"), 1);
-			PCHECK_RC(aw_pg_exec(c, "SELECT 1/0", AW_PG_NOARGS), -AW_EPG);
+			PCHECK_RC(pg_exec_rows(c, "SELECT 1/0", AW_PG_NOARGS), -AW_EPG);
 			aw_error_clear();
 			PCHECK(aw_pg_conn_tx_status(c) == 'E');
 		}
@@ -571,7 +571,7 @@ static int serialization_main(void *arg)
 	AW_WITH(aw_pg_connection_init(&a, PG_URL(), NULL), aw_pg_connection_init(&b, PG_URL(), NULL)) {
 		PCHECK_RC(make_table(a.conn, t, "(class int, value int)"), 0);
 		snprintf(sql, sizeof sql, "INSERT INTO %s VALUES (1, 10), (1, 20), (2, 100), (2, 200)", t);
-		PCHECK_RC(aw_pg_exec(a.conn, sql, AW_PG_NOARGS), 4);
+		PCHECK_RC(pg_exec_rows(a.conn, sql, AW_PG_NOARGS), 4);
 		char sum1[128], sum2[128], ins1[128], ins2[128];
 		snprintf(sum1, sizeof sum1, "SELECT sum(value) FROM %s WHERE class = 1", t);
 		snprintf(sum2, sizeof sum2, "SELECT sum(value) FROM %s WHERE class = 2", t);
@@ -584,8 +584,8 @@ static int serialization_main(void *arg)
 			AW_WITH(aw_pg_tx_init(&tb, b.conn, &ser)) {
 				PCHECK(scalar(a.conn, sum1) == 30);
 				PCHECK(scalar(b.conn, sum2) == 300);
-				PCHECK_RC(aw_pg_exec(a.conn, ins2, AW_PG_NOARGS), 1);
-				PCHECK_RC(aw_pg_exec(b.conn, ins1, AW_PG_NOARGS), 1);
+				PCHECK_RC(pg_exec_rows(a.conn, ins2, AW_PG_NOARGS), 1);
+				PCHECK_RC(pg_exec_rows(b.conn, ins1, AW_PG_NOARGS), 1);
 			}
 			PCHECK_RC(aw_error_pending(), 0);
 			inner_committed = true;
@@ -615,9 +615,9 @@ static int broken_main(void *arg)
 		aw_pg_tx tx;
 		int64_t rc = 1;
 		AW_WITH(aw_pg_tx_init(&tx, a.conn, NULL)) {
-			PCHECK_RC(aw_pg_exec(a.conn, "SELECT 1", AW_PG_NOARGS), 1);
+			PCHECK_RC(pg_exec_rows(a.conn, "SELECT 1", AW_PG_NOARGS), 1);
 			PCHECK_RC(terminate(b.conn, a.conn), 0);
-			rc = aw_pg_exec(a.conn, "SELECT 2", AW_PG_NOARGS);
+			rc = pg_exec_rows(a.conn, "SELECT 2", AW_PG_NOARGS);
 			if (rc < 0)
 				break;
 		}
@@ -688,7 +688,7 @@ static int cursor_main(void *arg)
 				PCHECK(g == n && twice == 2 * g);
 				/* The connection is free between steps. */
 				if (g % 500 == 0)
-					PCHECK_RC(aw_pg_exec(c, "INSERT INTO t_seen VALUES ($1::int)",
+					PCHECK_RC(pg_exec_rows(c, "INSERT INTO t_seen VALUES ($1::int)",
 							     AW_PG_ARGS(aw_pg_text(row->res, row->row, 0))), 1);
 			}
 			PCHECK_RC(aw_error_pending(), 0);
@@ -958,7 +958,7 @@ static int listen_many_main(void *arg)
 		/* Listening only now: earlier notifications are not replayed. */
 		aw_scope s;
 		got = 0;
-		AW_WITH(aw_move_on_after(&s, AW_MS(200))) {
+		AW_WITH(aw_move_on_init(&s, AW_MS(200))) {
 			AW_FOR(n, aw_pg_listen_init(&l, a.conn, listened))
 				got++;
 		}
@@ -1005,7 +1005,7 @@ static int listen_cancel_main(void *arg)
 		PCHECK_RC(aw_sleep(AW_MS(100)), 0);
 		PCHECK(x.waiting);
 		/* While it waits, the connection is its own. */
-		PCHECK_RC(aw_pg_exec(a.conn, "SELECT 1", AW_PG_NOARGS), -EBUSY);
+		PCHECK_RC(pg_exec_rows(a.conn, "SELECT 1", AW_PG_NOARGS), -EBUSY);
 		aw_error_clear();
 		PCHECK_RC(aw_pg_notify(b.conn, chan, "one"), 0);
 		PCHECK_RC(aw_sleep(AW_MS(100)), 0);
@@ -1050,7 +1050,7 @@ static int copy_in_main(void *arg)
 				PCHECK_RC(aw_pg_copy_write(&cp, line, (size_t)n), 0);
 			}
 			/* The connection is the copy's until the block ends. */
-			PCHECK_RC(aw_pg_exec(c, "SELECT 1", AW_PG_NOARGS), -EBUSY);
+			PCHECK_RC(pg_exec_rows(c, "SELECT 1", AW_PG_NOARGS), -EBUSY);
 			aw_error_clear();
 		}
 		PCHECK_RC(aw_error_pending(), 0);
@@ -1190,10 +1190,17 @@ static int copy_out_main(void *arg)
 	AW_WITH(aw_pg_connection_init(&a, PG_URL(), NULL)) {
 		aw_pg_conn *c = a.conn;
 		aw_pg_copy_out cp;
-		aw_pg_chunk *ch;
+		aw_chunk *ch;
 		int n = 0;
+		int64_t off = 0;
 		AW_FOR(ch, aw_pg_copy_out_init(&cp, c, "COPY (SELECT g, 'row ' || g FROM generate_series(1, 10000) g) TO STDOUT")) {
 			n++;
+			if (ch->offset != off) {   /* the bytes copied before this row */
+				aw_test_fail(__FILE__, __LINE__, "row %d: offset %lld, want %lld", n, (long long)ch->offset,
+					     (long long)off);
+				return -1;
+			}
+			off += (int64_t)ch->len;
 			char want[64];
 			int len = snprintf(want, sizeof want, "%d\trow %d\n", n, n);
 			if (ch->len != (size_t)len || memcmp(ch->data, want, (size_t)len) != 0) {
@@ -1202,7 +1209,7 @@ static int copy_out_main(void *arg)
 			}
 			/* The connection is the copy's until the loop ends. */
 			if (n == 5000) {
-				PCHECK_RC(aw_pg_exec(c, "SELECT 1", AW_PG_NOARGS), -EBUSY);
+				PCHECK_RC(pg_exec_rows(c, "SELECT 1", AW_PG_NOARGS), -EBUSY);
 				aw_error_clear();
 			}
 		}
@@ -1249,7 +1256,7 @@ AW_TEST(pg_copy_out_of_10000_rows_yields_exactly_the_rows) { PG_RUN(copy_out_mai
 static int copy_out_fail_at_third_row(aw_pg_conn *c)
 {
 	aw_pg_copy_out cp;
-	aw_pg_chunk *ch;
+	aw_chunk *ch;
 	int n = 0;
 	AW_FOR(ch, aw_pg_copy_out_init(&cp, c, "COPY (SELECT g FROM generate_series(1, 50000000) g) TO STDOUT")) {
 		if (++n == 3)
@@ -1267,7 +1274,7 @@ static int copy_out_break_main(void *arg)
 		aw_pg_conn *c = a.conn;
 		int pid = aw_pg_conn_pid(c);
 		aw_pg_copy_out cp;
-		aw_pg_chunk *ch;
+		aw_chunk *ch;
 		int n = 0;
 		aw_time t0 = aw_now();
 		/* Far more rows than will be read: the exit must stop the server. */
@@ -1322,7 +1329,7 @@ static int cancelled_begin_main(void *arg)
 		aw_scope s;
 		int rc = 1;
 		bool entered = false;
-		AW_WITH(aw_move_on_after(&s, AW_SEC(30))) {
+		AW_WITH(aw_move_on_init(&s, AW_SEC(30))) {
 			aw_scope_cancel(&s);
 			aw_pg_tx tx;
 			AW_WITH(aw_pg_tx_init(&tx, cm.conn, NULL)) {
@@ -1358,7 +1365,7 @@ static int cancelled_listen_main(void *arg)
 		const char *chans[] = { "aw_cancel_a", "aw_cancel_b", NULL };
 		aw_scope s;
 		int got = 0, rc = 1;
-		AW_WITH(aw_move_on_after(&s, AW_SEC(30))) {
+		AW_WITH(aw_move_on_init(&s, AW_SEC(30))) {
 			aw_scope_cancel(&s);
 			aw_pg_listener l;
 			aw_pg_notification *n;

@@ -25,7 +25,8 @@ typedef struct sig_case {
 static int raiser(void *arg)
 {
 	int sig = (int)(intptr_t)arg;
-	aw_sleep(AW_MS(10));
+	if (aw_sleep(AW_MS(10)) < 0)
+		return -1;
 	/* raise() is thread-directed (the loop thread); kill() is
 	 * process-directed: the loop's other threads block every signal, so
 	 * it lands here too. */
@@ -133,7 +134,7 @@ static int late_waiter(void *arg)
 	sig_case *c = arg;
 	aw_signals s;
 	AW_WITH(aw_signals_init(&s, (int[]){ SIGUSR2 }, 1)) {
-		aw_sleep(AW_MS(30));   /* the other block leaves meanwhile */
+		EXPECT_EQ(aw_sleep(AW_MS(30)), 0);   /* the other block leaves meanwhile */
 		c->blocked_inside = blocked_now(SIGUSR2);
 		raise(SIGUSR2);
 		c->got[1] = aw_signals_wait(&s, aw_deadline_after(AW_SEC(5)));
@@ -148,7 +149,7 @@ static int interleaved_main(void *arg)
 	aw_signals s;
 	AW_WITH(aw_signals_init(&s, (int[]){ SIGUSR2 }, 1)) {
 		EXPECT_EQ(aw_spawn(&t, late_waiter, c, "late"), 0);
-		aw_sleep(AW_MS(5));   /* it enters its block */
+		EXPECT_EQ(aw_sleep(AW_MS(5)), 0);   /* it enters its block */
 	}
 	EXPECT_EQ(aw_task_join(t), 0);
 	c->blocked_after = blocked_now(SIGUSR2);

@@ -36,8 +36,10 @@ static int make_pair(pair_ctx *c, const aw_stream_opts *opts)
 
 static void close_pair(pair_ctx *c)
 {
-	aw_stream_close(c->a, AW_NEVER);
-	aw_stream_close(c->b, AW_NEVER);
+	if (aw_stream_close(c->a, AW_NEVER) < 0)
+		aw_error_clear();   /* teardown: its failure is not under test */
+	if (aw_stream_close(c->b, AW_NEVER) < 0)
+		aw_error_clear();   /* teardown: its failure is not under test */
 }
 
 /* ---- read_exact / EOF ------------------------------------------------------- */
@@ -46,7 +48,7 @@ static int writer_then_close(void *arg)
 {
 	pair_ctx *c = arg;
 	int rc = aw_stream_write(c->b, "hello", 5, AW_NEVER);
-	aw_sleep(AW_MS(5));
+	rc |= aw_sleep(AW_MS(5));
 	rc |= aw_stream_write(c->b, " world", 6, AW_NEVER);
 	rc |= aw_stream_shutdown(c->b, AW_NEVER);
 	return rc;
@@ -134,7 +136,7 @@ static int until_main(void *arg)
 	(void)t;
 	const char *p;
 	size_t len;
-	aw_stream_write(c->b, "\n\r\nbody", 7, AW_NEVER);
+	EXPECT_EQ(aw_stream_write(c->b, "\n\r\nbody", 7, AW_NEVER), 0);
 	c->rc[0] = aw_stream_read_until(c->a, "\r\n\r\n", 4, 100, &p, &len, AW_NEVER);
 	c->len = len;
 	c->rc[1] = (int)aw_stream_buffered(c->a);
@@ -160,8 +162,8 @@ static int read_all_main(void *arg)
 		return -1;
 	char big[3000];
 	memset(big, 'x', sizeof big);
-	aw_stream_write(c->b, big, sizeof big, AW_NEVER);
-	aw_stream_shutdown(c->b, AW_NEVER);
+	EXPECT_EQ(aw_stream_write(c->b, big, sizeof big, AW_NEVER), 0);
+	EXPECT_EQ(aw_stream_shutdown(c->b, AW_NEVER), 0);
 	char *out = NULL;
 	size_t len = 0;
 	c->rc[0] = aw_stream_read_all(c->a, 2999, &out, &len, AW_NEVER);
@@ -169,8 +171,8 @@ static int read_all_main(void *arg)
 	close_pair(c);
 	if (make_pair(c, NULL))
 		return -1;
-	aw_stream_write(c->b, big, sizeof big, AW_NEVER);
-	aw_stream_shutdown(c->b, AW_NEVER);
+	EXPECT_EQ(aw_stream_write(c->b, big, sizeof big, AW_NEVER), 0);
+	EXPECT_EQ(aw_stream_shutdown(c->b, AW_NEVER), 0);
 	c->rc[2] = aw_stream_read_all(c->a, 3000, &out, &len, AW_NEVER);
 	c->rc[3] = (int)len;
 	c->rc[4] = out && out[len] == 0 && out[0] == 'x' && out[len - 1] == 'x';
@@ -225,7 +227,7 @@ static int bp_main(void *arg)
 		return -1;
 	char buf[4096];
 	for (;;) {
-		aw_sleep(AW_US(50));   /* a slow reader */
+		EXPECT_EQ(aw_sleep(AW_US(50)), 0);   /* a slow reader */
 		ssize_t r = aw_stream_read(c->p.a, buf, sizeof buf, AW_NEVER);
 		if (r <= 0) {
 			c->rrc = (int)r;
@@ -233,7 +235,7 @@ static int bp_main(void *arg)
 		}
 		c->got += (size_t)r;
 	}
-	aw_task_join(w);
+	EXPECT_EQ(aw_task_join(w), 0);
 	close_pair(&c->p);
 	return 0;
 }
@@ -268,7 +270,8 @@ static int stalled_main(void *arg)
 	c->rc[2] = aw_stream_pending(c->a) > 0;
 	/* Closing does not wait forever for a peer that never reads. */
 	c->rc[3] = aw_stream_close(c->a, aw_deadline_after(AW_MS(20)));
-	aw_stream_close(c->b, AW_NEVER);
+	if (aw_stream_close(c->b, AW_NEVER) < 0)
+		aw_error_clear();   /* teardown: its failure is not under test */
 	return 0;
 }
 
@@ -290,7 +293,8 @@ static int epipe_main(void *arg)
 	pair_ctx *c = arg;
 	if (make_pair(c, NULL))
 		return -1;
-	aw_stream_close(c->b, AW_NEVER);
+	if (aw_stream_close(c->b, AW_NEVER) < 0)
+		aw_error_clear();   /* teardown: its failure is not under test */
 	c->b = NULL;
 	char chunk[4096] = { 0 };
 	int rc = 0;
@@ -300,7 +304,8 @@ static int epipe_main(void *arg)
 	c->rc[1] = aw_stream_write(c->a, "x", 1, AW_NEVER);
 	char buf[8];
 	c->rc[2] = (int)aw_stream_read(c->a, buf, sizeof buf, AW_NEVER);
-	aw_stream_close(c->a, AW_NEVER);
+	if (aw_stream_close(c->a, AW_NEVER) < 0)
+		aw_error_clear();   /* teardown: its failure is not under test */
 	return 0;
 }
 
@@ -345,7 +350,7 @@ static int peek_main(void *arg)
 		return -1;
 	if (aw_stream_from_fd(&c->a, p[0], NULL) || aw_stream_from_fd(&c->b, p[1], NULL))
 		return -1;
-	aw_stream_write(c->b, "abcdef", 6, AW_NEVER);
+	EXPECT_EQ(aw_stream_write(c->b, "abcdef", 6, AW_NEVER), 0);
 	c->rc[0] = (int)aw_stream_fill(c->a, 1024, AW_NEVER);
 	const char *d;
 	size_t n;
@@ -357,14 +362,15 @@ static int peek_main(void *arg)
 	c->rc[3] = n == 2 && memcmp(d, "ef", 2) == 0;
 	/* The stream's manager closes it on the way out. */
 	AW_WITH(aw_stream_mgr(c->b)) {
-		aw_stream_write(c->b, "z", 1, AW_NEVER);
+		EXPECT_EQ(aw_stream_write(c->b, "z", 1, AW_NEVER), 0);
 	}
 	c->b = NULL;
 	char buf[8];
 	c->rc[4] = (int)aw_stream_read(c->a, buf, sizeof buf, AW_NEVER);   /* "ef" */
 	c->rc[5] = (int)aw_stream_read(c->a, buf, sizeof buf, AW_NEVER);   /* "z" */
 	c->rc[6] = (int)aw_stream_read(c->a, buf, sizeof buf, AW_NEVER);   /* EOF */
-	aw_stream_close(c->a, AW_NEVER);
+	if (aw_stream_close(c->a, AW_NEVER) < 0)
+		aw_error_clear();   /* teardown: its failure is not under test */
 	return 0;
 }
 
@@ -412,4 +418,55 @@ AW_TEST(stream_never_closed_is_reported_at_shutdown_with_where_it_was_opened)
 	 * closed (and LeakSanitizer sees no lost memory). */
 	CHECK_GE(leaked, 0);
 	CHECK_EQ(fcntl(leaked, F_GETFD), -1);
+}
+
+/* ---- where a stream call waits ------------------------------------------------- */
+
+/* The stream calls record their caller's location as every public waiting
+ * call does: a task waiting in aw_stream_read shows the caller's line in the
+ * dump, not the fd wait inside the library. */
+struct where_ctx { pair_ctx p; int read_line; char *dump; size_t len; };
+
+static int blocked_reader(void *arg)
+{
+	struct where_ctx *w = arg;
+	char buf[8];
+	w->read_line = __LINE__; ssize_t n = aw_stream_read(w->p.a, buf, sizeof buf, AW_NEVER);
+	return n == 1 ? 0 : -1;
+}
+
+static int where_main(void *arg)
+{
+	struct where_ctx *w = arg;
+	if (make_pair(&w->p, NULL))
+		return -1;
+	aw_task *t;
+	if (aw_spawn(&t, blocked_reader, w, "reader"))
+		return -1;
+	EXPECT_EQ(aw_sleep(AW_MS(5)), 0);
+	FILE *f = open_memstream(&w->dump, &w->len);
+	aw_dump(f);
+	fclose(f);
+	EXPECT_EQ(aw_stream_write(w->p.b, "x", 1, AW_NEVER), 0);
+	EXPECT_EQ(aw_task_join(t), 0);
+	close_pair(&w->p);
+	return 0;
+}
+
+AW_TEST(dump_shows_a_stream_read_waiting_at_its_callers_line)
+{
+	struct where_ctx w;
+	memset(&w, 0, sizeof w);
+	CHECK_EQ(aw_run(where_main, &w), 0);
+	CHECK(w.dump != NULL);
+	const char *line = strstr(w.dump, "'reader'");
+	CHECK(line != NULL);
+	const char *eol = strchr(line, '\n');
+	CHECK(eol != NULL);
+	char first[512], want[64];
+	snprintf(first, sizeof first, "%.*s", (int)(eol - line), line);
+	snprintf(want, sizeof want, "test_stream.c:%d", w.read_line);
+	if (!strstr(first, want))
+		aw_test_fail(__FILE__, __LINE__, "expected %s in: %s", want, first);
+	free(w.dump);
 }

@@ -125,7 +125,7 @@ AW_TEST(lock_release_by_a_non_owner_is_eperm)
 /* The lock as a manager, left in every way. */
 static int with_lock_error(aw_lock *l)
 {
-	AW_WITH(&l->mgr) {
+	AW_WITH(aw_lock_mgr(l)) {
 		EXPECT(l->owner == aw_task_current());
 		return aw_raise(-EIO, "failed while holding the lock");
 	}
@@ -134,7 +134,7 @@ static int with_lock_error(aw_lock *l)
 
 static int with_lock_break(aw_lock *l)
 {
-	AW_WITH(&l->mgr) {
+	AW_WITH(aw_lock_mgr(l)) {
 		aw_raise(-ENOENT, "broke out");
 		break;
 	}
@@ -143,7 +143,7 @@ static int with_lock_break(aw_lock *l)
 
 static int with_lock_goto(aw_lock *l)
 {
-	AW_WITH(&l->mgr) {
+	AW_WITH(aw_lock_mgr(l)) {
 		if (aw_sleep(AW_MS(1)) == 0)
 			goto out;
 	}
@@ -155,7 +155,7 @@ out:
 static int cancelled_in_lock(void *arg)
 {
 	aw_lock *l = arg;
-	AW_WITH(&l->mgr) {
+	AW_WITH(aw_lock_mgr(l)) {
 		if (aw_sleep(AW_SEC(10)) < 0)
 			break;
 	}
@@ -184,7 +184,7 @@ static int main_lock_mgr(void *arg)
 	EXPECT_EQ(aw_task_join(t), 0);
 	EXPECT(l.owner == NULL);
 	/* Released on the normal path too, and usable again. */
-	AW_WITH(&l.mgr) {
+	AW_WITH(aw_lock_mgr(&l)) {
 		EXPECT(l.owner == aw_task_current());
 	}
 	EXPECT(l.owner == NULL);
@@ -306,7 +306,7 @@ struct sem_ctx { aw_sem sem; int inside, max_inside, done, rc; };
 static int sem_worker(void *arg)
 {
 	struct sem_ctx *c = arg;
-	AW_WITH(&c->sem.mgr) {
+	AW_WITH(aw_sem_mgr(&c->sem)) {
 		if (++c->inside > c->max_inside)
 			c->max_inside = c->inside;
 		EXPECT_EQ(aw_sleep(AW_MS(3)), 0);
@@ -404,7 +404,7 @@ static int main_sem_zero(void *arg)
 	rc[0] = aw_sem_release(&s);
 	aw_error_clear();
 	aw_scope sc;
-	AW_WITH(aw_timeout_after(&sc, AW_MS(5))) {
+	AW_WITH(aw_timeout_init(&sc, AW_MS(5))) {
 		rc[1] = aw_sem_acquire(&s);   /* nothing ever frees a unit */
 	}
 	return 0;
@@ -450,7 +450,7 @@ static int main_event(void *arg)
 	EXPECT(!aw_event_is_set(&c->e));
 	aw_scope s;
 	int rc = 1;
-	AW_WITH(aw_move_on_after(&s, AW_MS(5))) {
+	AW_WITH(aw_move_on_init(&s, AW_MS(5))) {
 		rc = aw_event_wait(&c->e);
 	}
 	EXPECT_EQ(rc, -ETIMEDOUT);

@@ -43,7 +43,9 @@ AW_TEST(spawn_then_join_returns_the_tasks_result)
 static int fail_eio(void *arg)
 {
 	(void)arg;
-	aw_sleep(AW_MS(1));
+	int rc = aw_sleep(AW_MS(1));
+	if (rc < 0)
+		return rc;
 	return aw_raise(-EIO, "x");
 }
 
@@ -114,7 +116,8 @@ static int main_detached(void *arg)
 	aw_task_detach(t);
 	aw_time deadline = aw_deadline_after(AW_SEC(5));
 	while (detached_count < 6 && aw_now() < deadline)
-		aw_sleep(AW_MS(2));
+		if (aw_sleep(AW_MS(2)) < 0)
+			return -1;
 	return detached_count;
 }
 
@@ -720,7 +723,8 @@ static int big_frame(void *arg)
 	int sum = 0;
 	for (size_t i = 0; i < sizeof buf; i += 4096)
 		sum += buf[i];
-	aw_yield();
+	if (aw_yield() < 0)
+		return -1;
 	return sum;
 }
 
@@ -762,7 +766,8 @@ static int main_many(void *arg)
 	}
 	aw_time deadline = aw_deadline_after(AW_SEC(20));
 	while (many_done < 10000 && aw_now() < deadline)
-		aw_sleep(AW_MS(5));
+		if (aw_sleep(AW_MS(5)) < 0)
+			return -1;
 	return many_done;
 }
 

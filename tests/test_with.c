@@ -355,7 +355,7 @@ static int cancel_main(void *arg)
 	aw_time t0 = aw_now();
 	if (aw_spawn(&w, cancel_worker, c, "worker"))
 		return -1;
-	aw_yield();            /* the worker runs until it sleeps */
+	EXPECT_EQ(aw_yield(), 0);            /* the worker runs until it sleeps */
 	aw_evlog_add(&c->log, "cancel");
 	aw_task_cancel(w);
 	c->join_rc = aw_task_join(w);
@@ -745,7 +745,7 @@ static int enter_cancel_main(void *arg)
 	aw_task *w;
 	if (aw_spawn(&w, enter_cancel_worker, c, "worker"))
 		return -1;
-	aw_yield();
+	EXPECT_EQ(aw_yield(), 0);
 	aw_evlog_add(&c->log, "cancel");
 	aw_task_cancel(w);
 	c->join_rc = aw_task_join(w);

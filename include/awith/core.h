@@ -118,8 +118,19 @@ typedef struct aw_loc {
 #define AW_HERE \
 	({ static const aw_loc aw__here_ = { __FILE__, __func__, __LINE__ }; &aw__here_; })
 
-/* Internal: the location the next wait reports in dumps. The public waiting
- * functions are wrapped in same-named macros that record it. */
+/* How the caller's location is recorded (one way per kind of call):
+ *   - a public waiting call (every one in core.h and io.h, and pg's
+ *     aw_pg_connect, aw_pg_pool_open, aw_pg_pool_acquire) is wrapped in a
+ *     same-named macro, AW__AT((fn)(args)), which stores AW_HERE (a pointer
+ *     to a static record: one store, no call) in aw__where before the call;
+ *     the function reads it on entry (ledger entries) and its waits report
+ *     it (aw_dump). (fn)(args) calls it without recording: the library's
+ *     own calls do, so a dump shows the user's line. (pg queries and http
+ *     body reads do not record yet: a dump shows the library's wait.)
+ *   - calls that keep the location in what they create take it as an
+ *     argument from a macro: aw_raise (the error), aw_enter / aw_exit (the
+ *     manual-API ledger record).
+ * Internal: the location the next wait reports in dumps. */
 extern __thread const aw_loc *aw__where;
 static inline void aw__at(const aw_loc *loc) { aw__where = loc; }
 #define AW__AT(call) (aw__at(AW_HERE), (call))
@@ -215,8 +226,8 @@ void aw_config_default(aw_config *cfg);
  * where they were opened. Returns main's result, or a negative code if the
  * loop could not start (-ENOMEM, -EMFILE, -EBUSY if this thread already
  * runs a loop). One loop per thread; run several threads for several. */
-int aw_run(aw_task_fn main, void *arg);
-int aw_run_config(const aw_config *cfg, aw_task_fn main, void *arg);
+int aw_run(aw_task_fn main, void *arg) AW_MUST_USE;
+int aw_run_config(const aw_config *cfg, aw_task_fn main, void *arg) AW_MUST_USE;
 
 /* Options for aw_spawn_with. Zero means default. */
 typedef struct aw_spawn_opts {
@@ -236,7 +247,7 @@ int aw_spawn_with(aw_task **out, aw_task_fn fn, void *arg, const aw_spawn_opts *
  * function's return value); when that is negative, t's rich error moves to
  * the caller as the error in flight. If the caller is cancelled while
  * waiting, returns the cancellation code and t stays joinable. */
-int aw_task_join(aw_task *t);
+int aw_task_join(aw_task *t) AW_MUST_USE;
 #define aw_task_join(t) AW__AT((aw_task_join)(t))
 /* Release a handle without waiting; t runs on and is freed when it ends. */
 void aw_task_detach(aw_task *t);
@@ -252,13 +263,13 @@ bool aw_task_done(const aw_task *t);
 
 /* Waits: let every other ready task run once, then continue. A
  * cancellation point: returns -ECANCELED if the task is cancelled. */
-int aw_yield(void);
+int aw_yield(void) AW_MUST_USE;
 #define aw_yield() AW__AT((aw_yield)())
 /* Waits for dur ns (0: same as yield). Returns 0, or the cancel code. */
-int aw_sleep(aw_time dur);
+int aw_sleep(aw_time dur) AW_MUST_USE;
 #define aw_sleep(dur) AW__AT((aw_sleep)(dur))
 /* Waits until the absolute time `deadline`. */
-int aw_sleep_until(aw_time deadline);
+int aw_sleep_until(aw_time deadline) AW_MUST_USE;
 #define aw_sleep_until(d) AW__AT((aw_sleep_until)(d))
 
 /* fd readiness. */
@@ -268,12 +279,12 @@ enum { AW_READABLE = 1, AW_WRITABLE = 2 };
  * EAGAIN. Returns 0, -ETIMEDOUT, the cancel code, -AW_EBUSY_WAIT if another
  * task already waits on the same fd and direction, or -EBADF/-EPERM from
  * epoll (a regular file cannot be waited on). */
-int aw_fd_wait(int fd, int direction, aw_time deadline);
+int aw_fd_wait(int fd, int direction, aw_time deadline) AW_MUST_USE;
 #define aw_fd_wait(fd, dir, dl) AW__AT((aw_fd_wait)((fd), (dir), (dl)))
 /* Waits until fd may be ready in any of `directions` (AW_READABLE |
  * AW_WRITABLE) or until deadline. Returns the mask of directions that are
  * (> 0), or an error as aw_fd_wait. */
-int aw_fd_wait_any(int fd, int directions, aw_time deadline);
+int aw_fd_wait_any(int fd, int directions, aw_time deadline) AW_MUST_USE;
 #define aw_fd_wait_any(fd, dirs, dl) AW__AT((aw_fd_wait_any)((fd), (dirs), (dl)))
 /* Drop the loop's registration of fd. Call before close(fd): a closed and
  * reused fd number would otherwise inherit the old registration. Tasks
@@ -516,15 +527,16 @@ struct aw_scope {
  * is left with -ETIMEDOUT, which its exit lets through. A cancellation or
  * timeout from an *outer* scope is never reported as this timeout: the exit
  * passes that one on unchanged. */
-aw_mgr *aw_timeout_at(aw_scope *s, aw_time deadline);
-aw_mgr *aw_timeout_after(aw_scope *s, aw_time dur);
+aw_mgr *aw_deadline_init(aw_scope *s, aw_time deadline);
+aw_mgr *aw_timeout_init(aw_scope *s, aw_time dur);
 /* move_on_after: same, but the scope's own timeout is suppressed at exit
  * (execution continues after the block); check s->fired. */
-aw_mgr *aw_move_on_at(aw_scope *s, aw_time deadline);
-aw_mgr *aw_move_on_after(aw_scope *s, aw_time dur);
-/* shield: waits inside are not cancelled by outer scopes or aw_task_cancel
- * (only by this scope's own deadline, if any). */
-aw_mgr *aw_shield(aw_scope *s, aw_time deadline);
+aw_mgr *aw_move_on_at_init(aw_scope *s, aw_time deadline);
+aw_mgr *aw_move_on_init(aw_scope *s, aw_time dur);
+/* shield: waits inside are not cancelled by outer scopes or aw_task_cancel.
+ * A bounded shielded cleanup is a shield plus a deadline scope inside it:
+ * AW_WITH(aw_shield_init(&sh), aw_timeout_init(&to, AW_MS(100))). */
+aw_mgr *aw_shield_init(aw_scope *s);
 /* Cancel a scope from anywhere on its loop: waits inside fail with
  * -ECANCELED; the scope's exit suppresses that if it is a move_on scope. */
 void aw_scope_cancel(aw_scope *s);
@@ -534,9 +546,9 @@ void aw_scope_cancel(aw_scope *s);
  * to look at s.fired afterwards). In C++ they are values that the block
  * object turns into scopes it holds. */
 #ifndef __cplusplus
-#define AW_TIMEOUT(dur) aw_timeout_after(&(aw_scope){ .deadline = 0 }, (dur))
-#define AW_MOVE_ON(dur) aw_move_on_after(&(aw_scope){ .deadline = 0 }, (dur))
-#define AW_SHIELD() aw_shield(&(aw_scope){ .deadline = 0 }, AW_NEVER)
+#define AW_TIMEOUT(dur) aw_timeout_init(&(aw_scope){ .deadline = 0 }, (dur))
+#define AW_MOVE_ON(dur) aw_move_on_init(&(aw_scope){ .deadline = 0 }, (dur))
+#define AW_SHIELD() aw_shield_init(&(aw_scope){ .deadline = 0 })
 #else
 } /* extern "C" */
 struct aw__scope_spec {
@@ -551,9 +563,9 @@ static inline aw_mgr *aw__bind(aw_mgr *m, aw_scope *) { return m; }
 static inline aw_mgr *aw__bind(const aw__scope_spec &sp, aw_scope *store)
 {
 	switch (sp.kind) {
-	case 0: return aw_timeout_after(store, sp.dur);
-	case 1: return aw_move_on_after(store, sp.dur);
-	default: return aw_shield(store, AW_NEVER);
+	case 0: return aw_timeout_init(store, sp.dur);
+	case 1: return aw_move_on_init(store, sp.dur);
+	default: return aw_shield_init(store);
 	}
 }
 
@@ -617,7 +629,7 @@ struct aw_gen {
 aw_mgr *aw_gen_init(aw_gen *g, const char *name, aw_gen_fn fn, void *arg);
 /* From inside the generator function: hand `value` to the block and wait
  * until it is left. */
-int aw_gen_yield(aw_gen *g, void *value);
+int aw_gen_yield(aw_gen *g, void *value) AW_MUST_USE;
 static inline void *aw_gen_value(const aw_gen *g) { return g->value; }
 
 /* ------------------------------------------------------------------------ */
@@ -655,9 +667,9 @@ void aw_exitstack_pop_all(aw_exitstack *s, aw_exitstack *into);
  * blocks (every exit runs even when one fails; a new error keeps the
  * previous one as its cause). Iterative: any number of entries. Returns
  * the final error (0 if none). The stack is empty afterwards. */
-int aw_exitstack_unwind(aw_exitstack *s, int err);
+int aw_exitstack_unwind(aw_exitstack *s, int err) AW_MUST_USE;
 /* Waits: unwind with no error (Python's aclose()). */
-int aw_exitstack_close(aw_exitstack *s);
+int aw_exitstack_close(aw_exitstack *s) AW_MUST_USE;
 #define aw_exitstack_close(s) AW__AT((aw_exitstack_close)(s))
 
 /* Waits: run a cleanup now, as an exit runs — shielded from cancellation,
@@ -672,6 +684,17 @@ int aw_exitstack_close(aw_exitstack *s);
  * ROLLBACK shielded and bounded, raise the error again". */
 int aw_cleanup_run(aw_exit_fn fn, void *arg, aw_time limit) AW_MUST_USE;
 #define aw_cleanup_run(fn, arg, limit) AW__AT((aw_cleanup_run)((fn), (arg), (limit)))
+
+/* ------------------------------------------------------------------------ */
+/* Chunks: the item of every async iterator over bytes (aw_file_chunks_init,
+ * aw_client_response_chunks, aw_pg_copy_out_init; what aw_http_stream
+ * sends). `data` is valid until the next step; `offset` counts the bytes
+ * before this chunk (the file offset for a file). */
+typedef struct aw_chunk {
+	const char *data;
+	size_t len;
+	int64_t offset;
+} aw_chunk;
 
 /* ------------------------------------------------------------------------ */
 /* Async iterators (async for); an iterator is a manager, so leaving the    */
@@ -758,12 +781,16 @@ void aw_group_cancel(aw_group *g);
 
 /* ------------------------------------------------------------------------ */
 /* Synchronisation. All waiters are served FIFO. Not thread-safe: one loop. */
+/* Time limits: these waits (and aw_task_join, aw_to_thread, the queue) take
+ * no deadline argument; they are bounded by the cancel scopes around them:
+ * AW_WITH(aw_timeout_init(&to, AW_MS(100))) { rc = aw_lock_acquire(&l); }
+ * fails the acquire with -ETIMEDOUT when the scope's deadline passes. */
 
 /* Internal wait list node, on the waiting task's stack. */
 typedef struct aw_waiter aw_waiter;
 typedef struct aw_waitq { aw_waiter *head, *tail; } aw_waitq;
 
-/* Lock (asyncio.Lock). Usable as a manager: AW_WITH(&lock.mgr). Ownership
+/* Lock (asyncio.Lock). Usable as a manager: AW_WITH(aw_lock_mgr(&lock)). Ownership
  * is handed directly to the longest waiter on release (no barging). */
 typedef struct aw_lock {
 	aw_mgr mgr;
@@ -771,11 +798,13 @@ typedef struct aw_lock {
 	aw_waitq waiters;
 } aw_lock;
 void aw_lock_init(aw_lock *l);
-int aw_lock_acquire(aw_lock *l);               /* waits; 0 or cancel code */
+/* The lock's manager: enter acquires (waits), exit releases. */
+static inline aw_mgr *aw_lock_mgr(aw_lock *l) { return &l->mgr; }
+int aw_lock_acquire(aw_lock *l) AW_MUST_USE;   /* waits; 0 or cancel code */
 #define aw_lock_acquire(l) AW__AT((aw_lock_acquire)(l))
 bool aw_lock_try(aw_lock *l);
 /* Release: -EPERM if the caller does not hold it. */
-int aw_lock_release(aw_lock *l);
+int aw_lock_release(aw_lock *l) AW_MUST_USE;
 
 /* Semaphore (asyncio.Semaphore, bounded: release past the initial value is
  * -EOVERFLOW). Manager: acquire/release one unit. */
@@ -785,10 +814,12 @@ typedef struct aw_sem {
 	aw_waitq waiters;
 } aw_sem;
 void aw_sem_init(aw_sem *s, size_t value);
-int aw_sem_acquire(aw_sem *s);
+/* The semaphore's manager: enter acquires one unit (waits), exit releases it. */
+static inline aw_mgr *aw_sem_mgr(aw_sem *s) { return &s->mgr; }
+int aw_sem_acquire(aw_sem *s) AW_MUST_USE;
 #define aw_sem_acquire(s) AW__AT((aw_sem_acquire)(s))
 bool aw_sem_try(aw_sem *s);
-int aw_sem_release(aw_sem *s);
+int aw_sem_release(aw_sem *s) AW_MUST_USE;
 
 /* Event (asyncio.Event). */
 typedef struct aw_event {
@@ -799,7 +830,7 @@ void aw_event_init(aw_event *e);
 void aw_event_set(aw_event *e);        /* wakes every waiter */
 void aw_event_clear(aw_event *e);
 bool aw_event_is_set(const aw_event *e);
-int aw_event_wait(aw_event *e);        /* waits; 0 or cancel code */
+int aw_event_wait(aw_event *e) AW_MUST_USE;   /* waits; 0 or cancel code */
 #define aw_event_wait(e) AW__AT((aw_event_wait)(e))
 
 /* Condition (asyncio.Condition) bound to a lock; its manager is the lock's. */
@@ -811,7 +842,7 @@ void aw_cond_init(aw_cond *c, aw_lock *l);
 /* Waits: release the lock, wait for a notify, re-acquire the lock. The lock
  * is held again on return, also when the wait was cancelled (the return is
  * then the cancel code). -EPERM if the lock is not held by the caller. */
-int aw_cond_wait(aw_cond *c);
+int aw_cond_wait(aw_cond *c) AW_MUST_USE;
 #define aw_cond_wait(c) AW__AT((aw_cond_wait)(c))
 void aw_cond_notify(aw_cond *c, size_t n);
 void aw_cond_notify_all(aw_cond *c);
@@ -827,14 +858,14 @@ typedef struct aw_queue {
 int aw_queue_init(aw_queue *q, size_t capacity) AW_MUST_USE;
 void aw_queue_destroy(aw_queue *q);
 /* Waits while full. -AW_ECLOSED if the queue is (or gets) closed. */
-int aw_queue_put(aw_queue *q, void *item);
+int aw_queue_put(aw_queue *q, void *item) AW_MUST_USE;
 #define aw_queue_put(q, i) AW__AT((aw_queue_put)((q), (i)))
 /* Waits while empty. Items put before close are still delivered; then
  * -AW_ECLOSED. */
-int aw_queue_get(aw_queue *q, void **item);
+int aw_queue_get(aw_queue *q, void **item) AW_MUST_USE;
 #define aw_queue_get(q, i) AW__AT((aw_queue_get)((q), (i)))
-int aw_queue_try_put(aw_queue *q, void *item);   /* -EAGAIN if full */
-int aw_queue_try_get(aw_queue *q, void **item);  /* -EAGAIN if empty */
+int aw_queue_try_put(aw_queue *q, void *item) AW_MUST_USE;   /* -EAGAIN if full */
+int aw_queue_try_get(aw_queue *q, void **item) AW_MUST_USE;  /* -EAGAIN if empty */
 /* Close: every waiting putter, and every getter once empty, is woken with
  * -AW_ECLOSED. Idempotent. */
 void aw_queue_close(aw_queue *q);
@@ -849,7 +880,7 @@ static inline size_t aw_queue_len(const aw_queue *q) { return q->len; }
  * the cancel code returned at once; if it runs, the task waits for it to
  * finish (fn may poll aw_thread_cancelled() to stop early), then returns
  * the cancel code and fn's result is discarded. */
-int aw_to_thread(int (*fn)(void *arg), void *arg);
+int aw_to_thread(int (*fn)(void *arg), void *arg) AW_MUST_USE;
 #define aw_to_thread(fn, arg) AW__AT((aw_to_thread)((fn), (arg)))
 /* From inside a to_thread function: true once the waiting task was
  * cancelled. */

@@ -8,16 +8,19 @@
  *
  *     static int get_users(aw_http_request *req, aw_http_response *res, void *ud)
  *     {
- *         aw_pg_conn *db = aw_http_depends(req, &get_db);   // entered once per request
- *         if (!db)
- *             return aw_error_pending();
+ *         aw_pg_conn *db;
+ *         int rc = aw_http_depends(req, &get_db, (void **)&db);   // entered once per request
+ *         if (rc < 0)
+ *             return rc;
  *         ...
  *         return aw_http_json(res, 200, rows);
  *     }
  *
  *     int main(int argc, char **argv)
  *     {
- *         aw_app *app = aw_app_new("users");
+ *         aw_app *app;
+ *         if (aw_app_new(&app, "users") < 0)
+ *             return 1;
  *         aw_app_lifespan(app, lifespan, NULL);       // startup / yield / shutdown
  *         aw_app_route(app, "GET", "/users", get_users, NULL);
  *         return aw_app_main(app, argc, argv);        // --port N, SIGINT/SIGTERM
@@ -70,30 +73,32 @@ bool aw_http_header_at(const aw_http_request *req, size_t i, aw_str *name, aw_st
 /* Path parameter of the matched route ("/users/{id}" → "id"), decoded
  * (%xx), NUL-terminated, owned by the request; NULL if absent. */
 const char *aw_http_param(const aw_http_request *req, const char *name);
-/* Query parameter, decoded (%xx and '+'), NUL-terminated, owned by the
- * request; the first one if repeated; NULL if absent. The query is decoded
- * on the first call: an invalid %-escape or a %00 makes every call return
- * NULL with -EBADMSG raised (a handler returning it answers 400). */
-const char *aw_http_query(const aw_http_request *req, const char *name);
+/* Query parameter: 0 with *out the value, decoded (%xx and '+'),
+ * NUL-terminated, owned by the request, the first one if repeated, or NULL
+ * if absent (absence is not an error). The query is decoded on the first
+ * call: an invalid %-escape or a %00 makes every call return -EBADMSG
+ * (raised; a handler returning it answers 400), -ENOMEM if it cannot be
+ * decoded; *out is NULL then. */
+int aw_http_query(const aw_http_request *req, const char *name, const char **out) AW_MUST_USE;
 
 /* Waits: the whole body (up to the server's body limit: -AW_ETOOLONG gives
  * the client 413; a malformed chunked body -EBADMSG: 400; a body that
  * stalls longer than body_idle -ETIMEDOUT: 408). Owned by the request; a
  * Content-Length body already in the read buffer is not copied. Sends
  * "100 Continue" first when the client asked for it. */
-int aw_http_body(aw_http_request *req, const char **data, size_t *len);
+int aw_http_body(aw_http_request *req, const char **data, size_t *len) AW_MUST_USE;
 /* Waits: the body parsed as JSON (jansson's json_t *, returned as void *
  * so this header does not need jansson.h). Invalid JSON → -EBADMSG, and a
  * handler that returns it gives the client 400 with the parse error. The
  * value is owned by the request. */
-int aw_http_json_body(aw_http_request *req, void **json);
+int aw_http_json_body(aw_http_request *req, void **json) AW_MUST_USE;
 /* Waits: stream the body in pieces (large uploads): returns bytes (> 0),
  * 0 at its end, or a negative error as aw_http_body. Not after
  * aw_http_body (-EALREADY), and aw_http_body not after this. A body the
  * handler leaves unread is read and dropped after the response (up to 256
  * KiB; beyond, or if the client waits for 100 Continue, the connection is
  * closed instead). */
-ssize_t aw_http_body_read(aw_http_request *req, void *buf, size_t n);
+ssize_t aw_http_body_read(aw_http_request *req, void *buf, size_t n) AW_MUST_USE;
 
 /* The per-request deadline (server option), for the handler's own waits. */
 aw_time aw_http_deadline(const aw_http_request *req);
@@ -107,16 +112,16 @@ aw_time aw_http_deadline(const aw_http_request *req);
  * "Connection: close" closes the connection after the response. The
  * server adds Date (unless set here), Content-Length or
  * Transfer-Encoding, and Connection when needed. */
-int aw_http_set_header(aw_http_response *res, const char *name, const char *value);
+int aw_http_set_header(aw_http_response *res, const char *name, const char *value) AW_MUST_USE;
 /* Complete responses (each sends once; a second send is -EALREADY). The
  * status is 200-999. They are queued and leave when the handler returns
  * (the answers to pipelined requests leave together); bodies of 32 KiB
  * and more are written at once from the caller's memory. HEAD requests
  * get the headers only. */
-int aw_http_send(aw_http_response *res, int status, const char *content_type, const void *body, size_t len);
-int aw_http_text(aw_http_response *res, int status, const char *text);
+int aw_http_send(aw_http_response *res, int status, const char *content_type, const void *body, size_t len) AW_MUST_USE;
+int aw_http_text(aw_http_response *res, int status, const char *text) AW_MUST_USE;
 /* JSON from jansson (json_t *), serialised compactly. */
-int aw_http_json(aw_http_response *res, int status, const void *json);
+int aw_http_json(aw_http_response *res, int status, const void *json) AW_MUST_USE;
 
 /* The fast JSON writer: builds the body straight into the response buffer
  * with no DOM. Strings are escaped; numbers printed exactly. Nesting errors
@@ -139,18 +144,18 @@ void aw_jw_raw(aw_jw *w, const char *json, size_t len);   /* already valid JSON 
  * met (then nothing is sent: a handler returning it answers 500). Strings
  * must be valid UTF-8 (-EILSEQ); doubles are printed in the shortest form
  * that reads back exactly; NaN and infinities are -EINVAL. */
-int aw_http_json_end(aw_jw *w);
+int aw_http_json_end(aw_jw *w) AW_MUST_USE;
 
 /* Waits: streamed (chunked) response: each item of the async iterator is
- * an aw_chunk * (see io.h), written as it comes; the iterator is closed
+ * an aw_chunk * (see core.h), written as it comes; the iterator is closed
  * however the response ends (including a client that went away: the
  * write's error is returned). HTTP/1.0 clients get the body unframed, up
  * to the connection's close. A body cut short closes the connection. */
-int aw_http_stream(aw_http_response *res, int status, const char *content_type, aw_iter *chunks);
+int aw_http_stream(aw_http_response *res, int status, const char *content_type, aw_iter *chunks) AW_MUST_USE;
 /* Waits: a file, read off the loop in 64 KiB pieces (aw_file_chunks) and
  * sent with its Content-Length; 404 if missing. content_type NULL: guessed
  * from the extension. */
-int aw_http_file(aw_http_response *res, const char *path, const char *content_type);
+int aw_http_file(aw_http_response *res, const char *path, const char *content_type) AW_MUST_USE;
 
 /* ------------------------------------------------------------------------ */
 /* Handlers, routes, dependencies, lifespan                                 */
@@ -179,12 +184,14 @@ typedef struct aw_http_dep {
 	aw_gen_fn fn;
 	void *arg;
 } aw_http_dep;
-#define AW_HTTP_DEP(name_, fn_, arg_) { .name = (name_), .fn = (fn_), .arg = (arg_) }
-/* Waits (the first time per request): the dependency's value, or NULL
- * with the error in flight (aw_error_pending()). A dependency may ask for
- * other dependencies (they then exit after it); one that asks for itself
- * gets -EDEADLK. */
-void *aw_http_depends(aw_http_request *req, const aw_http_dep *dep);
+/* Positional, so that C++17 (no designated initializers) can use it too. */
+#define AW_HTTP_DEP(name_, fn_, arg_) { (name_), (fn_), (arg_) }
+/* Waits (the first time per request): 0 with the dependency's value in
+ * *out (what it yielded; NULL is a value like any other), or a negative
+ * error (raised; *out is NULL): the dependency's own, -EINVAL for a NULL
+ * dep or out, -ENOMEM. A dependency may ask for other dependencies (they
+ * then exit after it); one that asks for itself gets -EDEADLK. */
+int aw_http_depends(aw_http_request *req, const aw_http_dep *dep, void **out) AW_MUST_USE;
 /* From inside a dependency's generator function: the request it serves
  * (to read headers, or to depend on other dependencies). */
 aw_http_request *aw_http_dep_request(aw_gen *g);
@@ -203,22 +210,24 @@ typedef struct aw_http_limits {
 	aw_time shutdown_grace;  /* in-flight requests finish; default 10 s */
 } aw_http_limits;
 
-aw_app *aw_app_new(const char *name);
+/* A new app in *out (free it with aw_app_free). -ENOMEM (raised). Needs no
+ * task: call it from main. */
+int aw_app_new(aw_app **out, const char *name) AW_MUST_USE;
 void aw_app_free(aw_app *app);
 aw_http_limits *aw_app_limits(aw_app *app);   /* change before serving */
 /* Route: method ("GET", "POST", ...; "*" any) and a path template with
  * {name} segments. 404 when no path matches, 405 with Allow when the path
  * matches for other methods. -EINVAL for a malformed template. */
-int aw_app_route(aw_app *app, const char *method, const char *path, aw_http_handler fn, void *ud);
+int aw_app_route(aw_app *app, const char *method, const char *path, aw_http_handler fn, void *ud) AW_MUST_USE;
 /* The app's startup and shutdown as one generator-style function: setup,
  * aw_gen_yield(g, state), teardown (sees the error the server stops with).
  * aw_app_state() returns what it yielded. */
-int aw_app_lifespan(aw_app *app, aw_gen_fn fn, void *arg);
+int aw_app_lifespan(aw_app *app, aw_gen_fn fn, void *arg) AW_MUST_USE;
 /* The seed's on_event("startup"/"shutdown") hooks, a thin layer over the
  * lifespan: startup hooks run in order before serving, shutdown hooks in
  * reverse after. */
-int aw_app_on_startup(aw_app *app, int (*fn)(aw_app *app, void *arg), void *arg);
-int aw_app_on_shutdown(aw_app *app, int (*fn)(aw_app *app, void *arg), void *arg);
+int aw_app_on_startup(aw_app *app, int (*fn)(aw_app *app, void *arg), void *arg) AW_MUST_USE;
+int aw_app_on_shutdown(aw_app *app, int (*fn)(aw_app *app, void *arg), void *arg) AW_MUST_USE;
 void *aw_app_state(aw_app *app);
 void aw_app_set_state(aw_app *app, void *state);
 void aw_app_access_log(aw_app *app, FILE *out);  /* NULL: off (default) */
@@ -236,7 +245,7 @@ aw_app *aw_http_app(const aw_http_request *req);
  * A second SIGINT/SIGTERM while draining cancels the requests still
  * running at once. Returns 0, or the error of the lifespan's setup or
  * teardown, or of a listener that cannot accept (closed, shut down). */
-int aw_app_serve(aw_app *app, aw_listener *l);
+int aw_app_serve(aw_app *app, aw_listener *l) AW_MUST_USE;
 /* Begin the shutdown of aw_app_serve (as SIGTERM does), from any task of
  * its loop (a handler too). */
 void aw_app_stop(aw_app *app);
@@ -249,10 +258,10 @@ void aw_app_stop(aw_app *app);
  * lifespan's setup) stops them all and aw_app_run fails with -ECHILD.
  * Runs its own loop(s): call it outside aw_run (-EBUSY inside a task).
  * Port 0 picks a free port (printed in the log). */
-int aw_app_run(aw_app *app, const char *host, int port, int workers);
+int aw_app_run(aw_app *app, const char *host, int port, int workers) AW_MUST_USE;
 /* main() for examples: parses --port N (default 8000), --host H (default
  * 127.0.0.1), --workers N (default 1) and calls aw_app_run. */
-int aw_app_main(aw_app *app, int argc, char **argv);
+int aw_app_main(aw_app *app, int argc, char **argv) AW_MUST_USE;
 
 #ifdef __cplusplus
 }

@@ -8,8 +8,13 @@
  * closed, so one that is never closed is reported at loop shutdown with
  * where it was opened.
  *
- * Blocking calls take an absolute deadline as their last argument
- * (AW_NEVER for none) and are cancellation points. Errors are negative
+ * Time limits. The model is the cancel scope: AW_WITH(aw_timeout_init(&to,
+ * AW_SEC(2))) { ... } bounds every wait inside the block. The waiting calls
+ * here also take an absolute deadline as their last argument (AW_NEVER for
+ * none): it is shorthand for a deadline scope around that one call — the
+ * same timer, the same -ETIMEDOUT, and the scopes around the call still
+ * apply (the earliest deadline wins). Every wait is a cancellation point.
+ * Errors are negative
  * codes, raised on the task (aw_error_current()) with a clear message:
  *   -ECONNREFUSED, -ECONNRESET, -EPIPE, -ETIMEDOUT, -EADDRINUSE ...
  *   -AW_EEOF        the peer closed in the middle of a read that needs more
@@ -32,6 +37,9 @@
 #ifdef __cplusplus
 extern "C" {
 #endif
+
+struct addrinfo;   /* <netdb.h>; declared here so the prototype below does
+                      not declare it in its own parameter scope */
 
 /* ------------------------------------------------------------------------ */
 /* TLS contexts (OpenSSL)                                                   */
@@ -82,10 +90,10 @@ int aw_stream_fd(const aw_stream *s);
 
 /* Waits: read whatever is available, at most n bytes (at least 1).
  * Returns the count, 0 at end of stream, or a negative error. */
-ssize_t aw_stream_read(aw_stream *s, void *buf, size_t n, aw_time deadline);
+ssize_t aw_stream_read(aw_stream *s, void *buf, size_t n, aw_time deadline) AW_MUST_USE;
 /* Waits: read exactly n bytes. -AW_EEOF if the stream ends first (the
  * bytes that did arrive stay buffered: nothing is lost). */
-int aw_stream_read_exact(aw_stream *s, void *buf, size_t n, aw_time deadline);
+int aw_stream_read_exact(aw_stream *s, void *buf, size_t n, aw_time deadline) AW_MUST_USE;
 /* Waits: until `delim` is buffered within the first `max` bytes. On
  * success *line points into the read buffer (zero copy) and *len counts
  * the bytes up to and including the delimiter; they are consumed, and the
@@ -93,19 +101,19 @@ int aw_stream_read_exact(aw_stream *s, void *buf, size_t n, aw_time deadline);
  * arrive without it; -AW_EEOF if the stream ends first (a final
  * unterminated piece stays buffered: read it with aw_stream_read). */
 int aw_stream_read_until(aw_stream *s, const void *delim, size_t dlen, size_t max,
-			 const char **line, size_t *len, aw_time deadline);
+			 const char **line, size_t *len, aw_time deadline) AW_MUST_USE;
 /* aw_stream_read_until with "\n". */
-int aw_stream_read_line(aw_stream *s, size_t max, const char **line, size_t *len, aw_time deadline);
+int aw_stream_read_line(aw_stream *s, size_t max, const char **line, size_t *len, aw_time deadline) AW_MUST_USE;
 /* Waits: read to end of stream into a malloc'd buffer (NUL-terminated for
  * convenience; *len excludes it). -AW_ETOOLONG if more than max bytes. */
-int aw_stream_read_all(aw_stream *s, size_t max, char **out, size_t *len, aw_time deadline);
+int aw_stream_read_all(aw_stream *s, size_t max, char **out, size_t *len, aw_time deadline) AW_MUST_USE;
 
 /* Zero-copy access for parsers: the buffered bytes, without waiting. */
 void aw_stream_peek(aw_stream *s, const char **data, size_t *len);
 /* Waits: read more into the buffer (at least 1 byte unless at EOF).
  * Returns bytes added, 0 at EOF. -AW_ETOOLONG if the buffer already holds
  * `max` bytes (the parser's limit). */
-ssize_t aw_stream_fill(aw_stream *s, size_t max, aw_time deadline);
+ssize_t aw_stream_fill(aw_stream *s, size_t max, aw_time deadline) AW_MUST_USE;
 /* Drop n bytes from the front of the buffer (n <= buffered). */
 void aw_stream_consume(aw_stream *s, size_t n);
 
@@ -113,15 +121,15 @@ void aw_stream_consume(aw_stream *s, size_t n);
  * waits while more than write_buffer bytes are unsent. Returns 0; on
  * error the stream is broken (-EPIPE, -ECONNRESET, -ETIMEDOUT) and
  * further writes fail. */
-int aw_stream_write(aw_stream *s, const void *buf, size_t n, aw_time deadline);
-int aw_stream_writev(aw_stream *s, const struct iovec *iov, int iovcnt, aw_time deadline);
+int aw_stream_write(aw_stream *s, const void *buf, size_t n, aw_time deadline) AW_MUST_USE;
+int aw_stream_writev(aw_stream *s, const struct iovec *iov, int iovcnt, aw_time deadline) AW_MUST_USE;
 /* Waits until every buffered byte is sent. */
-int aw_stream_drain(aw_stream *s, aw_time deadline);
+int aw_stream_drain(aw_stream *s, aw_time deadline) AW_MUST_USE;
 /* Waits: drain, then shut down the write side (FIN; TLS close_notify). */
-int aw_stream_shutdown(aw_stream *s, aw_time deadline);
+int aw_stream_shutdown(aw_stream *s, aw_time deadline) AW_MUST_USE;
 /* Waits: drain (bounded by deadline), TLS close_notify, close, free.
  * Always frees s, whatever it returns. */
-int aw_stream_close(aw_stream *s, aw_time deadline);
+int aw_stream_close(aw_stream *s, aw_time deadline) AW_MUST_USE;
 size_t aw_stream_buffered(const aw_stream *s);   /* unread bytes */
 size_t aw_stream_pending(const aw_stream *s);    /* unsent bytes */
 
@@ -133,8 +141,8 @@ size_t aw_stream_pending(const aw_stream *s);    /* unsent bytes */
  * stream broken (reads and writes fail with -AW_ETLS); close it.
  * End of stream: a read returns 0 only after the peer's close_notify; a
  * connection closed without it is a possible truncation: -ECONNRESET. */
-int aw_stream_tls_client(aw_stream *s, aw_tls_ctx *ctx, const char *host, aw_time deadline);
-int aw_stream_tls_server(aw_stream *s, aw_tls_ctx *ctx, aw_time deadline);
+int aw_stream_tls_client(aw_stream *s, aw_tls_ctx *ctx, const char *host, aw_time deadline) AW_MUST_USE;
+int aw_stream_tls_server(aw_stream *s, aw_tls_ctx *ctx, aw_time deadline) AW_MUST_USE;
 /* The negotiated ALPN protocol ("" if none). */
 const char *aw_stream_alpn(const aw_stream *s);
 
@@ -145,7 +153,7 @@ const char *aw_stream_alpn(const aw_stream *s);
  * Returns a list to free with freeaddrinfo. At the deadline or on
  * cancellation it returns at once (the lookup finishes in the background
  * and its result is dropped). -AW_EDNS with gai_strerror's text. */
-int aw_resolve(const char *host, int port, struct addrinfo **out, aw_time deadline);
+int aw_resolve(const char *host, int port, struct addrinfo **out, aw_time deadline) AW_MUST_USE;
 
 /* ------------------------------------------------------------------------ */
 /* TCP and Unix sockets                                                     */
@@ -157,7 +165,7 @@ int aw_resolve(const char *host, int port, struct addrinfo **out, aw_time deadli
 int aw_tcp_connect(aw_stream **out, const char *host, int port, aw_time deadline) AW_MUST_USE;
 int aw_unix_connect(aw_stream **out, const char *path, aw_time deadline) AW_MUST_USE;
 
-/* Connect on enter, close on exit: AW_WITH(aw_tcp_connection(&c, ...)). */
+/* Connect on enter, close on exit: AW_WITH(aw_tcp_connection_init(&c, ...)). */
 typedef struct aw_connection {
 	aw_mgr mgr;
 	aw_stream *stream;       /* valid inside the block */
@@ -165,8 +173,8 @@ typedef struct aw_connection {
 	int port;                /* -1: Unix socket */
 	aw_time deadline;
 } aw_connection;
-aw_mgr *aw_tcp_connection(aw_connection *c, const char *host, int port, aw_time deadline);
-aw_mgr *aw_unix_connection(aw_connection *c, const char *path, aw_time deadline);
+aw_mgr *aw_tcp_connection_init(aw_connection *c, const char *host, int port, aw_time deadline);
+aw_mgr *aw_unix_connection_init(aw_connection *c, const char *path, aw_time deadline);
 
 typedef struct aw_listener aw_listener;
 
@@ -203,15 +211,14 @@ void aw_listener_close(aw_listener *l);    /* removes a Unix socket file */
 int aw_file_read_all(const char *path, size_t max, char **out, size_t *len) AW_MUST_USE;
 /* Waits: write (create/truncate, `mode`) a whole file; with `atomic`, write
  * a temp file beside it, fsync, and rename over the target. */
-int aw_file_write_all(const char *path, const void *data, size_t len, mode_t mode, bool atomic);
+int aw_file_write_all(const char *path, const void *data, size_t len, mode_t mode, bool atomic) AW_MUST_USE;
 /* Waits: pread/pwrite the whole range (loops over short transfers).
  * aw_file_pread returns the count read (short only at end of file). */
-ssize_t aw_file_pread(int fd, void *buf, size_t n, off_t off);
-int aw_file_pwrite(int fd, const void *buf, size_t n, off_t off);
+ssize_t aw_file_pread(int fd, void *buf, size_t n, off_t off) AW_MUST_USE;
+int aw_file_pwrite(int fd, const void *buf, size_t n, off_t off) AW_MUST_USE;
 
 /* A file read in chunks as an async iterator (the seed's "async for chunk
- * in stream"): each item is an aw_chunk * valid until the next step. */
-typedef struct aw_chunk { const char *data; size_t len; off_t offset; } aw_chunk;
+ * in stream"): each item is an aw_chunk * (core.h) valid until the next step. */
 typedef struct aw_file_chunks {
 	aw_iter iter;
 	const char *path;
@@ -259,7 +266,6 @@ typedef struct aw_signals {
 	int signals[8];
 	int count;
 	int fd;
-	sigset_t old_mask;
 } aw_signals;
 /* sigs: up to 8 signal numbers. */
 aw_mgr *aw_signals_init(aw_signals *s, const int *sigs, int count);
@@ -268,9 +274,32 @@ aw_mgr *aw_signals_init(aw_signals *s, const int *sigs, int count);
  * (a second SIGTERM during a server's teardown ends the process). Keep the
  * block open for as long as such signals must be caught. */
 /* Waits: the next of the signals; returns its number (> 0). */
-int aw_signals_wait(aw_signals *s, aw_time deadline);
+int aw_signals_wait(aw_signals *s, aw_time deadline) AW_MUST_USE;
 
-/* The opening calls record their caller's location for the ledger. */
+/* Every waiting call records its caller's location, the one way core.h
+ * describes (a same-named macro stores AW_HERE before the call): the
+ * opening calls for the ledger, the others for aw_dump's "waits at". */
+#define aw_stream_read(s, buf, n, dl) AW__AT((aw_stream_read)((s), (buf), (n), (dl)))
+#define aw_stream_read_exact(s, buf, n, dl) AW__AT((aw_stream_read_exact)((s), (buf), (n), (dl)))
+#define aw_stream_read_until(s, d, dlen, max, line, len, dl) \
+	AW__AT((aw_stream_read_until)((s), (d), (dlen), (max), (line), (len), (dl)))
+#define aw_stream_read_line(s, max, line, len, dl) AW__AT((aw_stream_read_line)((s), (max), (line), (len), (dl)))
+#define aw_stream_read_all(s, max, out, len, dl) AW__AT((aw_stream_read_all)((s), (max), (out), (len), (dl)))
+#define aw_stream_fill(s, max, dl) AW__AT((aw_stream_fill)((s), (max), (dl)))
+#define aw_stream_write(s, buf, n, dl) AW__AT((aw_stream_write)((s), (buf), (n), (dl)))
+#define aw_stream_writev(s, iov, cnt, dl) AW__AT((aw_stream_writev)((s), (iov), (cnt), (dl)))
+#define aw_stream_drain(s, dl) AW__AT((aw_stream_drain)((s), (dl)))
+#define aw_stream_shutdown(s, dl) AW__AT((aw_stream_shutdown)((s), (dl)))
+#define aw_stream_close(s, dl) AW__AT((aw_stream_close)((s), (dl)))
+#define aw_stream_tls_client(s, ctx, host, dl) AW__AT((aw_stream_tls_client)((s), (ctx), (host), (dl)))
+#define aw_stream_tls_server(s, ctx, dl) AW__AT((aw_stream_tls_server)((s), (ctx), (dl)))
+#define aw_resolve(host, port, out, dl) AW__AT((aw_resolve)((host), (port), (out), (dl)))
+#define aw_file_read_all(path, max, out, len) AW__AT((aw_file_read_all)((path), (max), (out), (len)))
+#define aw_file_write_all(path, data, len, mode, atomic) \
+	AW__AT((aw_file_write_all)((path), (data), (len), (mode), (atomic)))
+#define aw_file_pread(fd, buf, n, off) AW__AT((aw_file_pread)((fd), (buf), (n), (off)))
+#define aw_file_pwrite(fd, buf, n, off) AW__AT((aw_file_pwrite)((fd), (buf), (n), (off)))
+#define aw_signals_wait(s, dl) AW__AT((aw_signals_wait)((s), (dl)))
 #define aw_stream_from_fd(out, fd, opts) AW__AT((aw_stream_from_fd)((out), (fd), (opts)))
 #define aw_tcp_connect(out, host, port, dl) AW__AT((aw_tcp_connect)((out), (host), (port), (dl)))
 #define aw_unix_connect(out, path, dl) AW__AT((aw_unix_connect)((out), (path), (dl)))

@@ -9,7 +9,7 @@
  *     aw_pg_acquire a;
  *     AW_WITH(aw_pg_acquire_init(&a, pool)) {
  *         aw_pg_rows q;
- *         AW_WITH(aw_pg_fetch(&q, a.conn, "SELECT id, name FROM users WHERE id = $1",
+ *         AW_WITH(aw_pg_rows_init(&q, a.conn, "SELECT id, name FROM users WHERE id = $1",
  *                             AW_PG_ARGS("42"))) {
  *             for (int i = 0; i < aw_pg_nrows(q.res); i++)
  *                 printf("%s\n", aw_pg_text(q.res, i, 1));
@@ -85,8 +85,8 @@ void aw_pg_opts_default(aw_pg_opts *o);
  * opts->connect_timeout, without blocking the loop. The connection is in
  * the ledger until aw_pg_conn_close (a connection never closed is reported
  * at loop shutdown with where it was opened). */
-int aw_pg_connect_at(const aw_loc *loc, aw_pg_conn **out, const char *dsn, const aw_pg_opts *opts) AW_MUST_USE;
-#define aw_pg_connect(out, dsn, opts) aw_pg_connect_at(AW_HERE, (out), (dsn), (opts))
+int aw_pg_connect(aw_pg_conn **out, const char *dsn, const aw_pg_opts *opts) AW_MUST_USE;
+#define aw_pg_connect(out, dsn, opts) AW__AT((aw_pg_connect)((out), (dsn), (opts)))
 /* Close (sends Terminate; does not wait). NULL is a no-op. */
 void aw_pg_conn_close(aw_pg_conn *c);
 
@@ -130,10 +130,11 @@ void *aw_pg_conn_pgconn(aw_pg_conn *c);
  * parameters. */
 int aw_pg_query(aw_pg_conn *c, aw_pg_result **out, const char *sql, int nparams,
 		const char *const *params) AW_MUST_USE;
-/* Waits: run a statement whose rows are not wanted; returns the row count
- * of its command tag (rows inserted, updated, deleted, copied, or returned
- * by a SELECT; 0 for commands without one), or an error. */
-int64_t aw_pg_exec(aw_pg_conn *c, const char *sql, int nparams, const char *const *params) AW_MUST_USE;
+/* Waits: run a statement whose rows are not wanted. Returns 0 or an error;
+ * *rows (when rows is not NULL) gets the row count of its command tag (rows
+ * inserted, updated, deleted, copied, or returned by a SELECT; 0 for
+ * commands without one, and on failure). */
+int aw_pg_exec(aw_pg_conn *c, uint64_t *rows, const char *sql, int nparams, const char *const *params) AW_MUST_USE;
 /* Waits: run a script of one or more statements with no parameters
  * (simple query protocol; never cached). Returns 0 or an error. */
 int aw_pg_exec_script(aw_pg_conn *c, const char *sql) AW_MUST_USE;
@@ -147,7 +148,7 @@ typedef struct aw_pg_rows {
 	const char *const *params;
 	aw_pg_result *res;             /* set while entered */
 } aw_pg_rows;
-aw_mgr *aw_pg_fetch(aw_pg_rows *q, aw_pg_conn *c, const char *sql, int nparams, const char *const *params);
+aw_mgr *aw_pg_rows_init(aw_pg_rows *q, aw_pg_conn *c, const char *sql, int nparams, const char *const *params);
 
 /* The details of the last server error on this connection (valid until the
  * next query on it). */
@@ -184,17 +185,17 @@ size_t aw_pg_len(const aw_pg_result *r, int row, int col);
 /* Typed getters: 0 and *out set, or -AW_EPG_NULL (SQL NULL), -AW_EPG_TYPE
  * (the column's type is not one that converts), -ERANGE, -EINVAL (row or
  * column out of range). None raises: they are checks, not failures. */
-int aw_pg_get_int(const aw_pg_result *r, int row, int col, int64_t *out);    /* int2/4/8, oid */
-int aw_pg_get_double(const aw_pg_result *r, int row, int col, double *out);  /* float4/8, numeric, ints */
-int aw_pg_get_bool(const aw_pg_result *r, int row, int col, bool *out);      /* bool */
-int aw_pg_get_str(const aw_pg_result *r, int row, int col, const char **out);/* any type, text form */
+int aw_pg_get_int(const aw_pg_result *r, int row, int col, int64_t *out) AW_MUST_USE;    /* int2/4/8, oid */
+int aw_pg_get_double(const aw_pg_result *r, int row, int col, double *out) AW_MUST_USE;  /* float4/8, numeric, ints */
+int aw_pg_get_bool(const aw_pg_result *r, int row, int col, bool *out) AW_MUST_USE;      /* bool */
+int aw_pg_get_str(const aw_pg_result *r, int row, int col, const char **out) AW_MUST_USE;/* any type, text form */
 /* bytea, decoded: *out is malloc'd (free it), *len its size. */
-int aw_pg_get_bytea(const aw_pg_result *r, int row, int col, void **out, size_t *len);
+int aw_pg_get_bytea(const aw_pg_result *r, int row, int col, void **out, size_t *len) AW_MUST_USE;
 /* The same by column name (-EINVAL if there is no such column). */
-int aw_pg_get_int_by(const aw_pg_result *r, int row, const char *col, int64_t *out);
-int aw_pg_get_double_by(const aw_pg_result *r, int row, const char *col, double *out);
-int aw_pg_get_bool_by(const aw_pg_result *r, int row, const char *col, bool *out);
-int aw_pg_get_str_by(const aw_pg_result *r, int row, const char *col, const char **out);
+int aw_pg_get_int_by(const aw_pg_result *r, int row, const char *col, int64_t *out) AW_MUST_USE;
+int aw_pg_get_double_by(const aw_pg_result *r, int row, const char *col, double *out) AW_MUST_USE;
+int aw_pg_get_bool_by(const aw_pg_result *r, int row, const char *col, bool *out) AW_MUST_USE;
+int aw_pg_get_str_by(const aw_pg_result *r, int row, const char *col, const char **out) AW_MUST_USE;
 
 /* JSON. Values convert by column type: int2/4/8, oid, float4/8 and
  * numeric to numbers (NaN and infinities as the strings "NaN", "Infinity",
@@ -319,17 +320,12 @@ int aw_pg_copy_write(aw_pg_copy_in *cp, const void *data, size_t len) AW_MUST_US
 
 /* COPY ... TO STDOUT as an async iterator of chunks (one data row each in
  * text/csv format). Leaving the loop early cancels the copy. */
-typedef struct aw_pg_chunk {
-	const char *data;              /* valid until the next step */
-	size_t len;
-} aw_pg_chunk;
-
 typedef struct aw_pg_copy_out {
 	aw_iter iter;
 	aw_pg_conn *conn;
 	const char *sql;
 	char *buf;                     /* internal */
-	aw_pg_chunk chunk;
+	aw_chunk chunk;
 	int64_t rows;                  /* rows copied, once the loop ended */
 	bool active;
 } aw_pg_copy_out;
@@ -373,14 +369,14 @@ typedef struct aw_pg_pool_opts {
  * (no dsn, max_size 0, min_size > max_size, negative durations) are
  * -EINVAL with a message naming the setting; a server that refuses the
  * first connections fails the open with that connection's error. */
-int aw_pg_pool_open_at(const aw_loc *loc, aw_pg_pool **out, const aw_pg_pool_opts *opts) AW_MUST_USE;
-#define aw_pg_pool_open(out, opts) aw_pg_pool_open_at(AW_HERE, (out), (opts))
+int aw_pg_pool_open(aw_pg_pool **out, const aw_pg_pool_opts *opts) AW_MUST_USE;
+#define aw_pg_pool_open(out, opts) AW__AT((aw_pg_pool_open)((out), (opts)))
 /* Waits: stop handing out connections (acquire fails with -AW_ECLOSED),
  * wake every waiter with -AW_ECLOSED, wait up to close_grace for the
  * connections in use to come back, then cancel their holders' queries and
  * close every connection. Frees the pool. Returns 0, or -ETIMEDOUT if some
  * holder had to be cut off. */
-int aw_pg_pool_close(aw_pg_pool *p);
+int aw_pg_pool_close(aw_pg_pool *p) AW_MUST_USE;
 
 /* The pool as a manager (for a lifespan or a block): enter opens, exit
  * closes. */
@@ -408,8 +404,8 @@ aw_mgr *aw_pg_acquire_init(aw_pg_acquire *a, aw_pg_pool *p);
  * returns the connection to the idle list, or discards it if it is broken,
  * in a failed state that ROLLBACK cannot clear, too old, or over its query
  * budget. Waits (shielded). */
-int aw_pg_pool_acquire_at(const aw_loc *loc, aw_pg_pool *p, aw_pg_conn **out) AW_MUST_USE;
-#define aw_pg_pool_acquire(p, out) aw_pg_pool_acquire_at(AW_HERE, (p), (out))
+int aw_pg_pool_acquire(aw_pg_pool *p, aw_pg_conn **out) AW_MUST_USE;
+#define aw_pg_pool_acquire(p, out) AW__AT((aw_pg_pool_acquire)((p), (out)))
 void aw_pg_pool_release(aw_pg_pool *p, aw_pg_conn *c);
 
 /* Waits: acquire, query, release. With opts.pipeline, the query instead

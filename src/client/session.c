@@ -225,7 +225,7 @@ static int timer_task(void *arg)
 		}
 		aw_scope sc = { .deadline = 0 };
 		int rc = 0;
-		AW_WITH(aw_move_on_at(&sc, dl)) {
+		AW_WITH(aw_move_on_at_init(&sc, dl)) {
 			rc = aw_event_wait(&c->timer_ev);
 		}
 		/* -ETIMEDOUT: our deadline (the block falls off its end, so
@@ -433,8 +433,8 @@ static int session_exit(aw_mgr *m, int err)
 	}
 	client_free(c);
 	/* Let the watchers see `removed` and free themselves. */
-	(void)aw_yield();
-	return err;
+	int rc = aw_yield();
+	return err ? err : rc;   /* only past the grace deadline */
 }
 
 static void session_describe(aw_mgr *m, char *buf, size_t len)

@@ -292,6 +292,9 @@ int aw_task_park(aw_time deadline, bool shielded);
  * at shields and at the running cleanup's boundary. Also marks scopes whose
  * deadline has passed as cancelled. */
 int aw_scope_pending_cancel(aw_task *t, aw_time now, aw_scope **origin, aw_time *next_deadline);
+/* A shield with its own deadline (scope.c); the public form is
+ * aw_shield_init (shield.c), which has none. */
+aw_mgr *aw_shield(aw_scope *s, aw_time deadline);
 /* Like aw_scope_pending_cancel but from scope `from` outward, ignoring the
  * cleanup boundary (for a group exit, which must see scopes around it):
  * the outermost cancelled scope or NULL; *next_deadline the earliest

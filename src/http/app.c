@@ -23,15 +23,18 @@
 
 /* ---- the app object ------------------------------------------------------------ */
 
-aw_app *aw_app_new(const char *name)
+int aw_app_new(aw_app **out, const char *name)
 {
+	if (!out)
+		return aw_raise(-EINVAL, "aw_app_new: out is NULL");
+	*out = NULL;
 	aw_app *app = calloc(1, sizeof *app);
 	if (!app)
-		return NULL;
+		return aw_raise(-ENOMEM, "aw_app_new: out of memory");
 	app->name = strdup(name ? name : "app");
 	if (!app->name) {
 		free(app);
-		return NULL;
+		return aw_raise(-ENOMEM, "aw_app_new: out of memory");
 	}
 	app->limits = (aw_http_limits){
 		.request_line = 8 * 1024,
@@ -45,7 +48,8 @@ aw_app *aw_app_new(const char *name)
 		.request_deadline = AW_SEC(30),
 		.shutdown_grace = AW_SEC(10),
 	};
-	return app;
+	*out = app;
+	return 0;
 }
 
 void aw_app_free(aw_app *app)
@@ -121,26 +125,24 @@ aw_http_request *aw_http_dep_request(aw_gen *g)
 	return AW_CONTAINER_OF(g, aw_http_deprec, gen)->req;
 }
 
-void *aw_http_depends(aw_http_request *req, const aw_http_dep *dep)
+int aw_http_depends(aw_http_request *req, const aw_http_dep *dep, void **out)
 {
-	if (!dep || !dep->fn) {
-		aw_raise(-EINVAL, "aw_http_depends: no dependency function");
-		return NULL;
-	}
+	if (!out)
+		return aw_raise(-EINVAL, "aw_http_depends: out is NULL");
+	*out = NULL;
+	if (!dep || !dep->fn)
+		return aw_raise(-EINVAL, "aw_http_depends: no dependency function");
 	for (aw_http_deprec *d = req->deplist; d; d = d->next) {
 		if (d->dep != dep)
 			continue;
-		if (!d->entered) {
-			aw_raise(-EDEADLK, "dependency '%s' depends on itself", dep->name ? dep->name : "?");
-			return NULL;
-		}
-		return aw_gen_value(&d->gen);
+		if (!d->entered)
+			return aw_raise(-EDEADLK, "dependency '%s' depends on itself", dep->name ? dep->name : "?");
+		*out = aw_gen_value(&d->gen);
+		return 0;
 	}
 	aw_http_deprec *d = aw__arena_alloc(&req->conn->arena, sizeof *d);
-	if (!d) {
-		aw_raise(-ENOMEM, "aw_http_depends: no memory");
-		return NULL;
-	}
+	if (!d)
+		return aw_raise(-ENOMEM, "aw_http_depends: no memory");
 	*d = (aw_http_deprec){ .req = req, .dep = dep, .next = req->deplist };
 	req->deplist = d;
 	aw_mgr *m = aw_gen_init(&d->gen, dep->name ? dep->name : "dependency", dep->fn, dep->arg);
@@ -150,9 +152,9 @@ void *aw_http_depends(aw_http_request *req, const aw_http_dep *dep)
 	if (rc) {
 		req->deplist = d->next;
 		if (aw_error_pending() != rc)
-			aw_raise(rc < 0 ? rc : -AW_EEXIT, "dependency '%s' failed: %s", dep->name ? dep->name : "?",
-				 aw_strerror(rc));
-		return NULL;
+			return aw_raise(rc < 0 ? rc : -AW_EEXIT, "dependency '%s' failed: %s",
+					dep->name ? dep->name : "?", aw_strerror(rc));
+		return rc < 0 ? rc : -AW_EEXIT;
 	}
 	rc = aw_exitstack_push(&req->deps, m);
 	if (rc) {
@@ -161,17 +163,19 @@ void *aw_http_depends(aw_http_request *req, const aw_http_dep *dep)
 			aw_error_clear();
 		aw_error_raise_obj(e);
 		req->deplist = d->next;
-		return NULL;
+		return rc;
 	}
 	d->entered = true;
-	return aw_gen_value(&d->gen);
+	*out = aw_gen_value(&d->gen);
+	return 0;
 }
 
 void aw__app_deps_unwind(aw_http_request *req, int err)
 {
 	if (!req->deps.count) {
 		if (req->deps.entries)
-			aw_exitstack_unwind(&req->deps, 0);   /* frees the array */
+			if (aw_exitstack_unwind(&req->deps, 0) < 0)   /* frees the array */
+				aw_error_clear();   /* nothing ran: cannot fail */
 		return;
 	}
 	aw_error *mine = NULL;
@@ -248,7 +252,7 @@ int aw__app_dispatch(aw_http_conn *c)
 	aw_error *e = NULL;
 	aw_scope sc;
 	aw_error_clear();
-	AW_WITH(aw_timeout_at(&sc, r->deadline)) {
+	AW_WITH(aw_deadline_init(&sc, r->deadline)) {
 		err = route->fn(r, res, route->ud);
 		if (err < 0) {
 			/* The error in flight is the truth: exits on the
@@ -302,7 +306,8 @@ int aw__app_dispatch(aw_http_conn *c)
 		aw__app_deps_unwind(r, err);
 		e = NULL;
 	} else if (r->deps.entries) {
-		aw_exitstack_unwind(&r->deps, 0);   /* nothing to run; frees */
+		if (aw_exitstack_unwind(&r->deps, 0) < 0)   /* nothing to run; frees */
+			aw_error_clear();   /* nothing ran: cannot fail */
 	}
 	aw_error_free(e);
 	aw_error_clear();

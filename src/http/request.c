@@ -762,17 +762,21 @@ static int parse_query(aw_http_request *req)
 	return 0;
 }
 
-const char *aw_http_query(const aw_http_request *creq, const char *name)
+int aw_http_query(const aw_http_request *creq, const char *name, const char **out)
 {
 	aw_http_request *req = (aw_http_request *)creq;   /* decoded on first use */
-	if (!req->query_parsed && parse_query(req))
-		return NULL;
-	if (req->query_bad) {
-		aw_raise(-EBADMSG, "invalid percent-encoding (or a NUL byte) in the query string");
-		return NULL;
-	}
+	if (!out)
+		return aw_raise(-EINVAL, "aw_http_query: out is NULL");
+	*out = NULL;
+	int rc;
+	if (!req->query_parsed && (rc = parse_query(req)) < 0)
+		return rc;
+	if (req->query_bad)
+		return aw_raise(-EBADMSG, "invalid percent-encoding (or a NUL byte) in the query string");
 	for (unsigned i = 0; i < req->nquery; i++)
-		if (strcmp(req->qpairs[i].name, name) == 0)
-			return req->qpairs[i].value;
-	return NULL;
+		if (strcmp(req->qpairs[i].name, name) == 0) {
+			*out = req->qpairs[i].value;
+			break;
+		}
+	return 0;
 }

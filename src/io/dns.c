@@ -7,7 +7,7 @@
  * hangs on an unreachable name server would then hold the caller far past
  * its deadline. So the waiting is split in two:
  *
- *   - a detached helper task runs aw_to_thread(getaddrinfo) and is the one
+ *   - a detached helper task runs (aw_to_thread)(getaddrinfo) and is the one
  *     that waits for the thread, however long it takes;
  *   - the caller (the requester) parks until the helper hands the result
  *     over, its deadline passes, or it is cancelled, and then leaves at once.
@@ -64,7 +64,7 @@ static int resolve_helper(void *arg)
 	resolve_job *j = arg;
 	int rc = 0;
 	if (j->state == JOB_WAITING)   /* the requester may have left already */
-		rc = aw_to_thread(resolve_in_thread, j);
+		rc = (aw_to_thread)(resolve_in_thread, j);
 	if (j->state == JOB_ABANDONED) {
 		if (j->res)
 			freeaddrinfo(j->res);
@@ -129,7 +129,7 @@ static int resolve_literal(const char *host, const char *port, struct addrinfo *
  * in the background and its result is dropped. Errors: -EINVAL (bad
  * arguments), -AW_EDNS with gai_strerror's text and the host name, -ENOMEM,
  * -AW_ENOTASK for a name looked up outside a task. */
-int aw_resolve(const char *host, int port, struct addrinfo **out, aw_time deadline)
+int (aw_resolve)(const char *host, int port, struct addrinfo **out, aw_time deadline)
 {
 	if (!out)
 		return aw_raise(-EINVAL, "aw_resolve: out is NULL");
@@ -150,14 +150,14 @@ int aw_resolve(const char *host, int port, struct addrinfo **out, aw_time deadli
 
 	aw_task *self = aw_task_current();
 	if (!self)
-		return aw_raise(-AW_ENOTASK, "aw_resolve(%s): looking up a name waits, and the caller is not a task",
+		return aw_raise(-AW_ENOTASK, "(aw_resolve)(%s): looking up a name waits, and the caller is not a task",
 				host);
 	if (deadline != AW_NEVER && aw_now() >= deadline)
 		return aw_raise(-ETIMEDOUT, "resolving %s timed out (the deadline had passed)", host);
 
 	resolve_job *j = calloc(1, sizeof *j + hlen + 1);
 	if (!j)
-		return aw_raise(-ENOMEM, "aw_resolve(%s): out of memory", host);
+		return aw_raise(-ENOMEM, "(aw_resolve)(%s): out of memory", host);
 	memcpy(j->host, host, hlen + 1);
 	memcpy(j->port, portstr, sizeof portstr);
 	j->state = JOB_WAITING;

@@ -156,7 +156,7 @@ static int read_all_in_thread(void *arg)
  * are read to their end all the same. Errors (nothing allocated): -errno of
  * open/read (-ENOENT, -EACCES, -EISDIR ...), -AW_ETOOLONG if the file holds
  * more than max bytes, -ENOMEM, the cancel code. */
-int aw_file_read_all(const char *path, size_t max, char **out, size_t *len)
+int (aw_file_read_all)(const char *path, size_t max, char **out, size_t *len)
 {
 	if (!out)
 		return aw_raise(-EINVAL, "aw_file_read_all: out is NULL");
@@ -166,7 +166,7 @@ int aw_file_read_all(const char *path, size_t max, char **out, size_t *len)
 	if (!path)
 		return aw_raise(-EINVAL, "aw_file_read_all: path is NULL");
 	read_all_job j = { .path = path, .max = max };
-	int rc = aw_to_thread(read_all_in_thread, &j);
+	int rc = (aw_to_thread)(read_all_in_thread, &j);
 	if (rc < 0) {
 		free(j.buf);   /* finished, but the caller was cancelled meanwhile */
 		return rc;
@@ -297,14 +297,14 @@ static int write_all_in_thread(void *arg)
  * untouched. Returns 0 or a raised -errno (-ENOENT for a missing
  * directory, -EACCES, -ENOSPC, -ENAMETOOLONG ...), or the cancel code
  * (the write still completes in the background: it is not cut short). */
-int aw_file_write_all(const char *path, const void *data, size_t len, mode_t mode, bool atomic)
+int (aw_file_write_all)(const char *path, const void *data, size_t len, mode_t mode, bool atomic)
 {
 	if (!path || !*path)
 		return aw_raise(-EINVAL, "aw_file_write_all: empty path");
 	if (!data && len)
 		return aw_raise(-EINVAL, "aw_file_write_all: data is NULL");
 	write_all_job j = { .path = path, .data = data, .len = len, .mode = mode, .atomic = atomic };
-	return aw_to_thread(write_all_in_thread, &j);
+	return (aw_to_thread)(write_all_in_thread, &j);
 }
 
 /* ---- aw_file_pread / aw_file_pwrite -------------------------------------------- */
@@ -356,7 +356,7 @@ static int pio_check(const char *who, int fd, const void *buf, size_t n, off_t o
 /* Waits: read n bytes at offset off of fd (a file: its position is not
  * used or changed), looping over short reads. Returns the count read,
  * short only at end of file; -errno raised, or the cancel code. */
-ssize_t aw_file_pread(int fd, void *buf, size_t n, off_t off)
+ssize_t (aw_file_pread)(int fd, void *buf, size_t n, off_t off)
 {
 	int rc = pio_check("aw_file_pread", fd, buf, n, off);
 	if (rc)
@@ -364,14 +364,14 @@ ssize_t aw_file_pread(int fd, void *buf, size_t n, off_t off)
 	if (!n)
 		return 0;
 	pio_job j = { .fd = fd, .buf = buf, .n = n, .off = off };
-	rc = aw_to_thread(pread_in_thread, &j);
+	rc = (aw_to_thread)(pread_in_thread, &j);
 	return rc < 0 ? rc : j.result;
 }
 
 /* Waits: write all n bytes at offset off of fd, looping over short writes.
  * 0, -errno raised (-ENOSPC, -EBADF ...), or the cancel code (the write
  * still completes). */
-int aw_file_pwrite(int fd, const void *buf, size_t n, off_t off)
+int (aw_file_pwrite)(int fd, const void *buf, size_t n, off_t off)
 {
 	int rc = pio_check("aw_file_pwrite", fd, buf, n, off);
 	if (rc)
@@ -379,7 +379,7 @@ int aw_file_pwrite(int fd, const void *buf, size_t n, off_t off)
 	if (!n)
 		return 0;
 	pio_job j = { .fd = fd, .buf = (void *)buf, .n = n, .off = off };
-	return aw_to_thread(pwrite_in_thread, &j);
+	return (aw_to_thread)(pwrite_in_thread, &j);
 }
 
 /* ---- aw_file_chunks: a file as an async iterator -------------------------------- */
@@ -419,7 +419,7 @@ static int chunks_enter(aw_mgr *m)
 		return aw_raise(-ENOMEM, "aw_file_chunks('%s'): out of memory for a %zu-byte chunk", fc->path,
 				fc->chunk_size);
 	open_job j = { .path = fc->path, .fd = -1 };
-	int rc = aw_to_thread(open_in_thread, &j);
+	int rc = (aw_to_thread)(open_in_thread, &j);
 	if (rc < 0) {
 		if (j.fd >= 0)
 			close(j.fd);   /* opened, but the caller was cancelled meanwhile */
@@ -438,7 +438,7 @@ static int chunks_enter(aw_mgr *m)
 static int chunks_next(aw_iter *it, void **item)
 {
 	aw_file_chunks *fc = AW_CONTAINER_OF(it, aw_file_chunks, iter);
-	ssize_t n = aw_file_pread(fc->fd, fc->buf, fc->chunk_size, fc->offset);
+	ssize_t n = (aw_file_pread)(fc->fd, fc->buf, fc->chunk_size, fc->offset);
 	if (n < 0)
 		return (int)n;
 	if (n == 0)

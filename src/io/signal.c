@@ -60,14 +60,15 @@ static int signals_enter(aw_mgr *m)
 			return aw_raise(-EINVAL, "aw_signals: %s cannot be waited for", strsignal(sig));
 		sigaddset(&set, sig);
 	}
-	if (pthread_sigmask(SIG_BLOCK, &set, &s->old_mask) != 0)
+	sigset_t old_mask;   /* what was blocked before (not kept: see sig_preblocked) */
+	if (pthread_sigmask(SIG_BLOCK, &set, &old_mask) != 0)
 		return aw_raise(-EINVAL, "aw_signals: cannot block the signals");
 	for (int i = 0; i < s->count; i++) {
 		int sig = s->signals[i];
 		if (sig_listed_twice(s, i))
 			continue;
 		if (sig_holders[sig]++ == 0) {
-			if (sigismember(&s->old_mask, sig))
+			if (sigismember(&old_mask, sig))
 				sigaddset(&sig_preblocked, sig);
 			else
 				sigdelset(&sig_preblocked, sig);
@@ -147,7 +148,7 @@ aw_mgr *aw_signals_init(aw_signals *s, const int *sigs, int count)
  * arrived before the call are returned first, one per call, in the
  * kernel's order. Returns -ETIMEDOUT at `deadline` ("waiting for signals
  * timed out"), the cancel code, or -EINVAL outside the block. */
-int aw_signals_wait(aw_signals *s, aw_time deadline)
+int (aw_signals_wait)(aw_signals *s, aw_time deadline)
 {
 	if (!s || s->fd < 0)
 		return aw_raise(-EINVAL, "aw_signals_wait: the signals block is not entered");
@@ -162,7 +163,7 @@ int aw_signals_wait(aw_signals *s, aw_time deadline)
 			continue;
 		if (errno != EAGAIN)
 			return aw_raise(-errno, "aw_signals_wait: read from the signalfd: %m");
-		int rc = aw_fd_wait(s->fd, AW_READABLE, deadline);
+		int rc = (aw_fd_wait)(s->fd, AW_READABLE, deadline);
 		if (rc == -ETIMEDOUT && deadline != AW_NEVER && aw_now() >= deadline) {
 			const aw_error *e = aw_error_current();
 			if (e && !e->origin)   /* our deadline, not an enclosing scope's */

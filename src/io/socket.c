@@ -57,7 +57,7 @@ int aw__socket_connect(int fd, const struct sockaddr *addr, socklen_t len, aw_ti
 		addr_text(addr, where, sizeof where);
 		return aw_raise(-e, "connect to %s: %s", where, strerror(e));
 	}
-	int rc = aw_fd_wait(fd, AW_WRITABLE, deadline);
+	int rc = (aw_fd_wait)(fd, AW_WRITABLE, deadline);
 	if (rc) {
 		addr_text(addr, where, sizeof where);
 		if (rc == -ETIMEDOUT)
@@ -88,7 +88,7 @@ int (aw_tcp_connect)(aw_stream **out, const char *host, int port, aw_time deadli
 	if (port <= 0 || port > 65535)
 		return aw_raise(-EINVAL, "aw_tcp_connect: invalid port %d", port);
 	struct addrinfo *ai;
-	int rc = aw_resolve(host, port, &ai, deadline);
+	int rc = (aw_resolve)(host, port, &ai, deadline);
 	if (rc)
 		return rc;
 	char tried[512] = "";
@@ -162,20 +162,20 @@ static int connection_enter(aw_mgr *m)
 static int connection_exit(aw_mgr *m, int err)
 {
 	aw_connection *c = AW_CONTAINER_OF(m, aw_connection, mgr);
-	int rc = aw_stream_close(c->stream, AW_NEVER);
+	int rc = (aw_stream_close)(c->stream, AW_NEVER);
 	c->stream = NULL;
 	return err ? err : rc;
 }
 
 static const aw_mgr_ops connection_ops = { .name = "connection", .enter = connection_enter, .exit = connection_exit };
 
-aw_mgr *aw_tcp_connection(aw_connection *c, const char *host, int port, aw_time deadline)
+aw_mgr *aw_tcp_connection_init(aw_connection *c, const char *host, int port, aw_time deadline)
 {
 	*c = (aw_connection){ .mgr = { &connection_ops }, .host = host, .port = port, .deadline = deadline };
 	return &c->mgr;
 }
 
-aw_mgr *aw_unix_connection(aw_connection *c, const char *path, aw_time deadline)
+aw_mgr *aw_unix_connection_init(aw_connection *c, const char *path, aw_time deadline)
 {
 	*c = (aw_connection){ .mgr = { &connection_ops }, .host = path, .port = -1, .deadline = deadline };
 	return &c->mgr;
@@ -381,7 +381,7 @@ int (aw_listener_accept)(aw_listener *l, aw_stream **out, aw_time deadline)
 		if (e == EINTR || e == ECONNABORTED)
 			continue;   /* the client gave up before we accepted: not ours */
 		if (e == EAGAIN || e == EWOULDBLOCK) {
-			int rc = aw_fd_wait(l->fd, AW_READABLE, deadline);
+			int rc = (aw_fd_wait)(l->fd, AW_READABLE, deadline);
 			if (rc == -ETIMEDOUT)
 				return aw_raise(-ETIMEDOUT, "no connection before the deadline");
 			if (rc)

@@ -76,7 +76,7 @@ static int stream_enter(aw_mgr *m)
 static int stream_exit(aw_mgr *m, int err)
 {
 	aw_stream *s = AW_CONTAINER_OF(m, aw_stream, mgr);
-	int rc = aw_stream_close(s, AW_NEVER);   /* bounded by the grace deadline */
+	int rc = (aw_stream_close)(s, AW_NEVER);   /* bounded by the grace deadline */
 	return err ? err : rc;
 }
 
@@ -172,7 +172,7 @@ static int send_all(aw_stream *s, const char *buf, size_t n, aw_time deadline, s
 		int want;
 		ssize_t r = aw__stream_send(s, buf, n, &want);
 		if (r == -EAGAIN) {
-			int rc = aw_fd_wait(s->fd, want, deadline);
+			int rc = (aw_fd_wait)(s->fd, want, deadline);
 			if (rc == -ETIMEDOUT)
 				return write_timeout(s, n + aw_stream_pending(s));
 			if (rc)
@@ -190,7 +190,7 @@ static int send_all(aw_stream *s, const char *buf, size_t n, aw_time deadline, s
 	return 0;
 }
 
-int aw_stream_drain(aw_stream *s, aw_time deadline)
+int (aw_stream_drain)(aw_stream *s, aw_time deadline)
 {
 	if (s->werror)
 		return broken(s);
@@ -200,7 +200,7 @@ int aw_stream_drain(aw_stream *s, aw_time deadline)
 		int want;
 		ssize_t r = aw__stream_send(s, s->wbuf + s->wstart, s->wend - s->wstart, &want);
 		if (r == -EAGAIN) {
-			int rc = aw_fd_wait(s->fd, want, deadline);
+			int rc = (aw_fd_wait)(s->fd, want, deadline);
 			if (rc == -ETIMEDOUT)
 				return write_timeout(s, s->wend - s->wstart);
 			if (rc)
@@ -240,7 +240,7 @@ static int buffer_append(aw_stream *s, const char *p, size_t n)
 	return 0;
 }
 
-int aw_stream_writev(aw_stream *s, const struct iovec *iov, int iovcnt, aw_time deadline)
+int (aw_stream_writev)(aw_stream *s, const struct iovec *iov, int iovcnt, aw_time deadline)
 {
 	if (s->werror)
 		return broken(s);
@@ -278,7 +278,7 @@ int aw_stream_writev(aw_stream *s, const struct iovec *iov, int iovcnt, aw_time 
 		if (aw_stream_pending(s) + n > s->wlimit) {
 			/* Over the bound: send what is queued, then the caller's
 			 * bytes straight from their memory, until the rest fits. */
-			int rc = aw_stream_drain(s, deadline);
+			int rc = (aw_stream_drain)(s, deadline);
 			if (rc)
 				return rc;
 			if (n > s->wlimit) {
@@ -300,10 +300,10 @@ int aw_stream_writev(aw_stream *s, const struct iovec *iov, int iovcnt, aw_time 
 	return 0;
 }
 
-int aw_stream_write(aw_stream *s, const void *buf, size_t n, aw_time deadline)
+int (aw_stream_write)(aw_stream *s, const void *buf, size_t n, aw_time deadline)
 {
 	struct iovec iov = { .iov_base = (void *)buf, .iov_len = n };
-	return aw_stream_writev(s, &iov, 1, deadline);
+	return (aw_stream_writev)(s, &iov, 1, deadline);
 }
 
 /* ---- reading --------------------------------------------------------------- */
@@ -335,7 +335,7 @@ static int make_room(aw_stream *s, size_t max)
 	return 0;
 }
 
-ssize_t aw_stream_fill(aw_stream *s, size_t max, aw_time deadline)
+ssize_t (aw_stream_fill)(aw_stream *s, size_t max, aw_time deadline)
 {
 	if (s->eof)
 		return 0;
@@ -371,7 +371,7 @@ ssize_t aw_stream_fill(aw_stream *s, size_t max, aw_time deadline)
 		int dirs = want;
 		if (s->wstart < s->wend && !s->werror)
 			dirs |= AW_WRITABLE;
-		rc = aw_fd_wait_any(s->fd, dirs, deadline);
+		rc = (aw_fd_wait_any)(s->fd, dirs, deadline);
 		if (rc == -ETIMEDOUT)
 			return aw_raise(-ETIMEDOUT, "stream fd %d: no data before the deadline", s->fd);
 		if (rc < 0)
@@ -391,14 +391,14 @@ void aw_stream_consume(aw_stream *s, size_t n)
 	s->rstart += n < have ? n : have;
 }
 
-ssize_t aw_stream_read(aw_stream *s, void *buf, size_t n, aw_time deadline)
+ssize_t (aw_stream_read)(aw_stream *s, void *buf, size_t n, aw_time deadline)
 {
 	if (!n)
 		return 0;
 	if (s->rstart == s->rend) {
 		if (s->eof)
 			return 0;
-		ssize_t r = aw_stream_fill(s, s->rcap, deadline);
+		ssize_t r = (aw_stream_fill)(s, s->rcap, deadline);
 		if (r <= 0)
 			return r;
 	}
@@ -410,13 +410,13 @@ ssize_t aw_stream_read(aw_stream *s, void *buf, size_t n, aw_time deadline)
 	return (ssize_t)n;
 }
 
-int aw_stream_read_exact(aw_stream *s, void *buf, size_t n, aw_time deadline)
+int (aw_stream_read_exact)(aw_stream *s, void *buf, size_t n, aw_time deadline)
 {
 	while (s->rend - s->rstart < n) {
 		if (s->eof)
 			return aw_raise(-AW_EEOF, "stream fd %d ended after %zu of %zu bytes", s->fd,
 					s->rend - s->rstart, n);
-		ssize_t r = aw_stream_fill(s, n, deadline);
+		ssize_t r = (aw_stream_fill)(s, n, deadline);
 		if (r < 0)
 			return (int)r;
 	}
@@ -425,7 +425,7 @@ int aw_stream_read_exact(aw_stream *s, void *buf, size_t n, aw_time deadline)
 	return 0;
 }
 
-int aw_stream_read_until(aw_stream *s, const void *delim, size_t dlen, size_t max, const char **line,
+int (aw_stream_read_until)(aw_stream *s, const void *delim, size_t dlen, size_t max, const char **line,
 			 size_t *len, aw_time deadline)
 {
 	if (!dlen)
@@ -451,18 +451,18 @@ int aw_stream_read_until(aw_stream *s, const void *delim, size_t dlen, size_t ma
 		if (s->eof)
 			return aw_raise(-AW_EEOF, "stream fd %d ended before the delimiter (%zu bytes buffered)", s->fd,
 					have);
-		ssize_t r = aw_stream_fill(s, max, deadline);
+		ssize_t r = (aw_stream_fill)(s, max, deadline);
 		if (r < 0)
 			return (int)r;
 	}
 }
 
-int aw_stream_read_line(aw_stream *s, size_t max, const char **line, size_t *len, aw_time deadline)
+int (aw_stream_read_line)(aw_stream *s, size_t max, const char **line, size_t *len, aw_time deadline)
 {
-	return aw_stream_read_until(s, "\n", 1, max, line, len, deadline);
+	return (aw_stream_read_until)(s, "\n", 1, max, line, len, deadline);
 }
 
-int aw_stream_read_all(aw_stream *s, size_t max, char **out, size_t *len, aw_time deadline)
+int (aw_stream_read_all)(aw_stream *s, size_t max, char **out, size_t *len, aw_time deadline)
 {
 	*out = NULL;
 	*len = 0;
@@ -470,7 +470,7 @@ int aw_stream_read_all(aw_stream *s, size_t max, char **out, size_t *len, aw_tim
 		if (s->rend - s->rstart > max)
 			break;
 		/* Allow one byte past max so that "more than max" is seen. */
-		ssize_t r = aw_stream_fill(s, max + 1, deadline);
+		ssize_t r = (aw_stream_fill)(s, max + 1, deadline);
 		if (r < 0)
 			return (int)r;
 	}
@@ -490,9 +490,9 @@ int aw_stream_read_all(aw_stream *s, size_t max, char **out, size_t *len, aw_tim
 
 /* ---- shutdown and close ---------------------------------------------------- */
 
-int aw_stream_shutdown(aw_stream *s, aw_time deadline)
+int (aw_stream_shutdown)(aw_stream *s, aw_time deadline)
 {
-	int rc = aw_stream_drain(s, deadline);
+	int rc = (aw_stream_drain)(s, deadline);
 	if (rc)
 		return rc;
 	if (s->wshut)
@@ -508,13 +508,13 @@ int aw_stream_shutdown(aw_stream *s, aw_time deadline)
 	return 0;
 }
 
-int aw_stream_close(aw_stream *s, aw_time deadline)
+int (aw_stream_close)(aw_stream *s, aw_time deadline)
 {
 	if (!s)
 		return 0;
 	int rc = 0;
 	if (!s->werror && s->wstart < s->wend)
-		rc = aw_stream_drain(s, deadline);
+		rc = (aw_stream_drain)(s, deadline);
 	if (s->ssl) {
 		if (!rc && !s->wshut && !s->werror)
 			rc = aw__tls_shutdown(s, deadline);

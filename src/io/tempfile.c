@@ -200,7 +200,7 @@ static int tempdir_exit(aw_mgr *m, int err)
 	if (!t->path[0])
 		return err;
 	rm_job j = { .root = t->path };
-	int rc = aw_to_thread(rm_tree_in_thread, &j);
+	int rc = (aw_to_thread)(rm_tree_in_thread, &j);
 	if (rc < 0 && !j.ran)
 		rc = rm_tree(t->path);
 	t->path[0] = '\0';

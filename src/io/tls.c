@@ -506,7 +506,7 @@ static int handshake(aw_stream *s, SSL *ssl, const char *peer, aw_time deadline)
 			dir = AW_WRITABLE;
 		else
 			return handshake_error(s, ssl, e, peer, saved_errno);
-		int rc = aw_fd_wait(s->fd, dir, deadline);
+		int rc = (aw_fd_wait)(s->fd, dir, deadline);
 		if (own_timeout(rc, deadline))
 			return aw_raise(-ETIMEDOUT, "TLS handshake with %s (fd %d) timed out", peer, s->fd);
 		if (rc)
@@ -541,7 +541,7 @@ static int stream_tls_start(aw_stream *s, aw_tls_ctx *ctx, const char *host, boo
 	/* Plaintext queued before the switch (e.g. a STARTTLS reply) goes
 	 * first, as plaintext. */
 	if (s->wend > s->wstart) {
-		rc = aw_stream_drain(s, deadline);
+		rc = (aw_stream_drain)(s, deadline);
 		if (rc)
 			return rc;
 	}
@@ -631,14 +631,14 @@ fail_setup:
  * the verification error), -AW_ETLS (OpenSSL's reason), -ETIMEDOUT,
  * -ECONNRESET ..., the cancel code. After a failed handshake the stream
  * only fails: close it. */
-int aw_stream_tls_client(aw_stream *s, aw_tls_ctx *ctx, const char *host, aw_time deadline)
+int (aw_stream_tls_client)(aw_stream *s, aw_tls_ctx *ctx, const char *host, aw_time deadline)
 {
 	return stream_tls_start(s, ctx, host, false, deadline);
 }
 
 /* Waits: the same as the server, with a server context; ALPN picks our
  * first protocol the client offers. */
-int aw_stream_tls_server(aw_stream *s, aw_tls_ctx *ctx, aw_time deadline)
+int (aw_stream_tls_server)(aw_stream *s, aw_tls_ctx *ctx, aw_time deadline)
 {
 	return stream_tls_start(s, ctx, NULL, true, deadline);
 }
@@ -857,7 +857,7 @@ int aw__tls_shutdown(aw_stream *s, aw_time deadline)
 		}
 		return aw_raise(-AW_ETLS, "TLS close_notify on fd %d: %s", s->fd, tls_err_text(why, sizeof why));
 wait:
-		rc = aw_fd_wait(s->fd, want, deadline);
+		rc = (aw_fd_wait)(s->fd, want, deadline);
 		if (rc) {
 			conn_break(ssl);
 			if (own_timeout(rc, deadline))

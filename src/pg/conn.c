@@ -944,15 +944,18 @@ int aw_pg_query(aw_pg_conn *c, aw_pg_result **out, const char *sql, int nparams,
 	return 0;
 }
 
-int64_t aw_pg_exec(aw_pg_conn *c, const char *sql, int nparams, const char *const *params)
+int aw_pg_exec(aw_pg_conn *c, uint64_t *rows, const char *sql, int nparams, const char *const *params)
 {
+	if (rows)
+		*rows = 0;
 	PGresult *r = NULL;
 	int rc = run(c, &r, sql, nparams, params, "aw_pg_exec");
 	if (rc < 0)
 		return rc;
-	int64_t n = r ? aw_pg_affected(aw_pg_wrap(r)) : 0;
+	if (rows && r)
+		*rows = (uint64_t)aw_pg_affected(aw_pg_wrap(r));
 	PQclear(r);
-	return n;
+	return 0;
 }
 
 int aw_pg_exec_script(aw_pg_conn *c, const char *sql)
@@ -986,7 +989,7 @@ static int rows_exit(aw_mgr *m, int err)
 
 static const aw_mgr_ops rows_ops = { "pg rows", rows_enter, rows_exit, NULL };
 
-aw_mgr *aw_pg_fetch(aw_pg_rows *q, aw_pg_conn *c, const char *sql, int nparams, const char *const *params)
+aw_mgr *aw_pg_rows_init(aw_pg_rows *q, aw_pg_conn *c, const char *sql, int nparams, const char *const *params)
 {
 	q->mgr.ops = &rows_ops;
 	q->conn = c;

@@ -214,8 +214,7 @@ static int copy_out_enter(aw_mgr *m)
 	cp->rows = 0;
 	cp->active = false;
 	cp->buf = NULL;
-	cp->chunk.data = NULL;
-	cp->chunk.len = 0;
+	cp->chunk = (aw_chunk){ .data = NULL };
 	int rc = copy_start(cp->conn, cp->sql, PGRES_COPY_OUT, "aw_pg_copy_out");
 	if (rc < 0)
 		return rc;
@@ -228,6 +227,7 @@ static void copy_out_drop(aw_pg_copy_out *cp)
 	if (cp->buf)
 		PQfreemem(cp->buf);
 	cp->buf = NULL;
+	cp->chunk.offset += (int64_t)cp->chunk.len;
 	cp->chunk.data = NULL;
 	cp->chunk.len = 0;
 }

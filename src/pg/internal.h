@@ -188,6 +188,11 @@ struct aw_pg_pool {
 	struct aw_pg_pipes *pipes; /* pipeline.c */
 };
 
+/* The located forms behind the public calls (located.c passes aw__where,
+ * the caller's location recorded by the public macros; the library's own
+ * managers pass theirs). */
+int aw_pg_connect_at(const aw_loc *loc, aw_pg_conn **out, const char *dsn, const aw_pg_opts *opts);
+int aw_pg_pool_open_at(const aw_loc *loc, aw_pg_pool **out, const aw_pg_pool_opts *opts);
 /* Waits: acquire / release with the pool's rules (pool.c). */
 int aw_pg_pool_acquire_at(const aw_loc *loc, aw_pg_pool *p, aw_pg_conn **out);
 /* pipeline.c: a query down a shared connection in pipeline mode; close

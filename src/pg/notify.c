@@ -207,6 +207,5 @@ int aw_pg_notify(aw_pg_conn *c, const char *channel, const char *payload)
 {
 	if (!channel || !*channel)
 		return aw_raise(-EINVAL, "aw_pg_notify: channel is %s", channel ? "empty" : "NULL");
-	int64_t rc = aw_pg_exec(c, "SELECT pg_notify($1, $2)", AW_PG_ARGS(channel, payload ? payload : ""));
-	return rc < 0 ? (int)rc : 0;
+	return aw_pg_exec(c, NULL, "SELECT pg_notify($1, $2)", AW_PG_ARGS(channel, payload ? payload : ""));
 }

@@ -311,8 +311,8 @@ static bool clean_for_reuse(aw_pg_pool *p, aw_pg_conn *c)
 	if (ts == PQTRANS_ACTIVE || ts == PQTRANS_UNKNOWN)
 		return false;
 	bool ok = true;
-	aw_scope sh;
-	AW_WITH(aw_shield(&sh, aw_deadline_after(RELEASE_BUDGET))) {
+	aw_scope sh, budget;
+	AW_WITH(aw_shield_init(&sh), aw_timeout_init(&budget, RELEASE_BUDGET)) {
 		/* An open or failed transaction: roll it back. */
 		if (ts == PQTRANS_INTRANS || ts == PQTRANS_INERROR) {
 			if (aw_pg_begin(c, "pool release") < 0) {
@@ -566,10 +566,11 @@ int aw_pg_pool_close(aw_pg_pool *p)
 	p->nwaiters = 0;
 	aw_error *held = aw_error_pending() ? aw_error_take() : NULL;
 	aw_scope sh;
-	AW_WITH(aw_shield(&sh, AW_NEVER)) {
+	AW_WITH(aw_shield_init(&sh)) {
 		if (p->maint) {
 			aw_task_cancel(p->maint);
-			(void)aw_task_join(p->maint);
+			if (aw_task_join(p->maint) < 0)
+				aw_error_clear();   /* its cancellation: ours */
 			p->maint = NULL;
 		}
 		while (p->idle) {
@@ -581,7 +582,7 @@ int aw_pg_pool_close(aw_pg_pool *p)
 		}
 		if (p->nbusy + p->nopening > 0) {
 			aw_scope grace;
-			AW_WITH(aw_move_on_after(&grace, p->o.close_grace)) {
+			AW_WITH(aw_move_on_init(&grace, p->o.close_grace)) {
 				while (p->nbusy + p->nopening > 0)
 					if (aw_event_wait(&p->drained) < 0)
 						break;
@@ -593,7 +594,7 @@ int aw_pg_pool_close(aw_pg_pool *p)
 					if (c->holder)
 						aw_task_cancel(c->holder);
 				aw_scope last;
-				AW_WITH(aw_move_on_after(&last, RELEASE_BUDGET)) {
+				AW_WITH(aw_move_on_init(&last, RELEASE_BUDGET)) {
 					while (p->nbusy + p->nopening > 0)
 						if (aw_event_wait(&p->drained) < 0)
 							break;
