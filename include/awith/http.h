@@ -210,6 +210,21 @@ aw_http_limits *aw_app_limits(aw_app *app);   /* change before serving */
  * {name} segments. 404 when no path matches, 405 with Allow when the path
  * matches for other methods. -EINVAL for a malformed template. */
 int aw_app_route(aw_app *app, const char *method, const char *path, aw_http_handler fn, void *ud);
+/* A client that goes away: when the peer closes the connection (or only
+ * its sending side: a half-close counts, as in nginx and Go) while the
+ * handler runs, the handler's waits are cancelled (-ECANCELED; a pg query
+ * in flight sends the server a cancel request), its dependencies' teardown
+ * sees -ECANCELED, nothing is answered, and the access log says 499. Not
+ * while the handler has a request body still to read (its reads see the
+ * end of the stream instead), nor when pipelined requests that came before
+ * the close still wait for their answers (then the handler finishes), nor
+ * for a route with finish_when_client_gone. */
+typedef struct aw_http_route_opts {
+	bool finish_when_client_gone;   /* run to completion though the client left */
+} aw_http_route_opts;
+/* aw_app_route with options (opts NULL: the defaults, as aw_app_route). */
+int aw_app_route_opts(aw_app *app, const char *method, const char *path, aw_http_handler fn, void *ud,
+		      const aw_http_route_opts *opts);
 /* The app's startup and shutdown as one generator-style function: setup,
  * aw_gen_yield(g, state), teardown (sees the error the server stops with).
  * aw_app_state() returns what it yielded. */

@@ -234,6 +234,8 @@ struct aw_http_conn {
 	bool body_timeout;         /* the body stalled longer than body_idle */
 	bool idle;                 /* between requests (may be cancelled to drain) */
 	bool in_request;
+	bool peer_gone;            /* the client closed while its handler ran: 499 */
+	aw_scope *handler_scope;   /* while the handler runs: cancelled when the client goes */
 	uint64_t requests;
 	aw_time accepted;
 	char peer[64];
@@ -267,7 +269,8 @@ typedef struct aw_router {
 	size_t nroutes;
 } aw_router;
 void aw__router_free(aw_router *r);
-int aw__router_add(aw_router *r, const char *method, const char *path, aw_http_handler fn, void *ud);
+int aw__router_add(aw_router *r, const char *method, const char *path, aw_http_handler fn, void *ud,
+		   const aw_http_route_opts *opts);
 /* Match req's path and method. Returns 0 with req->route and params set,
  * 404, 405 (allow filled with "GET, HEAD" etc.), or 400 (bad encoding). */
 int aw__router_match(const aw_router *r, aw_http_request *req, char *allow, size_t allow_len);
@@ -277,6 +280,7 @@ struct aw_route {
 	char *path;                /* the template */
 	aw_http_handler fn;
 	void *ud;
+	aw_http_route_opts opts;
 	char *names[AW_HTTP_MAX_PARAMS];
 	unsigned nnames;
 	aw_route *next;            /* other methods on the same node */
@@ -341,6 +345,12 @@ struct aw_http_server {
 /* Accept until stopped, then drain the connections. */
 int aw__http_server_run(aw_app *app, aw_listener *l);
 void aw__http_server_stop(aw_http_server *srv);
+/* The client of c closed its side while a handler runs: cancel the
+ * handler (c->handler_scope) unless its route opted out, its body is still
+ * unread (its reads see the end), or later pipelined requests are waiting.
+ * Called by the fd's hup hook, and when a handler starts or a body ends
+ * after the hup was seen. */
+void aw__http_conn_check_peer(aw_http_conn *c);
 /* Cancel the connections still busy now, without waiting for the grace. */
 void aw__http_server_hurry(aw_http_server *srv);
 

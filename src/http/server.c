@@ -21,6 +21,7 @@
 #include <netinet/in.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 
 #define HEAD_SLACK 64
@@ -108,6 +109,8 @@ static int body_pump(aw_http_conn *c, size_t max)
 	body_used(c, used);
 	if (st >= 400)
 		return body_error(c, st);
+	if (st == 1 && c->handler_scope && aw_fd_peer_closed(aw_stream_fd(c->s)))
+		aw__http_conn_check_peer(c);
 	return st;
 }
 
@@ -253,6 +256,34 @@ static bool drain_body(aw_http_conn *c)
 }
 
 /* ---- connections -------------------------------------------------------------- */
+
+void aw__http_conn_check_peer(aw_http_conn *c)
+{
+	aw_http_request *r = &c->req;
+	if (!c->handler_scope || c->peer_gone || !c->s)
+		return;
+	if (r->route && r->route->opts.finish_when_client_gone)
+		return;
+	if (r->body_mode != AW_BODY_NONE && !r->body_complete)
+		return;   /* the handler's body reads see the end */
+	/* Pipelined requests sent before the close still want answers. */
+	if (aw_stream_buffered(c->s) > c->pos)
+		return;
+	int unread = 0;
+	if (ioctl(aw_stream_fd(c->s), FIONREAD, &unread) == 0 && unread > 0)
+		return;
+	c->peer_gone = true;
+	aw_scope_cancel(c->handler_scope);
+}
+
+/* The loop saw the peer close (aw__fd_on_hup): runs in the loop, not in
+ * the connection's task. */
+static void on_peer_closed(void *arg)
+{
+	aw_http_conn *c = arg;
+	if (c->handler_scope)
+		aw__http_conn_check_peer(c);
+}
 
 static bool srv_draining(aw_http_conn *c)
 {
@@ -479,8 +510,13 @@ static int conn_main(void *arg)
 		srv->conns->prev = c;
 	srv->conns = c;
 	AW_WITH(aw_stream_mgr(st.s)) {
+		/* A handler whose client goes away is cancelled: the loop
+		 * calls on_peer_closed on EPOLLRDHUP (nothing per request). */
+		if (aw__fd_on_hup(aw_stream_fd(st.s), on_peer_closed, c))
+			aw_error_clear();
 		if (!srv->draining)
 			serve_conn(c);
+		aw__fd_on_hup(aw_stream_fd(st.s), NULL, NULL);
 	}
 	aw_error_clear();   /* a failed close: nothing more to tell the client */
 	if (c->prev)

@@ -1,0 +1,238 @@
+/* Server faults (issue 12): clients that go away while their handler runs,
+ * connection caps, running out of file descriptors, root-confined files,
+ * oversized uploads. A server in a child process, real sockets against it
+ * (tests/http_util.c); the PostgreSQL test uses the cluster in
+ * DATABASE_URL. */
+#include "harness.h"
+#include "http_util.h"
+
+#include <awith/pg.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+/* ---- the client is gone ------------------------------------------------------- */
+
+/* Dependency: records in the log how its teardown ended and when (the
+ * monotonic clock is shared with the test process). */
+static int dep_note(aw_gen *g, void *arg)
+{
+	(void)arg;
+	int err = aw_gen_yield(g, (void *)"dep");
+	fprintf(stderr, "teardown err=%d at=%lld\n", err, now_ms());
+	return err;
+}
+static const aw_http_dep note_dep = AW_HTTP_DEP("note", dep_note, NULL);
+
+static int h_slow(aw_http_request *req, aw_http_response *res, void *ud)
+{
+	(void)ud;
+	if (!aw_http_depends(req, &note_dep))
+		return aw_error_pending();
+	int rc = aw_sleep(AW_SEC(10));
+	fprintf(stderr, "slow woke rc=%d\n", rc);
+	if (rc)
+		return rc;
+	return aw_http_text(res, 200, "slept");
+}
+
+static int h_stubborn(aw_http_request *req, aw_http_response *res, void *ud)
+{
+	(void)ud;
+	if (!aw_http_depends(req, &note_dep))
+		return aw_error_pending();
+	int rc = aw_sleep(AW_MS(600));
+	fprintf(stderr, "stubborn finished rc=%d\n", rc);
+	if (rc)
+		return rc;
+	return aw_http_text(res, 200, "done");
+}
+
+static int h_short(aw_http_request *req, aw_http_response *res, void *ud)
+{
+	(void)ud, (void)req;
+	int rc = aw_sleep(AW_MS(300));
+	if (rc)
+		return rc;
+	return aw_http_text(res, 200, "short");
+}
+
+static int h_fast(aw_http_request *req, aw_http_response *res, void *ud)
+{
+	(void)ud, (void)req;
+	return aw_http_text(res, 200, "fast");
+}
+
+static aw_app *make_gone_app(void)
+{
+	aw_app *app = aw_app_new("gone");
+	aw_app_access_log(app, stderr);
+	aw_app_route(app, "GET", "/slow", h_slow, NULL);
+	aw_app_route_opts(app, "GET", "/stubborn", h_stubborn, NULL,
+			  &(aw_http_route_opts){ .finish_when_client_gone = true });
+	aw_app_route(app, "GET", "/short", h_short, NULL);
+	aw_app_route(app, "GET", "/fast", h_fast, NULL);
+	return app;
+}
+
+/* The "at=" time of the teardown line in the log, or -1. */
+static long long teardown_at(const char *log, int *err)
+{
+	const char *p = strstr(log, "teardown err=");
+	long long at = -1;
+	if (!p || sscanf(p, "teardown err=%d at=%lld", err, &at) != 2)
+		return -1;
+	return at;
+}
+
+AW_TEST(a_handler_is_cancelled_when_its_client_closes)
+{
+	srv s;
+	CHECK_EQ(srv_start(&s, make_gone_app), 0);
+	int fd = cli_connect(s.port);
+	CHECK(fd >= 0);
+	CHECK_EQ(cli_sends(fd, "GET /slow HTTP/1.1\r\nHost: x\r\n\r\n"), 0);
+	usleep(150 * 1000);   /* the handler is asleep */
+	long long closed = now_ms();
+	close(fd);
+	usleep(400 * 1000);
+	CHECK_EQ(srv_stop(&s), 0);
+	char *log = srv_log(&s);
+	int err = 0;
+	long long at = teardown_at(log, &err);
+	if (at < 0 || err != -ECANCELED || at - closed > 200 || !strstr(log, "\" 499 ") ||
+	    strstr(log, " 500 ") || strstr(log, "failed"))
+		aw_test_fail(__FILE__, __LINE__, "teardown %lld ms after the close (err %d); log:\n%s",
+			     at < 0 ? -1 : at - closed, err, log);
+	CHECK(strstr(log, "slow woke rc=-125") != NULL);
+	free(log);
+}
+
+AW_TEST(a_half_closed_client_still_gets_its_pipelined_answers)
+{
+	srv s;
+	CHECK_EQ(srv_start(&s, make_gone_app), 0);
+	int fd = cli_connect(s.port);
+	CHECK(fd >= 0);
+	CHECK_EQ(cli_sends(fd, "GET /short HTTP/1.1\r\nHost: x\r\n\r\nGET /fast HTTP/1.1\r\nHost: x\r\n\r\n"), 0);
+	usleep(50 * 1000);
+	CHECK_EQ(shutdown(fd, SHUT_WR), 0);   /* done sending; still reading */
+	resp a, b;
+	CHECK_EQ(cli_read(fd, &a, false), 0);
+	CHECK_EQ(a.status, 200);
+	CHECK_STR(a.body, "short");
+	resp_free(&a);
+	CHECK_EQ(cli_read(fd, &b, false), 0);
+	CHECK_EQ(b.status, 200);
+	CHECK_STR(b.body, "fast");
+	resp_free(&b);
+	close(fd);
+	CHECK_EQ(srv_stop(&s), 0);
+	free(srv_log(&s));
+}
+
+AW_TEST(a_route_that_opted_out_finishes_after_its_client_closed)
+{
+	srv s;
+	CHECK_EQ(srv_start(&s, make_gone_app), 0);
+	int fd = cli_connect(s.port);
+	CHECK(fd >= 0);
+	CHECK_EQ(cli_sends(fd, "GET /stubborn HTTP/1.1\r\nHost: x\r\n\r\n"), 0);
+	usleep(100 * 1000);
+	close(fd);
+	usleep(900 * 1000);
+	CHECK_EQ(srv_stop(&s), 0);
+	char *log = srv_log(&s);
+	int err = 1;
+	bool ok = strstr(log, "stubborn finished rc=0") && teardown_at(log, &err) > 0 && err == 0 &&
+		  strstr(log, "/stubborn HTTP/1.1\" 200 ");
+	if (!ok)
+		aw_test_fail(__FILE__, __LINE__, "log:\n%s", log);
+	free(log);
+}
+
+/* The same with a slow query through a pool: the backend stops working. */
+
+static int pg_life(aw_gen *g, void *arg)
+{
+	(void)arg;
+	aw_pg_pool *pool;
+	aw_pg_pool_opts o = { .dsn = getenv("DATABASE_URL"), .max_size = 2 };
+	if (aw_pg_pool_open(&pool, &o) < 0)
+		return aw_error_pending();
+	int err = aw_gen_yield(g, pool);
+	if (aw_pg_pool_close(pool))
+		aw_error_clear();
+	return err;
+}
+
+static int h_pg_sleep(aw_http_request *req, aw_http_response *res, void *ud)
+{
+	(void)ud;
+	aw_pg_pool *pool = aw_app_state(aw_http_app(req));
+	aw_pg_result *r = NULL;
+	int rc = aw_pg_pool_query(pool, &r, "SELECT pg_sleep(30) /* aw-gone-test */", 0, NULL);
+	fprintf(stderr, "query rc=%d\n", rc);
+	if (rc)
+		return rc;
+	aw_pg_result_free(r);
+	return aw_http_text(res, 200, "slept");
+}
+
+static aw_app *make_pg_app(void)
+{
+	aw_app *app = aw_app_new("gone-pg");
+	aw_app_access_log(app, stderr);
+	aw_app_lifespan(app, pg_life, NULL);
+	aw_app_route(app, "GET", "/sleep", h_pg_sleep, NULL);
+	return app;
+}
+
+/* Backends running the test's sleep now (psql), or -1. */
+static int sleeping_backends(void)
+{
+	char cmd[512];
+	snprintf(cmd, sizeof cmd,
+		 "psql \"$DATABASE_URL\" -XAtqc \"SELECT count(*) FROM pg_stat_activity WHERE state = 'active' "
+		 "AND query LIKE 'SELECT pg_sleep(30) /* aw-gone-test */%%'\" 2>&1");
+	FILE *p = popen(cmd, "r");
+	if (!p)
+		return -1;
+	int n = -1;
+	if (fscanf(p, "%d", &n) != 1)
+		n = -1;
+	pclose(p);
+	return n;
+}
+
+AW_TEST(a_slow_query_stops_on_the_server_when_the_client_closes)
+{
+	CHECK(getenv("DATABASE_URL") != NULL);
+	srv s;
+	CHECK_EQ(srv_start(&s, make_pg_app), 0);
+	int fd = cli_connect(s.port);
+	CHECK(fd >= 0);
+	CHECK_EQ(cli_sends(fd, "GET /sleep HTTP/1.1\r\nHost: x\r\n\r\n"), 0);
+	int n = 0;
+	for (int i = 0; i < 50 && n != 1; i++) {
+		usleep(20 * 1000);
+		n = sleeping_backends();
+	}
+	CHECK_EQ(n, 1);
+	close(fd);
+	usleep(200 * 1000);
+	CHECK_EQ(sleeping_backends(), 0);
+	CHECK_EQ(srv_stop(&s), 0);
+	char *log = srv_log(&s);
+	bool ok = strstr(log, "query rc=-125") && strstr(log, "\" 499 ") && !strstr(log, " 500 ");
+	if (!ok)
+		aw_test_fail(__FILE__, __LINE__, "log:\n%s", log);
+	free(log);
+}
