@@ -25,8 +25,8 @@
 #include <sys/socket.h>
 
 #define HEAD_SLACK 64
-#define LINGER_TIME AW_SEC(1)
-#define LINGER_BYTES (64 * 1024)
+#define LINGER_TIME AW_SEC(5)
+#define LINGER_IDLE AW_SEC(1)
 
 /* ---- the body ----------------------------------------------------------------- */
 
@@ -341,23 +341,26 @@ static int read_head(aw_http_conn *c)
 }
 
 /* Close after an error: stop writing, then read and drop what the client
- * still sends for a moment, so that our response is not destroyed by a
- * reset (a close with unread input sends RST). */
+ * still sends, so that our response is not destroyed by a reset (a close
+ * with unread input sends RST, and the client's kernel then drops the
+ * response it has not read yet: a client still sending a 4 MiB upload
+ * would see no 413 at all). Bounded by time, not bytes (as nginx's
+ * lingering_close): until the client stops sending for LINGER_IDLE, ends
+ * its side, or LINGER_TIME has passed. */
 static void linger_close(aw_http_conn *c)
 {
-	aw_time deadline = aw__http_after(LINGER_TIME);
-	if (aw_stream_shutdown(c->s, deadline)) {
+	aw_time end = aw__http_after(LINGER_TIME);
+	if (aw_stream_shutdown(c->s, end)) {
 		aw_error_clear();
 		return;
 	}
-	size_t total = 0;
-	while (total < LINGER_BYTES) {
+	for (;;) {
 		const char *d;
 		size_t n;
 		aw_stream_peek(c->s, &d, &n);
 		aw_stream_consume(c->s, n);
-		total += n;
-		ssize_t r = aw_stream_fill(c->s, 16 * 1024, deadline);
+		aw_time idle = aw__http_after(LINGER_IDLE);
+		ssize_t r = aw_stream_fill(c->s, 64 * 1024, idle < end ? idle : end);
 		if (r <= 0)
 			break;
 	}
