@@ -13,6 +13,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -312,4 +314,231 @@ AW_TEST(an_oversized_upload_always_gets_413)
 		aw_test_fail(__FILE__, __LINE__, "%d of 200 uploads got no 413 (the first: %d)", bad, first);
 	CHECK_EQ(srv_stop(&s), 0);
 	free(srv_log(&s));
+}
+
+/* ---- connection caps and running out of descriptors ------------------------------ */
+
+static aw_app *make_capped_app(void)
+{
+	aw_app *app = aw_app_new("capped");
+	aw_http_limits *l = aw_app_limits(app);
+	l->max_connections = 4;
+	l->max_connections_per_client = 0;
+	l->keepalive_idle = AW_SEC(20);
+	aw_app_route(app, "GET", "/fast", h_fast, NULL);
+	return app;
+}
+
+static aw_app *make_per_client_app(void)
+{
+	aw_app *app = make_capped_app();
+	aw_http_limits *l = aw_app_limits(app);
+	l->max_connections = 100;
+	l->max_connections_per_client = 2;
+	return app;
+}
+
+/* A connection from a given local address (127.0.0.x), 5 s timeouts. */
+static int connect_from(int port, const char *from)
+{
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -1;
+	struct sockaddr_in a = { .sin_family = AF_INET };
+	inet_pton(AF_INET, from, &a.sin_addr);
+	struct timeval tv = { 5, 0 };
+	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+	struct sockaddr_in to = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port) };
+	inet_pton(AF_INET, "127.0.0.1", &to.sin_addr);
+	if (bind(fd, (struct sockaddr *)&a, sizeof a) || connect(fd, (struct sockaddr *)&to, sizeof to)) {
+		close(fd);
+		return -1;
+	}
+	return fd;
+}
+
+/* One GET /fast on fd: the status; -1 when the connection ended or timed
+ * out without an answer. A receive timeout of ms. */
+static int get_fast(int fd, int ms)
+{
+	struct timeval tv = { ms / 1000, (ms % 1000) * 1000 };
+	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+	if (cli_sends(fd, "GET /fast HTTP/1.1\r\nHost: x\r\n\r\n"))
+		return -1;
+	resp r;
+	if (cli_read(fd, &r, false))
+		return -1;
+	int st = r.status;
+	char conn[32] = "";
+	if (st == 503 && (!resp_header(&r, "Connection", conn, sizeof conn) || strcmp(conn, "close") != 0))
+		st = -503;   /* a refusal must say it closes */
+	resp_free(&r);
+	return st;
+}
+
+/* A new connection over a cap: refused at once (503 or closed), not left
+ * waiting. The time it took in ms, or -1 if it was served or waited. */
+static long long refused_in(int fd)
+{
+	long long t0 = now_ms();
+	int st = get_fast(fd, 2000);
+	long long ms = now_ms() - t0;
+	if (st == 200 || ms >= 2000)
+		return -1;
+	return ms;
+}
+
+AW_TEST(connections_over_the_worker_cap_are_refused_and_established_ones_go_on)
+{
+	srv s;
+	CHECK_EQ(srv_start(&s, make_capped_app), 0);
+	int fds[4];
+	for (int i = 0; i < 4; i++) {
+		fds[i] = cli_connect(s.port);
+		CHECK(fds[i] >= 0);
+		CHECK_EQ(get_fast(fds[i], 5000), 200);
+	}
+	for (int k = 0; k < 3; k++) {
+		int extra = cli_connect(s.port);
+		CHECK(extra >= 0);
+		long long ms = refused_in(extra);
+		close(extra);
+		CHECK(ms >= 0 && ms < 500);
+	}
+	for (int i = 0; i < 4; i++)
+		CHECK_EQ(get_fast(fds[i], 5000), 200);   /* unaffected */
+	close(fds[0]);
+	usleep(100 * 1000);
+	int again = cli_connect(s.port);   /* a slot is free again */
+	CHECK(again >= 0);
+	CHECK_EQ(get_fast(again, 5000), 200);
+	close(again);
+	for (int i = 1; i < 4; i++)
+		close(fds[i]);
+	CHECK_EQ(srv_stop(&s), 0);
+	char *log = srv_log(&s);
+	CHECK(strstr(log, "max_connections reached") != NULL);
+	free(log);
+}
+
+AW_TEST(connections_over_the_per_client_cap_are_refused_and_other_clients_go_on)
+{
+	srv s;
+	CHECK_EQ(srv_start(&s, make_per_client_app), 0);
+	int a1 = connect_from(s.port, "127.0.0.2"), a2 = connect_from(s.port, "127.0.0.2");
+	CHECK(a1 >= 0 && a2 >= 0);
+	CHECK_EQ(get_fast(a1, 5000), 200);
+	CHECK_EQ(get_fast(a2, 5000), 200);
+	int a3 = connect_from(s.port, "127.0.0.2");
+	CHECK(a3 >= 0);
+	long long ms = refused_in(a3);
+	close(a3);
+	CHECK(ms >= 0 && ms < 500);
+	int b1 = connect_from(s.port, "127.0.0.3");   /* another client: served */
+	CHECK(b1 >= 0);
+	CHECK_EQ(get_fast(b1, 5000), 200);
+	CHECK_EQ(get_fast(a1, 5000), 200);             /* established: unaffected */
+	close(a2);
+	usleep(100 * 1000);
+	int a4 = connect_from(s.port, "127.0.0.2");   /* its count went down */
+	CHECK(a4 >= 0);
+	CHECK_EQ(get_fast(a4, 5000), 200);
+	close(a4);
+	close(a1);
+	close(b1);
+	CHECK_EQ(srv_stop(&s), 0);
+	char *log = srv_log(&s);
+	CHECK(strstr(log, "max_connections_per_client reached") != NULL);
+	free(log);
+}
+
+static aw_app *make_few_fds_app(void)
+{
+	struct rlimit rl = { 40, 40 };
+	if (setrlimit(RLIMIT_NOFILE, &rl))
+		return NULL;
+	aw_app *app = aw_app_new("few-fds");
+	aw_app_limits(app)->keepalive_idle = AW_SEC(20);
+	aw_app_route(app, "GET", "/fast", h_fast, NULL);
+	return app;
+}
+
+/* CPU time (user + system, in clock ticks) of a process. */
+static long long cpu_ticks(pid_t pid)
+{
+	char path[64], buf[1024];
+	snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+	FILE *f = fopen(path, "r");
+	if (!f)
+		return -1;
+	size_t n = fread(buf, 1, sizeof buf - 1, f);
+	fclose(f);
+	buf[n] = 0;
+	char *p = strrchr(buf, ')');
+	unsigned long long ut = 0, st = 0;
+	if (!p || sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut, &st) != 2)
+		return -1;
+	return (long long)(ut + st);
+}
+
+AW_TEST(out_of_descriptors_new_clients_are_refused_at_once_without_spinning)
+{
+	srv s;
+	CHECK_EQ(srv_start(&s, make_few_fds_app), 0);
+	enum { N = 60 };
+	int fds[N], served = 0, refused = 0, waited = 0;
+	for (int i = 0; i < N; i++) {
+		fds[i] = cli_connect(s.port);
+		CHECK(fds[i] >= 0);
+		long long t0 = now_ms();
+		int st = get_fast(fds[i], 2000);
+		if (st == 200) {
+			served++;
+		} else {
+			if (now_ms() - t0 >= 1000)
+				waited++;
+			else
+				refused++;
+			close(fds[i]);
+			fds[i] = -1;
+		}
+	}
+	if (served < 20 || refused < 10 || waited) {
+		srv_stop(&s);
+		char *log = srv_log(&s);
+		aw_test_fail(__FILE__, __LINE__, "served %d, refused %d, left waiting %d; log:\n%s", served, refused,
+			     waited, log);
+		free(log);
+		return;
+	}
+	/* At the limit, with clients knocking: the server does not spin. */
+	long long c0 = cpu_ticks(s.pid);
+	for (int k = 0; k < 10; k++) {
+		int x = cli_connect(s.port);
+		if (x >= 0) {
+			get_fast(x, 1000);
+			close(x);
+		}
+		usleep(100 * 1000);
+	}
+	long long used = cpu_ticks(s.pid) - c0;
+	CHECK(c0 >= 0);
+	CHECK_LT(used, 20);   /* ticks (10 ms): far from a core's 100 */
+	/* Established connections are served; freed descriptors serve again. */
+	for (int i = 0; i < N; i++)
+		if (fds[i] >= 0) {
+			CHECK_EQ(get_fast(fds[i], 5000), 200);
+			close(fds[i]);
+			fds[i] = -1;
+		}
+	usleep(200 * 1000);
+	int again = cli_connect(s.port);
+	CHECK(again >= 0);
+	CHECK_EQ(get_fast(again, 5000), 200);
+	close(again);
+	CHECK_EQ(srv_stop(&s), 0);
+	char *log = srv_log(&s);
+	CHECK(strstr(log, "out of file descriptors") != NULL);
+	free(log);
 }

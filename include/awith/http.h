@@ -201,6 +201,20 @@ typedef struct aw_http_limits {
 	                            the client to read; default 10 s */
 	aw_time request_deadline;/* handler deadline; default 30 s */
 	aw_time shutdown_grace;  /* in-flight requests finish; default 10 s */
+	/* Connection caps (nginx's worker_connections and limit_conn). A new
+	 * connection over a cap is answered at once with a fixed 503 (JSON
+	 * body, Retry-After: 1, Connection: close) and closed, without reading
+	 * its request; established connections are not affected. 0: no cap.
+	 * max_connections: open connections per worker (per aw_app_serve);
+	 * default 10000 (about 13 KB each while idle). Out of file descriptors
+	 * (EMFILE/ENFILE) new clients get the same 503 through a reserved
+	 * spare descriptor instead of waiting in the backlog.
+	 * max_connections_per_client: open connections from one client IP
+	 * address (IPv6 per whole address); default 0 (off: behind a proxy or
+	 * a NAT, every client has the same address; set it when clients
+	 * connect directly). Costs one getpeername per connection when on. */
+	size_t max_connections;
+	size_t max_connections_per_client;
 } aw_http_limits;
 
 aw_app *aw_app_new(const char *name);

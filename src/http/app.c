@@ -44,6 +44,8 @@ aw_app *aw_app_new(const char *name)
 		.send_idle = AW_SEC(10),
 		.request_deadline = AW_SEC(30),
 		.shutdown_grace = AW_SEC(10),
+		.max_connections = 10000,
+		.max_connections_per_client = 0,
 	};
 	return app;
 }

@@ -328,6 +328,14 @@ int aw__app_dispatch(aw_http_conn *c);
 void aw__app_deps_unwind(aw_http_request *req, int err);
 
 /* server.c */
+/* Open connections of one client address (max_connections_per_client). */
+typedef struct aw_http_peer {
+	struct aw_http_peer *next;
+	uint8_t addr[16];          /* IPv4 as ::ffff:a.b.c.d */
+	size_t count;
+} aw_http_peer;
+#define AW_HTTP_PEER_BUCKETS 1024
+
 struct aw_http_server {
 	aw_app *app;
 	aw_listener *l;
@@ -341,6 +349,11 @@ struct aw_http_server {
 	aw_scope *grace;           /* while waiting for busy connections */
 	bool hurry;                /* a second signal: no more grace */
 	aw_error *error;           /* why accepting stopped, if not asked to */
+	aw_http_peer **peers;      /* AW_HTTP_PEER_BUCKETS, when the per-client cap is on */
+	int spare_fd;              /* reserved for refusing clients when out of fds (-1: none) */
+	uint64_t refused;          /* connections refused over a cap or out of fds */
+	uint64_t refused_logged;
+	aw_time refused_log_at;    /* refusals are logged at most once a second */
 };
 /* Accept until stopped, then drain the connections. */
 int aw__http_server_run(aw_app *app, aw_listener *l);
