@@ -542,3 +542,99 @@ AW_TEST(out_of_descriptors_new_clients_are_refused_at_once_without_spinning)
 	CHECK(strstr(log, "out of file descriptors") != NULL);
 	free(log);
 }
+
+/* ---- files confined to a root ------------------------------------------------------ */
+
+static char files_root[256];
+
+static int h_files(aw_http_request *req, aw_http_response *res, void *ud)
+{
+	(void)ud;
+	return aw_http_file_in(res, files_root, aw_http_param(req, "name"), NULL);
+}
+
+static aw_app *make_files_app(void)
+{
+	aw_app *app = aw_app_new("files");
+	aw_app_route(app, "GET", "/files/{name}", h_files, NULL);
+	return app;
+}
+
+static int write_file(const char *dir, const char *name, const char *text)
+{
+	char p[512];
+	snprintf(p, sizeof p, "%s/%s", dir, name);
+	FILE *f = fopen(p, "w");
+	if (!f)
+		return -1;
+	fputs(text, f);
+	return fclose(f);
+}
+
+/* GET /files/<enc> (already encoded as a client would send it): the
+ * status, and the body into out. */
+static int get_file(int port, const char *enc, char *out, size_t outlen)
+{
+	char raw[512];
+	snprintf(raw, sizeof raw, "GET /files/%s HTTP/1.1\r\nHost: x\r\n\r\n", enc);
+	resp r;
+	int st = http_once(port, raw, strlen(raw), &r, NULL);
+	if (st > 0) {
+		snprintf(out, outlen, "%s", r.body ? r.body : "");
+		resp_free(&r);
+	}
+	return st;
+}
+
+AW_TEST(files_are_served_only_from_inside_their_root)
+{
+	char base[] = "/tmp/aw-files-XXXXXX";
+	CHECK(mkdtemp(base) != NULL);
+	snprintf(files_root, sizeof files_root, "%s/root", base);
+	char p[512];
+	CHECK_EQ(mkdir(files_root, 0755), 0);
+	snprintf(p, sizeof p, "%s/sub", files_root);
+	CHECK_EQ(mkdir(p, 0755), 0);
+	CHECK_EQ(write_file(files_root, "hello.txt", "hello"), 0);
+	CHECK_EQ(write_file(files_root, "sub/index.html", "<p>index</p>"), 0);
+	CHECK_EQ(write_file(base, "secret.txt", "secret"), 0);
+	snprintf(p, sizeof p, "%s/link_in", files_root);
+	CHECK_EQ(symlink("sub/../hello.txt", p), 0);
+	snprintf(p, sizeof p, "%s/link_out", files_root);
+	CHECK_EQ(symlink("/etc/passwd", p), 0);
+	snprintf(p, sizeof p, "%s/link_up", files_root);
+	CHECK_EQ(symlink("../secret.txt", p), 0);
+	snprintf(p, sizeof p, "%s/link_dir_out", files_root);
+	CHECK_EQ(symlink("..", p), 0);
+
+	srv s;
+	CHECK_EQ(srv_start(&s, make_files_app), 0);
+	char body[256];
+	CHECK_EQ(get_file(s.port, "hello.txt", body, sizeof body), 200);
+	CHECK_STR(body, "hello");
+	CHECK_EQ(get_file(s.port, "link_in", body, sizeof body), 200);   /* a symlink inside: followed */
+	CHECK_STR(body, "hello");
+	CHECK_EQ(get_file(s.port, "sub", body, sizeof body), 200);       /* a directory: its index */
+	CHECK_STR(body, "<p>index</p>");
+	CHECK_EQ(get_file(s.port, "sub%2Findex.html", body, sizeof body), 200);
+	CHECK_EQ(get_file(s.port, "sub%2F.%2F..%2Fhello.txt", body, sizeof body), 404);   /* '..': never */
+	CHECK_EQ(get_file(s.port, "..%2f..%2fetc%2fpasswd", body, sizeof body), 404);
+	CHECK(strstr(body, "root:") == NULL);
+	CHECK_EQ(get_file(s.port, "..%2fsecret.txt", body, sizeof body), 404);
+	CHECK_EQ(get_file(s.port, "..", body, sizeof body), 404);
+	CHECK_EQ(get_file(s.port, "%2Fetc%2Fpasswd", body, sizeof body), 404);   /* absolute */
+	CHECK_EQ(get_file(s.port, "hello.txt%00.png", body, sizeof body), 400); /* NUL */
+	CHECK_EQ(get_file(s.port, "link_out", body, sizeof body), 403);
+	CHECK(strstr(body, "root:") == NULL);
+	CHECK_EQ(get_file(s.port, "link_up", body, sizeof body), 403);
+	CHECK(strstr(body, "secret") == NULL);
+	CHECK_EQ(get_file(s.port, "link_dir_out%2Fsecret.txt", body, sizeof body), 403);
+	CHECK_EQ(get_file(s.port, "missing.txt", body, sizeof body), 404);
+	CHECK_EQ(srv_stop(&s), 0);
+	char *log = srv_log(&s);
+	CHECK(strstr(log, "link_out under") != NULL && strstr(log, "a symlink leads out of the root") != NULL);
+	free(log);
+	char cmd[600];
+	snprintf(cmd, sizeof cmd, "rm -rf '%s'", base);
+	CHECK_EQ(system(cmd), 0);
+}

@@ -67,8 +67,12 @@ int aw_http_version_minor(const aw_http_request *req); /* 0 or 1 */
 aw_str aw_http_header(const aw_http_request *req, const char *name);
 /* Iterate headers: i from 0 while it returns true. */
 bool aw_http_header_at(const aw_http_request *req, size_t i, aw_str *name, aw_str *value);
-/* Path parameter of the matched route ("/users/{id}" → "id"), decoded
- * (%xx), NUL-terminated, owned by the request; NULL if absent. */
+/* Path parameter of the matched route ("/users/{id}" → "id"),
+ * percent-decoded (%xx; so %2F gives '/' and "..%2f..%2fetc" gives
+ * "../../etc": never join a parameter to a directory yourself, serve it
+ * with aw_http_file_in), NUL-terminated, owned by the request; NULL if
+ * absent. A %00 or an invalid escape in the path is a 400 before any
+ * handler runs. */
 const char *aw_http_param(const aw_http_request *req, const char *name);
 /* Query parameter, decoded (%xx and '+'), NUL-terminated, owned by the
  * request; the first one if repeated; NULL if absent. The query is decoded
@@ -151,6 +155,24 @@ int aw_http_stream(aw_http_response *res, int status, const char *content_type, 
  * sent with its Content-Length; 404 if missing. content_type NULL: guessed
  * from the extension. */
 int aw_http_file(aw_http_response *res, const char *path, const char *content_type);
+/* Waits: the file `rel` under the directory `root`, confined to it: the
+ * way to serve a path that comes from a request. `rel` is used as given
+ * (not decoded again: route parameters arrive decoded, %2F as '/'). A
+ * directory serves its index.html. Answers:
+ *   404  rel is absolute or has a ".." segment (it names nothing under
+ *        root), or the file (or index.html) does not exist, or it is not a
+ *        regular file (device, FIFO, socket);
+ *   403  a symlink on the way leads out of root (logged: the operator's
+ *        link, refused), or the file cannot be read (EACCES).
+ * Symlinks that stay inside root are followed. Resolution uses openat2
+ * with RESOLVE_BENEATH (Linux 5.6+; the kernel refuses every step out of
+ * root, symlinks and ".." included, atomically); where openat2 is missing
+ * (ENOSYS) or filtered (EPERM), the file is opened and its real location
+ * (/proc/self/fd) checked against root's real path. A NUL cannot reach it
+ * from a request: %00 in a path is a 400 from the router. Hard links are
+ * not detected (neither way can). Other failures (root missing) are raised
+ * (500). Sent like aw_http_file, read off the loop in 64 KiB pieces. */
+int aw_http_file_in(aw_http_response *res, const char *root, const char *rel, const char *content_type);
 
 /* ------------------------------------------------------------------------ */
 /* Handlers, routes, dependencies, lifespan                                 */
