@@ -603,9 +603,8 @@ static int open_checked(int rootfd, const char *rel, char *rootreal, size_t root
 	snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
 	ssize_t n = readlink(link, real, sizeof real - 1);
 	if (n < 0) {
-		int e = errno;
 		close(fd);
-		errno = e;
+		errno = EOPNOTSUPP;   /* no /proc: cannot check, refuse (500) */
 		return -1;
 	}
 	real[n] = 0;
