@@ -175,12 +175,16 @@ static int pg_life(aw_gen *g, void *arg)
 	return err;
 }
 
+/* The query, marked with the test process's id (parallel runs share the
+ * cluster). Set before the server forks. */
+static char sleep_sql[96];
+
 static int h_pg_sleep(aw_http_request *req, aw_http_response *res, void *ud)
 {
 	(void)ud;
 	aw_pg_pool *pool = aw_app_state(aw_http_app(req));
 	aw_pg_result *r = NULL;
-	int rc = aw_pg_pool_query(pool, &r, "SELECT pg_sleep(30) /* aw-gone-test */", 0, NULL);
+	int rc = aw_pg_pool_query(pool, &r, sleep_sql, 0, NULL);
 	fprintf(stderr, "query rc=%d\n", rc);
 	if (rc)
 		return rc;
@@ -203,7 +207,7 @@ static int sleeping_backends(void)
 	char cmd[512];
 	snprintf(cmd, sizeof cmd,
 		 "psql \"$DATABASE_URL\" -XAtqc \"SELECT count(*) FROM pg_stat_activity WHERE state = 'active' "
-		 "AND query LIKE 'SELECT pg_sleep(30) /* aw-gone-test */%%'\" 2>&1");
+		 "AND query = '%s'\" 2>&1", sleep_sql);
 	FILE *p = popen(cmd, "r");
 	if (!p)
 		return -1;
@@ -217,6 +221,7 @@ static int sleeping_backends(void)
 AW_TEST(a_slow_query_stops_on_the_server_when_the_client_closes)
 {
 	CHECK(getenv("DATABASE_URL") != NULL);
+	snprintf(sleep_sql, sizeof sleep_sql, "SELECT pg_sleep(30) /* aw-gone-test %d */", (int)getpid());
 	srv s;
 	CHECK_EQ(srv_start(&s, make_pg_app), 0);
 	int fd = cli_connect(s.port);
