@@ -80,7 +80,7 @@ static void on_ready(void *ctx, uint64_t data, bool rd, bool wr, bool hup)
 		s->hup = true;
 		if (s->on_hup)
 			s->on_hup(s->hup_arg);
-		s = &l->fds[data];   /* the hook may not move the table, but be safe */
+		s = &l->fds[data];   /* a hook that registered another fd may have moved the table */
 	}
 	if (rd) {
 		s->readable = true;
