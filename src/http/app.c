@@ -263,7 +263,7 @@ int aw__app_dispatch(aw_http_conn *c)
 	AW_WITH(aw_timeout_at(&sc, r->deadline)) {
 		c->handler_scope = &sc;
 		c->peer_gone = false;
-		if (AW_UNLIKELY(c->s && aw_fd_peer_closed(aw_stream_fd(c->s))))
+		if (AW_UNLIKELY(c->hup_seen))
 			aw__http_conn_check_peer(c);
 		err = route->fn(r, res, route->ud);
 		c->handler_scope = NULL;

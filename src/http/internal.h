@@ -235,6 +235,7 @@ struct aw_http_conn {
 	bool idle;                 /* between requests (may be cancelled to drain) */
 	bool in_request;
 	bool peer_gone;            /* the client closed while its handler ran: 499 */
+	bool hup_seen;             /* the loop saw the peer close its side (the hook ran) */
 	aw_scope *handler_scope;   /* while the handler runs: cancelled when the client goes */
 	uint64_t requests;
 	aw_time accepted;

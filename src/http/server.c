@@ -111,7 +111,7 @@ static int body_pump(aw_http_conn *c, size_t max)
 	body_used(c, used);
 	if (st >= 400)
 		return body_error(c, st);
-	if (st == 1 && c->handler_scope && aw_fd_peer_closed(aw_stream_fd(c->s)))
+	if (st == 1 && c->handler_scope && c->hup_seen)
 		aw__http_conn_check_peer(c);
 	return st;
 }
@@ -283,6 +283,7 @@ void aw__http_conn_check_peer(aw_http_conn *c)
 static void on_peer_closed(void *arg)
 {
 	aw_http_conn *c = arg;
+	c->hup_seen = true;
 	if (c->handler_scope)
 		aw__http_conn_check_peer(c);
 }
