@@ -117,6 +117,30 @@ AW_TEST(a_handler_is_cancelled_when_its_client_closes)
 	free(log);
 }
 
+AW_TEST(a_client_that_closes_with_the_end_of_its_request_cancels_the_handler)
+{
+	/* The FIN comes with the end of the request: the loop sees it before
+	 * the handler starts (the server waits for the rest of the head). */
+	srv s;
+	CHECK_EQ(srv_start(&s, make_gone_app), 0);
+	int fd = cli_connect(s.port);
+	CHECK(fd >= 0);
+	CHECK_EQ(cli_sends(fd, "GET /slow HTTP/1.1\r\nHost: x\r\n"), 0);
+	usleep(100 * 1000);
+	long long closed = now_ms();
+	CHECK_EQ(cli_sends(fd, "\r\n"), 0);
+	close(fd);
+	usleep(400 * 1000);
+	CHECK_EQ(srv_stop(&s), 0);
+	char *log = srv_log(&s);
+	int err = 0;
+	long long at = teardown_at(log, &err);
+	if (at < 0 || err != -ECANCELED || at - closed > 200 || !strstr(log, "\" 499 "))
+		aw_test_fail(__FILE__, __LINE__, "teardown %lld ms after the close (err %d); log:\n%s",
+			     at < 0 ? -1 : at - closed, err, log);
+	free(log);
+}
+
 AW_TEST(a_half_closed_client_still_gets_its_pipelined_answers)
 {
 	srv s;
