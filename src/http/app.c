@@ -260,7 +260,7 @@ int aw__app_dispatch(aw_http_conn *c)
 	aw_error *e = NULL;
 	aw_scope sc;
 	aw_error_clear();
-	AW_WITH(aw_timeout_at(&sc, r->deadline)) {
+	AW_WITH(aw_deadline_init(&sc, r->deadline)) {
 		c->handler_scope = &sc;
 		c->peer_gone = false;
 		if (AW_UNLIKELY(c->hup_seen))
