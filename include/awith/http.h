@@ -70,8 +70,12 @@ int aw_http_version_minor(const aw_http_request *req); /* 0 or 1 */
 aw_str aw_http_header(const aw_http_request *req, const char *name);
 /* Iterate headers: i from 0 while it returns true. */
 bool aw_http_header_at(const aw_http_request *req, size_t i, aw_str *name, aw_str *value);
-/* Path parameter of the matched route ("/users/{id}" → "id"), decoded
- * (%xx), NUL-terminated, owned by the request; NULL if absent. */
+/* Path parameter of the matched route ("/users/{id}" → "id"),
+ * percent-decoded (%xx; so %2F gives '/' and "..%2f..%2fetc" gives
+ * "../../etc": never join a parameter to a directory yourself, serve it
+ * with aw_http_file_in), NUL-terminated, owned by the request; NULL if
+ * absent. A %00 or an invalid escape in the path is a 400 before any
+ * handler runs. */
 const char *aw_http_param(const aw_http_request *req, const char *name);
 /* Query parameter: 0 with *out the value, decoded (%xx and '+'),
  * NUL-terminated, owned by the request, the first one if repeated, or NULL
@@ -156,6 +160,24 @@ int aw_http_stream(aw_http_response *res, int status, const char *content_type, 
  * sent with its Content-Length; 404 if missing. content_type NULL: guessed
  * from the extension. */
 int aw_http_file(aw_http_response *res, const char *path, const char *content_type) AW_MUST_USE;
+/* Waits: the file `rel` under the directory `root`, confined to it: the
+ * way to serve a path that comes from a request. `rel` is used as given
+ * (not decoded again: route parameters arrive decoded, %2F as '/'). A
+ * directory serves its index.html. Answers:
+ *   404  rel is absolute or has a ".." segment (it names nothing under
+ *        root), or the file (or index.html) does not exist, or it is not a
+ *        regular file (device, FIFO, socket);
+ *   403  a symlink on the way leads out of root (logged: the operator's
+ *        link, refused), or the file cannot be read (EACCES).
+ * Symlinks that stay inside root are followed. Resolution uses openat2
+ * with RESOLVE_BENEATH (Linux 5.6+; the kernel refuses every step out of
+ * root, symlinks and ".." included, atomically); where openat2 is missing
+ * (ENOSYS) or filtered (EPERM), the file is opened and its real location
+ * (/proc/self/fd) checked against root's real path. A NUL cannot reach it
+ * from a request: %00 in a path is a 400 from the router. Hard links are
+ * not detected (neither way can). Other failures (root missing) are raised
+ * (500). Sent like aw_http_file, read off the loop in 64 KiB pieces. */
+int aw_http_file_in(aw_http_response *res, const char *root, const char *rel, const char *content_type) AW_MUST_USE;
 
 /* ------------------------------------------------------------------------ */
 /* Handlers, routes, dependencies, lifespan                                 */
@@ -208,6 +230,20 @@ typedef struct aw_http_limits {
 	                            the client to read; default 10 s */
 	aw_time request_deadline;/* handler deadline; default 30 s */
 	aw_time shutdown_grace;  /* in-flight requests finish; default 10 s */
+	/* Connection caps (nginx's worker_connections and limit_conn). A new
+	 * connection over a cap is answered at once with a fixed 503 (JSON
+	 * body, Retry-After: 1, Connection: close) and closed, without reading
+	 * its request; established connections are not affected. 0: no cap.
+	 * max_connections: open connections per worker (per aw_app_serve);
+	 * default 10000 (about 13 KB each while idle). Out of file descriptors
+	 * (EMFILE/ENFILE) new clients get the same 503 through a reserved
+	 * spare descriptor instead of waiting in the backlog.
+	 * max_connections_per_client: open connections from one client IP
+	 * address (IPv6 per whole address); default 0 (off: behind a proxy or
+	 * a NAT, every client has the same address; set it when clients
+	 * connect directly). Costs one getpeername per connection when on. */
+	size_t max_connections;
+	size_t max_connections_per_client;
 } aw_http_limits;
 
 /* A new app in *out (free it with aw_app_free). -ENOMEM (raised). Needs no
@@ -219,6 +255,21 @@ aw_http_limits *aw_app_limits(aw_app *app);   /* change before serving */
  * {name} segments. 404 when no path matches, 405 with Allow when the path
  * matches for other methods. -EINVAL for a malformed template. */
 int aw_app_route(aw_app *app, const char *method, const char *path, aw_http_handler fn, void *ud) AW_MUST_USE;
+/* A client that goes away: when the peer closes the connection (or only
+ * its sending side: a half-close counts, as in nginx and Go) while the
+ * handler runs, the handler's waits are cancelled (-ECANCELED; a pg query
+ * in flight sends the server a cancel request), its dependencies' teardown
+ * sees -ECANCELED, nothing is answered, and the access log says 499. Not
+ * while the handler has a request body still to read (its reads see the
+ * end of the stream instead), nor when pipelined requests that came before
+ * the close still wait for their answers (then the handler finishes), nor
+ * for a route with finish_when_client_gone. */
+typedef struct aw_http_route_opts {
+	bool finish_when_client_gone;   /* run to completion though the client left */
+} aw_http_route_opts;
+/* aw_app_route with options (opts NULL: the defaults, as aw_app_route). */
+int aw_app_route_opts(aw_app *app, const char *method, const char *path, aw_http_handler fn, void *ud,
+		      const aw_http_route_opts *opts) AW_MUST_USE;
 /* The app's startup and shutdown as one generator-style function: setup,
  * aw_gen_yield(g, state), teardown (sees the error the server stops with).
  * aw_app_state() returns what it yielded. */

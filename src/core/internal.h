@@ -195,6 +195,8 @@ typedef struct aw_fdstate {
 	aw_task *reader, *writer;
 	bool registered, readable, writable;
 	bool hup;                /* sticky: the peer closed its side */
+	void (*on_hup)(void *arg); /* aw__fd_on_hup */
+	void *hup_arg;
 } aw_fdstate;
 
 /* Whether the loop has seen the peer of fd close its side (EPOLLRDHUP).
@@ -213,6 +215,13 @@ int aw__fd_take_ready(int fd);
 /* Register fd with the loop now (no wait), so that aw__fd_take_ready sees
  * what arrives from here on. 0 or -errno. */
 int aw__fd_watch(int fd);
+/* Call fn(arg) from the loop (not from a task: fn must not wait) when the
+ * loop first sees the peer of fd close its side (EPOLLRDHUP, HUP, ERR),
+ * whether or not a task waits on fd. Registers fd with the loop (as
+ * aw__fd_watch). One hook per fd; fn NULL removes it; aw_fd_forget drops
+ * it. Costs nothing per event until the peer closes. The HTTP server uses
+ * it to cancel a handler whose client went away. 0 or -errno. */
+int aw__fd_on_hup(int fd, void (*fn)(void *arg), void *arg);
 
 typedef struct aw_threadpool aw_threadpool;
 

@@ -78,8 +78,12 @@ static void on_ready(void *ctx, uint64_t data, bool rd, bool wr, bool hup)
 	if (data >= l->nfds)
 		return;
 	aw_fdstate *s = &l->fds[data];
-	if (hup)
+	if (hup && !s->hup) {
 		s->hup = true;
+		if (s->on_hup)
+			s->on_hup(s->hup_arg);
+		s = &l->fds[data];   /* a hook that registered another fd may have moved the table */
+	}
 	if (rd) {
 		s->readable = true;
 		if (s->reader)
@@ -199,6 +203,20 @@ int aw__fd_watch(int fd)
 		return rc;
 	s->registered = true;
 	s->readable = s->writable = false;
+	return 0;
+}
+
+int aw__fd_on_hup(int fd, void (*fn)(void *arg), void *arg)
+{
+	aw_loop *l = aw__loop;
+	if (!l)
+		return -AW_ENOTASK;
+	int rc = aw__fd_watch(fd);
+	if (rc)
+		return rc;
+	aw_fdstate *s = &l->fds[fd];
+	s->on_hup = fn;
+	s->hup_arg = arg;
 	return 0;
 }
 

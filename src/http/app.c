@@ -47,6 +47,8 @@ int aw_app_new(aw_app **out, const char *name)
 		.send_idle = AW_SEC(10),
 		.request_deadline = AW_SEC(30),
 		.shutdown_grace = AW_SEC(10),
+		.max_connections = 10000,
+		.max_connections_per_client = 0,
 	};
 	*out = app;
 	return 0;
@@ -76,7 +78,13 @@ FILE *aw__app_log(const aw_app *app)
 
 int aw_app_route(aw_app *app, const char *method, const char *path, aw_http_handler fn, void *ud)
 {
-	return aw__router_add(&app->router, method, path, fn, ud);
+	return aw__router_add(&app->router, method, path, fn, ud, NULL);
+}
+
+int aw_app_route_opts(aw_app *app, const char *method, const char *path, aw_http_handler fn, void *ud,
+		      const aw_http_route_opts *opts)
+{
+	return aw__router_add(&app->router, method, path, fn, ud, opts);
 }
 
 int aw_app_lifespan(aw_app *app, aw_gen_fn fn, void *arg)
@@ -216,6 +224,10 @@ static int error_status(aw_http_conn *c, int err, const char **detail)
 		*detail = "request body too large";
 		return 413;
 	case -ECANCELED:
+		if (c->peer_gone) {
+			*detail = "the client closed the connection";
+			return 499;
+		}
 		if (c->srv && c->srv->draining) {
 			*detail = "the server is shutting down";
 			return 503;
@@ -253,7 +265,12 @@ int aw__app_dispatch(aw_http_conn *c)
 	aw_scope sc;
 	aw_error_clear();
 	AW_WITH(aw_deadline_init(&sc, r->deadline)) {
+		c->handler_scope = &sc;
+		c->peer_gone = false;
+		if (AW_UNLIKELY(c->hup_seen))
+			aw__http_conn_check_peer(c);
 		err = route->fn(r, res, route->ud);
+		c->handler_scope = NULL;
 		if (err < 0) {
 			/* The error in flight is the truth: exits on the
 			 * handler's way out may have replaced what it returned
@@ -264,6 +281,7 @@ int aw__app_dispatch(aw_http_conn *c)
 			err = e->code;
 		}
 	}
+	c->handler_scope = NULL;
 	if (err > 0)
 		err = 0;
 	if (!err && aw_error_pending()) {
@@ -277,9 +295,14 @@ int aw__app_dispatch(aw_http_conn *c)
 		if (status >= 500)
 			aw__http_log_error(app, e, "%.*s %.*s failed (%d)", (int)r->method_len, r->base + r->method_off,
 					   (int)r->path.len, r->path.p, status);
-		if (c->reject || status == 408)
+		if (c->reject || status == 408 || status == 499)
 			res->close = true;
-		if (!res->sent) {
+		if (status == 499) {
+			/* Nobody to answer: the access log says 499 (nginx's
+			 * "client closed request"), the error log nothing. */
+			if (!res->sent)
+				res->status = 499;
+		} else if (!res->sent) {
 			res->in_json = false;
 			aw__http_queue_error(c, status, detail, NULL);
 		}

@@ -234,6 +234,9 @@ struct aw_http_conn {
 	bool body_timeout;         /* the body stalled longer than body_idle */
 	bool idle;                 /* between requests (may be cancelled to drain) */
 	bool in_request;
+	bool peer_gone;            /* the client closed while its handler ran: 499 */
+	bool hup_seen;             /* the loop saw the peer close its side (the hook ran) */
+	aw_scope *handler_scope;   /* while the handler runs: cancelled when the client goes */
 	uint64_t requests;
 	aw_time accepted;
 	char peer[64];
@@ -267,7 +270,8 @@ typedef struct aw_router {
 	size_t nroutes;
 } aw_router;
 void aw__router_free(aw_router *r);
-int aw__router_add(aw_router *r, const char *method, const char *path, aw_http_handler fn, void *ud);
+int aw__router_add(aw_router *r, const char *method, const char *path, aw_http_handler fn, void *ud,
+		   const aw_http_route_opts *opts);
 /* Match req's path and method. Returns 0 with req->route and params set,
  * 404, 405 (allow filled with "GET, HEAD" etc.), or 400 (bad encoding). */
 int aw__router_match(const aw_router *r, aw_http_request *req, char *allow, size_t allow_len);
@@ -277,6 +281,7 @@ struct aw_route {
 	char *path;                /* the template */
 	aw_http_handler fn;
 	void *ud;
+	aw_http_route_opts opts;
 	char *names[AW_HTTP_MAX_PARAMS];
 	unsigned nnames;
 	aw_route *next;            /* other methods on the same node */
@@ -324,6 +329,14 @@ int aw__app_dispatch(aw_http_conn *c);
 void aw__app_deps_unwind(aw_http_request *req, int err);
 
 /* server.c */
+/* Open connections of one client address (max_connections_per_client). */
+typedef struct aw_http_peer {
+	struct aw_http_peer *next;
+	uint8_t addr[16];          /* IPv4 as ::ffff:a.b.c.d */
+	size_t count;
+} aw_http_peer;
+#define AW_HTTP_PEER_BUCKETS 1024
+
 struct aw_http_server {
 	aw_app *app;
 	aw_listener *l;
@@ -337,10 +350,21 @@ struct aw_http_server {
 	aw_scope *grace;           /* while waiting for busy connections */
 	bool hurry;                /* a second signal: no more grace */
 	aw_error *error;           /* why accepting stopped, if not asked to */
+	aw_http_peer **peers;      /* AW_HTTP_PEER_BUCKETS, when the per-client cap is on */
+	int spare_fd;              /* reserved for refusing clients when out of fds (-1: none) */
+	uint64_t refused;          /* connections refused over a cap or out of fds */
+	uint64_t refused_logged;
+	aw_time refused_log_at;    /* refusals are logged at most once a second */
 };
 /* Accept until stopped, then drain the connections. */
 int aw__http_server_run(aw_app *app, aw_listener *l);
 void aw__http_server_stop(aw_http_server *srv);
+/* The client of c closed its side while a handler runs: cancel the
+ * handler (c->handler_scope) unless its route opted out, its body is still
+ * unread (its reads see the end), or later pipelined requests are waiting.
+ * Called by the fd's hup hook, and when a handler starts or a body ends
+ * after the hup was seen. */
+void aw__http_conn_check_peer(aw_http_conn *c);
 /* Cancel the connections still busy now, without waiting for the grace. */
 void aw__http_server_hurry(aw_http_server *srv);
 

@@ -13,10 +13,12 @@
 
 #include <fcntl.h>
 #include <jansson.h>
+#include <linux/openat2.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -553,6 +555,220 @@ int aw_http_file(aw_http_response *res, const char *path, const char *content_ty
 	if (!rc && sent < size)
 		rc = aw_raise(-EIO, "aw_http_file: %s shrank while being sent (%llu of %llu bytes)", path,
 			      (unsigned long long)sent, (unsigned long long)size);
+	if (rc)
+		res->close = true;
+	return rc;
+}
+
+/* ---- files confined to a root directory -------------------------------------------- */
+
+/* The outcome of opening a file under a root (in a thread). */
+typedef struct confined_job {
+	const char *root, *rel;
+	char path[4096];          /* rel, or rel + "/index.html" for a directory */
+	int fd;                   /* the open file, or -1 */
+	int status;               /* 0, or 403/404 for the client */
+	const char *why;          /* for the log: why 403 */
+	int err;                  /* errno of a server-side failure (500) */
+	struct stat st;
+} confined_job;
+
+/* openat2 with RESOLVE_BENEATH: every step of the resolution (symlinks
+ * included) stays under dirfd; -1 with errno (ENOSYS: not available). */
+static int open_beneath(int dirfd, const char *rel)
+{
+#ifdef SYS_openat2
+	struct open_how how = {
+		.flags = O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY,
+		.resolve = RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS,
+	};
+	return (int)syscall(SYS_openat2, dirfd, rel, &how, sizeof how);
+#else
+	(void)dirfd, (void)rel;
+	errno = ENOSYS;
+	return -1;
+#endif
+}
+
+/* Without openat2 (kernels before 5.6, or a seccomp filter that refuses
+ * it): open normally, then check where the open file really is (its
+ * /proc/self/fd link) against the root's real path. The check is of the
+ * object opened, so a symlink swapped in between cannot fool it. */
+static int open_checked(int rootfd, const char *rel, char *rootreal, size_t rootlen)
+{
+	int fd = openat(rootfd, rel, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
+	if (fd < 0)
+		return -1;
+	char link[64], real[4096];
+	snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
+	ssize_t n = readlink(link, real, sizeof real - 1);
+	if (n < 0) {
+		close(fd);
+		errno = EOPNOTSUPP;   /* no /proc: cannot check, refuse (500) */
+		return -1;
+	}
+	real[n] = 0;
+	bool inside = (size_t)n >= rootlen && memcmp(real, rootreal, rootlen) == 0 &&
+		      (real[rootlen] == '/' || real[rootlen] == 0 || (rootlen == 1 && rootreal[0] == '/'));
+	if (!inside) {
+		close(fd);
+		errno = EXDEV;
+		return -1;
+	}
+	return fd;
+}
+
+static int open_under(int rootfd, const char *rel, const char *root, bool *no_openat2)
+{
+	if (!*no_openat2) {
+		int fd = open_beneath(rootfd, rel);
+		if (fd >= 0 || (errno != ENOSYS && errno != EPERM))
+			return fd;
+		*no_openat2 = true;
+	}
+	char rootreal[4096];
+	if (!realpath(root, rootreal))
+		return -1;
+	return open_checked(rootfd, rel, rootreal, strlen(rootreal));
+}
+
+static void confined_fail(confined_job *j, int e)
+{
+	if (e == ENOENT || e == ENOTDIR || e == ENAMETOOLONG) {
+		j->status = 404;
+	} else if (e == EXDEV || e == ELOOP) {
+		j->status = 403;
+		j->why = "a symlink leads out of the root";
+	} else if (e == EACCES || e == EPERM) {
+		j->status = 403;
+		j->why = "permission denied";
+	} else {
+		j->err = e;
+	}
+}
+
+static int confined_open_in_thread(void *arg)
+{
+	confined_job *j = arg;
+	j->fd = -1;
+	int rootfd = open(j->root, O_PATH | O_DIRECTORY | O_CLOEXEC);
+	if (rootfd < 0) {
+		j->err = errno;
+		return 0;
+	}
+	bool no_openat2 = false;
+	snprintf(j->path, sizeof j->path, "%s", *j->rel ? j->rel : ".");
+	int fd = open_under(rootfd, j->path, j->root, &no_openat2);
+	if (fd >= 0 && fstat(fd, &j->st) == 0 && S_ISDIR(j->st.st_mode)) {
+		/* A directory: its index.html (resolved from the root again). */
+		close(fd);
+		size_t n = strlen(j->path);
+		while (n > 1 && j->path[n - 1] == '/')
+			j->path[--n] = 0;
+		if (n + sizeof "/index.html" > sizeof j->path) {
+			errno = ENAMETOOLONG;
+			fd = -1;
+		} else {
+			memcpy(j->path + n, "/index.html", sizeof "/index.html");
+			fd = open_under(rootfd, j->path, j->root, &no_openat2);
+		}
+	}
+	int e = errno;
+	close(rootfd);
+	if (fd < 0) {
+		confined_fail(j, e);
+		return 0;
+	}
+	if (fstat(fd, &j->st) != 0) {
+		j->err = errno;
+		close(fd);
+		return 0;
+	}
+	if (!S_ISREG(j->st.st_mode)) {
+		close(fd);   /* a device, a FIFO, a socket: not a file to serve */
+		j->status = 404;
+		return 0;
+	}
+	j->fd = fd;
+	return 0;
+}
+
+/* A relative path that cannot name anything under a root: absolute, or
+ * with a ".." segment. */
+static bool rel_escapes(const char *rel)
+{
+	if (rel[0] == '/')
+		return true;
+	for (const char *s = rel;;) {
+		const char *e = strchr(s, '/');
+		size_t n = e ? (size_t)(e - s) : strlen(s);
+		if (n == 2 && s[0] == '.' && s[1] == '.')
+			return true;
+		if (!e)
+			return false;
+		s = e + 1;
+	}
+}
+
+int aw_http_file_in(aw_http_response *res, const char *root, const char *rel, const char *content_type)
+{
+	int rc = check_send(res, 200, "aw_http_file_in");
+	if (rc)
+		return rc;
+	if (!root || !*root || !rel)
+		return aw_raise(-EINVAL, "aw_http_file_in: no root or no path");
+	aw_http_conn *c = res->conn;
+	if (rel_escapes(rel))
+		return aw__http_queue_error(c, 404, "Not Found", NULL);
+	confined_job j = { .root = root, .rel = rel, .fd = -1 };
+	rc = aw_to_thread(confined_open_in_thread, &j);
+	if (rc) {
+		if (j.fd >= 0)
+			close(j.fd);
+		return rc;
+	}
+	if (j.err)
+		return aw_raise(-j.err, "aw_http_file_in: %s under %s: %s", rel, root, strerror(j.err));
+	if (j.status == 403) {
+		aw__http_log_error(c->app, NULL, "aw_http_file_in: %s under %s: 403 (%s)", rel, root, j.why);
+		return aw__http_queue_error(c, 403, "Forbidden", NULL);
+	}
+	if (j.status)
+		return aw__http_queue_error(c, j.status, "Not Found", NULL);
+	if (!content_type)
+		content_type = guess_type(j.path);
+	uint64_t size = (uint64_t)j.st.st_size;
+	int framing = FRAME_LENGTH;
+	if (c->req.is_head || !c->s) {
+		close(j.fd);
+		if (!c->s)
+			return aw__http_queue_response(c, 200, content_type, strlen(content_type), NULL, 0);
+		return stream_head(res, 200, content_type, &framing, true, size);
+	}
+	char *buf = malloc(64 * 1024);
+	if (!buf) {
+		close(j.fd);
+		return aw_raise(-ENOMEM, "aw_http_file_in: no memory");
+	}
+	rc = stream_head(res, 200, content_type, &framing, true, size);
+	uint64_t sent = 0;
+	while (!rc && sent < size) {
+		size_t want = size - sent < 64 * 1024 ? (size_t)(size - sent) : 64 * 1024;
+		ssize_t n = aw_file_pread(j.fd, buf, want, (off_t)sent);
+		if (n < 0) {
+			rc = (int)n;
+			break;
+		}
+		if (n == 0) {
+			rc = aw_raise(-EIO, "aw_http_file_in: %s shrank while being sent (%llu of %llu bytes)", j.path,
+				      (unsigned long long)sent, (unsigned long long)size);
+			break;
+		}
+		rc = stream_piece(c, framing, buf, (size_t)n);
+		sent += (uint64_t)n;
+	}
+	free(buf);
+	close(j.fd);
 	if (rc)
 		res->close = true;
 	return rc;

@@ -103,7 +103,8 @@ static bool name_ok(const char *s, size_t n)
 	return true;
 }
 
-int aw__router_add(aw_router *r, const char *method, const char *path, aw_http_handler fn, void *ud)
+int aw__router_add(aw_router *r, const char *method, const char *path, aw_http_handler fn, void *ud,
+		   const aw_http_route_opts *opts)
 {
 	if (!method || !method_ok(method))
 		return aw_raise(-EINVAL, "aw_app_route: invalid method '%s' (uppercase token or \"*\")",
@@ -117,6 +118,8 @@ int aw__router_add(aw_router *r, const char *method, const char *path, aw_http_h
 		return aw_raise(-ENOMEM, "aw_app_route: no memory");
 	route->fn = fn;
 	route->ud = ud;
+	if (opts)
+		route->opts = *opts;
 	route->method = strdup(method);
 	route->mlen = strlen(method);
 	route->path = strdup(path);

@@ -17,15 +17,18 @@
 #include "internal.h"
 
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <jansson.h>
 #include <netinet/in.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #define HEAD_SLACK 64
-#define LINGER_TIME AW_SEC(1)
-#define LINGER_BYTES (64 * 1024)
+#define LINGER_TIME AW_SEC(5)
+#define LINGER_IDLE AW_SEC(1)
 
 /* ---- the body ----------------------------------------------------------------- */
 
@@ -108,6 +111,8 @@ static int body_pump(aw_http_conn *c, size_t max)
 	body_used(c, used);
 	if (st >= 400)
 		return body_error(c, st);
+	if (st == 1 && c->handler_scope && c->hup_seen)
+		aw__http_conn_check_peer(c);
 	return st;
 }
 
@@ -254,6 +259,35 @@ static bool drain_body(aw_http_conn *c)
 
 /* ---- connections -------------------------------------------------------------- */
 
+void aw__http_conn_check_peer(aw_http_conn *c)
+{
+	aw_http_request *r = &c->req;
+	if (!c->handler_scope || c->peer_gone || !c->s)
+		return;
+	if (r->route && r->route->opts.finish_when_client_gone)
+		return;
+	if (r->body_mode != AW_BODY_NONE && !r->body_complete)
+		return;   /* the handler's body reads see the end */
+	/* Pipelined requests sent before the close still want answers. */
+	if (aw_stream_buffered(c->s) > c->pos)
+		return;
+	int unread = 0;
+	if (ioctl(aw_stream_fd(c->s), FIONREAD, &unread) == 0 && unread > 0)
+		return;
+	c->peer_gone = true;
+	aw_scope_cancel(c->handler_scope);
+}
+
+/* The loop saw the peer close (aw__fd_on_hup): runs in the loop, not in
+ * the connection's task. */
+static void on_peer_closed(void *arg)
+{
+	aw_http_conn *c = arg;
+	c->hup_seen = true;
+	if (c->handler_scope)
+		aw__http_conn_check_peer(c);
+}
+
 static bool srv_draining(aw_http_conn *c)
 {
 	return c->srv && c->srv->draining;
@@ -310,23 +344,26 @@ static int read_head(aw_http_conn *c)
 }
 
 /* Close after an error: stop writing, then read and drop what the client
- * still sends for a moment, so that our response is not destroyed by a
- * reset (a close with unread input sends RST). */
+ * still sends, so that our response is not destroyed by a reset (a close
+ * with unread input sends RST, and the client's kernel then drops the
+ * response it has not read yet: a client still sending a 4 MiB upload
+ * would see no 413 at all). Bounded by time, not bytes (as nginx's
+ * lingering_close): until the client stops sending for LINGER_IDLE, ends
+ * its side, or LINGER_TIME has passed. */
 static void linger_close(aw_http_conn *c)
 {
-	aw_time deadline = aw__http_after(LINGER_TIME);
-	if (aw_stream_shutdown(c->s, deadline)) {
+	aw_time end = aw__http_after(LINGER_TIME);
+	if (aw_stream_shutdown(c->s, end)) {
 		aw_error_clear();
 		return;
 	}
-	size_t total = 0;
-	while (total < LINGER_BYTES) {
+	for (;;) {
 		const char *d;
 		size_t n;
 		aw_stream_peek(c->s, &d, &n);
 		aw_stream_consume(c->s, n);
-		total += n;
-		ssize_t r = aw_stream_fill(c->s, 16 * 1024, deadline);
+		aw_time idle = aw__http_after(LINGER_IDLE);
+		ssize_t r = aw_stream_fill(c->s, 64 * 1024, idle < end ? idle : end);
 		if (r <= 0)
 			break;
 	}
@@ -425,7 +462,132 @@ typedef struct conn_start {
 	aw_http_server *srv;
 	aw_stream *s;
 	aw_time accepted;
+	aw_http_peer *peer;
 } conn_start;
+
+/* ---- connection caps and refusals ------------------------------------------------ */
+
+#define REFUSE_BODY "{\"detail\": \"too many connections\"}"
+static const char refuse_503[] = "HTTP/1.1 503 Service Unavailable\r\n"
+				 "Content-Type: application/json\r\n"
+				 "Retry-After: 1\r\n"
+				 "Connection: close\r\n"
+				 "Content-Length: 34\r\n"
+				 "\r\n" REFUSE_BODY;
+_Static_assert(sizeof REFUSE_BODY - 1 == 34, "Content-Length of the refusal");
+
+/* Answer a connection we will not serve with the fixed 503, without
+ * reading its request or waiting (one non-blocking send: it fits any
+ * socket buffer); the caller closes it. Logged at most once a second. */
+static void refuse(aw_http_server *srv, int fd, const char *why)
+{
+	ssize_t w = send(fd, refuse_503, sizeof refuse_503 - 1, MSG_NOSIGNAL | MSG_DONTWAIT);
+	(void)w;
+	srv->refused++;
+	aw_time now = aw__http_now();
+	if (now - srv->refused_log_at >= AW_SEC(1) || !srv->refused_log_at) {
+		aw__http_log_error(srv->app, NULL, "refused %llu new connection(s) with 503: %s",
+				   (unsigned long long)(srv->refused - srv->refused_logged), why);
+		srv->refused_logged = srv->refused;
+		srv->refused_log_at = now;
+	}
+}
+
+static void refuse_stream(aw_http_server *srv, aw_stream *s, const char *why)
+{
+	refuse(srv, aw_stream_fd(s), why);
+	if (aw_stream_close(s, aw__http_after(AW_SEC(1))))
+		aw_error_clear();
+}
+
+/* The client's address as 16 bytes (IPv4 mapped into IPv6); false for
+ * other families (Unix sockets: no per-client cap). */
+static bool peer_addr(int fd, uint8_t out[16])
+{
+	struct sockaddr_storage ss;
+	socklen_t sl = sizeof ss;
+	if (getpeername(fd, (struct sockaddr *)&ss, &sl) != 0)
+		return false;
+	if (ss.ss_family == AF_INET) {
+		memset(out, 0, 10);
+		out[10] = out[11] = 0xff;
+		memcpy(out + 12, &((struct sockaddr_in *)&ss)->sin_addr, 4);
+		return true;
+	}
+	if (ss.ss_family == AF_INET6) {
+		memcpy(out, &((struct sockaddr_in6 *)&ss)->sin6_addr, 16);
+		return true;
+	}
+	return false;
+}
+
+static size_t peer_bucket(const uint8_t a[16])
+{
+	uint64_t h = 1469598103934665603ULL;
+	for (int i = 0; i < 16; i++)
+		h = (h ^ a[i]) * 1099511628211ULL;
+	return (size_t)(h % AW_HTTP_PEER_BUCKETS);
+}
+
+/* The count of an address (created at 0); NULL when out of memory (that
+ * connection is then not counted). */
+static aw_http_peer *peer_get(aw_http_server *srv, const uint8_t a[16])
+{
+	if (!srv->peers && !(srv->peers = calloc(AW_HTTP_PEER_BUCKETS, sizeof *srv->peers)))
+		return NULL;
+	aw_http_peer **b = &srv->peers[peer_bucket(a)];
+	for (aw_http_peer *p = *b; p; p = p->next)
+		if (memcmp(p->addr, a, 16) == 0)
+			return p;
+	aw_http_peer *p = calloc(1, sizeof *p);
+	if (!p)
+		return NULL;
+	memcpy(p->addr, a, 16);
+	p->next = *b;
+	*b = p;
+	return p;
+}
+
+static void peer_put(aw_http_server *srv, aw_http_peer *p)
+{
+	if (--p->count)
+		return;
+	for (aw_http_peer **b = &srv->peers[peer_bucket(p->addr)]; *b; b = &(*b)->next)
+		if (*b == p) {
+			*b = p->next;
+			break;
+		}
+	free(p);
+}
+
+/* Out of file descriptors: the classic spare-descriptor trick. Free the
+ * reserved descriptor, accept a waiting client into it, refuse it (503)
+ * and close it, take the spare back; until no client waits. Clients are
+ * told at once instead of timing out in the backlog, and the listener is
+ * drained, so its next readiness means a new client: the caller waits for
+ * it (no spinning). False when there is no spare (then the caller backs
+ * off by sleeping). */
+static bool refuse_out_of_fds(aw_http_server *srv)
+{
+	if (srv->spare_fd < 0)
+		return false;
+	int lfd = aw_listener_fd(srv->l);
+	for (int i = 0; i < 256; i++) {
+		close(srv->spare_fd);
+		int fd = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+		int e = errno;
+		if (fd >= 0) {
+			refuse(srv, fd, "out of file descriptors");
+			close(fd);
+		}
+		srv->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+		if (srv->spare_fd < 0)
+			return false;   /* someone took the slot: back off */
+		if (fd < 0)
+			return e == EAGAIN || e == EWOULDBLOCK || e == ECONNABORTED || e == EINTR;
+	}
+	return true;
+}
 
 static void peer_text(aw_stream *s, char *buf, size_t len)
 {
@@ -479,8 +641,13 @@ static int conn_main(void *arg)
 		srv->conns->prev = c;
 	srv->conns = c;
 	AW_WITH(aw_stream_mgr(st.s)) {
+		/* A handler whose client goes away is cancelled: the loop
+		 * calls on_peer_closed on EPOLLRDHUP (nothing per request). */
+		if (aw__fd_on_hup(aw_stream_fd(st.s), on_peer_closed, c))
+			aw_error_clear();
 		if (!srv->draining)
 			serve_conn(c);
+		aw__fd_on_hup(aw_stream_fd(st.s), NULL, NULL);
 	}
 	aw_error_clear();   /* a failed close: nothing more to tell the client */
 	if (c->prev)
@@ -492,6 +659,8 @@ static int conn_main(void *arg)
 	aw__http_conn_free(c);
 	free(c);
 done:
+	if (st.peer)
+		peer_put(srv, st.peer);
 	if (--srv->nconns == 0 && srv->draining)
 		aw_event_set(&srv->drained);
 	return 0;
@@ -553,6 +722,15 @@ static void accept_loop(aw_http_server *srv)
 			int rc = aw_listener_accept(srv->l, &s, AW_NEVER);
 			if (rc == -ECANCELED)
 				break;
+			if ((rc == -EMFILE || rc == -ENFILE) && refuse_out_of_fds(srv)) {
+				/* accept4 says EMFILE before it looks for a
+				 * client: wait for one before trying again. */
+				aw_error_clear();
+				if (aw_fd_wait(aw_listener_fd(srv->l), AW_READABLE, AW_NEVER) == -ECANCELED)
+					break;
+				aw_error_clear();
+				continue;
+			}
 			if (rc) {
 				bool transient = rc == -EMFILE || rc == -ENFILE || rc == -ENOBUFS || rc == -ENOMEM ||
 						 rc == -EPROTO || rc == -EPERM || rc == -ETIMEDOUT;
@@ -570,9 +748,24 @@ static void accept_loop(aw_http_server *srv)
 					break;
 				continue;
 			}
+			const aw_http_limits *lim = &app->limits;
+			if (lim->max_connections && srv->nconns >= lim->max_connections) {
+				refuse_stream(srv, s, "max_connections reached");
+				continue;
+			}
+			aw_http_peer *peer = NULL;
+			uint8_t addr[16];
+			if (lim->max_connections_per_client && peer_addr(aw_stream_fd(s), addr) &&
+			    (peer = peer_get(srv, addr))) {
+				if (peer->count >= lim->max_connections_per_client) {
+					refuse_stream(srv, s, "max_connections_per_client reached");
+					continue;
+				}
+				peer->count++;
+			}
 			conn_start *st = malloc(sizeof *st);
 			if (st) {
-				*st = (conn_start){ srv, s, aw__http_now() };
+				*st = (conn_start){ srv, s, aw__http_now(), peer };
 				aw_spawn_opts o = { .name = "http-conn" };
 				if (aw_spawn_with(NULL, conn_main, st, &o) == 0) {
 					srv->nconns++;
@@ -580,6 +773,8 @@ static void accept_loop(aw_http_server *srv)
 				}
 				free(st);
 			}
+			if (peer)
+				peer_put(srv, peer);
 			aw__http_log_error(app, aw_error_current(), "cannot start a connection task: closing it");
 			aw_error_clear();
 			if (aw_stream_close(s, AW_NEVER))
@@ -606,11 +801,16 @@ void aw__http_server_hurry(aw_http_server *srv)
 int aw__http_server_run(aw_app *app, aw_listener *l)
 {
 	aw_http_server srv = { .app = app, .l = l };
+	/* Reserved for refusing clients when out of descriptors. */
+	srv.spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
 	aw_event_init(&srv.drained);
 	app->srv = &srv;
 	accept_loop(&srv);
 	drain_connections(&srv);
 	app->srv = NULL;
+	if (srv.spare_fd >= 0)
+		close(srv.spare_fd);
+	free(srv.peers);   /* empty: every connection put its count back */
 	if (srv.error) {
 		int rc = srv.error->code;
 		aw_error_raise_obj(srv.error);
