@@ -257,7 +257,7 @@ static int suppress_main(void *arg)
 		if (aw_exitstack_enter(&c->s, &c->m[0].mgr) ||
 		    aw_exitstack_push_exit(&c->s, exit_fn, &c->m[1]))
 			return -1;
-		aw_raise(-EIO, "to be suppressed");
+		(void)!aw_raise(-EIO, "to be suppressed");
 		break;
 	}
 	aw_evlog_add(&c->log, "after");

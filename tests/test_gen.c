@@ -265,7 +265,7 @@ static int handled_main(void *arg)
 	gctx *c = arg;
 	AW_WITH(aw_gen_init(&c->g, "handler", handling_gen, c)) {
 		aw_evlog_add(&c->log, "body");
-		aw_raise(-EIO, "body failed");
+		(void)!aw_raise(-EIO, "body failed");
 		break;
 	}
 	aw_evlog_add(&c->log, "after");

@@ -197,7 +197,7 @@ static int break_error_main(void *arg)
 	AW_FOR(item, &c->ti.it) {
 		aw_evlog_add(&c->log, "%d", *item);
 		if (*item == 1) {
-			aw_raise(-EPIPE, "handled in the body");
+			(void)!aw_raise(-EPIPE, "handled in the body");
 			aw_error_clear();
 		}
 		if (*item == c->stop_at && aw_raise(-EIO, "failed at item %d", *item) < 0)

@@ -81,7 +81,7 @@ static int main_print(void *arg)
 	struct print_ctx *p = arg;
 	replacer r = { .mgr = { &replacer_ops } };
 	AW_WITH(&r.mgr) {
-		p->lines[0] = __LINE__; aw_raise(-EIO, "inner problem %d", 17);
+		p->lines[0] = __LINE__; (void)!aw_raise(-EIO, "inner problem %d", 17);
 		break;
 	}
 	p->lines[1] = r.line;

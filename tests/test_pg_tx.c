@@ -243,7 +243,7 @@ static int rollback_error_main(void *arg)
 		 * goes on unchanged. */
 		AW_WITH(aw_pg_tx_init(&tx, a.conn, NULL)) {
 			PCHECK_RC(insert_id(a.conn, t, "2"), 1);
-			aw_raise(-EIO, "the application gave up");
+			(void)!aw_raise(-EIO, "the application gave up");
 			break;
 		}
 		PCHECK_RC(aw_error_pending(), -EIO);
@@ -947,7 +947,7 @@ static int listen_many_main(void *arg)
 		aw_pg_tx tx;
 		AW_WITH(aw_pg_tx_init(&tx, b.conn, NULL)) {
 			PCHECK_RC(aw_pg_notify(b.conn, c1, "rolled back"), 0);
-			aw_raise(-EIO, "undo");
+			(void)!aw_raise(-EIO, "undo");
 			break;
 		}
 		aw_error_clear();
@@ -1120,7 +1120,7 @@ static int copy_in_abort_main(void *arg)
 				int n = snprintf(line, sizeof line, "%d\tx\n", i);
 				PCHECK_RC(aw_pg_copy_write(&cp, line, (size_t)n), 0);
 			}
-			aw_raise(-EIO, "the source of the data failed");
+			(void)!aw_raise(-EIO, "the source of the data failed");
 			break;
 		}
 		PCHECK_RC(aw_error_pending(), -EIO);

@@ -135,7 +135,7 @@ static int with_lock_error(aw_lock *l)
 static int with_lock_break(aw_lock *l)
 {
 	AW_WITH(aw_lock_mgr(l)) {
-		aw_raise(-ENOENT, "broke out");
+		(void)!aw_raise(-ENOENT, "broke out");
 		break;
 	}
 	return aw_error_pending();

@@ -274,7 +274,7 @@ static int continue_main(void *arg)
 {
 	ctx *c = arg;
 	AW_WITH(&c->a.mgr) {
-		aw_raise(-EIO, "raised, then the body continued past it");
+		(void)!aw_raise(-EIO, "raised, then the body continued past it");
 		aw_evlog_add(&c->log, "body");
 		continue;
 		aw_evlog_add(&c->log, "not reached");
@@ -623,7 +623,7 @@ AW_TEST(error_raised_and_handled_inside_body_is_not_seen_by_exit)
 static int before_main(void *arg)
 {
 	ctx *c = arg;
-	aw_raise(-EPERM, "raised before the block");
+	(void)!aw_raise(-EPERM, "raised before the block");
 	AW_WITH(&c->a.mgr) {
 		aw_evlog_add(&c->log, "body");
 		break;   /* abrupt: would hand over an error raised inside */
@@ -649,7 +649,7 @@ AW_TEST(error_raised_before_block_is_not_seen_by_exit_and_stays_pending)
 static int before_normal_main(void *arg)
 {
 	ctx *c = arg;
-	aw_raise(-EPERM, "raised before the block");
+	(void)!aw_raise(-EPERM, "raised before the block");
 	AW_WITH(&c->a.mgr) {
 		aw_evlog_add(&c->log, "body");
 	}
@@ -673,7 +673,7 @@ static int break_error_main(void *arg)
 {
 	ctx *c = arg;
 	AW_WITH(&c->a.mgr) {
-		aw_raise(-EIO, "in flight at the break");
+		(void)!aw_raise(-EIO, "in flight at the break");
 		break;
 	}
 	aw_evlog_add(&c->log, "after");
@@ -772,7 +772,7 @@ static int suppress_main(void *arg)
 {
 	ctx *c = arg;
 	AW_WITH(&c->a.mgr) {
-		aw_raise(-EIO, "swallowed");
+		(void)!aw_raise(-EIO, "swallowed");
 		aw_evlog_add(&c->log, "body");
 		break;
 	}
@@ -927,7 +927,7 @@ static int multi_suppress_main(void *arg)
 {
 	ctx *c = arg;
 	AW_WITH(&c->a.mgr, &c->b.mgr, &c->c.mgr) {
-		aw_raise(-EIO, "in the body");
+		(void)!aw_raise(-EIO, "in the body");
 		break;
 	}
 	aw_evlog_add(&c->log, "after");

@@ -161,7 +161,7 @@ struct aw_error {
  * aw_error_current() until the exit raises; if the exit then returns the
  * new code, the handled error becomes the new one's cause. A positive or
  * zero code is a programming error and is raised as -EINVAL. */
-int aw_raise_at(const aw_loc *loc, int code, const char *fmt, ...) AW_PRINTF(3, 4);
+int aw_raise_at(const aw_loc *loc, int code, const char *fmt, ...) AW_PRINTF(3, 4) AW_MUST_USE;
 #define aw_raise(code, ...) aw_raise_at(AW_HERE, (code), __VA_ARGS__)
 
 /* The code of the error in flight on this task (raised and not yet handled),

@@ -216,7 +216,7 @@ static int pump_task(void *arg)
 		if (n < 0) {
 			rc = (int)n;
 			if (!aw_error_pending())
-				aw_raise(rc, "the request body's source failed");
+				(void)!aw_raise(rc, "the request body's source failed");
 			x->up_failed = true;
 		} else if (n == 0) {
 			x->up_eof = true;
@@ -471,7 +471,7 @@ static char *make_url(const aw_client_session *s, const aw_client_request *req, 
 			if (!q[1]) {
 				free(frag);
 				free(b.data);
-				aw_raise(-EINVAL, "%s: query parameter '%s' has no value (the list is name, value, ..., NULL)",
+				(void)!aw_raise(-EINVAL, "%s: query parameter '%s' has no value (the list is name, value, ..., NULL)",
 					 url, q[0]);
 				return NULL;
 			}
@@ -497,7 +497,7 @@ static char *make_url(const aw_client_session *s, const aw_client_request *req, 
 	}
 	if (rc) {
 		free(b.data);
-		aw_raise(-ENOMEM, "out of memory for a request URL");
+		(void)!aw_raise(-ENOMEM, "out of memory for a request URL");
 		return NULL;
 	}
 	return b.data;

@@ -276,7 +276,7 @@ int aw__app_dispatch(aw_http_conn *c)
 			 * handler's way out may have replaced what it returned
 			 * (the old one is then the new one's cause). */
 			if (!aw_error_pending())
-				aw_raise(err, "the handler returned %d (%s)", err, aw_strerror(err));
+				(void)!aw_raise(err, "the handler returned %d (%s)", err, aw_strerror(err));
 			e = aw_error_take();
 			err = e->code;
 		}
@@ -309,7 +309,7 @@ int aw__app_dispatch(aw_http_conn *c)
 	} else if (!res->sent) {
 		if (res->in_json) {
 			res->in_json = false;
-			aw_raise(-EINVAL, "the handler began a JSON response and did not end it");
+			(void)!aw_raise(-EINVAL, "the handler began a JSON response and did not end it");
 			aw__http_log_error(app, aw_error_current(), "%.*s %.*s failed (500)", (int)r->method_len,
 					   r->base + r->method_off, (int)r->path.len, r->path.p);
 			aw_error_clear();

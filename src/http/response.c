@@ -458,7 +458,7 @@ int aw_http_stream(aw_http_response *res, int status, const char *content_type, 
 	if (rc) {
 		res->close = true;   /* the body is cut short: only closing tells */
 		if (werr && !aw_error_pending())
-			aw_raise(werr, "streamed response: the client went away");
+			(void)!aw_raise(werr, "streamed response: the client went away");
 	}
 	return rc;
 }

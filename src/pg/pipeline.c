@@ -453,13 +453,13 @@ static int pipe_query_once(aw_pg_pool *p, aw_task *self, PGresult **out, const c
 		const char *st = PQresultErrorField(er, PG_DIAG_SQLSTATE);
 		const char *msg = PQresultErrorField(er, PG_DIAG_MESSAGE_PRIMARY);
 		const char *detail = PQresultErrorField(er, PG_DIAG_MESSAGE_DETAIL);
-		aw_raise(code, "PostgreSQL ERROR %s: %s%s%s", st ? st : "(no SQLSTATE)", msg ? msg : "",
+		(void)!aw_raise(code, "PostgreSQL ERROR %s: %s%s%s", st ? st : "(no SQLSTATE)", msg ? msg : "",
 			 detail ? " DETAIL: " : "", detail ? detail : "");
 	} else if (code == -ECANCELED) {
-		aw_raise(code, "pg pipeline: the pool was closed and its grace period ran out "
+		(void)!aw_raise(code, "pg pipeline: the pool was closed and its grace period ran out "
 			 "while the statement was in flight");
 	} else if (code < 0) {
-		aw_raise(code, "pg pipeline: the connection was lost");
+		(void)!aw_raise(code, "pg pipeline: the connection was lost");
 	} else {
 		*out = e->res;
 		e->res = NULL;
