@@ -10,6 +10,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+AW_TEST_REQUIRE_ENV("DATABASE_URL", "AW_PG_REQUIRED");
+
 #define EX(name) AW_EXAMPLES_DIR "/" name
 
 static char out[65536];

@@ -10,6 +10,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+AW_TEST_REQUIRE_ENV("DATABASE_URL", "AW_PG_REQUIRED");
+
 static aw_pg_pool_opts base_opts(size_t min, size_t max)
 {
 	aw_pg_pool_opts o = { .dsn = getenv("DATABASE_URL"), .min_size = min, .max_size = max };

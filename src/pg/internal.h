@@ -72,6 +72,7 @@ struct aw_pg_conn {
 	aw_pg_conn *pnext, *pprev;
 	aw_task *holder;
 	aw_time created, idle_since;
+	bool fresh;               /* handed out, the holder sent nothing yet */
 	aw_pg_pipe *pipe;         /* pipeline mode state, or NULL */
 };
 
@@ -179,6 +180,14 @@ struct aw_pg_pool {
 	aw_task *maint;
 
 	uint64_t acquires, opened, discarded;
+	/* Connecting while the server fails (pool.c, "backoff"). */
+	size_t max_connecting;   /* connects in flight at most */
+	aw_time backoff_initial, backoff_max;
+	unsigned fail_streak;    /* connects failed in a row; 0: healthy */
+	aw_time retry_at;        /* while failing: no connect before this */
+	aw_error *last_err;      /* the last failed connect's error (a ref) */
+	uint64_t rng;            /* jitter */
+	uint64_t connect_attempts, connect_failures, fast_failures, revived;
 	aw_time waits[AW_PG_STATS_RING];
 	size_t nwaits;
 
