@@ -575,6 +575,8 @@ static int idle_timeout_main(void *arg)
 	aw_pg_pool_opts o = base_opts(1, 4);
 	PCHECK(o.dsn);
 	o.idle_timeout = AW_MS(200);
+	o.max_connecting = 4;   /* all four open at once (the default 2 would let
+	                           a release serve the fourth) */
 	aw_pg_pool_mgr pm;
 	AW_WITH(aw_pg_pool_mgr_init(&pm, &o)) {
 		burst_ctx b = { pm.pool, 0 };
