@@ -107,3 +107,22 @@ AW_TEST(log_allow_hands_the_suppressed_count_to_callers_with_their_own_format)
 	CHECK(!aw_log_allow(s, NULL));
 	CHECK(aw_log_allow(NULL, &dropped));
 }
+
+AW_TEST(log_flush_reports_counts_still_pending)
+{
+	aw_log_limit_set(2, AW_SEC(60));
+	char *buf = NULL;
+	size_t len = 0;
+	FILE *out = open_memstream(&buf, &len);
+	CHECK(out);
+	for (int i = 0; i < 30; i++)
+		aw_log_ratelimited(out, NULL, "flood %d", i);
+	aw_log_flush(out);
+	aw_log_flush(out);   /* reported once */
+	fclose(out);
+	CHECK_EQ(count_lines(buf, "flood"), 2);
+	CHECK_EQ(count_lines(buf, "awith: 28 similar messages suppressed ("), 1);
+	CHECK(strstr(buf, "test_log.c:") != NULL);
+	CHECK_EQ(count_lines(buf, "suppressed"), 1);
+	free(buf);
+}

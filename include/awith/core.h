@@ -167,7 +167,7 @@ const char *aw_strerror(int code);
  * "awith: N similar messages suppressed (file:line)". So a flood costs
  * about burst lines per interval, and nothing is hidden without a trace
  * (the count comes with the site's next message once the interval is
- * over; a site that falls silent keeps its count).
+ * over, or from aw_log_flush, e.g. at exit: aw_app_main calls it).
  *
  *     aw_log_ratelimited(stderr, aw_error_current(), "GET /users: database unavailable");
  *
@@ -179,11 +179,14 @@ typedef struct aw_log_site {
 	aw_time window;            /* internal: start of the current interval */
 	unsigned printed;          /* internal: messages printed in it */
 	uint64_t suppressed;       /* internal: dropped since the last printed */
+	struct aw_log_site *next;  /* internal: in the list of sites that
+	                              dropped something (aw_log_flush) */
+	bool listed;               /* internal */
 } aw_log_site;
 
 /* A pointer to the static site record of the current file:line. */
 #define AW_LOG_SITE \
-	({ static aw_log_site aw__site_ = { { __FILE__, __func__, __LINE__ }, 0, 0, 0 }; &aw__site_; })
+	({ static aw_log_site aw__site_ = { { __FILE__, __func__, __LINE__ }, 0, 0, 0, NULL, false }; &aw__site_; })
 
 /* Decide for one message of `site`: true to print it, false to drop it
  * (counted). When true and some were dropped before it, *suppressed (if
@@ -198,6 +201,12 @@ bool aw_log_allow(aw_log_site *site, uint64_t *suppressed);
 bool aw_log_ratelimited_at(aw_log_site *site, FILE *out, const aw_error *e, const char *fmt, ...)
 	AW_PRINTF(4, 5);
 #define aw_log_ratelimited(out, e, ...) aw_log_ratelimited_at(AW_LOG_SITE, (out), (e), __VA_ARGS__)
+
+/* Report every count still pending (sites that dropped messages and have
+ * printed none since): one "awith: N similar messages suppressed
+ * (file:line)" line each, to `out`. For the end of a program or of an
+ * outage, so a flood that stopped is still accounted for. */
+void aw_log_flush(FILE *out);
 
 /* The limit for every site: at most `burst` messages per `interval`
  * (duration, > 0). burst 0 turns the limit off (every message printed).

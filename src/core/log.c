@@ -17,6 +17,7 @@
 static pthread_mutex_t log_lock = PTHREAD_MUTEX_INITIALIZER;
 static unsigned log_burst = DEFAULT_BURST;
 static aw_time log_interval = DEFAULT_INTERVAL;
+static aw_log_site *dropping;   /* sites that dropped something, ever */
 
 void aw_log_limit_set(unsigned burst, aw_time interval)
 {
@@ -43,10 +44,16 @@ bool aw_log_allow(aw_log_site *site, uint64_t *suppressed)
 			site->printed = 0;
 		}
 		ok = site->printed < log_burst;
-		if (ok)
+		if (ok) {
 			site->printed++;
-		else
+		} else {
 			site->suppressed++;
+			if (!site->listed) {
+				site->listed = true;
+				site->next = dropping;
+				dropping = site;
+			}
+		}
 	}
 	if (ok) {
 		if (suppressed)
@@ -79,4 +86,20 @@ bool aw_log_ratelimited_at(aw_log_site *site, FILE *out, const aw_error *e, cons
 	fflush(out);
 	funlockfile(out);
 	return true;
+}
+
+void aw_log_flush(FILE *out)
+{
+	if (!out)
+		out = stderr;
+	pthread_mutex_lock(&log_lock);
+	for (aw_log_site *s = dropping; s; s = s->next) {
+		if (!s->suppressed)
+			continue;
+		fprintf(out, "awith: %llu similar messages suppressed (%s:%d)\n", (unsigned long long)s->suppressed,
+			s->loc.file, s->loc.line);
+		s->suppressed = 0;
+	}
+	pthread_mutex_unlock(&log_lock);
+	fflush(out);
 }
