@@ -289,3 +289,247 @@ AW_TEST(pg_pool_keeps_at_most_max_connecting_connects_in_flight)
 	conc_ctx x = { 0 };
 	PG_RUN(conc_main, &x);
 }
+
+/* ---- a connection dead before anything was sent: replaced, not an error ----------------- */
+
+/* Terminate the backends (pg_terminate_backend) and wait until they are
+ * gone, so their FATAL and hang-up are in the clients' sockets. */
+static int terminate_and_wait(aw_pg_conn *k, const int *pids, int n)
+{
+	char list[512] = "";
+	size_t len = 0;
+	for (int i = 0; i < n; i++)
+		len += (size_t)snprintf(list + len, sizeof list - len, "%s%d", i ? "," : "", pids[i]);
+	char sql[700];
+	snprintf(sql, sizeof sql, "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE pid IN (%s)",
+		 list);
+	aw_pg_result *r;
+	int rc = aw_pg_query(k, &r, sql, AW_PG_NOARGS);
+	if (rc < 0)
+		return rc;
+	aw_pg_result_free(r);
+	snprintf(sql, sizeof sql, "SELECT count(*) FROM pg_stat_activity WHERE pid IN (%s)", list);
+	for (int tries = 0; tries < 500; tries++) {
+		rc = aw_pg_query(k, &r, sql, AW_PG_NOARGS);
+		if (rc < 0)
+			return rc;
+		bool gone = !strcmp(aw_pg_text(r, 0, 0), "0");
+		aw_pg_result_free(r);
+		if (gone)
+			return 0;
+		if ((rc = aw_sleep(AW_MS(10))) < 0)
+			return rc;
+	}
+	return aw_raise(-ETIMEDOUT, "the terminated backends did not go away");
+}
+
+typedef struct handover_ctx {
+	aw_pg_pool *p;
+	aw_event release;
+	int pids[4];
+	int held;
+	int ok, errors;
+} handover_ctx;
+
+static int holder(void *arg)
+{
+	handover_ctx *x = arg;
+	aw_pg_acquire a;
+	AW_WITH(aw_pg_acquire_init(&a, x->p)) {
+		if (aw_pg_exec(a.conn, "SELECT 1", AW_PG_NOARGS) < 0)
+			break;
+		x->pids[x->held++] = aw_pg_conn_pid(a.conn);
+		if (aw_event_wait(&x->release) < 0)
+			break;
+	}
+	return aw_error_pending();
+}
+
+static int next_holder(void *arg)
+{
+	handover_ctx *x = arg;
+	aw_pg_acquire a;
+	AW_WITH(aw_pg_acquire_init(&a, x->p)) {
+		/* The first statement on a connection whose backend was
+		 * terminated while the previous holder had it idle. */
+		if (aw_pg_exec(a.conn, "SELECT 1", AW_PG_NOARGS) == 1)
+			x->ok++;
+	}
+	if (aw_error_pending()) {
+		x->errors++;
+		aw_error_print(stdout, aw_error_current());
+		aw_error_clear();
+	}
+	return 0;
+}
+
+static int handover_main(void *arg)
+{
+	handover_ctx *x = arg;
+	aw_pg_pool_opts o = { .dsn = PG_URL(), .max_size = 4 };
+	PCHECK(o.dsn);
+	aw_pg_conn *k;
+	PCHECK_RC(aw_pg_connect(&k, o.dsn, NULL), 0);
+	aw_event_init(&x->release);
+	aw_pg_pool_mgr pm;
+	AW_WITH(aw_pg_pool_mgr_init(&pm, &o)) {
+		x->p = pm.pool;
+		aw_group g;
+		AW_WITH(aw_group_init(&g)) {
+			for (int i = 0; i < 4; i++)
+				PCHECK_RC(aw_group_spawn(&g, holder, x, "holder"), 0);
+			while (x->held < 4)
+				PCHECK_RC(aw_sleep(AW_MS(5)), 0);
+			/* Four more queue for the held connections. */
+			for (int i = 0; i < 4; i++)
+				PCHECK_RC(aw_group_spawn(&g, next_holder, x, "next"), 0);
+			PCHECK_RC(aw_sleep(AW_MS(20)), 0);
+			PCHECK_RC(terminate_and_wait(k, x->pids, 4), 0);
+			/* Released straight to the waiters. */
+			aw_event_set(&x->release);
+		}
+		aw_pg_pool_stats st;
+		aw_pg_pool_stats_get(pm.pool, &st);
+		printf("    4 connections terminated while held idle: %d of 4 next holders' statements ran, "
+		       "%d errors; %llu revived\n", x->ok, x->errors, (unsigned long long)st.revived);
+		PCHECK(x->ok == 4 && x->errors == 0);
+		PCHECK(st.revived == 4);
+		PCHECK(st.in_use == 0 && st.size == 4);
+	}
+	aw_pg_conn_close(k);
+	return aw_error_pending();
+}
+
+AW_TEST(pg_pool_replaces_a_connection_found_dead_before_the_holders_first_statement)
+{
+	handover_ctx x = { 0 };
+	PG_RUN(handover_main, &x);
+}
+
+typedef struct idle_ctx {
+	aw_pg_pool *p;
+	int ok, errors;
+} idle_ctx;
+
+static int idle_query(void *arg)
+{
+	idle_ctx *x = arg;
+	aw_pg_result *r;
+	if (aw_pg_pool_query(x->p, &r, "SELECT 1", AW_PG_NOARGS) == 0) {
+		x->ok++;
+		aw_pg_result_free(r);
+	} else {
+		x->errors++;
+		aw_error_clear();
+	}
+	return 0;
+}
+
+static int idle_main(void *arg)
+{
+	idle_ctx *x = arg;
+	aw_pg_pool_opts o = { .dsn = PG_URL(), .min_size = 6, .max_size = 6 };
+	PCHECK(o.dsn);
+	aw_pg_conn *k;
+	PCHECK_RC(aw_pg_connect(&k, o.dsn, NULL), 0);
+	aw_pg_pool_mgr pm;
+	AW_WITH(aw_pg_pool_mgr_init(&pm, &o)) {
+		x->p = pm.pool;
+		/* Six idle connections; take them all once to learn the pids. */
+		aw_pg_conn *c[6];
+		int pids[6];
+		for (int i = 0; i < 6; i++) {
+			PCHECK_RC(aw_pg_pool_acquire(pm.pool, &c[i]), 0);
+			pids[i] = aw_pg_conn_pid(c[i]);
+		}
+		for (int i = 0; i < 6; i++)
+			aw_pg_pool_release(pm.pool, c[i]);
+		PCHECK_RC(terminate_and_wait(k, pids, 6), 0);
+		aw_group g;
+		AW_WITH(aw_group_init(&g)) {
+			for (int i = 0; i < 12; i++)
+				PCHECK_RC(aw_group_spawn(&g, idle_query, x, "q"), 0);
+		}
+		PCHECK(x->ok == 12 && x->errors == 0);
+	}
+	aw_pg_conn_close(k);
+	return aw_error_pending();
+}
+
+AW_TEST(pg_pool_idle_connections_terminated_by_the_server_give_no_errors)
+{
+	idle_ctx x = { 0 };
+	PG_RUN(idle_main, &x);
+}
+
+/* ---- a statement that reached the server is never retried -------------------------------- */
+
+typedef struct once_ctx {
+	aw_pg_pool *p;
+	int rc;
+	int pid;
+} once_ctx;
+
+static int side_effect_task(void *arg)
+{
+	once_ctx *x = arg;
+	aw_pg_acquire a;
+	AW_WITH(aw_pg_acquire_init(&a, x->p)) {
+		x->pid = aw_pg_conn_pid(a.conn);
+		/* The holder's first statement (the one a retry would repeat):
+		 * a side effect outside any transaction's control, then a wait. */
+		x->rc = (int)aw_pg_exec(a.conn, "SELECT nextval('aw_outage_once'), pg_sleep(20)", AW_PG_NOARGS);
+		if (x->rc < 0)
+			break;
+	}
+	aw_error_clear();
+	return 0;
+}
+
+static int once_main(void *arg)
+{
+	once_ctx *x = arg;
+	aw_pg_pool_opts o = { .dsn = PG_URL(), .max_size = 2 };
+	PCHECK(o.dsn);
+	aw_pg_conn *k;
+	PCHECK_RC(aw_pg_connect(&k, o.dsn, NULL), 0);
+	PCHECK_RC(aw_pg_exec_script(k, "SET client_min_messages = warning; DROP SEQUENCE IF EXISTS aw_outage_once; "
+				       "CREATE SEQUENCE aw_outage_once"), 0);
+	aw_pg_pool_mgr pm;
+	AW_WITH(aw_pg_pool_mgr_init(&pm, &o)) {
+		x->p = pm.pool;
+		aw_task *t;
+		PCHECK_RC(aw_spawn(&t, side_effect_task, x, "side-effect"), 0);
+		/* Wait until the statement runs on the server, then kill it. */
+		aw_pg_result *r;
+		bool running = false;
+		for (int tries = 0; tries < 500 && !running; tries++) {
+			PCHECK_RC(aw_pg_query(k, &r, "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' "
+					      "AND query LIKE 'SELECT nextval(''aw_outage_once'')%'", AW_PG_NOARGS), 0);
+			running = !strcmp(aw_pg_text(r, 0, 0), "1");
+			aw_pg_result_free(r);
+			if (!running)
+				PCHECK_RC(aw_sleep(AW_MS(10)), 0);
+		}
+		PCHECK(running);
+		PCHECK_RC(terminate_and_wait(k, &x->pid, 1), 0);
+		PCHECK_RC(aw_task_join(t), 0);
+		PCHECK_RC(x->rc, -ECONNRESET);
+		PCHECK_RC(aw_pg_query(k, &r, "SELECT last_value, is_called FROM aw_outage_once", AW_PG_NOARGS), 0);
+		PCHECK_STR(aw_pg_text(r, 0, 0), "1");   /* ran once, not again */
+		PCHECK_STR(aw_pg_text(r, 0, 1), "t");
+		aw_pg_result_free(r);
+		aw_pg_pool_stats st;
+		aw_pg_pool_stats_get(pm.pool, &st);
+		PCHECK(st.revived == 0);
+	}
+	PCHECK_RC(aw_pg_exec_script(k, "DROP SEQUENCE aw_outage_once"), 0);
+	aw_pg_conn_close(k);
+	return aw_error_pending();
+}
+
+AW_TEST(pg_pool_never_retries_a_statement_that_reached_the_server)
+{
+	once_ctx x = { 0 };
+	PG_RUN(once_main, &x);
+}

@@ -147,10 +147,37 @@ static bool idle_healthy(aw_pg_pool *p, aw_pg_conn *c)
 			if (bad)
 				return false;
 		}
-		if (PQstatus(c->pg) != CONNECTION_OK)
+		if (PQstatus(c->pg) != CONNECTION_OK || c->broken)
 			return false;
 	}
 	return PQtransactionStatus(c->pg) == PQTRANS_IDLE;
+}
+
+/* The same check, by asking the socket now (a non-blocking peek) rather
+ * than the loop's cached readiness, which lags behind when the loop has not
+ * polled since the server spoke. */
+static bool alive_now(aw_pg_conn *c)
+{
+	if (c->broken || PQstatus(c->pg) != CONNECTION_OK)
+		return false;
+	if (!aw_pg_input_pending(c))
+		return true;
+	if (!PQconsumeInput(c->pg) || PQstatus(c->pg) != CONNECTION_OK || c->broken)
+		return false;
+	PGnotify *n;
+	while ((n = PQnotifies(c->pg)))
+		PQfreemem(n);
+	if (!PQisBusy(c->pg)) {
+		PGresult *r;
+		bool bad = false;
+		while ((r = PQgetResult(c->pg))) {
+			bad = true;
+			PQclear(r);
+		}
+		if (bad)
+			return false;
+	}
+	return PQstatus(c->pg) == CONNECTION_OK && !c->broken && PQtransactionStatus(c->pg) == PQTRANS_IDLE;
 }
 
 /* ---- opening ---------------------------------------------------------------- */
@@ -291,11 +318,72 @@ static void hand_out(aw_pg_pool *p, aw_pg_conn *c, const aw_loc *loc, aw_time t0
 	list_push(&p->busy, c);
 	p->nbusy++;
 	c->holder = aw_task_current();
+	c->fresh = true;
 	p->acquires++;
 	stats_wait(p, aw_now() - t0);
 	aw_ledger_open(&c->ledger, "pg connection (acquired from the pool)", loc);
 	c->ledger.owner = c;
 	c->in_ledger = true;
+}
+
+/* Move the server session (libpq handle, socket, statement cache, last
+ * error ...) of n under c and c's under n; what belongs to the pool
+ * entry (ledger, lists, holder, pool) stays where it is. */
+static void swap_session(aw_pg_conn *c, aw_pg_conn *n)
+{
+#define SWAP(f)                                   \
+	do {                                      \
+		__typeof__(c->f) t_ = c->f;       \
+		c->f = n->f;                      \
+		n->f = t_;                        \
+	} while (0)
+	SWAP(pg);
+	SWAP(fd);
+	SWAP(broken);
+	SWAP(dirty);
+	SWAP(read_since_send);
+	SWAP(pid);
+	SWAP(queries);
+	SWAP(cancel);
+	SWAP(buckets);
+	SWAP(nbuckets);
+	SWAP(ncached);
+	SWAP(lru_head);
+	SWAP(lru_tail);
+	SWAP(next_stmt);
+	SWAP(err_res);
+	SWAP(err);
+	SWAP(cursor_seq);
+	SWAP(copy_unflushed);
+	SWAP(created);
+#undef SWAP
+	aw_pg_conn_own_notices(c);
+	aw_pg_conn_own_notices(n);
+}
+
+int aw_pg_pool_revive(aw_pg_conn *c)
+{
+	c->fresh = false;
+	aw_pg_pool *p = c->pool;
+	if (!p || c->pipe || c->busy || alive_now(c))
+		return 0;
+	/* Dead before the holder sent anything: a new session under the
+	 * same handle. The connect follows the pool's rules (backoff). */
+	c->broken = true;
+	if (p->closing)
+		return aw_raise(-AW_ECLOSED, "the pg pool is closed");
+	if (p->fail_streak > 0 && !may_probe(p))
+		return fail_fast(p, AW_HERE);
+	aw_pg_conn *n;
+	int rc = open_conn(p, &n, AW_NEVER);
+	if (rc < 0)
+		return rc;
+	swap_session(c, n);
+	n->pool = NULL;
+	aw_pg_conn_close(n);   /* the dead session */
+	p->discarded++;
+	p->revived++;
+	return 0;
 }
 
 int aw_pg_pool_acquire_at(const aw_loc *loc, aw_pg_pool *p, aw_pg_conn **out)
@@ -368,6 +456,7 @@ int aw_pg_pool_acquire_at(const aw_loc *loc, aw_pg_pool *p, aw_pg_conn **out)
 			 * the same turn: the holder's exit releases it). */
 			aw_pg_conn *c = pw.conn;
 			c->holder = self;
+			c->fresh = true;
 			p->acquires++;
 			stats_wait(p, aw_now() - t0);
 			aw_ledger_open(&c->ledger, "pg connection (acquired from the pool)", loc);
@@ -470,6 +559,7 @@ void aw_pg_pool_release(aw_pg_pool *p, aw_pg_conn *c)
 	list_remove(&p->busy, c);
 	p->nbusy--;
 	c->holder = NULL;
+	c->fresh = false;
 	/* The error in flight (the block's) must survive the cleanup. */
 	aw_error *held = aw_error_pending() ? aw_error_take() : NULL;
 	bool ok = !p->closing && clean_for_reuse(p, c);
