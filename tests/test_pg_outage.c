@@ -349,17 +349,19 @@ static int next_holder(void *arg)
 {
 	handover_ctx *x = arg;
 	aw_pg_acquire a;
+	int64_t rc = -1;
 	AW_WITH(aw_pg_acquire_init(&a, x->p)) {
 		/* The first statement on a connection whose backend was
 		 * terminated while the previous holder had it idle. */
-		if (aw_pg_exec(a.conn, "SELECT 1", AW_PG_NOARGS) == 1)
-			x->ok++;
+		rc = aw_pg_exec(a.conn, "SELECT 1", AW_PG_NOARGS);
+		if (rc < 0)
+			break;
 	}
-	if (aw_error_pending()) {
+	if (rc == 1 && !aw_error_pending())
+		x->ok++;
+	else
 		x->errors++;
-		aw_error_print(stdout, aw_error_current());
-		aw_error_clear();
-	}
+	aw_error_clear();
 	return 0;
 }
 
