@@ -502,11 +502,13 @@ static int once_main(void *arg)
 		x->p = pm.pool;
 		aw_task *t;
 		PCHECK_RC(aw_spawn(&t, side_effect_task, x, "side-effect"), 0);
-		/* Wait until the statement runs on the server, then kill it. */
+		/* Wait until the statement runs on the server (in its sleep,
+		 * so nextval, evaluated first, has run), then kill it. */
 		aw_pg_result *r;
 		bool running = false;
 		for (int tries = 0; tries < 500 && !running; tries++) {
 			PCHECK_RC(aw_pg_query(k, &r, "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' "
+					      "AND wait_event = 'PgSleep' "
 					      "AND query LIKE 'SELECT nextval(''aw_outage_once'')%'", AW_PG_NOARGS), 0);
 			running = !strcmp(aw_pg_text(r, 0, 0), "1");
 			aw_pg_result_free(r);
