@@ -277,7 +277,9 @@ static int conc_main(void *arg)
 		aw_error_clear();
 		aw_pg_pool_stats st;
 		aw_pg_pool_stats_get(pm.pool, &st);
-		PCHECK(st.opened == 10);
+		/* (How many get opened depends on how fast connects are
+		 * against the 50 ms statements: releases serve waiters too.) */
+		PCHECK(st.opened >= 2 && st.opened <= 10);
 		PCHECK(st.acquires == 30);
 	}
 	PCHECK(x->max_opening == 2);

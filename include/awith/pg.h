@@ -424,6 +424,17 @@ typedef struct aw_pg_acquire {
 } aw_pg_acquire;
 aw_mgr *aw_pg_acquire_init(aw_pg_acquire *a, aw_pg_pool *p);
 
+/* A connection whose server session died while it sat in the pool (a
+ * terminated backend, a restarted server) is not handed out; and if its
+ * death shows only when the holder's first statement is about to be sent
+ * (nothing of it sent yet), the pool opens a new connection and moves it
+ * under the same aw_pg_conn, so the statement runs there instead of
+ * failing (stats.revived). The backend pid and aw_pg_conn_pgconn() may
+ * therefore change at that first statement. A statement that was sent is
+ * never retried: if the connection dies after that, the error is the
+ * caller's (docs/pg.md, "A connection found dead before anything was
+ * sent"). */
+
 /* Manual form (prefer the manager): a connection acquired and never
  * released is reported at loop shutdown with where it was acquired, and so
  * is a pool never closed. Release: runs the reset if needed and

@@ -383,6 +383,7 @@ int aw_pg_pool_revive(aw_pg_conn *c)
 	aw_pg_conn_close(n);   /* the dead session */
 	p->discarded++;
 	p->revived++;
+	offer_slot(p);   /* a waiter held back by max_connecting */
 	return 0;
 }
 
@@ -639,6 +640,7 @@ static int maintain(void *arg)
 				break;
 			}
 			put_back(p, c);
+			offer_slot(p);   /* a waiter held back by max_connecting */
 		}
 	}
 }
