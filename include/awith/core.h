@@ -167,7 +167,8 @@ const char *aw_strerror(int code);
  * "awith: N similar messages suppressed (file:line)". So a flood costs
  * about burst lines per interval, and nothing is hidden without a trace
  * (the count comes with the site's next message once the interval is
- * over, or from aw_log_flush, e.g. at exit: aw_app_main calls it).
+ * over, or from aw_log_flush, e.g. at exit: aw_app_serve calls it when
+ * the server stops).
  *
  *     aw_log_ratelimited(stderr, aw_error_current(), "GET /users: database unavailable");
  *
