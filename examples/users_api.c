@@ -42,7 +42,11 @@
  *
  * Options: --port N, --host H, --workers N (each worker has its own pool),
  * --pool N (connections per worker, default 8). A database error answers
- * 503 with the SQLSTATE; the server log has the whole error.
+ * 503 with the SQLSTATE; the server log has the whole error, rate-limited
+ * per place that logs it (aw_log_ratelimited): during an outage, a few
+ * lines and "N similar messages suppressed", not one line per request.
+ * While the database is down the pool backs off and fails acquires at
+ * once, so requests get their 503 in well under a millisecond.
  */
 #include <awith/http.h>
 #include <awith/pg.h>
@@ -111,7 +115,7 @@ static int get_users(aw_http_request *req, aw_http_response *res, void *ud)
 	}
 	if (aw_error_pending() && !rc) {
 		rc = aw_error_pending();
-		aw_error_print(stderr, aw_error_current());
+		aw_log_ratelimited(stderr, aw_error_current(), "GET /users: database error");
 		aw_error_clear();
 		return db_error(res, rc);
 	}
@@ -138,14 +142,14 @@ static int read_products(aw_http_request *req, aw_http_response *res, void *ud)
 	aw_pg_conn *db;
 	int rc = aw_http_depends(req, &DB, (void **)&db);
 	if (rc < 0) {
-		aw_error_print(stderr, aw_error_current());
+		aw_log_ratelimited(stderr, aw_error_current(), "GET /products: no database connection");
 		aw_error_clear();
 		return db_error(res, rc);
 	}
 	aw_pg_result *r;
 	rc = aw_pg_query(db, &r, "SELECT * FROM products", AW_PG_NOARGS);
 	if (rc < 0) {
-		aw_error_print(stderr, aw_error_current());
+		aw_log_ratelimited(stderr, aw_error_current(), "GET /products: database error");
 		aw_error_clear();
 		return db_error(res, rc);
 	}

@@ -58,13 +58,21 @@ setup_build() {
 TOTAL_PASSED=0
 TOTAL_FAILED=0
 
+TOTAL_SKIPPED=0
+
 # tally NAME RC OUTFILE: add a test binary's "<P> passed, <F> failed" line
 # to the totals. A binary that dies without that line counts as one failure.
+# Exit status 77 with "0 passed, 0 failed" is a program that skipped (its
+# "SKIP: why" line was shown): counted apart, not as a failure. (Here the
+# pg tests never skip: AW_PG_REQUIRED=1 makes a missing server fail them.)
 tally() {
     local name=$1 rc=$2 out=$3 summary p f
     summary=$(grep -E '^[0-9]+ passed, [0-9]+ failed$' "$out" | tail -n 1)
     rm -f "$out"
-    if [[ -n $summary ]]; then
+    if ((rc == 77)) && [[ $summary == "0 passed, 0 failed" ]]; then
+        echo "SKIP $name"
+        TOTAL_SKIPPED=$((TOTAL_SKIPPED + 1))
+    elif [[ -n $summary ]]; then
         summary=${summary//[!0-9 ]/}            # "P  F"
         read -r p f <<<"$summary"
         TOTAL_PASSED=$((TOTAL_PASSED + p))
@@ -138,6 +146,8 @@ PG_CLUSTER_DIR=build-pg/test
 PG_CLUSTER_OURS=0
 
 pg_cluster_start() {
+    # The suite always provides a server: a pg test program must not skip.
+    export AW_PG_REQUIRED=1
     if [[ -n ${DATABASE_URL-} ]]; then
         echo "== postgresql: using the caller's DATABASE_URL"
         return 0
@@ -204,6 +214,7 @@ main() {
     pg_cluster_stop   # before the summary: it stays the last line
 
     ((${#build_failed[@]} == 0)) || echo "BUILD FAILED: ${build_failed[*]}"
+    ((TOTAL_SKIPPED == 0)) || echo "$TOTAL_SKIPPED test program(s) skipped"
     echo "$TOTAL_PASSED passed, $TOTAL_FAILED failed"
     ((${#build_failed[@]} == 0 && TOTAL_FAILED == 0))
 }

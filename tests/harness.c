@@ -278,8 +278,30 @@ static void sort_registry(void)
     }
 }
 
+/* AW_TEST_REQUIRE_ENV: the first unmet requirement, or NULL. */
+static const char *required_var, *required_strict;
+
+void aw_test_require_env(const char *var, const char *strict)
+{
+    const char *v = getenv(var);
+    if ((!v || !*v) && !required_var) {
+        required_var = var;
+        required_strict = strict;
+    }
+}
+
 int main(int argc, char **argv)
 {
+    if (required_var) {
+        const char *strict = required_strict ? getenv(required_strict) : NULL;
+        if (!strict || !*strict) {
+            printf("SKIP: %s is not set, so these tests have nothing to run against "
+                   "(scripts/test.sh provides it; set %s=1 to fail instead of skipping)\n",
+                   required_var, required_strict ? required_strict : "it");
+            printf("0 passed, 0 failed\n");
+            return 77;
+        }
+    }
     const char *filter = argc > 1 ? argv[1] : NULL;
     double timeout = 30;
     const char *env = getenv("AW_TEST_TIMEOUT");

@@ -14,7 +14,8 @@
  *    Elsewhere, call aw_test_fail() and return your own way.
  *  - argv[1], if given, runs only the tests whose name contains it.
  *  - Output: "ok <name>" / "FAIL <name>: <reason>" per test, then exactly one
- *    line "<P> passed, <F> failed"; exit status 1 if any failed.
+ *    line "<P> passed, <F> failed"; exit status 1 if any failed, 77 if the
+ *    program skipped (AW_TEST_REQUIRE_ENV below).
  */
 #ifndef AW_TEST_HARNESS_H
 #define AW_TEST_HARNESS_H
@@ -25,6 +26,19 @@
 typedef void (*aw_test_fn)(void);
 
 void aw_test_register(const char *name, aw_test_fn fn, const char *file, int line);
+
+/* A test program that needs something from the environment (a server's
+ * URL): AW_TEST_REQUIRE_ENV("DATABASE_URL", "AW_PG_REQUIRED") at file
+ * scope. When `var` is unset or empty, the program runs no test: it prints
+ * "SKIP: <why>" and "0 passed, 0 failed" and exits with 77 (meson's "skipped"),
+ * unless `strict` is set to a non-empty value (scripts/test.sh, which
+ * always provides the server), where the tests run and fail. */
+void aw_test_require_env(const char *var, const char *strict);
+#define AW_TEST_REQUIRE_ENV(var, strict)                                      \
+    __attribute__((constructor)) static void aw_test_require_env_(void)       \
+    {                                                                         \
+        aw_test_require_env((var), (strict));                                 \
+    }
 
 /* Record a failure for the running test (first one wins as the reason). */
 void aw_test_fail(const char *file, int line, const char *fmt, ...)

@@ -1,6 +1,9 @@
 /* Helpers for the PostgreSQL tests: the server comes from DATABASE_URL
  * (scripts/test.sh starts a private cluster and sets it; see
- * scripts/pg_cluster.sh for the roles). A test without it fails: it never
+ * scripts/pg_cluster.sh for the roles). Each pg test program declares
+ * AW_TEST_REQUIRE_ENV("DATABASE_URL", "AW_PG_REQUIRED"): without a server it
+ * skips as a whole (exit 77, saying why), except under scripts/test.sh,
+ * which sets AW_PG_REQUIRED=1 so that a missing server fails; a test never
  * passes by skipping. */
 #ifndef AW_TEST_PG_UTIL_H
 #define AW_TEST_PG_UTIL_H

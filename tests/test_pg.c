@@ -10,6 +10,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+AW_TEST_REQUIRE_ENV("DATABASE_URL", "AW_PG_REQUIRED");
+
 /* ---- connecting ------------------------------------------------------------ */
 
 static int connect_url_main(void *arg)

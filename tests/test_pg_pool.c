@@ -10,6 +10,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+AW_TEST_REQUIRE_ENV("DATABASE_URL", "AW_PG_REQUIRED");
+
 static aw_pg_pool_opts base_opts(size_t min, size_t max)
 {
 	aw_pg_pool_opts o = { .dsn = getenv("DATABASE_URL"), .min_size = min, .max_size = max };
@@ -191,7 +193,9 @@ AW_TEST(pg_pool_waiters_are_served_in_fifo_order)
 static int acquire_timeout_main(void *arg)
 {
 	(void)arg;
-	aw_pg_pool_opts o = base_opts(0, 1);
+	aw_pg_pool_opts o = base_opts(1, 1);   /* connected at open: a connect
+	                                         under ASan on a busy machine
+	                                         can take longer than 150 ms */
 	PCHECK(o.dsn);
 	o.acquire_timeout = AW_MS(150);
 	aw_pg_pool *p;
@@ -573,6 +577,8 @@ static int idle_timeout_main(void *arg)
 	aw_pg_pool_opts o = base_opts(1, 4);
 	PCHECK(o.dsn);
 	o.idle_timeout = AW_MS(200);
+	o.max_connecting = 4;   /* all four open at once (the default 2 would let
+	                           a release serve the fourth) */
 	aw_pg_pool_mgr pm;
 	AW_WITH(aw_pg_pool_mgr_init(&pm, &o)) {
 		burst_ctx b = { pm.pool, 0 };
@@ -692,7 +698,15 @@ static int close_main(void *arg)
 	PCHECK_RC(aw_pg_pool_open(&p, &o), 0);
 	aw_task *h, *w;
 	PCHECK_RC(aw_spawn(&h, closer_holder, p, "holder"), 0);
-	PCHECK_RC(aw_sleep(AW_MS(100)), 0);
+	/* Until the holder has its connection (connects are slow under ASan). */
+	aw_pg_pool_stats st;
+	for (int i = 0; i < 500; i++) {
+		aw_pg_pool_stats_get(p, &st);
+		if (st.in_use == 1)
+			break;
+		PCHECK_RC(aw_sleep(AW_MS(10)), 0);
+	}
+	PCHECK(st.in_use == 1);
 	PCHECK_RC(aw_spawn(&w, close_waiter, p, "waiter"), 0);
 	PCHECK_RC(aw_sleep(AW_MS(20)), 0);
 	aw_time t0 = aw_now();

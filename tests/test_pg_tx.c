@@ -8,6 +8,8 @@
 #include <stdio.h>
 #include <unistd.h>
 
+AW_TEST_REQUIRE_ENV("DATABASE_URL", "AW_PG_REQUIRED");
+
 /* ---- helpers ------------------------------------------------------------------ */
 
 /* A table name unique to this test process. */

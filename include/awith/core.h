@@ -193,6 +193,67 @@ void aw_error_print(FILE *out, const aw_error *e);
 const char *aw_strerror(int code);
 
 /* ------------------------------------------------------------------------ */
+/* Rate-limited logging, per message site                                   */
+/*
+ * A failure that happens once per request (the database is down, a
+ * dependency refuses) must not print one line per request: during an
+ * outage that is tens of thousands of identical lines a second. Each place
+ * in the code that logs such a failure is a site (a static record made by
+ * AW_LOG_SITE where it is used, keyed by its file:line like AW_HERE); a
+ * site prints at most `burst` messages per `interval` (process-wide
+ * setting, default 10 per 5 s) and drops the rest, counting them. The next
+ * message the site prints after dropping some is preceded by
+ * "awith: N similar messages suppressed (file:line)". So a flood costs
+ * about burst lines per interval, and nothing is hidden without a trace
+ * (the count comes with the site's next message once the interval is
+ * over, or from aw_log_flush, e.g. at exit: aw_app_serve calls it when
+ * the server stops).
+ *
+ *     aw_log_ratelimited(stderr, aw_error_current(), "GET /users: database unavailable");
+ *
+ * Thread-safe (one lock around the counters). Counting is per process:
+ * each worker process limits its own lines.
+ */
+typedef struct aw_log_site {
+	aw_loc loc;                /* the call site */
+	aw_time window;            /* internal: start of the current interval */
+	unsigned printed;          /* internal: messages printed in it */
+	uint64_t suppressed;       /* internal: dropped since the last printed */
+	struct aw_log_site *next;  /* internal: in the list of sites that
+	                              dropped something (aw_log_flush) */
+	bool listed;               /* internal */
+} aw_log_site;
+
+/* A pointer to the static site record of the current file:line. */
+#define AW_LOG_SITE \
+	({ static aw_log_site aw__site_ = { { __FILE__, __func__, __LINE__ }, 0, 0, 0, NULL, false }; &aw__site_; })
+
+/* Decide for one message of `site`: true to print it, false to drop it
+ * (counted). When true and some were dropped before it, *suppressed (if
+ * not NULL) gets their number, to report with this message; else 0. For
+ * callers with their own line format (the http app's error log). */
+bool aw_log_allow(aw_log_site *site, uint64_t *suppressed);
+
+/* Print one line (fmt plus "\n") to `out`, then `e` with its cause chain
+ * (aw_error_print) if e is not NULL, then flush — unless `site` is over its
+ * limit (then nothing is printed and the message is counted). A suppressed
+ * count goes first, as its own line. Returns true if printed. */
+bool aw_log_ratelimited_at(aw_log_site *site, FILE *out, const aw_error *e, const char *fmt, ...)
+	AW_PRINTF(4, 5);
+#define aw_log_ratelimited(out, e, ...) aw_log_ratelimited_at(AW_LOG_SITE, (out), (e), __VA_ARGS__)
+
+/* Report every count still pending (sites that dropped messages and have
+ * printed none since): one "awith: N similar messages suppressed
+ * (file:line)" line each, to `out`. For the end of a program or of an
+ * outage, so a flood that stopped is still accounted for. */
+void aw_log_flush(FILE *out);
+
+/* The limit for every site: at most `burst` messages per `interval`
+ * (duration, > 0). burst 0 turns the limit off (every message printed).
+ * Default: 10 per 5 s. */
+void aw_log_limit_set(unsigned burst, aw_time interval);
+
+/* ------------------------------------------------------------------------ */
 /* The loop and tasks                                                       */
 
 typedef struct aw_task aw_task;

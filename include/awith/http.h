@@ -283,7 +283,11 @@ void *aw_app_state(aw_app *app);
 void aw_app_set_state(aw_app *app, void *state);
 void aw_app_access_log(aw_app *app, FILE *out);  /* NULL: off (default) */
 /* Where handler failures (with their cause chains), failed teardowns and
- * server events are logged; default stderr. */
+ * server events are logged; default stderr. Messages that can come once
+ * per request or connection (a failed handler, a failed teardown, a failed
+ * accept) are rate-limited per place in the server that logs them (core.h,
+ * "Rate-limited logging": 10 per 5 s by default, then "N similar messages
+ * suppressed"), so an outage behind the handlers cannot flood the log. */
 void aw_app_error_log(aw_app *app, FILE *out);
 aw_app *aw_http_app(const aw_http_request *req);
 

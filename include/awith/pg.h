@@ -363,10 +363,32 @@ typedef struct aw_pg_pool_opts {
 	                                  libpq's pipeline mode */
 	aw_time close_grace;           /* aw_pg_pool_close waits this long for
 	                                  connections in use; 0: 10 s */
+	/* Outages (docs/pg.md, "Outages"). A connect that fails for a reason
+	 * of the server's (refused, reset, timed out, too many clients,
+	 * starting up, ...; not the caller's cancellation or deadline) makes
+	 * the pool back off: no new connect for a delay that doubles per
+	 * failure in a row from backoff_initial up to backoff_max, jittered
+	 * uniformly in [delay/2, delay]. Meanwhile an acquire that finds no
+	 * idle connection fails at once instead of connecting: with the last
+	 * failed connect's code (-ECONNREFUSED, -ETIMEDOUT, -AW_EPG_TOO_MANY,
+	 * -EAGAIN ... as aw_pg_connect returns it, so callers keep one way of
+	 * telling an outage) and that connect's error as the raised error's
+	 * cause (aw_error.cause). When the delay is over, the next acquires
+	 * try again (at most max_connecting at once); the first connect that
+	 * succeeds ends the backoff. */
+	size_t max_connecting;         /* connects in flight at most (always,
+	                                  not only while failing); 0: 2 */
+	aw_time backoff_initial;       /* first delay after a failed connect;
+	                                  0: 50 ms */
+	aw_time backoff_max;           /* the cap (and so the longest time from
+	                                  the server accepting again to the
+	                                  pool trying it); 0: 500 ms (or
+	                                  backoff_initial if larger) */
 } aw_pg_pool_opts;
 
 /* Waits: create a pool and open min_size connections. Invalid settings
- * (no dsn, max_size 0, min_size > max_size, negative durations) are
+ * (no dsn, max_size 0, min_size > max_size, negative durations,
+ * backoff_max < backoff_initial) are
  * -EINVAL with a message naming the setting; a server that refuses the
  * first connections fails the open with that connection's error. */
 int aw_pg_pool_open(aw_pg_pool **out, const aw_pg_pool_opts *opts) AW_MUST_USE;
@@ -398,6 +420,17 @@ typedef struct aw_pg_acquire {
 } aw_pg_acquire;
 aw_mgr *aw_pg_acquire_init(aw_pg_acquire *a, aw_pg_pool *p);
 
+/* A connection whose server session died while it sat in the pool (a
+ * terminated backend, a restarted server) is not handed out; and if its
+ * death shows only when the holder's first statement is about to be sent
+ * (nothing of it sent yet), the pool opens a new connection and moves it
+ * under the same aw_pg_conn, so the statement runs there instead of
+ * failing (stats.revived). The backend pid and aw_pg_conn_pgconn() may
+ * therefore change at that first statement. A statement that was sent is
+ * never retried: if the connection dies after that, the error is the
+ * caller's (docs/pg.md, "A connection found dead before anything was
+ * sent"). */
+
 /* Manual form (prefer the manager): a connection acquired and never
  * released is reported at loop shutdown with where it was acquired, and so
  * is a pool never closed. Release: runs the reset if needed and
@@ -423,6 +456,15 @@ typedef struct aw_pg_pool_stats {
 	uint64_t acquires;             /* successful acquires so far */
 	uint64_t opened, discarded;    /* connections opened / closed as broken,
 	                                  old, idle or failed reset */
+	uint64_t connect_attempts;     /* connects started (successful or not) */
+	uint64_t connect_failures;     /* connects that failed for a reason of
+	                                  the server's (these drive the backoff) */
+	uint64_t fast_failures;        /* acquires failed at once while backing off */
+	uint64_t revived;              /* connections found dead when their
+	                                  holder's first statement was about to
+	                                  go out, and replaced by a new one
+	                                  (nothing had reached the server) */
+	bool failing;                  /* backing off now (the last connect failed) */
 	aw_time wait_p50, wait_p90, wait_p99, wait_max;  /* acquire waits over the
 	                                  last 1024 acquires (ns) */
 } aw_pg_pool_stats;

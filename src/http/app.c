@@ -196,8 +196,8 @@ void aw__app_deps_unwind(aw_http_request *req, int err)
 	int rc = aw_exitstack_unwind(&req->deps, err);
 	const aw_error *now = aw_error_current();
 	if (rc && (rc != err || now != mine))
-		aw__http_log_error(req->app, now, "%.*s %.*s: a dependency's teardown failed", (int)req->method_len,
-				   req->base + req->method_off, (int)req->path.len, req->path.p);
+		aw__http_log_limited(req->app, now, "%.*s %.*s: a dependency's teardown failed", (int)req->method_len,
+				     req->base + req->method_off, (int)req->path.len, req->path.p);
 	aw_error_clear();
 	aw_error_free(mine);
 	req->deplist = NULL;
@@ -293,8 +293,8 @@ int aw__app_dispatch(aw_http_conn *c)
 		const char *detail;
 		int status = error_status(c, err, &detail);
 		if (status >= 500)
-			aw__http_log_error(app, e, "%.*s %.*s failed (%d)", (int)r->method_len, r->base + r->method_off,
-					   (int)r->path.len, r->path.p, status);
+			aw__http_log_limited(app, e, "%.*s %.*s failed (%d)", (int)r->method_len, r->base + r->method_off,
+					     (int)r->path.len, r->path.p, status);
 		if (c->reject || status == 408 || status == 499)
 			res->close = true;
 		if (status == 499) {
@@ -310,8 +310,8 @@ int aw__app_dispatch(aw_http_conn *c)
 		if (res->in_json) {
 			res->in_json = false;
 			(void)!aw_raise(-EINVAL, "the handler began a JSON response and did not end it");
-			aw__http_log_error(app, aw_error_current(), "%.*s %.*s failed (500)", (int)r->method_len,
-					   r->base + r->method_off, (int)r->path.len, r->path.p);
+			aw__http_log_limited(app, aw_error_current(), "%.*s %.*s failed (500)", (int)r->method_len,
+					     r->base + r->method_off, (int)r->path.len, r->path.p);
 			aw_error_clear();
 			aw__http_queue_error(c, 500, "Internal Server Error", NULL);
 		} else {
@@ -439,6 +439,9 @@ int aw_app_serve(aw_app *app, aw_listener *l)
 		app->sig = NULL;
 	}
 	app->sig = NULL;
+	/* Messages the rate limit dropped and has not reported yet (a flood
+	 * that stopped): account for them before the server goes. */
+	aw_log_flush(aw__app_log(app));
 	if (e) {
 		aw_error_raise_obj(e);
 		rc = e->code;

@@ -83,17 +83,38 @@ char *aw__arena_strndup(aw_arena *a, const char *s, size_t n)
 	return r;
 }
 
-void aw__http_log_error(const aw_app *app, const aw_error *e, const char *fmt, ...)
+static void log_line(const aw_app *app, const aw_error *e, uint64_t dropped, const char *fmt, va_list ap)
 {
 	FILE *out = aw__app_log(app);
+	const char *name = app && app->name ? app->name : "app";
 	char line[512];
-	va_list ap;
-	va_start(ap, fmt);
 	vsnprintf(line, sizeof line, fmt, ap);
-	va_end(ap);
+	flockfile(out);
+	if (dropped)
+		fprintf(out, "awith http [%s]: %llu similar messages suppressed\n", name, (unsigned long long)dropped);
 	/* One write for the line, so lines from workers do not interleave. */
-	fprintf(out, "awith http [%s]: %s\n", app && app->name ? app->name : "app", line);
+	fprintf(out, "awith http [%s]: %s\n", name, line);
 	if (e)
 		aw_error_print(out, e);
 	fflush(out);
+	funlockfile(out);
+}
+
+void aw__http_log_error(const aw_app *app, const aw_error *e, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	log_line(app, e, 0, fmt, ap);
+	va_end(ap);
+}
+
+void aw__http_log_error_site(aw_log_site *site, const aw_app *app, const aw_error *e, const char *fmt, ...)
+{
+	uint64_t dropped;
+	if (!aw_log_allow(site, &dropped))
+		return;
+	va_list ap;
+	va_start(ap, fmt);
+	log_line(app, e, dropped, fmt, ap);
+	va_end(ap);
 }

@@ -370,5 +370,11 @@ void aw__http_server_hurry(aw_http_server *srv);
 
 /* Log one line (with the app's name) and optionally an error. */
 void aw__http_log_error(const aw_app *app, const aw_error *e, const char *fmt, ...) AW_PRINTF(3, 4);
+/* The same for a message that can come once per request or connection (a
+ * failed handler, a failed accept): rate-limited per call site
+ * (aw_log_allow; "awith http [app]: N similar messages suppressed"). */
+void aw__http_log_error_site(aw_log_site *site, const aw_app *app, const aw_error *e, const char *fmt, ...)
+	AW_PRINTF(4, 5);
+#define aw__http_log_limited(app, e, ...) aw__http_log_error_site(AW_LOG_SITE, (app), (e), __VA_ARGS__)
 
 #endif

@@ -625,7 +625,7 @@ static int conn_main(void *arg)
 		if (c)
 			aw__http_conn_free(c);
 		free(c);
-		aw__http_log_error(app, NULL, "no memory for a connection: closing it");
+		aw__http_log_limited(app, NULL, "no memory for a connection: closing it");
 		if (aw_stream_close(st.s, AW_NEVER))
 			aw_error_clear();
 		goto done;
@@ -734,8 +734,8 @@ static void accept_loop(aw_http_server *srv)
 			if (rc) {
 				bool transient = rc == -EMFILE || rc == -ENFILE || rc == -ENOBUFS || rc == -ENOMEM ||
 						 rc == -EPROTO || rc == -EPERM || rc == -ETIMEDOUT;
-				aw__http_log_error(app, aw_error_current(), "accept failed%s",
-						   transient ? "" : ": the listener is unusable, stopping");
+				aw__http_log_limited(app, aw_error_current(), "accept failed%s",
+						     transient ? "" : ": the listener is unusable, stopping");
 				if (!transient) {
 					/* e.g. a listener that was closed or shut down:
 					 * retrying would spin. Stop, and say why. */

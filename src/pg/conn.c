@@ -176,10 +176,23 @@ static int connect_failed(PGconn *pg, int fd, const char *dsn_what, bool timed_o
 	return aw_raise(code, "cannot connect to PostgreSQL%s: %s", dsn_what, line[0] ? line : aw_strerror(code));
 }
 
-static void notice_ignore(void *arg, const char *msg)
+/* libpq passes server notices here, and also an ErrorResponse that comes
+ * while nothing is in flight: the FATAL a backend sends before it closes
+ * (terminated, server shutting down). That one marks the connection broken
+ * at once, before the hang-up follows (pool.c relies on it to replace a
+ * connection before anything is sent on it). Nothing is printed: a library
+ * must not write to the application's stderr. */
+static void notice_receive(void *arg, const PGresult *r)
 {
-	(void)arg;
-	(void)msg;
+	aw_pg_conn *c = arg;
+	const char *sev = PQresultErrorField(r, PG_DIAG_SEVERITY_NONLOCALIZED);
+	if (c && sev && (!strcmp(sev, "FATAL") || !strcmp(sev, "PANIC")))
+		c->broken = true;
+}
+
+void aw_pg_conn_own_notices(aw_pg_conn *c)
+{
+	PQsetNoticeReceiver(c->pg, notice_receive, c);
 }
 
 int aw_pg_connect_at(const aw_loc *loc, aw_pg_conn **out, const char *dsn, const aw_pg_opts *opts)
@@ -263,9 +276,8 @@ int aw_pg_connect_at(const aw_loc *loc, aw_pg_conn **out, const char *dsn, const
 	c->fd = fd;
 	c->opts = o;
 	c->pid = PQbackendPID(pg);
-	/* libpq prints server notices to stderr by default; a library must
-	 * not write to the application's stderr. */
-	PQsetNoticeProcessor(pg, notice_ignore, NULL);
+	/* libpq prints server notices to stderr by default. */
+	aw_pg_conn_own_notices(c);
 	/* Watched from now on, also while idle in a pool (see pool.c). */
 	(void)aw__fd_watch(fd);
 	c->cancel = PQgetCancel(pg);
@@ -459,6 +471,14 @@ int aw_pg_begin(aw_pg_conn *c, const char *what)
 	if (c->busy)
 		return aw_raise(-EBUSY, "%s: the connection is in use by another operation "
 				"(one statement at a time per connection; use a pool)", what);
+	if (c->fresh) {
+		/* The holder's first statement: if the server closed the
+		 * connection while it sat in the pool, nothing was sent yet,
+		 * so the pool may replace it (pool.c). */
+		int rc = aw_pg_pool_revive(c);
+		if (rc < 0)
+			return rc;
+	}
 	if (c->broken || PQstatus(c->pg) != CONNECTION_OK) {
 		c->broken = true;
 		return aw_raise(-ECONNRESET, "%s: the connection is broken", what);

@@ -72,6 +72,7 @@ struct aw_pg_conn {
 	aw_pg_conn *pnext, *pprev;
 	aw_task *holder;
 	aw_time created, idle_since;
+	bool fresh;               /* handed out, the holder sent nothing yet */
 	aw_pg_pipe *pipe;         /* pipeline mode state, or NULL */
 };
 
@@ -115,7 +116,12 @@ int aw_pg_server_error(aw_pg_conn *c, PGresult *r, const char *sql);
 void aw_pg_error_reset(aw_pg_conn *c);
 /* Mark the connection dirty if this command tag changes session state. */
 void aw_pg_note_command(aw_pg_conn *c, const PGresult *r);
-/* Guard against two tasks using one connection at a time. */
+/* Route the connection's notices (and idle-time FATALs) to it again, after
+ * its PGconn moved to another aw_pg_conn (pool.c's revive). */
+void aw_pg_conn_own_notices(aw_pg_conn *c);
+/* Guard against two tasks using one connection at a time; the first
+ * statement of a pool holder first lets the pool replace a connection
+ * found dead (aw_pg_pool_revive). */
 int aw_pg_begin(aw_pg_conn *c, const char *what);
 static inline void aw_pg_end(aw_pg_conn *c) { c->busy = false; }
 /* Waits: flush the statement just queued (PQsend*) and collect its results
@@ -179,6 +185,14 @@ struct aw_pg_pool {
 	aw_task *maint;
 
 	uint64_t acquires, opened, discarded;
+	/* Connecting while the server fails (pool.c, "backoff"). */
+	size_t max_connecting;   /* connects in flight at most */
+	aw_time backoff_initial, backoff_max;
+	unsigned fail_streak;    /* connects failed in a row; 0: healthy */
+	aw_time retry_at;        /* while failing: no connect before this */
+	aw_error *last_err;      /* the last failed connect's error (a ref) */
+	uint64_t rng;            /* jitter */
+	uint64_t connect_attempts, connect_failures, fast_failures, revived;
 	aw_time waits[AW_PG_STATS_RING];
 	size_t nwaits;
 
@@ -200,6 +214,13 @@ int aw_pg_pool_acquire_at(const aw_loc *loc, aw_pg_pool *p, aw_pg_conn **out);
 int aw_pg_pipe_query(aw_pg_pool *p, PGresult **out, const char *sql, int nparams, const char *const *params);
 void aw_pg_pipe_close(aw_pg_pool *p);
 void aw_pg_pipe_free(aw_pg_pool *p);
+/* Waits: c was handed out by the pool and its holder is about to send its
+ * first statement (c->fresh). If the server closed the connection meanwhile
+ * (an idle-time FATAL, a hang-up, seen now with a non-blocking peek),
+ * nothing of that statement has reached the server: open a new connection
+ * and move its session under c (the holder keeps its pointer). Returns 0,
+ * or the connect's error (c stays broken). Clears c->fresh. */
+int aw_pg_pool_revive(aw_pg_conn *c);
 /* Release a connection (pool.c). */
 void aw_pg_pool_release(aw_pg_pool *p, aw_pg_conn *c);
 

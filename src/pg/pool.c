@@ -18,6 +18,20 @@
  * came; a maintenance task sweeps the idle list every second (idle
  * timeout, max lifetime, lost connections) and opens connections back up to
  * min_size.
+ *
+ * Backoff (docs/pg.md, "Outages"): at most max_connecting connects are in
+ * flight. A connect that fails for a reason of the server's (refused,
+ * timed out, reset, too many clients, starting up ...; not the caller's
+ * cancellation or deadline) puts the pool in the failing state: no connect
+ * before retry_at = now + a delay that doubles per failure in a row from
+ * backoff_initial up to backoff_max, with jitter (uniform in [d/2, d]). While
+ * failing, an acquire that finds no idle connection and may not start a
+ * probe (too early, or max_connecting probes already in flight) fails at
+ * once with the last connect error's code and that error as its cause;
+ * every waiter is woken to do the same. The first successful connect ends
+ * the failing state. So an outage costs a handful of connects per second,
+ * not one per request, and recovery comes within backoff_max of the
+ * server accepting again (as long as acquires keep coming).
  */
 #include "internal.h"
 
@@ -28,6 +42,9 @@
 #define RELEASE_BUDGET AW_SEC(5)
 #define DEFAULT_MAX 10
 #define DEFAULT_CLOSE_GRACE AW_SEC(10)
+#define DEFAULT_MAX_CONNECTING 2
+#define DEFAULT_BACKOFF_INITIAL AW_MS(50)
+#define DEFAULT_BACKOFF_MAX AW_MS(500)
 static void pool_free(aw_pg_pool *p);
 
 #define DEFAULT_RESET "SELECT pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL"
@@ -69,6 +86,19 @@ static void offer_slot(aw_pg_pool *p)
 {
 	if (p->closing || pool_size(p) >= p->o.max_size)
 		return;
+	if (p->fail_streak > 0) {
+		/* The server is failing: every waiter goes round again, to
+		 * probe or to fail fast (none may wait for a connect that the
+		 * backoff will not start). */
+		aw_waiter *w;
+		while ((w = aw_waitq_pop(&p->waiters))) {
+			p->nwaiters--;
+			pool_waiter *pw = w->data;
+			pw->retry = true;
+			wake_waiter(pw);
+		}
+		return;
+	}
 	aw_waiter *w = aw_waitq_pop(&p->waiters);
 	if (!w)
 		return;
@@ -117,10 +147,37 @@ static bool idle_healthy(aw_pg_pool *p, aw_pg_conn *c)
 			if (bad)
 				return false;
 		}
-		if (PQstatus(c->pg) != CONNECTION_OK)
+		if (PQstatus(c->pg) != CONNECTION_OK || c->broken)
 			return false;
 	}
 	return PQtransactionStatus(c->pg) == PQTRANS_IDLE;
+}
+
+/* The same check, by asking the socket now (a non-blocking peek) rather
+ * than the loop's cached readiness, which lags behind when the loop has not
+ * polled since the server spoke. */
+static bool alive_now(aw_pg_conn *c)
+{
+	if (c->broken || PQstatus(c->pg) != CONNECTION_OK)
+		return false;
+	if (!aw_pg_input_pending(c))
+		return true;
+	if (!PQconsumeInput(c->pg) || PQstatus(c->pg) != CONNECTION_OK || c->broken)
+		return false;
+	PGnotify *n;
+	while ((n = PQnotifies(c->pg)))
+		PQfreemem(n);
+	if (!PQisBusy(c->pg)) {
+		PGresult *r;
+		bool bad = false;
+		while ((r = PQgetResult(c->pg))) {
+			bad = true;
+			PQclear(r);
+		}
+		if (bad)
+			return false;
+	}
+	return PQstatus(c->pg) == CONNECTION_OK && !c->broken && PQtransactionStatus(c->pg) == PQTRANS_IDLE;
 }
 
 /* ---- opening ---------------------------------------------------------------- */
@@ -131,10 +188,86 @@ static void stats_wait(aw_pg_pool *p, aw_time waited)
 	p->nwaits++;
 }
 
+/* ---- backoff -------------------------------------------------------------------- */
+
+static uint64_t next_rand(aw_pg_pool *p)
+{
+	/* xorshift64*: jitter only, no need for more. */
+	uint64_t x = p->rng;
+	x ^= x >> 12;
+	x ^= x << 25;
+	x ^= x >> 27;
+	p->rng = x;
+	return x * 0x2545F4914F6CDD1DULL;
+}
+
+/* A connect failed for a reason of the server's: enter or stay in the
+ * failing state, keep its error as the cause for fast failures. */
+static void note_connect_failure(aw_pg_pool *p)
+{
+	p->connect_failures++;
+	if (p->fail_streak < 64)
+		p->fail_streak++;
+	aw_time d = p->backoff_initial;
+	for (unsigned i = 1; i < p->fail_streak && d < p->backoff_max; i++)
+		d *= 2;
+	if (d > p->backoff_max)
+		d = p->backoff_max;
+	aw_time half = d / 2;
+	aw_time jitter = half > 0 ? (aw_time)(next_rand(p) % (uint64_t)(half + 1)) : 0;
+	p->retry_at = aw_now() + half + jitter;
+	aw_error *e = (aw_error *)aw_error_current();
+	if (e) {
+		e->refs++;
+		aw_error_free(p->last_err);
+		p->last_err = e;
+	}
+}
+
+static void note_connect_success(aw_pg_pool *p)
+{
+	p->fail_streak = 0;
+	p->retry_at = 0;
+	aw_error_free(p->last_err);
+	p->last_err = NULL;
+}
+
+/* While failing: may this acquire start a connect (a probe)? */
+static bool may_probe(const aw_pg_pool *p)
+{
+	return p->fail_streak == 0 || (aw_now() >= p->retry_at && p->nopening < p->max_connecting);
+}
+
+/* Fail an acquire at once while the server fails: the last connect's code,
+ * its error as the cause. */
+static int fail_fast(aw_pg_pool *p, const aw_loc *loc)
+{
+	p->fast_failures++;
+	int code = p->last_err ? p->last_err->code : -ECONNREFUSED;
+	aw_time left = p->retry_at - aw_now();
+	aw_error *e;
+	if (left > 0)
+		e = aw_error_new(loc, code, "pg pool: the server is failing (%u connects failed in a row); "
+				 "backing off, next connect in %lld ms", p->fail_streak,
+				 (long long)((left + AW_MS(1) - 1) / AW_MS(1)));
+	else
+		e = aw_error_new(loc, code, "pg pool: the server is failing (%u connects failed in a row); "
+				 "%zu connect(s) already trying", p->fail_streak, p->nopening);
+	if (!e)
+		return aw_raise(code, "pg pool: the server is failing");
+	if (p->last_err) {
+		p->last_err->refs++;
+		e->cause = p->last_err;
+	}
+	aw_error_raise_obj(e);
+	return code;
+}
+
 /* Waits: open one connection for the pool (counted in size meanwhile). */
 static int open_conn(aw_pg_pool *p, aw_pg_conn **out, aw_time deadline)
 {
 	p->nopening++;
+	p->connect_attempts++;
 	aw_pg_opts o = p->conn_opts;
 	if (deadline != AW_NEVER) {
 		aw_time left = deadline - aw_now();
@@ -146,6 +279,11 @@ static int open_conn(aw_pg_pool *p, aw_pg_conn **out, aw_time deadline)
 	int rc = aw_pg_connect(out, p->dsn, &o);
 	p->nopening--;
 	if (rc < 0) {
+		/* The caller's cancellation or deadline says nothing about the
+		 * server. */
+		const aw_error *e = aw_error_current();
+		if (rc != -ECANCELED && !(e && e->origin) && !p->closing)
+			note_connect_failure(p);
 		offer_slot(p);
 		if (p->closing && p->nbusy + p->nopening == 0) {
 			aw_event_set(&p->drained);
@@ -159,6 +297,7 @@ static int open_conn(aw_pg_pool *p, aw_pg_conn **out, aw_time deadline)
 	(*out)->in_ledger = false;
 	(*out)->pool = p;
 	p->opened++;
+	note_connect_success(p);
 	if (p->closing) {
 		discard(p, *out);
 		*out = NULL;
@@ -179,11 +318,73 @@ static void hand_out(aw_pg_pool *p, aw_pg_conn *c, const aw_loc *loc, aw_time t0
 	list_push(&p->busy, c);
 	p->nbusy++;
 	c->holder = aw_task_current();
+	c->fresh = true;
 	p->acquires++;
 	stats_wait(p, aw_now() - t0);
 	aw_ledger_open(&c->ledger, "pg connection (acquired from the pool)", loc);
 	c->ledger.owner = c;
 	c->in_ledger = true;
+}
+
+/* Move the server session (libpq handle, socket, statement cache, last
+ * error ...) of n under c and c's under n; what belongs to the pool
+ * entry (ledger, lists, holder, pool) stays where it is. */
+static void swap_session(aw_pg_conn *c, aw_pg_conn *n)
+{
+#define SWAP(f)                                   \
+	do {                                      \
+		__typeof__(c->f) t_ = c->f;       \
+		c->f = n->f;                      \
+		n->f = t_;                        \
+	} while (0)
+	SWAP(pg);
+	SWAP(fd);
+	SWAP(broken);
+	SWAP(dirty);
+	SWAP(read_since_send);
+	SWAP(pid);
+	SWAP(queries);
+	SWAP(cancel);
+	SWAP(buckets);
+	SWAP(nbuckets);
+	SWAP(ncached);
+	SWAP(lru_head);
+	SWAP(lru_tail);
+	SWAP(next_stmt);
+	SWAP(err_res);
+	SWAP(err);
+	SWAP(cursor_seq);
+	SWAP(copy_unflushed);
+	SWAP(created);
+#undef SWAP
+	aw_pg_conn_own_notices(c);
+	aw_pg_conn_own_notices(n);
+}
+
+int aw_pg_pool_revive(aw_pg_conn *c)
+{
+	c->fresh = false;
+	aw_pg_pool *p = c->pool;
+	if (!p || c->pipe || c->busy || alive_now(c))
+		return 0;
+	/* Dead before the holder sent anything: a new session under the
+	 * same handle. The connect follows the pool's rules (backoff). */
+	c->broken = true;
+	if (p->closing)
+		return aw_raise(-AW_ECLOSED, "the pg pool is closed");
+	if (p->fail_streak > 0 && !may_probe(p))
+		return fail_fast(p, AW_HERE);
+	aw_pg_conn *n;
+	int rc = open_conn(p, &n, AW_NEVER);
+	if (rc < 0)
+		return rc;
+	swap_session(c, n);
+	n->pool = NULL;
+	aw_pg_conn_close(n);   /* the dead session */
+	p->discarded++;
+	p->revived++;
+	offer_slot(p);   /* a waiter held back by max_connecting */
+	return 0;
 }
 
 int aw_pg_pool_acquire_at(const aw_loc *loc, aw_pg_pool *p, aw_pg_conn **out)
@@ -218,7 +419,9 @@ int aw_pg_pool_acquire_at(const aw_loc *loc, aw_pg_pool *p, aw_pg_conn **out)
 			*out = c;
 			return 0;
 		}
-		if (pool_size(p) < p->o.max_size && first) {
+		if (pool_size(p) < p->o.max_size && first && p->fail_streak > 0 && !may_probe(p))
+			return fail_fast(p, loc);
+		if (pool_size(p) < p->o.max_size && first && p->nopening < p->max_connecting) {
 			aw_pg_conn *c;
 			int rc = open_conn(p, &c, deadline);
 			if (rc < 0) {
@@ -229,6 +432,8 @@ int aw_pg_pool_acquire_at(const aw_loc *loc, aw_pg_pool *p, aw_pg_conn **out)
 				return rc;
 			}
 			hand_out(p, c, loc, t0);
+			/* A waiter held back by max_connecting may connect now. */
+			offer_slot(p);
 			*out = c;
 			return 0;
 		}
@@ -252,6 +457,7 @@ int aw_pg_pool_acquire_at(const aw_loc *loc, aw_pg_pool *p, aw_pg_conn **out)
 			 * the same turn: the holder's exit releases it). */
 			aw_pg_conn *c = pw.conn;
 			c->holder = self;
+			c->fresh = true;
 			p->acquires++;
 			stats_wait(p, aw_now() - t0);
 			aw_ledger_open(&c->ledger, "pg connection (acquired from the pool)", loc);
@@ -354,6 +560,7 @@ void aw_pg_pool_release(aw_pg_pool *p, aw_pg_conn *c)
 	list_remove(&p->busy, c);
 	p->nbusy--;
 	c->holder = NULL;
+	c->fresh = false;
 	/* The error in flight (the block's) must survive the cleanup. */
 	aw_error *held = aw_error_pending() ? aw_error_take() : NULL;
 	bool ok = !p->closing && clean_for_reuse(p, c);
@@ -425,13 +632,15 @@ static int maintain(void *arg)
 		}
 		/* Back up to min_size (e.g. after the server restarted). Failures
 		 * are retried at the next sweep; acquire reports its own. */
-		while (!p->closing && pool_size(p) < p->o.min_size) {
+		while (!p->closing && pool_size(p) < p->o.min_size && may_probe(p) &&
+		       p->nopening < p->max_connecting) {
 			aw_pg_conn *c;
 			if (open_conn(p, &c, aw_deadline_after(AW_SEC(5))) < 0) {
 				aw_error_clear();
 				break;
 			}
 			put_back(p, c);
+			offer_slot(p);   /* a waiter held back by max_connecting */
 		}
 	}
 }
@@ -441,6 +650,7 @@ static int maintain(void *arg)
 static void pool_free(aw_pg_pool *p)
 {
 	aw_pg_pipe_free(p);
+	aw_error_free(p->last_err);
 	free(p->dsn);
 	free(p->reset);
 	free(p);
@@ -486,6 +696,18 @@ int aw_pg_pool_open_at(const aw_loc *loc, aw_pg_pool **out, const aw_pg_pool_opt
 				o.idle_timeout < 0 ? "idle_timeout" : "close_grace");
 	if (o.close_grace == 0)
 		o.close_grace = DEFAULT_CLOSE_GRACE;
+	if (o.backoff_initial < 0 || o.backoff_max < 0)
+		return aw_raise(-EINVAL, "aw_pg_pool_opts: %s is negative",
+				o.backoff_initial < 0 ? "backoff_initial" : "backoff_max");
+	if (o.backoff_initial == 0)
+		o.backoff_initial = DEFAULT_BACKOFF_INITIAL;
+	if (o.backoff_max == 0)
+		o.backoff_max = DEFAULT_BACKOFF_MAX > o.backoff_initial ? DEFAULT_BACKOFF_MAX : o.backoff_initial;
+	if (o.backoff_max < o.backoff_initial)
+		return aw_raise(-EINVAL, "aw_pg_pool_opts: backoff_max %lld ms is less than backoff_initial %lld ms",
+				(long long)(o.backoff_max / AW_MS(1)), (long long)(o.backoff_initial / AW_MS(1)));
+	if (o.max_connecting == 0)
+		o.max_connecting = DEFAULT_MAX_CONNECTING;
 	if (!aw_task_current())
 		return aw_raise(-AW_ENOTASK, "aw_pg_pool_open outside of a task");
 	aw_pg_opts co;
@@ -512,6 +734,12 @@ int aw_pg_pool_open_at(const aw_loc *loc, aw_pg_pool **out, const aw_pg_pool_opt
 	o.conn = NULL;
 	p->o = o;
 	p->conn_opts = co;
+	p->max_connecting = o.max_connecting;
+	p->backoff_initial = o.backoff_initial;
+	p->backoff_max = o.backoff_max;
+	p->rng = (uint64_t)aw_now() ^ (uint64_t)(uintptr_t)p ^ 0x9E3779B97F4A7C15ULL;
+	if (!p->rng)
+		p->rng = 1;
 	aw_event_init(&p->drained);
 
 	/* The first connections: a server that refuses them fails the open. */
@@ -688,6 +916,11 @@ void aw_pg_pool_stats_get(const aw_pg_pool *p, aw_pg_pool_stats *s)
 	s->acquires = p->acquires;
 	s->opened = p->opened;
 	s->discarded = p->discarded;
+	s->connect_attempts = p->connect_attempts;
+	s->connect_failures = p->connect_failures;
+	s->fast_failures = p->fast_failures;
+	s->revived = p->revived;
+	s->failing = p->fail_streak > 0;
 	size_t n = p->nwaits < STATS_RING ? p->nwaits : STATS_RING;
 	if (!n)
 		return;
