@@ -292,6 +292,14 @@ static void xfer_release_leaked(aw_ledger_entry *e)
 	xfer_free(x);
 }
 
+/* The request's timeout, else the session's (which the session resolved
+ * to its default when 0); AW_NEVER, the explicit "none", becomes 0. */
+static aw_time timeout_pick(aw_time req, aw_time session)
+{
+	aw_time t = req ? req : session;
+	return t == AW_NEVER ? 0 : t;
+}
+
 /* End a transfer on one of our deadlines. */
 static void xfer_end_ours(aw_client_xfer *x, int why)
 {
@@ -637,9 +645,10 @@ static int response_enter(aw_mgr *m)
 		curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, method);
 	curl_easy_setopt(e, CURLOPT_HTTPHEADER, x->headers);
 
-	x->timeout = req->timeout ? req->timeout : s->opts.timeout;
-	x->ctimeout = req->connect_timeout ? req->connect_timeout : s->opts.connect_timeout;
-	x->idle = req->read_timeout ? req->read_timeout : s->opts.read_timeout;
+	/* Internally 0 is "none": AW_NEVER (the public "off") maps to it. */
+	x->timeout = timeout_pick(req->timeout, s->opts.timeout);
+	x->ctimeout = timeout_pick(req->connect_timeout, s->opts.connect_timeout);
+	x->idle = timeout_pick(req->read_timeout, s->opts.read_timeout);
 	if (x->timeout > 0)
 		set_ms(e, CURLOPT_TIMEOUT_MS, x->timeout);
 	if (x->ctimeout > 0)

@@ -342,6 +342,18 @@ static void client_release_leaked(aw_ledger_entry *e)
 	client_free(c);
 }
 
+/* 0 means "the default": a session never waits forever unless told to
+ * (AW_NEVER). */
+static void opts_default_timeouts(aw_client_opts *o)
+{
+	if (o->timeout == 0)
+		o->timeout = AW_CLIENT_DEFAULT_TIMEOUT;
+	if (o->connect_timeout == 0)
+		o->connect_timeout = AW_CLIENT_DEFAULT_CONNECT_TIMEOUT;
+	if (o->read_timeout == 0)
+		o->read_timeout = AW_CLIENT_DEFAULT_READ_TIMEOUT;
+}
+
 static int session_enter(aw_mgr *m)
 {
 	aw_client_session *s = (aw_client_session *)(void *)m;
@@ -352,6 +364,7 @@ static int session_enter(aw_mgr *m)
 			return aw_raise(-ENOMEM, "curl_global_init failed");
 		global_done = true;
 	}
+	opts_default_timeouts(&s->opts);
 	const aw_client_opts *o = &s->opts;
 	if (o->max_connections < 0 || o->max_host_connections < 0 || o->timeout < 0 || o->connect_timeout < 0 ||
 	    o->read_timeout < 0)
@@ -460,5 +473,6 @@ aw_mgr *aw_client_session_init(aw_client_session *s, const aw_client_opts *opts)
 	s->mgr.ops = &session_ops;
 	if (opts)
 		s->opts = *opts;
+	opts_default_timeouts(&s->opts);
 	return &s->mgr;
 }
