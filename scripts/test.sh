@@ -106,6 +106,39 @@ run_aarch64_core() {
     done
 }
 
+# run_tsan_threads: the one test that runs several loops on several threads
+# of one process (tests/test_loops_threads.c: HTTP server, client and pg pool
+# per loop), built with clang's ThreadSanitizer. Only that program is built
+# and run, so this stays short (about 30 s to build, 1 s to run).
+run_tsan_threads() {
+    local dir=build-tsan out rc
+    setup_build_target "$dir" tests/test_loops_threads --werror \
+        -Db_sanitize=thread -Db_lundef=false -Dexamples=false -Dbench=false || return 1
+    echo "== test $dir (ThreadSanitizer)"
+    echo "-- test_loops_threads (tsan)"
+    out=$(mktemp)
+    TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 \
+        timeout -k 5 300 "$dir/tests/test_loops_threads" </dev/null 2>&1 | tee "$out"
+    rc=${PIPESTATUS[0]}
+    tally "test_loops_threads (tsan)" "$rc" "$out"
+}
+
+# setup_build_target DIR TARGET [meson setup args...]: as setup_build, but
+# builds only TARGET.
+setup_build_target() {
+    local dir=$1 target=$2
+    shift 2
+    echo "== configure $dir"
+    if [[ -f $dir/meson-private/coredata.dat ]]; then
+        meson setup --reconfigure "$dir" "$@" ||
+            meson setup --wipe "$dir" "$@" || return 1
+    else
+        meson setup "$dir" "$@" || return 1
+    fi
+    echo "== build $dir ($target)"
+    ninja -C "$dir" "$target"
+}
+
 # run_tests DIR: run each registered test executable of DIR directly (so the
 # harness output is shown live), adding its "<P> passed, <F> failed" line to
 # the totals. A binary that dies without that line counts as one failure.
@@ -199,6 +232,9 @@ main() {
     else
         build_failed+=(build-asan)
     fi
+
+    pg_cluster_ensure_up
+    CC=clang run_tsan_threads || build_failed+=(build-tsan)
 
     run_aarch64_core || build_failed+=(build-aarch64)
     pg_cluster_stop   # before the summary: it stays the last line

@@ -354,16 +354,21 @@ static void opts_default_timeouts(aw_client_opts *o)
 		o->read_timeout = AW_CLIENT_DEFAULT_READ_TIMEOUT;
 }
 
+/* curl_global_init is not thread-safe and must run once per process:
+ * sessions may be entered on several loops' threads at once. Its result
+ * stays: a failure (out of memory at first use) fails every session. */
+static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
+static CURLcode curl_init_rc;
+
+static void curl_init_once(void) { curl_init_rc = curl_global_init(CURL_GLOBAL_DEFAULT); }
+
 static int session_enter(aw_mgr *m)
 {
 	aw_client_session *s = (aw_client_session *)(void *)m;
 	const aw_loc *manual = aw_manual_enter_loc(m);
-	static bool global_done;
-	if (!global_done) {
-		if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
-			return aw_raise(-ENOMEM, "curl_global_init failed");
-		global_done = true;
-	}
+	pthread_once(&curl_once, curl_init_once);
+	if (curl_init_rc != CURLE_OK)
+		return aw_raise(-ENOMEM, "curl_global_init failed: %s", curl_easy_strerror(curl_init_rc));
 	opts_default_timeouts(&s->opts);
 	const aw_client_opts *o = &s->opts;
 	if (o->max_connections < 0 || o->max_host_connections < 0 || o->timeout < 0 || o->connect_timeout < 0 ||

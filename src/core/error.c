@@ -12,7 +12,8 @@
 #include <string.h>
 
 /* An error that could not be allocated: raising still works, the message
- * is generic. Never freed (refs never reach 0 thanks to the huge count). */
+ * is generic. Shared by every thread, so never written: aw__error_hold and
+ * aw_error_free leave its count alone and it is never freed. */
 static aw_error oom_error = { .code = -ENOMEM, .msg = "out of memory (while raising an error)", .refs = 1u << 30 };
 
 aw_error **aw__err_slot(uint64_t **raises)
@@ -61,6 +62,12 @@ aw_error *aw_error_new(const aw_loc *loc, int code, const char *fmt, ...)
 	aw_error *e = error_vnew(loc, code, fmt, ap);
 	va_end(ap);
 	return e;
+}
+
+void aw__error_hold(aw_error *e)
+{
+	if (e && e != &oom_error)
+		e->refs++;
 }
 
 void aw_error_free(aw_error *e)
