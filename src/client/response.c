@@ -40,7 +40,7 @@ static int buf_add(aw_client_buf *b, const void *p, size_t n)
 		size_t cap = b->cap ? b->cap : 1024;
 		while (cap < b->len + n + 1)
 			cap *= 2;
-		char *d = realloc(b->data, cap);
+		char *d = aw__realloc(b->data, cap);
 		if (!d)
 			return -ENOMEM;
 		b->data = d;
@@ -466,7 +466,7 @@ static char *make_url(const aw_client_session *s, const aw_client_request *req, 
 		char *hash = strchr(b.data, '#');
 		char *frag = NULL;
 		if (hash) {
-			frag = strdup(hash);
+			frag = aw__strdup(hash);
 			*hash = 0;
 			b.len = (size_t)(hash - b.data);
 			if (!frag)
@@ -555,7 +555,7 @@ static int response_enter(aw_mgr *m)
 	int rc = check_request(req);
 	if (rc)
 		return rc;
-	aw_client_xfer *x = calloc(1, sizeof *x);
+	aw_client_xfer *x = aw__calloc(1, sizeof *x);
 	if (!x)
 		return aw_raise(-ENOMEM, "out of memory for a request");
 	aw_event_init(&x->progress);
@@ -623,7 +623,7 @@ static int response_enter(aw_mgr *m)
 		x->body_fn = req->body_fn;
 		x->body_arg = req->body_arg;
 		x->body_stream = req->body_stream;
-		x->up_buf = malloc(AW_CLIENT_UPLOAD_BUF);
+		x->up_buf = aw__malloc(AW_CLIENT_UPLOAD_BUF);
 		if (!x->up_buf)
 			rc = -ENOMEM;
 		/* An upload of unknown size goes chunked (HTTP/1.1). */

@@ -179,7 +179,7 @@ static int on_socket(CURL *easy, curl_socket_t fd, int what, void *userp, void *
 		}
 		return 0;
 	}
-	k = calloc(1, sizeof *k);
+	k = aw__calloc(1, sizeof *k);
 	if (!k)
 		return -1;
 	k->fd = fd;
@@ -376,12 +376,12 @@ static int session_enter(aw_mgr *m)
 		return aw_raise(-EINVAL, "aw_client_session: negative limit or timeout");
 	if (o->http_version < AW_CLIENT_HTTP_DEFAULT || o->http_version > AW_CLIENT_HTTP2_PRIOR_KNOWLEDGE)
 		return aw_raise(-EINVAL, "aw_client_session: unknown http_version %d", o->http_version);
-	aw_client *c = calloc(1, sizeof *c);
+	aw_client *c = aw__calloc(1, sizeof *c);
 	if (!c)
 		return aw_raise(-ENOMEM, "out of memory for a client session");
 	c->closing = true;   /* until the timer task runs: client_free may run */
 	c->multi = curl_multi_init();
-	c->label = strdup(o->base_url ? o->base_url : "(no base url)");
+	c->label = aw__strdup(o->base_url ? o->base_url : "(no base url)");
 	if (!c->multi || !c->label) {
 		client_free(c);
 		return aw_raise(-ENOMEM, "out of memory for a client session (curl_multi_init)");

@@ -39,7 +39,7 @@ aw_error **aw__err_slot(uint64_t **raises)
 
 static aw_error *error_vnew(const aw_loc *loc, int code, const char *fmt, va_list ap)
 {
-	aw_error *e = calloc(1, sizeof *e);
+	aw_error *e = aw__calloc(1, sizeof *e);
 	if (!e)
 		return NULL;
 	if (code >= 0)
@@ -47,7 +47,7 @@ static aw_error *error_vnew(const aw_loc *loc, int code, const char *fmt, va_lis
 	e->code = code;
 	e->loc = loc;
 	e->refs = 1;
-	if (vasprintf(&e->msg, fmt, ap) < 0) {
+	if (aw__vasprintf(&e->msg, fmt, ap) < 0) {
 		e->msg = NULL;
 		free(e);
 		return NULL;
@@ -114,12 +114,12 @@ int aw_raise_at(const aw_loc *loc, int code, const char *fmt, ...)
 	if (!e) {
 		/* Keep the code: the caller returns it, and the in-flight error
 		 * must agree with the return value. */
-		e = calloc(1, sizeof *e);
+		e = aw__calloc(1, sizeof *e);
 		if (e) {
 			e->code = code;
 			e->refs = 1;
 			e->loc = loc;
-			e->msg = strdup(aw_strerror(code));
+			e->msg = aw__strdup(aw_strerror(code));
 			if (!e->msg) {
 				free(e);
 				e = NULL;

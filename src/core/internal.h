@@ -7,6 +7,7 @@
 #define AW_CORE_INTERNAL_H
 
 #include "awith/core.h"
+#include "alloc.h"
 #include "context.h"
 
 #include <limits.h>

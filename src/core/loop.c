@@ -53,7 +53,7 @@ static int fd_state(aw_loop *l, int fd, aw_fdstate **out)
 		size_t n = l->nfds ? l->nfds : 64;
 		while (n <= (size_t)fd)
 			n *= 2;
-		aw_fdstate *v = realloc(l->fds, n * sizeof *v);
+		aw_fdstate *v = aw__realloc(l->fds, n * sizeof *v);
 		if (!v)
 			return -ENOMEM;
 		memset(v + l->nfds, 0, (n - l->nfds) * sizeof *v);
@@ -378,7 +378,7 @@ int aw_run_config(const aw_config *cfg, aw_task_fn main_fn, void *arg)
 		return -EBUSY;
 	if (!main_fn)
 		return -EINVAL;
-	aw_loop *l = calloc(1, sizeof *l);
+	aw_loop *l = aw__calloc(1, sizeof *l);
 	if (!l)
 		return -ENOMEM;
 	aw_config_default(&l->cfg);

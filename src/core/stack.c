@@ -51,6 +51,8 @@ void *aw_stack_get(aw_loop *loop, size_t size, aw_stack *out)
 #endif
 		return (char *)out->map + out->map_size;
 	}
+	if (aw__fault_mmap())   /* fault injection: as if the map failed */
+		return NULL;
 	void *map = mmap(NULL, map_size, PROT_READ | PROT_WRITE,
 			 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_STACK, -1, 0);
 	if (map == MAP_FAILED)
@@ -88,7 +90,7 @@ void aw_stack_put(aw_loop *loop, aw_stack *s)
 	size_t ps = page_size();
 	if (s->map_size == loop->cfg.stack_size + ps && loop->stack_cache_len < loop->cfg.stack_cache) {
 		if (!loop->stack_cache) {
-			loop->stack_cache = calloc(loop->cfg.stack_cache, sizeof(aw_stack));
+			loop->stack_cache = aw__calloc(loop->cfg.stack_cache, sizeof(aw_stack));
 			if (!loop->stack_cache) {
 				stack_unmap(s);
 				return;

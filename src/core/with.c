@@ -302,7 +302,7 @@ int aw_enter_at(const aw_loc *loc, aw_mgr *m)
 {
 	if (!m || !m->ops)
 		return aw_raise(-EINVAL, "aw_enter: manager is NULL or has no ops");
-	manual_entry *me = malloc(sizeof *me);
+	manual_entry *me = aw__malloc(sizeof *me);
 	if (!me)
 		return aw_raise(-ENOMEM, "aw_enter: no memory for the ledger entry");
 	manual_entering = m;

@@ -25,10 +25,10 @@
 
 aw_app *aw_app_new(const char *name)
 {
-	aw_app *app = calloc(1, sizeof *app);
+	aw_app *app = aw__calloc(1, sizeof *app);
 	if (!app)
 		return NULL;
-	app->name = strdup(name ? name : "app");
+	app->name = aw__strdup(name ? name : "app");
 	if (!app->name) {
 		free(app);
 		return NULL;
@@ -88,7 +88,7 @@ static int add_hook(struct aw_hook **v, size_t *n, int (*fn)(aw_app *, void *), 
 {
 	if (!fn)
 		return aw_raise(-EINVAL, "hook: no function");
-	struct aw_hook *nv = realloc(*v, (*n + 1) * sizeof *nv);
+	struct aw_hook *nv = aw__realloc(*v, (*n + 1) * sizeof *nv);
 	if (!nv)
 		return aw_raise(-ENOMEM, "hook: no memory");
 	nv[(*n)++] = (struct aw_hook){ fn, arg };
