@@ -14,6 +14,7 @@
  *                          errno ENOMEM; the stack mmap counts as one)
  *   AW_FAULT_COUNT=1       print "awith-fault: <n> allocations" at exit
  *   AW_FAULT_IO_SHORT=N    every Nth read/write moves half the bytes
+ *                          (reads: not on sockets, see aw__fault_read)
  *   AW_FAULT_IO_EINTR=N    every Nth read/write fails with EINTR first
  */
 #ifndef AW_CORE_ALLOC_H
@@ -38,7 +39,11 @@ int aw__vasprintf(char **out, const char *fmt, va_list ap);
 int aw__asprintf(char **out, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* True: this stack mapping is to fail (counted as an allocation). */
 bool aw__fault_mmap(void);
-ssize_t aw__fault_read(int fd, void *buf, size_t n);
+/* may_short: a short read may be injected. Not for stream sockets: the
+ * stream takes a short read there as "the socket is empty now" (Linux TCP
+ * and Unix stream sockets return less than asked only then), so an
+ * injected one would model a kernel that does not exist. EINTR may be. */
+ssize_t aw__fault_read(int fd, void *buf, size_t n, bool may_short);
 ssize_t aw__fault_write(int fd, const void *buf, size_t n);
 ssize_t aw__fault_send(int fd, const void *buf, size_t n, int flags);
 #else
@@ -50,7 +55,7 @@ ssize_t aw__fault_send(int fd, const void *buf, size_t n, int flags);
 #define aw__vasprintf vasprintf
 #define aw__asprintf asprintf
 #define aw__fault_mmap() false
-#define aw__fault_read read
+#define aw__fault_read(fd, buf, n, may_short) read((fd), (buf), (n))
 #define aw__fault_write write
 #define aw__fault_send send
 #endif

@@ -19,6 +19,20 @@ static atomic_int ready;           /* 0 unread, 1 being read, 2 read */
 static unsigned long fail_at;      /* AW_FAULT_ALLOC_FAIL; 0: never */
 static unsigned long io_short, io_eintr;
 static bool count_at_exit;
+static bool print_stack;           /* AW_FAULT_STACK: where the failure is */
+static atomic_ulong io_injected;   /* short or EINTR results handed out */
+
+#if defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define AW_FAULT_SANITIZER_STACK 1
+#endif
+#endif
+#if defined(__SANITIZE_ADDRESS__)
+#define AW_FAULT_SANITIZER_STACK 1
+#endif
+#ifdef AW_FAULT_SANITIZER_STACK
+void __sanitizer_print_stack_trace(void);
+#endif
 
 static unsigned long env_num(const char *name)
 {
@@ -47,6 +61,7 @@ static void settings(void)
 		io_short = env_num("AW_FAULT_IO_SHORT");
 		io_eintr = env_num("AW_FAULT_IO_EINTR");
 		count_at_exit = env_num("AW_FAULT_COUNT") != 0;
+		print_stack = env_num("AW_FAULT_STACK") != 0;
 		if (count_at_exit)
 			atexit(print_count);
 		atomic_store_explicit(&ready, 2, memory_order_release);
@@ -62,6 +77,13 @@ static bool alloc_fails(void)
 	settings();
 	unsigned long n = atomic_fetch_add(&allocs, 1) + 1;
 	if (fail_at && n == fail_at) {
+		/* Said on stderr, so a run's output shows which allocation
+		 * failed (scripts/fault_alloc.sh reads it). */
+		fprintf(stderr, "awith-fault: allocation %lu fails (ENOMEM)\n", n);
+#ifdef AW_FAULT_SANITIZER_STACK
+		if (print_stack)
+			__sanitizer_print_stack_trace();
+#endif
 		errno = ENOMEM;
 		return true;
 	}
@@ -97,35 +119,43 @@ bool aw__fault_mmap(void) { return alloc_fails(); }
 /* Every io_eintr-th call fails with EINTR before doing anything; every
  * io_short-th call moves at most half the bytes. Returns -1 (EINTR) or the
  * length to pass on. */
-static ssize_t io_fault(size_t n)
+static ssize_t io_fault(size_t n, bool may_short)
 {
 	settings();
 	if (!io_short && !io_eintr)
 		return (ssize_t)n;
 	unsigned long k = atomic_fetch_add(&io_calls, 1) + 1;
 	if (io_eintr && k % io_eintr == 0) {
+		atomic_fetch_add(&io_injected, 1);
 		errno = EINTR;
 		return -1;
 	}
-	if (io_short && k % io_short == 0 && n > 1)
+	if (may_short && io_short && k % io_short == 0 && n > 1) {
+		atomic_fetch_add(&io_injected, 1);
 		return (ssize_t)(n / 2);
+	}
 	return (ssize_t)n;
 }
 
-ssize_t aw__fault_read(int fd, void *buf, size_t n)
+/* For tests (declared weak there: absent from normal builds): how many
+ * short or EINTR results the stream's syscalls were given. */
+unsigned long aw__fault_io_injected(void);
+unsigned long aw__fault_io_injected(void) { return atomic_load(&io_injected); }
+
+ssize_t aw__fault_read(int fd, void *buf, size_t n, bool may_short)
 {
-	ssize_t m = io_fault(n);
+	ssize_t m = io_fault(n, may_short);
 	return m < 0 ? -1 : read(fd, buf, (size_t)m);
 }
 
 ssize_t aw__fault_write(int fd, const void *buf, size_t n)
 {
-	ssize_t m = io_fault(n);
+	ssize_t m = io_fault(n, true);
 	return m < 0 ? -1 : write(fd, buf, (size_t)m);
 }
 
 ssize_t aw__fault_send(int fd, const void *buf, size_t n, int flags)
 {
-	ssize_t m = io_fault(n);
+	ssize_t m = io_fault(n, true);
 	return m < 0 ? -1 : send(fd, buf, (size_t)m, flags);
 }

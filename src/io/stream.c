@@ -32,7 +32,7 @@ ssize_t aw__stream_recv(aw_stream *s, void *buf, size_t n, int *want)
 	if (s->ssl)
 		return aw__tls_recv(s, buf, n, want);
 	for (;;) {
-		ssize_t r = aw__fault_read(s->fd, buf, n);
+		ssize_t r = aw__fault_read(s->fd, buf, n, !s->is_sock);
 		if (r >= 0)
 			return r;
 		if (errno == EINTR)
