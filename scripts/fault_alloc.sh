@@ -135,7 +135,7 @@ for spec in progs:
                         f.write(out)
             elif int(s[-1][1]) == 0:
                 res["pass"] += 1
-            elif ENOMEM_RE.search(out):
+            elif ENOMEM_RE.search(re.sub(r"^awith-fault: .*$", "", out, flags=re.M)):
                 res["enomem"] += 1
             elif failed_in_error_message(prog, name, n):
                 res["msg"] += 1

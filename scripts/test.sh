@@ -106,6 +106,22 @@ run_aarch64_core() {
     done
 }
 
+# run_fault_alloc DIR: allocation-failure injection (scripts/fault_alloc.sh)
+# over its default set of tests; counts as one test (passed: no run
+# crashed, leaked, hung or tripped a sanitizer).
+run_fault_alloc() {
+    local dir=$1 rc
+    echo "-- fault_alloc ($dir)"
+    bash scripts/fault_alloc.sh "$dir"
+    rc=$?
+    if ((rc == 0)); then
+        TOTAL_PASSED=$((TOTAL_PASSED + 1))
+    else
+        echo "FAIL fault_alloc: a run with a failed allocation crashed, leaked or hung (see above)"
+        TOTAL_FAILED=$((TOTAL_FAILED + 1))
+    fi
+}
+
 # run_tsan_threads: the one test that runs several loops on several threads
 # of one process (tests/test_loops_threads.c: HTTP server, client and pg pool
 # per loop), built with clang's ThreadSanitizer. Only that program is built
@@ -223,12 +239,19 @@ main() {
         build_failed+=(build)
     fi
 
+    # The ASan build also has the fault-injection wrappers (inert unless an
+    # AW_FAULT_* variable is set): scripts/fault_alloc.sh then fails the
+    # Nth allocation of chosen tests for every N (about 3 minutes).
     if CC=clang setup_build build-asan --werror \
-        -Db_sanitize=address,undefined -Db_lundef=false; then
+        -Db_sanitize=address,undefined -Db_lundef=false -Dfault_injection=true; then
         pg_cluster_ensure_up
         ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
             UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
             run_tests build-asan
+        if [[ -z ${AW_TEST_FILTER-} ]]; then
+            pg_cluster_ensure_up
+            run_fault_alloc build-asan
+        fi
     else
         build_failed+=(build-asan)
     fi
