@@ -206,8 +206,12 @@ static int bp_writer(void *arg)
 	memset(chunk, 'a', sizeof chunk);
 	for (size_t sent = 0; sent < c->total; sent += sizeof chunk) {
 		int rc = aw_stream_write(c->p.b, chunk, sizeof chunk, AW_NEVER);
-		if (rc)
+		if (rc) {
+			/* The reader waits without a deadline: end its wait
+			 * (an injected allocation failure lands here). */
+			shutdown(aw_stream_fd(c->p.b), SHUT_WR);
 			return c->wrc = rc;
+		}
 		if (aw_stream_pending(c->p.b) > c->max_pending)
 			c->max_pending = aw_stream_pending(c->p.b);
 	}
