@@ -452,6 +452,13 @@ static int fault_writer(void *arg)
 			buf[i] = fault_pattern(off + i);
 		int rc = aw_stream_write(c->p.b, buf, n, AW_NEVER);
 		if (rc) {
+			/* End the reader's wait (it has no deadline). */
+			if (c->pipe) {
+				aw_stream_close(c->p.b, AW_NEVER);
+				c->p.b = NULL;
+			} else {
+				shutdown(aw_stream_fd(c->p.b), SHUT_WR);
+			}
 			c->wrc = rc;
 			return rc;
 		}
@@ -473,15 +480,33 @@ static int fault_main(void *arg)
 		int fds[2];
 		if (pipe2(fds, O_CLOEXEC) != 0)
 			return -1;
-		if (aw_stream_from_fd(&c->p.a, fds[0], &(aw_stream_opts){ .read_buffer = 4096 }) ||
-		    aw_stream_from_fd(&c->p.b, fds[1], NULL))
-			return -1;
-	} else if (make_pair(&c->p, &(aw_stream_opts){ .read_buffer = 4096 })) {
-		return -1;
+		int rc = aw_stream_from_fd(&c->p.a, fds[0], &(aw_stream_opts){ .read_buffer = 4096 });
+		if (rc) {
+			close(fds[0]);
+			close(fds[1]);
+			return rc;
+		}
+		rc = aw_stream_from_fd(&c->p.b, fds[1], NULL);
+		if (rc) {
+			close(fds[1]);
+			aw_stream_close(c->p.a, AW_NEVER);
+			return rc;
+		}
+	} else {
+		int rc = make_pair(&c->p, &(aw_stream_opts){ .read_buffer = 4096 });
+		if (rc) {
+			if (c->p.a)
+				aw_stream_close(c->p.a, AW_NEVER);
+			return rc;
+		}
 	}
 	aw_task *w;
-	if (aw_spawn(&w, fault_writer, c, "writer"))
-		return -1;
+	int rc = aw_spawn(&w, fault_writer, c, "writer");
+	if (rc) {
+		aw_stream_close(c->p.a, AW_NEVER);
+		aw_stream_close(c->p.b, AW_NEVER);
+		return rc;
+	}
 	unsigned char *buf = c->rbuf;
 	for (;;) {
 		ssize_t n = aw_stream_read(c->p.a, buf, sizeof c->rbuf, AW_NEVER);
