@@ -512,6 +512,8 @@ static int fault_main(void *arg)
 		ssize_t n = aw_stream_read(c->p.a, buf, sizeof c->rbuf, AW_NEVER);
 		if (n <= 0) {
 			c->rrc = (int)n;
+			if (n < 0)
+				aw_task_cancel(w);   /* it may wait for room forever */
 			break;
 		}
 		for (ssize_t i = 0; i < n; i++)
