@@ -203,6 +203,8 @@ typedef struct aw_http_limits {
 	aw_time shutdown_grace;  /* in-flight requests finish; default 10 s */
 } aw_http_limits;
 
+/* NULL when out of memory; the aw_app_* calls given that NULL return -EINVAL
+ * (setters do nothing, aw_app_limits gives a scratch copy), never crash. */
 aw_app *aw_app_new(const char *name);
 void aw_app_free(aw_app *app);
 aw_http_limits *aw_app_limits(aw_app *app);   /* change before serving */
