@@ -34,7 +34,7 @@ static int worker(void *arg)
 	while (aw_now() < b->until) {
 		aw_client_response r;
 		bool ok = false;
-		AW_WITH(aw_client_get(&r, &b->s, b->url)) {
+		AW_WITH(aw_client_get_init(&r, &b->s, b->url)) {
 			ok = aw_client_response_status(&r) == 200 &&
 			     (!b->expect || strcmp(aw_client_response_text(&r), b->expect) == 0);
 		}

@@ -16,7 +16,7 @@
  *
  * How it maps:
  *   - `open_connection` + `async with` is one manager here:
- *     AW_WITH(aw_tcp_connection(&c, host, port, deadline)) connects on enter
+ *     AW_WITH(aw_tcp_connection_init(&c, host, port, deadline)) connects on enter
  *     (trying every address the name resolves to) and closes on exit; inside
  *     the block c.stream is the connected, buffered stream;
  *   - a failed enter (connection refused, unknown host, timeout) skips the
@@ -66,7 +66,7 @@ static int talk(void *arg)
 	const options *o = arg;
 	aw_connection c;
 
-	AW_WITH(aw_tcp_connection(&c, o->host, o->port, aw_deadline_after(AW_SEC(5)))) {
+	AW_WITH(aw_tcp_connection_init(&c, o->host, o->port, aw_deadline_after(AW_SEC(5)))) {
 		int i = 0;
 		while (i < o->count && echo_one(c.stream, o->messages[i]) == 0)
 			i++;

@@ -24,7 +24,7 @@ static int fetch_data(void *arg)
 	aw_client_session session;
 	AW_WITH(aw_client_session_init(&session, &(aw_client_opts){ .timeout = AW_SEC(30) })) {
 		aw_client_response response;
-		AW_WITH(aw_client_get(&response, &session, url)) {
+		AW_WITH(aw_client_get_init(&response, &session, url)) {
 			json_t *data;
 			if (aw_client_response_raise_for_status(&response) < 0 ||
 			    aw_client_response_json(&response, &data) < 0)

@@ -37,7 +37,7 @@ static int worker(void *arg)
 	aw_pg_acquire a;
 	AW_WITH(aw_pg_acquire_init(&a, j->pool)) {
 		aw_pg_rows q;
-		AW_WITH(aw_pg_fetch(&q, a.conn, "SELECT $1::int * $1::int", AW_PG_ARGS(n))) {
+		AW_WITH(aw_pg_rows_init(&q, a.conn, "SELECT $1::int * $1::int", AW_PG_ARGS(n))) {
 			int64_t v;
 			if (aw_pg_get_int(q.res, 0, 0, &v) == 0)
 				j->square = (long)v;

@@ -27,7 +27,7 @@
  *
  * 2. A socket. A server task streams N chunks of lines; the client task
  *
- *        async with await open_connection(host, port) as stream:  # AW_WITH(aw_tcp_connection(...))
+ *        async with await open_connection(host, port) as stream:  # AW_WITH(aw_tcp_connection_init(...))
  *            async for chunk in read_chunks(stream):             # AW_FOR over aw_gen_iter
  *                process(chunk)
  *
@@ -265,7 +265,7 @@ static int streaming_client(void *arg)
 	aw_gen_iter gi;
 	aw_chunk *chunk;
 
-	AW_WITH(aw_tcp_connection(&c, "127.0.0.1", aw_listener_port(d->listener), aw_deadline_after(AW_SEC(5)))) {
+	AW_WITH(aw_tcp_connection_init(&c, "127.0.0.1", aw_listener_port(d->listener), aw_deadline_after(AW_SEC(5)))) {
 		r.stream = c.stream;
 		AW_FOR(chunk, aw_gen_iter_init(&gi, "read_chunks", read_chunks, &r)) {
 			process(&t, chunk->data, chunk->len);

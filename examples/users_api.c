@@ -105,7 +105,7 @@ static int get_users(aw_http_request *req, aw_http_response *res, void *ud)
 	aw_pg_acquire a;
 	AW_WITH(aw_pg_acquire_init(&a, pool)) {
 		aw_pg_rows q;
-		AW_WITH(aw_pg_fetch(&q, a.conn, "SELECT * FROM users", AW_PG_NOARGS)) {
+		AW_WITH(aw_pg_rows_init(&q, a.conn, "SELECT * FROM users", AW_PG_NOARGS)) {
 			rc = send_rows(res, q.res);
 		}
 	}

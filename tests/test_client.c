@@ -213,7 +213,7 @@ static int get_json_main(void *arg)
 	aw_client_session s;
 	AW_WITH(aw_client_session_init(&s, &(aw_client_opts){ .base_url = c->base })) {
 		aw_client_response r;
-		AW_WITH(aw_client_get(&r, &s, "/hello")) {
+		AW_WITH(aw_client_get_init(&r, &s, "/hello")) {
 			c->status = aw_client_response_status(&r);
 			const char *h = aw_client_response_header(&r, "x-server");
 			snprintf(c->hdr, sizeof c->hdr, "%s", h ? h : "(none)");
@@ -228,7 +228,7 @@ static int get_json_main(void *arg)
 		c->rc2 = aw_error_pending();
 		/* The same session again: the connection is reused. */
 		json_t *body = json_pack("{s:i, s:[s,s]}", "x", 7, "list", "a", "b");
-		AW_WITH(aw_client_post_json(&r, &s, "/echo", body)) {
+		AW_WITH(aw_client_post_json_init(&r, &s, "/echo", body)) {
 			c->status2 = aw_client_response_status(&r);
 			snprintf(c->text2, sizeof c->text2, "%s", aw_client_response_text(&r));
 		}
@@ -298,12 +298,12 @@ static int methods_main(void *arg)
 	AW_WITH(aw_client_session_init(&s, &(aw_client_opts){ .base_url = c->base, .headers = defaults })) {
 		aw_client_response r;
 		const char *hdrs[] = { "X-Test: from-request", NULL };
-		AW_WITH(aw_client_request_init(&r, &s, &(aw_client_request){
+		AW_WITH(aw_client_response_init(&r, &s, &(aw_client_request){
 			.method = "PUT", .url = "raw", .body = "abc\0def", .body_len = 7, .headers = hdrs })) {
 			c->status = aw_client_response_status(&r);
 			snprintf(c->text, sizeof c->text, "%s", aw_client_response_text(&r));
 		}
-		AW_WITH(aw_client_get(&r, &s, "/raw")) {
+		AW_WITH(aw_client_get_init(&r, &s, "/raw")) {
 			snprintf(c->text2, sizeof c->text2, "%s", aw_client_response_text(&r));
 		}
 		c->rc = aw_error_pending();
@@ -327,7 +327,7 @@ static int one_error(ctx *c, const aw_client_opts *o, const char *url, int *out)
 	aw_client_session s;
 	AW_WITH(aw_client_session_init(&s, o)) {
 		aw_client_response r;
-		AW_WITH(aw_client_get(&r, &s, url)) {
+		AW_WITH(aw_client_get_init(&r, &s, url)) {
 			c->status = aw_client_response_status(&r);
 		}
 		*out = aw_error_pending();
@@ -433,7 +433,7 @@ static int too_long_main(void *arg)
 	aw_client_session s;
 	AW_WITH(aw_client_session_init(&s, &(aw_client_opts){ .base_url = c->base })) {
 		aw_client_response r;
-		AW_WITH(aw_client_get(&r, &s, "/big")) {
+		AW_WITH(aw_client_get_init(&r, &s, "/big")) {
 			const char *b = aw_client_response_body(&r, &c->len);
 			c->rc2 = b && b[0] == 'a' && b[25] == 'z' && b[c->len - 1] == (char)('a' + (c->len - 1) % 26);
 		}
@@ -459,21 +459,21 @@ static int status_main(void *arg)
 	aw_client_session s;
 	AW_WITH(aw_client_session_init(&s, &(aw_client_opts){ .base_url = c->base })) {
 		aw_client_response r;
-		AW_WITH(aw_client_get(&r, &s, "/missing")) {
+		AW_WITH(aw_client_get_init(&r, &s, "/missing")) {
 			c->status = aw_client_response_status(&r);
 			c->rc = aw_client_response_raise_for_status(&r);
 			save_msg(c);
 			aw_error_clear();
 		}
-		AW_WITH(aw_client_get(&r, &s, "/hello")) {
+		AW_WITH(aw_client_get_init(&r, &s, "/hello")) {
 			c->rc2 = aw_client_response_raise_for_status(&r);
 		}
 		/* Redirects: followed, up to the limit. */
-		AW_WITH(aw_client_get(&r, &s, "/redirect")) {
+		AW_WITH(aw_client_get_init(&r, &s, "/redirect")) {
 			c->status2 = aw_client_response_status(&r);
 			snprintf(c->text, sizeof c->text, "%s", aw_client_response_url(&r));
 		}
-		AW_WITH(aw_client_get(&r, &s, "/loop")) {
+		AW_WITH(aw_client_get_init(&r, &s, "/loop")) {
 			c->ok_count++;
 		}
 		c->rc3 = aw_error_pending();
@@ -509,7 +509,7 @@ static int stream_main(void *arg)
 		AW_WITH(aw_client_stream_init(&r, &s, &(aw_client_request){ .url = "/big" })) {
 			c->status = aw_client_response_status(&r);
 			aw_client_chunks it;
-			aw_client_chunk *ch;
+			aw_chunk *ch;
 			size_t off = 0;
 			bool good = true;
 			AW_FOR(ch, aw_client_response_chunks(&r, &it)) {
@@ -530,7 +530,7 @@ static int stream_main(void *arg)
 		 * goes on. */
 		AW_WITH(aw_client_stream_init(&r, &s, &(aw_client_request){ .url = "/big" })) {
 			aw_client_chunks it;
-			aw_client_chunk *ch;
+			aw_chunk *ch;
 			AW_FOR(ch, aw_client_response_chunks(&r, &it)) {
 				c->n += (long long)ch->len;
 				break;
@@ -538,13 +538,13 @@ static int stream_main(void *arg)
 		}
 		/* A request cancelled by the caller's timeout. */
 		AW_WITH(AW_TIMEOUT(AW_MS(200))) {
-			AW_WITH(aw_client_get(&r, &s, "/slow")) {
+			AW_WITH(aw_client_get_init(&r, &s, "/slow")) {
 				c->status2 = -1;
 			}
 		}
 		c->rc3 = aw_error_pending();
 		aw_error_clear();
-		AW_WITH(aw_client_get(&r, &s, "/hello")) {
+		AW_WITH(aw_client_get_init(&r, &s, "/hello")) {
 			c->status2 = aw_client_response_status(&r);
 		}
 		if (aw_error_pending())
@@ -670,7 +670,7 @@ static int one_get(void *arg)
 {
 	conc *k = arg;
 	aw_client_response r;
-	AW_WITH(aw_client_get(&r, k->s, "/hello")) {
+	AW_WITH(aw_client_get_init(&r, k->s, "/hello")) {
 		if (aw_client_response_status(&r) == 200 && strstr(aw_client_response_text(&r), "\"hi\""))
 			k->c->ok_count++;
 	}
@@ -979,7 +979,7 @@ static int many_get(void *arg)
 {
 	many *k = arg;
 	aw_client_response r;
-	AW_WITH(aw_client_get(&r, k->s, "/")) {
+	AW_WITH(aw_client_get_init(&r, k->s, "/")) {
 		if (aw_client_response_status(&r) == 200 && strcmp(aw_client_response_text(&r), "ok") == 0)
 			k->ok++;
 	}
@@ -1165,7 +1165,7 @@ static int tls_main(void *arg)
 	aw_client_session s;
 	AW_WITH(aw_client_session_init(&s, &(aw_client_opts){ .timeout = AW_SEC(10), .ca_file = cert_pem })) {
 		aw_client_response r;
-		AW_WITH(aw_client_get(&r, &s, url)) {
+		AW_WITH(aw_client_get_init(&r, &s, url)) {
 			c->status = aw_client_response_status(&r);
 			snprintf(c->text, sizeof c->text, "%s", aw_client_response_text(&r));
 			c->n = aw_client_response_http_version(&r);
@@ -1174,7 +1174,7 @@ static int tls_main(void *arg)
 		aw_error_clear();
 		char url2[80];
 		snprintf(url2, sizeof url2, "https://localhost:%d/", aw_listener_port(t.l));
-		AW_WITH(aw_client_get(&r, &s, url2)) {
+		AW_WITH(aw_client_get_init(&r, &s, url2)) {
 			c->status2 = aw_client_response_status(&r);
 		}
 		c->rc3 = aw_error_pending();
@@ -1221,7 +1221,7 @@ static void get_text(const aw_client_opts *o, const char *url, char *out, size_t
 	aw_client_session s;
 	AW_WITH(aw_client_session_init(&s, o)) {
 		aw_client_response r;
-		AW_WITH(aw_client_get(&r, &s, url)) {
+		AW_WITH(aw_client_get_init(&r, &s, url)) {
 			snprintf(out, len, "%s", aw_client_response_text(&r));
 		}
 	}
@@ -1322,7 +1322,7 @@ static int h2_one(void *arg)
 {
 	h2_get *g = arg;
 	aw_client_response r;
-	AW_WITH(aw_client_get(&r, g->s, "/data.json")) {
+	AW_WITH(aw_client_get_init(&r, g->s, "/data.json")) {
 		if (aw_client_response_status(&r) == 200)
 			g->h->ok++;
 		if (aw_client_response_http_version(&r) == 20)
@@ -1357,7 +1357,7 @@ static int h2_main(void *arg)
 	AW_WITH(aw_client_session_init(&s, &(aw_client_opts){ .base_url = base, .timeout = AW_SEC(20),
 							       .http_version = AW_CLIENT_HTTP2_PRIOR_KNOWLEDGE })) {
 		aw_client_response r;
-		AW_WITH(aw_client_get(&r, &s, "/data.json")) {
+		AW_WITH(aw_client_get_init(&r, &s, "/data.json")) {
 			h->h2c_status = aw_client_response_status(&r);
 			h->h2c_version = aw_client_response_http_version(&r);
 		}
@@ -1472,11 +1472,11 @@ static int cookies_main(void *arg)
 		aw_client_session s;
 		AW_WITH(aw_client_session_init(&s, &(aw_client_opts){ .base_url = c->base, .cookies = on })) {
 			aw_client_response r;
-			AW_WITH(aw_client_get(&r, &s, "/cookie/set")) {
+			AW_WITH(aw_client_get_init(&r, &s, "/cookie/set")) {
 				const char *h = aw_client_response_header(&r, "set-cookie");
 				snprintf(c->hdr, sizeof c->hdr, "%s", h ? h : "(none)");
 			}
-			AW_WITH(aw_client_get(&r, &s, "/cookie/echo")) {
+			AW_WITH(aw_client_get_init(&r, &s, "/cookie/echo")) {
 				snprintf(on ? c->text : c->text2, sizeof c->text, "%s", aw_client_response_text(&r));
 			}
 		}
@@ -1507,7 +1507,7 @@ static int query_main(void *arg)
 		const char *q[] = { "q", "a b&c=d", "sym", "100% /?#+=;", "uni", "h\xc3\xa9llo \xe2\x9c\x93",
 				    "empty", "", "a b", "x+y", NULL };
 		aw_client_response r;
-		AW_WITH(aw_client_request_init(&r, &s, &(aw_client_request){ .url = "/query?pre=1#frag", .query = q })) {
+		AW_WITH(aw_client_response_init(&r, &s, &(aw_client_request){ .url = "/query?pre=1#frag", .query = q })) {
 			c->status = aw_client_response_status(&r);
 			snprintf(c->text, sizeof c->text, "%s", aw_client_response_text(&r));
 			snprintf(c->text2, sizeof c->text2, "%s", aw_client_response_url(&r));
@@ -1516,7 +1516,7 @@ static int query_main(void *arg)
 		aw_error_clear();
 		/* A name without a value. */
 		const char *bad[] = { "q", NULL };
-		AW_WITH(aw_client_request_init(&r, &s, &(aw_client_request){ .url = "/query", .query = bad })) {
+		AW_WITH(aw_client_response_init(&r, &s, &(aw_client_request){ .url = "/query", .query = bad })) {
 			c->status2 = aw_client_response_status(&r);
 		}
 		c->rc2 = aw_error_pending();
@@ -1524,7 +1524,7 @@ static int query_main(void *arg)
 		aw_error_clear();
 		/* No query yet: '?' */
 		const char *one[] = { "q", "1", NULL };
-		AW_WITH(aw_client_request_init(&r, &s, &(aw_client_request){ .url = "/query", .query = one })) {
+		AW_WITH(aw_client_response_init(&r, &s, &(aw_client_request){ .url = "/query", .query = one })) {
 			snprintf(c->hdr, sizeof c->hdr, "%s", aw_client_response_url(&r));
 		}
 		c->rc3 = aw_error_pending();
@@ -1589,7 +1589,7 @@ static int idle_main(void *arg)
 		/* Headers, 4 bytes, then silence. */
 		snprintf(url, sizeof url, "http://127.0.0.1:%d/", k->stall_port);
 		aw_time t0 = aw_now();
-		AW_WITH(aw_client_get(&r, &s, url)) {
+		AW_WITH(aw_client_get_init(&r, &s, url)) {
 			k->rc = 1;
 		}
 		k->ms = (aw_now() - t0) / AW_MS(1);
@@ -1600,7 +1600,7 @@ static int idle_main(void *arg)
 		/* A byte every 100 ms for 1 s: each one moves the deadline. */
 		snprintf(url, sizeof url, "http://127.0.0.1:%d/", k->drip_port);
 		t0 = aw_now();
-		AW_WITH(aw_client_get(&r, &s, url)) {
+		AW_WITH(aw_client_get_init(&r, &s, url)) {
 			k->status2 = aw_client_response_status(&r);
 			snprintf(k->body2, sizeof k->body2, "%s", aw_client_response_text(&r));
 		}
@@ -1612,7 +1612,7 @@ static int idle_main(void *arg)
 		t0 = aw_now();
 		AW_WITH(aw_client_stream_init(&r, &s, &(aw_client_request){ .url = url })) {
 			aw_client_chunks it;
-			aw_client_chunk *ch;
+			aw_chunk *ch;
 			AW_FOR(ch, aw_client_response_chunks(&r, &it)) {
 				k->streamed += ch->len;
 			}
@@ -1692,7 +1692,7 @@ static int defaults_main(void *arg)
 							      .read_timeout = AW_SEC(5) })) {
 		aw_client_response r;
 		aw_time t0 = aw_now();
-		AW_WITH(aw_client_get(&r, &s, url)) {
+		AW_WITH(aw_client_get_init(&r, &s, url)) {
 		}
 		k->ms_short = (aw_now() - t0) / AW_MS(1);
 		k->rc_short = aw_error_pending();
@@ -1708,8 +1708,8 @@ static int defaults_main(void *arg)
 		aw_client_response r;
 		aw_scope sc;
 		aw_time t0 = aw_now();
-		AW_WITH(aw_move_on_after(&sc, AW_MS(1200))) {
-			AW_WITH(aw_client_request_init(&r, &s, &(aw_client_request){ .url = url,
+		AW_WITH(aw_move_on_init(&sc, AW_MS(1200))) {
+			AW_WITH(aw_client_response_init(&r, &s, &(aw_client_request){ .url = url,
 										      .read_timeout = AW_NEVER })) {
 			}
 		}
@@ -1830,7 +1830,7 @@ static int stream_writer(void *arg)
 static void upload(aw_client_session *s, const aw_client_request *req, char *out, int *rc)
 {
 	aw_client_response r;
-	AW_WITH(aw_client_request_init(&r, s, req)) {
+	AW_WITH(aw_client_response_init(&r, s, req)) {
 		if (aw_client_response_status(&r) == 200)
 			snprintf(out, 160, "%s", aw_client_response_text(&r));
 		else
@@ -1941,7 +1941,7 @@ static int slot_first(void *arg)
 {
 	slot_ctx *k = arg;
 	aw_client_response r;
-	AW_WITH(aw_client_get(&r, k->s, "/")) {
+	AW_WITH(aw_client_get_init(&r, k->s, "/")) {
 		k->status_first = aw_client_response_status(&r);
 	}
 	k->rc_first = aw_error_pending();
@@ -1961,7 +1961,7 @@ static int slot_main(void *arg)
 		(void)aw_sleep(AW_MS(100));   /* the first one holds the only connection */
 		aw_time t0 = aw_now();
 		aw_client_response r;
-		AW_WITH(aw_client_get(&r, &s, "/")) {
+		AW_WITH(aw_client_get_init(&r, &s, "/")) {
 			k->rc = 1;
 		}
 		k->ms = (aw_now() - t0) / AW_MS(1);
@@ -2017,7 +2017,7 @@ static int bad_main(void *arg)
 	aw_client_response r;
 	/* A request on a session that is not entered. */
 	aw_client_session_init(&s, NULL);
-	AW_WITH(aw_client_get(&r, &s, "http://127.0.0.1:1/")) {
+	AW_WITH(aw_client_get_init(&r, &s, "http://127.0.0.1:1/")) {
 		b->rc[0] = 1;
 	}
 	note(b, 0);
@@ -2027,22 +2027,22 @@ static int bad_main(void *arg)
 	note(b, 1);
 	AW_WITH(aw_client_session_init(&s, NULL)) {
 		json_t *j = json_true();
-		AW_WITH(aw_client_request_init(&r, &s, &(aw_client_request){ .url = "http://127.0.0.1:1/", .body = "x",
+		AW_WITH(aw_client_response_init(&r, &s, &(aw_client_request){ .url = "http://127.0.0.1:1/", .body = "x",
 									      .body_len = 1, .json = j })) {
 			b->rc[2] = 1;
 		}
 		json_decref(j);
 		note(b, 2);
-		AW_WITH(aw_client_request_init(&r, &s, &(aw_client_request){ .url = "http://127.0.0.1:1/",
+		AW_WITH(aw_client_response_init(&r, &s, &(aw_client_request){ .url = "http://127.0.0.1:1/",
 									      .read_timeout = -1 })) {
 			b->rc[3] = 1;
 		}
 		note(b, 3);
-		AW_WITH(aw_client_request_init(&r, &s, &(aw_client_request){ .url = "http://127.0.0.1:1/", .body_len = 5 })) {
+		AW_WITH(aw_client_response_init(&r, &s, &(aw_client_request){ .url = "http://127.0.0.1:1/", .body_len = 5 })) {
 			b->rc[4] = 1;
 		}
 		note(b, 4);
-		AW_WITH(aw_client_request_init(&r, &s, &(aw_client_request){ .url = "http://127.0.0.1:1/",
+		AW_WITH(aw_client_response_init(&r, &s, &(aw_client_request){ .url = "http://127.0.0.1:1/",
 									      .method = "GET /x" })) {
 			b->rc[5] = 1;
 		}
@@ -2079,7 +2079,7 @@ static int leak_main(void *arg)
 	if (aw_enter(aw_client_session_init(&s, &(aw_client_opts){ .base_url = c->base })) < 0)
 		return -1;
 	leak_response_line = __LINE__ + 1;
-	if (aw_enter(aw_client_get(&r1, &s, "/hello")) < 0)
+	if (aw_enter(aw_client_get_init(&r1, &s, "/hello")) < 0)
 		return -1;
 	c->status = aw_client_response_status(&r1);
 	/* A streamed body still in the middle: its connection is busy. */

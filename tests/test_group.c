@@ -342,7 +342,7 @@ static int main_outer_timeout(void *arg)
 	struct timeout_ctx *w = arg;
 	aw_time t0 = aw_now();
 	aw_scope s;
-	AW_WITH(aw_timeout_after(&s, AW_MS(50))) {
+	AW_WITH(aw_timeout_init(&s, AW_MS(50))) {
 		aw_group g;
 		AW_WITH(aw_group_init(&g)) {
 			EXPECT_EQ(aw_group_spawn(&g, child_fn, &w->c, "child"), 0);

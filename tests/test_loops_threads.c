@@ -101,7 +101,7 @@ static void client_part(loop_ctx *c, int port)
 		for (int i = 0; i < HELLO_REQUESTS; i++) {
 			aw_client_response r;
 			snprintf(url, sizeof url, "http://127.0.0.1:%d/hello", port);
-			AW_WITH(aw_client_get(&r, &s, url)) {
+			AW_WITH(aw_client_get_init(&r, &s, url)) {
 				if (aw_client_response_status(&r) == 200 &&
 				    strcmp(aw_client_response_text(&r), want) == 0)
 					c->hello_ok++;
@@ -115,7 +115,7 @@ static void client_part(loop_ctx *c, int port)
 			char expect[16];
 			snprintf(expect, sizeof expect, "%d", n + 1);
 			snprintf(url, sizeof url, "http://127.0.0.1:%d/pg?n=%d", port, n);
-			AW_WITH(aw_client_get(&r, &s, url)) {
+			AW_WITH(aw_client_get_init(&r, &s, url)) {
 				if (aw_client_response_status(&r) == 200 &&
 				    strcmp(aw_client_response_text(&r), expect) == 0)
 					c->pg_ok++;

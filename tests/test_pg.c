@@ -196,7 +196,7 @@ static int typed_main(void *arg)
 	aw_pg_connection cm;
 	AW_WITH(aw_pg_connection_init(&cm, PG_URL(), NULL)) {
 		aw_pg_rows q;
-		AW_WITH(aw_pg_fetch(&q, cm.conn,
+		AW_WITH(aw_pg_rows_init(&q, cm.conn,
 				    "SELECT $1::int AS i, $2::float8 AS f, $3::bool AS b, $4::text AS t, "
 				    "NULL::int AS n, 2.5::numeric AS num, '\\x00ff10'::bytea AS raw, "
 				    "9223372036854775807::int8 AS big",
@@ -322,7 +322,7 @@ static int json_main(void *arg)
 	AW_WITH(aw_pg_connection_init(&cm, PG_URL(), NULL)) {
 		PCHECK_RC(aw_pg_exec(cm.conn, "SET TIME ZONE 'UTC'", AW_PG_NOARGS), 0);
 		aw_pg_rows q;
-		AW_WITH(aw_pg_fetch(&q, cm.conn, JSON_SQL, AW_PG_NOARGS)) {
+		AW_WITH(aw_pg_rows_init(&q, cm.conn, JSON_SQL, AW_PG_NOARGS)) {
 			char *text;
 			size_t len;
 			PCHECK_RC(aw_pg_result_json_text(q.res, &text, &len), 0);
@@ -581,7 +581,7 @@ static int timeout_main(void *arg)
 
 		/* move_on around a query: its own timeout is swallowed. */
 		aw_scope s;
-		AW_WITH(aw_move_on_after(&s, AW_MS(100))) {
+		AW_WITH(aw_move_on_init(&s, AW_MS(100))) {
 			rc = aw_pg_exec(c, "SELECT pg_sleep(20)", AW_PG_NOARGS);
 			if (rc < 0)
 				break;   /* leave with the error: the scope's exit sees it */

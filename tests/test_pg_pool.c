@@ -206,7 +206,7 @@ static int acquire_timeout_main(void *arg)
 	/* An enclosing deadline applies too, and is reported as its own. */
 	aw_scope s;
 	int rc = 1;
-	AW_WITH(aw_move_on_after(&s, AW_MS(50))) {
+	AW_WITH(aw_move_on_init(&s, AW_MS(50))) {
 		rc = aw_pg_pool_acquire(p, &b);
 		if (rc < 0)
 			break;
@@ -1116,7 +1116,7 @@ static int drained_set_main(void *arg)
 		AW_WITH(aw_pg_acquire_init(&a, pm.pool)) {
 			aw_scope s;
 			int rc = 1;
-			AW_WITH(aw_move_on_after(&s, AW_SEC(30))) {
+			AW_WITH(aw_move_on_init(&s, AW_SEC(30))) {
 				aw_scope_cancel(&s);
 				/* pg_sleep(1): should the cancel request reach the
 				 * server before the batch does, it is ignored, and

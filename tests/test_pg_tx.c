@@ -885,7 +885,7 @@ static int listen_many_main(void *arg)
 		/* Listening only now: earlier notifications are not replayed. */
 		aw_scope s;
 		got = 0;
-		AW_WITH(aw_move_on_after(&s, AW_MS(200))) {
+		AW_WITH(aw_move_on_init(&s, AW_MS(200))) {
 			AW_FOR(n, aw_pg_listen_init(&l, a.conn, listened))
 				got++;
 		}
@@ -1117,7 +1117,7 @@ static int copy_out_main(void *arg)
 	AW_WITH(aw_pg_connection_init(&a, PG_URL(), NULL)) {
 		aw_pg_conn *c = a.conn;
 		aw_pg_copy_out cp;
-		aw_pg_chunk *ch;
+		aw_chunk *ch;
 		int n = 0;
 		AW_FOR(ch, aw_pg_copy_out_init(&cp, c, "COPY (SELECT g, 'row ' || g FROM generate_series(1, 10000) g) TO STDOUT")) {
 			n++;
@@ -1176,7 +1176,7 @@ AW_TEST(pg_copy_out_of_10000_rows_yields_exactly_the_rows) { PG_RUN(copy_out_mai
 static int copy_out_fail_at_third_row(aw_pg_conn *c)
 {
 	aw_pg_copy_out cp;
-	aw_pg_chunk *ch;
+	aw_chunk *ch;
 	int n = 0;
 	AW_FOR(ch, aw_pg_copy_out_init(&cp, c, "COPY (SELECT g FROM generate_series(1, 50000000) g) TO STDOUT")) {
 		if (++n == 3)
@@ -1194,7 +1194,7 @@ static int copy_out_break_main(void *arg)
 		aw_pg_conn *c = a.conn;
 		int pid = aw_pg_conn_pid(c);
 		aw_pg_copy_out cp;
-		aw_pg_chunk *ch;
+		aw_chunk *ch;
 		int n = 0;
 		aw_time t0 = aw_now();
 		/* Far more rows than will be read: the exit must stop the server. */
@@ -1246,7 +1246,7 @@ static int cancelled_begin_main(void *arg)
 		aw_scope s;
 		int rc = 1;
 		bool entered = false;
-		AW_WITH(aw_move_on_after(&s, AW_SEC(30))) {
+		AW_WITH(aw_move_on_init(&s, AW_SEC(30))) {
 			aw_scope_cancel(&s);
 			aw_pg_tx tx;
 			AW_WITH(aw_pg_tx_init(&tx, cm.conn, NULL)) {
@@ -1282,7 +1282,7 @@ static int cancelled_listen_main(void *arg)
 		const char *chans[] = { "aw_cancel_a", "aw_cancel_b", NULL };
 		aw_scope s;
 		int got = 0, rc = 1;
-		AW_WITH(aw_move_on_after(&s, AW_SEC(30))) {
+		AW_WITH(aw_move_on_init(&s, AW_SEC(30))) {
 			aw_scope_cancel(&s);
 			aw_pg_listener l;
 			aw_pg_notification *n;

@@ -28,7 +28,7 @@ static int main_timeout_fires(void *arg)
 	struct rec *r = arg;
 	aw_scope s;
 	aw_time t0 = aw_now();
-	AW_WITH(aw_timeout_after(&s, AW_MS(20))) {
+	AW_WITH(aw_timeout_init(&s, AW_MS(20))) {
 		r->wait_rc = aw_sleep(AW_SEC(10));
 		if (r->wait_rc < 0)
 			break;
@@ -63,7 +63,7 @@ static int main_timeout_level(void *arg)
 {
 	struct rec *r = arg;
 	aw_scope s;
-	AW_WITH(aw_timeout_after(&s, AW_MS(5))) {
+	AW_WITH(aw_timeout_init(&s, AW_MS(5))) {
 		r->wait_rc = aw_sleep(AW_SEC(10));
 		aw_error_clear();   /* "handled" — but the scope stays cancelled */
 		r->wait2_rc = aw_yield();
@@ -91,7 +91,7 @@ static int main_timeout_not_fired(void *arg)
 {
 	struct rec *r = arg;
 	aw_scope s;
-	AW_WITH(aw_timeout_after(&s, AW_SEC(10))) {
+	AW_WITH(aw_timeout_init(&s, AW_SEC(10))) {
 		r->wait_rc = aw_sleep(AW_MS(5));
 		r->wait2_rc = aw_yield();
 		r->after = true;
@@ -117,7 +117,7 @@ static int main_timeout_at_past(void *arg)
 {
 	struct rec *r = arg;
 	aw_scope s;
-	AW_WITH(aw_timeout_at(&s, aw_now() - AW_MS(1))) {
+	AW_WITH(aw_deadline_init(&s, aw_now() - AW_MS(1))) {
 		r->wait_rc = aw_yield();
 		if (r->wait_rc)
 			break;
@@ -155,7 +155,7 @@ static int main_deadline_passed_while_running(void *arg)
 {
 	struct rec *r = arg;
 	aw_scope s;
-	AW_WITH(aw_timeout_after(&s, AW_MS(2))) {
+	AW_WITH(aw_timeout_init(&s, AW_MS(2))) {
 		aw_time until = aw_now() + AW_MS(5);
 		while (aw_now() < until)
 			;   /* busy: no loop step, so no fresh cached time */
@@ -183,8 +183,8 @@ static int main_nested_inner_fires(void *arg)
 {
 	struct rec *r = arg;
 	aw_scope outer, inner;
-	AW_WITH(aw_timeout_after(&outer, AW_SEC(10))) {
-		AW_WITH(aw_timeout_after(&inner, AW_MS(10))) {
+	AW_WITH(aw_timeout_init(&outer, AW_SEC(10))) {
+		AW_WITH(aw_timeout_init(&inner, AW_MS(10))) {
 			r->wait_rc = aw_sleep(AW_SEC(10));
 			if (r->wait_rc < 0)
 				break;
@@ -219,8 +219,8 @@ static int main_nested_outer_fires(void *arg)
 	struct rec *r = arg;
 	aw_scope outer, inner;
 	aw_time t0 = aw_now();
-	AW_WITH(aw_timeout_after(&outer, AW_MS(15))) {
-		AW_WITH(aw_timeout_after(&inner, AW_SEC(10))) {
+	AW_WITH(aw_timeout_init(&outer, AW_MS(15))) {
+		AW_WITH(aw_timeout_init(&inner, AW_SEC(10))) {
 			r->wait_rc = aw_sleep(AW_SEC(10));
 			if (r->wait_rc < 0)
 				break;
@@ -260,7 +260,7 @@ static int cancelled_in_timeout(void *arg)
 {
 	struct rec *r = arg;
 	aw_scope s;
-	AW_WITH(aw_timeout_after(&s, AW_SEC(10))) {
+	AW_WITH(aw_timeout_init(&s, AW_SEC(10))) {
 		r->wait_rc = aw_sleep(AW_SEC(10));
 		if (r->wait_rc < 0)
 			break;
@@ -294,7 +294,7 @@ static int main_cancel_and_expired_timeout(void *arg)
 {
 	struct rec *r = arg;
 	aw_scope s;
-	AW_WITH(aw_timeout_after(&s, AW_MS(1))) {
+	AW_WITH(aw_timeout_init(&s, AW_MS(1))) {
 		aw_time until = aw_now() + AW_MS(5);
 		while (aw_now() < until)
 			;   /* the deadline passes without a wait */
@@ -326,7 +326,7 @@ static int main_move_on(void *arg)
 	struct rec *r = arg;
 	aw_scope s;
 	aw_time t0 = aw_now();
-	AW_WITH(aw_move_on_after(&s, AW_MS(15))) {
+	AW_WITH(aw_move_on_init(&s, AW_MS(15))) {
 		r->wait_rc = aw_sleep(AW_SEC(10));
 		if (r->wait_rc < 0)
 			break;
@@ -357,8 +357,8 @@ static int main_move_on_outer(void *arg)
 {
 	struct rec *r = arg;
 	aw_scope outer, inner;
-	AW_WITH(aw_timeout_after(&outer, AW_MS(10))) {
-		AW_WITH(aw_move_on_after(&inner, AW_SEC(10))) {
+	AW_WITH(aw_timeout_init(&outer, AW_MS(10))) {
+		AW_WITH(aw_move_on_init(&inner, AW_SEC(10))) {
 			r->wait_rc = aw_sleep(AW_SEC(10));
 			if (r->wait_rc < 0)
 				break;
@@ -390,7 +390,7 @@ static int main_move_on_not_fired(void *arg)
 {
 	struct rec *r = arg;
 	aw_scope s;
-	AW_WITH(aw_move_on_after(&s, AW_SEC(10))) {
+	AW_WITH(aw_move_on_init(&s, AW_SEC(10))) {
 		r->wait_rc = aw_sleep(AW_MS(2));
 		r->after = true;
 	}
@@ -452,7 +452,7 @@ static int main_shield_own_deadline(void *arg)
 {
 	struct rec *r = arg;
 	aw_scope outer, sh;
-	AW_WITH(aw_timeout_after(&outer, AW_MS(1))) {
+	AW_WITH(aw_timeout_init(&outer, AW_MS(1))) {
 		AW_WITH(aw_shield(&sh, aw_deadline_after(AW_MS(20)))) {
 			/* The outer timeout passes during this sleep but does not
 			 * reach inside; the shield's own deadline does. */
@@ -498,7 +498,7 @@ struct scope_cancel_ctx {
 static int scope_cancel_task(void *arg)
 {
 	struct scope_cancel_ctx *c = arg;
-	aw_mgr *m = c->move_on ? aw_move_on_at(&c->s, AW_NEVER) : aw_timeout_at(&c->s, AW_NEVER);
+	aw_mgr *m = c->move_on ? aw_move_on_at_init(&c->s, AW_NEVER) : aw_deadline_init(&c->s, AW_NEVER);
 	AW_WITH(m) {
 		c->entered = true;
 		c->r.wait_rc = aw_sleep(AW_SEC(10));
@@ -620,7 +620,7 @@ static int main_grace_timeout(void *arg)
 {
 	slow_exit *x = arg;
 	aw_scope s;
-	AW_WITH(aw_timeout_after(&s, AW_MS(5)), &x->mgr) {
+	AW_WITH(aw_timeout_init(&s, AW_MS(5)), &x->mgr) {
 		if (aw_sleep(AW_SEC(10)) < 0)
 			break;
 	}
@@ -648,7 +648,7 @@ AW_TEST(scopes_outside_a_task_fail_to_enter_with_enotask)
 {
 	aw_scope s;
 	bool ran = false;
-	AW_WITH(aw_timeout_after(&s, AW_MS(1))) {
+	AW_WITH(aw_timeout_init(&s, AW_MS(1))) {
 		ran = true;
 	}
 	CHECK(!ran);

@@ -70,7 +70,7 @@ static int tcp_echo_main(void *arg)
 	/* ... and the connection manager. */
 	aw_connection conn;
 	char second[64] = "";
-	AW_WITH(aw_tcp_connection(&conn, c->host, port, aw_deadline_after(AW_SEC(5)))) {
+	AW_WITH(aw_tcp_connection_init(&conn, c->host, port, aw_deadline_after(AW_SEC(5)))) {
 		c->rc[3] = ask(conn.stream, "again\n", second, sizeof second);
 	}
 	if (aw_error_pending() || c->rc[1] || c->rc[2] || c->rc[3])
@@ -123,7 +123,7 @@ static int unix_echo_main(void *arg)
 	if (aw_spawn(&srv, echo_server, c, "server"))
 		return -1;
 	aw_connection conn;
-	AW_WITH(aw_unix_connection(&conn, c->path, aw_deadline_after(AW_SEC(5)))) {
+	AW_WITH(aw_unix_connection_init(&conn, c->path, aw_deadline_after(AW_SEC(5)))) {
 		c->rc[1] = ask(conn.stream, "unix\n", c->reply, sizeof c->reply);
 	}
 	c->rc[2] = aw_task_join(srv);
@@ -277,7 +277,7 @@ static int many_client(void *arg)
 	aw_connection conn;
 	char reply[32];
 	int rc = 0;
-	AW_WITH(aw_tcp_connection(&conn, "127.0.0.1", m->port, aw_deadline_after(AW_SEC(10)))) {
+	AW_WITH(aw_tcp_connection_init(&conn, "127.0.0.1", m->port, aw_deadline_after(AW_SEC(10)))) {
 		rc = ask(conn.stream, "hi\n", reply, sizeof reply);
 		if (!rc && strcmp(reply, "hi\n") == 0)
 			m->ok++;

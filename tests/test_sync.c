@@ -404,7 +404,7 @@ static int main_sem_zero(void *arg)
 	rc[0] = aw_sem_release(&s);
 	aw_error_clear();
 	aw_scope sc;
-	AW_WITH(aw_timeout_after(&sc, AW_MS(5))) {
+	AW_WITH(aw_timeout_init(&sc, AW_MS(5))) {
 		rc[1] = aw_sem_acquire(&s);   /* nothing ever frees a unit */
 	}
 	return 0;
@@ -450,7 +450,7 @@ static int main_event(void *arg)
 	EXPECT(!aw_event_is_set(&c->e));
 	aw_scope s;
 	int rc = 1;
-	AW_WITH(aw_move_on_after(&s, AW_MS(5))) {
+	AW_WITH(aw_move_on_init(&s, AW_MS(5))) {
 		rc = aw_event_wait(&c->e);
 	}
 	EXPECT_EQ(rc, -ETIMEDOUT);

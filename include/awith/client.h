@@ -5,7 +5,7 @@
  *     aw_client_session s;
  *     AW_WITH(aw_client_session_init(&s, &(aw_client_opts){ .base_url = "http://127.0.0.1:8080" })) {
  *         aw_client_response r;
- *         AW_WITH(aw_client_get(&r, &s, "/users/1")) {
+ *         AW_WITH(aw_client_get_init(&r, &s, "/users/1")) {
  *             printf("%d %s\n", aw_client_response_status(&r), aw_client_response_text(&r));
  *         }
  *     }
@@ -186,10 +186,10 @@ typedef struct aw_client_response {
  * block ends). At most one of body, json, body_fn and body_stream. A body
  * from a source is not resent on a redirect that keeps the method (307,
  * 308): that fails with -EIO. */
-aw_mgr *aw_client_request_init(aw_client_response *r, aw_client_session *s, const aw_client_request *req);
+aw_mgr *aw_client_response_init(aw_client_response *r, aw_client_session *s, const aw_client_request *req);
 /* Shorthands. */
-aw_mgr *aw_client_get(aw_client_response *r, aw_client_session *s, const char *url);
-aw_mgr *aw_client_post_json(aw_client_response *r, aw_client_session *s, const char *url,
+aw_mgr *aw_client_get_init(aw_client_response *r, aw_client_session *s, const char *url);
+aw_mgr *aw_client_post_json_init(aw_client_response *r, aw_client_session *s, const char *url,
 			    const struct json_t *json);
 
 /* The same, but enter waits only for the final response's status and
@@ -200,23 +200,23 @@ aw_mgr *aw_client_post_json(aw_client_response *r, aw_client_session *s, const c
  * pool. */
 aw_mgr *aw_client_stream_init(aw_client_response *r, aw_client_session *s, const aw_client_request *req);
 
-typedef struct aw_client_chunk {
+typedef struct aw_chunk {
 	const char *data;               /* valid until the next step */
 	size_t len;
-} aw_client_chunk;
+} aw_chunk;
 
 typedef struct aw_client_chunks {
 	aw_iter iter;
 	aw_client_response *r;
-	aw_client_chunk chunk;
+	aw_chunk chunk;
 	bool taken;
 } aw_client_chunks;
 
 /* An async iterator over the body of a streamed response, in the chunks
- * the network delivers (aw_client_chunk *):
+ * the network delivers (aw_chunk *):
  *
  *     aw_client_chunks it;
- *     aw_client_chunk *ch;
+ *     aw_chunk *ch;
  *     AW_FOR(ch, aw_client_response_chunks(&r, &it)) { fwrite(ch->data, 1, ch->len, out); }
  *
  * A transfer failure in the middle of the body ends the loop with the

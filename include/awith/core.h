@@ -464,12 +464,12 @@ struct aw_scope {
  * is left with -ETIMEDOUT, which its exit lets through. A cancellation or
  * timeout from an *outer* scope is never reported as this timeout: the exit
  * passes that one on unchanged. */
-aw_mgr *aw_timeout_at(aw_scope *s, aw_time deadline);
-aw_mgr *aw_timeout_after(aw_scope *s, aw_time dur);
+aw_mgr *aw_deadline_init(aw_scope *s, aw_time deadline);
+aw_mgr *aw_timeout_init(aw_scope *s, aw_time dur);
 /* move_on_after: same, but the scope's own timeout is suppressed at exit
  * (execution continues after the block); check s->fired. */
-aw_mgr *aw_move_on_at(aw_scope *s, aw_time deadline);
-aw_mgr *aw_move_on_after(aw_scope *s, aw_time dur);
+aw_mgr *aw_move_on_at_init(aw_scope *s, aw_time deadline);
+aw_mgr *aw_move_on_init(aw_scope *s, aw_time dur);
 /* shield: waits inside are not cancelled by outer scopes or aw_task_cancel
  * (only by this scope's own deadline, if any). */
 aw_mgr *aw_shield(aw_scope *s, aw_time deadline);
@@ -478,8 +478,8 @@ aw_mgr *aw_shield(aw_scope *s, aw_time deadline);
 void aw_scope_cancel(aw_scope *s);
 
 /* Block-scoped one-liners: AW_WITH(AW_TIMEOUT(AW_MS(100))) { ... } */
-#define AW_TIMEOUT(dur) aw_timeout_after(&(aw_scope){ .deadline = 0 }, (dur))
-#define AW_MOVE_ON(dur) aw_move_on_after(&(aw_scope){ .deadline = 0 }, (dur))
+#define AW_TIMEOUT(dur) aw_timeout_init(&(aw_scope){ .deadline = 0 }, (dur))
+#define AW_MOVE_ON(dur) aw_move_on_init(&(aw_scope){ .deadline = 0 }, (dur))
 #define AW_SHIELD() aw_shield(&(aw_scope){ .deadline = 0 }, AW_NEVER)
 
 /* ------------------------------------------------------------------------ */

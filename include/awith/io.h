@@ -157,7 +157,7 @@ int aw_resolve(const char *host, int port, struct addrinfo **out, aw_time deadli
 int aw_tcp_connect(aw_stream **out, const char *host, int port, aw_time deadline) AW_MUST_USE;
 int aw_unix_connect(aw_stream **out, const char *path, aw_time deadline) AW_MUST_USE;
 
-/* Connect on enter, close on exit: AW_WITH(aw_tcp_connection(&c, ...)). */
+/* Connect on enter, close on exit: AW_WITH(aw_tcp_connection_init(&c, ...)). */
 typedef struct aw_connection {
 	aw_mgr mgr;
 	aw_stream *stream;       /* valid inside the block */
@@ -165,8 +165,8 @@ typedef struct aw_connection {
 	int port;                /* -1: Unix socket */
 	aw_time deadline;
 } aw_connection;
-aw_mgr *aw_tcp_connection(aw_connection *c, const char *host, int port, aw_time deadline);
-aw_mgr *aw_unix_connection(aw_connection *c, const char *path, aw_time deadline);
+aw_mgr *aw_tcp_connection_init(aw_connection *c, const char *host, int port, aw_time deadline);
+aw_mgr *aw_unix_connection_init(aw_connection *c, const char *path, aw_time deadline);
 
 typedef struct aw_listener aw_listener;
 

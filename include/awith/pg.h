@@ -9,7 +9,7 @@
  *     aw_pg_acquire a;
  *     AW_WITH(aw_pg_acquire_init(&a, pool)) {
  *         aw_pg_rows q;
- *         AW_WITH(aw_pg_fetch(&q, a.conn, "SELECT id, name FROM users WHERE id = $1",
+ *         AW_WITH(aw_pg_rows_init(&q, a.conn, "SELECT id, name FROM users WHERE id = $1",
  *                             AW_PG_ARGS("42"))) {
  *             for (int i = 0; i < aw_pg_nrows(q.res); i++)
  *                 printf("%s\n", aw_pg_text(q.res, i, 1));
@@ -147,7 +147,7 @@ typedef struct aw_pg_rows {
 	const char *const *params;
 	aw_pg_result *res;             /* set while entered */
 } aw_pg_rows;
-aw_mgr *aw_pg_fetch(aw_pg_rows *q, aw_pg_conn *c, const char *sql, int nparams, const char *const *params);
+aw_mgr *aw_pg_rows_init(aw_pg_rows *q, aw_pg_conn *c, const char *sql, int nparams, const char *const *params);
 
 /* The details of the last server error on this connection (valid until the
  * next query on it). */
@@ -319,17 +319,17 @@ int aw_pg_copy_write(aw_pg_copy_in *cp, const void *data, size_t len) AW_MUST_US
 
 /* COPY ... TO STDOUT as an async iterator of chunks (one data row each in
  * text/csv format). Leaving the loop early cancels the copy. */
-typedef struct aw_pg_chunk {
+typedef struct aw_chunk {
 	const char *data;              /* valid until the next step */
 	size_t len;
-} aw_pg_chunk;
+} aw_chunk;
 
 typedef struct aw_pg_copy_out {
 	aw_iter iter;
 	aw_pg_conn *conn;
 	const char *sql;
 	char *buf;                     /* internal */
-	aw_pg_chunk chunk;
+	aw_chunk chunk;
 	int64_t rows;                  /* rows copied, once the loop ended */
 	bool active;
 } aw_pg_copy_out;

@@ -346,7 +346,7 @@ static int xfer_wait(aw_client_xfer *x)
 	}
 	int rc = 0;
 	aw_scope sc = { .deadline = 0 };
-	AW_WITH(aw_move_on_at(&sc, dl)) {
+	AW_WITH(aw_move_on_at_init(&sc, dl)) {
 		rc = aw_event_wait(&x->progress);
 		if (rc < 0) {
 			const aw_error *e = aw_error_current();
@@ -778,7 +778,7 @@ static const aw_mgr_ops response_ops = {
 	.describe = response_describe,
 };
 
-aw_mgr *aw_client_request_init(aw_client_response *r, aw_client_session *s, const aw_client_request *req)
+aw_mgr *aw_client_response_init(aw_client_response *r, aw_client_session *s, const aw_client_request *req)
 {
 	memset(r, 0, sizeof *r);
 	r->mgr.ops = &response_ops;
@@ -788,14 +788,14 @@ aw_mgr *aw_client_request_init(aw_client_response *r, aw_client_session *s, cons
 	return &r->mgr;
 }
 
-aw_mgr *aw_client_get(aw_client_response *r, aw_client_session *s, const char *url)
+aw_mgr *aw_client_get_init(aw_client_response *r, aw_client_session *s, const char *url)
 {
-	return aw_client_request_init(r, s, &(aw_client_request){ .url = url });
+	return aw_client_response_init(r, s, &(aw_client_request){ .url = url });
 }
 
-aw_mgr *aw_client_post_json(aw_client_response *r, aw_client_session *s, const char *url, const struct json_t *json)
+aw_mgr *aw_client_post_json_init(aw_client_response *r, aw_client_session *s, const char *url, const struct json_t *json)
 {
-	return aw_client_request_init(r, s, &(aw_client_request){ .method = "POST", .url = url, .json = json });
+	return aw_client_response_init(r, s, &(aw_client_request){ .method = "POST", .url = url, .json = json });
 }
 
 int aw_client_response_http_version(const aw_client_response *r)
@@ -899,7 +899,7 @@ int aw_client_response_raise_for_status(const aw_client_response *r)
 
 aw_mgr *aw_client_stream_init(aw_client_response *r, aw_client_session *s, const aw_client_request *req)
 {
-	aw_mgr *m = aw_client_request_init(r, s, req);
+	aw_mgr *m = aw_client_response_init(r, s, req);
 	r->stream = true;
 	return m;
 }

@@ -225,7 +225,7 @@ static int timer_task(void *arg)
 		}
 		aw_scope sc = { .deadline = 0 };
 		int rc = 0;
-		AW_WITH(aw_move_on_at(&sc, dl)) {
+		AW_WITH(aw_move_on_at_init(&sc, dl)) {
 			rc = aw_event_wait(&c->timer_ev);
 		}
 		/* -ETIMEDOUT: our deadline (the block falls off its end, so

@@ -132,24 +132,24 @@ static aw_mgr *scope_init(aw_scope *s, const aw_mgr_ops *ops, aw_time deadline, 
 	return &s->mgr;
 }
 
-aw_mgr *aw_timeout_at(aw_scope *s, aw_time deadline)
+aw_mgr *aw_deadline_init(aw_scope *s, aw_time deadline)
 {
 	return scope_init(s, &timeout_ops, deadline, -ETIMEDOUT, false, false);
 }
 
-aw_mgr *aw_timeout_after(aw_scope *s, aw_time dur)
+aw_mgr *aw_timeout_init(aw_scope *s, aw_time dur)
 {
-	return aw_timeout_at(s, aw_deadline_after(dur));
+	return aw_deadline_init(s, aw_deadline_after(dur));
 }
 
-aw_mgr *aw_move_on_at(aw_scope *s, aw_time deadline)
+aw_mgr *aw_move_on_at_init(aw_scope *s, aw_time deadline)
 {
 	return scope_init(s, &move_on_ops, deadline, -ETIMEDOUT, true, false);
 }
 
-aw_mgr *aw_move_on_after(aw_scope *s, aw_time dur)
+aw_mgr *aw_move_on_init(aw_scope *s, aw_time dur)
 {
-	return aw_move_on_at(s, aw_deadline_after(dur));
+	return aw_move_on_at_init(s, aw_deadline_after(dur));
 }
 
 aw_mgr *aw_shield(aw_scope *s, aw_time deadline)

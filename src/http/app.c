@@ -274,7 +274,7 @@ int aw__app_dispatch(aw_http_conn *c)
 	aw_error *e = NULL;
 	aw_scope sc;
 	aw_error_clear();
-	AW_WITH(aw_timeout_at(&sc, r->deadline)) {
+	AW_WITH(aw_deadline_init(&sc, r->deadline)) {
 		err = route->fn(r, res, route->ud);
 		if (err < 0) {
 			/* The error in flight is the truth: exits on the

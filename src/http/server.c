@@ -515,7 +515,7 @@ static void drain_connections(aw_http_server *srv)
 			aw_task_cancel(c->task);
 	if (srv->nconns && !srv->hurry) {
 		aw_scope grace;
-		AW_WITH(aw_move_on_after(&grace, app->limits.shutdown_grace)) {
+		AW_WITH(aw_move_on_init(&grace, app->limits.shutdown_grace)) {
 			srv->grace = &grace;
 			while (srv->nconns)
 				if (aw_event_wait(&srv->drained))
@@ -546,7 +546,7 @@ static void accept_loop(aw_http_server *srv)
 	aw_app *app = srv->app;
 	if (srv->stop || app->stop_requested)
 		return;
-	AW_WITH(aw_move_on_at(&srv->accept_scope, AW_NEVER)) {
+	AW_WITH(aw_move_on_at_init(&srv->accept_scope, AW_NEVER)) {
 		srv->accepting = true;
 		while (!srv->stop) {
 			aw_stream *s;

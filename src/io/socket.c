@@ -169,13 +169,13 @@ static int connection_exit(aw_mgr *m, int err)
 
 static const aw_mgr_ops connection_ops = { .name = "connection", .enter = connection_enter, .exit = connection_exit };
 
-aw_mgr *aw_tcp_connection(aw_connection *c, const char *host, int port, aw_time deadline)
+aw_mgr *aw_tcp_connection_init(aw_connection *c, const char *host, int port, aw_time deadline)
 {
 	*c = (aw_connection){ .mgr = { &connection_ops }, .host = host, .port = port, .deadline = deadline };
 	return &c->mgr;
 }
 
-aw_mgr *aw_unix_connection(aw_connection *c, const char *path, aw_time deadline)
+aw_mgr *aw_unix_connection_init(aw_connection *c, const char *path, aw_time deadline)
 {
 	*c = (aw_connection){ .mgr = { &connection_ops }, .host = path, .port = -1, .deadline = deadline };
 	return &c->mgr;

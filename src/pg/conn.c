@@ -989,7 +989,7 @@ static int rows_exit(aw_mgr *m, int err)
 
 static const aw_mgr_ops rows_ops = { "pg rows", rows_enter, rows_exit, NULL };
 
-aw_mgr *aw_pg_fetch(aw_pg_rows *q, aw_pg_conn *c, const char *sql, int nparams, const char *const *params)
+aw_mgr *aw_pg_rows_init(aw_pg_rows *q, aw_pg_conn *c, const char *sql, int nparams, const char *const *params)
 {
 	q->mgr.ops = &rows_ops;
 	q->conn = c;

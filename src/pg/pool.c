@@ -581,7 +581,7 @@ int aw_pg_pool_close(aw_pg_pool *p)
 		}
 		if (p->nbusy + p->nopening > 0) {
 			aw_scope grace;
-			AW_WITH(aw_move_on_after(&grace, p->o.close_grace)) {
+			AW_WITH(aw_move_on_init(&grace, p->o.close_grace)) {
 				while (p->nbusy + p->nopening > 0)
 					if (aw_event_wait(&p->drained) < 0)
 						break;
@@ -593,7 +593,7 @@ int aw_pg_pool_close(aw_pg_pool *p)
 					if (c->holder)
 						aw_task_cancel(c->holder);
 				aw_scope last;
-				AW_WITH(aw_move_on_after(&last, RELEASE_BUDGET)) {
+				AW_WITH(aw_move_on_init(&last, RELEASE_BUDGET)) {
 					while (p->nbusy + p->nopening > 0)
 						if (aw_event_wait(&p->drained) < 0)
 							break;
