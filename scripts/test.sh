@@ -114,6 +114,55 @@ run_aarch64_core() {
     done
 }
 
+# run_fault_alloc DIR: allocation-failure injection (scripts/fault_alloc.sh)
+# over its default set of tests; counts as one test (passed: no run
+# crashed, leaked, hung or tripped a sanitizer).
+run_fault_alloc() {
+    local dir=$1 rc
+    echo "-- fault_alloc ($dir)"
+    bash scripts/fault_alloc.sh "$dir"
+    rc=$?
+    if ((rc == 0)); then
+        TOTAL_PASSED=$((TOTAL_PASSED + 1))
+    else
+        echo "FAIL fault_alloc: a run with a failed allocation crashed, leaked or hung (see above)"
+        TOTAL_FAILED=$((TOTAL_FAILED + 1))
+    fi
+}
+
+# run_tsan_threads: the one test that runs several loops on several threads
+# of one process (tests/test_loops_threads.c: HTTP server, client and pg pool
+# per loop), built with clang's ThreadSanitizer. Only that program is built
+# and run, so this stays short (about 30 s to build, 1 s to run).
+run_tsan_threads() {
+    local dir=build-tsan out rc
+    setup_build_target "$dir" tests/test_loops_threads --werror \
+        -Db_sanitize=thread -Db_lundef=false -Dexamples=false -Dbench=false || return 1
+    echo "== test $dir (ThreadSanitizer)"
+    echo "-- test_loops_threads (tsan)"
+    out=$(mktemp)
+    TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 \
+        timeout -k 5 300 "$dir/tests/test_loops_threads" </dev/null 2>&1 | tee "$out"
+    rc=${PIPESTATUS[0]}
+    tally "test_loops_threads (tsan)" "$rc" "$out"
+}
+
+# setup_build_target DIR TARGET [meson setup args...]: as setup_build, but
+# builds only TARGET.
+setup_build_target() {
+    local dir=$1 target=$2
+    shift 2
+    echo "== configure $dir"
+    if [[ -f $dir/meson-private/coredata.dat ]]; then
+        meson setup --reconfigure "$dir" "$@" ||
+            meson setup --wipe "$dir" "$@" || return 1
+    else
+        meson setup "$dir" "$@" || return 1
+    fi
+    echo "== build $dir ($target)"
+    ninja -C "$dir" "$target"
+}
+
 # run_tests DIR: run each registered test executable of DIR directly (so the
 # harness output is shown live), adding its "<P> passed, <F> failed" line to
 # the totals. A binary that dies without that line counts as one failure.
@@ -200,15 +249,25 @@ main() {
         build_failed+=(build)
     fi
 
+    # The ASan build also has the fault-injection wrappers (inert unless an
+    # AW_FAULT_* variable is set): scripts/fault_alloc.sh then fails the
+    # Nth allocation of chosen tests for every N (about 3 minutes).
     if CC=clang CXX=clang++ setup_build build-asan --werror \
-        -Db_sanitize=address,undefined -Db_lundef=false; then
+        -Db_sanitize=address,undefined -Db_lundef=false -Dfault_injection=true; then
         pg_cluster_ensure_up
         ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
             UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
             run_tests build-asan
+        if [[ -z ${AW_TEST_FILTER-} ]]; then
+            pg_cluster_ensure_up
+            run_fault_alloc build-asan
+        fi
     else
         build_failed+=(build-asan)
     fi
+
+    pg_cluster_ensure_up
+    CC=clang run_tsan_threads || build_failed+=(build-tsan)
 
     run_aarch64_core || build_failed+=(build-aarch64)
     pg_cluster_stop   # before the summary: it stays the last line

@@ -1669,6 +1669,100 @@ AW_TEST(client_read_idle_timeout_fails_a_stalled_body_and_is_reset_by_each_chunk
 	CHECK_LT(k.ms3, 2500);
 }
 
+/* ---- safe default timeouts ------------------------------------------------------------------ */
+
+typedef struct defaults_ctx {
+	int stall_port;
+	aw_time d_timeout, d_connect, d_read;          /* a default session's opts */
+	aw_time e_timeout, e_connect, e_read;          /* the same, entered */
+	aw_time n_timeout, n_read;                     /* AW_NEVER stays AW_NEVER */
+	int rc_short;
+	long long ms_short;
+	char msg_short[256];
+	int rc_off;
+	bool off_fired;
+	long long ms_off;
+} defaults_ctx;
+
+static int defaults_main(void *arg)
+{
+	defaults_ctx *k = arg;
+	char url[64];
+	snprintf(url, sizeof url, "http://127.0.0.1:%d/", k->stall_port);
+	aw_client_session s;
+	aw_client_session_init(&s, NULL);
+	k->d_timeout = s.opts.timeout;
+	k->d_connect = s.opts.connect_timeout;
+	k->d_read = s.opts.read_timeout;
+	AW_WITH(aw_client_session_init(&s, &(aw_client_opts){ .max_connections = 4 })) {
+		k->e_timeout = s.opts.timeout;
+		k->e_connect = s.opts.connect_timeout;
+		k->e_read = s.opts.read_timeout;
+	}
+	/* Short explicit timeouts: the stalled body fails with -ETIMEDOUT. */
+	AW_WITH(aw_client_session_init(&s, &(aw_client_opts){ .timeout = AW_MS(400), .connect_timeout = AW_MS(300),
+							      .read_timeout = AW_SEC(5) })) {
+		aw_client_response r;
+		aw_time t0 = aw_now();
+		AW_WITH(aw_client_get_init(&r, &s, url)) {
+		}
+		k->ms_short = (aw_now() - t0) / AW_MS(1);
+		k->rc_short = aw_error_pending();
+		if (aw_error_current())
+			snprintf(k->msg_short, sizeof k->msg_short, "%s", aw_error_current()->msg);
+		aw_error_clear();
+	}
+	/* Turned off: the session's short read idle timeout is overridden by
+	 * the request's AW_NEVER, and the session's AW_NEVER total stays none:
+	 * only our own move_on ends the request. */
+	AW_WITH(aw_client_session_init(&s, &(aw_client_opts){ .timeout = AW_NEVER, .read_timeout = AW_MS(200) })) {
+		k->n_timeout = s.opts.timeout;
+		aw_client_response r;
+		aw_scope sc;
+		aw_time t0 = aw_now();
+		AW_WITH(aw_move_on_init(&sc, AW_MS(1200))) {
+			AW_WITH(aw_client_response_init(&r, &s, &(aw_client_request){ .url = url,
+										      .read_timeout = AW_NEVER })) {
+			}
+		}
+		k->off_fired = sc.fired;
+		k->ms_off = (aw_now() - t0) / AW_MS(1);
+		k->rc_off = aw_error_pending();
+		aw_error_clear();
+	}
+	AW_WITH(aw_client_session_init(&s, &(aw_client_opts){ .read_timeout = AW_NEVER })) {
+		k->n_read = s.opts.read_timeout;
+	}
+	return 0;
+}
+
+AW_TEST(client_sessions_have_default_timeouts_that_aw_never_turns_off)
+{
+	tsrv stall;
+	CHECK_EQ(tsrv_start(&stall, TS_STALL), 0);
+	defaults_ctx k = { .stall_port = stall.port };
+	int rc = aw_run(defaults_main, &k);
+	tsrv_stop(&stall);
+	CHECK_EQ(rc, 0);
+	CHECK_EQ(k.d_timeout, AW_SEC(300));
+	CHECK_EQ(k.d_connect, AW_SEC(30));
+	CHECK_EQ(k.d_read, AW_SEC(60));
+	CHECK_EQ(k.e_timeout, AW_CLIENT_DEFAULT_TIMEOUT);
+	CHECK_EQ(k.e_connect, AW_CLIENT_DEFAULT_CONNECT_TIMEOUT);
+	CHECK_EQ(k.e_read, AW_CLIENT_DEFAULT_READ_TIMEOUT);
+	if (k.rc_short != -ETIMEDOUT)
+		fprintf(stderr, "short: rc %d: %s\n", k.rc_short, k.msg_short);
+	CHECK_EQ(k.rc_short, -ETIMEDOUT);
+	CHECK(strstr(k.msg_short, "request timeout (400 ms)") != NULL);
+	CHECK_GE(k.ms_short, 390);
+	CHECK_LT(k.ms_short, 3000);
+	CHECK_EQ(k.n_timeout, AW_NEVER);
+	CHECK(k.off_fired);          /* still waiting when our scope ended it */
+	CHECK_EQ(k.rc_off, 0);
+	CHECK_GE(k.ms_off, 1190);
+	CHECK_EQ(k.n_read, AW_NEVER);
+}
+
 /* ---- request bodies from a source ----------------------------------------------------------- */
 
 #define UP_SIZE ((size_t)1 << 20)

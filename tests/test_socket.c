@@ -74,6 +74,9 @@ static int tcp_echo_main(void *arg)
 	AW_WITH(aw_tcp_connection_init(&conn, c->host, port, aw_deadline_after(AW_SEC(5)))) {
 		c->rc[3] = ask(conn.stream, "again\n", second, sizeof second);
 	}
+	if (aw_error_pending() || c->rc[1] || c->rc[2] || c->rc[3])
+		aw_task_cancel(srv);   /* a client failed: the server would wait for it forever */
+	aw_error_clear();
 	c->rc[4] = aw_task_join(srv);
 	aw_listener_close(c->l);
 	strcat(c->reply, second);

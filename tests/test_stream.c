@@ -208,8 +208,12 @@ static int bp_writer(void *arg)
 	memset(chunk, 'a', sizeof chunk);
 	for (size_t sent = 0; sent < c->total; sent += sizeof chunk) {
 		int rc = aw_stream_write(c->p.b, chunk, sizeof chunk, AW_NEVER);
-		if (rc)
+		if (rc) {
+			/* The reader waits without a deadline: end its wait
+			 * (an injected allocation failure lands here). */
+			shutdown(aw_stream_fd(c->p.b), SHUT_WR);
 			return c->wrc = rc;
+		}
 		if (aw_stream_pending(c->p.b) > c->max_pending)
 			c->max_pending = aw_stream_pending(c->p.b);
 	}
@@ -469,4 +473,148 @@ AW_TEST(dump_shows_a_stream_read_waiting_at_its_callers_line)
 	if (!strstr(first, want))
 		aw_test_fail(__FILE__, __LINE__, "expected %s in: %s", want, first);
 	free(w.dump);
+}
+
+/* ---- injected short reads/writes and EINTR ----------------------------------- */
+
+/* In a -Dfault_injection build (scripts/test.sh's ASan build) the stream's
+ * read/write/send calls are wrapped (src/core/alloc.h): AW_FAULT_IO_SHORT=N
+ * makes every Nth call move half the bytes, AW_FAULT_IO_EINTR=N makes every
+ * Nth fail with EINTR first. Elsewhere the symbol below is absent and the
+ * test only checks the data. */
+unsigned long aw__fault_io_injected(void) __attribute__((weak));
+
+#define FAULT_BYTES ((size_t)3 << 20)
+
+static unsigned char fault_pattern(size_t i) { return (unsigned char)((i * 2654435761u) >> 13); }
+
+typedef struct fault_ctx {
+	pair_ctx p;
+	bool pipe;       /* a pipe (short reads injected too) or a socketpair */
+	int wrc, rrc;
+	size_t got, mismatches;
+	unsigned char wbuf[70000], rbuf[5000];   /* off the tasks' small stacks */
+} fault_ctx;
+
+static int fault_writer(void *arg)
+{
+	fault_ctx *c = arg;
+	unsigned char *buf = c->wbuf;
+	size_t off = 0, step = 1;
+	while (off < FAULT_BYTES) {
+		size_t n = step % sizeof c->wbuf + 1;   /* 1 byte to ~70 KB, varying */
+		if (n > FAULT_BYTES - off)
+			n = FAULT_BYTES - off;
+		for (size_t i = 0; i < n; i++)
+			buf[i] = fault_pattern(off + i);
+		int rc = aw_stream_write(c->p.b, buf, n, AW_NEVER);
+		if (rc) {
+			/* End the reader's wait (it has no deadline). */
+			if (c->pipe) {
+				(void)!aw_stream_close(c->p.b, AW_NEVER);
+				c->p.b = NULL;
+			} else {
+				shutdown(aw_stream_fd(c->p.b), SHUT_WR);
+			}
+			c->wrc = rc;
+			return rc;
+		}
+		off += n;
+		step = step * 7 + 13;
+	}
+	c->wrc = c->pipe ? aw_stream_drain(c->p.b, AW_NEVER) : aw_stream_shutdown(c->p.b, AW_NEVER);
+	if (c->pipe) {
+		(void)!aw_stream_close(c->p.b, AW_NEVER);   /* the reader's EOF */
+		c->p.b = NULL;
+	}
+	return 0;
+}
+
+static int fault_main(void *arg)
+{
+	fault_ctx *c = arg;
+	if (c->pipe) {
+		int fds[2];
+		if (pipe2(fds, O_CLOEXEC) != 0)
+			return -1;
+		int rc = aw_stream_from_fd(&c->p.a, fds[0], &(aw_stream_opts){ .read_buffer = 4096 });
+		if (rc) {
+			close(fds[0]);
+			close(fds[1]);
+			return rc;
+		}
+		rc = aw_stream_from_fd(&c->p.b, fds[1], NULL);
+		if (rc) {
+			close(fds[1]);
+			(void)!aw_stream_close(c->p.a, AW_NEVER);
+			return rc;
+		}
+	} else {
+		int rc = make_pair(&c->p, &(aw_stream_opts){ .read_buffer = 4096 });
+		if (rc) {
+			if (c->p.a)
+				(void)!aw_stream_close(c->p.a, AW_NEVER);
+			return rc;
+		}
+	}
+	aw_task *w;
+	int rc = aw_spawn(&w, fault_writer, c, "writer");
+	if (rc) {
+		(void)!aw_stream_close(c->p.a, AW_NEVER);
+		(void)!aw_stream_close(c->p.b, AW_NEVER);
+		return rc;
+	}
+	unsigned char *buf = c->rbuf;
+	for (;;) {
+		ssize_t n = aw_stream_read(c->p.a, buf, sizeof c->rbuf, AW_NEVER);
+		if (n <= 0) {
+			c->rrc = (int)n;
+			if (n < 0)
+				aw_task_cancel(w);   /* it may wait for room forever */
+			break;
+		}
+		for (ssize_t i = 0; i < n; i++)
+			if (buf[i] != fault_pattern(c->got + (size_t)i))
+				c->mismatches++;
+		c->got += (size_t)n;
+	}
+	(void)!aw_task_join(w);
+	(void)!aw_stream_close(c->p.a, AW_NEVER);
+	if (c->p.b)
+		(void)!aw_stream_close(c->p.b, AW_NEVER);
+	aw_error_clear();
+	return 0;
+}
+
+static void stream_through_faults(bool use_pipe)
+{
+	if (!getenv("AW_FAULT_IO_SHORT"))
+		setenv("AW_FAULT_IO_SHORT", "3", 1);   /* before the first library call */
+	if (!getenv("AW_FAULT_IO_EINTR"))
+		setenv("AW_FAULT_IO_EINTR", "5", 1);
+	fault_ctx *c = calloc(1, sizeof *c);
+	CHECK(c != NULL);
+	c->pipe = use_pipe;
+	int rc = aw_run(fault_main, c);
+	fault_ctx r;
+	memcpy(&r, c, offsetof(fault_ctx, wbuf));
+	free(c);
+	CHECK_EQ(rc, 0);
+	CHECK_EQ(r.wrc, 0);
+	CHECK_EQ(r.rrc, 0);
+	CHECK_EQ(r.got, FAULT_BYTES);
+	CHECK_EQ(r.mismatches, 0);
+	if (aw__fault_io_injected)
+		CHECK_GE(aw__fault_io_injected(), 100);
+}
+
+/* Socket: short writes and EINTR both ways (see aw__fault_read on reads). */
+AW_TEST(stream_data_is_intact_through_short_writes_and_eintr_on_a_socket)
+{
+	stream_through_faults(false);
+}
+
+AW_TEST(stream_data_is_intact_through_short_reads_short_writes_and_eintr_on_a_pipe)
+{
+	stream_through_faults(true);
 }

@@ -73,6 +73,14 @@ enum {
 	                                     for http:// (h2c) */
 };
 
+/* Safe defaults: a session never waits forever on a server that stalls.
+ * A timeout left 0 (in aw_client_opts) takes these; aw_client_session_init
+ * writes them into the session's opts, so s.opts shows what applies. Turn
+ * one off explicitly with AW_NEVER (a negative timeout is -EINVAL). */
+#define AW_CLIENT_DEFAULT_TIMEOUT         AW_SEC(300)  /* total, as aiohttp */
+#define AW_CLIENT_DEFAULT_CONNECT_TIMEOUT AW_SEC(30)
+#define AW_CLIENT_DEFAULT_READ_TIMEOUT    AW_SEC(60)   /* read idle */
+
 typedef struct aw_client_opts {
 	const char *base_url;          /* prefixed to request URLs that have no
 	                                  scheme ("/x" -> base_url + "/x") */
@@ -81,14 +89,16 @@ typedef struct aw_client_opts {
 	long max_connections;          /* total open connections; 0: no limit */
 	long max_host_connections;     /* per host; 0: no limit */
 	aw_time timeout;               /* default total timeout per request
-	                                  (duration); 0: none */
+	                                  (duration); 0: AW_CLIENT_DEFAULT_TIMEOUT
+	                                  (300 s); AW_NEVER: none */
 	aw_time connect_timeout;       /* default connect timeout, counted from
 	                                  the start of the request: it covers
 	                                  waiting for a free connection slot
 	                                  (the limits above), resolving and
 	                                  connecting (TLS handshake included);
-	                                  0: only curl's default of 300 s for
-	                                  connecting, no limit on the wait */
+	                                  0: AW_CLIENT_DEFAULT_CONNECT_TIMEOUT
+	                                  (30 s); AW_NEVER: none (curl's own
+	                                  300 s for connecting still applies) */
 	size_t max_body;               /* default body size limit; 0: 8 MiB */
 	const char *ca_file;           /* CA bundle for TLS verification */
 	bool insecure;                 /* turn TLS verification off (tests only) */
@@ -99,7 +109,8 @@ typedef struct aw_client_opts {
 	                                  with -ETIMEDOUT when no byte of the
 	                                  response arrives (and none of a
 	                                  streamed request body leaves) for this
-	                                  long; 0: none */
+	                                  long; 0: AW_CLIENT_DEFAULT_READ_TIMEOUT
+	                                  (60 s); AW_NEVER: none */
 	bool cookies;                  /* keep a cookie jar for the session's
 	                                  life: cookies that responses set are
 	                                  sent with later requests (off: none
@@ -119,7 +130,9 @@ typedef struct aw_client_session {
 } aw_client_session;
 
 /* Prepare a session (allocates nothing); enter creates the pool, exit closes
- * every connection. opts may be NULL; its strings must outlive the block. */
+ * every connection. opts may be NULL; its strings must outlive the block.
+ * Timeouts left 0 are replaced by the AW_CLIENT_DEFAULT_* values in s->opts
+ * (here and again at enter, for opts set after init). */
 aw_mgr *aw_client_session_init(aw_client_session *s, const aw_client_opts *opts);
 
 /* A streamed request body's source: called from a task of the request's
@@ -150,9 +163,9 @@ typedef struct aw_client_request {
 	void *body_arg;                 /* body_fn's argument */
 	struct aw_stream *body_stream;  /* or: a body read from a stream to its
 	                                   end (the stream stays the caller's) */
-	aw_time timeout;                /* 0: the session's */
-	aw_time connect_timeout;        /* 0: the session's */
-	aw_time read_timeout;           /* 0: the session's */
+	aw_time timeout;                /* 0: the session's; AW_NEVER: none */
+	aw_time connect_timeout;        /* 0: the session's; AW_NEVER: none */
+	aw_time read_timeout;           /* 0: the session's; AW_NEVER: none */
 	size_t max_body;                /* 0: the session's */
 } aw_client_request;
 

@@ -40,7 +40,7 @@ static int buf_add(aw_client_buf *b, const void *p, size_t n)
 		size_t cap = b->cap ? b->cap : 1024;
 		while (cap < b->len + n + 1)
 			cap *= 2;
-		char *d = realloc(b->data, cap);
+		char *d = aw__realloc(b->data, cap);
 		if (!d)
 			return -ENOMEM;
 		b->data = d;
@@ -292,6 +292,14 @@ static void xfer_release_leaked(aw_ledger_entry *e)
 	xfer_free(x);
 }
 
+/* The request's timeout, else the session's (which the session resolved
+ * to its default when 0); AW_NEVER, the explicit "none", becomes 0. */
+static aw_time timeout_pick(aw_time req, aw_time session)
+{
+	aw_time t = req ? req : session;
+	return t == AW_NEVER ? 0 : t;
+}
+
 /* End a transfer on one of our deadlines. */
 static void xfer_end_ours(aw_client_xfer *x, int why)
 {
@@ -458,7 +466,7 @@ static char *make_url(const aw_client_session *s, const aw_client_request *req, 
 		char *hash = strchr(b.data, '#');
 		char *frag = NULL;
 		if (hash) {
-			frag = strdup(hash);
+			frag = aw__strdup(hash);
 			*hash = 0;
 			b.len = (size_t)(hash - b.data);
 			if (!frag)
@@ -547,7 +555,7 @@ static int response_enter(aw_mgr *m)
 	int rc = check_request(req);
 	if (rc)
 		return rc;
-	aw_client_xfer *x = calloc(1, sizeof *x);
+	aw_client_xfer *x = aw__calloc(1, sizeof *x);
 	if (!x)
 		return aw_raise(-ENOMEM, "out of memory for a request");
 	aw_event_init(&x->progress);
@@ -615,7 +623,7 @@ static int response_enter(aw_mgr *m)
 		x->body_fn = req->body_fn;
 		x->body_arg = req->body_arg;
 		x->body_stream = req->body_stream;
-		x->up_buf = malloc(AW_CLIENT_UPLOAD_BUF);
+		x->up_buf = aw__malloc(AW_CLIENT_UPLOAD_BUF);
 		if (!x->up_buf)
 			rc = -ENOMEM;
 		/* An upload of unknown size goes chunked (HTTP/1.1). */
@@ -637,9 +645,10 @@ static int response_enter(aw_mgr *m)
 		curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, method);
 	curl_easy_setopt(e, CURLOPT_HTTPHEADER, x->headers);
 
-	x->timeout = req->timeout ? req->timeout : s->opts.timeout;
-	x->ctimeout = req->connect_timeout ? req->connect_timeout : s->opts.connect_timeout;
-	x->idle = req->read_timeout ? req->read_timeout : s->opts.read_timeout;
+	/* Internally 0 is "none": AW_NEVER (the public "off") maps to it. */
+	x->timeout = timeout_pick(req->timeout, s->opts.timeout);
+	x->ctimeout = timeout_pick(req->connect_timeout, s->opts.connect_timeout);
+	x->idle = timeout_pick(req->read_timeout, s->opts.read_timeout);
 	if (x->timeout > 0)
 		set_ms(e, CURLOPT_TIMEOUT_MS, x->timeout);
 	if (x->ctimeout > 0)

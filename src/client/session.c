@@ -179,7 +179,7 @@ static int on_socket(CURL *easy, curl_socket_t fd, int what, void *userp, void *
 		}
 		return 0;
 	}
-	k = calloc(1, sizeof *k);
+	k = aw__calloc(1, sizeof *k);
 	if (!k)
 		return -1;
 	k->fd = fd;
@@ -342,28 +342,46 @@ static void client_release_leaked(aw_ledger_entry *e)
 	client_free(c);
 }
 
+/* 0 means "the default": a session never waits forever unless told to
+ * (AW_NEVER). */
+static void opts_default_timeouts(aw_client_opts *o)
+{
+	if (o->timeout == 0)
+		o->timeout = AW_CLIENT_DEFAULT_TIMEOUT;
+	if (o->connect_timeout == 0)
+		o->connect_timeout = AW_CLIENT_DEFAULT_CONNECT_TIMEOUT;
+	if (o->read_timeout == 0)
+		o->read_timeout = AW_CLIENT_DEFAULT_READ_TIMEOUT;
+}
+
+/* curl_global_init is not thread-safe and must run once per process:
+ * sessions may be entered on several loops' threads at once. Its result
+ * stays: a failure (out of memory at first use) fails every session. */
+static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
+static CURLcode curl_init_rc;
+
+static void curl_init_once(void) { curl_init_rc = curl_global_init(CURL_GLOBAL_DEFAULT); }
+
 static int session_enter(aw_mgr *m)
 {
 	aw_client_session *s = (aw_client_session *)(void *)m;
 	const aw_loc *manual = aw_manual_enter_loc(m);
-	static bool global_done;
-	if (!global_done) {
-		if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
-			return aw_raise(-ENOMEM, "curl_global_init failed");
-		global_done = true;
-	}
+	pthread_once(&curl_once, curl_init_once);
+	if (curl_init_rc != CURLE_OK)
+		return aw_raise(-ENOMEM, "curl_global_init failed: %s", curl_easy_strerror(curl_init_rc));
+	opts_default_timeouts(&s->opts);
 	const aw_client_opts *o = &s->opts;
 	if (o->max_connections < 0 || o->max_host_connections < 0 || o->timeout < 0 || o->connect_timeout < 0 ||
 	    o->read_timeout < 0)
 		return aw_raise(-EINVAL, "aw_client_session: negative limit or timeout");
 	if (o->http_version < AW_CLIENT_HTTP_DEFAULT || o->http_version > AW_CLIENT_HTTP2_PRIOR_KNOWLEDGE)
 		return aw_raise(-EINVAL, "aw_client_session: unknown http_version %d", o->http_version);
-	aw_client *c = calloc(1, sizeof *c);
+	aw_client *c = aw__calloc(1, sizeof *c);
 	if (!c)
 		return aw_raise(-ENOMEM, "out of memory for a client session");
 	c->closing = true;   /* until the timer task runs: client_free may run */
 	c->multi = curl_multi_init();
-	c->label = strdup(o->base_url ? o->base_url : "(no base url)");
+	c->label = aw__strdup(o->base_url ? o->base_url : "(no base url)");
 	if (!c->multi || !c->label) {
 		client_free(c);
 		return aw_raise(-ENOMEM, "out of memory for a client session (curl_multi_init)");
@@ -460,5 +478,6 @@ aw_mgr *aw_client_session_init(aw_client_session *s, const aw_client_opts *opts)
 	s->mgr.ops = &session_ops;
 	if (opts)
 		s->opts = *opts;
+	opts_default_timeouts(&s->opts);
 	return &s->mgr;
 }

@@ -13,7 +13,8 @@
 #include <string.h>
 
 /* An error that could not be allocated: raising still works, the message
- * is generic. Never freed (refs never reach 0 thanks to the huge count). */
+ * is generic. Shared by every thread, so never written: aw__error_hold and
+ * aw_error_free leave its count alone and it is never freed. */
 static aw_error oom_error = { .code = -ENOMEM, .msg = "out of memory (while raising an error)", .refs = 1u << 30 };
 
 aw_error **aw__err_slot(uint64_t **raises)
@@ -39,7 +40,7 @@ aw_error **aw__err_slot(uint64_t **raises)
 
 static aw_error *error_vnew(const aw_loc *loc, int code, const char *fmt, va_list ap)
 {
-	aw_error *e = calloc(1, sizeof *e);
+	aw_error *e = aw__calloc(1, sizeof *e);
 	if (!e)
 		return NULL;
 	if (code >= 0)
@@ -47,7 +48,7 @@ static aw_error *error_vnew(const aw_loc *loc, int code, const char *fmt, va_lis
 	e->code = code;
 	e->loc = loc;
 	e->refs = 1;
-	if (vasprintf(&e->msg, fmt, ap) < 0) {
+	if (aw__vasprintf(&e->msg, fmt, ap) < 0) {
 		e->msg = NULL;
 		free(e);
 		return NULL;
@@ -62,6 +63,12 @@ aw_error *aw_error_new(const aw_loc *loc, int code, const char *fmt, ...)
 	aw_error *e = error_vnew(loc, code, fmt, ap);
 	va_end(ap);
 	return e;
+}
+
+void aw__error_hold(aw_error *e)
+{
+	if (e && e != &oom_error)
+		e->refs++;
 }
 
 void aw_error_free(aw_error *e)
@@ -148,12 +155,12 @@ int aw_raise_at(const aw_loc *loc, int code, const char *fmt, ...)
 	if (!e) {
 		/* Keep the code: the caller returns it, and the in-flight error
 		 * must agree with the return value. */
-		e = calloc(1, sizeof *e);
+		e = aw__calloc(1, sizeof *e);
 		if (e) {
 			e->code = code;
 			e->refs = 1;
 			e->loc = loc;
-			e->msg = strdup(aw_strerror(code));
+			e->msg = aw__strdup(aw_strerror(code));
 			if (!e->msg) {
 				free(e);
 				e = NULL;

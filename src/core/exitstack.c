@@ -26,7 +26,7 @@ static int reserve(aw_exitstack *s)
 	if (s->count < s->cap)
 		return 0;
 	size_t cap = s->cap ? s->cap * 2 : 8;
-	aw_exitstack_entry *e = realloc(s->entries, cap * sizeof *e);
+	aw_exitstack_entry *e = aw__realloc(s->entries, cap * sizeof *e);
 	if (!e)
 		return aw_raise(-ENOMEM, "exit stack: cannot grow to %zu entries", cap);
 	s->entries = e;

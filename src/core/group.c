@@ -89,10 +89,20 @@ static int group_exit(aw_mgr *m, int err)
 	g->owner = NULL;
 	if (g->failed) {
 		aw_error *e = aw_error_new(NULL, -AW_EGROUP, "%zu task(s) of the task group failed", g->failed);
-		if (e) {
-			e->members = g->errors;
+		if (!e) {
+			/* No room for the group's error: its members go (the
+			 * code stays: aw_raise keeps it even without memory). */
+			for (aw_error *m = g->errors, *next; m; m = next) {
+				next = m->next_member;
+				m->next_member = NULL;
+				aw_error_free(m);
+			}
 			g->errors = NULL;
+			g->errors_tail = &g->errors;
+			return aw_raise(-AW_EGROUP, "%zu task(s) of the task group failed", g->failed);
 		}
+		e->members = g->errors;
+		g->errors = NULL;
 		g->errors_tail = &g->errors;
 		aw_error_raise_obj(e);
 		return -AW_EGROUP;

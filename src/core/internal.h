@@ -7,6 +7,7 @@
 #define AW_CORE_INTERNAL_H
 
 #include "awith/core.h"
+#include "alloc.h"
 #include "context.h"
 
 #include <limits.h>
@@ -239,7 +240,7 @@ struct aw_loop {
 	size_t nfds;
 
 	int wake_fd;             /* eventfd: other threads wake the loop */
-	volatile sig_atomic_t dump_requested;
+	atomic_int dump_requested;   /* set by the dump signal (any thread) */
 
 	aw_task *all;            /* every live task */
 	size_t ntasks;
@@ -344,6 +345,9 @@ void aw_error_raise_obj(aw_error *e);
 aw_error *aw_error_new(const aw_loc *loc, int code, const char *fmt, ...) AW_PRINTF(3, 4);
 /* Error slot of the running task or of the thread. */
 aw_error **aw__err_slot(uint64_t **raises);
+/* Take one more reference to e (NULL: nothing). The shared "out of memory"
+ * error of every thread is never counted (no race between loops). */
+void aw__error_hold(aw_error *e);
 
 /* with.c: run one exit function with `err` passing through, and apply its
  * return value (propagate / suppress / replace, with the cause chain) to

@@ -6,6 +6,7 @@
  */
 #include "internal.h"
 
+#include <sched.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -54,7 +55,7 @@ static int fd_state(aw_loop *l, int fd, aw_fdstate **out)
 		size_t n = l->nfds ? l->nfds : 64;
 		while (n <= (size_t)fd)
 			n *= 2;
-		aw_fdstate *v = realloc(l->fds, n * sizeof *v);
+		aw_fdstate *v = aw__realloc(l->fds, n * sizeof *v);
 		if (!v)
 			return -ENOMEM;
 		memset(v + l->nfds, 0, (n - l->nfds) * sizeof *v);
@@ -252,32 +253,42 @@ static bool fd_waiters(aw_loop *l)
 
 /* ---- the dump signal ------------------------------------------------------ */
 
-static aw_loop *volatile signal_loops[64];
+/* Process-wide: every running loop (any thread) that wants the dump signal.
+ * Slots are claimed and cleared with atomics (loops start and stop on
+ * several threads at once); the handler only reads them. A loop leaving
+ * clears its slot, then waits until no handler is still inside (one may
+ * have loaded the pointer just before): only then is the loop freed. More
+ * than 64 loops at once: the extra ones get no dump on the signal. */
+#define AW_SIGNAL_LOOPS 64
+static _Atomic(aw_loop *) signal_loops[AW_SIGNAL_LOOPS];
+static atomic_int signal_handlers_inside;
 
 static void on_dump_signal(int sig)
 {
 	(void)sig;
 	int saved = errno;
-	for (size_t i = 0; i < sizeof signal_loops / sizeof signal_loops[0]; i++) {
-		aw_loop *l = signal_loops[i];
+	atomic_fetch_add(&signal_handlers_inside, 1);
+	for (size_t i = 0; i < AW_SIGNAL_LOOPS; i++) {
+		aw_loop *l = atomic_load(&signal_loops[i]);
 		if (l) {
-			l->dump_requested = 1;
+			atomic_store_explicit(&l->dump_requested, 1, memory_order_relaxed);
 			aw_loop_notify(l);
 		}
 	}
+	atomic_fetch_sub(&signal_handlers_inside, 1);
 	errno = saved;
 }
 
 static void signal_register(aw_loop *l, bool on)
 {
-	for (size_t i = 0; i < sizeof signal_loops / sizeof signal_loops[0]; i++) {
-		if (on && !signal_loops[i]) {
-			signal_loops[i] = l;
+	for (size_t i = 0; i < AW_SIGNAL_LOOPS; i++) {
+		aw_loop *expected = on ? NULL : l;
+		if (atomic_compare_exchange_strong(&signal_loops[i], &expected, on ? l : NULL))
 			break;
-		}
-		if (!on && signal_loops[i] == l)
-			signal_loops[i] = NULL;
 	}
+	if (!on)
+		while (atomic_load(&signal_handlers_inside))
+			sched_yield();
 }
 
 /* ---- running -------------------------------------------------------------- */
@@ -316,8 +327,8 @@ static bool iterate(aw_loop *l, const aw_task *until)
 	l->now = aw_now();
 	aw_timer_run(&l->timers, l->now);
 	run_ready(l);
-	if (l->dump_requested) {
-		l->dump_requested = 0;
+	if (atomic_load_explicit(&l->dump_requested, memory_order_relaxed)) {
+		atomic_store_explicit(&l->dump_requested, 0, memory_order_relaxed);
 		aw_dump(l->cfg.log);
 	}
 	if (!l->ntasks || (until && until->state == AW_TASK_DONE))
@@ -387,7 +398,7 @@ int aw_run_config(const aw_config *cfg, aw_task_fn main_fn, void *arg)
 		return -EBUSY;
 	if (!main_fn)
 		return -EINVAL;
-	aw_loop *l = calloc(1, sizeof *l);
+	aw_loop *l = aw__calloc(1, sizeof *l);
 	if (!l)
 		return -ENOMEM;
 	aw_config_default(&l->cfg);

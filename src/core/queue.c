@@ -64,7 +64,7 @@ int aw_queue_init(aw_queue *q, size_t capacity)
 	if (capacity == 0)
 		return aw_raise(-EINVAL, "aw_queue_init: capacity must be at least 1");
 	/* calloc checks capacity * sizeof(void *) for overflow. */
-	q->ring = calloc(capacity, sizeof *q->ring);
+	q->ring = aw__calloc(capacity, sizeof *q->ring);
 	if (!q->ring)
 		return aw_raise(-ENOMEM, "aw_queue_init: cannot allocate room for %zu items",
 				capacity);

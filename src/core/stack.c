@@ -20,12 +20,17 @@
 #include <valgrind/valgrind.h>
 #endif
 
+/* Cached process-wide; loops on several threads may fill it at once (the
+ * same value: relaxed atomics keep that race defined). */
 static size_t page_size(void)
 {
-	static size_t ps;
-	if (!ps)
-		ps = (size_t)sysconf(_SC_PAGESIZE);
-	return ps;
+	static _Atomic size_t ps;
+	size_t v = atomic_load_explicit(&ps, memory_order_relaxed);
+	if (!v) {
+		v = (size_t)sysconf(_SC_PAGESIZE);
+		atomic_store_explicit(&ps, v, memory_order_relaxed);
+	}
+	return v;
 }
 
 /* `to` is a power of two (a page size): no division on the spawn path. */
@@ -46,6 +51,8 @@ void *aw_stack_get(aw_loop *loop, size_t size, aw_stack *out)
 #endif
 		return (char *)out->map + out->map_size;
 	}
+	if (aw__fault_mmap())   /* fault injection: as if the map failed */
+		return NULL;
 	void *map = mmap(NULL, map_size, PROT_READ | PROT_WRITE,
 			 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_STACK, -1, 0);
 	if (map == MAP_FAILED)
@@ -83,7 +90,7 @@ void aw_stack_put(aw_loop *loop, aw_stack *s)
 	size_t ps = page_size();
 	if (s->map_size == loop->cfg.stack_size + ps && loop->stack_cache_len < loop->cfg.stack_cache) {
 		if (!loop->stack_cache) {
-			loop->stack_cache = calloc(loop->cfg.stack_cache, sizeof(aw_stack));
+			loop->stack_cache = aw__calloc(loop->cfg.stack_cache, sizeof(aw_stack));
 			if (!loop->stack_cache) {
 				stack_unmap(s);
 				return;
@@ -105,8 +112,17 @@ void aw_stack_cache_drain(aw_loop *loop)
 
 /* ---- overflow reporting ------------------------------------------------- */
 
-static __thread struct sigaction old_segv, old_bus;
-static __thread bool handler_installed;
+/* The SIGSEGV/SIGBUS dispositions are process-wide, the alternate signal
+ * stack is per thread. So: the first loop to start (on any thread) installs
+ * the handler and saves the previous dispositions, the last one to stop
+ * puts them back (a count under a mutex; several loops run on several
+ * threads); each loop's thread gets its own alternate stack. */
+static pthread_mutex_t handler_mu = PTHREAD_MUTEX_INITIALIZER;
+static unsigned handler_users;                 /* loops with the handler */
+static struct sigaction old_segv, old_bus;     /* set before the handler
+                                                  runs, stable while it is
+                                                  installed */
+static __thread bool handler_installed;        /* this thread's loop counts */
 
 static void write_str(const char *s) { ssize_t r = write(2, s, strlen(s)); (void)r; }
 
@@ -170,13 +186,19 @@ void aw_stack_overflow_handler_install(aw_loop *loop)
 		loop->altstack = NULL;
 		return;
 	}
-	struct sigaction sa;
-	memset(&sa, 0, sizeof sa);
-	sa.sa_sigaction = on_segv;
-	sa.sa_flags = SA_SIGINFO | SA_ONSTACK;
-	sigemptyset(&sa.sa_mask);
-	sigaction(SIGSEGV, &sa, &old_segv);
-	sigaction(SIGBUS, &sa, &old_bus);
+	pthread_mutex_lock(&handler_mu);
+	if (handler_users++ == 0) {
+		struct sigaction sa;
+		memset(&sa, 0, sizeof sa);
+		sa.sa_sigaction = on_segv;
+		sa.sa_flags = SA_SIGINFO | SA_ONSTACK;
+		sigemptyset(&sa.sa_mask);
+		sigaction(SIGSEGV, NULL, &old_segv);
+		sigaction(SIGBUS, NULL, &old_bus);
+		sigaction(SIGSEGV, &sa, NULL);
+		sigaction(SIGBUS, &sa, NULL);
+	}
+	pthread_mutex_unlock(&handler_mu);
 	handler_installed = true;
 }
 
@@ -184,8 +206,12 @@ void aw_stack_overflow_handler_remove(aw_loop *loop)
 {
 	if (!handler_installed)
 		return;
-	sigaction(SIGSEGV, &old_segv, NULL);
-	sigaction(SIGBUS, &old_bus, NULL);
+	pthread_mutex_lock(&handler_mu);
+	if (--handler_users == 0) {
+		sigaction(SIGSEGV, &old_segv, NULL);
+		sigaction(SIGBUS, &old_bus, NULL);
+	}
+	pthread_mutex_unlock(&handler_mu);
 	stack_t ss = { .ss_flags = SS_DISABLE };
 	sigaltstack(&ss, NULL);
 	if (loop->altstack)

@@ -176,8 +176,8 @@ static int pool_grow_locked(aw_threadpool *p)
 static int pool_create(aw_loop *loop)
 {
 	unsigned max = loop->cfg.threads ? loop->cfg.threads : POOL_DEFAULT_THREADS;
-	aw_threadpool *p = calloc(1, sizeof *p);
-	pthread_t *threads = calloc(max, sizeof *threads);
+	aw_threadpool *p = aw__calloc(1, sizeof *p);
+	pthread_t *threads = aw__calloc(max, sizeof *threads);
 	if (!p || !threads) {
 		free(threads);
 		free(p);

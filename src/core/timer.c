@@ -63,7 +63,7 @@ int aw_timer_arm(aw_timer_heap *h, aw_timer *t, aw_time when)
 	}
 	if (h->len == h->cap) {
 		size_t cap = h->cap ? h->cap * 2 : 64;
-		aw_timer **v = realloc(h->v, cap * sizeof *v);
+		aw_timer **v = aw__realloc(h->v, cap * sizeof *v);
 		if (!v)
 			return -ENOMEM;
 		h->v = v;

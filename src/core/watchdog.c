@@ -122,7 +122,7 @@ int aw_watchdog_start(aw_loop *loop)
 {
 	if (loop->cfg.slow_step <= 0 || loop->watchdog_running)
 		return 0;
-	aw_watchdog *wd = calloc(1, sizeof *wd);
+	aw_watchdog *wd = aw__calloc(1, sizeof *wd);
 	if (!wd)
 		return -ENOMEM;
 	wd->loop = loop;

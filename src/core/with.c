@@ -57,12 +57,11 @@ int aw__run_exit(int (*exit_fn)(void *ctx, int err), void *ctx, const char *name
 		if (!*slot || (*slot)->code != err)
 			aw_error_raise_obj(aw_error_new(NULL, err, "%s", aw_strerror(err)));
 		held = *slot;
-		if (held)
-			held->refs++;
+		aw__error_hold(held);
 	} else if (*slot) {
 		/* An error from before the block: not this exit's business. */
 		prior = *slot;
-		prior->refs++;
+		aw__error_hold(prior);
 	}
 	uint64_t before = *raises;
 	int rc = exit_fn(ctx, err);
@@ -317,7 +316,7 @@ int aw_enter_at(const aw_loc *loc, aw_mgr *m)
 {
 	if (!m || !m->ops)
 		return aw_raise(-EINVAL, "aw_enter: manager is NULL or has no ops");
-	manual_entry *me = malloc(sizeof *me);
+	manual_entry *me = aw__malloc(sizeof *me);
 	if (!me)
 		return aw_raise(-ENOMEM, "aw_enter: no memory for the ledger entry");
 	manual_entering = m;

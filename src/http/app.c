@@ -28,10 +28,10 @@ int aw_app_new(aw_app **out, const char *name)
 	if (!out)
 		return aw_raise(-EINVAL, "aw_app_new: out is NULL");
 	*out = NULL;
-	aw_app *app = calloc(1, sizeof *app);
+	aw_app *app = aw__calloc(1, sizeof *app);
 	if (!app)
 		return aw_raise(-ENOMEM, "aw_app_new: out of memory");
-	app->name = strdup(name ? name : "app");
+	app->name = aw__strdup(name ? name : "app");
 	if (!app->name) {
 		free(app);
 		return aw_raise(-ENOMEM, "aw_app_new: out of memory");
@@ -65,11 +65,34 @@ void aw_app_free(aw_app *app)
 	free(app);
 }
 
-aw_http_limits *aw_app_limits(aw_app *app) { return &app->limits; }
-void *aw_app_state(aw_app *app) { return app->state; }
-void aw_app_set_state(aw_app *app, void *state) { app->state = state; }
-void aw_app_access_log(aw_app *app, FILE *out) { app->access_log = out; }
-void aw_app_error_log(aw_app *app, FILE *out) { app->error_log = out; }
+/* aw_app_new returns NULL when out of memory; a caller that goes on with
+ * that NULL gets -EINVAL from the calls that return a code and no effect
+ * from the setters, never a crash. */
+#define APP_OR_EINVAL(app, fn)                                                                  \
+	do {                                                                                    \
+		if (!(app))                                                                     \
+			return aw_raise(-EINVAL, fn ": no app (did aw_app_new run out of memory?)"); \
+	} while (0)
+
+static aw_http_limits no_app_limits;   /* written by nobody who checks */
+
+aw_http_limits *aw_app_limits(aw_app *app) { return app ? &app->limits : &no_app_limits; }
+void *aw_app_state(aw_app *app) { return app ? app->state : NULL; }
+void aw_app_set_state(aw_app *app, void *state)
+{
+	if (app)
+		app->state = state;
+}
+void aw_app_access_log(aw_app *app, FILE *out)
+{
+	if (app)
+		app->access_log = out;
+}
+void aw_app_error_log(aw_app *app, FILE *out)
+{
+	if (app)
+		app->error_log = out;
+}
 
 FILE *aw__app_log(const aw_app *app)
 {
@@ -78,17 +101,20 @@ FILE *aw__app_log(const aw_app *app)
 
 int aw_app_route(aw_app *app, const char *method, const char *path, aw_http_handler fn, void *ud)
 {
+	APP_OR_EINVAL(app, "aw_app_route");
 	return aw__router_add(&app->router, method, path, fn, ud, NULL);
 }
 
 int aw_app_route_opts(aw_app *app, const char *method, const char *path, aw_http_handler fn, void *ud,
 		      const aw_http_route_opts *opts)
 {
+	APP_OR_EINVAL(app, "aw_app_route_opts");
 	return aw__router_add(&app->router, method, path, fn, ud, opts);
 }
 
 int aw_app_lifespan(aw_app *app, aw_gen_fn fn, void *arg)
 {
+	APP_OR_EINVAL(app, "aw_app_lifespan");
 	if (app->srv)
 		return aw_raise(-EBUSY, "aw_app_lifespan: the app is serving");
 	app->lifespan = fn;
@@ -100,7 +126,7 @@ static int add_hook(struct aw_hook **v, size_t *n, int (*fn)(aw_app *, void *), 
 {
 	if (!fn)
 		return aw_raise(-EINVAL, "hook: no function");
-	struct aw_hook *nv = realloc(*v, (*n + 1) * sizeof *nv);
+	struct aw_hook *nv = aw__realloc(*v, (*n + 1) * sizeof *nv);
 	if (!nv)
 		return aw_raise(-ENOMEM, "hook: no memory");
 	nv[(*n)++] = (struct aw_hook){ fn, arg };
@@ -110,11 +136,13 @@ static int add_hook(struct aw_hook **v, size_t *n, int (*fn)(aw_app *, void *), 
 
 int aw_app_on_startup(aw_app *app, int (*fn)(aw_app *app, void *arg), void *arg)
 {
+	APP_OR_EINVAL(app, "aw_app_on_startup");
 	return add_hook(&app->startup, &app->nstartup, fn, arg);
 }
 
 int aw_app_on_shutdown(aw_app *app, int (*fn)(aw_app *app, void *arg), void *arg)
 {
+	APP_OR_EINVAL(app, "aw_app_on_shutdown");
 	return add_hook(&app->shutdown, &app->nshutdown, fn, arg);
 }
 
@@ -190,8 +218,7 @@ void aw__app_deps_unwind(aw_http_request *req, int err)
 	if (err) {
 		/* The handler's error, in flight again for the teardowns. */
 		mine = (aw_error *)aw_error_current();
-		if (mine)
-			mine->refs++;
+		aw__error_hold(mine);
 	}
 	int rc = aw_exitstack_unwind(&req->deps, err);
 	const aw_error *now = aw_error_current();
@@ -410,6 +437,7 @@ static int signal_watcher(void *arg)
 
 int aw_app_serve(aw_app *app, aw_listener *l)
 {
+	APP_OR_EINVAL(app, "aw_app_serve");
 	if (app->srv || app->sig)
 		return aw_raise(-EBUSY, "aw_app_serve: the app is already serving");
 	if (!aw_task_current())
@@ -453,6 +481,8 @@ int aw_app_serve(aw_app *app, aw_listener *l)
 
 void aw_app_stop(aw_app *app)
 {
+	if (!app)
+		return;
 	app->stop_requested = true;
 	if (app->srv)
 		aw__http_server_stop(app->srv);

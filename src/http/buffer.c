@@ -19,7 +19,7 @@ int aw__buf_reserve(aw_buf *b, size_t more)
 	size_t cap = b->cap ? b->cap : 1024;
 	while (cap < b->len + more)
 		cap *= 2;
-	char *p = realloc(b->p, cap);
+	char *p = aw__realloc(b->p, cap);
 	if (!p)
 		return -ENOMEM;
 	b->p = p;
@@ -58,7 +58,7 @@ void *aw__arena_alloc(aw_arena *a, size_t n)
 		if (n > SIZE_MAX / 2)
 			return NULL;
 		size_t cap = n > 4096 ? n : 4096;
-		aw_arena_block *b = malloc(sizeof *b + cap + 16);
+		aw_arena_block *b = aw__malloc(sizeof *b + cap + 16);
 		if (!b)
 			return NULL;
 		b->next = a->blocks;

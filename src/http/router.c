@@ -113,19 +113,19 @@ int aw__router_add(aw_router *r, const char *method, const char *path, aw_http_h
 		return aw_raise(-EINVAL, "aw_app_route: path template '%s' must start with '/'", path ? path : "(null)");
 	if (!fn)
 		return aw_raise(-EINVAL, "aw_app_route(%s %s): no handler", method, path);
-	aw_route *route = calloc(1, sizeof *route);
+	aw_route *route = aw__calloc(1, sizeof *route);
 	if (!route)
 		return aw_raise(-ENOMEM, "aw_app_route: no memory");
 	route->fn = fn;
 	route->ud = ud;
 	if (opts)
 		route->opts = *opts;
-	route->method = strdup(method);
+	route->method = aw__strdup(method);
 	route->mlen = strlen(method);
-	route->path = strdup(path);
+	route->path = aw__strdup(path);
 	if (!route->method || !route->path)
 		goto oom;
-	if (!r->root && !(r->root = calloc(1, sizeof *r->root)))
+	if (!r->root && !(r->root = aw__calloc(1, sizeof *r->root)))
 		goto oom;
 	aw_rnode *node = r->root;
 	const char *s = path + 1;
@@ -162,7 +162,7 @@ int aw__router_add(aw_router *r, const char *method, const char *path, aw_http_h
 		}
 		aw_rnode *next;
 		if (param) {
-			char *nm = strndup(s + 1, n - 2);
+			char *nm = aw__strndup(s + 1, n - 2);
 			if (!nm)
 				goto oom;
 			for (unsigned i = 0; i < route->nnames; i++)
@@ -177,7 +177,7 @@ int aw__router_add(aw_router *r, const char *method, const char *path, aw_http_h
 					return rc;
 				}
 			route->names[route->nnames++] = nm;
-			if (!node->param && !(node->param = calloc(1, sizeof *node->param)))
+			if (!node->param && !(node->param = aw__calloc(1, sizeof *node->param)))
 				goto oom;
 			next = node->param;
 		} else {
@@ -185,8 +185,8 @@ int aw__router_add(aw_router *r, const char *method, const char *path, aw_http_h
 				if (next->seglen == n && memcmp(next->seg, s, n) == 0)
 					break;
 			if (!next) {
-				next = calloc(1, sizeof *next);
-				if (!next || !(next->seg = strndup(s, n))) {
+				next = aw__calloc(1, sizeof *next);
+				if (!next || !(next->seg = aw__strndup(s, n))) {
 					free(next);
 					goto oom;
 				}

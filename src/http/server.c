@@ -395,7 +395,7 @@ static bool handle_request(aw_http_conn *c)
 	if (!all_here) {
 		/* The body will be read into the buffer: move the head out of
 		 * its way, so that names and values stay valid. */
-		r->head_copy = malloc(r->head_len);
+		r->head_copy = aw__malloc(r->head_len);
 		if (!r->head_copy) {
 			c->res.close = true;
 			aw__http_queue_error(c, 503, "Service Unavailable", NULL);
@@ -616,10 +616,10 @@ static int conn_main(void *arg)
 	free(arg);
 	aw_http_server *srv = st.srv;
 	aw_app *app = srv->app;
-	aw_http_conn *c = calloc(1, sizeof *c);
+	aw_http_conn *c = aw__calloc(1, sizeof *c);
 	if (c) {
 		aw__http_conn_setup(c, app, &app->limits);
-		c->hdrs = malloc(c->hdr_cap * sizeof *c->hdrs);
+		c->hdrs = aw__malloc(c->hdr_cap * sizeof *c->hdrs);
 	}
 	if (!c || !c->hdrs) {
 		if (c)
@@ -763,7 +763,7 @@ static void accept_loop(aw_http_server *srv)
 				}
 				peer->count++;
 			}
-			conn_start *st = malloc(sizeof *st);
+			conn_start *st = aw__malloc(sizeof *st);
 			if (st) {
 				*st = (conn_start){ srv, s, aw__http_now(), peer };
 				aw_spawn_opts o = { .name = "http-conn" };

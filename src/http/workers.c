@@ -149,7 +149,7 @@ static int supervise(aw_app *app, const char *host, int port, int n)
 		if (rc)
 			return rc;
 	}
-	worker *w = calloc((size_t)n, sizeof *w);
+	worker *w = aw__calloc((size_t)n, sizeof *w);
 	if (!w) {
 		if (hold >= 0)
 			close(hold);

@@ -155,7 +155,7 @@ int (aw_resolve)(const char *host, int port, struct addrinfo **out, aw_time dead
 	if (deadline != AW_NEVER && aw_now() >= deadline)
 		return aw_raise(-ETIMEDOUT, "resolving %s timed out (the deadline had passed)", host);
 
-	resolve_job *j = calloc(1, sizeof *j + hlen + 1);
+	resolve_job *j = aw__calloc(1, sizeof *j + hlen + 1);
 	if (!j)
 		return aw_raise(-ENOMEM, "(aw_resolve)(%s): out of memory", host);
 	memcpy(j->host, host, hlen + 1);

@@ -102,7 +102,7 @@ static int read_all_in_thread(void *arg)
 	size_t cap = S_ISREG(st.st_mode) && st.st_size > 0 ? (size_t)st.st_size + 1 : 4096;
 	if (cap > limit)
 		cap = limit;
-	char *buf = malloc(cap + 1);   /* + the NUL */
+	char *buf = aw__malloc(cap + 1);   /* + the NUL */
 	if (!buf) {
 		close(fd);
 		return aw_raise(-ENOMEM, "reading '%s': out of memory for %zu bytes", j->path, cap);
@@ -114,7 +114,7 @@ static int read_all_in_thread(void *arg)
 			if (cap >= limit)
 				break;   /* limit bytes read: more than max */
 			size_t ncap = cap > limit / 2 ? limit : cap * 2;
-			char *nb = realloc(buf, ncap + 1);
+			char *nb = aw__realloc(buf, ncap + 1);
 			if (!nb) {
 				rc = aw_raise(-ENOMEM, "reading '%s': out of memory for %zu bytes", j->path, ncap);
 				break;
@@ -220,7 +220,7 @@ static int create_temp_beside(const char *path, char *tmp, size_t tmplen, mode_t
 static int fsync_parent(const char *path)
 {
 	const char *slash = strrchr(path, '/');
-	char *dir = slash ? strndup(path, slash == path ? 1 : (size_t)(slash - path)) : strdup(".");
+	char *dir = slash ? aw__strndup(path, slash == path ? 1 : (size_t)(slash - path)) : aw__strdup(".");
 	if (!dir)
 		return aw_raise(-ENOMEM, "out of memory");
 	int rc = 0;
@@ -239,7 +239,7 @@ static int fsync_parent(const char *path)
 static int write_atomic(write_all_job *j)
 {
 	size_t tmplen = strlen(j->path) + sizeof ".tmpXXXXXX";
-	char *tmp = malloc(tmplen);
+	char *tmp = aw__malloc(tmplen);
 	if (!tmp)
 		return aw_raise(-ENOMEM, "writing '%s': out of memory", j->path);
 	int rc = 0;
@@ -414,7 +414,7 @@ static int chunks_enter(aw_mgr *m)
 	if (fc->chunk_size == 0 || fc->chunk_size > SSIZE_MAX)
 		return aw_raise(-EINVAL, "aw_file_chunks('%s'): chunk_size %zu is not a usable size", fc->path,
 				fc->chunk_size);
-	fc->buf = malloc(fc->chunk_size);
+	fc->buf = aw__malloc(fc->chunk_size);
 	if (!fc->buf)
 		return aw_raise(-ENOMEM, "aw_file_chunks('%s'): out of memory for a %zu-byte chunk", fc->path,
 				fc->chunk_size);

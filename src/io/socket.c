@@ -229,7 +229,7 @@ static void listener_release_leaked(aw_ledger_entry *e)
 
 static int listener_new(aw_listener **out, int fd, const aw_listen_opts *opts, const aw_loc *loc)
 {
-	aw_listener *l = calloc(1, sizeof *l);
+	aw_listener *l = aw__calloc(1, sizeof *l);
 	if (!l) {
 		close(fd);
 		return aw_raise(-ENOMEM, "listener: no memory");
@@ -348,7 +348,7 @@ int (aw_unix_listen)(aw_listener **out, const char *path, const aw_listen_opts *
 		unlink(path);
 		return rc;
 	}
-	(*out)->unix_path = strdup(path);
+	(*out)->unix_path = aw__strdup(path);
 	return 0;
 }
 

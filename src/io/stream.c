@@ -32,7 +32,7 @@ ssize_t aw__stream_recv(aw_stream *s, void *buf, size_t n, int *want)
 	if (s->ssl)
 		return aw__tls_recv(s, buf, n, want);
 	for (;;) {
-		ssize_t r = read(s->fd, buf, n);
+		ssize_t r = aw__fault_read(s->fd, buf, n, !s->is_sock);
 		if (r >= 0)
 			return r;
 		if (errno == EINTR)
@@ -52,7 +52,7 @@ ssize_t aw__stream_send(aw_stream *s, const void *buf, size_t n, int *want)
 	for (;;) {
 		/* MSG_NOSIGNAL: a closed peer is -EPIPE, not a process-killing
 		 * SIGPIPE. Pipes cannot take send(). */
-		ssize_t r = s->is_sock ? send(s->fd, buf, n, MSG_NOSIGNAL) : write(s->fd, buf, n);
+		ssize_t r = s->is_sock ? aw__fault_send(s->fd, buf, n, MSG_NOSIGNAL) : aw__fault_write(s->fd, buf, n);
 		if (r >= 0)
 			return r;
 		if (errno == EINTR)
@@ -103,9 +103,9 @@ int (aw_stream_from_fd)(aw_stream **out, int fd, const aw_stream_opts *opts)
 	int fl = fcntl(fd, F_GETFL);
 	if (fl < 0 || (!(fl & O_NONBLOCK) && fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0))
 		return aw_raise(-errno, "aw_stream_from_fd: fd %d: %m", fd);
-	aw_stream *s = calloc(1, sizeof *s);
+	aw_stream *s = aw__calloc(1, sizeof *s);
 	size_t rcap = opts && opts->read_buffer ? opts->read_buffer : DEFAULT_RBUF;
-	char *rbuf = s ? malloc(rcap) : NULL;
+	char *rbuf = s ? aw__malloc(rcap) : NULL;
 	if (!rbuf) {
 		free(s);
 		return aw_raise(-ENOMEM, "aw_stream_from_fd: no memory for the buffers");
@@ -229,7 +229,7 @@ static int buffer_append(aw_stream *s, const char *p, size_t n)
 		size_t cap = s->wcap ? s->wcap : 4096;
 		while (cap < s->wend + n)
 			cap *= 2;
-		char *w = realloc(s->wbuf, cap);
+		char *w = aw__realloc(s->wbuf, cap);
 		if (!w)
 			return aw_raise(-ENOMEM, "stream: cannot grow the write buffer to %zu bytes", cap);
 		s->wbuf = w;
@@ -327,7 +327,7 @@ static int make_room(aw_stream *s, size_t max)
 	size_t cap = s->rcap * 2;
 	if (cap > max)
 		cap = max;
-	char *r = realloc(s->rbuf, cap);
+	char *r = aw__realloc(s->rbuf, cap);
 	if (!r)
 		return aw_raise(-ENOMEM, "stream: cannot grow the read buffer to %zu bytes", cap);
 	s->rbuf = r;
@@ -477,7 +477,7 @@ int (aw_stream_read_all)(aw_stream *s, size_t max, char **out, size_t *len, aw_t
 	size_t have = s->rend - s->rstart;
 	if (have > max)
 		return aw_raise(-AW_ETOOLONG, "stream fd %d: more than %zu bytes before the end", s->fd, max);
-	char *buf = malloc(have + 1);
+	char *buf = aw__malloc(have + 1);
 	if (!buf)
 		return aw_raise(-ENOMEM, "aw_stream_read_all: no memory for %zu bytes", have);
 	memcpy(buf, s->rbuf + s->rstart, have);

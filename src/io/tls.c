@@ -322,7 +322,7 @@ static int tls_ctx_new(aw_tls_ctx **out, const aw_tls_opts *opts, bool server)
 	size_t alen = o->alpn ? strlen(o->alpn) : 0;
 	if (alen > 4096)
 		return aw_raise(-EINVAL, "%s: the ALPN list is too long (%zu bytes)", who, alen);
-	aw_tls_ctx *c = calloc(1, sizeof *c + alen + 1);
+	aw_tls_ctx *c = aw__calloc(1, sizeof *c + alen + 1);
 	if (!c)
 		return aw_raise(-ENOMEM, "%s: out of memory", who);
 	c->server = server;
@@ -546,7 +546,7 @@ static int stream_tls_start(aw_stream *s, aw_tls_ctx *ctx, const char *host, boo
 			return rc;
 	}
 
-	tls_conn *conn = calloc(1, sizeof *conn);
+	tls_conn *conn = aw__calloc(1, sizeof *conn);
 	ERR_clear_error();
 	SSL *ssl = conn ? SSL_new(ctx->ssl_ctx) : NULL;
 	if (!ssl) {
@@ -794,7 +794,7 @@ ssize_t aw__tls_send(aw_stream *s, const void *buf, size_t n, int *want)
 		n = TLS_WRITE_MAX;
 	ssize_t r = tls_write(s, ssl, buf, n, want);
 	if (r == -EAGAIN) {
-		conn->hold = malloc(n);
+		conn->hold = aw__malloc(n);
 		if (!conn->hold) {
 			conn_break(ssl);
 			return aw_raise(-ENOMEM, "TLS write on fd %d: no memory to keep a blocked record", s->fd);

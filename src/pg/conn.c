@@ -267,7 +267,7 @@ int aw_pg_connect_at(const aw_loc *loc, aw_pg_conn **out, const char *dsn, const
 	if (PQsetnonblocking(pg, 1) != 0)
 		return connect_failed(pg, fd, "", false);
 
-	aw_pg_conn *c = calloc(1, sizeof *c);
+	aw_pg_conn *c = aw__calloc(1, sizeof *c);
 	if (!c) {
 		PQfinish(pg);
 		return aw_raise(-ENOMEM, "aw_pg_connect: out of memory");
@@ -718,7 +718,7 @@ static int cache_insert(aw_pg_conn *c, aw_pg_stmt *e)
 {
 	if (!c->nbuckets || c->ncached + 1 > c->nbuckets) {
 		size_t n = c->nbuckets ? c->nbuckets * 2 : 16;
-		aw_pg_stmt **b = calloc(n, sizeof *b);
+		aw_pg_stmt **b = aw__calloc(n, sizeof *b);
 		if (!b)
 			return -ENOMEM;
 		for (size_t i = 0; i < c->nbuckets; i++) {
@@ -801,8 +801,8 @@ static int stmt_get(aw_pg_conn *c, const char *sql, int nparams, aw_pg_stmt **ou
 		if (rc < 0)
 			return rc;
 	}
-	e = calloc(1, sizeof *e);
-	if (!e || !(e->sql = strdup(sql))) {
+	e = aw__calloc(1, sizeof *e);
+	if (!e || !(e->sql = aw__strdup(sql))) {
 		free(e);
 		return aw_raise(-ENOMEM, "statement cache: out of memory");
 	}
@@ -854,8 +854,8 @@ int aw_pg_stmt_lookup_or_send(aw_pg_conn *c, const char *sql, int nparams, const
 			return aw_pg_conn_fail(c, "cannot queue");
 		prep->dealloc = true;
 	}
-	e = calloc(1, sizeof *e);
-	if (!e || !(e->sql = strdup(sql))) {
+	e = aw__calloc(1, sizeof *e);
+	if (!e || !(e->sql = aw__strdup(sql))) {
 		free(e);
 		return aw_raise(-ENOMEM, "statement cache: out of memory");
 	}

@@ -72,7 +72,7 @@ static int cursor_enter(aw_mgr *m)
 	snprintf(cur->name, sizeof cur->name, "aw_cur_%llu", (unsigned long long)++c->cursor_seq);
 	static const char prefix[] = "DECLARE %s NO SCROLL CURSOR FOR ";
 	size_t n = strlen(cur->sql) + sizeof prefix + sizeof cur->name;
-	char *sql = malloc(n);
+	char *sql = aw__malloc(n);
 	if (!sql)
 		return aw_raise(-ENOMEM, "aw_pg_cursor: out of memory");
 	snprintf(sql, n, "DECLARE %s NO SCROLL CURSOR FOR %s", cur->name, cur->sql);

@@ -28,7 +28,7 @@ static int each_channel(aw_pg_conn *c, const char *const *channels, const char *
 			return aw_raise(-EINVAL, "aw_pg_listen: cannot quote channel name '%s': %s", ch,
 					PQerrorMessage(c->pg));
 		size_t n = strlen(verb) + strlen(quoted) + 2;
-		char *sql = malloc(n);
+		char *sql = aw__malloc(n);
 		if (!sql) {
 			PQfreemem(quoted);
 			return aw_raise(-ENOMEM, "aw_pg_listen: out of memory");

@@ -64,14 +64,14 @@ struct aw_pg_pipes {
 static int pipes_add(aw_pg_pool *p, aw_pg_pipe *pp)
 {
 	if (!p->pipes) {
-		p->pipes = calloc(1, sizeof *p->pipes);
+		p->pipes = aw__calloc(1, sizeof *p->pipes);
 		if (!p->pipes)
 			return -ENOMEM;
 	}
 	struct aw_pg_pipes *ps = p->pipes;
 	if (ps->n == ps->cap) {
 		size_t nc = ps->cap ? ps->cap * 2 : 8;
-		aw_pg_pipe **v = realloc(ps->v, nc * sizeof *v);
+		aw_pg_pipe **v = aw__realloc(ps->v, nc * sizeof *v);
 		if (!v)
 			return -ENOMEM;
 		ps->v = v;
@@ -312,7 +312,7 @@ static int pipe_open(aw_pg_pool *p, aw_pg_pipe **out)
 	int rc = aw_pg_pool_acquire_at(AW_HERE, p, &c);
 	if (rc < 0)
 		return rc;
-	aw_pg_pipe *pp = calloc(1, sizeof *pp);
+	aw_pg_pipe *pp = aw__calloc(1, sizeof *pp);
 	if (!pp || pipes_add(p, pp) < 0) {
 		free(pp);
 		aw_pg_pool_release(p, c);
@@ -382,7 +382,7 @@ static int pipe_query_once(aw_pg_pool *p, aw_task *self, PGresult **out, const c
 	if (rc < 0)
 		return rc;
 	aw_pg_conn *c = pp->c;
-	pipe_entry *e = calloc(1, sizeof *e);
+	pipe_entry *e = aw__calloc(1, sizeof *e);
 	if (!e)
 		return aw_raise(-ENOMEM, "aw_pg_pool_query: out of memory");
 	e->task = self;

@@ -720,11 +720,11 @@ int aw_pg_pool_open_at(const aw_loc *loc, aw_pg_pool **out, const aw_pg_pool_opt
 	if (co.connect_timeout < 0)
 		return aw_raise(-EINVAL, "aw_pg_opts.connect_timeout is negative");
 
-	aw_pg_pool *p = calloc(1, sizeof *p);
+	aw_pg_pool *p = aw__calloc(1, sizeof *p);
 	if (!p)
 		return aw_raise(-ENOMEM, "aw_pg_pool_open: out of memory");
-	p->dsn = strdup(o.dsn);
-	p->reset = strdup(o.reset ? o.reset : DEFAULT_RESET);
+	p->dsn = aw__strdup(o.dsn);
+	p->reset = aw__strdup(o.reset ? o.reset : DEFAULT_RESET);
 	if (!p->dsn || !p->reset) {
 		pool_free(p);
 		return aw_raise(-ENOMEM, "aw_pg_pool_open: out of memory");
@@ -924,7 +924,7 @@ void aw_pg_pool_stats_get(const aw_pg_pool *p, aw_pg_pool_stats *s)
 	size_t n = p->nwaits < STATS_RING ? p->nwaits : STATS_RING;
 	if (!n)
 		return;
-	aw_time *v = malloc(n * sizeof *v);
+	aw_time *v = aw__malloc(n * sizeof *v);
 	if (!v)
 		return;
 	memcpy(v, p->waits, n * sizeof *v);

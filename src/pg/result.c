@@ -203,7 +203,7 @@ int aw_pg_get_bytea(const aw_pg_result *r, int row, int col, void **out, size_t 
 	size_t n = (size_t)PQgetlength(aw_pg_res(r), row, col);
 	if (n < 2 || v[0] != '\\' || v[1] != 'x' || (n - 2) % 2)
 		return -AW_EPG_TYPE;   /* bytea_output = escape is not supported */
-	unsigned char *b = malloc((n - 2) / 2 + 1);
+	unsigned char *b = aw__malloc((n - 2) / 2 + 1);
 	if (!b)
 		return -ENOMEM;
 	for (size_t i = 2, j = 0; i < n; i += 2, j++) {
@@ -375,7 +375,7 @@ static const char *emit_array(sink *s, unsigned elem, const char *p, const char 
 					p++;
 				if (tl + 1 >= tcap) {
 					size_t nc = tcap ? tcap * 2 : 64;
-					char *t = realloc(tmp, nc);
+					char *t = aw__realloc(tmp, nc);
 					if (!t) {
 						s->err = -ENOMEM;
 						goto bad;
@@ -458,7 +458,7 @@ static bool tb_room(aw_pg_buf *b, size_t n)
 	size_t nc = b->cap ? b->cap : 256;
 	while (nc < b->len + n + 1)
 		nc *= 2;
-	char *p = realloc(b->p, nc);
+	char *p = aw__realloc(b->p, nc);
 	if (!p) {
 		b->oom = true;
 		return false;
