@@ -503,6 +503,39 @@ static void put_back(aw_pg_pool *p, aw_pg_conn *c)
 	p->nidle++;
 }
 
+/* Under aw_cleanup_run: roll back an open or failed transaction and reset
+ * session state left behind (SET, LISTEN, cursors ...). 0 when both went
+ * through. */
+struct reuse_clean {
+	aw_pg_pool *p;
+	aw_pg_conn *c;
+	PGTransactionStatusType ts;
+};
+
+static int rollback_and_reset(void *arg, int err)
+{
+	(void)err;
+	struct reuse_clean *r = arg;
+	aw_pg_conn *c = r->c;
+	int rc = 0;
+	if (r->ts == PQTRANS_INTRANS || r->ts == PQTRANS_INERROR) {
+		if ((rc = aw_pg_begin(c, "pool release")) < 0)
+			return rc;
+		rc = aw_pg_simple(c, "ROLLBACK");
+		aw_pg_end(c);
+		if (rc < 0)
+			return rc;
+	}
+	if (r->p->reset[0] && (c->dirty || r->p->o.reset_always)) {
+		c->dirty = false;
+		if ((rc = aw_pg_begin(c, "pool release")) < 0)
+			return rc;
+		rc = aw_pg_simple(c, r->p->reset);
+		aw_pg_end(c);
+	}
+	return rc < 0 ? rc : 0;
+}
+
 /* Waits (shielded): make the connection fit for the next user, or decide
  * it is not. Returns true if it can go back. */
 static bool clean_for_reuse(aw_pg_pool *p, aw_pg_conn *c)
@@ -516,31 +549,9 @@ static bool clean_for_reuse(aw_pg_pool *p, aw_pg_conn *c)
 	PGTransactionStatusType ts = PQtransactionStatus(c->pg);
 	if (ts == PQTRANS_ACTIVE || ts == PQTRANS_UNKNOWN)
 		return false;
-	bool ok = true;
-	aw_scope sh, budget;
-	AW_WITH(aw_shield_init(&sh), aw_timeout_init(&budget, RELEASE_BUDGET)) {
-		/* An open or failed transaction: roll it back. */
-		if (ts == PQTRANS_INTRANS || ts == PQTRANS_INERROR) {
-			if (aw_pg_begin(c, "pool release") < 0) {
-				ok = false;
-			} else {
-				ok = aw_pg_simple(c, "ROLLBACK") == 0;
-				aw_pg_end(c);
-			}
-		}
-		/* Session state left behind (SET, LISTEN, cursors ...). */
-		if (ok && p->reset[0] && (c->dirty || p->o.reset_always)) {
-			if (aw_pg_begin(c, "pool release") < 0) {
-				ok = false;
-			} else {
-				ok = aw_pg_simple(c, p->reset) == 0;
-				aw_pg_end(c);
-			}
-			c->dirty = false;
-		}
-		aw_error_clear();
-	}
-	aw_error_clear();
+	/* Shielded and bounded, the holder's error kept in flight. */
+	struct reuse_clean rc = { p, c, ts };
+	bool ok = aw_cleanup_run(rollback_and_reset, &rc, RELEASE_BUDGET) == 0;
 	/* Notifications the holder's session received and nobody read (a
 	 * LISTEN by hand, a NOTIFY to itself): they sit in libpq's queue, and
 	 * the next holder's listener would take them for its own. */
@@ -561,11 +572,9 @@ void aw_pg_pool_release(aw_pg_pool *p, aw_pg_conn *c)
 	p->nbusy--;
 	c->holder = NULL;
 	c->fresh = false;
-	/* The error in flight (the block's) must survive the cleanup. */
-	aw_error *held = aw_error_pending() ? aw_error_take() : NULL;
+	/* The error in flight (the block's) survives the cleanup: the
+	 * cleanup runs through aw_cleanup_run. */
 	bool ok = !p->closing && clean_for_reuse(p, c);
-	if (held)
-		aw_error_raise_obj(held);
 	if (ok)
 		put_back(p, c);
 	else
@@ -777,6 +786,52 @@ int aw_pg_pool_open_at(const aw_loc *loc, aw_pg_pool **out, const aw_pg_pool_opt
 	return 0;
 }
 
+/* Under aw_cleanup_run, for aw_pg_pool_close: stop the maintenance task,
+ * close the idle connections, wait for the holders for the grace period,
+ * then cancel them and wait for their releases (bounded). -ETIMEDOUT when
+ * the grace period ran out. */
+static int drain_for_close(void *arg, int err)
+{
+	(void)err;
+	aw_pg_pool *p = arg;
+	int result = 0;
+	if (p->maint) {
+		aw_task_cancel(p->maint);
+		if (aw_task_join(p->maint) < 0)
+			aw_error_clear();   /* its cancellation: ours */
+		p->maint = NULL;
+	}
+	while (p->idle) {
+		aw_pg_conn *c = p->idle;
+		list_remove(&p->idle, c);
+		p->nidle--;
+		c->pool = NULL;
+		aw_pg_conn_close(c);
+	}
+	if (p->nbusy + p->nopening == 0)
+		return 0;
+	aw_scope grace;
+	AW_WITH(aw_move_on_init(&grace, p->o.close_grace)) {
+		while (p->nbusy + p->nopening > 0)
+			if (aw_event_wait(&p->drained) < 0)
+				break;
+	}
+	if (p->nbusy + p->nopening > 0) {
+		/* Cut off: cancel the holders; their exits release. */
+		result = -ETIMEDOUT;
+		for (aw_pg_conn *c = p->busy; c; c = c->pnext)
+			if (c->holder)
+				aw_task_cancel(c->holder);
+		aw_scope last;
+		AW_WITH(aw_move_on_init(&last, RELEASE_BUDGET)) {
+			while (p->nbusy + p->nopening > 0)
+				if (aw_event_wait(&p->drained) < 0)
+					break;
+		}
+	}
+	return result;
+}
+
 int aw_pg_pool_close(aw_pg_pool *p)
 {
 	if (!p)
@@ -792,46 +847,10 @@ int aw_pg_pool_close(aw_pg_pool *p)
 		wake_waiter(pw);
 	}
 	p->nwaiters = 0;
-	aw_error *held = aw_error_pending() ? aw_error_take() : NULL;
-	aw_scope sh;
-	AW_WITH(aw_shield_init(&sh)) {
-		if (p->maint) {
-			aw_task_cancel(p->maint);
-			if (aw_task_join(p->maint) < 0)
-				aw_error_clear();   /* its cancellation: ours */
-			p->maint = NULL;
-		}
-		while (p->idle) {
-			aw_pg_conn *c = p->idle;
-			list_remove(&p->idle, c);
-			p->nidle--;
-			c->pool = NULL;
-			aw_pg_conn_close(c);
-		}
-		if (p->nbusy + p->nopening > 0) {
-			aw_scope grace;
-			AW_WITH(aw_move_on_init(&grace, p->o.close_grace)) {
-				while (p->nbusy + p->nopening > 0)
-					if (aw_event_wait(&p->drained) < 0)
-						break;
-			}
-			if (p->nbusy + p->nopening > 0) {
-				/* Cut off: cancel the holders; their exits release. */
-				result = -ETIMEDOUT;
-				for (aw_pg_conn *c = p->busy; c; c = c->pnext)
-					if (c->holder)
-						aw_task_cancel(c->holder);
-				aw_scope last;
-				AW_WITH(aw_move_on_init(&last, RELEASE_BUDGET)) {
-					while (p->nbusy + p->nopening > 0)
-						if (aw_event_wait(&p->drained) < 0)
-							break;
-				}
-			}
-		}
-		aw_error_clear();
-	}
-	aw_error_clear();
+	/* Shielded, the caller's error kept in flight; bounded by the grace
+	 * period and the release budget inside. */
+	if (aw_cleanup_run(drain_for_close, p, AW_NEVER) == -ETIMEDOUT)
+		result = -ETIMEDOUT;
 	aw_ledger_close(&p->ledger);
 	long long grace_ms = (long long)(p->o.close_grace / AW_MS(1));
 	if (p->nbusy + p->nopening > 0) {
@@ -842,8 +861,6 @@ int aw_pg_pool_close(aw_pg_pool *p)
 	} else {
 		pool_free(p);
 	}
-	if (held)
-		aw_error_raise_obj(held);
 	if (result < 0)
 		return aw_raise(result, "aw_pg_pool_close: connections still in use after the %lld ms grace "
 				"period; their holders were cancelled", grace_ms);
