@@ -161,6 +161,14 @@ aw_http_request *aw_http_dep_request(aw_gen *g)
 	return AW_CONTAINER_OF(g, aw_http_deprec, gen)->req;
 }
 
+/* Under aw_cleanup_run: the exit of a dependency entered but not recorded. */
+static int exit_now(void *arg, int err)
+{
+	aw_mgr *m = arg;
+	int rc = m->ops->exit ? m->ops->exit(m, err) : err;
+	return rc == err ? 0 : rc;   /* passing the error on is not a failure */
+}
+
 int aw_http_depends(aw_http_request *req, const aw_http_dep *dep, void **out)
 {
 	if (!out)
@@ -194,10 +202,11 @@ int aw_http_depends(aw_http_request *req, const aw_http_dep *dep, void **out)
 	}
 	rc = aw_exitstack_push(&req->deps, m);
 	if (rc) {
-		aw_error *e = aw_error_take();
-		if (m->ops->exit(m, 0))
-			aw_error_clear();
-		aw_error_raise_obj(e);
+		/* Entered but cannot be recorded: exit it now, as an exit
+		 * runs, keeping the push's error in flight. */
+		if (aw_cleanup_run(exit_now, m, AW_NEVER) < 0)
+			aw__http_log_error(aw_http_app(req), NULL, "dependency '%s': its exit failed",
+					   dep->name ? dep->name : "?");
 		req->deplist = d->next;
 		return rc;
 	}

@@ -675,6 +675,21 @@ void aw__http_server_stop(aw_http_server *srv)
 		aw_scope_cancel(&srv->accept_scope);
 }
 
+
+/* Under aw_cleanup_run (shielded; the error in flight kept): wait until the
+ * cancelled connections have ended. */
+static int wait_drained(void *arg, int err)
+{
+	(void)err;
+	aw_http_server *srv = arg;
+	while (srv->nconns) {
+		int rc = aw_event_wait(&srv->drained);
+		if (rc < 0)
+			return rc;
+	}
+	return 0;
+}
+
 static void drain_connections(aw_http_server *srv)
 {
 	aw_app *app = srv->app;
@@ -700,13 +715,8 @@ static void drain_connections(aw_http_server *srv)
 				aw_task_cancel(c->task);
 		aw__http_log_error(app, NULL, "shutdown: cancelling %zu connection(s) still busy after the %lld ms grace",
 				   n, (long long)(app->limits.shutdown_grace / 1000000));
-		aw_scope sh;
-		AW_WITH(aw_shield_init(&sh)) {
-			while (srv->nconns)
-				if (aw_event_wait(&srv->drained))
-					break;
-		}
-		aw_error_clear();
+		if (aw_cleanup_run(wait_drained, srv, AW_NEVER) < 0)
+			aw__http_log_error(app, NULL, "shutdown: %zu connection(s) did not end", srv->nconns);
 	}
 }
 
