@@ -86,7 +86,7 @@ def run(prog, name, env_extra):
 # Where the failed allocation was: an error's own message (error.c) means
 # the error kept its code with a generic message, and a test that checks
 # the message fails; anything else is listed for a human.
-MSG_SITE_RE = re.compile(r"in (error_vnew|aw_raise_at|aw_error_new|aw__error_hold) ")
+MSG_SITE_RE = re.compile(r"in (error_vnew|aw_raise|aw_error_new|aw__error_hold) ")
 
 def failed_in_error_message(prog, name, n):
     rc, out = run(prog, name, {"AW_FAULT_ALLOC_FAIL": str(n), "AW_FAULT_STACK": "1"})
@@ -96,7 +96,7 @@ def failed_in_error_message(prog, name, n):
     callers = [f for f in first if not f.startswith(("__sanitizer", "alloc_fails", "aw__malloc", "aw__calloc",
                                                      "aw__realloc", "aw__strdup", "aw__strndup", "aw__vasprintf",
                                                      "aw__asprintf", "aw__fault"))]
-    return bool(callers) and callers[0] in ("error_vnew", "aw_raise_at", "aw_error_new")
+    return bool(callers) and callers[0] in ("error_vnew", "aw_raise", "aw_error_new")
 
 def spread(c):
     if c <= max_n:

@@ -118,18 +118,17 @@ typedef struct aw_loc {
 #define AW_HERE \
 	({ static const aw_loc aw__here_ = { __FILE__, __func__, __LINE__ }; &aw__here_; })
 
-/* How the caller's location is recorded (one way per kind of call):
- *   - a public waiting call (every one in core.h and io.h, and pg's
- *     aw_pg_connect, aw_pg_pool_open, aw_pg_pool_acquire) is wrapped in a
- *     same-named macro, AW__AT((fn)(args)), which stores AW_HERE (a pointer
- *     to a static record: one store, no call) in aw__where before the call;
- *     the function reads it on entry (ledger entries) and its waits report
- *     it (aw_dump). (fn)(args) calls it without recording: the library's
- *     own calls do, so a dump shows the user's line. (pg queries and http
- *     body reads do not record yet: a dump shows the library's wait.)
- *   - calls that keep the location in what they create take it as an
- *     argument from a macro: aw_raise (the error), aw_enter / aw_exit (the
- *     manual-API ledger record).
+/* How the caller's location is recorded — one way for every public call
+ * that records it: the call is wrapped in a same-named macro,
+ * AW__AT((fn)(args)), which stores AW_HERE (a pointer to a static record:
+ * one store, no call) in aw__where before the call; the function reads it
+ * on entry. Waiting calls (every one in core.h and io.h, and pg's
+ * aw_pg_connect, aw_pg_pool_open, aw_pg_pool_acquire) report it in aw_dump
+ * and in ledger entries; aw_raise keeps it in the error; aw_enter / aw_exit
+ * in the manual-API ledger record. (fn)(args) calls a function without
+ * recording: the library's own calls do, so a dump shows the user's line.
+ * (pg queries and http body reads do not record yet: a dump shows the
+ * library's wait.)
  * Internal: the location the next wait reports in dumps. */
 extern __thread const aw_loc *aw__where;
 static inline void aw__at(const aw_loc *loc) { aw__where = loc; }
@@ -161,8 +160,8 @@ struct aw_error {
  * aw_error_current() until the exit raises; if the exit then returns the
  * new code, the handled error becomes the new one's cause. A positive or
  * zero code is a programming error and is raised as -EINVAL. */
-int aw_raise_at(const aw_loc *loc, int code, const char *fmt, ...) AW_PRINTF(3, 4) AW_MUST_USE;
-#define aw_raise(code, ...) aw_raise_at(AW_HERE, (code), __VA_ARGS__)
+int aw_raise(int code, const char *fmt, ...) AW_PRINTF(2, 3) AW_MUST_USE;
+#define aw_raise(code, ...) AW__AT((aw_raise)((code), __VA_ARGS__))
 
 /* The code of the error in flight on this task (raised and not yet handled),
  * or 0. After a block whose exit failed, this is how the failure shows. */
@@ -553,10 +552,10 @@ static inline void aw__with_body_done(aw_with *w)
 /* Manual API, for lifetimes that do not fit a block. The pair must be
  * matched: a manager entered here and never exited is reported (with the
  * place it was entered) at loop shutdown. Prefer AW_WITH. */
-int aw_enter_at(const aw_loc *loc, aw_mgr *m) AW_MUST_USE;
-int aw_exit_at(const aw_loc *loc, aw_mgr *m, int err) AW_MUST_USE;
-#define aw_enter(m) aw_enter_at(AW_HERE, (m))
-#define aw_exit(m, err) aw_exit_at(AW_HERE, (m), (err))
+int aw_enter(aw_mgr *m) AW_MUST_USE;
+int aw_exit(aw_mgr *m, int err) AW_MUST_USE;
+#define aw_enter(m) AW__AT((aw_enter)(m))
+#define aw_exit(m, err) AW__AT((aw_exit)((m), (err)))
 /* For a manager's enter: where aw_enter was called, when m is being entered
  * with the manual API; NULL when a block enters it (the block already
  * guarantees the exit). Read it before the enter first waits. A manager

@@ -144,8 +144,9 @@ void aw_error_raise_obj(aw_error *e)
 	aw__error_drop(old);
 }
 
-int aw_raise_at(const aw_loc *loc, int code, const char *fmt, ...)
+int (aw_raise)(int code, const char *fmt, ...)
 {
+	const aw_loc *loc = aw__where;   /* the caller's: AW__AT in core.h */
 	if (code >= 0)
 		code = -EINVAL;
 	va_list ap;

@@ -312,8 +312,9 @@ const aw_loc *aw_manual_enter_loc(const aw_mgr *m)
 	return m && manual_entering == m ? manual_entering_loc : NULL;
 }
 
-int aw_enter_at(const aw_loc *loc, aw_mgr *m)
+int (aw_enter)(aw_mgr *m)
 {
+	const aw_loc *loc = aw__where;   /* the caller's: AW__AT in core.h */
 	if (!m || !m->ops)
 		return aw_raise(-EINVAL, "aw_enter: manager is NULL or has no ops");
 	manual_entry *me = aw__malloc(sizeof *me);
@@ -335,9 +336,8 @@ int aw_enter_at(const aw_loc *loc, aw_mgr *m)
 	return 0;
 }
 
-int aw_exit_at(const aw_loc *loc, aw_mgr *m, int err)
+int (aw_exit)(aw_mgr *m, int err)
 {
-	(void)loc;
 	aw_loop *l = aw__loop;
 	manual_entry *me = NULL;
 	for (aw_ledger_entry *e = l ? l->ledger : NULL; e; e = e->next) {
