@@ -135,7 +135,7 @@ static const char *entry_name(const aw_exitstack_entry *e)
 int aw_exitstack_unwind(aw_exitstack *s, int err)
 {
 	aw_task *t = aw__current();
-	if (!err && s->count)
+	if (!err && s->count && aw__cancel_maybe(t))
 		err = aw__cancel_owed(t, true);   /* a cleanup always sees a cancellation */
 	aw_with cw = { 0 };
 	aw__cleanup_begin(t, &cw);

@@ -330,6 +330,12 @@ void aw__scope_mark(aw_scope *s, int code);
  * wait would get now (0 if none), raised on t with its origin when `raise`
  * is set and nothing with that code is in flight. */
 int aw__cancel_owed(aw_task *t, bool raise);
+/* The cheap test first (the hints AW_WITH's inline exit reads): false means
+ * no cancellation can be owed. */
+static inline bool aw__cancel_maybe(const aw_task *t)
+{
+	return t && (t->cancels || t->limit <= *t->now);
+}
 /* error.c: free an error the machinery drops without it having been
  * handled or passed on; reported once per raise site when the loop's
  * debug_errors is set. */

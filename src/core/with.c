@@ -247,7 +247,7 @@ void aw__with_leave(aw_with *w)
 	int err = 0;
 	if (e && e->serial > w->serial)
 		err = e->code;   /* raised inside and not handled: however we leave */
-	else if (t)
+	else if (aw__cancel_maybe(t))
 		err = aw__cancel_owed(t, true);
 	if (t)
 		t->withs = w->outer;
@@ -353,7 +353,7 @@ int (aw_exit)(aw_mgr *m, int err)
 	if (!m->ops->exit)
 		return err;
 	aw_task *t = aw__current();
-	if (!err)
+	if (!err && aw__cancel_maybe(t))
 		err = aw__cancel_owed(t, true);   /* a cleanup always sees a cancellation */
 	aw_with cw = { 0 };
 	aw__cleanup_begin(t, &cw);
