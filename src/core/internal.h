@@ -336,6 +336,10 @@ static inline bool aw__cancel_maybe(const aw_task *t)
 {
 	return t && (t->cancels || t->limit <= *t->now);
 }
+/* cnum.c: doubles to and from text in the C locale, whatever the process's
+ * locale (JSON and PostgreSQL's text format want a '.'). */
+double aw__strtod_c(const char *s, char **end);
+int aw__snprintf_c(char *buf, size_t len, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 /* error.c: free an error the machinery drops without it having been
  * handled or passed on; reported once per raise site when the loop's
  * debug_errors is set. */

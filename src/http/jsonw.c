@@ -273,8 +273,8 @@ void aw_jw_double(aw_jw *w, double v)
 	/* The shortest of %.15g..%.17g that reads back as the same double. */
 	char tmp[32];
 	for (int prec = 15; prec <= 17; prec++) {
-		snprintf(tmp, sizeof tmp, "%.*g", prec, v);
-		if (prec == 17 || strtod(tmp, NULL) == v)
+		aw__snprintf_c(tmp, sizeof tmp, "%.*g", prec, v);   /* '.' in every locale */
+		if (prec == 17 || aw__strtod_c(tmp, NULL) == v)
 			break;
 	}
 	size_t n = strlen(tmp);

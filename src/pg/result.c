@@ -150,7 +150,7 @@ int aw_pg_get_double(const aw_pg_result *r, int row, int col, double *out)
 		return -AW_EPG_TYPE;
 	errno = 0;
 	char *end;
-	double x = strtod(v, &end);
+	double x = aw__strtod_c(v, &end);   /* PostgreSQL writes '.' whatever our locale */
 	if (end == v || *end)
 		return -AW_EPG_TYPE;
 	if (errno == ERANGE && isinf(x))
@@ -621,7 +621,7 @@ static void js_number(sink *s, const char *v, size_t n)
 		}
 		if (!x) {
 			errno = 0;
-			double d = strtod(buf, NULL);
+			double d = aw__strtod_c(buf, NULL);
 			x = json_real(d);
 		}
 	} else {
