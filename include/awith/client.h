@@ -61,6 +61,10 @@
 extern "C" {
 #endif
 
+/* Every declaration from here to the matching pop is the public API: the
+ * library is built with -fvisibility=hidden, so exactly these are exported. */
+#pragma GCC visibility push(default)
+
 struct json_t;   /* jansson's json_t */
 struct aw_stream;  /* io.h */
 
@@ -240,6 +244,8 @@ int aw_client_response_json(const aw_client_response *r, struct json_t **out) AW
  * -EREMOTEIO with a message carrying the status and the start of the body
  * (up to 200 bytes). */
 int aw_client_response_raise_for_status(const aw_client_response *r) AW_MUST_USE;
+
+#pragma GCC visibility pop
 
 #ifdef __cplusplus
 }

@@ -60,6 +60,10 @@
 extern "C" {
 #endif
 
+/* Every declaration from here to the matching pop is the public API: the
+ * library is built with -fvisibility=hidden, so exactly these are exported. */
+#pragma GCC visibility push(default)
+
 #define AW_MUST_USE __attribute__((warn_unused_result))
 #define AW_PRINTF(f, a) __attribute__((format(printf, f, a)))
 
@@ -972,6 +976,8 @@ size_t aw_ledger_count(void);
  * holds (what, entered at file:line, for how long), then the open manual
  * ledger entries. Also sent by the dump signal (aw_config.dump_signal). */
 void aw_dump(FILE *out);
+
+#pragma GCC visibility pop
 
 #ifdef __cplusplus
 }

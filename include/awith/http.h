@@ -41,6 +41,10 @@
 extern "C" {
 #endif
 
+/* Every declaration from here to the matching pop is the public API: the
+ * library is built with -fvisibility=hidden, so exactly these are exported. */
+#pragma GCC visibility push(default)
+
 typedef struct aw_http_request aw_http_request;
 typedef struct aw_http_response aw_http_response;
 typedef struct aw_app aw_app;
@@ -317,6 +321,8 @@ int aw_app_run(aw_app *app, const char *host, int port, int workers) AW_MUST_USE
 /* main() for examples: parses --port N (default 8000), --host H (default
  * 127.0.0.1), --workers N (default 1) and calls aw_app_run. */
 int aw_app_main(aw_app *app, int argc, char **argv) AW_MUST_USE;
+
+#pragma GCC visibility pop
 
 #ifdef __cplusplus
 }

@@ -38,6 +38,10 @@
 extern "C" {
 #endif
 
+/* Every declaration from here to the matching pop is the public API: the
+ * library is built with -fvisibility=hidden, so exactly these are exported. */
+#pragma GCC visibility push(default)
+
 struct addrinfo;   /* <netdb.h>; declared here so the prototype below does
                       not declare it in its own parameter scope */
 
@@ -306,6 +310,8 @@ int aw_signals_wait(aw_signals *s, aw_time deadline) AW_MUST_USE;
 #define aw_tcp_listen(out, host, port, opts) AW__AT((aw_tcp_listen)((out), (host), (port), (opts)))
 #define aw_unix_listen(out, path, opts) AW__AT((aw_unix_listen)((out), (path), (opts)))
 #define aw_listener_accept(l, out, dl) AW__AT((aw_listener_accept)((l), (out), (dl)))
+
+#pragma GCC visibility pop
 
 #ifdef __cplusplus
 }

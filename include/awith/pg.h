@@ -57,6 +57,10 @@
 extern "C" {
 #endif
 
+/* Every declaration from here to the matching pop is the public API: the
+ * library is built with -fvisibility=hidden, so exactly these are exported. */
+#pragma GCC visibility push(default)
+
 struct json_t;   /* jansson's json_t */
 
 /* ------------------------------------------------------------------------ */
@@ -469,6 +473,8 @@ typedef struct aw_pg_pool_stats {
 	                                  last 1024 acquires (ns) */
 } aw_pg_pool_stats;
 void aw_pg_pool_stats_get(const aw_pg_pool *p, aw_pg_pool_stats *out);
+
+#pragma GCC visibility pop
 
 #ifdef __cplusplus
 }
