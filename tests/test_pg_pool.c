@@ -259,8 +259,12 @@ static int cancelled_holder_main(void *arg)
 	holder_ctx h = { p, false };
 	aw_task *t;
 	PCHECK_RC(aw_spawn(&t, holder, &h, "holder"), 0);
-	PCHECK_RC(aw_sleep(AW_MS(200)), 0);
+	/* Until the holder is inside its transaction (a connect under ASan on
+	 * a busy machine can take longer than any fixed wait). */
+	for (int i = 0; i < 500 && !h.inside; i++)
+		PCHECK_RC(aw_sleep(AW_MS(10)), 0);
 	PCHECK(h.inside);
+	PCHECK_RC(aw_sleep(AW_MS(50)), 0);   /* now in pg_sleep */
 	aw_time t0 = aw_now();
 	aw_task_cancel(t);
 	PCHECK_RC(aw_task_join(t), 0);
