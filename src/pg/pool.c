@@ -118,50 +118,12 @@ static void discard(aw_pg_pool *p, aw_pg_conn *c)
 
 /* ---- health of an idle connection -------------------------------------------- */
 
-/* True if the idle connection is still good. Anything the server sent
- * while it sat idle (a notice, a notification, the FATAL of a terminated
- * backend) is read now; a hang-up or a bad status means it is lost. */
-static bool idle_healthy(aw_pg_pool *p, aw_pg_conn *c)
-{
-	if (c->broken)
-		return false;
-	if (p->o.max_lifetime && aw_now() - c->created >= p->o.max_lifetime)
-		return false;
-	int seen = aw__fd_take_ready(c->fd);
-	if (seen & AW__FD_HUP)
-		return false;
-	if (seen & AW_READABLE) {
-		if (!PQconsumeInput(c->pg) || PQstatus(c->pg) != CONNECTION_OK)
-			return false;
-		PGnotify *n;
-		while ((n = PQnotifies(c->pg)))
-			PQfreemem(n);
-		/* An unsolicited error result (FATAL before close). */
-		if (!PQisBusy(c->pg)) {
-			PGresult *r;
-			bool bad = false;
-			while ((r = PQgetResult(c->pg))) {
-				bad = true;
-				PQclear(r);
-			}
-			if (bad)
-				return false;
-		}
-		if (PQstatus(c->pg) != CONNECTION_OK || c->broken)
-			return false;
-	}
-	return PQtransactionStatus(c->pg) == PQTRANS_IDLE;
-}
 
-/* The same check, by asking the socket now (a non-blocking peek) rather
- * than the loop's cached readiness, which lags behind when the loop has not
- * polled since the server spoke. */
-static bool alive_now(aw_pg_conn *c)
+/* What an idle connection received: drop notifications nobody listens to;
+ * an unsolicited result (a FATAL before the server closes) or a lost
+ * connection means it cannot be handed out. true when it still can. */
+static bool consume_idle_input(aw_pg_conn *c)
 {
-	if (c->broken || PQstatus(c->pg) != CONNECTION_OK)
-		return false;
-	if (!aw_pg_input_pending(c))
-		return true;
 	if (!PQconsumeInput(c->pg) || PQstatus(c->pg) != CONNECTION_OK || c->broken)
 		return false;
 	PGnotify *n;
@@ -177,7 +139,36 @@ static bool alive_now(aw_pg_conn *c)
 		if (bad)
 			return false;
 	}
-	return PQstatus(c->pg) == CONNECTION_OK && !c->broken && PQtransactionStatus(c->pg) == PQTRANS_IDLE;
+	return PQstatus(c->pg) == CONNECTION_OK && !c->broken;
+}
+
+/* True if the idle connection is still good. Anything the server sent
+ * while it sat idle (a notice, a notification, the FATAL of a terminated
+ * backend) is read now; a hang-up or a bad status means it is lost. */
+static bool idle_healthy(aw_pg_pool *p, aw_pg_conn *c)
+{
+	if (c->broken)
+		return false;
+	if (p->o.max_lifetime && aw_now() - c->created >= p->o.max_lifetime)
+		return false;
+	int seen = aw__fd_take_ready(c->fd);
+	if (seen & AW__FD_HUP)
+		return false;
+	if ((seen & AW_READABLE) && !consume_idle_input(c))
+		return false;
+	return PQtransactionStatus(c->pg) == PQTRANS_IDLE;
+}
+
+/* The same check, by asking the socket now (a non-blocking peek) rather
+ * than the loop's cached readiness, which lags behind when the loop has not
+ * polled since the server spoke. */
+static bool alive_now(aw_pg_conn *c)
+{
+	if (c->broken || PQstatus(c->pg) != CONNECTION_OK)
+		return false;
+	if (!aw_pg_input_pending(c))
+		return true;
+	return consume_idle_input(c) && PQtransactionStatus(c->pg) == PQTRANS_IDLE;
 }
 
 /* ---- opening ---------------------------------------------------------------- */
