@@ -44,15 +44,7 @@ ensure_packages() {
 setup_build() {
     local dir=$1
     shift
-    echo "== configure $dir"
-    if [[ -f $dir/meson-private/coredata.dat ]]; then
-        meson setup --reconfigure "$dir" "$@" ||
-            meson setup --wipe "$dir" "$@" || return 1
-    else
-        meson setup "$dir" "$@" || return 1
-    fi
-    echo "== build $dir"
-    ninja -C "$dir"
+    setup_build_target "$dir" "" "$@"
 }
 
 TOTAL_PASSED=0
@@ -148,7 +140,7 @@ run_tsan_threads() {
 }
 
 # setup_build_target DIR TARGET [meson setup args...]: as setup_build, but
-# builds only TARGET.
+# builds only TARGET (everything when TARGET is empty).
 setup_build_target() {
     local dir=$1 target=$2
     shift 2
@@ -159,8 +151,13 @@ setup_build_target() {
     else
         meson setup "$dir" "$@" || return 1
     fi
-    echo "== build $dir ($target)"
-    ninja -C "$dir" "$target"
+    if [[ -n $target ]]; then
+        echo "== build $dir ($target)"
+        ninja -C "$dir" "$target"
+    else
+        echo "== build $dir"
+        ninja -C "$dir"
+    fi
 }
 
 # run_tests DIR: run each registered test executable of DIR directly (so the
