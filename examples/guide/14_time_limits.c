@@ -60,10 +60,10 @@ static int amain(void *arg)
 	printf("  fired: %s, in flight: %d\n", s.fired ? "yes" : "no", aw_error_pending());
 
 	puts("3. one deadline for several steps");
-	aw_time deadline = aw_deadline_after(AW_MS(125));
+	aw_time deadline = aw_deadline_after(AW_MS(250));
 	AW_WITH(aw_deadline_init(&s, deadline)) {
 		for (int step = 1; step <= 5; step++) {
-			if (aw_sleep(AW_MS(50)) < 0) {
+			if (aw_sleep(AW_MS(100)) < 0) {
 				printf("  step %d: %s\n", step, aw_strerror(aw_error_pending()));
 				break;
 			}
