@@ -461,6 +461,49 @@ AW_TEST(guide_quotes_every_guide_program)
 	CHECK_GE(programs, 10);
 }
 
+/* The outputs the guide shows: a ```text block after an
+ * <!-- output: NAME --> marker starts with "$ build/examples/guide/NAME"
+ * and its other lines are exactly what that program prints on stdout. */
+AW_TEST(guide_outputs_shown_are_what_the_programs_print)
+{
+	lines g;
+	CHECK(lines_read(&g, AW_SOURCE_DIR "/docs/guide.md"));
+	int shown = 0;
+	for (size_t i = 0; i < g.n; i++) {
+		if (strncmp(g.v[i], "<!-- output: ", 13) != 0)
+			continue;
+		char name[64] = "";
+		if (sscanf(g.v[i] + 13, "%63s", name) != 1 || i + 2 >= g.n || strcmp(g.v[i + 1], "```text") != 0) {
+			aw_test_fail(__FILE__, __LINE__, "guide.md:%zu: bad output marker", i + 1);
+			break;
+		}
+		char cmd[128];
+		snprintf(cmd, sizeof cmd, "$ build/examples/guide/%s", name);
+		if (strcmp(g.v[i + 2], cmd) != 0) {
+			aw_test_fail(__FILE__, __LINE__, "guide.md:%zu: the block does not start with \"%s\"", i + 3, cmd);
+			break;
+		}
+		static char want[8192];
+		size_t wn = 0, j = i + 3;
+		for (; j < g.n && strcmp(g.v[j], "```") != 0; j++)
+			wn += (size_t)snprintf(want + wn, sizeof want - wn, "%s\n", g.v[j]);
+		char path[PATH_MAX];
+		snprintf(path, sizeof path, "%s/%s", AW_GUIDE_DIR, name);
+		const char *argv[] = { path, NULL };
+		proc p;
+		int st = run(&p, argv);
+		if (st != 0 || strcmp(p.out, want) != 0) {
+			aw_test_fail(__FILE__, __LINE__, "guide.md:%zu: %s exited %d and printed:\n%s--- the guide shows:\n%s",
+				     i + 1, name, st, p.out, want);
+			break;
+		}
+		shown++;
+		i = j;
+	}
+	lines_free(&g);
+	CHECK_GE(shown, 5);
+}
+
 /* The checker itself: a changed line, a missing marker and a wrong range
  * are each caught (a checker that accepts anything proves nothing). */
 AW_TEST(guide_checker_catches_a_changed_line_a_missing_marker_and_a_wrong_range)
