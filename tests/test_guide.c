@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Tests: docs/guide.md and its programs (examples/guide/).
  *
  * Each guide program runs as a user would (fork/exec, stdout and stderr

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * 01_with_open — the seed's first snippet, a plain `with` block:
  *

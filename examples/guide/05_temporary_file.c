@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * 05_temporary_file — the seed's @asynccontextmanager, line for line:
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * 07_two_managers — the seed's
  *

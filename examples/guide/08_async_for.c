@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * 08_async_for — the seed's
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * 10_blocking — the seed's pitfall "Blocking calls inside async with":
  * a blocking call stops every task of the loop. In awith the loop's

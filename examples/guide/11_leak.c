@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * 11_leak — the seed's pitfall "Not releasing resources": a session
  * entered without a block and never closed.

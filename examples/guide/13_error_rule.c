@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * 13_error_rule — where C differs: there are no exceptions, so awith has a
  * rule for which error an exit sees (core.h, first lines):

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * 14_time_limits — where C differs: time limits.
  *

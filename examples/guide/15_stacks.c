@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * 15_stacks — where C differs: every task has a stack of its own.
  *
