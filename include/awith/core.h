@@ -946,6 +946,141 @@ int aw_to_thread(int (*fn)(void *arg), void *arg) AW_MUST_USE;
 bool aw_thread_cancelled(void);
 
 /* ------------------------------------------------------------------------ */
+/* Tracing context (W3C Trace Context) and spans                            */
+/*
+ * A request can be followed across services without a tracing library:
+ * every task may have a current trace context — the trace id (16 bytes),
+ * the id of the span it is in now (8 bytes), the trace flags and the
+ * vendors' tracestate — which the http server takes from an incoming
+ * `traceparent` header (or starts), the http client sends on with each
+ * request, and the pg layer puts into a statement's SQL comment (opt-in).
+ * Each span (a server request, a client request, a query, or any block
+ * the program wraps in an aw_span) is recorded when it ends, with its
+ * duration, to the span sink (aw_span_sink_set; docs/observability.md,
+ * "Tracing", lists the fields).
+ *
+ * Inheritance: a task spawned (aw_spawn, aw_group_spawn) by a task that
+ * has a trace context starts with a copy of it (tracestate included), so
+ * its spans and outgoing requests belong to the same trace, as children
+ * of the span that was current when it was spawned. A task spawned
+ * outside any trace has none. Generators run in their task's context.
+ *
+ * Ids are random (getrandom, buffered per thread, refilled after fork);
+ * all-zero ids are never made. Loop thread only, like the rest of core.h.
+ */
+
+#define AW_TRACEPARENT_LEN 55        /* "00-" 32 hex "-" 16 hex "-" 2 hex */
+#define AW_TRACESTATE_MAX 512        /* chars of tracestate kept (W3C) */
+#define AW_TRACESTATE_MEMBERS 32     /* list-members kept (W3C) */
+#define AW_TRACE_SAMPLED 0x01        /* trace-flags bit: the caller records */
+
+typedef struct aw_trace {
+	uint8_t trace_id[16];
+	uint8_t span_id[8];          /* the current span: parent of the next */
+	uint8_t flags;               /* W3C trace-flags (version 00: sampled only) */
+	const char *tracestate;      /* NUL-terminated, or NULL; borrowed: the
+	                                owner of the aw_trace keeps it alive */
+} aw_trace;
+
+/* The running task's trace context, or NULL (none, or outside a task).
+ * Valid while the span that made it current is open. */
+const aw_trace *aw_trace_current(void);
+/* Make t the running task's trace context and return the previous one
+ * (NULL: none); t NULL clears it. The caller keeps *t alive until it puts
+ * the previous one back. Outside a task: does nothing, returns NULL. For
+ * layers that run a request under a context (aw_span does this itself). */
+aw_trace *aw_trace_swap(aw_trace *t);
+/* Fill t with a new trace: random trace id and span id, flags sampled, no
+ * tracestate. */
+void aw_trace_new(aw_trace *t);
+/* A new random span id (never all zero). */
+void aw_trace_span_id_new(uint8_t out[8]);
+/* Parse a `traceparent` header value (W3C Trace Context, level 1): version
+ * 00 is exactly "00-<32 hex>-<16 hex>-<2 hex>", lowercase hex; a higher
+ * version is read by its first 55 characters (followed by the end or
+ * '-'); version ff, uppercase or other non-hex, wrong lengths, an all-zero
+ * trace id or parent id are -EINVAL (not raised: a malformed header means
+ * "start a new trace", not an error). On success t gets the trace id, the
+ * parent id as span_id, the flags, and no tracestate. */
+int aw_trace_parse(aw_trace *t, const char *value, size_t len);
+/* Write t as a version-00 traceparent ("00-<trace id>-<span id>-<flags>",
+ * only the sampled flag kept) into out (room for AW_TRACEPARENT_LEN + 1),
+ * NUL-terminated. Returns AW_TRACEPARENT_LEN. */
+size_t aw_trace_format(const aw_trace *t, char *out);
+/* Check and trim a `tracestate` header value into out (outlen bytes):
+ * list-members "key=value" split by commas (optional spaces and tabs
+ * around them, empty members dropped), keys and values as the W3C grammar
+ * says. Malformed members, duplicate keys or more than 32 members drop the
+ * whole value (the spec allows it: a partial list would lie); over 512
+ * characters, members longer than 128 go first, then members from the
+ * end. Returns the length written (0: nothing to keep), NUL-terminated
+ * when outlen > 0. */
+size_t aw_tracestate_clean(const char *in, size_t len, char *out, size_t outlen);
+/* Lowercase hex of n bytes into out (2n + 1 bytes, NUL-terminated). */
+void aw_trace_hex(const uint8_t *bytes, size_t n, char *out);
+
+/* Kinds of span (OpenTelemetry's names). */
+enum { AW_SPAN_INTERNAL, AW_SPAN_SERVER, AW_SPAN_CLIENT };
+
+/* A span: a named, timed piece of a trace. As a block manager:
+ *
+ *     aw_span s;
+ *     AW_WITH(aw_span_init(&s, "load user")) { ... }
+ *
+ * enter makes a child of the current context (or starts a new trace when
+ * the task has none): same trace id, a new span id, parent = the current
+ * span id; it becomes the task's current context for the body (what
+ * client requests, queries and spawned tasks inside see); exit puts the
+ * parent back and records the span with the error the block is left with
+ * (the exit lets it go on). aw_span_begin / aw_span_end are the same
+ * without a block, for a layer's own spans. */
+typedef struct aw_span {
+	aw_mgr mgr;
+	const char *name;            /* borrowed until recorded */
+	aw_trace ctx;                /* trace id, this span's id, flags, tracestate */
+	uint8_t parent_id[8];        /* all zero: a root span */
+	int kind;                    /* AW_SPAN_* */
+	int status;                  /* the layer's status (HTTP status), 0: none */
+	int error;                   /* the code the span ended with, 0: none */
+	const char *error_msg;       /* its message while recording, or NULL */
+	aw_time start;               /* CLOCK_MONOTONIC */
+	int64_t start_unix_ns;       /* CLOCK_REALTIME, for the record */
+	/* internal */
+	aw_trace *saved;             /* the context current before begin */
+	aw_task *task;               /* the task it was made current in */
+	bool current;
+	bool open;
+} aw_span;
+
+/* Prepare a span manager (no I/O, cannot fail). */
+aw_mgr *aw_span_init(aw_span *s, const char *name);
+/* Open a span of `kind`, child of `parent` (NULL: the running task's
+ * current context; none: a new trace). With make_current, it becomes the
+ * running task's context until aw_span_end. */
+void aw_span_begin(aw_span *s, const char *name, int kind, const aw_trace *parent, bool make_current);
+/* Close it: put the previous context back (if it was made current),
+ * record it with `err` (0 or a negative code; the message of the error in
+ * flight is recorded when its code is err). Idempotent. */
+void aw_span_end(aw_span *s, int err);
+/* The layer's status for the record (e.g. the HTTP status). */
+static inline void aw_span_set_status(aw_span *s, int status) { s->status = status; }
+
+/* Where finished spans go: fn(span, duration, arg), called in the task
+ * that ended the span, right after it ended (it must not wait). NULL: the
+ * default, no recording. Process-wide; set it at the start of main. */
+typedef void aw_span_sink_fn(const aw_span *s, aw_time duration, void *arg);
+void aw_span_sink_set(aw_span_sink_fn *fn, void *arg);
+/* A sink that writes each span as one logfmt line to out (see
+ * aw_span_format), flushed; out NULL turns recording off. */
+void aw_span_log_to(FILE *out);
+/* One logfmt line for a span (no newline):
+ * span="NAME" kind=server trace_id=<32 hex> span_id=<16 hex>
+ * parent_id=<16 hex or empty> sampled=1 start=<RFC 3339 UTC, microseconds>
+ * duration_ms=<float> status=<int> error=<code> [error_name=... error_msg="..."].
+ * Returns the length snprintf would have written. */
+int aw_span_format(const aw_span *s, aw_time duration, char *buf, size_t len);
+
+/* ------------------------------------------------------------------------ */
 /* Observability: the ledger and the dump                                   */
 
 /* A resource opened with a manual (non-block) API, tracked until closed. */

@@ -174,7 +174,18 @@ struct aw_task {
 
 	/* every live task of the loop */
 	aw_task *all_prev, *all_next;
+
+	/* tracing (trace.c): the current context (NULL: none), and the copy
+	 * a task spawned from a traced task starts with (tracestate owned) */
+	aw_trace *trace;
+	aw_trace trace_inherited;
+	char *trace_state;
 };
+
+/* trace.c: give a new task a copy of the spawner's context (if any). */
+void aw__trace_inherit(aw_task *child, const aw_task *parent);
+/* trace.c: free what aw__trace_inherit allocated. */
+void aw__trace_release(aw_task *t);
 
 /* Wait lists (aw_waiter, aw_waitq_*): awith/ext.h. */
 

@@ -416,6 +416,8 @@ int aw_spawn_with(aw_task **out, aw_task_fn fn, void *arg, const aw_spawn_opts *
 	t->now = &l->now;
 	t->self = t;
 	t->detached = out == NULL;
+	if (l->running && l->running->trace)
+		aw__trace_inherit(t, l->running);
 	t->all_next = l->all;
 	if (l->all)
 		l->all->all_prev = t;
@@ -443,6 +445,7 @@ void aw_task_free(aw_loop *l, aw_task *t)
 		t->all_next->all_prev = t->all_prev;
 	aw_error_free(t->err);
 	t->err = NULL;
+	aw__trace_release(t);
 	aw_stack stack = t->coro.stack;
 	aw_stack_put(l, &stack);
 }

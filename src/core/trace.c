@@ -1,0 +1,498 @@
+// SPDX-License-Identifier: MIT
+/*
+ * Tracing context (awith/core.h, "Tracing context"): W3C traceparent and
+ * tracestate, a per-task current context, spans and their sink.
+ *
+ * The context is a pointer in the task (NULL: none) to an aw_trace owned
+ * by whoever made it current (a span on the task's stack, a server
+ * request); a spawned task gets a copy of its spawner's (the spawner's
+ * span may end first). Ids come from a per-thread buffer of getrandom
+ * bytes: one syscall per 32 spans, not one per id; a forked child drops
+ * the buffer it inherited (two workers must not hand out the same ids).
+ */
+#include "internal.h"
+
+#include <pthread.h>
+#include <string.h>
+#include <sys/random.h>
+#include <time.h>
+
+/* ---- random ids ------------------------------------------------------------ */
+
+static __thread uint8_t rnd_buf[256];
+static __thread size_t rnd_left;
+static pthread_once_t rnd_once = PTHREAD_ONCE_INIT;
+
+static void rnd_after_fork(void) { rnd_left = 0; }
+static void rnd_register(void) { pthread_atfork(NULL, NULL, rnd_after_fork); }
+
+/* When getrandom is unavailable (a seccomp filter, an old kernel): a
+ * splitmix64 stream seeded from the clocks and the address of the buffer.
+ * Not secret, only unique enough, which is what trace ids need. */
+static void rnd_fallback(uint8_t *p, size_t n)
+{
+	static __thread uint64_t x;
+	if (!x) {
+		struct timespec a, b;
+		clock_gettime(CLOCK_REALTIME, &a);
+		clock_gettime(CLOCK_MONOTONIC, &b);
+		x = (uint64_t)a.tv_nsec ^ ((uint64_t)a.tv_sec << 32) ^ (uint64_t)b.tv_nsec ^ (uint64_t)(uintptr_t)p;
+	}
+	for (size_t i = 0; i < n; i += 8) {
+		uint64_t z = (x += 0x9e3779b97f4a7c15ULL);
+		z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+		z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+		z ^= z >> 31;
+		memcpy(p + i, &z, n - i < 8 ? n - i : 8);
+	}
+}
+
+static void rnd_bytes(uint8_t *out, size_t n)
+{
+	pthread_once(&rnd_once, rnd_register);
+	if (rnd_left < n) {
+		ssize_t got = getrandom(rnd_buf, sizeof rnd_buf, GRND_NONBLOCK);
+		if (got != (ssize_t)sizeof rnd_buf)
+			rnd_fallback(rnd_buf, sizeof rnd_buf);
+		rnd_left = sizeof rnd_buf;
+	}
+	memcpy(out, rnd_buf + sizeof rnd_buf - rnd_left, n);
+	rnd_left -= n;
+}
+
+static bool all_zero(const uint8_t *p, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		if (p[i])
+			return false;
+	return true;
+}
+
+static void rnd_id(uint8_t *out, size_t n)
+{
+	do
+		rnd_bytes(out, n);
+	while (all_zero(out, n));
+}
+
+void aw_trace_span_id_new(uint8_t out[8]) { rnd_id(out, 8); }
+
+void aw_trace_new(aw_trace *t)
+{
+	rnd_id(t->trace_id, 16);
+	rnd_id(t->span_id, 8);
+	t->flags = AW_TRACE_SAMPLED;
+	t->tracestate = NULL;
+}
+
+/* ---- the current context ------------------------------------------------------ */
+
+const aw_trace *aw_trace_current(void)
+{
+	aw_task *t = aw__current();
+	return t ? t->trace : NULL;
+}
+
+aw_trace *aw_trace_swap(aw_trace *tr)
+{
+	aw_task *t = aw__current();
+	if (!t)
+		return NULL;
+	aw_trace *old = t->trace;
+	t->trace = tr;
+	return old;
+}
+
+void aw__trace_inherit(aw_task *child, const aw_task *parent)
+{
+	const aw_trace *p = parent->trace;
+	child->trace_inherited = *p;
+	child->trace_inherited.tracestate = NULL;
+	if (p->tracestate && *p->tracestate) {
+		/* Without memory the child still joins the trace; only the
+		 * vendors' entries are lost. */
+		child->trace_state = aw__strdup(p->tracestate);
+		child->trace_inherited.tracestate = child->trace_state;
+	}
+	child->trace = &child->trace_inherited;
+}
+
+void aw__trace_release(aw_task *t)
+{
+	free(t->trace_state);
+	t->trace_state = NULL;
+	t->trace = NULL;
+}
+
+/* ---- traceparent ------------------------------------------------------------------ */
+
+static int hexval(char c)
+{
+	/* Lowercase only: the spec makes uppercase hex invalid. */
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	return -1;
+}
+
+static bool unhex(const char *s, uint8_t *out, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		int hi = hexval(s[2 * i]), lo = hexval(s[2 * i + 1]);
+		if (hi < 0 || lo < 0)
+			return false;
+		out[i] = (uint8_t)(hi << 4 | lo);
+	}
+	return true;
+}
+
+int aw_trace_parse(aw_trace *t, const char *v, size_t len)
+{
+	uint8_t version, flags, tid[16], pid[8];
+	if (!v || len < AW_TRACEPARENT_LEN)
+		return -EINVAL;
+	if (!unhex(v, &version, 1) || version == 0xff)
+		return -EINVAL;
+	/* Version 00 is exactly 55 characters; a later version may append
+	 * fields after a '-' (read what version 00 defines, W3C 4.3). */
+	if (version == 0 ? len != AW_TRACEPARENT_LEN : len > AW_TRACEPARENT_LEN && v[AW_TRACEPARENT_LEN] != '-')
+		return -EINVAL;
+	if (v[2] != '-' || v[35] != '-' || v[52] != '-')
+		return -EINVAL;
+	if (!unhex(v + 3, tid, 16) || !unhex(v + 36, pid, 8) || !unhex(v + 53, &flags, 1))
+		return -EINVAL;
+	if (all_zero(tid, 16) || all_zero(pid, 8))
+		return -EINVAL;
+	memcpy(t->trace_id, tid, 16);
+	memcpy(t->span_id, pid, 8);
+	t->flags = flags;
+	t->tracestate = NULL;
+	return 0;
+}
+
+void aw_trace_hex(const uint8_t *b, size_t n, char *out)
+{
+	static const char digits[] = "0123456789abcdef";
+	for (size_t i = 0; i < n; i++) {
+		out[2 * i] = digits[b[i] >> 4];
+		out[2 * i + 1] = digits[b[i] & 15];
+	}
+	out[2 * n] = 0;
+}
+
+size_t aw_trace_format(const aw_trace *t, char *out)
+{
+	uint8_t flags = t->flags & AW_TRACE_SAMPLED;   /* the only flag of version 00 */
+	memcpy(out, "00-", 3);
+	aw_trace_hex(t->trace_id, 16, out + 3);
+	out[35] = '-';
+	aw_trace_hex(t->span_id, 8, out + 36);
+	out[52] = '-';
+	aw_trace_hex(&flags, 1, out + 53);
+	return AW_TRACEPARENT_LEN;
+}
+
+/* ---- tracestate ------------------------------------------------------------------- */
+
+static bool key_chr(char c)
+{
+	return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' || c == '-' || c == '*' || c == '/';
+}
+
+/* simple-key = lcalpha 0*255(keychr);
+ * multi-tenant-key = (lcalpha / DIGIT) 0*240(keychr) "@" lcalpha 0*13(keychr) */
+static bool valid_key(const char *k, size_t n)
+{
+	if (n == 0)
+		return false;
+	const char *at = memchr(k, '@', n);
+	for (size_t i = 0; i < n; i++)
+		if (k + i != at && !key_chr(k[i]))
+			return false;
+	if (!at)
+		return n <= 256 && k[0] >= 'a' && k[0] <= 'z';
+	size_t tn = (size_t)(at - k), sn = n - tn - 1;
+	return tn >= 1 && tn <= 241 && sn >= 1 && sn <= 14 && at[1] >= 'a' && at[1] <= 'z';
+}
+
+/* value = 0*255(chr) nblk-chr; chr = %x20 / nblk-chr;
+ * nblk-chr = %x21-2B / %x2D-3C / %x3E-7E (no ',' and no '=') */
+static bool valid_value(const char *v, size_t n)
+{
+	if (n == 0 || n > 256 || v[n - 1] == ' ')
+		return false;
+	for (size_t i = 0; i < n; i++) {
+		unsigned char c = (unsigned char)v[i];
+		if (c < 0x20 || c > 0x7e || c == ',' || c == '=')
+			return false;
+	}
+	return true;
+}
+
+typedef struct ts_member {
+	const char *p;
+	size_t len, key_len;
+	bool keep;
+} ts_member;
+
+size_t aw_tracestate_clean(const char *in, size_t len, char *out, size_t outlen)
+{
+	ts_member m[AW_TRACESTATE_MEMBERS];
+	size_t n = 0;
+	if (outlen)
+		out[0] = 0;
+	if (!in)
+		return 0;
+	size_t i = 0;
+	while (i <= len) {
+		size_t end = i;
+		while (end < len && in[end] != ',')
+			end++;
+		size_t a = i, b = end;
+		while (a < b && (in[a] == ' ' || in[a] == '\t'))
+			a++;
+		while (b > a && (in[b - 1] == ' ' || in[b - 1] == '\t'))
+			b--;
+		if (b > a) {
+			const char *eq = memchr(in + a, '=', b - a);
+			if (!eq || n == AW_TRACESTATE_MEMBERS)
+				return 0;
+			size_t kl = (size_t)(eq - (in + a));
+			if (!valid_key(in + a, kl) || !valid_value(eq + 1, b - a - kl - 1))
+				return 0;
+			for (size_t j = 0; j < n; j++)
+				if (m[j].key_len == kl && !memcmp(m[j].p, in + a, kl))
+					return 0;   /* a duplicate key */
+			m[n++] = (ts_member){ in + a, b - a, kl, true };
+		}
+		i = end + 1;
+	}
+	/* Over the limit: members over 128 characters go first, then members
+	 * from the end (W3C 3.3.1.5). */
+	size_t total = 0;
+	for (size_t j = 0; j < n; j++)
+		total += m[j].len + (j ? 1 : 0);
+	for (size_t j = 0; j < n && total > AW_TRACESTATE_MAX; j++)
+		if (m[j].len > 128) {
+			m[j].keep = false;
+			total -= m[j].len + 1;
+		}
+	for (size_t j = n; j-- > 0 && total > AW_TRACESTATE_MAX;)
+		if (m[j].keep) {
+			m[j].keep = false;
+			total -= m[j].len + 1;
+		}
+	size_t w = 0;
+	for (size_t j = 0; j < n; j++) {
+		if (!m[j].keep)
+			continue;
+		size_t need = (w ? 1 : 0) + m[j].len;
+		if (w + need + 1 > outlen)
+			break;
+		if (w)
+			out[w++] = ',';
+		memcpy(out + w, m[j].p, m[j].len);
+		w += m[j].len;
+	}
+	if (outlen)
+		out[w] = 0;
+	return w;
+}
+
+/* ---- spans ------------------------------------------------------------------------ */
+
+static aw_span_sink_fn *sink_fn;
+static void *sink_arg;
+static FILE *sink_file;
+
+void aw_span_sink_set(aw_span_sink_fn *fn, void *arg)
+{
+	__atomic_store_n(&sink_arg, arg, __ATOMIC_RELAXED);
+	__atomic_store_n(&sink_fn, fn, __ATOMIC_RELEASE);
+}
+
+static void file_sink(const aw_span *s, aw_time duration, void *arg)
+{
+	FILE *out = arg;
+	char line[1024];
+	int n = aw_span_format(s, duration, line, sizeof line);
+	if (n < 0)
+		return;
+	flockfile(out);
+	fputs(line, out);
+	fputc('\n', out);
+	fflush(out);
+	funlockfile(out);
+}
+
+void aw_span_log_to(FILE *out)
+{
+	sink_file = out;
+	aw_span_sink_set(out ? file_sink : NULL, out);
+}
+
+/* The one place spans leave: the sink set by the program (the log
+ * layer's once it exists). */
+static void span_record(const aw_span *s, aw_time duration)
+{
+	aw_span_sink_fn *fn = __atomic_load_n(&sink_fn, __ATOMIC_ACQUIRE);
+	if (fn)
+		fn(s, duration, __atomic_load_n(&sink_arg, __ATOMIC_RELAXED));
+}
+
+void aw_span_begin(aw_span *s, const char *name, int kind, const aw_trace *parent, bool make_current)
+{
+	aw_task *t = aw__current();
+	if (!parent && t)
+		parent = t->trace;
+	s->name = name ? name : "span";
+	s->kind = kind;
+	s->status = 0;
+	s->error = 0;
+	s->error_msg = NULL;
+	if (parent) {
+		memcpy(s->ctx.trace_id, parent->trace_id, 16);
+		memcpy(s->parent_id, parent->span_id, 8);
+		s->ctx.flags = parent->flags;
+		s->ctx.tracestate = parent->tracestate;
+		aw_trace_span_id_new(s->ctx.span_id);
+	} else {
+		aw_trace_new(&s->ctx);
+		memset(s->parent_id, 0, sizeof s->parent_id);
+	}
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	s->start_unix_ns = (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+	s->start = aw_now();
+	s->task = t;
+	s->current = make_current && t;
+	s->saved = NULL;
+	if (s->current) {
+		s->saved = t->trace;
+		t->trace = &s->ctx;
+	}
+	s->open = true;
+}
+
+void aw_span_end(aw_span *s, int err)
+{
+	if (!s->open)
+		return;
+	s->open = false;
+	aw_time dur = aw_now() - s->start;
+	if (s->current && s->task) {
+		if (s->task->trace == &s->ctx)
+			s->task->trace = s->saved;
+		s->current = false;
+	}
+	s->error = err < 0 ? err : 0;
+	const aw_error *e = err < 0 ? aw_error_current() : NULL;
+	s->error_msg = e && e->code == err ? e->msg : NULL;
+	span_record(s, dur);
+	s->error_msg = NULL;
+}
+
+static int span_enter(aw_mgr *m)
+{
+	aw_span *s = AW_CONTAINER_OF(m, aw_span, mgr);
+	aw_span_begin(s, s->name, AW_SPAN_INTERNAL, NULL, true);
+	return 0;
+}
+
+static int span_exit(aw_mgr *m, int err)
+{
+	aw_span_end(AW_CONTAINER_OF(m, aw_span, mgr), err);
+	return err;
+}
+
+static void span_describe(aw_mgr *m, char *buf, size_t len)
+{
+	aw_span *s = AW_CONTAINER_OF(m, aw_span, mgr);
+	char tid[33], sid[17];
+	aw_trace_hex(s->ctx.trace_id, 16, tid);
+	aw_trace_hex(s->ctx.span_id, 8, sid);
+	snprintf(buf, len, "%s trace %s span %s", s->name, tid, sid);
+}
+
+static const aw_mgr_ops span_ops = { "span", span_enter, span_exit, span_describe };
+
+aw_mgr *aw_span_init(aw_span *s, const char *name)
+{
+	memset(s, 0, sizeof *s);
+	s->mgr.ops = &span_ops;
+	s->name = name;
+	return &s->mgr;
+}
+
+/* ---- the record as a line ----------------------------------------------------------- */
+
+static const char *kind_name(int kind)
+{
+	switch (kind) {
+	case AW_SPAN_SERVER: return "server";
+	case AW_SPAN_CLIENT: return "client";
+	default: return "internal";
+	}
+}
+
+/* Append src as a logfmt quoted value (quotes, backslashes, control
+ * characters escaped). */
+static size_t put_quoted(char *buf, size_t len, size_t w, const char *src)
+{
+	char tmp[400];
+	size_t t = 0;
+	for (const char *p = src; *p && t + 6 < sizeof tmp; p++) {
+		unsigned char c = (unsigned char)*p;
+		if (c == '"' || c == '\\') {
+			tmp[t++] = '\\';
+			tmp[t++] = (char)c;
+		} else if (c == '\n') {
+			tmp[t++] = '\\';
+			tmp[t++] = 'n';
+		} else if (c < 0x20 || c == 0x7f) {
+			t += (size_t)snprintf(tmp + t, sizeof tmp - t, "\\x%02x", c);
+		} else {
+			tmp[t++] = (char)c;
+		}
+	}
+	tmp[t] = 0;
+	int n = snprintf(w < len ? buf + w : NULL, w < len ? len - w : 0, "\"%s\"", tmp);
+	return w + (size_t)(n > 0 ? n : 0);
+}
+
+int aw_span_format(const aw_span *s, aw_time duration, char *buf, size_t len)
+{
+	char tid[33], sid[17], pid[17] = "";
+	aw_trace_hex(s->ctx.trace_id, 16, tid);
+	aw_trace_hex(s->ctx.span_id, 8, sid);
+	if (!all_zero(s->parent_id, 8))
+		aw_trace_hex(s->parent_id, 8, pid);
+	/* Integers only: a "%f" would follow the locale's decimal comma. */
+	aw_time us = duration > 0 ? duration / 1000 : 0;
+	char when[40];
+	time_t secs = (time_t)(s->start_unix_ns / 1000000000);
+	struct tm tm;
+	gmtime_r(&secs, &tm);
+	size_t k = strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%S", &tm);
+	snprintf(when + k, sizeof when - k, ".%06ldZ", (long)(s->start_unix_ns % 1000000000 / 1000));
+	int n = snprintf(buf, len, "span=");
+	size_t w = (size_t)n;
+	w = put_quoted(buf, len, w, s->name ? s->name : "");
+	n = snprintf(w < len ? buf + w : NULL, w < len ? len - w : 0,
+		     " kind=%s trace_id=%s span_id=%s parent_id=%s sampled=%d start=%s duration_ms=%lld.%03lld status=%d error=%d",
+		     kind_name(s->kind), tid, sid, pid, s->ctx.flags & AW_TRACE_SAMPLED, when,
+		     (long long)(us / 1000), (long long)(us % 1000), s->status, s->error);
+	w += (size_t)(n > 0 ? n : 0);
+	if (s->error) {
+		n = snprintf(w < len ? buf + w : NULL, w < len ? len - w : 0, " error_name=");
+		w += (size_t)(n > 0 ? n : 0);
+		w = put_quoted(buf, len, w, aw_strerror(s->error));
+		if (s->error_msg) {
+			n = snprintf(w < len ? buf + w : NULL, w < len ? len - w : 0, " error_msg=");
+			w += (size_t)(n > 0 ? n : 0);
+			w = put_quoted(buf, len, w, s->error_msg);
+		}
+	}
+	return (int)w;
+}
