@@ -111,6 +111,23 @@ ssize_t aw_http_body_read(aw_http_request *req, void *buf, size_t n) AW_MUST_USE
 /* The per-request deadline (server option), for the handler's own waits. */
 aw_time aw_http_deadline(const aw_http_request *req);
 
+/* The request's trace context (core.h, "Tracing context"): the server
+ * span's — its trace id, its own span id, the flags and the tracestate.
+ * A request with a valid W3C `traceparent` header continues the caller's
+ * trace (the server span's parent is the header's parent-id, tracestate
+ * kept up to 32 members / 512 characters); one without, or with a
+ * malformed header (a bad version, wrong lengths, uppercase or non-hex
+ * digits, an all-zero id, the header twice), starts a new trace and
+ * ignores tracestate. It is also the running task's current context
+ * (aw_trace_current) while the handler and the dependencies' teardown
+ * run, so client requests and pg queries made for the request carry it
+ * on. The span, named "METHOD /route/{template}" ("METHOD" alone when no
+ * route matched), is recorded to the span sink when the request is done,
+ * with the response's status and, for a handler that failed, its error
+ * code (5xx without one: -EIO; 499: -ECANCELED). Valid until the request
+ * is done; NULL outside a request. */
+const aw_trace *aw_http_request_trace(const aw_http_request *req);
+
 /* ------------------------------------------------------------------------ */
 /* Responses                                                                */
 

@@ -95,6 +95,10 @@ struct aw_client_xfer {
 	int pump_rc;                  /* its result: 0, or the source's error */
 	aw_error *pump_err;           /* and that error, taken from the pump */
 	char *url;
+	/* tracing: the client span, when the calling task had a context */
+	aw_span span;
+	bool traced;
+	char span_name[40];
 	/* Entered with aw_enter: see aw_client.ledger. */
 	aw_ledger_entry ledger;
 	bool ledgered;

@@ -257,10 +257,25 @@ static bool pump_stop(aw_client_xfer *x)
 	return rc == 0;
 }
 
+/* Record the client span (once): the response's status if one came, and
+ * the transfer's error. */
+static void xfer_trace_end(aw_client_xfer *x, int err)
+{
+	if (!x->traced)
+		return;
+	x->traced = false;
+	long code = 0;
+	if (x->easy)
+		curl_easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &code);
+	aw_span_set_status(&x->span, (int)code);
+	aw_span_end(&x->span, err);
+}
+
 static void xfer_free(aw_client_xfer *x)
 {
 	if (!x)
 		return;
+	xfer_trace_end(x, aw_error_pending());
 	aw__client_xfer_detach(x);
 	aw__client_xfer_unlink(x);
 	aw_ledger_close(&x->ledger);
@@ -520,6 +535,49 @@ static int add_header(aw_client_xfer *x, const char *h)
 	return 0;
 }
 
+/* Whether the session's or the request's headers name `name` ("Name:" or
+ * "Name;", case-insensitive). */
+static bool has_header(const aw_client *c, const aw_client_request *req, const char *name)
+{
+	size_t n = strlen(name);
+	for (struct curl_slist *h = c->headers; h; h = h->next)
+		if (strncasecmp(h->data, name, n) == 0 && (h->data[n] == ':' || h->data[n] == ';'))
+			return true;
+	for (const char *const *h = req->headers; h && *h; h++)
+		if (strncasecmp(*h, name, n) == 0 && ((*h)[n] == ':' || (*h)[n] == ';'))
+			return true;
+	return false;
+}
+
+/* When the calling task has a trace context: a client span, child of the
+ * current span, whose id goes out as the parent-id of `traceparent`
+ * (W3C), with the context's tracestate. A traceparent the caller set
+ * itself wins (then neither header of ours is sent); a tracestate of its
+ * own wins over the context's. */
+static int trace_headers(aw_client_xfer *x, const aw_client *c, const aw_client_request *req,
+			 const char *method)
+{
+	const aw_trace *cur = aw_trace_current();
+	if (!cur)
+		return 0;
+	snprintf(x->span_name, sizeof x->span_name, "HTTP %s", method);
+	aw_span_begin(&x->span, x->span_name, AW_SPAN_CLIENT, cur, false);
+	x->traced = true;
+	if (has_header(c, req, "traceparent"))
+		return 0;
+	char h[sizeof "traceparent: " + AW_TRACEPARENT_LEN];
+	memcpy(h, "traceparent: ", 13);
+	aw_trace_format(&x->span.ctx, h + 13);
+	int rc = add_header(x, h);
+	const char *ts = x->span.ctx.tracestate;
+	if (!rc && ts && *ts && !has_header(c, req, "tracestate")) {
+		char th[sizeof "tracestate: " + AW_TRACESTATE_MAX];
+		snprintf(th, sizeof th, "tracestate: %s", ts);
+		rc = add_header(x, th);
+	}
+	return rc;
+}
+
 /* Bad requests: -EINVAL, raised. */
 static int check_request(const aw_client_request *req)
 {
@@ -643,6 +701,11 @@ static int response_enter(aw_mgr *m)
 	else if (upload ? strcmp(method, "PUT") != 0
 			: !(strcmp(method, "GET") == 0 && !has_body) && !(strcmp(method, "POST") == 0 && has_body))
 		curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, method);
+	rc = trace_headers(x, c, req, method);
+	if (rc) {
+		xfer_free(x);
+		return aw_raise(rc, "out of memory for a request");
+	}
 	curl_easy_setopt(e, CURLOPT_HTTPHEADER, x->headers);
 
 	/* Internally 0 is "none": AW_NEVER (the public "off") maps to it. */
@@ -746,6 +809,7 @@ static int response_enter(aw_mgr *m)
 		xfer_free(x);
 		return aw_raise(-ENOMEM, "out of memory");
 	}
+	xfer_trace_end(x, 0);   /* the whole response is in */
 	r->x = x;
 	return 0;
 }

@@ -293,6 +293,7 @@ int aw__app_dispatch(aw_http_conn *c)
 		const char *detail = st == 400 && r->bad_request ? r->bad_request : aw__http_reason(st);
 		return aw__http_queue_error(c, st, detail, st == 405 ? allow : NULL);
 	}
+	aw__http_trace_route(r);
 	r->deadline = aw__http_after(c->lim->request_deadline);
 	aw_exitstack_init(&r->deps);
 	const aw_route *route = r->route;
@@ -326,6 +327,7 @@ int aw__app_dispatch(aw_http_conn *c)
 		e = aw_error_take();
 	}
 	if (err < 0) {
+		r->trace_err = err;
 		const char *detail;
 		int status = error_status(c, err, &detail);
 		if (status >= 500)

@@ -152,6 +152,11 @@ struct aw_http_request {
 	aw_time started;
 	aw_time deadline;
 	const char *bad_request;   /* our own message for a 400 (static or arena) */
+
+	/* tracing (trace.c) */
+	aw_span span;              /* the server span, open while traced */
+	bool traced;
+	int trace_err;             /* the handler's error code, for the span */
 };
 
 /* ---- responses ------------------------------------------------------------ */
@@ -331,6 +336,16 @@ FILE *aw__app_log(const aw_app *app);
 int aw__app_dispatch(aw_http_conn *c);
 /* Unwind the request's dependencies with `err` (after the response). */
 void aw__app_deps_unwind(aw_http_request *req, int err);
+
+/* trace.c: the request's server span. begin: after the head is parsed
+ * (traceparent/tracestate read); route: named "METHOD template" once
+ * routed; enter: make it the task's context (returns the previous one, to
+ * put back with aw_trace_swap); end: record it with the response's
+ * status. */
+void aw__http_trace_begin(aw_http_conn *c);
+void aw__http_trace_route(aw_http_request *r);
+aw_trace *aw__http_trace_enter(aw_http_request *r);
+void aw__http_trace_end(aw_http_conn *c);
 
 /* server.c */
 /* Open connections of one client address (max_connections_per_client). */

@@ -408,12 +408,15 @@ static bool handle_request(aw_http_conn *c)
 	}
 	if (all_here)
 		r->continue_sent = true;   /* the body is here already: no 100 needed */
+	aw__http_trace_begin(c);
 	int st = aw__http_prepare_request(c);
 	if (st) {
 		c->res.close = true;
 		aw__http_queue_error(c, st, c->reject_msg, NULL);
 	} else {
+		aw_trace *outer = aw__http_trace_enter(r);
 		aw__app_dispatch(c);
+		(void)aw_trace_swap(outer);
 	}
 	bool keep = !c->res.close && drain_body(c);
 	if (c->pos) {
@@ -422,6 +425,7 @@ static bool handle_request(aw_http_conn *c)
 	}
 	if (c->app->access_log && c->res.status)
 		access_log(c);
+	aw__http_trace_end(c);
 	return keep && !srv_draining(c);
 }
 
