@@ -160,14 +160,14 @@ fi
 
 # 6. The pages the issue names, as a user types them.
 for name in aw_with aw_pg_pool aw_pg_pool_acquire AW_WITH AW_TIMEOUT; do
-    text=$(MANPATH=$man_root MANWIDTH=80 man "$name" 2>/dev/null | col -b)
+    text=$(MANPATH=$man_root MANWIDTH=80 man "$name" 2>/dev/null)
     if grep -qw -- "$name" <<<"$(sed -n '/^NAME/,/^SYNOPSIS/p' <<<"$text")"; then
         ok "man_${name}_shows_its_page"
     else
         fail "man_${name}_shows_its_page: its NAME section does not list $name"
     fi
 done
-if MANPATH=$man_root MANWIDTH=80 man 7 awith 2>/dev/null | col -b | grep -q 'aw_pg_pool(3)'; then
+if MANPATH=$man_root MANWIDTH=80 man 7 awith 2>/dev/null | grep -q 'aw_pg_pool(3)'; then
     ok "man_7_awith_lists_the_groups"
 else
     fail "man_7_awith_lists_the_groups"
