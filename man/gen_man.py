@@ -274,6 +274,7 @@ class Item:
         self.wrappers = set()   # macros that wrap a function of the same name
         self.undocumented = False
         self.commented = False  # a comment inside a declaration (fields)
+        self.first_internal = False  # the comment is on an internal declaration
         self.line_no = 0
 
 
@@ -408,6 +409,7 @@ def parse_header(path):
             item.undocumented = prev == 'blank' and any(isinstance(p, Item) for p in sec.parts)
             sec.parts.append(item)
         item.chunks.append(ch)
+        first = len(item.chunks) == 1
         if ch.kind == 'pp':
             name, _ = define_of(ch.lines[0])
             if name and name != guard and is_public(name):
@@ -418,6 +420,10 @@ def parse_header(path):
                     item.names.append((n, kind))
             if '/*' in '\n'.join(ch.lines):
                 item.commented = True
+        if first:
+            declared = [n for n, _ in names_of_code('\n'.join(ch.lines))] if ch.kind == 'code' \
+                else [n for n in [define_of(ch.lines[0])[0]] if n]
+            item.first_internal = bool(declared) and not any(is_public(n) for n in declared)
         prev = 'code'
         idx += 1
     return h
@@ -446,9 +452,17 @@ def build(include_dir):
                     else:
                         keep.append((n, k))
                 it.names = keep
-            # a comment on internal declarations that starts with a public
-            # name of the section documents that name (AW_FOR's comment)
+            # a comment on internal declarations is about them, not about
+            # the public ones that follow in the same paragraph (AW_FOR
+            # after aw__for_body_done) ...
             items = sec.items()
+            def own_name(it):
+                m = re.match(IDENT, it.doc or '')
+                return m and any(n == m.group(0) for n, _ in it.names)
+            for it in items:
+                if it.first_internal and it.names and not own_name(it):
+                    it.doc = None
+                    it.undocumented = False
             for it in items:
                 if it.names or not it.doc:
                     continue
@@ -457,7 +471,7 @@ def build(include_dir):
                     continue
                 for other in items:
                     if any(n == m.group(1) for n, _ in other.names):
-                        other.doc = it.doc + ('\n\n' + other.doc if other.doc else '')
+                        other.doc = (other.doc + '\n\n' if other.doc else '') + it.doc
                         other.undocumented = False
                         it.doc = None
                         break
@@ -638,7 +652,7 @@ def section_page(sec, headers, owner, version):
     out.append('.SH DESCRIPTION')
     started = False
     if sec.intro:
-        out.extend(render_text(sec.intro))
+        out.extend(render_text(sec.intro[:1].upper() + sec.intro[1:]))
         started = True
     for part in sec.parts:
         if isinstance(part, tuple):

@@ -787,8 +787,8 @@ struct aw_iter {
  * `if (rc < 0) break;` carries the error out.
  */
 bool aw__iter_step(aw_with *w, aw_iter *it, void **item);
-/* `iter` is evaluated once (AW_FOR(x, aw_gen_iter_init(...)) is fine): each
- * step takes the iterator back from the block's manager. */
+/* AW_FOR: `iter` is evaluated once (AW_FOR(x, aw_gen_iter_init(...)) is
+ * fine): each step takes the iterator back from the block's manager. */
 #define AW__ITER_OF(w) ((aw_iter *)(void *)((char *)AW__W(w).mgrs[0] - offsetof(aw_iter, mgr)))
 /* The block's `for` increment under AW_FOR: reached when the inner loop
  * ended. aw__iter_step marks the end of the items (NORMAL) and an error
