@@ -243,6 +243,9 @@ def names_of_code(code):
     if re.match(r'(struct|union|enum)\s+' + IDENT + r'\s*;$', c):
         return []   # a forward declaration: the type is another header's
     head = c.split('{')[0] if c.startswith('static') else c
+    m = re.match(r'[^(]*\(\s*\*\s*(' + IDENT + r')\s*\)\s*\(', head)
+    if m:   # a pointer to a function: void (*aw_hook)(void);
+        return [(m.group(1), 'variable')]
     # a function: the identifier before the first '(' at depth 0
     depth = 0
     for j, ch in enumerate(head):
