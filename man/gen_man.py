@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: MIT
 """Man pages for awith, generated from the public headers.
 
 The headers in include/awith/ are the one source of the reference: their
@@ -12,8 +13,8 @@ header is read:
   - A banner line, `/* ---...--- */`, starts a section; the comment right
     after it is the section's title (its first phrase, up to ':', ';' or
     '.') and introduction. Each section is one grouped page, named after
-    the first public name declared in it, unless the title ends with a
-    page name of its own: `/* The context-manager protocol   aw_with(3) */`.
+    the first public function or type declared in it (else its first
+    public name), unless the title ends with a page name of its own: `/* The context-manager protocol   aw_with(3) */`.
   - Declarations before the first banner go on the header's page.
   - A comment directly followed by declarations (no blank line) documents
     them, and every declaration after them in the same paragraph; a
@@ -147,6 +148,13 @@ def chunks_of(path):
             chunks.append(Chunk('blank', [line], no))
             i += 1
             continue
+        if 'SPDX-License-Identifier' in s and (s.startswith('//') or s.startswith('/*') and s.endswith('*/')):
+            i += 1      # the licence line is not documentation
+            continue
+        if s.startswith('//'):
+            chunks.append(Chunk('comment', [line], no, s[2:].strip()))
+            i += 1
+            continue
         if s.startswith('/*'):
             raw = [line]
             while '*/' not in '\n'.join(raw)[2:] and i + 1 < len(view):
@@ -161,7 +169,10 @@ def chunks_of(path):
             if re.fullmatch(r'/\*\s*-{10,}\s*\*/', text.strip()):
                 chunks.append(Chunk('banner', raw, no))
             else:
-                chunks.append(Chunk('comment', raw, no, comment_text(text)))
+                ctext = comment_text(text)
+                # an SPDX line inside the file's comment is not text either
+                ctext = re.sub(r'^SPDX-License-Identifier:.*\n?', '', ctext, flags=re.M).strip('\n')
+                chunks.append(Chunk('comment', raw, no, ctext))
             continue
         if s.startswith('#'):
             chunks.append(Chunk('pp', [line], no))
@@ -484,7 +495,11 @@ def build(include_dir):
         h.preamble.page = h.page
         for sec in h.sections:
             names = sec.names()
-            sec.page = sec.page_override or (names[0] if names else None)
+            # named after its first function or type (a section's macros
+            # and constants are mostly helpers), else its first name
+            kinds = dict((n, k) for it in sec.items() for n, k in it.names)
+            main = [n for n in names if kinds[n] in ('function', 'type')]
+            sec.page = sec.page_override or (main[0] if main else names[0] if names else None)
         for sec in [h.preamble] + h.sections:
             if sec.page is None:
                 continue

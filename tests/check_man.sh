@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # The reference pages, as a user gets them (issue 13): `meson install` into
 # a temporary DESTDIR, then
 #   1. every symbol the installed libawith*.so export has a page that
