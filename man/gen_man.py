@@ -445,8 +445,10 @@ def parse_header(path):
 
 def build(include_dir):
     paths = sorted(glob.glob(os.path.join(include_dir, 'awith', '*.h')))
-    # core first, then the rest by name: the order of awith(7)
-    paths.sort(key=lambda p: (os.path.basename(p) != 'core.h', os.path.basename(p)))
+    # the layers bottom up, then the rest by name: the order of awith(7)
+    layers = ['core.h', 'io.h', 'http.h', 'client.h', 'pg.h']
+    paths.sort(key=lambda p: (layers.index(os.path.basename(p)) if os.path.basename(p) in layers
+                              else len(layers), os.path.basename(p)))
     headers = [parse_header(p) for p in paths]
     functions = set()
     for h in headers:
@@ -770,9 +772,6 @@ def overview_page(headers, version):
         out.append('.B #include <awith/%s>' % esc(h.file))
     out.append('.fi')
     out.append('.SH DESCRIPTION')
-    core = [h for h in headers if h.file == 'core.h']
-    if core and doc_paragraphs(core[0].doc):
-        out.extend(render_text(doc_paragraphs(core[0].doc)[0]))
     out.append('.PP')
     out.append('The reference pages are generated from the public headers, one page per')
     out.append('header and one per section of a header; every public function, macro')
