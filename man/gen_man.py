@@ -22,8 +22,9 @@ header is read:
     that documents only internal declarations but starts with a public
     name of its section (the comment of AW_FOR) documents that name.
   - Public names: identifiers starting with aw_ or AW_ but not aw__ or
-    AW__ -- functions, types, struct and enum tags, enum constants,
-    macros; not include guards. A macro that only wraps the function of the
+    AW__ -- functions, types, struct and enum tags, enum constants --
+    and every macro not starting with aw__, AW__ or _, include guards
+    aside (AWITH_VERSION_MAJOR is public). A macro that only wraps the function of the
     same name (the location-recording macros) is that function's.
   - The `#ifdef __cplusplus` side of the header is skipped (the C view).
 
@@ -47,6 +48,12 @@ IDENT = r'[A-Za-z_][A-Za-z0-9_]*'
 
 def is_public(name):
     return bool(re.match(r'(aw_|AW_)', name)) and not re.match(r'(aw__|AW__)', name)
+
+
+def is_public_macro(name):
+    # every macro of a public header is API (AWITH_VERSION_MAJOR too), but
+    # the internal ones and reserved names
+    return not re.match(r'(aw__|AW__|_)', name, re.I)
 
 
 # ---------------------------------------------------------------------------
@@ -426,7 +433,7 @@ def parse_header(path):
         first = len(item.chunks) == 1
         if ch.kind == 'pp':
             name, _ = define_of(ch.lines[0])
-            if name and name != guard and is_public(name):
+            if name and name != guard and is_public_macro(name) and all(name != m for m, _ in item.names):
                 item.names.append((name, 'macro'))
         else:
             for n, kind in names_of_code('\n'.join(ch.lines)):
@@ -585,7 +592,7 @@ def synopsis_lines(item):
     for ch in item.chunks:
         if ch.kind == 'pp':
             name, fnlike = define_of(ch.lines[0])
-            if not name or not is_public(name) or name in item.wrappers:
+            if not name or not is_public_macro(name) or name in item.wrappers:
                 continue
             if not any(n == name for n, _ in item.names):
                 continue

@@ -5,7 +5,7 @@
 #   1. every symbol the installed libawith*.so export has a page that
 #      `man -w` finds (its group page or a link to it);
 #   2. so does every public macro of include/awith/*.h (every #define not
-#      starting with AW__/aw__, include guards aside) -- read from the
+#      starting with AW__/aw__/_, include guards aside) -- read from the
 #      headers here, not from the generator, so a name the generator misses
 #      fails;
 #   3. a name nobody declared has no page (the lookup can fail);
@@ -100,7 +100,7 @@ macros=$(awk '
         name = $0
         sub(/^[ \t]*#[ \t]*define[ \t]+/, "", name)
         sub(/[^A-Za-z0-9_].*$/, "", name)
-        if (name != guard && name ~ /^(aw|AW)_/ && name !~ /^(aw|AW)__/) print name
+        if (!(name == guard && name ~ /_H$/) && name !~ /^(aw__|AW__|_)/) print name
         guard = ""
         next
     }
