@@ -699,8 +699,24 @@ def section_page(sec, headers, owner, version):
         started = True
     if not started and not sec.items():
         out.append('Nothing is declared in this section yet.')
-    if errors_of(h.doc):
+    returns, errors = outcome_sentences(sec)
+    if returns:
+        out.append('.SH RETURN VALUE')
+        for heading, text in returns:
+            out.append('.TP')
+            out.append('.B ' + esc(heading))
+            out.append(line_out(text))
+    if errors or errors_of(h.doc):
         out.append('.SH ERRORS')
+    if errors:
+        out.append('The error codes the DESCRIPTION names, by function:')
+        for heading, text in errors:
+            out.append('.TP')
+            out.append('.B ' + esc(heading))
+            out.append(line_out(text))
+    if errors_of(h.doc):
+        if errors:
+            out.append('.PP')
         out.append('The error codes of')
         out.append('.I <awith/%s>' % esc(h.file))
         out.append('are listed in')
@@ -710,6 +726,28 @@ def section_page(sec, headers, owner, version):
     out.append(',\n'.join('.BR %s (3)' % esc(p) for p in see) + ',')
     out.append('.BR awith (7)')
     return '\n'.join(out) + '\n'
+
+
+def sentences(text):
+    flat = ' '.join(text.split())
+    return re.split(r'(?<=[.;])\s+(?=[A-Z(-])', flat)
+
+
+def outcome_sentences(sec):
+    """What the comments of a section's functions say they return, and the
+    error codes they name: ([(heading, text)], [(heading, text)])."""
+    returns, errors = [], []
+    for it in sec.items():
+        if not it.doc or not any(k == 'function' for _, k in it.names):
+            continue
+        heading = item_heading(it)
+        r = [x for x in sentences(it.doc) if re.match(r'(Returns?|returns?)\b', x)]
+        e = [x for x in sentences(it.doc) if x not in r and re.search(r'(?<![\w])-(AW_)?E[A-Z0-9_]{2,}', x)]
+        if r:
+            returns.append((heading, ' '.join(r)))
+        if e:
+            errors.append((heading, ' '.join(e)))
+    return returns, errors
 
 
 def doc_paragraphs(doc):
