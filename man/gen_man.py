@@ -351,7 +351,11 @@ def split_title(texts):
     if len(texts) > 1 and '\n' not in texts[0]:
         head = re.sub(r'\s' + IDENT + r'\(3\)\s*$', '', texts[0]).strip()
         if not re.search(r'[:;.]', head) and texts[1][:1].isupper():
-            return head, ' '.join(' '.join(texts[1:]).split()), override
+            # one-line box comments in a row are one paragraph
+            intro = texts[1]
+            for a, b in zip(texts[1:], texts[2:]):
+                intro += ('\n' if '\n' not in a and '\n' not in b else '\n\n') + b
+            return head, intro, override
     m = re.match(r'(.*?)(:\s|;\s|\.\s|\.$|$)', first)
     title = m.group(1).strip()
     intro = first[len(m.group(0)):].strip() if m.group(2).strip() else ''
