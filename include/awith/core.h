@@ -842,7 +842,7 @@ int aw_group_spawn(aw_group *g, aw_task_fn fn, void *arg, const char *name) AW_M
 void aw_group_cancel(aw_group *g);
 
 /* ------------------------------------------------------------------------ */
-/* Synchronisation                                                aw_lock(3) */
+/* Synchronisation                                               aw_lock(3) */
 /* All waiters are served FIFO. Not thread-safe: one loop.                  */
 /* Time limits: these waits (and aw_task_join, aw_to_thread, the queue) take
  * no deadline argument; they are bounded by the cancel scopes around them:

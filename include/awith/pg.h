@@ -272,7 +272,7 @@ typedef struct aw_pg_tx {
 aw_mgr *aw_pg_tx_init(aw_pg_tx *tx, aw_pg_conn *c, const aw_pg_tx_opts *opts);
 
 /* ------------------------------------------------------------------------ */
-/* Cursors                                                 aw_pg_cursor(3) */
+/* Cursors                                                  aw_pg_cursor(3) */
 /* An async iterator over the rows of a query, fetched `batch` rows at a    */
 /* time (DECLARE ... NO SCROLL CURSOR / FETCH / CLOSE). Must run inside a   */
 /* transaction (-EINVAL otherwise). Leaving the loop closes it.             */
