@@ -67,7 +67,7 @@ typedef enum aw_log_level {
 } aw_log_level;
 
 typedef enum aw_log_format {
-	AW_LOG_TEXT,     /* human: time LEVEL [task#id] msg key=value ... */
+	AW_LOG_TEXT = 1, /* human: time LEVEL [task#id] msg key=value ... */
 	AW_LOG_JSON,     /* one JSON object per line */
 	AW_LOG_LOGFMT,   /* key=value pairs, one record per line */
 } aw_log_format;
@@ -227,14 +227,24 @@ void aw_log_sink_get(aw_log_sink_fn *fn, void **ud);
 void aw_log_output_set(FILE *out);
 
 /* For layers writing their own record kinds (the http access log, spans):
- * rate-limit at `site`, add time, level, task, context fields and the
- * standard fields, and hand the record to the sink. rec->fields are the
- * caller's own fields; rec->msg is the message; rec->error as for
- * aw_log_error. `line` (may be NULL) replaces the formatted line (the
- * access log's combined format); `out` (may be NULL) replaces the
- * output for the default sink (aw_app_access_log's FILE). The level
- * filter applies. Returns true if the record was handed to the sink. */
-bool aw_log_emit(aw_log_site *site, const aw_log_record *rec, const char *line, FILE *out);
+ * rate-limit at `site` (NULL: not limited), add time, level, task,
+ * context fields and the standard fields, and hand the record to the
+ * sink. Of *rec only level, channel, msg, loc, error, fields and nfields
+ * are read (fields: the caller's own); the rest is filled in. The level
+ * filter applies. opts may be NULL. Returns true if the record was handed
+ * to the sink. */
+typedef struct aw_log_emit_opts {
+	aw_log_format format;   /* 0: the configured one; else the line is
+	                           formatted in this one (the access log in
+	                           JSON while the program logs text) */
+	const char *line;       /* replaces the formatted line (no '\n':
+	                           added), e.g. the access log's combined
+	                           format; NULL: formatted */
+	FILE *out;              /* where the default sink writes this record
+	                           (aw_app_access_log's FILE); NULL: the
+	                           output */
+} aw_log_emit_opts;
+bool aw_log_emit(aw_log_site *site, const aw_log_record *rec, const aw_log_emit_opts *opts);
 
 #pragma GCC visibility pop
 

@@ -174,7 +174,13 @@ struct aw_task {
 
 	/* every live task of the loop */
 	aw_task *all_prev, *all_next;
+
+	/* log context fields (aw_log_context_set), freed when the task ends */
+	struct aw_log_ctx *logctx;
 };
+
+/* log.c: free a task's (or thread's) log context fields. */
+void aw__log_context_free(struct aw_log_ctx **ctx);
 
 /* Wait lists (aw_waiter, aw_waitq_*): awith/ext.h. */
 
