@@ -88,20 +88,31 @@ bool aw_log_ratelimited_at(aw_log_site *site, FILE *out, const aw_error *e, cons
 	return true;
 }
 
+static bool flush_one(const aw_loc *loc, uint64_t n, FILE *out);
+
+/* Counts are taken under the lock, then written outside it (through the
+ * sink, which takes its own). */
 void aw_log_flush(FILE *out)
 {
-	if (!out)
-		out = stderr;
-	pthread_mutex_lock(&log_lock);
-	for (aw_log_site *s = dropping; s; s = s->next) {
-		if (!s->suppressed)
-			continue;
-		fprintf(out, "awith: %llu similar messages suppressed (%s:%d)\n", (unsigned long long)s->suppressed,
-			s->loc.file, s->loc.line);
-		s->suppressed = 0;
+	for (;;) {
+		const aw_loc *loc = NULL;
+		uint64_t n = 0;
+		pthread_mutex_lock(&log_lock);
+		for (aw_log_site *s = dropping; s; s = s->next) {
+			if (s->suppressed) {
+				loc = &s->loc;
+				n = s->suppressed;
+				s->suppressed = 0;
+				break;
+			}
+		}
+		pthread_mutex_unlock(&log_lock);
+		if (!loc)
+			break;
+		flush_one(loc, n, out);
 	}
-	pthread_mutex_unlock(&log_lock);
-	fflush(out);
+	if (out)
+		fflush(out);
 }
 
 /* ======================================================================== */
@@ -902,4 +913,21 @@ void aw_log_output_set(FILE *out)
 	pthread_mutex_lock(&sink_lock);
 	sink_out = out;
 	pthread_mutex_unlock(&sink_lock);
+}
+
+/* One pending count from aw_log_flush: in text the line aw_log_ratelimited
+ * writes; in json and logfmt a record with the site and the count. */
+static bool flush_one(const aw_loc *loc, uint64_t n, FILE *out)
+{
+	char line[512], site[400];
+	snprintf(site, sizeof site, "%s:%d", loc->file, loc->line);
+	snprintf(line, sizeof line, "awith: %llu similar messages suppressed (%s)", (unsigned long long)n, site);
+	aw_log_field f[] = { AW_KV_STR("site", site), AW_KV_INT("suppressed", n) };
+	aw_log_record r = {
+		.level = AW_LOG_WARN, .msg = "similar messages suppressed", .loc = loc, .fields = f, .nfields = 2
+	};
+	aw_log_emit_opts o = { .line = aw_log_format_get() == AW_LOG_TEXT ? line : NULL, .out = out };
+	if (in_sink)
+		return false;
+	return emit_allowed(&r, 0, &o);
 }
