@@ -302,13 +302,39 @@ int aw_app_on_startup(aw_app *app, int (*fn)(aw_app *app, void *arg), void *arg)
 int aw_app_on_shutdown(aw_app *app, int (*fn)(aw_app *app, void *arg), void *arg) AW_MUST_USE;
 void *aw_app_state(aw_app *app);
 void aw_app_set_state(aw_app *app, void *state);
-void aw_app_access_log(aw_app *app, FILE *out);  /* NULL: off (default) */
+/* The access log: one record per request answered, including requests
+ * rejected before a handler ran (400 bad request line or header, 408,
+ * 413, 414, 431, 505, 503 over capacity, 499 when the client left), on
+ * channel "access" through the log sink (awith/log.h): the default sink
+ * writes it to `out`; a callback sink receives it (with its fields) and
+ * `out` is only the switch. NULL: off (default). Fields: method, path
+ * (the request target as sent), proto, status, bytes (body bytes sent),
+ * duration_ms, request_id, client (peer address), referer, user_agent. */
+void aw_app_access_log(aw_app *app, FILE *out);
+typedef enum aw_access_log_format {
+	AW_ACCESS_LOG_AUTO,      /* combined when the log format is text,
+	                            else the log format (json or logfmt) */
+	AW_ACCESS_LOG_COMBINED,  /* Apache/nginx combined: %h - - [%t] "%r"
+	                            %s %b "%{Referer}i" "%{User-agent}i", then
+	                            the duration in ms and the request id */
+	AW_ACCESS_LOG_JSON,      /* one JSON object per line, the log's
+	                            standard fields plus the ones above */
+} aw_access_log_format;
+void aw_app_access_log_format(aw_app *app, aw_access_log_format f);
 /* Where handler failures (with their cause chains), failed teardowns and
- * server events are logged; default stderr. Messages that can come once
- * per request or connection (a failed handler, a failed teardown, a failed
- * accept) are rate-limited per place in the server that logs them (core.h,
- * "Rate-limited logging": 10 per 5 s by default, then "N similar messages
- * suppressed"), so an outage behind the handlers cannot flood the log. */
+ * server events are logged: records through the log sink (awith/log.h,
+ * levels and formats) whose default writes them to `out`; default stderr.
+ * Messages that can come once per request or connection (a failed
+ * handler, a failed teardown, a failed accept) are rate-limited per place
+ * in the server that logs them (core.h, "Rate-limited logging": 10 per
+ * 5 s by default, then "N similar messages suppressed"), so an outage
+ * behind the handlers cannot flood the log.
+ *
+ * Request ids: each request's task carries the log context field
+ * request_id (aw_log_context_set) while it is served: the client's
+ * X-Request-ID when it is 1 to 128 visible ASCII characters, else one
+ * made by the server (16 hex digits); the response carries it back as
+ * X-Request-ID, and every record the handler writes has it. */
 void aw_app_error_log(aw_app *app, FILE *out);
 aw_app *aw_http_app(const aw_http_request *req);
 

@@ -180,12 +180,18 @@ struct aw_task {
 	aw_trace *trace;
 	aw_trace trace_inherited;
 	char *trace_state;
+
+	/* log context fields (aw_log_context_set), freed when the task ends */
+	struct aw_log_ctx *logctx;
 };
 
 /* trace.c: give a new task a copy of the spawner's context (if any). */
 void aw__trace_inherit(aw_task *child, const aw_task *parent);
 /* trace.c: free what aw__trace_inherit allocated. */
 void aw__trace_release(aw_task *t);
+
+/* log.c: free a task's (or thread's) log context fields. */
+void aw__log_context_free(struct aw_log_ctx **ctx);
 
 /* Wait lists (aw_waiter, aw_waitq_*): awith/ext.h. */
 

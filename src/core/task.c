@@ -335,6 +335,7 @@ static void task_finish(aw_task *t, int rc)
 		aw__error_drop(t->err);
 		t->err = NULL;
 	}
+	aw__log_context_free(&t->logctx);
 	t->state = AW_TASK_DONE;
 	t->where = NULL;
 	l->ntasks--;
@@ -446,6 +447,7 @@ void aw_task_free(aw_loop *l, aw_task *t)
 	aw_error_free(t->err);
 	t->err = NULL;
 	aw__trace_release(t);
+	aw__log_context_free(&t->logctx);
 	aw_stack stack = t->coro.stack;
 	aw_stack_put(l, &stack);
 }

@@ -5,12 +5,14 @@
 #ifdef AW_REVERSE
 #include <awith/pg.h>
 #include <awith/ext.h>
+#include <awith/log.h>
 #include <awith/client.h>
 #include <awith/http.h>
 #include <awith/io.h>
 #include <awith/core.h>
 #else
 #include <awith/core.h>
+#include <awith/log.h>
 #include <awith/io.h>
 #include <awith/http.h>
 #include <awith/client.h>
