@@ -5,7 +5,9 @@
 #include "harness.h"
 
 #include "awith/core.h"
+#include "awith/log.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -287,27 +289,71 @@ AW_TEST(spawned_task_inherits_a_copy_of_the_spawners_trace_context)
 	CHECK(strcmp(got[1].state, "congo=t61rcWkgMzE") == 0);
 }
 
-AW_TEST(span_format_writes_one_logfmt_line_with_every_field)
+static int logged_main(void *arg)
 {
-	aw_span s;
+	(void)arg;
 	aw_trace remote;
-	CHECK_EQ(aw_trace_parse(&remote, TP_VALID, strlen(TP_VALID)), 0);
-	aw_span_begin(&s, "GET /users/{id}", AW_SPAN_SERVER, &remote, false);
+	if (aw_trace_parse(&remote, TP_VALID, strlen(TP_VALID)) < 0)
+		return -1;
+	aw_span s;
+	aw_span_begin(&s, "GET /users/{id}", AW_SPAN_SERVER, &remote, true);
 	aw_span_set_status(&s, 404);
-	s.error = -ENOENT;
-	s.error_msg = "no \"user\"\n42";
-	char line[512];
-	int n = aw_span_format(&s, AW_US(1500), line, sizeof line);
-	CHECK(n > 0 && (size_t)n < sizeof line);
-	const char *head = "span=\"GET /users/{id}\" kind=server trace_id=4bf92f3577b34da6a3ce929d0e0e4736 span_id=";
-	CHECK(strncmp(line, head, strlen(head)) == 0);
-	CHECK(strstr(line, " parent_id=00f067aa0ba902b7 sampled=1 start=20") != NULL);
-	CHECK(strstr(line, " duration_ms=1.500 status=404 error=-2 error_name=") != NULL);
-	CHECK(strstr(line, "error_msg=\"no \\\"user\\\"\\n42\"") != NULL);
-	CHECK(strchr(line, '\n') == NULL);
-	/* too small a buffer: truncated, the length it needs returned */
-	char small[16];
-	CHECK_EQ(aw_span_format(&s, AW_US(1500), small, sizeof small), n);
+	int rc = aw_raise(-ENOENT, "no \"user\" 42");
+	aw_span_end(&s, rc);
+	aw_error_clear();
+	AW_WITH(aw_span_init(&s, "root")) {}
+	return 0;
+}
+
+/* With no sink of the program's, spans are log records (awith/log.h) at
+ * debug level: one logfmt line each, with every field. */
+AW_TEST(span_without_a_sink_is_a_log_record_with_every_field)
+{
+	char *buf = NULL;
+	size_t len = 0;
+	FILE *out = open_memstream(&buf, &len);
+	aw_span_sink_set(NULL, NULL);
+	aw_log_output_set(out);
+	aw_log_format_set(AW_LOG_LOGFMT);
+	aw_log_level_set(AW_LOG_INFO);
+	CHECK_EQ(aw_run(logged_main, NULL), 0);   /* below the level: nothing */
+	fflush(out);
+	CHECK_EQ(len, 0);
+	aw_log_level_set(AW_LOG_DEBUG);
+	CHECK_EQ(aw_run(logged_main, NULL), 0);
+	fclose(out);
+	aw_log_output_set(NULL);
+	char *second = strchr(buf, '\n');
+	CHECK(second != NULL);
+	*second++ = 0;
+	CHECK(strstr(buf, "level=debug") != NULL);
+	CHECK(strstr(buf, " msg=span span=\"GET /users/{id}\" kind=server trace_id=4bf92f3577b34da6a3ce929d0e0e4736 span_id=") != NULL);
+	CHECK(strstr(buf, " parent_id=00f067aa0ba902b7 sampled=true start=20") != NULL);
+	CHECK(strstr(buf, " duration_ms=") != NULL);
+	CHECK(strstr(buf, " status=404 error_code=-2 error=\"no \\\"user\\\" 42\"") != NULL);
+	CHECK(strstr(second, "span=root kind=internal") != NULL);
+	CHECK(strstr(second, "parent_id") == NULL);   /* a root span */
+	CHECK(strstr(second, "status=") == NULL);
+	CHECK(strstr(second, "error") == NULL);
+	/* a level of its own: at info the same spans show at the default level */
+	buf[0] = 0;
+	free(buf);
+	buf = NULL;
+	out = open_memstream(&buf, &len);
+	aw_log_output_set(out);
+	aw_log_level_set(AW_LOG_INFO);
+	aw_span_log_level_set(AW_LOG_INFO);
+	CHECK_EQ(aw_run(logged_main, NULL), 0);
+	aw_span_log_level_set(0);   /* off */
+	CHECK_EQ(aw_run(logged_main, NULL), 0);
+	fclose(out);
+	aw_log_output_set(NULL);
+	int lines = 0;
+	for (char *p = buf; (p = strchr(p, '\n')); p++)
+		lines++;
+	CHECK_EQ(lines, 2);
+	CHECK(strstr(buf, "level=info") != NULL);
+	free(buf);
 }
 
 AW_TEST(new_ids_are_random_and_never_zero)

@@ -960,8 +960,8 @@ bool aw_thread_cancelled(void);
  * request, and the pg layer puts into a statement's SQL comment (opt-in).
  * Each span (a server request, a client request, a query, or any block
  * the program wraps in an aw_span) is recorded when it ends, with its
- * duration, to the span sink (aw_span_sink_set; docs/observability.md,
- * "Tracing", lists the fields).
+ * duration, to the log (awith/log.h) or a sink of the program's
+ * (aw_span_sink_set; docs/observability.md, "Tracing", lists the fields).
  *
  * Inheritance: a task spawned (aw_spawn, aw_group_spawn) by a task that
  * has a trace context starts with a copy of it (tracestate included), so
@@ -1069,20 +1069,24 @@ void aw_span_end(aw_span *s, int err);
 /* The layer's status for the record (e.g. the HTTP status). */
 static inline void aw_span_set_status(aw_span *s, int status) { s->status = status; }
 
-/* Where finished spans go: fn(span, duration, arg), called in the task
- * that ended the span, right after it ended (it must not wait). NULL: the
- * default, no recording. Process-wide; set it at the start of main. */
+/* Where finished spans go. By default, to the log (awith/log.h): one
+ * record per span on the "span" channel, at level AW_LOG_DEBUG (see
+ * aw_span_log_level_set), not rate-limited, with the fields span (the
+ * name), kind, trace_id, span_id, parent_id (absent for a root), sampled,
+ * start (RFC 3339 UTC, microseconds), duration_ms, status (absent when
+ * 0), error_code and error (absent when it ended without one), besides
+ * the log's own (time, level, task, the task's context fields such as
+ * request_id): docs/observability.md, "Tracing". aw_span_sink_set
+ * replaces that with fn(span, duration, arg), called in the task that
+ * ended the span, right after (it must not wait; span->error_msg is
+ * valid during the call), e.g. to export spans elsewhere; fn NULL puts
+ * the log back. Process-wide; set it at the start of main. */
 typedef void aw_span_sink_fn(const aw_span *s, aw_time duration, void *arg);
 void aw_span_sink_set(aw_span_sink_fn *fn, void *arg);
-/* A sink that writes each span as one logfmt line to out (see
- * aw_span_format), flushed; out NULL turns recording off. */
-void aw_span_log_to(FILE *out);
-/* One logfmt line for a span (no newline):
- * span="NAME" kind=server trace_id=<32 hex> span_id=<16 hex>
- * parent_id=<16 hex or empty> sampled=1 start=<RFC 3339 UTC, microseconds>
- * duration_ms=<float> status=<int> error=<code> [error_name=... error_msg="..."].
- * Returns the length snprintf would have written. */
-int aw_span_format(const aw_span *s, aw_time duration, char *buf, size_t len);
+/* The log level of span records (an AW_LOG_* value of awith/log.h;
+ * default AW_LOG_DEBUG, so that a service logs them once its level is
+ * debug, or at AW_LOG_INFO once set here); 0 stops recording them. */
+void aw_span_log_level_set(int level);
 
 /* ------------------------------------------------------------------------ */
 /* Observability: the ledger and the dump                        aw_dump(3) */

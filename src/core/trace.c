@@ -11,6 +11,7 @@
  * the buffer it inherited (two workers must not hand out the same ids).
  */
 #include "internal.h"
+#include "awith/log.h"
 
 #include <pthread.h>
 #include <string.h>
@@ -304,7 +305,7 @@ size_t aw_tracestate_clean(const char *in, size_t len, char *out, size_t outlen)
 
 static aw_span_sink_fn *sink_fn;
 static void *sink_arg;
-static FILE *sink_file;
+static int span_level = AW_LOG_DEBUG;
 
 void aw_span_sink_set(aw_span_sink_fn *fn, void *arg)
 {
@@ -312,33 +313,77 @@ void aw_span_sink_set(aw_span_sink_fn *fn, void *arg)
 	__atomic_store_n(&sink_fn, fn, __ATOMIC_RELEASE);
 }
 
-static void file_sink(const aw_span *s, aw_time duration, void *arg)
+void aw_span_log_level_set(int level)
 {
-	FILE *out = arg;
-	char line[1024];
-	int n = aw_span_format(s, duration, line, sizeof line);
-	if (n < 0)
+	__atomic_store_n(&span_level, level, __ATOMIC_RELAXED);
+}
+
+static const char *kind_name(int kind)
+{
+	switch (kind) {
+	case AW_SPAN_SERVER: return "server";
+	case AW_SPAN_CLIENT: return "client";
+	default: return "internal";
+	}
+}
+
+/* RFC 3339, UTC, microseconds: "2026-12-06T06:12:12.345678Z". */
+static void format_start(int64_t unix_ns, char *out, size_t len)
+{
+	time_t secs = (time_t)(unix_ns / 1000000000);
+	struct tm tm;
+	gmtime_r(&secs, &tm);
+	size_t k = strftime(out, len, "%Y-%m-%dT%H:%M:%S", &tm);
+	snprintf(out + k, len - k, ".%06ldZ", (long)(unix_ns % 1000000000 / 1000));
+}
+
+/* The default: one log record (awith/log.h) on the "span" channel, at
+ * span_level, not rate-limited (a span is data, not a message). */
+static void span_to_log(const aw_span *s, aw_time duration)
+{
+	int level = __atomic_load_n(&span_level, __ATOMIC_RELAXED);
+	if (level <= 0 || !aw_log_enabled((aw_log_level)level))
 		return;
-	flockfile(out);
-	fputs(line, out);
-	fputc('\n', out);
-	fflush(out);
-	funlockfile(out);
+	char tid[33], sid[17], pid[17], start[40];
+	aw_trace_hex(s->ctx.trace_id, 16, tid);
+	aw_trace_hex(s->ctx.span_id, 8, sid);
+	aw_trace_hex(s->parent_id, 8, pid);
+	format_start(s->start_unix_ns, start, sizeof start);
+	aw_log_field f[12];
+	size_t n = 0;
+	f[n++] = AW_KV_STR("span", s->name ? s->name : "");
+	f[n++] = AW_KV_STR("kind", kind_name(s->kind));
+	f[n++] = AW_KV_STR("trace_id", tid);
+	f[n++] = AW_KV_STR("span_id", sid);
+	if (!all_zero(s->parent_id, 8))
+		f[n++] = AW_KV_STR("parent_id", pid);
+	f[n++] = AW_KV_BOOL("sampled", s->ctx.flags & AW_TRACE_SAMPLED);
+	f[n++] = AW_KV_STR("start", start);
+	f[n++] = AW_KV_FLOAT("duration_ms", (double)duration / 1e6);
+	if (s->status)
+		f[n++] = AW_KV_INT("status", s->status);
+	if (s->error) {
+		f[n++] = AW_KV_INT("error_code", s->error);
+		f[n++] = AW_KV_STR("error", s->error_msg ? s->error_msg : aw_strerror(s->error));
+	}
+	aw_log_record rec = {
+		.level = (aw_log_level)level,
+		.channel = "span",
+		.msg = "span",
+		.fields = f,
+		.nfields = n,
+	};
+	(void)aw_log_emit(NULL, &rec, NULL);
 }
 
-void aw_span_log_to(FILE *out)
-{
-	sink_file = out;
-	aw_span_sink_set(out ? file_sink : NULL, out);
-}
-
-/* The one place spans leave: the sink set by the program (the log
- * layer's once it exists). */
+/* The one place spans leave: the program's sink, else the log. */
 static void span_record(const aw_span *s, aw_time duration)
 {
 	aw_span_sink_fn *fn = __atomic_load_n(&sink_fn, __ATOMIC_ACQUIRE);
 	if (fn)
 		fn(s, duration, __atomic_load_n(&sink_arg, __ATOMIC_RELAXED));
+	else
+		span_to_log(s, duration);
 }
 
 void aw_span_begin(aw_span *s, const char *name, int kind, const aw_trace *parent, bool make_current)
@@ -423,76 +468,4 @@ aw_mgr *aw_span_init(aw_span *s, const char *name)
 	s->mgr.ops = &span_ops;
 	s->name = name;
 	return &s->mgr;
-}
-
-/* ---- the record as a line ----------------------------------------------------------- */
-
-static const char *kind_name(int kind)
-{
-	switch (kind) {
-	case AW_SPAN_SERVER: return "server";
-	case AW_SPAN_CLIENT: return "client";
-	default: return "internal";
-	}
-}
-
-/* Append src as a logfmt quoted value (quotes, backslashes, control
- * characters escaped). */
-static size_t put_quoted(char *buf, size_t len, size_t w, const char *src)
-{
-	char tmp[400];
-	size_t t = 0;
-	for (const char *p = src; *p && t + 6 < sizeof tmp; p++) {
-		unsigned char c = (unsigned char)*p;
-		if (c == '"' || c == '\\') {
-			tmp[t++] = '\\';
-			tmp[t++] = (char)c;
-		} else if (c == '\n') {
-			tmp[t++] = '\\';
-			tmp[t++] = 'n';
-		} else if (c < 0x20 || c == 0x7f) {
-			t += (size_t)snprintf(tmp + t, sizeof tmp - t, "\\x%02x", c);
-		} else {
-			tmp[t++] = (char)c;
-		}
-	}
-	tmp[t] = 0;
-	int n = snprintf(w < len ? buf + w : NULL, w < len ? len - w : 0, "\"%s\"", tmp);
-	return w + (size_t)(n > 0 ? n : 0);
-}
-
-int aw_span_format(const aw_span *s, aw_time duration, char *buf, size_t len)
-{
-	char tid[33], sid[17], pid[17] = "";
-	aw_trace_hex(s->ctx.trace_id, 16, tid);
-	aw_trace_hex(s->ctx.span_id, 8, sid);
-	if (!all_zero(s->parent_id, 8))
-		aw_trace_hex(s->parent_id, 8, pid);
-	/* Integers only: a "%f" would follow the locale's decimal comma. */
-	aw_time us = duration > 0 ? duration / 1000 : 0;
-	char when[40];
-	time_t secs = (time_t)(s->start_unix_ns / 1000000000);
-	struct tm tm;
-	gmtime_r(&secs, &tm);
-	size_t k = strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%S", &tm);
-	snprintf(when + k, sizeof when - k, ".%06ldZ", (long)(s->start_unix_ns % 1000000000 / 1000));
-	int n = snprintf(buf, len, "span=");
-	size_t w = (size_t)n;
-	w = put_quoted(buf, len, w, s->name ? s->name : "");
-	n = snprintf(w < len ? buf + w : NULL, w < len ? len - w : 0,
-		     " kind=%s trace_id=%s span_id=%s parent_id=%s sampled=%d start=%s duration_ms=%lld.%03lld status=%d error=%d",
-		     kind_name(s->kind), tid, sid, pid, s->ctx.flags & AW_TRACE_SAMPLED, when,
-		     (long long)(us / 1000), (long long)(us % 1000), s->status, s->error);
-	w += (size_t)(n > 0 ? n : 0);
-	if (s->error) {
-		n = snprintf(w < len ? buf + w : NULL, w < len ? len - w : 0, " error_name=");
-		w += (size_t)(n > 0 ? n : 0);
-		w = put_quoted(buf, len, w, aw_strerror(s->error));
-		if (s->error_msg) {
-			n = snprintf(w < len ? buf + w : NULL, w < len ? len - w : 0, " error_msg=");
-			w += (size_t)(n > 0 ? n : 0);
-			w = put_quoted(buf, len, w, s->error_msg);
-		}
-	}
-	return (int)w;
 }
