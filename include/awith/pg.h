@@ -100,6 +100,28 @@ typedef struct aw_pg_opts {
 	                              aw_pg_opts_default() for the default
 	                              (100). Max 10000. */
 	const char *application_name;  /* reported to the server; NULL: "awith" */
+	bool trace_comment;        /* put the task's trace context (core.h,
+	                              "Tracing context") into the text of each
+	                              statement sent while it has one, as
+	                              sqlcommenter does: a comment holding
+	                              traceparent='00-<trace id>-<span id>-01'
+	                              (the statement's own span) at the end
+	                              (before a final ';'), which the server
+	                              shows in pg_stat_activity and its logs.
+	                              The text then differs per statement, so
+	                              such statements are sent unnamed
+	                              (parsed every time, as with stmt_cache
+	                              0) and never fill the statement cache;
+	                              the same statements outside a trace
+	                              still use it. Covers aw_pg_query,
+	                              aw_pg_exec, aw_pg_rows, aw_pg_exec_script
+	                              and aw_pg_pool_query (pipelined too);
+	                              not cursors, COPY, or aw_pg_tx's
+	                              BEGIN/COMMIT. Default off. Whatever this
+	                              says, each of those statements sent while
+	                              the task has a trace context is recorded
+	                              as a span ("pg SELECT", kind client,
+	                              with its duration and error). */
 } aw_pg_opts;
 
 /* The defaults (what a NULL opts means). */

@@ -916,9 +916,11 @@ static int run(aw_pg_conn *c, PGresult **out, const char *sql, int nparams, cons
 	int rc = aw_pg_begin(c, what);
 	if (rc < 0)
 		return rc;
+	aw_pg_qtrace qt;
+	const char *text = aw_pg_trace_begin(&qt, c, sql);
 	for (int attempt = 0;; attempt++) {
 		aw_pg_stmt *e = NULL;
-		if (c->opts.stmt_cache > 0) {
+		if (text == sql && c->opts.stmt_cache > 0) {
 			rc = stmt_get(c, sql, nparams, &e);
 			if (rc < 0)
 				break;
@@ -926,7 +928,7 @@ static int run(aw_pg_conn *c, PGresult **out, const char *sql, int nparams, cons
 				rc = aw_pg_conn_fail(c, "cannot send");
 				break;
 			}
-		} else if (!PQsendQueryParams(c->pg, sql, nparams, NULL, params, NULL, NULL, 0)) {
+		} else if (!PQsendQueryParams(c->pg, text, nparams, NULL, params, NULL, NULL, 0)) {
 			rc = aw_pg_conn_fail(c, "cannot send");
 			break;
 		}
@@ -944,6 +946,7 @@ static int run(aw_pg_conn *c, PGresult **out, const char *sql, int nparams, cons
 		aw_error_clear();
 		rc = aw_raise(-EINVAL, "%s: COPY is not supported here; use aw_pg_copy_in/out", what);
 	}
+	aw_pg_trace_end(&qt, rc);
 	c->queries++;
 	aw_pg_end(c);
 	return rc;
@@ -985,7 +988,9 @@ int aw_pg_exec_script(aw_pg_conn *c, const char *sql)
 	int rc = aw_pg_begin(c, "aw_pg_exec_script");
 	if (rc < 0)
 		return rc;
-	rc = aw_pg_simple(c, sql);
+	aw_pg_qtrace qt;
+	rc = aw_pg_simple(c, aw_pg_trace_begin(&qt, c, sql));
+	aw_pg_trace_end(&qt, rc);
 	c->queries++;
 	aw_pg_end(c);
 	return rc;

@@ -39,6 +39,19 @@ struct aw_pg_stmt {
 typedef struct aw_pg_pipe aw_pg_pipe;     /* pipeline.c */
 typedef struct aw_pg_pool_slot aw_pg_pool_slot;
 
+/* trace.c: a statement's span and its commented text (aw_pg_opts.
+ * trace_comment). begin returns the text to send: sql itself, or the
+ * commented copy (then qt->sql; send it unnamed, not through the
+ * statement cache). end records the span with the statement's result. */
+typedef struct aw_pg_qtrace {
+	aw_span span;
+	char name[24];
+	char *sql;                /* the commented copy, or NULL */
+	bool on;
+} aw_pg_qtrace;
+const char *aw_pg_trace_begin(aw_pg_qtrace *qt, const aw_pg_conn *c, const char *sql);
+void aw_pg_trace_end(aw_pg_qtrace *qt, int rc);
+
 struct aw_pg_conn {
 	PGconn *pg;
 	int fd;

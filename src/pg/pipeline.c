@@ -369,6 +369,9 @@ static int pipe_pick(aw_pg_pool *p, aw_pg_pipe **out)
 
 /* ---- the query ---------------------------------------------------------------------------- */
 
+static int pipe_query_traced(aw_pg_pool *p, aw_task *self, PGresult **out, const char *sql, int nparams,
+			     const char *const *params, bool *stale, aw_pg_qtrace *qt);
+
 /* One attempt. *stale is set when the query ran a cached statement that
  * the server no longer has (26000: deallocated behind the cache's back) or
  * whose result shape changed (0A000): nothing ran, the pump dropped the
@@ -376,12 +379,26 @@ static int pipe_pick(aw_pg_pool *p, aw_pg_pipe **out)
 static int pipe_query_once(aw_pg_pool *p, aw_task *self, PGresult **out, const char *sql, int nparams,
 			   const char *const *params, bool *stale)
 {
+	aw_pg_qtrace qt;
+	int rc = pipe_query_traced(p, self, out, sql, nparams, params, stale, &qt);
+	aw_pg_trace_end(&qt, rc);
+	return rc;
+}
+
+/* One attempt, with its span: the connection is picked first, so that
+ * its options say whether the text carries the trace comment. */
+static int pipe_query_traced(aw_pg_pool *p, aw_task *self, PGresult **out, const char *sql, int nparams,
+			     const char *const *params, bool *stale, aw_pg_qtrace *qt)
+{
+	qt->on = false;
+	qt->sql = NULL;
 	*stale = false;
 	aw_pg_pipe *pp = NULL;
 	int rc = pipe_pick(p, &pp);
 	if (rc < 0)
 		return rc;
 	aw_pg_conn *c = pp->c;
+	const char *text = aw_pg_trace_begin(qt, c, sql);
 	pipe_entry *e = aw__calloc(1, sizeof *e);
 	if (!e)
 		return aw_raise(-ENOMEM, "aw_pg_pool_query: out of memory");
@@ -389,7 +406,7 @@ static int pipe_query_once(aw_pg_pool *p, aw_task *self, PGresult **out, const c
 
 	/* Queue the messages: [Parse] Bind/Execute Sync. */
 	bool sent;
-	if (c->opts.stmt_cache > 0) {
+	if (text == sql && c->opts.stmt_cache > 0) {
 		const char *name;
 		rc = aw_pg_stmt_lookup_or_send(c, sql, nparams, &name, &e->prep);
 		if (rc < 0) {
@@ -406,7 +423,7 @@ static int pipe_query_once(aw_pg_pool *p, aw_task *self, PGresult **out, const c
 		e->parse_left = e->prep.stmt;
 		sent = PQsendQueryPrepared(c->pg, name, nparams, params, NULL, NULL, 0);
 	} else {
-		sent = PQsendQueryParams(c->pg, sql, nparams, NULL, params, NULL, NULL, 0);
+		sent = PQsendQueryParams(c->pg, text, nparams, NULL, params, NULL, NULL, 0);
 	}
 	if (!sent || !PQpipelineSync(c->pg)) {
 		free(e);
