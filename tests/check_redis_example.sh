@@ -10,9 +10,11 @@
 #       `cc ... $(pkg-config --cflags --libs awith-core) $(pkg-config ... hiredis)`
 #       (awith.pc before the per-layer modules), check it saw only the
 #       installed headers and library, and run it;
-#   check_redis_example.sh built EXE
+#   check_redis_example.sh built EXE [TESTS]
 #       run the in-tree build of the example (examples/meson.build; the
-#       sanitizer build runs it under ASan/UBSan with leak checks).
+#       sanitizer build runs it under ASan/UBSan with leak checks), and the
+#       test program TESTS (tests/test_redis_example.c: the wrapper's edge
+#       cases) against the same server.
 #
 # Each run: a private redis-server on a unix socket and a TCP port in a
 # temporary directory (--save '' --appendonly no), killed on exit; the
@@ -58,6 +60,22 @@ else
 	fail "redis_example_reports_a_refused_connection"
 fi
 
+# The wrapper's edge cases (harness program: its own ok/FAIL lines).
+if [[ -n ${tests-} ]]; then
+	AW_REDIS_SOCKET=$sock AW_REDIS_REQUIRED=1 "$tests" </dev/null >"$tmp/tests.out" 2>&1
+	rc=$?
+	sed 's/^/  /' "$tmp/tests.out"
+	summary=$(grep -E '^[0-9]+ passed, [0-9]+ failed$' "$tmp/tests.out" | tail -n 1)
+	if [[ -n $summary ]]; then
+		read -r p _ f _ <<<"$summary"
+		pass=$((pass + p)) fails=$((fails + f))
+		((f == 0 && rc != 0)) && { : >"$tmp/log"; fail "test_redis_example: exit status $rc after all tests passed"; }
+	else
+		: >"$tmp/log"
+		fail "test_redis_example: no summary line (exit status $rc)"
+	fi
+fi
+
 finish
 	fi
 	# The per-layer module if the build has it, else the whole library.
@@ -93,6 +111,22 @@ else
 	fail "redis_example_reports_a_refused_connection"
 fi
 
+# The wrapper's edge cases (harness program: its own ok/FAIL lines).
+if [[ -n ${tests-} ]]; then
+	AW_REDIS_SOCKET=$sock AW_REDIS_REQUIRED=1 "$tests" </dev/null >"$tmp/tests.out" 2>&1
+	rc=$?
+	sed 's/^/  /' "$tmp/tests.out"
+	summary=$(grep -E '^[0-9]+ passed, [0-9]+ failed$' "$tmp/tests.out" | tail -n 1)
+	if [[ -n $summary ]]; then
+		read -r p _ f _ <<<"$summary"
+		pass=$((pass + p)) fails=$((fails + f))
+		((f == 0 && rc != 0)) && { : >"$tmp/log"; fail "test_redis_example: exit status $rc after all tests passed"; }
+	else
+		: >"$tmp/log"
+		fail "test_redis_example: no summary line (exit status $rc)"
+	fi
+fi
+
 finish
 	fi
 	# Which awith headers the compiler read, and which library the program
@@ -114,7 +148,7 @@ finish
 		fail "redis_example_loads_the_installed_libawith"
 	fi
 elif [[ $mode == built ]]; then
-	exe=${2:?}
+	exe=${2:?} tests=${3:-}
 else
 	echo "usage: check_redis_example.sh installed BUILD SRC CC SANITIZE | built EXE"
 	exit 2
@@ -200,6 +234,22 @@ if ((rc == 1)) && grep -q "redis: cannot connect to 127.0.0.1:$port2: Connection
 else
 	{ echo "exit $rc"; cat "$tmp/err"; } >"$tmp/log"
 	fail "redis_example_reports_a_refused_connection"
+fi
+
+# The wrapper's edge cases (harness program: its own ok/FAIL lines).
+if [[ -n ${tests-} ]]; then
+	AW_REDIS_SOCKET=$sock AW_REDIS_REQUIRED=1 "$tests" </dev/null >"$tmp/tests.out" 2>&1
+	rc=$?
+	sed 's/^/  /' "$tmp/tests.out"
+	summary=$(grep -E '^[0-9]+ passed, [0-9]+ failed$' "$tmp/tests.out" | tail -n 1)
+	if [[ -n $summary ]]; then
+		read -r p _ f _ <<<"$summary"
+		pass=$((pass + p)) fails=$((fails + f))
+		((f == 0 && rc != 0)) && { : >"$tmp/log"; fail "test_redis_example: exit status $rc after all tests passed"; }
+	else
+		: >"$tmp/log"
+		fail "test_redis_example: no summary line (exit status $rc)"
+	fi
 fi
 
 finish
