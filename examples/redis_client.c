@@ -289,8 +289,10 @@ static int driver_main(void *arg)
 		/* A command was just queued on a connected socket: write at once,
 		 * wait for room only when a write could not take everything. */
 		if (connected && r->want_write && r->write_fresh) {
-			r->write_fresh = false;
 			redisAsyncHandleWrite(r->ac);
+			/* Not all written: hiredis called addWrite again. That is
+			 * no new command; wait for room rather than spin. */
+			r->write_fresh = false;
 			continue;
 		}
 		/* Until connected only writability matters (the connect's end);
@@ -303,8 +305,10 @@ static int driver_main(void *arg)
 			aw_error_clear();
 			break;
 		}
-		if ((rc & AW_WRITABLE) && r->ac)
+		if ((rc & AW_WRITABLE) && r->ac) {
 			redisAsyncHandleWrite(r->ac);
+			r->write_fresh = false;
+		}
 		if ((rc & AW_READABLE) && r->ac)
 			do
 				redisAsyncHandleRead(r->ac);

@@ -62,7 +62,7 @@ fi
 
 # The wrapper's edge cases (harness program: its own ok/FAIL lines).
 if [[ -n ${tests-} ]]; then
-	AW_REDIS_SOCKET=$sock AW_REDIS_REQUIRED=1 "$tests" </dev/null >"$tmp/tests.out" 2>&1
+	AW_REDIS_SOCKET=$sock AW_REDIS_PID=$redis_pid AW_REDIS_REQUIRED=1 "$tests" </dev/null >"$tmp/tests.out" 2>&1
 	rc=$?
 	sed 's/^/  /' "$tmp/tests.out"
 	summary=$(grep -E '^[0-9]+ passed, [0-9]+ failed$' "$tmp/tests.out" | tail -n 1)
@@ -113,7 +113,7 @@ fi
 
 # The wrapper's edge cases (harness program: its own ok/FAIL lines).
 if [[ -n ${tests-} ]]; then
-	AW_REDIS_SOCKET=$sock AW_REDIS_REQUIRED=1 "$tests" </dev/null >"$tmp/tests.out" 2>&1
+	AW_REDIS_SOCKET=$sock AW_REDIS_PID=$redis_pid AW_REDIS_REQUIRED=1 "$tests" </dev/null >"$tmp/tests.out" 2>&1
 	rc=$?
 	sed 's/^/  /' "$tmp/tests.out"
 	summary=$(grep -E '^[0-9]+ passed, [0-9]+ failed$' "$tmp/tests.out" | tail -n 1)
@@ -238,7 +238,7 @@ fi
 
 # The wrapper's edge cases (harness program: its own ok/FAIL lines).
 if [[ -n ${tests-} ]]; then
-	AW_REDIS_SOCKET=$sock AW_REDIS_REQUIRED=1 "$tests" </dev/null >"$tmp/tests.out" 2>&1
+	AW_REDIS_SOCKET=$sock AW_REDIS_PID=$redis_pid AW_REDIS_REQUIRED=1 "$tests" </dev/null >"$tmp/tests.out" 2>&1
 	rc=$?
 	sed 's/^/  /' "$tmp/tests.out"
 	summary=$(grep -E '^[0-9]+ passed, [0-9]+ failed$' "$tmp/tests.out" | tail -n 1)

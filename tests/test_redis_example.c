@@ -8,14 +8,18 @@
  * subscribed connection. The example file is compiled in (its main
  * renamed), so these test exactly the code users copy.
  *
- * Needs a redis-server: AW_REDIS_SOCKET is its unix socket
- * (tests/check_redis_example.sh starts one and runs this program).
+ * Needs a redis-server: AW_REDIS_SOCKET is its unix socket, AW_REDIS_PID
+ * its process (one test stops it for a moment) — tests/check_redis_example.sh
+ * starts one and runs this program.
  */
 #define main redis_client_main
 #include "../examples/redis_client.c"
 #undef main
 
 #include "harness.h"
+
+#include <signal.h>
+#include <time.h>
 
 AW_TEST_REQUIRE_ENV("AW_REDIS_SOCKET", "AW_REDIS_REQUIRED");
 
@@ -84,6 +88,64 @@ static int main_midsize(void *arg)
 AW_TEST(redis_a_reply_already_in_the_socket_is_read_to_its_end)
 {
 	EXPECT_EQ(aw_run(main_midsize, NULL), 0);
+}
+
+/* A write the server does not take (it is stopped): the driver waits for
+ * room instead of retrying the write in a loop. */
+typedef struct stopped {
+	pid_t pid;
+	aw_time for_;
+} stopped;
+
+static int resume_task(void *arg)
+{
+	stopped *s = arg;
+	int rc = aw_sleep(s->for_);
+	kill(s->pid, SIGCONT);
+	return rc;
+}
+
+static double cpu_seconds(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static int main_stopped(void *arg)
+{
+	(void)arg;
+	redis_conn r;
+	enum { SIZE = 2 * 1024 * 1024 };   /* well over the socket buffers */
+	char *v = calloc(1, SIZE);
+	stopped s = { (pid_t)atol(getenv("AW_REDIS_PID")), AW_MS(500) };
+	AW_WITH(redis_conn_init(&r, sock(), 0, aw_deadline_after(AW_SEC(5)))) {
+		aw_task *t;
+		EXPECT(s.pid > 0 && kill(s.pid, SIGSTOP) == 0);
+		EXPECT_EQ(aw_spawn(&t, resume_task, &s, "resume"), 0);
+		double cpu0 = cpu_seconds();
+		aw_time t0 = aw_now();
+		EXPECT_EQ(redis_command(&r, NULL, "SET t:stopped %b", v, (size_t)SIZE), 0);
+		double cpu = cpu_seconds() - cpu0;
+		EXPECT(aw_now() - t0 >= AW_MS(500));   /* it did have to wait */
+		/* ... without spinning: a loop retrying the write would burn the
+		 * whole 500 ms (the old driver never even yielded: the loop hung);
+		 * what is left is hiredis's own copying of 2 MiB. */
+		if (getenv("AW_REDIS_SHOW_CPU") || cpu >= 0.35)
+			fprintf(stderr, "%.3f s of CPU for a 500 ms wait\n", cpu);
+		EXPECT(cpu < 0.35);
+		EXPECT_EQ(aw_task_join(t), 0);
+		EXPECT_EQ(redis_command(&r, NULL, "DEL t:stopped"), 0);
+	}
+	kill(s.pid, SIGCONT);
+	free(v);
+	EXPECT_EQ(aw_error_pending(), 0);
+	return 0;
+}
+
+AW_TEST(redis_a_write_the_server_does_not_take_waits_without_spinning)
+{
+	EXPECT_EQ(aw_run(main_stopped, NULL), 0);
 }
 
 /* ---- many tasks, one connection ------------------------------------------- */
