@@ -441,17 +441,21 @@ static int call_at(redis_conn *r, aw_time deadline, const char *fmt, ...)
 
 /* ---- the connection manager ------------------------------------------- */
 
+/* Close and join the driver. Also from a failed enter, which may have been
+ * cancelled: the join is shielded, or a cancelled join would leave the
+ * driver running on after r is gone (it ends at once: aw_fd_forget woke it). */
 static int conn_close(redis_conn *r)
 {
+	int rc = 0;
 	conn_abort(r, "closed by the client");
 	if (r->driver) {
-		aw_task_cancel(r->driver);    /* already woken by aw_fd_forget; to be sure */
-		int rc = aw_task_join(r->driver);
+		aw_task_cancel(r->driver);
+		AW_WITH(AW_SHIELD()) {
+			rc = aw_task_join(r->driver);
+		}
 		r->driver = NULL;
-		if (rc < 0)
-			return rc;
 	}
-	return 0;
+	return rc;
 }
 
 static int conn_enter(aw_mgr *m)
@@ -694,8 +698,6 @@ static int sub_exit(aw_mgr *m, int err)
 			while (s->state == SUB_ACTIVE)
 				if (sub_park(s, limit) < 0)
 					break;
-			if (aw_error_pending() && aw_error_pending() != err)
-				aw_error_clear();   /* the wait's own failure: handled below */
 		}
 		if (s->state == SUB_ACTIVE) {   /* no confirmation: hiredis must drop s */
 			conn_abort(r, "closed after UNSUBSCRIBE went unanswered");
@@ -704,7 +706,7 @@ static int sub_exit(aw_mgr *m, int err)
 		}
 	}
 	free_nodes(s);
-	return err ? err : rc;
+	return err ? err : rc;   /* err: the block's error goes on, whatever we raised */
 }
 
 static const aw_mgr_ops sub_ops = { .name = "redis subscription", .enter = sub_enter, .exit = sub_exit };

@@ -27,6 +27,7 @@ tmp=$(mktemp -d)
 redis_pid=
 cleanup() {
 	if [[ -n $redis_pid ]]; then
+		kill -CONT "$redis_pid" 2>/dev/null   # a test stops it for a moment
 		kill "$redis_pid" 2>/dev/null
 		wait "$redis_pid" 2>/dev/null
 	fi

@@ -19,7 +19,10 @@
 #include "harness.h"
 
 #include <signal.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <time.h>
+#include <unistd.h>
 
 AW_TEST_REQUIRE_ENV("AW_REDIS_SOCKET", "AW_REDIS_REQUIRED");
 
@@ -399,6 +402,68 @@ static int main_cancel_shared(void *arg)
 AW_TEST(redis_a_timed_out_command_closes_its_connection_for_every_task)
 {
 	EXPECT_EQ(aw_run(main_cancel_shared, NULL), 0);
+}
+
+/* ---- a server that never answers ------------------------------------------ */
+
+/* A unix socket that listens and never accepts: the connect completes (the
+ * kernel's backlog), the PING is never answered. */
+static int silent_server(char *path, size_t len)
+{
+	snprintf(path, len, "/tmp/aw-redis-silent-%d.sock", (int)getpid());
+	unlink(path);
+	int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+	struct sockaddr_un a = { .sun_family = AF_UNIX };
+	snprintf(a.sun_path, sizeof a.sun_path, "%s", path);
+	if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof a) < 0 || listen(fd, 8) < 0)
+		return -1;
+	return fd;
+}
+
+static int main_silent(void *arg)
+{
+	(void)arg;
+	char path[108];
+	int lfd = silent_server(path, sizeof path);
+	EXPECT(lfd >= 0);
+	redis_conn r;
+	bool body = false;
+	/* The connect's own deadline. */
+	aw_time t0 = aw_now();
+	AW_WITH(redis_conn_init(&r, path, 0, aw_deadline_after(AW_MS(50))))
+		body = true;
+	EXPECT(!body);
+	EXPECT_EQ(aw_error_pending(), -ETIMEDOUT);
+	EXPECT(aw_now() - t0 >= AW_MS(50));
+	aw_error_clear();
+	/* A timeout scope around the block: the enter is cancelled, and still
+	 * closes the socket and joins its driver before it returns. */
+	AW_WITH(AW_TIMEOUT(AW_MS(30))) {
+		AW_WITH(redis_conn_init(&r, path, 0, AW_NEVER))
+			body = true;
+	}
+	EXPECT(!body);
+	EXPECT_EQ(aw_error_pending(), -ETIMEDOUT);
+	aw_error_clear();
+	EXPECT(r.driver == NULL && r.ac == NULL);
+	close(lfd);
+	unlink(path);
+	return 0;
+}
+
+AW_TEST(redis_a_connect_to_a_server_that_never_answers_ends_at_its_deadline_or_scope)
+{
+	/* The loop reports a driver task left unjoined (a cancelled join in the
+	 * enter's cleanup) to its log at the end: there must be nothing. */
+	char *log = NULL;
+	size_t len = 0;
+	aw_config cfg;
+	aw_config_default(&cfg);
+	cfg.log = open_memstream(&log, &len);
+	EXPECT_EQ(aw_run_config(&cfg, main_silent, NULL), 0);
+	fclose(cfg.log);
+	EXPECT_STR_EQ(log, "");
+	free(log);
 }
 
 /* ---- error codes ------------------------------------------------------------ */
