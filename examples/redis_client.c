@@ -95,8 +95,10 @@
  *
  * Limits of the example: hiredis resolves host names itself with a blocking
  * getaddrinfo (use an address, "localhost", or a unix socket); one
- * subscription (channel) per connection at a time; no AUTH/SELECT options
- * (send them as commands after connecting).
+ * subscription (channel) per connection at a time; messages that arrive
+ * while the loop's body runs are queued without a bound (a slow consumer
+ * of a busy channel grows memory); no AUTH/SELECT options (send them as
+ * commands after connecting).
  */
 #include <awith/core.h>
 #include <awith/ext.h>
@@ -284,35 +286,49 @@ static bool readable_now(int fd)
 static int driver_main(void *arg)
 {
 	redis_conn *r = arg;
+	bool more = false;                 /* bytes known to wait: read without waiting */
 	while (r->ac) {
 		bool connected = r->ac->c.flags & REDIS_CONNECTED;
 		/* A command was just queued on a connected socket: write at once,
-		 * wait for room only when a write could not take everything. */
+		 * and wait for room only when a write could not take everything. */
 		if (connected && r->want_write && r->write_fresh) {
 			redisAsyncHandleWrite(r->ac);
-			/* Not all written: hiredis called addWrite again. That is
-			 * no new command; wait for room rather than spin. */
+			/* An addWrite during that call meant "not all of it went",
+			 * not a new command: wait for room rather than retry. */
 			r->write_fresh = false;
 			continue;
 		}
-		/* Until connected only writability matters (the connect's end);
-		 * after that read always, so a hang-up is seen even when idle. */
-		int dirs = connected ? AW_READABLE | (r->want_write ? AW_WRITABLE : 0) : AW_WRITABLE;
-		int rc = aw_fd_wait_any(r->fd, dirs, AW_NEVER);
-		if (rc == -EINTR)              /* a hook woke us: read the orders again */
-			continue;
-		if (rc < 0) {                  /* fd forgotten (-EBADF) or cancelled: the end */
-			aw_error_clear();
-			break;
+		int rc = AW_READABLE;
+		if (!more) {
+			/* Until connected only writability matters (the connect's
+			 * end); after that read always, so a hang-up is seen even
+			 * when nothing is asked. */
+			int dirs = connected ? AW_READABLE | (r->want_write ? AW_WRITABLE : 0) : AW_WRITABLE;
+			rc = aw_fd_wait_any(r->fd, dirs, AW_NEVER);
+			if (rc == -EINTR)      /* a hook woke us: read the orders again */
+				continue;
+			if (rc < 0) {          /* fd forgotten (-EBADF) or cancelled: the end */
+				aw_error_clear();
+				break;
+			}
 		}
 		if ((rc & AW_WRITABLE) && r->ac) {
 			redisAsyncHandleWrite(r->ac);
 			r->write_fresh = false;
 		}
-		if ((rc & AW_READABLE) && r->ac)
+		if ((rc & AW_READABLE) && r->ac) {
+			/* Read while the socket has bytes (no new edge will say so),
+			 * but let the tasks the replies woke run every 64 reads:
+			 * a flood of pub/sub messages must not starve them. */
+			int n = 0;
 			do
 				redisAsyncHandleRead(r->ac);
-			while (r->ac && readable_now(r->fd));
+			while (r->ac && (more = readable_now(r->fd)) && ++n < 64);
+			if (more && r->ac && aw_yield() < 0) {
+				aw_error_clear();
+				break;
+			}
+		}
 	}
 	return 0;
 }
