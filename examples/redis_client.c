@@ -171,7 +171,7 @@ typedef struct redis_call {
 	bool done;             /* the callback ran (and woke the task) */
 	int code;              /* 0, -REDIS_ECLOSED, -REDIS_EREPLY or -ENOMEM */
 	redisReply *reply;     /* our copy (also for error replies: the message) */
-	char why[128];         /* for -REDIS_ECLOSED */
+	char why[512];         /* for -REDIS_ECLOSED */
 } redis_call;
 
 /* Replies: hiredis frees its reply when the callback returns, so the task
@@ -345,8 +345,12 @@ static void on_reply(redisAsyncContext *ac, void *reply, void *privdata)
 	c->conn->waiting--;
 	c->done = true;
 	if (!reply) {
+		/* Say it all now: when the task runs, the connection's block
+		 * may be over (its exit is what closed it). */
+		char where[300];
 		c->code = -REDIS_ECLOSED;
-		snprintf(c->why, sizeof c->why, "%s",
+		snprintf(c->why, sizeof c->why, "connection to %s closed (%s)",
+			 conn_where(c->conn, where, sizeof where),
 			 ac->err && ac->errstr && ac->errstr[0] ? ac->errstr
 			 : c->conn->why[0] ? c->conn->why : "closed");
 	} else if (!(c->reply = reply_copy(reply))) {
@@ -404,7 +408,7 @@ static int redis_vcommand_at(redis_conn *r, aw_time deadline, redisReply **out, 
 		conn_abort(r, "closed after a command was cancelled or timed out");
 		return rc;
 	}
-	/* The callback ran: the record is ours. */
+	/* The callback ran: the record is ours (and r may be gone: use c). */
 	int rc = c->code;
 	redisReply *reply = c->reply;
 	if (v < 0)                     /* cancelled after the reply came: the cancel wins */
@@ -412,8 +416,7 @@ static int redis_vcommand_at(redis_conn *r, aw_time deadline, redisReply **out, 
 	else if (rc == -REDIS_EREPLY)
 		rc = aw_raise(rc, "redis: %s: %s", name, reply->str ? reply->str : "error");
 	else if (rc == -REDIS_ECLOSED)
-		rc = aw_raise(rc, "redis: %s: connection to %s closed (%s)", name,
-			      conn_where(r, where, sizeof where), c->why);
+		rc = aw_raise(rc, "redis: %s: %s", name, c->why);
 	else if (rc < 0)
 		rc = aw_raise(rc, "redis: %s: out of memory copying the reply", name);
 	if (rc == 0 && out)
