@@ -38,8 +38,10 @@
  * cancel scopes bound every wait instead). The adapter is:
  *
  *   - one *driver task* per connection, the only task that ever waits on
- *     the socket. It waits (aw_fd_wait_any) for what hiredis asked for and
- *     calls redisAsyncHandleRead / redisAsyncHandleWrite. hiredis then runs
+ *     the socket. It waits (aw_fd_wait_any) for readability, and for
+ *     writability while hiredis has bytes the socket did not take, and
+ *     calls redisAsyncHandleRead / redisAsyncHandleWrite; a command just
+ *     queued is written at once, without a wait. hiredis then runs
  *     the reply callbacks on the driver's stack; a callback never waits, it
  *     only copies the reply and wakes the task that sent the command
  *     (aw_task_wake).
