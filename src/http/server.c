@@ -412,9 +412,35 @@ static bool request_id_ok(aw_str v)
 /* Give the request its id (the client's X-Request-ID when sane, else a
  * made one) and put it in the task's log context. r NULL: a head that
  * was rejected (nothing parsed to read it from). */
-static void request_id_begin(aw_http_conn *c, const aw_http_request *r)
+/* A header's value in a raw head that was not parsed (a rejected one):
+ * the first "\r\nName:" line before the blank line, trimmed. */
+static aw_str raw_header(const char *data, size_t len, const char *name)
 {
-	aw_str v = r ? aw_http_header(r, "X-Request-ID") : (aw_str){ NULL, 0 };
+	size_t nl = strlen(name);
+	const char *end = len ? memmem(data, len, "\r\n\r\n", 4) : NULL;
+	size_t lim = end ? (size_t)(end - data) + 2 : len;
+	for (const char *p = data; p && (size_t)(p - data) + 2 + nl < lim;) {
+		p = memmem(p, lim - (size_t)(p - data), "\r\n", 2);
+		if (!p || (size_t)(p - data) + 2 + nl >= lim)
+			break;
+		p += 2;
+		if (strncasecmp(p, name, nl) == 0 && p[nl] == ':') {
+			const char *v = p + nl + 1, *e = memmem(v, lim - (size_t)(v - data), "\r\n", 2);
+			if (!e)
+				break;
+			while (v < e && (*v == ' ' || *v == '\t'))
+				v++;
+			while (e > v && (e[-1] == ' ' || e[-1] == '\t'))
+				e--;
+			return (aw_str){ v, (size_t)(e - v) };
+		}
+	}
+	return (aw_str){ NULL, 0 };
+}
+
+static void request_id_begin(aw_http_conn *c, const aw_http_request *r, aw_str raw)
+{
+	aw_str v = r ? aw_http_header(r, "X-Request-ID") : raw;
 	c->echo_request_id = request_id_ok(v);
 	if (c->echo_request_id) {
 		memcpy(c->request_id, v.p, v.len);
@@ -482,12 +508,18 @@ static void access_write(aw_app *app, const char *peer, const char *request_id, 
 		AW_KV_INT("status", a->status),
 		AW_KV_INT("bytes", a->bytes),
 		AW_KV_FLOAT("duration_ms", ms),
-		AW_KV_STR("request_id", request_id),
 		AW_KV_STRN("referer", a->referer.p, a->referer.len),
 		AW_KV_STRN("user_agent", a->agent.p, a->agent.len),
 	};
-	aw_log_record rec = { .level = AW_LOG_INFO, .channel = "access", .msg = "request", .fields = f,
-			      .nfields = sizeof f / sizeof f[0] };
+	aw_log_field all[sizeof f / sizeof f[0] + 1];
+	memcpy(all, f, sizeof f);
+	size_t n = sizeof f / sizeof f[0];
+	/* In a connection task the id is in the log context already; a
+	 * refusal in the accept loop has it only here. */
+	if (request_id && !aw_log_context_get("request_id"))
+		all[n++] = AW_KV_STR("request_id", request_id);
+	aw_log_record rec = { .level = AW_LOG_INFO, .channel = "access", .msg = "request", .fields = all,
+			      .nfields = n };
 	aw_log_emit_opts o = { .out = app->access_log, .unfiltered = true };
 	int fmt = app->access_format;
 	if (fmt == AW_ACCESS_LOG_AUTO)
@@ -568,7 +600,7 @@ static bool handle_request(aw_http_conn *c)
 	size_t len;
 	c->requests++;
 	r->started = c->app->access_log ? aw_now() : 0;
-	request_id_begin(c, r);
+	request_id_begin(c, r, (aw_str){ NULL, 0 });
 	aw_stream_peek(c->s, &data, &len);
 	c->pos = r->head_len;
 	bool all_here = r->body_mode == AW_BODY_NONE ||
@@ -618,15 +650,15 @@ static void serve_conn(aw_http_conn *c)
 		if (st >= 400) {
 			const char *msg = c->reject_msg;
 			aw__http_conn_reset(c);
-			request_id_begin(c, NULL);
+			const char *data;
+			size_t len;
+			aw_stream_peek(c->s, &data, &len);
+			len = len < 64 * 1024 ? len : 64 * 1024;
+			request_id_begin(c, NULL, raw_header(data, len, "X-Request-ID"));
 			c->res.close = true;
 			aw__http_queue_error(c, st, msg, NULL);
-			if (c->app->access_log) {
-				const char *data;
-				size_t len;
-				aw_stream_peek(c->s, &data, &len);
+			if (c->app->access_log)
 				access_log_rejected(c, data, len, st, t0);
-			}
 			request_id_end(c);
 			if (aw__http_flush(c) == 0)
 				linger_close(c);
