@@ -1,4 +1,4 @@
-// SPDX-License-Identifier: MIT
+/* SPDX-License-Identifier: MIT */
 /*
  * Route awith's log records to journald (awith/log.h, a callback sink).
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The http server's logs (awith/log.h, docs/observability.md "Logs"): the
  * access log in combined and JSON forms, for handled requests and for
  * requests rejected before a handler ran (400, 413, 431), with request

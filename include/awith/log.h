@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * awith/log.h — structured logs: levels, text / JSON lines / logfmt,
  * per-task context fields, a callback sink, per-site rate limiting.
