@@ -55,6 +55,8 @@ static bool drain(int fd, char *buf, size_t *len)
  * could not be started. The example is killed by SIGALRM after 20 s (and by
  * SIGKILL if its output is still open after 25 s), so a hang cannot outlive
  * the test. */
+static const char *example_arg;   /* one argument for the next run, or NULL */
+
 static bool run_example(const char *name, const char *tmpdir, run_result *r)
 {
 	char path[PATH_MAX];
@@ -84,7 +86,7 @@ static bool run_example(const char *name, const char *tmpdir, run_result *r)
 		if (tmpdir)
 			setenv("TMPDIR", tmpdir, 1);
 		alarm(20);   /* survives exec: a hung example dies */
-		execl(path, name, (char *)NULL);
+		execl(path, name, example_arg, (char *)NULL);
 		_exit(127);
 	}
 	close(po[1]);
@@ -345,3 +347,45 @@ AW_TEST(cheat_sheet_runs_both_styles_and_nests_lifo)
 			"class-style: acquire db", "generator: set up db", "do_something(db): use #3",
 			"generator: tear down db (no error)", "class-style: release db (no error)");
 }
+
+/* ---- journald_sink (built when libsystemd is found) ----------------------- */
+
+#ifdef AW_HAVE_LIBSYSTEMD
+/* The sink's mapping of records onto journal fields, read from the entries
+ * the example prints (--print) as it hands them to sd_journal_sendv. Where
+ * journald runs (its socket exists), the entries are also read back with
+ * journalctl; in a container without journald only the callback path is
+ * checked, and the example says the journal was not there. */
+AW_TEST(journald_sink_maps_records_fields_and_the_error_chain_onto_journal_fields)
+{
+	static run_result r;
+	example_arg = "--print";
+	bool ran = run_example("journald_sink", NULL, &r);
+	example_arg = NULL;
+	if (!ran)
+		return;
+	CHECK(WIFEXITED(r.status) && WEXITSTATUS(r.status) == 0);
+	const char *order = strstr(r.out, "MESSAGE=order received\nPRIORITY=6\nSYSLOG_IDENTIFIER=journald_sink\n");
+	CHECK(order != NULL);
+	CHECK(strstr(order, "CODE_FUNC=serve_one\nTASK=main\nTASK_ID=1\nREQUEST_ID=r-42\nORDER=1234\nUSER=ann\n\n") != NULL);
+	const char *failed = strstr(r.out, "MESSAGE=POST /orders failed\nPRIORITY=3\n");
+	CHECK(failed != NULL);
+	CHECK(strstr(failed, "REQUEST_ID=r-42\nERROR_CODE=-5\nERROR=saving the order failed\nERROR_AT=") != NULL);
+	CHECK(strstr(failed, ":exit_wraps\nERROR_CAUSES=database at 10.0.0.5:5432 refused (-111) at ") != NULL);
+	/* The previous sink (the default: stderr) still got every record. */
+	CHECK(strstr(r.err, "INFO  [main#1] order received request_id=r-42 order=1234 user=ann\n") != NULL);
+	CHECK(strstr(r.err, "ERROR [main#1] POST /orders failed request_id=r-42\nsaving the order failed (") != NULL);
+	if (access("/run/systemd/journal/socket", W_OK) != 0) {
+		CHECK(strstr(r.out, "journald: not running here (no /run/systemd/journal/socket): 3 entries dropped") != NULL);
+		return;
+	}
+	CHECK(strstr(r.out, "journald: sent 3 entries\n") != NULL);
+	char out[8192] = "";
+	FILE *p = popen("journalctl --no-pager -o cat SYSLOG_IDENTIFIER=journald_sink REQUEST_ID=r-42 -n 2 2>&1", "r");
+	CHECK(p != NULL);
+	size_t n = fread(out, 1, sizeof out - 1, p);
+	out[n] = 0;
+	pclose(p);
+	CHECK(strstr(out, "order received\nPOST /orders failed\n") != NULL);
+}
+#endif

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * awith/log.h — structured logs: levels, text / JSON lines / logfmt,
  * per-task context fields, a callback sink, per-site rate limiting.
@@ -231,7 +232,7 @@ void aw_log_output_set(FILE *out);
  * context fields and the standard fields, and hand the record to the
  * sink. Of *rec only level, channel, msg, loc, error, fields and nfields
  * are read (fields: the caller's own); the rest is filled in. The level
- * filter applies. opts may be NULL. Returns true if the record was handed
+ * filter applies unless opts->unfiltered. opts may be NULL. Returns true if the record was handed
  * to the sink. */
 typedef struct aw_log_emit_opts {
 	aw_log_format format;   /* 0: the configured one; else the line is
@@ -243,6 +244,8 @@ typedef struct aw_log_emit_opts {
 	FILE *out;              /* where the default sink writes this record
 	                           (aw_app_access_log's FILE); NULL: the
 	                           output */
+	bool unfiltered;        /* written whatever the level (the access
+	                           log, switched on by its own call) */
 } aw_log_emit_opts;
 bool aw_log_emit(aw_log_site *site, const aw_log_record *rec, const aw_log_emit_opts *opts);
 

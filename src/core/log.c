@@ -841,7 +841,7 @@ static bool emit_allowed(const aw_log_record *in, uint64_t dropped, const aw_log
 
 bool aw_log_emit(aw_log_site *site, const aw_log_record *rec, const aw_log_emit_opts *opts)
 {
-	if (!rec || !aw_log_enabled(rec->level))
+	if (!rec || (!(opts && opts->unfiltered) && !aw_log_enabled(rec->level)))
 		return false;
 	uint64_t dropped;
 	if (!aw_log_allow(site, &dropped))

@@ -88,6 +88,11 @@ void aw_app_access_log(aw_app *app, FILE *out)
 	if (app)
 		app->access_log = out;
 }
+void aw_app_access_log_format(aw_app *app, aw_access_log_format f)
+{
+	if (app && f >= AW_ACCESS_LOG_AUTO && f <= AW_ACCESS_LOG_JSON)
+		app->access_format = f;
+}
 void aw_app_error_log(aw_app *app, FILE *out)
 {
 	if (app)

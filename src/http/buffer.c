@@ -5,6 +5,7 @@
  * lives inside the connection, so a typical request allocates nothing.
  */
 #include "internal.h"
+#include "awith/log.h"
 
 #include <stdarg.h>
 #include <stdlib.h>
@@ -83,38 +84,35 @@ char *aw__arena_strndup(aw_arena *a, const char *s, size_t n)
 	return r;
 }
 
-static void log_line(const aw_app *app, const aw_error *e, uint64_t dropped, const char *fmt, va_list ap)
+/* The server's own records (awith/log.h): level error with an error,
+ * else info (rate-limited sites: warn); the app's name as a field; the
+ * default sink writes them to the app's error log. */
+static void log_line(aw_log_site *site, const aw_app *app, const aw_error *e, const char *fmt, va_list ap)
 {
-	FILE *out = aw__app_log(app);
-	const char *name = app && app->name ? app->name : "app";
 	char line[512];
 	vsnprintf(line, sizeof line, fmt, ap);
-	flockfile(out);
-	if (dropped)
-		fprintf(out, "awith http [%s]: %llu similar messages suppressed\n", name, (unsigned long long)dropped);
-	/* One write for the line, so lines from workers do not interleave. */
-	fprintf(out, "awith http [%s]: %s\n", name, line);
-	if (e)
-		aw_error_print(out, e);
-	fflush(out);
-	funlockfile(out);
+	aw_log_field f[] = { AW_KV_STR("app", app && app->name ? app->name : "app") };
+	aw_log_record r = { .level = e ? AW_LOG_ERROR : site ? AW_LOG_WARN : AW_LOG_INFO,
+			    .msg = line,
+			    .error = e,
+			    .fields = f,
+			    .nfields = 1 };
+	aw_log_emit_opts o = { .out = aw__app_log(app) };
+	(void)aw_log_emit(site, &r, &o);
 }
 
 void aw__http_log_error(const aw_app *app, const aw_error *e, const char *fmt, ...)
 {
 	va_list ap;
 	va_start(ap, fmt);
-	log_line(app, e, 0, fmt, ap);
+	log_line(NULL, app, e, fmt, ap);
 	va_end(ap);
 }
 
 void aw__http_log_error_site(aw_log_site *site, const aw_app *app, const aw_error *e, const char *fmt, ...)
 {
-	uint64_t dropped;
-	if (!aw_log_allow(site, &dropped))
-		return;
 	va_list ap;
 	va_start(ap, fmt);
-	log_line(app, e, dropped, fmt, ap);
+	log_line(site, app, e, fmt, ap);
 	va_end(ap);
 }

@@ -248,7 +248,9 @@ struct aw_http_conn {
 	aw_scope *handler_scope;   /* while the handler runs: cancelled when the client goes */
 	uint64_t requests;
 	aw_time accepted;
-	char peer[64];
+	char peer[64];             /* the client's address (access log) */
+	char request_id[132];      /* this request's id (log context, X-Request-ID) */
+	bool echo_request_id;      /* the client sent it: answer with it */
 };
 
 enum { SINK_NONE, SINK_COPY, SINK_ACCUM, SINK_SPAN, SINK_DISCARD };
@@ -323,6 +325,7 @@ struct aw_app {
 	size_t nstartup, nshutdown;
 	void *state;
 	FILE *access_log;
+	int access_format;          /* aw_access_log_format */
 	FILE *error_log;
 	aw_http_server *srv;        /* while serving */
 	aw_signals *sig;            /* while serving */

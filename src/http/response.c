@@ -172,7 +172,8 @@ static int put_head(aw_http_conn *c, int status, const char *ctype, size_t ctype
 	size_t rlen = strlen(reason);
 	size_t dlen;
 	const char *date = aw__http_date_line(&dlen);
-	size_t need = 32 + rlen + (ctype ? 16 + ctype_len : 0) + 48 + dlen + res->hdrs.len + 32;
+	size_t need = 32 + rlen + (ctype ? 16 + ctype_len : 0) + 48 + dlen + res->hdrs.len + 32 +
+		      (c->echo_request_id ? 16 + sizeof c->request_id : 0);
 	if (aw__buf_reserve(&c->out, need))
 		return aw_raise(-ENOMEM, "no memory for a response head");
 	char *o = c->out.p + c->out.len;
@@ -199,6 +200,11 @@ static int put_head(aw_http_conn *c, int status, const char *ctype, size_t ctype
 		o = put(o, date, dlen);
 	if (res->hdrs.len)
 		o = put(o, res->hdrs.p, res->hdrs.len);
+	if (c->echo_request_id) {
+		o = put(o, "X-Request-ID: ", 14);
+		o = put(o, c->request_id, strlen(c->request_id));
+		o = put(o, "\r\n", 2);
+	}
 	if (!keep)
 		o = put(o, "Connection: close\r\n", 19);
 	else if (c->req.minor == 0)

@@ -15,6 +15,7 @@
  * streams' exits still run (shielded, under the loop's cleanup grace).
  */
 #include "internal.h"
+#include "awith/log.h"
 
 #include <arpa/inet.h>
 #include <fcntl.h>
@@ -23,7 +24,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <sys/random.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #define HEAD_SLACK 64
@@ -370,14 +375,221 @@ static void linger_close(aw_http_conn *c)
 	aw_error_clear();
 }
 
+/* ---- request ids and the access log ------------------------------------------- */
+
+static void peer_text(int fd, char *buf, size_t len);
+
+/* Made ids: a random per-process prefix (drawn again in a forked child,
+ * so workers differ) and a counter: 16 hex digits. */
+static _Atomic uint64_t id_counter;
+static uint32_t id_prefix;
+static pthread_once_t id_once = PTHREAD_ONCE_INIT;
+
+static void id_prefix_draw(void)
+{
+	uint32_t p;
+	if (getrandom(&p, sizeof p, GRND_NONBLOCK) != (ssize_t)sizeof p)
+		p = (uint32_t)getpid() * 2654435761u ^ (uint32_t)aw_now();
+	id_prefix = p;
+}
+
+static void id_init(void)
+{
+	id_prefix_draw();
+	pthread_atfork(NULL, NULL, id_prefix_draw);
+}
+
+static bool request_id_ok(aw_str v)
+{
+	if (!v.p || v.len == 0 || v.len > 128)
+		return false;
+	for (size_t i = 0; i < v.len; i++)
+		if ((unsigned char)v.p[i] <= 0x20 || (unsigned char)v.p[i] >= 0x7f)
+			return false;
+	return true;
+}
+
+/* Give the request its id (the client's X-Request-ID when sane, else a
+ * made one) and put it in the task's log context. r NULL: a head that
+ * was rejected (nothing parsed to read it from). */
+/* A header's value in a raw head that was not parsed (a rejected one):
+ * the first "\r\nName:" line before the blank line, trimmed. */
+static aw_str raw_header(const char *data, size_t len, const char *name)
+{
+	size_t nl = strlen(name);
+	const char *end = len ? memmem(data, len, "\r\n\r\n", 4) : NULL;
+	size_t lim = end ? (size_t)(end - data) + 2 : len;
+	for (const char *p = data; p && (size_t)(p - data) + 2 + nl < lim;) {
+		p = memmem(p, lim - (size_t)(p - data), "\r\n", 2);
+		if (!p || (size_t)(p - data) + 2 + nl >= lim)
+			break;
+		p += 2;
+		if (strncasecmp(p, name, nl) == 0 && p[nl] == ':') {
+			const char *v = p + nl + 1, *e = memmem(v, lim - (size_t)(v - data), "\r\n", 2);
+			if (!e)
+				break;
+			while (v < e && (*v == ' ' || *v == '\t'))
+				v++;
+			while (e > v && (e[-1] == ' ' || e[-1] == '\t'))
+				e--;
+			return (aw_str){ v, (size_t)(e - v) };
+		}
+	}
+	return (aw_str){ NULL, 0 };
+}
+
+static void request_id_begin(aw_http_conn *c, const aw_http_request *r, aw_str raw)
+{
+	aw_str v = r ? aw_http_header(r, "X-Request-ID") : raw;
+	c->echo_request_id = request_id_ok(v);
+	if (c->echo_request_id) {
+		memcpy(c->request_id, v.p, v.len);
+		c->request_id[v.len] = 0;
+	} else {
+		pthread_once(&id_once, id_init);
+		snprintf(c->request_id, sizeof c->request_id, "%08x%08x", id_prefix,
+			 (uint32_t)atomic_fetch_add_explicit(&id_counter, 1, memory_order_relaxed));
+	}
+	if (aw_log_context_set("request_id", c->request_id))
+		aw_error_clear();   /* no memory: records go without it */
+}
+
+static void request_id_end(aw_http_conn *c)
+{
+	c->echo_request_id = false;
+	if (aw_log_context_set("request_id", NULL))
+		aw_error_clear();
+}
+
+/* Apache's escaping inside a quoted combined-log field: \" \\ and \xNN
+ * for bytes outside printable ASCII. */
+static size_t put_quoted(char *o, size_t room, const char *s, size_t n)
+{
+	size_t w = 0;
+	if (!s || n == 0) {
+		if (room > 1)
+			o[w++] = '-';
+		return w;
+	}
+	for (size_t i = 0; i < n && w + 5 < room; i++) {
+		unsigned char ch = (unsigned char)s[i];
+		if (ch == '"' || ch == '\\') {
+			o[w++] = '\\';
+			o[w++] = (char)ch;
+		} else if (ch < 0x20 || ch >= 0x7f) {
+			w += (size_t)snprintf(o + w, room - w, "\\x%02x", ch);
+		} else {
+			o[w++] = (char)ch;
+		}
+	}
+	return w;
+}
+
+typedef struct access_entry {
+	aw_str method, target, referer, agent;
+	int minor;             /* -1: unknown */
+	int status;
+	size_t bytes;
+	aw_time started;
+} access_entry;
+
+/* One access record: combined line or fields through the log sink. */
+static void access_write(aw_app *app, const char *peer, const char *request_id, const access_entry *a)
+{
+	double ms = a->started ? (double)(aw_now() - a->started) / 1e6 : 0;
+	char proto[24] = "";
+	if (a->minor >= 0)
+		snprintf(proto, sizeof proto, "HTTP/1.%d", a->minor);
+	aw_log_field f[] = {
+		AW_KV_STR("client", peer),
+		AW_KV_STRN("method", a->method.p, a->method.len),
+		AW_KV_STRN("path", a->target.p, a->target.len),
+		AW_KV_STR("proto", a->minor >= 0 ? proto : NULL),
+		AW_KV_INT("status", a->status),
+		AW_KV_INT("bytes", a->bytes),
+		AW_KV_FLOAT("duration_ms", ms),
+		AW_KV_STRN("referer", a->referer.p, a->referer.len),
+		AW_KV_STRN("user_agent", a->agent.p, a->agent.len),
+	};
+	aw_log_field all[sizeof f / sizeof f[0] + 1];
+	memcpy(all, f, sizeof f);
+	size_t n = sizeof f / sizeof f[0];
+	/* In a connection task the id is in the log context already; a
+	 * refusal in the accept loop has it only here. */
+	if (request_id && !aw_log_context_get("request_id"))
+		all[n++] = AW_KV_STR("request_id", request_id);
+	aw_log_record rec = { .level = AW_LOG_INFO, .channel = "access", .msg = "request", .fields = all,
+			      .nfields = n };
+	aw_log_emit_opts o = { .out = app->access_log, .unfiltered = true };
+	int fmt = app->access_format;
+	if (fmt == AW_ACCESS_LOG_AUTO)
+		fmt = aw_log_format_get() == AW_LOG_TEXT ? AW_ACCESS_LOG_COMBINED : AW_ACCESS_LOG_JSON + 1;
+	char line[4096];
+	if (fmt == AW_ACCESS_LOG_COMBINED) {
+		struct timespec ts;
+		clock_gettime(CLOCK_REALTIME, &ts);
+		struct tm tm;
+		gmtime_r(&ts.tv_sec, &tm);
+		char when[40];
+		strftime(when, sizeof when, "%d/%b/%Y:%H:%M:%S +0000", &tm);
+		size_t w = (size_t)snprintf(line, sizeof line, "%s - - [%s] \"", peer[0] ? peer : "-", when);
+		if (a->method.p && a->target.p && a->minor >= 0) {
+			w += put_quoted(line + w, sizeof line - w, a->method.p, a->method.len);
+			line[w++] = ' ';
+			w += put_quoted(line + w, sizeof line - w, a->target.p, a->target.len);
+			w += (size_t)snprintf(line + w, sizeof line - w, " %s", proto);
+		} else {
+			line[w++] = '-';
+		}
+		if (a->bytes)
+			w += (size_t)snprintf(line + w, sizeof line - w, "\" %d %zu \"", a->status, a->bytes);
+		else
+			w += (size_t)snprintf(line + w, sizeof line - w, "\" %d - \"", a->status);
+		w += put_quoted(line + w, sizeof line - w - 200, a->referer.p, a->referer.len);
+		w += (size_t)snprintf(line + w, sizeof line - w, "\" \"");
+		w += put_quoted(line + w, sizeof line - w - 200, a->agent.p, a->agent.len);
+		snprintf(line + w, sizeof line - w, "\" %.3f %s", ms, request_id ? request_id : "-");
+		o.line = line;
+	} else if (fmt == AW_ACCESS_LOG_JSON) {
+		o.format = AW_LOG_JSON;
+	}
+	(void)aw_log_emit(NULL, &rec, &o);
+}
+
 static void access_log(aw_http_conn *c)
 {
-	aw_app *app = c->app;
 	aw_http_request *r = &c->req;
-	double ms = (double)(aw_now() - r->started) / 1e6;
-	fprintf(app->access_log, "%s \"%.*s %.*s HTTP/1.%d\" %d %zu %.3fms\n", c->peer, (int)r->method_len,
-		r->base + r->method_off, (int)r->target_len, r->base + r->target_off, r->minor, c->res.status,
-		c->res.body_bytes, ms);
+	access_entry a = {
+		.method = { r->base + r->method_off, r->method_len },
+		.target = { r->base + r->target_off, r->target_len },
+		.referer = aw_http_header(r, "Referer"),
+		.agent = aw_http_header(r, "User-Agent"),
+		.minor = r->minor,
+		.status = c->res.status,
+		.bytes = c->res.body_bytes,
+		.started = r->started,
+	};
+	access_write(c->app, c->peer, c->request_id, &a);
+}
+
+/* A head rejected before it was parsed (400, 408, 414, 431, 505...): the
+ * request line is taken from the buffered bytes when it arrived whole. */
+static void access_log_rejected(aw_http_conn *c, const char *data, size_t len, int status, aw_time started)
+{
+	access_entry a = { .minor = -1, .status = status, .bytes = c->res.body_bytes, .started = started };
+	const char *end = len ? memmem(data, len < 8192 ? len : 8192, "\r\n", 2) : NULL;
+	if (end) {
+		const char *sp1 = memchr(data, ' ', (size_t)(end - data));
+		const char *sp2 = sp1 ? memchr(sp1 + 1, ' ', (size_t)(end - sp1 - 1)) : NULL;
+		if (sp1 && sp2 && end - sp2 == 9 && memcmp(sp2 + 1, "HTTP/1.", 7) == 0) {
+			a.method = (aw_str){ data, (size_t)(sp1 - data) };
+			a.target = (aw_str){ sp1 + 1, (size_t)(sp2 - sp1 - 1) };
+			a.minor = sp2[8] >= '0' && sp2[8] <= '9' ? sp2[8] - '0' : -1;
+			if (a.minor < 0)
+				a.method = a.target = (aw_str){ NULL, 0 };
+		}
+	}
+	access_write(c->app, c->peer, c->request_id, &a);
 }
 
 /* Serve one parsed request. Returns true to keep the connection. */
@@ -388,6 +600,7 @@ static bool handle_request(aw_http_conn *c)
 	size_t len;
 	c->requests++;
 	r->started = c->app->access_log ? aw_now() : 0;
+	request_id_begin(c, r, (aw_str){ NULL, 0 });
 	aw_stream_peek(c->s, &data, &len);
 	c->pos = r->head_len;
 	bool all_here = r->body_mode == AW_BODY_NONE ||
@@ -425,7 +638,8 @@ static bool handle_request(aw_http_conn *c)
 	}
 	if (c->app->access_log && c->res.status)
 		access_log(c);
-	aw__http_trace_end(c);
+	aw__http_trace_end(c);   /* before the request id goes: the span's record carries it */
+	request_id_end(c);
 	return keep && !srv_draining(c);
 }
 
@@ -433,14 +647,23 @@ static void serve_conn(aw_http_conn *c)
 {
 	for (;;) {
 		aw__http_conn_reset(c);
+		aw_time t0 = c->app->access_log ? aw_now() : 0;
 		int st = read_head(c);
 		if (st == 0)
 			break;
 		if (st >= 400) {
 			const char *msg = c->reject_msg;
 			aw__http_conn_reset(c);
+			const char *data;
+			size_t len;
+			aw_stream_peek(c->s, &data, &len);
+			len = len < 64 * 1024 ? len : 64 * 1024;
+			request_id_begin(c, NULL, raw_header(data, len, "X-Request-ID"));
 			c->res.close = true;
 			aw__http_queue_error(c, st, msg, NULL);
+			if (c->app->access_log)
+				access_log_rejected(c, data, len, st, t0);
+			request_id_end(c);
 			if (aw__http_flush(c) == 0)
 				linger_close(c);
 			break;
@@ -488,6 +711,15 @@ static void refuse(aw_http_server *srv, int fd, const char *why)
 	ssize_t w = send(fd, refuse_503, sizeof refuse_503 - 1, MSG_NOSIGNAL | MSG_DONTWAIT);
 	(void)w;
 	srv->refused++;
+	if (srv->app->access_log) {
+		char peer[64], id[20];
+		peer_text(fd, peer, sizeof peer);
+		pthread_once(&id_once, id_init);
+		snprintf(id, sizeof id, "%08x%08x", id_prefix,
+			 (uint32_t)atomic_fetch_add_explicit(&id_counter, 1, memory_order_relaxed));
+		access_entry a = { .minor = -1, .status = 503, .bytes = sizeof REFUSE_BODY - 1 };
+		access_write(srv->app, peer, id, &a);
+	}
 	aw_time now = aw__http_now();
 	if (now - srv->refused_log_at >= AW_SEC(1) || !srv->refused_log_at) {
 		aw__http_log_error(srv->app, NULL, "refused %llu new connection(s) with 503: %s",
@@ -593,25 +825,20 @@ static bool refuse_out_of_fds(aw_http_server *srv)
 	return true;
 }
 
-static void peer_text(aw_stream *s, char *buf, size_t len)
+/* The client's address without the port (the combined log's %h). */
+static void peer_text(int fd, char *buf, size_t len)
 {
 	struct sockaddr_storage ss;
 	socklen_t sl = sizeof ss;
 	snprintf(buf, len, "-");
-	if (getpeername(aw_stream_fd(s), (struct sockaddr *)&ss, &sl) != 0)
+	if (getpeername(fd, (struct sockaddr *)&ss, &sl) != 0)
 		return;
-	char host[INET6_ADDRSTRLEN];
-	if (ss.ss_family == AF_INET) {
-		struct sockaddr_in *in = (struct sockaddr_in *)&ss;
-		inet_ntop(AF_INET, &in->sin_addr, host, sizeof host);
-		snprintf(buf, len, "%s:%d", host, ntohs(in->sin_port));
-	} else if (ss.ss_family == AF_INET6) {
-		struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)&ss;
-		inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof host);
-		snprintf(buf, len, "[%s]:%d", host, ntohs(in6->sin6_port));
-	} else {
+	if (ss.ss_family == AF_INET)
+		inet_ntop(AF_INET, &((struct sockaddr_in *)&ss)->sin_addr, buf, (socklen_t)len);
+	else if (ss.ss_family == AF_INET6)
+		inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&ss)->sin6_addr, buf, (socklen_t)len);
+	else
 		snprintf(buf, len, "unix");
-	}
 }
 
 static int conn_main(void *arg)
@@ -639,7 +866,7 @@ static int conn_main(void *arg)
 	c->accepted = st.accepted;
 	c->task = aw_task_current();
 	if (app->access_log)
-		peer_text(st.s, c->peer, sizeof c->peer);
+		peer_text(aw_stream_fd(st.s), c->peer, sizeof c->peer);
 	c->next = srv->conns;
 	if (srv->conns)
 		srv->conns->prev = c;
