@@ -46,6 +46,16 @@
  * (multiplexing); plain http:// stays HTTP/1.1 unless asked for
  * (AW_CLIENT_HTTP2_PRIOR_KNOWLEDGE).
  *
+ * Tracing (core.h, "Tracing context"): when the calling task has a trace
+ * context, each request is a client span (named "HTTP <method>", a child
+ * of the current span, recorded when the whole response is in — or when a
+ * streamed response's block ends — with the status or the transfer's
+ * error) and sends `traceparent: 00-<trace id>-<client span id>-<flags>`
+ * and the context's `tracestate`. A traceparent in the session's or the
+ * request's headers wins: then neither header of ours is sent; a
+ * tracestate of the caller's wins over the context's. Outside a trace
+ * nothing is added.
+ *
  * A session or a response entered with the manual API (aw_enter) and never
  * exited is reported at loop end with where it was entered, and its
  * connections, transfers and memory are released then.
