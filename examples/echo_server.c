@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * echo_server — a TCP echo server: one task per connection in a task group,
  * shut down cleanly by SIGINT or SIGTERM.

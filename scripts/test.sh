@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # Build and run every test twice: gcc (build/) and clang + ASan/UBSan
 # (build-asan/). Both with --werror. Installs missing Debian packages first
 # (needs root or sudo). Build dirs are reused when already configured.

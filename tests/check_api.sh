@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: MIT
 # The public API as a compiler sees it (issue 11), run by meson test:
 #   1. every public header compiles, alone and together, as C with
 #      -std=gnu11 and -std=c11 (gcc, clang) and as C++17 (g++, clang++), with

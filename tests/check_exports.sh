@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # The library's boundary: every symbol libawith.so exports is declared in a
 # public header (include/awith/*.h). Anything else exported (an internal
 # aw__ function, llhttp_*) fails, naming it.

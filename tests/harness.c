@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Test harness runner: see harness.h for the contract. */
 #include "harness.h"
 

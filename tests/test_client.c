@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The HTTP client session (src/client) against a local server: the
  * project's own http app in a forked child (tests/http_util.c), a raw
  * socket server inside the test's loop, a small threaded server in the

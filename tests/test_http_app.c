@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The app layer: router, query decoding, JSON in and out, handler errors
  * (500 without internals, logged with the cause chain), dependencies
  * (cached per request, LIFO teardown after the response, also on failure

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The server against a real client: curl (Debian's, run with fork/exec).
  * GET and POST with JSON, chunked uploads and downloads, HTTP/1.0, HEAD,
  * keep-alive reuse across URLs, Expect: 100-continue, parallel transfers. */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Tests: numbers do not depend on the locale (issue 13). A program that
  * calls setlocale(LC_ALL, "") under a locale whose decimal point is ','

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Tests: buffered streams over socketpairs and pipes (src/io/stream.c). */
 #include "harness.h"
 

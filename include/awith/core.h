@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * awith/core.h — stackful tasks, the loop, cancellation, and async context
  * managers: Python's `async with`, in C.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * awith/http.h — a strict HTTP/1.1 server and a small web-app layer:
  * routes with path parameters, JSON in and out, lifespan, per-request

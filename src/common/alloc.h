@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * The library's allocations and the syscalls we inject faults into.
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Responses: the status line and headers, complete bodies, JSON through
  * jansson, streamed (chunked) bodies from an async iterator, files.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * The server: an accept loop, one task per connection, request bodies,
  * timeouts, graceful shutdown.
