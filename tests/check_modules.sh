@@ -131,7 +131,7 @@ declare -A must_not=(
     [awith-io]='libawith-(http|client|pg)|libcurl|libpq|libjansson'
     [awith-http]='libawith-(client|pg)|libcurl|libpq'
     [awith-client]='libawith-(http|pg)|libpq'
-    [awith-pg]='libawith-(io|http|client)|libcurl'
+    [awith-pg]='libawith-(http|client)|libcurl'
 )
 for m in "${modules[@]}"; do
     layer=${m#awith-}
@@ -182,7 +182,7 @@ for m in "${modules[@]}"; do
         line="-Wl,-Bstatic \$(pkg-config --libs $m | only awith) -Wl,-Bdynamic \$(pkg-config --libs ... $dep)"
         case $m in
         awith-client) flags="$(spc --cflags awith-client) $(spc --libs-only-L awith-core) -Wl,-Bstatic -lawith-client -lawith-io -lawith-core -Wl,-Bdynamic $(pkg-config --libs libcurl jansson openssl) -pthread" ;;
-        awith-pg) flags="$(spc --cflags awith-pg) $(spc --libs-only-L awith-core) -Wl,-Bstatic -lawith-pg -lawith-core -Wl,-Bdynamic $(pkg-config --libs libpq jansson openssl) -pthread" ;;
+        awith-pg) flags="$(spc --cflags awith-pg) $(spc --libs-only-L awith-core) -Wl,-Bstatic -lawith-pg -lawith-io -lawith-core -Wl,-Bdynamic $(pkg-config --libs libpq jansson openssl) -pthread" ;;
         esac
     fi
     if ! $cc -Wall -Wextra -Werror "$prog" $flags -o "$tmp/s-$layer" >"$tmp/log" 2>&1; then
