@@ -179,11 +179,13 @@ for m in "${modules[@]}"; do
     else
         # The README's line: awith's archives, that library shared.
         note "$dep's own 'pkg-config --static --libs $dep' does not link here ($(pkg-config --static --libs "$dep" | tr -s ' ')): testing the documented line"
-        line="-Wl,-Bstatic \$(pkg-config --libs $m | only awith) -Wl,-Bdynamic \$(pkg-config --libs ... $dep)"
         case $m in
-        awith-client) flags="$(spc --cflags awith-client) $(spc --libs-only-L awith-core) -Wl,-Bstatic -lawith-client -lawith-io -lawith-core -Wl,-Bdynamic $(pkg-config --libs libcurl jansson openssl) -pthread" ;;
-        awith-pg) flags="$(spc --cflags awith-pg) $(spc --libs-only-L awith-core) -Wl,-Bstatic -lawith-pg -lawith-io -lawith-core -Wl,-Bdynamic $(pkg-config --libs libpq jansson openssl) -pthread" ;;
+        awith-client) line='$(pkg-config --cflags awith-client) -Wl,-Bstatic -lawith-client -lawith-io -lawith-core -Wl,-Bdynamic $(pkg-config --libs-only-L awith-core) $(pkg-config --libs libcurl jansson openssl) -pthread' ;;
+        awith-pg) line='$(pkg-config --cflags awith-pg) -Wl,-Bstatic -lawith-pg -lawith-io -lawith-core -Wl,-Bdynamic $(pkg-config --libs-only-L awith-core) $(pkg-config --libs libpq jansson openssl) -pthread' ;;
         esac
+        # The same line, against the full install (shared libraries beside
+        # the archives: -Wl,-Bstatic is what picks the archives there).
+        flags=$(eval "echo $line")
     fi
     if ! $cc -Wall -Wextra -Werror "$prog" $flags -o "$tmp/s-$layer" >"$tmp/log" 2>&1; then
         fail "$name: cc $layer.c $line failed ($flags)"
