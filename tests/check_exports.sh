@@ -2,7 +2,7 @@
 # The libraries' boundary: every symbol each libawith-<layer>.so exports is
 # declared in a public header (include/awith/*.h). Anything else exported
 # (an internal aw__ function, llhttp_*) fails, naming it and its library.
-# In a fault-injection build the counting wrappers of src/core/alloc.h are
+# In a fault-injection build the counting wrappers of src/common/alloc.h are
 # exported from libawith-core on purpose: --also names that header.
 #
 #   tests/check_exports.sh INCLUDE_DIR [--also HEADER] LIB.so...
