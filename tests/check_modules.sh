@@ -65,6 +65,19 @@ for m in "${modules[@]}" awith; do
     fi
 done
 
+# Every public header is installed (each layer installs its own: a header
+# added to include/awith/ must be added to its layer's install_headers).
+if ((${#modules[@]} == 5)); then
+    incdir=$(pkg-config --variable=includedir awith-core)
+    missing=$(cd "$src/include/awith" && for h in *.h; do [[ -f $incdir/awith/$h ]] || echo "$h"; done)
+    if [[ -z $missing ]]; then
+        ok "every_public_header_is_installed: $(cd "$incdir/awith" && echo *.h)"
+    else
+        echo "$missing" >"$tmp/log"
+        fail "every_public_header_is_installed (meson.build install_headers)"
+    fi
+fi
+
 # --- sonames ------------------------------------------------------------
 for m in "${modules[@]}"; do
     so=$libdir/lib$m.so
