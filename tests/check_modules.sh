@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # Modules and linking, as a user outside the tree sees them (issue 13).
 # Installs the build into a temporary prefix (meson install --destdir, the
 # .pc files relocated there) and, with pkg-config only:

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * The version macros (awith/version.h, through awith/core.h) and the
  * running library's aw_version() agree.

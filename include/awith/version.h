@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * awith/version.h — the version of the headers, for the preprocessor, and
  * of the library a program runs with.

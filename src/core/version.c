@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * The running library's version (awith/version.h): the header's numbers as
  * this library was compiled, so a program can compare them with the

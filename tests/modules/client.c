@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* A client program (tests/check_modules.sh): built with
  * `pkg-config awith-client` only. A session (libcurl) and a GET to a port
  * nobody listens on: the refusal comes back as an error. */

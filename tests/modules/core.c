@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* A core-only program (tests/check_modules.sh): built with
  * `pkg-config awith-core` only; a task sleeps, the versions agree. */
 #include <awith/core.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* An http program (tests/check_modules.sh): built with
  * `pkg-config awith-http` only. An app with a route whose handler answers
  * with a jansson value (json_t is in http.h's API, so jansson's flags come

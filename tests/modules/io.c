@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* An io program (tests/check_modules.sh): built with `pkg-config awith-io`
  * only. A TLS client context (OpenSSL), a listener on a free port, a
  * connection to it: the line sent arrives. */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* A pg program (tests/check_modules.sh): built with `pkg-config awith-pg`
  * only. With DATABASE_URL it runs a query and converts the result to JSON
  * (json_t is in pg.h's API); without one, a connection to a socket
