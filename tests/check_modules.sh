@@ -91,6 +91,22 @@ for m in "${modules[@]}"; do
     fi
 done
 
+# --- the installed boundary ------------------------------------------------
+# check_exports.sh on the installed libraries against the installed headers.
+# (Not in a fault-injection build, whose libawith-core exports alloc.h's
+# wrappers on purpose; check_exports covers that one in the build tree.)
+fault_build=$(python3 -c 'import json, sys
+print(int(any(o["name"] == "fault_injection" and o["value"] for o in json.load(open(sys.argv[1])))))' \
+    "$build/meson-info/intro-buildoptions.json" 2>/dev/null)
+if [[ $fault_build != 1 ]]; then
+    incdir=$(pkg-config --variable=includedir awith-core)
+    if bash "$src/tests/check_exports.sh" "$incdir" "$libdir"/libawith-*.so >"$tmp/log" 2>&1; then
+        ok "every_installed_library_exports_only_what_the_installed_headers_declare: $(ls "$libdir" | grep -c '^libawith-.*\.so$') libraries"
+    else
+        fail "every_installed_library_exports_only_what_the_installed_headers_declare"
+    fi
+fi
+
 # --- core only: no third-party library ------------------------------------
 third_party='libpq|libcurl|libjansson|libssl|libcrypto|libllhttp|libawith-(io|http|client|pg)'
 flags=$(pkg-config --cflags --libs awith-core)
