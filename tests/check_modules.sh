@@ -8,7 +8,9 @@
 #     flags do not mention postgresql; only awith-pg's do;
 #   - each module's program (tests/modules/<layer>.c) builds with
 #     -Wall -Wextra -Werror against its own module and runs;
-#   - each library's soname is libawith-<layer>.so.0;
+#   - each library's soname is libawith-<layer>.so.0; every public header
+#     is installed; the installed libraries export only what the installed
+#     headers declare (check_exports.sh);
 #   - static links: each module's program links against the static
 #     archives with `pkg-config --static --libs` and runs (core, io and
 #     http also fully static, `cc -static`); where a third-party .pc file is
