@@ -16,6 +16,9 @@
 #ifndef AWITH_VERSION_H
 #define AWITH_VERSION_H
 
+/* The version of these headers: what the program is compiled against.
+ * MAJOR changes break the API; before 1.0, MINOR changes may too (see
+ * docs/design.md, "Modules and the soname"). */
 #define AW_VERSION_MAJOR 0
 #define AW_VERSION_MINOR 2
 #define AW_VERSION_PATCH 0
