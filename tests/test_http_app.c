@@ -51,7 +51,7 @@ static int h_query(aw_http_request *req, aw_http_response *res, void *ud)
 static int h_json_in(aw_http_request *req, aw_http_response *res, void *ud)
 {
 	(void)ud;
-	void *v;
+	json_t *v;
 	int rc = aw_http_json_body(req, &v);
 	if (rc)
 		return rc;

@@ -25,7 +25,7 @@ static int h_root(aw_http_request *req, aw_http_response *res, void *ud)
 static int h_sum(aw_http_request *req, aw_http_response *res, void *ud)
 {
 	(void)ud;
-	void *v;
+	json_t *v;
 	int rc = aw_http_json_body(req, &v);
 	if (rc)
 		return rc;

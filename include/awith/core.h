@@ -57,6 +57,8 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "awith/version.h"
+
 #ifdef __cplusplus
 extern "C" {
 #endif

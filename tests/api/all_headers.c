@@ -10,7 +10,9 @@
 #include <awith/http.h>
 #include <awith/io.h>
 #include <awith/core.h>
+#include <awith/version.h>
 #else
+#include <awith/version.h>
 #include <awith/core.h>
 #include <awith/io.h>
 #include <awith/http.h>
