@@ -22,6 +22,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <string.h>
 
 typedef void (*aw_test_fn)(void);
 
@@ -130,6 +131,14 @@ const char *aw_test_code_name(int code);
 		if (a_ != b_)                                                 \
 			aw_test_fail(__FILE__, __LINE__, "EXPECT_EQ(%s, %s): %lld vs %lld", \
 				     #a, #b, a_, b_);                         \
+	} while (0)
+
+#define EXPECT_STR_EQ(a, b)                                                   \
+	do {                                                                  \
+		const char *a_ = (a), *b_ = (b);                              \
+		if (!a_ || !b_ || strcmp(a_, b_) != 0)                        \
+			aw_test_fail(__FILE__, __LINE__, "EXPECT_STR_EQ(%s, %s): \"%s\" vs \"%s\"", \
+				     #a, #b, a_ ? a_ : "(null)", b_ ? b_ : "(null)"); \
 	} while (0)
 
 #endif

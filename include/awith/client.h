@@ -54,6 +54,7 @@
 #define AWITH_CLIENT_H
 
 #include <awith/core.h>
+#include <awith/io.h>   /* -AW_EDNS, -AW_ETLS, -AW_ETLS_VERIFY */
 
 #include <sys/types.h>
 

@@ -69,6 +69,10 @@ extern "C" {
 
 /* ------------------------------------------------------------------------ */
 /* Error codes beyond errno. All are returned negated, like errno codes.    */
+/* Each layer owns a range of 0x100 codes declared in its own header: core  */
+/* 0x4000 (here), io 0x4100, http 0x4200, client 0x4300, pg 0x4400; ranges */
+/* from 0x4800 are for libraries built on awith/ext.h. aw_strerror knows   */
+/* every range whose layer is linked in.                                    */
 
 enum {
 	AW_EBASE = 0x4000,
@@ -81,15 +85,6 @@ enum {
 	AW_EEXIT,          /* a manager's exit failed without raising its own error */
 	AW_EEOF,           /* the stream ended in the middle of a read that needs more */
 	AW_ETOOLONG,       /* a size limit (line, delimiter, body, file) was exceeded */
-	AW_ETLS,           /* TLS protocol failure */
-	AW_ETLS_VERIFY,    /* the peer's certificate or host name did not verify */
-	AW_EDNS,           /* a host name could not be resolved */
-	AW_EPG,            /* PostgreSQL rejected a statement (SQLSTATE on the connection) */
-	AW_EPG_AUTH,       /* PostgreSQL authentication failed */
-	AW_EPG_NODB,       /* the PostgreSQL database does not exist */
-	AW_EPG_TOO_MANY,   /* the PostgreSQL server has no connection slot left */
-	AW_EPG_NULL,       /* a typed getter met SQL NULL */
-	AW_EPG_TYPE,       /* a typed getter met another column type or a bad value */
 	AW_ELAST
 };
 

@@ -42,6 +42,21 @@ extern "C" {
  * library is built with -fvisibility=hidden, so exactly these are exported. */
 #pragma GCC visibility push(default)
 
+/* io's error codes (returned negated, like errno codes): the io range of
+ * awith/ext.h's error ranges. aw_strerror knows them once io is linked. */
+enum {
+	AW_EIO_BASE = 0x4100,
+	AW_ETLS,           /* TLS protocol failure */
+	AW_ETLS_VERIFY,    /* the peer's certificate or host name did not verify */
+	AW_EDNS,           /* a host name could not be resolved */
+	AW_EIO_LAST
+};
+/* The layer's messages for aw_strerror come with its library; this
+ * reference makes a static link take them along even when the program
+ * calls no other function of the layer. */
+extern const char aw__io_error_range;
+static const char *const aw__io_error_range_ref __attribute__((used, unused)) = &aw__io_error_range;
+
 struct addrinfo;   /* <netdb.h>; declared here so the prototype below does
                       not declare it in its own parameter scope */
 

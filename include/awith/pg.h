@@ -52,6 +52,7 @@
 #define AWITH_PG_H
 
 #include <awith/core.h>
+#include <awith/io.h>   /* -AW_EDNS, the connection errors shared with io */
 
 #ifdef __cplusplus
 extern "C" {
@@ -60,6 +61,25 @@ extern "C" {
 /* Every declaration from here to the matching pop is the public API: the
  * library is built with -fvisibility=hidden, so exactly these are exported. */
 #pragma GCC visibility push(default)
+
+/* pg's error codes (returned negated, like errno codes): the pg range of
+ * awith/ext.h's error ranges. Connection failures also use io's
+ * -AW_EDNS (awith/io.h, included here). */
+enum {
+	AW_EPG_BASE = 0x4400,
+	AW_EPG,            /* PostgreSQL rejected a statement (SQLSTATE on the connection) */
+	AW_EPG_AUTH,       /* PostgreSQL authentication failed */
+	AW_EPG_NODB,       /* the PostgreSQL database does not exist */
+	AW_EPG_TOO_MANY,   /* the PostgreSQL server has no connection slot left */
+	AW_EPG_NULL,       /* a typed getter met SQL NULL */
+	AW_EPG_TYPE,       /* a typed getter met another column type or a bad value */
+	AW_EPG_LAST
+};
+/* The layer's messages for aw_strerror come with its library; this
+ * reference makes a static link take them along even when the program
+ * calls no other function of the layer. */
+extern const char aw__pg_error_range;
+static const char *const aw__pg_error_range_ref __attribute__((used, unused)) = &aw__pg_error_range;
 
 struct json_t;   /* jansson's json_t */
 

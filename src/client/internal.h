@@ -7,11 +7,9 @@
 #include <curl/curl.h>
 #include <stddef.h>
 
-#include "../core/alloc.h"   /* aw__malloc and friends: every allocation of src/ */
+#include <awith/ext.h>
+#include "../common/alloc.h"   /* aw__malloc and friends: every allocation of src/ */
 
-#ifndef AW_CONTAINER_OF
-#define AW_CONTAINER_OF(p, T, m) ((T *)((char *)(p) - offsetof(T, m)))
-#endif
 
 typedef struct aw_client_sock aw_client_sock;
 

@@ -19,9 +19,9 @@
  * struct may be gone.
  */
 #include "internal.h"
-#include "../core/internal.h"   /* aw_task_wake: interrupt a watcher's fd wait */
 
 #include <poll.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 

@@ -7,13 +7,15 @@
  */
 #include "internal.h"
 
+#include <pthread.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
 /* An error that could not be allocated: raising still works, the message
- * is generic. Shared by every thread, so never written: aw__error_hold and
+ * is generic. Shared by every thread, so never written: aw_error_hold and
  * aw_error_free leave its count alone and it is never freed. */
 static aw_error oom_error = { .code = -ENOMEM, .msg = "out of memory (while raising an error)", .refs = 1u << 30 };
 
@@ -58,6 +60,8 @@ static aw_error *error_vnew(const aw_loc *loc, int code, const char *fmt, va_lis
 
 aw_error *aw_error_new(const aw_loc *loc, int code, const char *fmt, ...)
 {
+	if (!fmt)
+		return aw_error_new(loc, code, "%s", aw_strerror(code));
 	va_list ap;
 	va_start(ap, fmt);
 	aw_error *e = error_vnew(loc, code, fmt, ap);
@@ -65,7 +69,7 @@ aw_error *aw_error_new(const aw_loc *loc, int code, const char *fmt, ...)
 	return e;
 }
 
-void aw__error_hold(aw_error *e)
+void aw_error_hold(aw_error *e)
 {
 	if (e && e != &oom_error)
 		e->refs++;
@@ -228,16 +232,45 @@ static const char *const aw_messages[] = {
 	[AW_EEXIT - AW_EBASE] = "a manager's exit failed",
 	[AW_EEOF - AW_EBASE] = "unexpected end of stream",
 	[AW_ETOOLONG - AW_EBASE] = "size limit exceeded",
-	[AW_ETLS - AW_EBASE] = "TLS failure",
-	[AW_ETLS_VERIFY - AW_EBASE] = "TLS certificate verification failed",
-	[AW_EDNS - AW_EBASE] = "name resolution failed",
-	[AW_EPG - AW_EBASE] = "the database server rejected the statement",
-	[AW_EPG_AUTH - AW_EBASE] = "database authentication failed",
-	[AW_EPG_NODB - AW_EBASE] = "the database does not exist",
-	[AW_EPG_TOO_MANY - AW_EBASE] = "the database server has no connection slot left",
-	[AW_EPG_NULL - AW_EBASE] = "the value is SQL NULL",
-	[AW_EPG_TYPE - AW_EBASE] = "the value does not have the requested type",
 };
+
+/* The ranges other layers and libraries registered (awith/ext.h). Written
+ * under the lock, read without it: an entry is filled before `nranges`
+ * counts it (release), and entries never change once counted. */
+#define AW_MAX_RANGES 32
+static struct {
+	int base;
+	const char *name;
+	aw_strerror_fn *fn;
+} ranges[AW_MAX_RANGES];
+static _Atomic unsigned nranges;
+static pthread_mutex_t ranges_lock = PTHREAD_MUTEX_INITIALIZER;
+
+int aw_error_range_register(int base, const char *name, aw_strerror_fn *fn)
+{
+	if (!fn || !name || base % AW_ERANGE_SIZE != 0 || base <= AW_EBASE || base > 0x7fff)
+		return -EINVAL;
+	int rc = 0;
+	pthread_mutex_lock(&ranges_lock);
+	unsigned n = atomic_load_explicit(&nranges, memory_order_relaxed);
+	for (unsigned i = 0; i < n; i++) {
+		if (ranges[i].base == base) {
+			rc = ranges[i].fn == fn ? 0 : -EEXIST;
+			goto out;
+		}
+	}
+	if (n == AW_MAX_RANGES) {
+		rc = -ENOSPC;
+		goto out;
+	}
+	ranges[n].base = base;
+	ranges[n].name = name;
+	ranges[n].fn = fn;
+	atomic_store_explicit(&nranges, n + 1, memory_order_release);
+out:
+	pthread_mutex_unlock(&ranges_lock);
+	return rc;
+}
 
 const char *aw_strerror(int code)
 {
@@ -247,8 +280,18 @@ const char *aw_strerror(int code)
 		return "no error";
 	if (code > AW_EBASE && code < AW_ELAST)
 		return aw_messages[code - AW_EBASE];
-	if (code < AW_EBASE)
-		return strerrordesc_np(code) ? strerrordesc_np(code) : "unknown error";
+	if (code < AW_EBASE) {
+		const char *m = strerrordesc_np(code);
+		return m ? m : "unknown error";
+	}
+	int base = code - code % AW_ERANGE_SIZE;
+	unsigned n = atomic_load_explicit(&nranges, memory_order_acquire);
+	for (unsigned i = 0; i < n; i++) {
+		if (ranges[i].base != base)
+			continue;
+		const char *m = ranges[i].fn(code);
+		return m ? m : "unknown error";
+	}
 	return "unknown error";
 }
 

@@ -1,13 +1,16 @@
 /*
- * Internal structures of the core layer, shared by the files in src/core/.
- * Not installed. Other layers (io, http, ...) may include it for the park /
- * wake primitives, which are how every waiting operation is built.
+ * Internal structures of the core layer, shared by the files in src/core/
+ * only. Not installed. The other layers (io, http, client, pg) are built on
+ * the public headers plus awith/ext.h (park and wake, wait queues, fd
+ * watching, error objects), like any library outside awith would be.
  */
 #ifndef AW_CORE_INTERNAL_H
 #define AW_CORE_INTERNAL_H
 
 #include "awith/core.h"
-#include "alloc.h"
+#include "awith/ext.h"
+#include "../common/alloc.h"
+#include "../common/util.h"
 #include "context.h"
 
 #include <limits.h>
@@ -26,9 +29,6 @@
 #define AW_ASAN 0
 #endif
 
-#define AW_LIKELY(x) __builtin_expect(!!(x), 1)
-#define AW_UNLIKELY(x) __builtin_expect(!!(x), 0)
-#define AW_CONTAINER_OF(p, T, m) ((T *)((char *)(p) - offsetof(T, m)))
 
 typedef struct aw_loop aw_loop;
 
@@ -122,7 +122,7 @@ int aw_backend_poll(aw_backend *b, aw_time timeout,
 enum { AW_TASK_READY, AW_TASK_RUNNING, AW_TASK_PARKED, AW_TASK_DONE };
 
 /* Wake values that are not results handed over by a waker. */
-#define AW__WAKE_TIMER (INT_MIN + 1)   /* the park's deadline timer fired */
+/* AW_WAKE_TIMER (the park's own deadline passed): awith/ext.h. */
 #define AW__WAKE_CANCEL (INT_MIN + 2)  /* a reachable scope was cancelled */
 
 struct aw_task {
@@ -176,19 +176,7 @@ struct aw_task {
 	aw_task *all_prev, *all_next;
 };
 
-/* ---- wait lists (FIFO) ---------------------------------------------------- */
-
-struct aw_waiter {
-	aw_waiter *prev, *next;
-	aw_task *task;
-	void *data;              /* what the waiter gives or receives */
-	bool linked;
-};
-
-void aw_waitq_push(aw_waitq *q, aw_waiter *w, aw_task *t);
-void aw_waitq_remove(aw_waitq *q, aw_waiter *w);
-aw_waiter *aw_waitq_pop(aw_waitq *q);
-static inline bool aw_waitq_empty(const aw_waitq *q) { return q->head == NULL; }
+/* Wait lists (aw_waiter, aw_waitq_*): awith/ext.h. */
 
 /* ---- the loop -------------------------------------------------------------- */
 
@@ -196,33 +184,11 @@ typedef struct aw_fdstate {
 	aw_task *reader, *writer;
 	bool registered, readable, writable;
 	bool hup;                /* sticky: the peer closed its side */
-	void (*on_hup)(void *arg); /* aw__fd_on_hup */
+	void (*on_hup)(void *arg); /* aw_fd_on_hup */
 	void *hup_arg;
 } aw_fdstate;
 
-/* Whether the loop has seen the peer of fd close its side (EPOLLRDHUP).
- * Lets a reader that just got a short read wait for readiness instead of
- * reading once more to learn that nothing is left: unless the peer is gone,
- * more data comes with a new readiness edge. */
-bool aw_fd_peer_closed(int fd);
-/* What the loop has seen of fd since the last wait on it, without waiting:
- * AW_READABLE if a readable edge came that no wait consumed (it is consumed
- * now: the caller must read until EAGAIN or accept that it looks again
- * only at the next edge), plus AW__FD_HUP if the peer closed its side.
- * Lets an owner check an fd it is not waiting on (the pg pool's idle
- * connections) without a syscall. */
-#define AW__FD_HUP 4
-int aw__fd_take_ready(int fd);
-/* Register fd with the loop now (no wait), so that aw__fd_take_ready sees
- * what arrives from here on. 0 or -errno. */
-int aw__fd_watch(int fd);
-/* Call fn(arg) from the loop (not from a task: fn must not wait) when the
- * loop first sees the peer of fd close its side (EPOLLRDHUP, HUP, ERR),
- * whether or not a task waits on fd. Registers fd with the loop (as
- * aw__fd_watch). One hook per fd; fn NULL removes it; aw_fd_forget drops
- * it. Costs nothing per event until the peer closes. The HTTP server uses
- * it to cancel a handler whose client went away. 0 or -errno. */
-int aw__fd_on_hup(int fd, void (*fn)(void *arg), void *arg);
+/* aw_fd_peer_closed, aw_fd_watch, aw_fd_take_ready, aw_fd_on_hup: awith/ext.h. */
 
 typedef struct aw_threadpool aw_threadpool;
 
@@ -281,21 +247,9 @@ static inline aw_task *aw__current(void)
 	return l ? l->running : NULL;
 }
 
-/* Make t runnable: PARKED -> READY with `value` as park's result. No-op
- * unless t is parked (a task is woken at most once per park). */
-void aw_task_wake(aw_task *t, int value);
+/* aw_task_wake, aw_task_park: awith/ext.h. */
 /* Append a READY/RUNNING task to the ready queue. */
 void aw_task_enqueue(aw_loop *loop, aw_task *t);
-
-/* Park the running task until aw_task_wake(), `deadline`, or cancellation.
- * Returns the waker's value; AW__WAKE_TIMER when `deadline` (the waiter's
- * own) passed; or a negative cancel code (already raised) when a reachable
- * cancel scope is or gets cancelled or its deadline passes — then the
- * caller must undo its registration (e.g. leave the wait list). Checks for
- * cancellation *before* parking (level-triggered). `shielded` parks with
- * cancellation off (used to wait for things that must finish). Must be
- * called inside a task. */
-int aw_task_park(aw_time deadline, bool shielded);
 
 /* The cancel code that waits of the running task currently get (0 if none):
  * the outermost cancelled scope reachable from the innermost one, stopping
@@ -336,10 +290,6 @@ static inline bool aw__cancel_maybe(const aw_task *t)
 {
 	return t && (t->cancels || t->limit <= *t->now);
 }
-/* cnum.c: doubles to and from text in the C locale, whatever the process's
- * locale (JSON and PostgreSQL's text format want a '.'). */
-double aw__strtod_c(const char *s, char **end);
-int aw__snprintf_c(char *buf, size_t len, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 /* error.c: free an error the machinery drops without it having been
  * handled or passed on; reported once per raise site when the loop's
  * debug_errors is set. */
@@ -348,17 +298,9 @@ void aw__error_drop(aw_error *e);
  * serial: blocks entered since do not take it for one of theirs). */
 void aw__error_restore(aw_error *e);
 
-/* Errors */
-/* Raise an already-built error object on the running task (takes it). */
-void aw_error_raise_obj(aw_error *e);
-/* Build an error (not raised). */
-aw_error *aw_error_new(const aw_loc *loc, int code, const char *fmt, ...) AW_PRINTF(3, 4);
+/* Errors (aw_error_new, aw_error_raise_obj, aw_error_hold: awith/ext.h) */
 /* Error slot of the running task or of the thread. */
 aw_error **aw__err_slot(uint64_t **raises);
-/* Take one more reference to e (NULL: nothing). The shared "out of memory"
- * error of every thread is never counted (no race between loops). */
-void aw__error_hold(aw_error *e);
-
 /* with.c: run one exit function with `err` passing through, and apply its
  * return value (propagate / suppress / replace, with the cause chain) to
  * the error in flight. `name` names the manager in made-up messages. Must

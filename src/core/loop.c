@@ -23,6 +23,12 @@ aw_time aw_now(void)
 	return (aw_time)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
+aw_time aw_loop_now(void)
+{
+	aw_loop *l = aw__loop;
+	return l ? l->now : aw_now();
+}
+
 aw_time aw_deadline_after(aw_time dur)
 {
 	if (dur <= 0)
@@ -146,7 +152,7 @@ int (aw_fd_wait_any)(int fd, int directions, aw_time deadline)
 		s->reader = NULL;
 	if (s->writer == t)
 		s->writer = NULL;
-	if (v == AW__WAKE_TIMER)
+	if (v == AW_WAKE_TIMER)
 		return aw_raise(-ETIMEDOUT, "fd %d did not become %s before the deadline", fd,
 				rd && wr ? "ready" : rd ? "readable" : "writable");
 	if (v < 0)
@@ -175,18 +181,18 @@ bool aw_fd_peer_closed(int fd)
 	return l && fd >= 0 && (size_t)fd < l->nfds && l->fds[fd].hup;
 }
 
-int aw__fd_take_ready(int fd)
+int aw_fd_take_ready(int fd)
 {
 	aw_loop *l = aw__loop;
 	if (!l || fd < 0 || (size_t)fd >= l->nfds)
 		return 0;
 	aw_fdstate *s = &l->fds[fd];
-	int r = (s->readable ? AW_READABLE : 0) | (s->hup ? AW__FD_HUP : 0);
+	int r = (s->readable ? AW_READABLE : 0) | (s->hup ? AW_FD_HUP : 0);
 	s->readable = false;
 	return r;
 }
 
-int aw__fd_watch(int fd)
+int aw_fd_watch(int fd)
 {
 	aw_loop *l = aw__loop;
 	if (!l)
@@ -207,12 +213,12 @@ int aw__fd_watch(int fd)
 	return 0;
 }
 
-int aw__fd_on_hup(int fd, void (*fn)(void *arg), void *arg)
+int aw_fd_on_hup(int fd, void (*fn)(void *arg), void *arg)
 {
 	aw_loop *l = aw__loop;
 	if (!l)
 		return -AW_ENOTASK;
-	int rc = aw__fd_watch(fd);
+	int rc = aw_fd_watch(fd);
 	if (rc)
 		return rc;
 	aw_fdstate *s = &l->fds[fd];

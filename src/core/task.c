@@ -127,7 +127,7 @@ void aw_task_enqueue(aw_loop *l, aw_task *t)
 
 void aw_task_wake(aw_task *t, int value)
 {
-	if (t->state == AW_TASK_READY && (t->wake == AW__WAKE_CANCEL || t->wake == AW__WAKE_TIMER)) {
+	if (t->state == AW_TASK_READY && (t->wake == AW__WAKE_CANCEL || t->wake == AW_WAKE_TIMER)) {
 		/* Woken by a cancel or a deadline and not yet running, then
 		 * handed something (a lock, an item, a finished job): the hand-
 		 * over wins, or it would be lost. The cancellation is not lost
@@ -144,7 +144,7 @@ void aw_task_wake(aw_task *t, int value)
 static void on_park_timer(aw_timer *tm)
 {
 	aw_task *t = AW_CONTAINER_OF(tm, aw_task, timer);
-	aw_task_wake(t, AW__WAKE_TIMER);
+	aw_task_wake(t, AW_WAKE_TIMER);
 }
 
 /* ---- parking -------------------------------------------------------------- */
@@ -243,11 +243,11 @@ int aw_task_park(aw_time deadline, bool shielded)
 		 * own location, not theirs. */
 		aw__where = t->where;
 		int v = t->wake;
-		if (v == AW__WAKE_TIMER) {
+		if (v == AW_WAKE_TIMER) {
 			aw_time now = aw_now();
 			l->now = now;
 			if (deadline != AW_NEVER && now >= deadline)
-				return AW__WAKE_TIMER;
+				return AW_WAKE_TIMER;
 			v = AW__WAKE_CANCEL;
 		}
 		if (v != AW__WAKE_CANCEL)
@@ -298,7 +298,7 @@ int (aw_yield)(void)
 int (aw_sleep_until)(aw_time deadline)
 {
 	int v = aw_task_park(deadline, false);
-	return v == AW__WAKE_TIMER ? 0 : v < 0 ? v : 0;
+	return v == AW_WAKE_TIMER ? 0 : v < 0 ? v : 0;
 }
 
 int (aw_sleep)(aw_time dur)

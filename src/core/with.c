@@ -57,11 +57,11 @@ int aw__run_exit(int (*exit_fn)(void *ctx, int err), void *ctx, const char *name
 		if (!*slot || (*slot)->code != err)
 			aw_error_raise_obj(aw_error_new(NULL, err, "%s", aw_strerror(err)));
 		held = *slot;
-		aw__error_hold(held);
+		aw_error_hold(held);
 	} else if (*slot) {
 		/* An error from before the block: not this exit's business. */
 		prior = *slot;
-		aw__error_hold(prior);
+		aw_error_hold(prior);
 	}
 	uint64_t before = *raises;
 	int rc = exit_fn(ctx, err);

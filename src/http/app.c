@@ -227,7 +227,7 @@ void aw__app_deps_unwind(aw_http_request *req, int err)
 	if (err) {
 		/* The handler's error, in flight again for the teardowns. */
 		mine = (aw_error *)aw_error_current();
-		aw__error_hold(mine);
+		aw_error_hold(mine);
 	}
 	int rc = aw_exitstack_unwind(&req->deps, err);
 	const aw_error *now = aw_error_current();

@@ -10,7 +10,12 @@
 #ifndef AW_HTTP_INTERNAL_H
 #define AW_HTTP_INTERNAL_H
 
-#include "../io/internal.h"
+#include "awith/core.h"
+#include "awith/ext.h"
+#include "awith/io.h"
+#include "../common/alloc.h"
+#include "../common/util.h"
+#include "../common/cnum.h"
 #include "awith/http.h"
 
 #include <string.h>
@@ -33,8 +38,7 @@ typedef struct aw_rnode aw_rnode;
  * for timeouts of seconds, and free (no clock_gettime per request). */
 static inline aw_time aw__http_now(void)
 {
-	aw_loop *l = aw__loop;
-	return l ? l->now : aw_now();
+	return aw_loop_now();
 }
 
 static inline aw_time aw__http_after(aw_time dur)

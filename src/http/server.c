@@ -278,7 +278,7 @@ void aw__http_conn_check_peer(aw_http_conn *c)
 	aw_scope_cancel(c->handler_scope);
 }
 
-/* The loop saw the peer close (aw__fd_on_hup): runs in the loop, not in
+/* The loop saw the peer close (aw_fd_on_hup): runs in the loop, not in
  * the connection's task. */
 static void on_peer_closed(void *arg)
 {
@@ -643,11 +643,11 @@ static int conn_main(void *arg)
 	AW_WITH(aw_stream_mgr(st.s)) {
 		/* A handler whose client goes away is cancelled: the loop
 		 * calls on_peer_closed on EPOLLRDHUP (nothing per request). */
-		if (aw__fd_on_hup(aw_stream_fd(st.s), on_peer_closed, c))
+		if (aw_fd_on_hup(aw_stream_fd(st.s), on_peer_closed, c))
 			aw_error_clear();
 		if (!srv->draining)
 			serve_conn(c);
-		aw__fd_on_hup(aw_stream_fd(st.s), NULL, NULL);
+		aw_fd_on_hup(aw_stream_fd(st.s), NULL, NULL);
 	}
 	aw_error_clear();   /* a failed close: nothing more to tell the client */
 	if (c->prev)

@@ -174,13 +174,13 @@ int (aw_resolve)(const char *host, int port, struct addrinfo **out, aw_time dead
 	int v = 0;
 	while (j->state != JOB_DONE) {
 		v = aw_task_park(deadline, false);
-		if (v == AW__WAKE_TIMER || v < 0)
+		if (v == AW_WAKE_TIMER || v < 0)
 			break;
 	}
 	/* A cancellation (raised already) wins over a result that arrived in
 	 * the same turn: the caller asked to stop. A result that arrived with
 	 * the deadline is taken. */
-	bool cancelled = v < 0 && v != AW__WAKE_TIMER;
+	bool cancelled = v < 0 && v != AW_WAKE_TIMER;
 	if (cancelled || j->state != JOB_DONE) {
 		j->requester = NULL;
 		if (j->state == JOB_DONE) {

@@ -4,7 +4,10 @@
 #ifndef AW_IO_INTERNAL_H
 #define AW_IO_INTERNAL_H
 
-#include "../core/internal.h"
+#include "awith/core.h"
+#include "awith/ext.h"
+#include "../common/alloc.h"
+#include "../common/util.h"
 #include "awith/io.h"
 
 /* A buffered stream over a connected fd, optionally through TLS. */

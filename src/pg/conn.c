@@ -279,7 +279,7 @@ int aw_pg_connect_at(const aw_loc *loc, aw_pg_conn **out, const char *dsn, const
 	/* libpq prints server notices to stderr by default. */
 	aw_pg_conn_own_notices(c);
 	/* Watched from now on, also while idle in a pool (see pool.c). */
-	(void)aw__fd_watch(fd);
+	(void)aw_fd_watch(fd);
 	c->cancel = PQgetCancel(pg);
 	c->created = aw_now();
 	aw_pg_error_reset(c);

@@ -14,7 +14,11 @@
 #ifndef AW_PG_INTERNAL_H
 #define AW_PG_INTERNAL_H
 
-#include "../core/internal.h"
+#include "awith/core.h"
+#include "awith/ext.h"
+#include "../common/alloc.h"
+#include "../common/util.h"
+#include "../common/cnum.h"
 #include "awith/pg.h"
 
 #include <libpq-fe.h>

@@ -253,7 +253,7 @@ static int pump(void *arg)
 			pp->pump_parked = false;
 			if (pp->head)
 				continue;
-			if (v == AW__WAKE_TIMER || v < 0)
+			if (v == AW_WAKE_TIMER || v < 0)
 				break;
 			continue;
 		}

@@ -151,8 +151,8 @@ static bool idle_healthy(aw_pg_pool *p, aw_pg_conn *c)
 		return false;
 	if (p->o.max_lifetime && aw_now() - c->created >= p->o.max_lifetime)
 		return false;
-	int seen = aw__fd_take_ready(c->fd);
-	if (seen & AW__FD_HUP)
+	int seen = aw_fd_take_ready(c->fd);
+	if (seen & AW_FD_HUP)
 		return false;
 	if ((seen & AW_READABLE) && !consume_idle_input(c))
 		return false;
@@ -436,7 +436,7 @@ int aw_pg_pool_acquire_at(const aw_loc *loc, aw_pg_pool *p, aw_pg_conn **out)
 		int v;
 		for (;;) {
 			v = aw_task_park(deadline, false);
-			if (!pw.w.linked || v < 0 || v == AW__WAKE_TIMER)
+			if (!pw.w.linked || v < 0 || v == AW_WAKE_TIMER)
 				break;
 		}
 		if (pw.w.linked) {
@@ -459,7 +459,7 @@ int aw_pg_pool_acquire_at(const aw_loc *loc, aw_pg_pool *p, aw_pg_conn **out)
 		}
 		if (pw.err)
 			return aw_raise(pw.err, "the pg pool was closed while waiting for a connection");
-		if (v == AW__WAKE_TIMER) {
+		if (v == AW_WAKE_TIMER) {
 			/* Pass our turn on: a slot may be free now. */
 			offer_slot(p);
 			return aw_raise(-ETIMEDOUT, "pg pool acquire timed out after %lld ms "

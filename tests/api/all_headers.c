@@ -4,6 +4,7 @@
  * compile cleanly. */
 #ifdef AW_REVERSE
 #include <awith/pg.h>
+#include <awith/ext.h>
 #include <awith/client.h>
 #include <awith/http.h>
 #include <awith/io.h>
@@ -14,6 +15,7 @@
 #include <awith/http.h>
 #include <awith/client.h>
 #include <awith/pg.h>
+#include <awith/ext.h>
 #endif
 
 /* The inline functions are instantiated, not only declared. */

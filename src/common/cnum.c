@@ -9,11 +9,12 @@
  * (strtod_l; printf has no _l form, so the thread's locale is switched
  * with uselocale around it: per thread, no lock, nothing global changes).
  */
-#include "internal.h"
+#include "cnum.h"
 
 #include <locale.h>
 #include <pthread.h>
 #include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 
 static locale_t c_locale;

@@ -1,0 +1,190 @@
+/*
+ * awith/ext.h — the extension API: how to write a new async resource.
+ *
+ * core.h is what a program uses; this header is what a library author uses
+ * to turn something that has its own file descriptors (a database driver,
+ * a message-queue client, a device) into awith managers and waiting calls.
+ * awith's own io, http, client and pg layers are written on exactly this
+ * header plus the public ones; examples/redis_client.c wraps Debian's
+ * hiredis with it.
+ *
+ * The building blocks:
+ *   - park and wake: a task parks (gives the loop its stack) until some
+ *     code wakes it with a value, its own deadline passes, or it is
+ *     cancelled; the code that will wake it keeps the aw_task pointer;
+ *   - wait queues: FIFO lists of parked tasks (a pool's waiters, a
+ *     channel's readers), with a slot for what is handed over;
+ *   - fd watching: beyond aw_fd_wait (core.h), watch an fd nobody waits on,
+ *     learn what arrived without a syscall, and get a callback when the
+ *     peer hangs up;
+ *   - error objects: build one with a message and a location, raise it,
+ *     keep a reference;
+ *   - error ranges: give your library's error codes messages that
+ *     aw_strerror returns.
+ *
+ * Threading: like everything in core.h, these are for the loop's own
+ * thread (aw_task_wake from another thread is not allowed: use a
+ * aw_to_thread job or a queue instead). Stability: this header follows the
+ * same soname policy as core.h (docs/design.md, "Versions").
+ */
+#ifndef AWITH_EXT_H
+#define AWITH_EXT_H
+
+#include <awith/core.h>
+
+#include <limits.h>
+#include <stdbool.h>
+#include <stddef.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#pragma GCC visibility push(default)
+
+/* ------------------------------------------------------------------------ */
+/* Park and wake                                                            */
+
+/* What aw_task_park returns when the parker's own deadline passed (and
+ * nobody woke it first). Negative, like every other non-result. */
+#define AW_WAKE_TIMER (INT_MIN + 1)
+
+/* Park the running task until aw_task_wake(t, value) (returns value), its
+ * own `deadline` passes (returns AW_WAKE_TIMER, nothing raised: the caller
+ * decides what a timeout means) or it is cancelled: a reachable cancel
+ * scope is or becomes cancelled, or a scope's deadline passes (returns the
+ * negative cancel code, already raised). Cancellation is checked before
+ * parking, so a cancelled task never parks. After a timer or cancel
+ * return the caller must undo its registration (leave its wait queue,
+ * drop its pointer from wherever wakers look). `shielded` parks with
+ * cancellation off — for waits that must finish, such as a cleanup.
+ * Must be called inside a task: -AW_ENOTASK otherwise (raised). Values
+ * passed to aw_task_wake should be >= 0 or a -errno code; INT_MIN + n is
+ * reserved. */
+int aw_task_park(aw_time deadline, bool shielded);
+
+/* Make the parked task t runnable with `value` as aw_task_park's result.
+ * A no-op unless t is parked: a task is woken at most once per park, so
+ * two wakers racing is harmless (the first value wins). Never switches:
+ * t runs later, from the loop. Loop thread only. */
+void aw_task_wake(aw_task *t, int value);
+
+/* The loop's clock as read at the top of its current iteration (no
+ * syscall): good for deadlines of milliseconds and more. aw_now() outside
+ * a loop. */
+aw_time aw_loop_now(void);
+
+/* ------------------------------------------------------------------------ */
+/* Wait queues: FIFO lists of parked tasks                                  */
+
+/* One entry, usually on the waiting task's stack. `data` carries what the
+ * waker hands over (or what the waiter offers). `linked` tells whether it
+ * is still on a queue: a waiter woken by aw_waitq_pop is unlinked, one
+ * whose park returned a timer or cancel value may still be linked and
+ * must aw_waitq_remove itself. */
+struct aw_waiter {
+	aw_waiter *prev, *next;
+	aw_task *task;
+	void *data;
+	bool linked;
+};
+
+/* Append w (for task t) at the tail. */
+void aw_waitq_push(aw_waitq *q, aw_waiter *w, aw_task *t);
+/* Unlink w if it is linked (safe to call when it is not). */
+void aw_waitq_remove(aw_waitq *q, aw_waiter *w);
+/* Unlink and return the head, NULL if empty. The caller wakes w->task. */
+aw_waiter *aw_waitq_pop(aw_waitq *q);
+static inline bool aw_waitq_empty(const aw_waitq *q) { return q->head == NULL; }
+
+/* ------------------------------------------------------------------------ */
+/* Watching file descriptors                                                */
+
+/* aw_fd_take_ready's bit for "the peer closed its side" (beside
+ * AW_READABLE). */
+#define AW_FD_HUP 4
+
+/* Whether the loop has seen the peer of fd close its side (EPOLLRDHUP or
+ * HUP). Lets a reader that got a short read wait for readiness instead of
+ * reading once more only to learn nothing is left. */
+bool aw_fd_peer_closed(int fd);
+
+/* Register fd with the loop now, without waiting, so that
+ * aw_fd_take_ready sees what arrives from here on. 0 or -errno. Undone by
+ * aw_fd_forget / aw_fd_close (core.h), which every fd the loop has seen
+ * must get before it is closed. */
+int aw_fd_watch(int fd);
+
+/* What the loop has seen of fd since the last wait on it, without waiting
+ * and without a syscall: AW_READABLE if a readable edge came that no wait
+ * consumed (consumed now: read until EAGAIN, or accept seeing only the
+ * next edge), plus AW_FD_HUP if the peer closed its side. For an owner
+ * checking an fd nobody waits on (a pool's idle connections). */
+int aw_fd_take_ready(int fd);
+
+/* Call fn(arg) from the loop when it first sees the peer of fd hang up
+ * (EPOLLRDHUP, HUP or ERR), whether or not a task waits on fd. fn runs in
+ * the loop, not in a task: it must not wait (typically it cancels or wakes
+ * a task). Registers fd as aw_fd_watch. One hook per fd; fn NULL removes
+ * it; aw_fd_forget drops it. 0 or -errno. */
+int aw_fd_on_hup(int fd, void (*fn)(void *arg), void *arg);
+
+/* ------------------------------------------------------------------------ */
+/* Error objects                                                            */
+
+/* Build an error (not raised): code is a negative errno or AW_E* code,
+ * loc where it happened (AW_HERE, or a location recorded by a public call;
+ * may be NULL), the message printf-formatted (NULL fmt: aw_strerror's
+ * text). NULL when out of memory: aw_error_raise_obj(NULL) then raises
+ * the shared "out of memory" error, and aw_error_hold / aw_error_free
+ * accept NULL, so the result can be passed on unchecked. */
+aw_error *aw_error_new(const aw_loc *loc, int code, const char *fmt, ...) AW_PRINTF(3, 4);
+
+/* Raise a built error on the running task (or the thread, outside a
+ * task), taking the reference the caller holds: what aw_raise does after
+ * building one. Lets a resource keep an error (say, why a pool is down)
+ * and raise it to every caller: aw_error_hold first, once per raise.
+ * Replaces an error in flight that nobody handled (reported as dropped
+ * with debug_errors on). */
+void aw_error_raise_obj(aw_error *e);
+
+/* Take one more reference to e (NULL: nothing). aw_error_free drops one. */
+void aw_error_hold(aw_error *e);
+
+/* ------------------------------------------------------------------------ */
+/* Error code ranges                                                        */
+
+/* Each layer (and each library built on this header) owns a range of
+ * AW_ERANGE_SIZE codes starting at a multiple of AW_ERANGE_SIZE: core
+ * 0x4000 (core.h), io 0x4100 (io.h), http 0x4200, client 0x4300, pg 0x4400
+ * (pg.h). 0x4800 .. 0x7fff is for libraries outside awith: pick a base
+ * there, name it in your header, and register it once. */
+#define AW_ERANGE_SIZE 0x100
+#define AW_ERANGE_USER 0x4800
+
+/* The message for one code of the range (code positive, within the
+ * range), or NULL if the range has no such code. */
+typedef const char *aw_strerror_fn(int code);
+
+/* Make aw_strerror answer for codes [base, base + AW_ERANGE_SIZE) with
+ * fn; `name` names the range's owner (a static string, for diagnostics).
+ * Registering the same base with the same fn again is a no-op (0); base
+ * not a multiple of AW_ERANGE_SIZE, below AW_EBASE, above 0x7fff, or
+ * taken by another fn: -EINVAL / -EEXIST. Up to 32 ranges; -ENOSPC past
+ * that. Thread-safe; meant for a constructor or the start of main. */
+int aw_error_range_register(int base, const char *name, aw_strerror_fn *fn);
+
+/* ------------------------------------------------------------------------ */
+/* Small helpers for manager implementations                                */
+
+/* The struct of type T whose member m is at p: the manager's ops get the
+ * aw_mgr pointer, embedded in the resource's own struct. */
+#define AW_CONTAINER_OF(p, T, m) ((T *)(void *)((char *)(p) - offsetof(T, m)))
+
+#pragma GCC visibility pop
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif
