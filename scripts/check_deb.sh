@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # The Debian packages, end to end, as a user gets them:
 #   1. build libawith0, libawith-dev and awith-examples from a scratch copy of
 #      this tree with `dpkg-buildpackage -us -uc -b` (the tree stays clean:
