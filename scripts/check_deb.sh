@@ -221,6 +221,12 @@ if build_example async_logger "$core_module"; then
         libs+=("$lib")
         dpkg -S "$lib" 2>/dev/null | grep -q '^libawith0[:]' || bad+=("$lib")
     done < <(ldd "$OUT/async_logger" | grep -o '/[^ ]*libawith[^ ]*')
+    # A core-only program built with awith-core loads no third-party library.
+    if [[ $core_module == awith-core ]]; then
+        for lib in libpq libcurl libjansson libssl libcrypto; do
+            ldd "$OUT/async_logger" | grep -q "$lib" && bad+=("$lib (a core-only program)")
+        done
+    fi
     if ((${#libs[@]} && ${#bad[@]} == 0)); then
         ok "out_of_tree_program_links_the_installed_shared_library (${libs[*]})"
     else
