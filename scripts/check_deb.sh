@@ -162,17 +162,20 @@ grep -q '/pkgconfig/awith\.pc$' <<<"$dev_files" || bad+=("awith.pc")
 grep -q '/libawith[^/]*\.a$' <<<"$dev_files" || bad+=("a static library")
 # The build installed man pages (meson install, staged in debian/tmp):
 # libawith-dev must ship them (debian/rules), and man must find them.
-if [[ -d $SRC/debian/tmp/usr/share/man/man3 ]]; then
+if [[ -d $SRC/debian/tmp/usr/share/man ]]; then
     if ! grep -q '^/usr/share/man/man3/' <<<"$dev_files"; then
         bad+=("man pages in /usr/share/man/man3")
-    elif command -v man >/dev/null && ! man -w aw_with >/dev/null 2>&1; then
-        bad+=("a page man finds for aw_with")
+    elif command -v man >/dev/null; then
+        for page in aw_with aw_pg_pool; do
+            man -w "$page" >/dev/null 2>&1 || bad+=("a page man finds for $page")
+        done
     fi
 fi
+npages=$(grep -c '^/usr/share/man/man[0-9]/.' <<<"$dev_files")
 if ((${#bad[@]})); then
     fail "dev_package_has_headers_pkgconfig_static_library_and_man_pages: missing ${bad[*]}"
 else
-    ok dev_package_has_headers_pkgconfig_static_library_and_man_pages
+    ok "dev_package_has_headers_pkgconfig_static_library_and_man_pages ($npages man pages)"
 fi
 
 # 4. Two examples built outside the tree, from the installed sources, with
