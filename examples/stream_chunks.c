@@ -179,15 +179,16 @@ static int streaming_server(void *arg)
 		}
 		if (sent < sizeof chunk * SOCKET_CHUNKS) {
 			/* The client went away (part 3): not the server's failure.
-			 * The error is still in flight here; falling off the end of
-			 * the block marks it handled. */
+			 * The write's error is still in flight here: the stream's
+			 * exit sees it, and it is still in flight after the block
+			 * (the error rule; handled below). */
 			printf("server: the client stopped reading (%s); %zu of %zu bytes were sent\n",
 			       aw_strerror(aw_error_pending()), sent, sizeof chunk * SOCKET_CHUNKS);
 		}
 	}
-	/* Only a failed close is still in flight here (falling off the block's
-	 * end handled the rest). A reset by a client that stopped reading is
-	 * expected in part 3. */
+	/* In flight here: a failed write or a failed close. A reset or a
+	 * broken pipe from a client that stopped reading is expected in part 3:
+	 * handled. */
 	int rc = aw_error_pending();
 	if (rc == -ECONNRESET || rc == -EPIPE)
 		aw_error_clear(), rc = 0;
