@@ -133,7 +133,7 @@ fi
 # 2. lintian: errors and warnings fail (overrides in debian/*.lintian-overrides
 # say why each one is there); info and pedantic tags are shown only.
 echo "== lintian"
-out=$(lintian --allow-root --info --pedantic --fail-on error,warning "$TMP"/*.changes 2>&1)
+out=$(lintian --allow-root --display-info --pedantic --fail-on error,warning "$TMP"/*.changes 2>&1)
 rc=$?
 [[ -z $out ]] || echo "$out"
 if ((rc == 0)); then
