@@ -25,8 +25,8 @@ PACKAGES=(meson ninja-build pkg-config gcc g++ clang libclang-rt-14-dev valgrind
           postgresql postgresql-client libpq-dev locales
           man-db groff-base binutils
           libhiredis-dev redis-server
-          libsystemd-dev
-          build-essential debhelper dpkg-dev fakeroot lintian)
+          build-essential debhelper dpkg-dev fakeroot lintian
+          libsystemd-dev)
 
 # Install whatever in PACKAGES is not installed yet; no apt-get at all otherwise.
 ensure_packages() {

@@ -167,3 +167,43 @@ AW_TEST(access_log_json_has_requests_rejected_before_the_handler_with_their_ids)
 	CHECK(strstr(line, "\"method\":\"POST\",\"path\":\"/echo\",\"proto\":\"HTTP/1.1\",\"status\":200,\"bytes\":3,\"duration_ms\":") != NULL);
 	free(log);
 }
+
+static aw_app *make_capped(void)
+{
+	aw_app *app = make(AW_ACCESS_LOG_JSON);
+	aw_app_limits(app)->max_connections = 1;
+	aw_app_limits(app)->max_connections_per_client = 0;
+	aw_app_limits(app)->keepalive_idle = AW_SEC(20);
+	return app;
+}
+
+AW_TEST(access_log_has_connections_refused_over_the_cap_with_503)
+{
+	srv s;
+	CHECK_EQ(srv_start(&s, make_capped), 0);
+	/* The one connection the cap allows, kept open (served once). */
+	int held = cli_connect(s.port);
+	CHECK(held >= 0);
+	CHECK_EQ(cli_sends(held, "GET /hello HTTP/1.1\r\nHost: a\r\n\r\n"), 0);
+	resp r;
+	CHECK_EQ(cli_read(held, &r, false), 0);
+	CHECK_EQ(r.status, 200);
+	resp_free(&r);
+	/* The next one is refused at accept, before any request is read. */
+	int fd = cli_connect(s.port);
+	CHECK(fd >= 0);
+	CHECK_EQ(cli_read(fd, &r, false), 0);
+	CHECK_EQ(r.status, 503);
+	resp_free(&r);
+	close(fd);
+	close(held);
+	CHECK_EQ(srv_stop(&s), 0);
+	char *log = srv_log(&s);
+	char line[2048];
+	CHECK(line_with(log, "\"status\":503", line, sizeof line));
+	CHECK(strstr(line, "\"msg\":\"request\",\"client\":\"127.0.0.1\",\"method\":null,\"path\":null,\"proto\":null,"
+			   "\"status\":503,\"bytes\":34,") != NULL);
+	CHECK(strstr(line, ",\"request_id\":\"") != NULL);
+	CHECK(strstr(log, "refused 1 new connection(s) with 503") != NULL);
+	free(log);
+}

@@ -581,3 +581,28 @@ AW_TEST(log_flush_in_json_is_a_record_with_the_site_and_the_count)
 	CHECK(strstr(cap.lines[1], "test_log.c:") != NULL);
 	CHECK(strstr(cap.lines[1], "\"suppressed\":5}\n") != NULL);
 }
+
+AW_TEST(log_context_holds_sixteen_keys_and_a_removed_one_makes_room)
+{
+	capture_on(AW_LOG_LOGFMT);
+	char k[16];
+	for (int i = 0; i < 16; i++) {
+		snprintf(k, sizeof k, "k%d", i);
+		CHECK_EQ(aw_log_context_set(k, "v"), 0);
+	}
+	CHECK_EQ(aw_log_context_set("k16", "v"), -EINVAL);
+	CHECK(strstr(aw_error_current()->msg, "already 16 fields") != NULL);
+	aw_error_clear();
+	CHECK_EQ(aw_log_context_set("k3", NULL), 0);
+	CHECK(aw_log_context_get("k3") == NULL);
+	CHECK_EQ(aw_log_context_set("k16", "a longer value than before, past the first buffer"), 0);
+	CHECK_EQ(aw_log_context_set("k16", "short"), 0);   /* in place */
+	CHECK_STR(aw_log_context_get("k16"), "short");
+	aw_log(AW_LOG_INFO, "m");
+	CHECK(strstr(cap.lines[0], " k2=v k4=v ") != NULL);
+	CHECK(strstr(cap.lines[0], " k15=v k16=short\n") != NULL);
+	for (int i = 0; i < 17; i++) {
+		snprintf(k, sizeof k, "k%d", i);
+		CHECK_EQ(aw_log_context_set(k, NULL), 0);
+	}
+}

@@ -218,7 +218,9 @@ const char *aw_strerror(int code);
  *     aw_log_ratelimited(stderr, aw_error_current(), "GET /users: database unavailable");
  *
  * Thread-safe (one lock around the counters). Counting is per process:
- * each worker process limits its own lines.
+ * each worker process limits its own lines. The leveled, structured
+ * records of awith/log.h (aw_log, aw_log_error, aw_log_kv) are limited per
+ * call site by this same mechanism and setting.
  */
 typedef struct aw_log_site {
 	aw_loc loc;                /* the call site */

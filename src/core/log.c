@@ -138,10 +138,14 @@ void aw_log_flush(FILE *out)
 #define MSG_MAX 4096
 #define STACK_FIELDS 32
 
+/* A removed key keeps its buffers (live = false), so a connection task
+ * that sets and removes request_id per request allocates once. */
 struct aw_log_ctx {
 	unsigned n;
 	struct {
 		char *key, *val;
+		size_t cap;   /* bytes at val */
+		bool live;
 	} kv[CTX_MAX];
 };
 
@@ -314,25 +318,51 @@ int aw_log_context_set(const char *key, const char *value)
 		if (strcmp(c->kv[i].key, key) == 0)
 			break;
 	if (!value) {
-		if (c && i < c->n) {
-			free(c->kv[i].key);
-			free(c->kv[i].val);
-			memmove(&c->kv[i], &c->kv[i + 1], (c->n - i - 1) * sizeof c->kv[0]);
-			c->n--;
-		}
+		if (c && i < c->n)
+			c->kv[i].live = false;
 		return 0;
 	}
-	char *v = aw__strdup(value);
+	size_t len = strlen(value);
+	if (c && i < c->n && c->kv[i].cap > len) {
+		memcpy(c->kv[i].val, value, len + 1);
+		c->kv[i].live = true;
+		return 0;
+	}
+	size_t cap = len + 1 < 32 ? 32 : len + 1;
+	char *v = aw__malloc(cap);
 	if (!v)
 		return aw_raise(-ENOMEM, "log context %s: no memory", key);
+	memcpy(v, value, len + 1);
 	if (c && i < c->n) {
 		free(c->kv[i].val);
 		c->kv[i].val = v;
+		c->kv[i].cap = cap;
+		c->kv[i].live = true;
 		return 0;
 	}
 	if (c && c->n == CTX_MAX) {
-		free(v);
-		return aw_raise(-EINVAL, "log context %s: already %d fields on this task", key, CTX_MAX);
+		/* Reuse a removed key's slot before refusing. */
+		for (i = 0; i < c->n && c->kv[i].live; i++)
+			;
+		if (i == c->n) {
+			free(v);
+			return aw_raise(-EINVAL, "log context %s: already %d fields on this task", key, CTX_MAX);
+		}
+		char *k = aw__strdup(key);
+		if (!k) {
+			free(v);
+			return aw_raise(-ENOMEM, "log context %s: no memory", key);
+		}
+		free(c->kv[i].key);
+		free(c->kv[i].val);
+		memmove(&c->kv[i], &c->kv[i + 1], (c->n - i - 1) * sizeof c->kv[0]);
+		c->n--;
+		c->kv[c->n].key = k;
+		c->kv[c->n].val = v;
+		c->kv[c->n].cap = cap;
+		c->kv[c->n].live = true;
+		c->n++;
+		return 0;
 	}
 	if (!c) {
 		c = aw__calloc(1, sizeof *c);
@@ -351,6 +381,8 @@ int aw_log_context_set(const char *key, const char *value)
 	}
 	c->kv[c->n].key = k;
 	c->kv[c->n].val = v;
+	c->kv[c->n].cap = cap;
+	c->kv[c->n].live = true;
 	c->n++;
 	return 0;
 }
@@ -359,7 +391,7 @@ const char *aw_log_context_get(const char *key)
 {
 	struct aw_log_ctx *c = *ctx_slot();
 	for (unsigned i = 0; key && c && i < c->n; i++)
-		if (strcmp(c->kv[i].key, key) == 0)
+		if (c->kv[i].live && strcmp(c->kv[i].key, key) == 0)
 			return c->kv[i].val;
 	return NULL;
 }
@@ -792,7 +824,8 @@ static bool emit_allowed(const aw_log_record *in, uint64_t dropped, const aw_log
 	f[n++] = AW_KV_STR("msg", r.msg);
 	size_t std = n;
 	for (size_t i = 0; i < nctx; i++)
-		f[n++] = AW_KV_STR(ctx->kv[i].key, ctx->kv[i].val);
+		if (ctx->kv[i].live)
+			f[n++] = AW_KV_STR(ctx->kv[i].key, ctx->kv[i].val);
 	for (size_t i = 0; i < r.nfields; i++)
 		f[n++] = r.fields[i];
 	if (r.error) {
