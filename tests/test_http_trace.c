@@ -166,6 +166,10 @@ AW_TEST(server_continues_the_callers_trace_under_a_new_span_and_logs_it_with_its
 	CHECK(strchr(dur, '.') != NULL);
 	CHECK(log_field(log, "status", status, sizeof status, needle, NULL));
 	CHECK(strcmp(status, "200") == 0);
+	/* the record is the request's: it carries the request id */
+	char rid[64];
+	CHECK(log_field(log, "request_id", rid, sizeof rid, needle, NULL));
+	CHECK(strlen(rid) > 0);
 }
 
 AW_TEST(server_without_a_traceparent_starts_a_new_sampled_trace_with_no_parent)

@@ -6,9 +6,8 @@
  * The context is a pointer in the task (NULL: none) to an aw_trace owned
  * by whoever made it current (a span on the task's stack, a server
  * request); a spawned task gets a copy of its spawner's (the spawner's
- * span may end first). Ids come from a per-thread buffer of getrandom
- * bytes: one syscall per 32 spans, not one per id; a forked child drops
- * the buffer it inherited (two workers must not hand out the same ids).
+ * span may end first). Ids come from a per-thread generator seeded from
+ * getrandom (no syscall per span); a forked child reseeds.
  */
 #include "internal.h"
 #include "awith/log.h"
@@ -20,45 +19,63 @@
 
 /* ---- random ids ------------------------------------------------------------ */
 
-static __thread uint8_t rnd_buf[256];
-static __thread size_t rnd_left;
+/* xoshiro256** per thread, seeded from getrandom: ids must be unique and
+ * unpredictable enough to not collide across services (W3C asks for
+ * random ids, not secret ones), and a syscall per span would cost more
+ * than the span. A forked child reseeds (two workers must not hand out
+ * the same ids). */
+static __thread uint64_t rnd_s[4];
+static __thread bool rnd_seeded;
 static pthread_once_t rnd_once = PTHREAD_ONCE_INIT;
 
-static void rnd_after_fork(void) { rnd_left = 0; }
+static void rnd_after_fork(void) { rnd_seeded = false; }
 static void rnd_register(void) { pthread_atfork(NULL, NULL, rnd_after_fork); }
 
 /* When getrandom is unavailable (a seccomp filter, an old kernel): a
- * splitmix64 stream seeded from the clocks and the address of the buffer.
- * Not secret, only unique enough, which is what trace ids need. */
-static void rnd_fallback(uint8_t *p, size_t n)
+ * splitmix64 stream seeded from the clocks and the address of the state. */
+static void rnd_fallback(uint64_t *p, size_t n)
 {
-	static __thread uint64_t x;
-	if (!x) {
-		struct timespec a, b;
-		clock_gettime(CLOCK_REALTIME, &a);
-		clock_gettime(CLOCK_MONOTONIC, &b);
-		x = (uint64_t)a.tv_nsec ^ ((uint64_t)a.tv_sec << 32) ^ (uint64_t)b.tv_nsec ^ (uint64_t)(uintptr_t)p;
-	}
-	for (size_t i = 0; i < n; i += 8) {
+	struct timespec a, b;
+	clock_gettime(CLOCK_REALTIME, &a);
+	clock_gettime(CLOCK_MONOTONIC, &b);
+	uint64_t x = (uint64_t)a.tv_nsec ^ ((uint64_t)a.tv_sec << 32) ^ (uint64_t)b.tv_nsec ^ (uint64_t)(uintptr_t)p;
+	for (size_t i = 0; i < n; i++) {
 		uint64_t z = (x += 0x9e3779b97f4a7c15ULL);
 		z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
 		z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-		z ^= z >> 31;
-		memcpy(p + i, &z, n - i < 8 ? n - i : 8);
+		p[i] = z ^ (z >> 31);
 	}
+}
+
+static inline uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
+
+static uint64_t rnd_next(void)
+{
+	if (!rnd_seeded) {
+		pthread_once(&rnd_once, rnd_register);
+		if (getrandom(rnd_s, sizeof rnd_s, GRND_NONBLOCK) != (ssize_t)sizeof rnd_s)
+			rnd_fallback(rnd_s, 4);
+		if (!(rnd_s[0] | rnd_s[1] | rnd_s[2] | rnd_s[3]))
+			rnd_s[0] = 1;
+		rnd_seeded = true;
+	}
+	uint64_t *s = rnd_s;
+	uint64_t r = rotl(s[1] * 5, 7) * 9, t = s[1] << 17;
+	s[2] ^= s[0];
+	s[3] ^= s[1];
+	s[1] ^= s[2];
+	s[0] ^= s[3];
+	s[2] ^= t;
+	s[3] = rotl(s[3], 45);
+	return r;
 }
 
 static void rnd_bytes(uint8_t *out, size_t n)
 {
-	pthread_once(&rnd_once, rnd_register);
-	if (rnd_left < n) {
-		ssize_t got = getrandom(rnd_buf, sizeof rnd_buf, GRND_NONBLOCK);
-		if (got != (ssize_t)sizeof rnd_buf)
-			rnd_fallback(rnd_buf, sizeof rnd_buf);
-		rnd_left = sizeof rnd_buf;
+	for (size_t i = 0; i < n; i += 8) {
+		uint64_t v = rnd_next();
+		memcpy(out + i, &v, n - i < 8 ? n - i : 8);
 	}
-	memcpy(out, rnd_buf + sizeof rnd_buf - rnd_left, n);
-	rnd_left -= n;
 }
 
 static bool all_zero(const uint8_t *p, size_t n)
@@ -376,10 +393,18 @@ static void span_to_log(const aw_span *s, aw_time duration)
 	(void)aw_log_emit(NULL, &rec, NULL);
 }
 
-/* The one place spans leave: the program's sink, else the log. */
-static void span_record(const aw_span *s, aw_time duration)
+/* The one place spans leave: the program's sink, else the log (when
+ * its level lets span records through). The wall-clock start is read
+ * only for a span that is recorded: now minus the duration. */
+static void span_record(aw_span *s, aw_time duration)
 {
 	aw_span_sink_fn *fn = __atomic_load_n(&sink_fn, __ATOMIC_ACQUIRE);
+	int level = __atomic_load_n(&span_level, __ATOMIC_RELAXED);
+	if (!fn && (level <= 0 || !aw_log_enabled((aw_log_level)level)))
+		return;
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	s->start_unix_ns = (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec - duration;
 	if (fn)
 		fn(s, duration, __atomic_load_n(&sink_arg, __ATOMIC_RELAXED));
 	else
@@ -406,9 +431,7 @@ void aw_span_begin(aw_span *s, const char *name, int kind, const aw_trace *paren
 		aw_trace_new(&s->ctx);
 		memset(s->parent_id, 0, sizeof s->parent_id);
 	}
-	struct timespec ts;
-	clock_gettime(CLOCK_REALTIME, &ts);
-	s->start_unix_ns = (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+	s->start_unix_ns = 0;   /* worked out when recorded: one clock read less */
 	s->start = aw_now();
 	s->task = t;
 	s->current = make_current && t;
