@@ -10,6 +10,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #define TP_VALID "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 
@@ -370,4 +372,30 @@ AW_TEST(new_ids_are_random_and_never_zero)
 		aw_trace_span_id_new(id);
 		CHECK(memcmp(id, zero, 8) != 0);
 	}
+}
+
+/* Worker processes fork from one parent: the generator's state must not
+ * be shared, or two workers would hand out the same ids. */
+AW_TEST(forked_child_makes_different_ids_than_its_parent)
+{
+	uint8_t before[8], mine[8], theirs[8];
+	aw_trace_span_id_new(before);   /* seeded before the fork */
+	int p[2];
+	CHECK_EQ(pipe(p), 0);
+	pid_t pid = fork();
+	CHECK(pid >= 0);
+	if (pid == 0) {
+		uint8_t id[8];
+		aw_trace_span_id_new(id);
+		ssize_t w = write(p[1], id, sizeof id);
+		_exit(w == (ssize_t)sizeof id ? 0 : 1);
+	}
+	aw_trace_span_id_new(mine);
+	CHECK_EQ(read(p[0], theirs, sizeof theirs), (ssize_t)sizeof theirs);
+	int status;
+	CHECK_EQ(waitpid(pid, &status, 0), pid);
+	close(p[0]);
+	close(p[1]);
+	CHECK(memcmp(mine, theirs, 8) != 0);
+	CHECK(memcmp(before, theirs, 8) != 0);
 }
