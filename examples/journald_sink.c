@@ -11,7 +11,8 @@
  * goes on to the sink that was installed before (here the default: the
  * line on stderr), so the console keeps its output.
  *
- * Built only when libsystemd is found (Debian: libsystemd-dev).
+ * Built only when libsystemd is found (Debian: libsystemd-dev); out of
+ * tree: cc journald_sink.c $(pkg-config --cflags --libs awith-core libsystemd)
  *
  *   journald_sink            log a few records to the journal
  *   journald_sink --print    also print each journal entry to stdout, as

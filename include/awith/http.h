@@ -315,7 +315,10 @@ void aw_app_set_state(aw_app *app, void *state);
  * writes it to `out`; a callback sink receives it (with its fields) and
  * `out` is only the switch. NULL: off (default). Fields: method, path
  * (the request target as sent), proto, status, bytes (body bytes sent),
- * duration_ms, request_id, client (peer address), referer, user_agent. */
+ * duration_ms, request_id, client (peer address), referer, user_agent.
+ * Lines are not flushed one by one (stdio buffers them; a line-buffered or
+ * unbuffered FILE writes each at once); aw_app_serve flushes `out` when it
+ * returns. */
 void aw_app_access_log(aw_app *app, FILE *out);
 typedef enum aw_access_log_format {
 	AW_ACCESS_LOG_AUTO,      /* combined when the log format is text,

@@ -220,7 +220,9 @@ typedef struct aw_log_record {
 typedef void (*aw_log_sink_fn)(void *ud, const aw_log_record *rec, const char *line, size_t len);
 
 /* Route every record to fn(ud, ...). fn NULL restores the default: write
- * the line to the output (aw_log_output_set). aw_log_sink_get returns the
+ * the line to the output (aw_log_output_set) and flush it — except records
+ * of channel "access", left to stdio's buffering (whoever owns that FILE
+ * flushes it; aw_app_serve does when it returns). aw_log_sink_get returns the
  * current one (fn NULL: the default), so a sink can forward to it. */
 void aw_log_sink_set(aw_log_sink_fn fn, void *ud);
 void aw_log_sink_get(aw_log_sink_fn *fn, void **ud);

@@ -781,7 +781,11 @@ static void sink_write(const aw_log_record *rec, const char *line, size_t len, F
 		if (!out)
 			out = sink_out ? sink_out : stderr;
 		fwrite(line, 1, len, out);
-		fflush(out);
+		/* Records reach the file at once; access records ride on stdio's
+		 * buffer (a write per buffer, not per request: a flush each cost
+		 * a quarter of a hello server's requests/s). */
+		if (!rec->channel || strcmp(rec->channel, "access") != 0)
+			fflush(out);
 	}
 	in_sink = false;
 	pthread_mutex_unlock(&sink_lock);

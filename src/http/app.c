@@ -487,6 +487,8 @@ int aw_app_serve(aw_app *app, aw_listener *l)
 	/* Messages the rate limit dropped and has not reported yet (a flood
 	 * that stopped): account for them before the server goes. */
 	aw_log_flush(aw__app_log(app));
+	if (app->access_log)
+		fflush(app->access_log);   /* access records are not flushed one by one */
 	if (e) {
 		aw_error_raise_obj(e);
 		rc = e->code;
