@@ -34,6 +34,15 @@ static int h_echo(aw_http_request *req, aw_http_response *res, void *ud)
 	return aw_http_send(res, 200, "text/plain", data, len);
 }
 
+static int h_slow(aw_http_request *req, aw_http_response *res, void *ud)
+{
+	(void)ud, (void)req;
+	int rc = aw_sleep(AW_SEC(5));
+	if (rc)
+		return rc;
+	return aw_http_send(res, 200, "text/plain", "late", 4);
+}
+
 static aw_app *make(aw_access_log_format f)
 {
 	aw_app *app;
@@ -41,6 +50,7 @@ static aw_app *make(aw_access_log_format f)
 		abort();
 	EXPECT_EQ(aw_app_route(app, "GET", "/hello", h_hello, NULL), 0);
 	EXPECT_EQ(aw_app_route(app, "POST", "/echo", h_echo, NULL), 0);
+	EXPECT_EQ(aw_app_route(app, "GET", "/slow", h_slow, NULL), 0);
 	aw_app_limits(app)->body_bytes = 100;
 	aw_app_limits(app)->header_bytes = 1024;
 	aw_app_access_log(app, stderr);
@@ -205,5 +215,35 @@ AW_TEST(access_log_has_connections_refused_over_the_cap_with_503)
 			   "\"status\":503,\"bytes\":34,") != NULL);
 	CHECK(strstr(line, ",\"request_id\":\"") != NULL);
 	CHECK(strstr(log, "refused 1 new connection(s) with 503") != NULL);
+	free(log);
+}
+
+AW_TEST(access_log_has_a_too_long_request_line_and_a_client_that_left_with_499)
+{
+	srv s;
+	CHECK_EQ(srv_start(&s, make_json), 0);
+	/* 414: a request line over 8 KiB, rejected while it arrives. */
+	static char longreq[10000];
+	int n = snprintf(longreq, sizeof longreq, "GET /%09000d HTTP/1.1\r\nHost: a\r\n\r\n", 0);
+	resp r;
+	bool closed;
+	CHECK_EQ(http_once(s.port, longreq, (size_t)n, &r, &closed), 414);
+	resp_free(&r);
+	/* 499: the client sends its request and goes away while the handler
+	 * sleeps; nothing is answered, the access log says 499. */
+	int fd = cli_connect(s.port);
+	CHECK(fd >= 0);
+	CHECK_EQ(cli_sends(fd, "GET /slow HTTP/1.1\r\nHost: a\r\nX-Request-ID: gone-1\r\n\r\n"), 0);
+	usleep(200 * 1000);
+	close(fd);
+	usleep(300 * 1000);
+	CHECK_EQ(srv_stop(&s), 0);
+	char *log = srv_log(&s);
+	char line[2048];
+	CHECK(line_with(log, "\"status\":414", line, sizeof line));
+	CHECK(strstr(line, "\"method\":null,\"path\":null,\"proto\":null,\"status\":414,") != NULL);
+	CHECK(line_with(log, "\"status\":499", line, sizeof line));
+	CHECK(strstr(line, "\"request_id\":\"gone-1\",\"client\":\"127.0.0.1\",\"method\":\"GET\",\"path\":\"/slow\","
+			   "\"proto\":\"HTTP/1.1\",\"status\":499,\"bytes\":0,") != NULL);
 	free(log);
 }

@@ -533,11 +533,13 @@ static void access_write(aw_app *app, const char *peer, const char *request_id, 
 	aw_log_record rec = { .level = AW_LOG_INFO, .channel = "access", .msg = "request", .fields = all,
 			      .nfields = n };
 	aw_log_emit_opts o = { .out = app->access_log, .unfiltered = true };
+	/* AUTO: combined next to text logs, else the log's own format
+	 * (json or logfmt: opts.format stays 0). */
 	int fmt = app->access_format;
-	if (fmt == AW_ACCESS_LOG_AUTO)
-		fmt = aw_log_format_get() == AW_LOG_TEXT ? AW_ACCESS_LOG_COMBINED : AW_ACCESS_LOG_JSON + 1;
+	bool combined = fmt == AW_ACCESS_LOG_COMBINED ||
+			(fmt == AW_ACCESS_LOG_AUTO && aw_log_format_get() == AW_LOG_TEXT);
 	char line[4096];
-	if (fmt == AW_ACCESS_LOG_COMBINED) {
+	if (combined) {
 		struct timespec ts;
 		clock_gettime(CLOCK_REALTIME, &ts);
 		struct tm tm;
