@@ -718,6 +718,13 @@ int aw_metrics_render(char **outp, size_t *lenp, const char *extra)
 	*outp = NULL;
 	*lenp = 0;
 	aw__metrics_core_init();
+	/* The rendering loop's own gauges as of now; other loops' as of
+	 * their last poll. */
+	aw_loop *l = aw__loop;
+	if (l) {
+		aw_metric_gauge_set(aw__metrics.tasks_alive, (double)l->ntasks);
+		aw_metric_gauge_set(aw__metrics.tasks_parked, (double)l->nparked);
+	}
 	out o = { 0 };
 	put(&o, "", 0);   /* an empty registry still gives "" */
 	pthread_mutex_lock(&mu);
