@@ -387,7 +387,8 @@ static bool handle_request(aw_http_conn *c)
 	const char *data;
 	size_t len;
 	c->requests++;
-	r->started = c->app->access_log ? aw_now() : 0;
+	r->started = c->app->access_log || c->app->metrics ? aw_now() : 0;
+	aw__http_metrics_in_flight(c->app, 1);
 	aw_stream_peek(c->s, &data, &len);
 	c->pos = r->head_len;
 	bool all_here = r->body_mode == AW_BODY_NONE ||
@@ -422,6 +423,8 @@ static bool handle_request(aw_http_conn *c)
 	}
 	if (c->app->access_log && c->res.status)
 		access_log(c);
+	aw__http_metrics_request_done(c);
+	aw__http_metrics_in_flight(c->app, -1);
 	return keep && !srv_draining(c);
 }
 
@@ -437,6 +440,7 @@ static void serve_conn(aw_http_conn *c)
 			aw__http_conn_reset(c);
 			c->res.close = true;
 			aw__http_queue_error(c, st, msg, NULL);
+			aw__http_metrics_request_done(c);
 			if (aw__http_flush(c) == 0)
 				linger_close(c);
 			break;
@@ -640,6 +644,7 @@ static int conn_main(void *arg)
 	if (srv->conns)
 		srv->conns->prev = c;
 	srv->conns = c;
+	aw__http_metrics_connections(app, 1);
 	AW_WITH(aw_stream_mgr(st.s)) {
 		/* A handler whose client goes away is cancelled: the loop
 		 * calls on_peer_closed on EPOLLRDHUP (nothing per request). */
@@ -650,6 +655,7 @@ static int conn_main(void *arg)
 		aw_fd_on_hup(aw_stream_fd(st.s), NULL, NULL);
 	}
 	aw_error_clear();   /* a failed close: nothing more to tell the client */
+	aw__http_metrics_connections(app, -1);
 	if (c->prev)
 		c->prev->next = c->next;
 	else
