@@ -1,4 +1,4 @@
-// SPDX-License-Identifier: MIT
+/* SPDX-License-Identifier: MIT */
 /* The /metrics endpoint (aw_app_metrics): a server in a child process,
  * requests over real sockets, then a scrape whose text is checked line by
  * line: counts by route, method and status, the duration histogram, the

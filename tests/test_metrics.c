@@ -1,4 +1,4 @@
-// SPDX-License-Identifier: MIT
+/* SPDX-License-Identifier: MIT */
 /* Tests: the metrics registry and the text exposition format
  * (src/core/metrics.c, awith/metrics.h). Each test runs in its own forked
  * process, so each starts with a registry holding only what the core

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * awith/metrics.h — counters, gauges and histograms for Prometheus.
  *
@@ -43,8 +44,11 @@ extern "C" {
 
 #pragma GCC visibility push(default)
 
+/* A family of series, or one series of it (opaque; lives as long as the
+ * process). */
 typedef struct aw_metric aw_metric;
 
+/* Limits: label names per family, bucket bounds per histogram. */
 #define AW_METRIC_MAX_LABELS 8
 #define AW_METRIC_MAX_BUCKETS 64
 

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * The metrics registry (awith/metrics.h): families and series under one
  * process-wide lock; values in per-thread shards that only their thread

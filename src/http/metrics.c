@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * The /metrics endpoint (aw_app_metrics): the http layer's series and the
  * route that serves the whole registry (awith/metrics.h) in Prometheus'
