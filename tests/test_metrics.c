@@ -105,6 +105,30 @@ AW_TEST(histogram_buckets_are_cumulative_and_end_with_inf_sum_and_count)
 	CHECK(fabs(aw_metric_sum(h) - 103.45) < 1e-9);
 }
 
+AW_TEST(histogram_bounds_are_inclusive_at_every_bucket_and_nan_goes_to_inf)
+{
+	aw_metric *h;
+	static const double bounds[] = { 1, 2, 3, 4, 5 };
+	CHECK_EQ(aw_metric_histogram_new(&h, "test_edges", "E.", NULL, bounds, 5), 0);
+	for (int v = 0; v <= 6; v++)
+		aw_metric_observe(h, v);
+	aw_metric_observe(h, -1e300);
+	aw_metric_observe(h, NAN);
+	char *t = family_block("test_edges");
+	CHECK(t);
+	CHECK_STR(t, "# HELP test_edges E.\n"
+		     "# TYPE test_edges histogram\n"
+		     "test_edges_bucket{le=\"1\"} 3\n"
+		     "test_edges_bucket{le=\"2\"} 4\n"
+		     "test_edges_bucket{le=\"3\"} 5\n"
+		     "test_edges_bucket{le=\"4\"} 6\n"
+		     "test_edges_bucket{le=\"5\"} 7\n"
+		     "test_edges_bucket{le=\"+Inf\"} 9\n"
+		     "test_edges_sum -1e+300\n"
+		     "test_edges_count 9\n");
+	free(t);
+}
+
 AW_TEST(histogram_with_labels_puts_le_last)
 {
 	aw_metric *fam, *s;

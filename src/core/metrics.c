@@ -251,9 +251,18 @@ void aw_metric_observe(aw_metric *m, double v)
 	if (AW_UNLIKELY(!m || m->kind != K_HISTOGRAM || m->slot == NO_SLOT))
 		return;
 	const family *f = m->fam;
-	unsigned b = 0;
-	while (b < f->nbounds && !(v <= f->bounds[b]))
-		b++;
+	/* The first bound >= v (binary search; NaN goes to +Inf). */
+	unsigned lo = 0, hi = f->nbounds;
+	if (AW_UNLIKELY(isnan(v)))
+		lo = hi;
+	while (lo < hi) {
+		unsigned mid = (lo + hi) / 2;
+		if (v <= f->bounds[mid])
+			hi = mid;
+		else
+			lo = mid + 1;
+	}
+	unsigned b = lo;
 	/* The series' slots never straddle a chunk (series_slots). */
 	_Atomic uint64_t *c = cell(m->slot);
 	if (AW_UNLIKELY(c == NULL))
