@@ -8,7 +8,9 @@
 #   bash bench/http_bench.sh --quick    # 1 round of 2 s per server
 #   bash bench/http_bench.sh --metrics  # only hello_server with metrics off
 #                                       # and on (--metrics /metrics), 5
-#                                       # rounds, interleaved
+#                                       # rounds, interleaved, then the
+#                                       # instructions per request of each
+#                                       # under callgrind (load-independent)
 #
 # Steps:
 #   1. installs missing Debian packages (scripts/test.sh's list plus wrk,
@@ -51,7 +53,7 @@ for arg in "$@"; do
     case $arg in
         --quick) rounds=1 seconds=2 ;;
         --metrics) metrics_only=1 rounds=5 ;;
-        -h | --help) sed -n '2,12p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h | --help) sed -n '2,14p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "bench/http_bench.sh: unknown argument '$arg' (try --help)" >&2; exit 2 ;;
     esac
 done
@@ -274,8 +276,8 @@ if a_rps and f[0]:
 m = data.get("awith_metrics", (None, None))
 if a_rps and m[0]:
     loss = (1 - m[0] / a_rps) * 100
-    targets.append(target("metrics", loss <= 3, f"metrics on costs ≤ 3 % requests/s ({loss:+.1f} %: "
-                          f"{m[0]:,.0f} vs {a_rps:,.0f}; p99 {m[1]:.2f} ms vs {a_p99:.2f} ms)"))
+    targets.append(target("metrics", loss <= 3, f"metrics on costs ≤ 3 % requests/s (on vs off: "
+                          f"{-loss:+.1f} % requests/s, {m[0]:,.0f} vs {a_rps:,.0f}; p99 {m[1]:.2f} ms vs {a_p99:.2f} ms)"))
     if cpu.get("awith_metrics") and cpu.get("awith"):
         targets.append(f"- CPU per request, metrics on vs off: {cpu['awith_metrics']:.2f} µs vs {cpu['awith']:.2f} µs")
 notes = []
@@ -296,6 +298,49 @@ print()
 print("\n".join(targets))
 print(f"\n(written to build-bench/http_bench.md)")
 EOF
+
+# --metrics: user-space instructions per request with metrics off and on,
+# counted by callgrind (the same whatever else the machine runs): the
+# server under valgrind, 300 requests to warm up, counters zeroed, 2000
+# keep-alive requests from one curl, counters dumped.
+if ((metrics_only)) && command -v valgrind >/dev/null && command -v callgrind_control >/dev/null; then
+    echo
+    echo "== instructions per request (callgrind, 2000 keep-alive requests after 300 to warm up)"
+    declare -A IR
+    for v in awith awith_metrics; do
+        dir="$results/$v"
+        port=$(free_port)
+        server_cmd "$v" "$port" "$dir"
+        valgrind --tool=callgrind --callgrind-out-file="$dir/callgrind.%p" "${CMD[@]}" >"$dir/callgrind.log" 2>&1 &
+        pid=$!
+        ok=0
+        for ((i = 0; i < 300; i++)); do
+            curl -s --max-time 2 -o /dev/null "http://127.0.0.1:$port/" && { ok=1; break; }
+            sleep 0.1
+        done
+        if ((ok)); then
+            urls=()
+            for ((i = 0; i < 300; i++)); do urls+=(-o /dev/null "http://127.0.0.1:$port/"); done
+            curl -s "${urls[@]}"
+            callgrind_control -z "$pid" >/dev/null
+            urls=()
+            for ((i = 0; i < 2000; i++)); do urls+=(-o /dev/null "http://127.0.0.1:$port/"); done
+            curl -s "${urls[@]}"
+            callgrind_control -d "$pid" >/dev/null
+            IR[$v]=$(awk '/^summary:/ {print $2}' "$dir"/callgrind.*.1 2>/dev/null | head -1)
+        fi
+        kill -TERM "$pid" 2>/dev/null
+        wait "$pid" 2>/dev/null
+        printf '   %-32s %s instructions per request\n' "${LABEL[$v]}" \
+            "$(awk -v t="${IR[$v]:-0}" 'BEGIN { if (t > 0) printf "%.0f", t / 2000; else print "?" }')"
+    done
+    if [[ -n ${IR[awith]:-} && -n ${IR[awith_metrics]:-} ]]; then
+        line=$(awk -v a="${IR[awith]}" -v b="${IR[awith_metrics]}" \
+            'BEGIN { printf "- instructions per request (callgrind): %.0f off, %.0f on (%+.1f %%)", a / 2000, b / 2000, (b / a - 1) * 100 }')
+        echo "$line"
+        echo "$line" >>"$results/../http_bench.md"
+    fi
+fi
 
 if ((${#failed[@]})); then
     echo "FAILED: ${failed[*]}"
