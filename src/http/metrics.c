@@ -15,7 +15,8 @@
  * did not parse). Their number is bounded by the app's routes, the
  * methods llhttp knows and the status codes.
  *
- * The hot path per request: two clock reads, two gauge adds, a counter
+ * The hot path per request: one clock read (the start is the loop's time
+ * of the step), two gauge adds, a counter
  * add and a histogram observe on this thread's shard, plus a lookup in
  * the route's cache of (method, status) pairs (atomic loads, no lock).
  * The registry's lock is taken only the first time a pair is seen.
