@@ -214,6 +214,7 @@ struct aw_loop {
 	aw_task *all;            /* every live task */
 	size_t ntasks;
 	size_t nparked;          /* tasks in aw_task_park (the metrics' gauge) */
+	size_t published_tasks, published_parked; /* as last set in the gauges */
 	aw_time timers_run_at;   /* when aw_timer_run last looked (loop lag) */
 	uint64_t next_id;
 	aw_task *zombie;         /* finished task whose stack is freed next */

@@ -355,9 +355,14 @@ static bool iterate(aw_loop *l, const aw_task *until)
 		}
 	}
 	/* Publish the loop's gauges before it may block (this thread's
-	 * share: two stores, once per iteration rather than per task). */
-	aw_metric_gauge_set(aw__metrics.tasks_alive, (double)l->ntasks);
-	aw_metric_gauge_set(aw__metrics.tasks_parked, (double)l->nparked);
+	 * share, once per iteration rather than per task, and only when they
+	 * changed). */
+	if (AW_UNLIKELY(l->ntasks != l->published_tasks || l->nparked != l->published_parked)) {
+		l->published_tasks = l->ntasks;
+		l->published_parked = l->nparked;
+		aw_metric_gauge_set(aw__metrics.tasks_alive, (double)l->ntasks);
+		aw_metric_gauge_set(aw__metrics.tasks_parked, (double)l->nparked);
+	}
 	atomic_store_explicit(&l->in_poll, 1, memory_order_relaxed);
 	aw_backend_poll(&l->backend, timeout, on_ready, l);
 	atomic_store_explicit(&l->in_poll, 0, memory_order_relaxed);

@@ -732,6 +732,8 @@ int aw_metrics_render(char **outp, size_t *lenp, const char *extra)
 	 * their last poll. */
 	aw_loop *l = aw__loop;
 	if (l) {
+		l->published_tasks = l->ntasks;
+		l->published_parked = l->nparked;
 		aw_metric_gauge_set(aw__metrics.tasks_alive, (double)l->ntasks);
 		aw_metric_gauge_set(aw__metrics.tasks_parked, (double)l->nparked);
 	}
