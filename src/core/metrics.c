@@ -429,7 +429,8 @@ static int family_new(aw_metric **out, int kind, const char *name, const char *h
 	for (unsigned i = 0; i < nl; i++)
 		if (!(f->labels[f->nlabels++] = aw__strdup(labels[i])))
 			goto fail;
-	memcpy(f->bounds, bounds, nbounds * sizeof *bounds);
+	if (nbounds)
+		memcpy(f->bounds, bounds, nbounds * sizeof *bounds);
 	f->nbounds = (unsigned)nbounds;
 	f->fn = fn;
 	f->fn_arg = arg;
