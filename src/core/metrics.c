@@ -251,18 +251,13 @@ void aw_metric_observe(aw_metric *m, double v)
 	if (AW_UNLIKELY(!m || m->kind != K_HISTOGRAM || m->slot == NO_SLOT))
 		return;
 	const family *f = m->fam;
-	/* The first bound >= v (binary search; NaN goes to +Inf). */
-	unsigned lo = 0, hi = f->nbounds;
-	if (AW_UNLIKELY(isnan(v)))
-		lo = hi;
-	while (lo < hi) {
-		unsigned mid = (lo + hi) / 2;
-		if (v <= f->bounds[mid])
-			hi = mid;
-		else
-			lo = mid + 1;
-	}
-	unsigned b = lo;
+	/* The first bound >= v (NaN: none, so +Inf). A linear scan: latencies
+	 * mostly fall in the first buckets, where it stops after a compare or
+	 * two (measured under callgrind: a binary search cost 30 more
+	 * instructions per request on the hello benchmark). */
+	unsigned b = 0;
+	while (b < f->nbounds && !(v <= f->bounds[b]))
+		b++;
 	/* The series' slots never straddle a chunk (series_slots). */
 	_Atomic uint64_t *c = cell(m->slot);
 	if (AW_UNLIKELY(c == NULL))
