@@ -7,6 +7,11 @@
 #
 #   bash bench/http_bench.sh            # 3 rounds of 5 s per server (~2 min)
 #   bash bench/http_bench.sh --quick    # 1 round of 2 s per server
+#   bash bench/http_bench.sh --metrics  # only hello_server with metrics off
+#                                       # and on (--metrics /metrics), 5
+#                                       # rounds, interleaved, then the
+#                                       # instructions per request of each
+#                                       # under callgrind (load-independent)
 #
 # Steps:
 #   1. installs missing Debian packages (scripts/test.sh's list plus wrk,
@@ -23,7 +28,10 @@
 #      run) per server, each the median over the rounds, with awith's ratios,
 #      and the targets: >= 1.0x nginx requests/s with p99 no worse than
 #      nginx's, >= 8x uvicorn+FastAPI; the table is also written as markdown
-#      to build-bench/http_bench.md.
+#      to build-bench/http_bench.md. "awith, metrics on" is the same server
+#      with aw_app_metrics on (every request counted by route, method and
+#      status and timed into the histogram; nobody scrapes during the run):
+#      the target is <= 3 % fewer requests/s than with metrics off.
 #
 # On a machine with 2 or more cores the server under test is pinned to CPU 0
 # and wrk to CPU 1 (taskset), so each has a core of its own; the markdown
@@ -41,11 +49,12 @@ PACKAGES+=(wrk nginx-light h2o python3-fastapi python3-uvicorn python3-aiohttp p
 PY=/usr/bin/python3      # Debian's interpreter: the one the python3-* packages are for
 BUILD=build-bench
 CONNS=64
-rounds=3 seconds=5
+rounds=3 seconds=5 metrics_only=0
 for arg in "$@"; do
     case $arg in
         --quick) rounds=1 seconds=2 ;;
-        -h | --help) sed -n '2,9p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        --metrics) metrics_only=1 rounds=5 ;;
+        -h | --help) sed -n '2,14p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "bench/http_bench.sh: unknown argument '$arg' (try --help)" >&2; exit 2 ;;
     esac
 done
@@ -113,9 +122,11 @@ hosts:
 EOF
 }
 
-SERVERS=(awith nginx h2o fastapi aiohttp)
+SERVERS=(awith awith_metrics nginx h2o fastapi aiohttp)
+((metrics_only)) && SERVERS=(awith awith_metrics)
 declare -A LABEL=(
     [awith]="awith (examples/hello_server)"
+    [awith_metrics]="awith, metrics on"
     [nginx]="nginx-light (static file)"
     [h2o]="h2o (static file)"
     [fastapi]="uvicorn+FastAPI (uvloop)"
@@ -126,6 +137,7 @@ server_cmd() { # NAME PORT DIR -> sets CMD
     local name=$1 port=$2 dir=$3
     case $name in
         awith) CMD=("$BUILD/examples/hello_server" --port "$port") ;;
+        awith_metrics) CMD=("$BUILD/examples/hello_server" --port "$port" --metrics /metrics) ;;
         nginx) nginx_conf "$port" "$dir"; CMD=(nginx -c "$dir/nginx.conf" -p "$dir" -e "$dir/nginx-error.log") ;;
         h2o) h2o_conf "$port" "$dir"; CMD=(h2o -c "$dir/h2o.conf") ;;
         fastapi) CMD=("$PY" bench/py/http_fastapi.py --port "$port") ;;
@@ -207,7 +219,7 @@ done
 import re, statistics, sys
 results, rounds, seconds, conns, pinned, ncpu = sys.argv[1:7]
 servers = sys.argv[7:]
-labels = {"awith": "awith (examples/hello_server)", "nginx": "nginx-light (static file)",
+labels = {"awith": "awith (examples/hello_server)", "awith_metrics": "awith, metrics on", "nginx": "nginx-light (static file)",
           "h2o": "h2o (static file)", "fastapi": "uvicorn+FastAPI (uvloop)", "aiohttp": "aiohttp (uvloop)"}
 
 def ms(v):
@@ -262,9 +274,16 @@ if a_rps and n[0]:
     targets.append(target("nginx p99", a_p99 <= n[1], f"p99 no worse than nginx's ({a_p99:.2f} ms vs {n[1]:.2f} ms)"))
 if a_rps and f[0]:
     targets.append(target("fastapi", a_rps >= 8 * f[0], f"≥ 8× uvicorn+FastAPI requests/s ({a_rps / f[0]:.1f}×)"))
+m = data.get("awith_metrics", (None, None))
+if a_rps and m[0]:
+    loss = (1 - m[0] / a_rps) * 100
+    targets.append(target("metrics", loss <= 3, f"metrics on costs ≤ 3 % requests/s (on vs off: "
+                          f"{-loss:+.1f} % requests/s, {m[0]:,.0f} vs {a_rps:,.0f}; p99 {m[1]:.2f} ms vs {a_p99:.2f} ms)"))
+    if cpu.get("awith_metrics") and cpu.get("awith"):
+        targets.append(f"- CPU per request, metrics on vs off: {cpu['awith_metrics']:.2f} µs vs {cpu['awith']:.2f} µs")
 notes = []
 for s in servers:
-    if s != "awith" and cpu.get(s) and cpu.get("awith"):
+    if s not in ("awith", "awith_metrics") and cpu.get(s) and cpu.get("awith"):
         notes.append(f"- CPU per request: {labels[s]} {cpu[s]:.1f} µs = {cpu[s] / cpu['awith']:.1f}× awith's")
 if notes:
     targets += ["", "Server CPU time per request (what each costs whatever bounds requests/s):", ""] + notes
@@ -280,6 +299,49 @@ print()
 print("\n".join(targets))
 print(f"\n(written to build-bench/http_bench.md)")
 EOF
+
+# --metrics: user-space instructions per request with metrics off and on,
+# counted by callgrind (the same whatever else the machine runs): the
+# server under valgrind, 300 requests to warm up, counters zeroed, 2000
+# keep-alive requests from one curl, counters dumped.
+if ((metrics_only)) && command -v valgrind >/dev/null && command -v callgrind_control >/dev/null; then
+    echo
+    echo "== instructions per request (callgrind, 2000 keep-alive requests after 300 to warm up)"
+    declare -A IR
+    for v in awith awith_metrics; do
+        dir="$results/$v"
+        port=$(free_port)
+        server_cmd "$v" "$port" "$dir"
+        valgrind --tool=callgrind --callgrind-out-file="$dir/callgrind.%p" "${CMD[@]}" >"$dir/callgrind.log" 2>&1 &
+        pid=$!
+        ok=0
+        for ((i = 0; i < 300; i++)); do
+            curl -s --max-time 2 -o /dev/null "http://127.0.0.1:$port/" && { ok=1; break; }
+            sleep 0.1
+        done
+        if ((ok)); then
+            urls=()
+            for ((i = 0; i < 300; i++)); do urls+=(-o /dev/null "http://127.0.0.1:$port/"); done
+            curl -s "${urls[@]}"
+            callgrind_control -z "$pid" >/dev/null
+            urls=()
+            for ((i = 0; i < 2000; i++)); do urls+=(-o /dev/null "http://127.0.0.1:$port/"); done
+            curl -s "${urls[@]}"
+            callgrind_control -d "$pid" >/dev/null
+            IR[$v]=$(awk '/^summary:/ {print $2}' "$dir"/callgrind.*.1 2>/dev/null | head -1)
+        fi
+        kill -TERM "$pid" 2>/dev/null
+        wait "$pid" 2>/dev/null
+        printf '   %-32s %s instructions per request\n' "${LABEL[$v]}" \
+            "$(awk -v t="${IR[$v]:-0}" 'BEGIN { if (t > 0) printf "%.0f", t / 2000; else print "?" }')"
+    done
+    if [[ -n ${IR[awith]:-} && -n ${IR[awith_metrics]:-} ]]; then
+        line=$(awk -v a="${IR[awith]}" -v b="${IR[awith_metrics]}" \
+            'BEGIN { printf "- instructions per request (callgrind): %.0f off, %.0f on (%+.1f %%)", a / 2000, b / 2000, (b / a - 1) * 100 }')
+        echo "$line"
+        echo "$line" >>"$results/../http_bench.md"
+    fi
+fi
 
 if ((${#failed[@]})); then
     echo "FAILED: ${failed[*]}"

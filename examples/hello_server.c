@@ -23,6 +23,9 @@
  *     $ ./hello_server --port 8000 &
  *     $ curl -s http://127.0.0.1:8000/
  *     {"message":"Hello, World!"}
+ *
+ * With --metrics /metrics (or AWITH_METRICS=/metrics) it also serves
+ * Prometheus metrics there (docs/observability.md).
  */
 #include <awith/http.h>
 

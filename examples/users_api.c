@@ -161,7 +161,8 @@ static int read_products(aw_http_request *req, aw_http_response *res, void *ud)
 
 int main(int argc, char **argv)
 {
-	/* --pool N is ours; the rest goes to aw_app_main (--port, --host, --workers). */
+	/* --pool N is ours; the rest goes to aw_app_main (--port, --host, --workers,
+	 * --metrics /metrics for Prometheus). */
 	for (int i = 1; i + 1 < argc; i++)
 		if (!strcmp(argv[i], "--pool")) {
 			char *end;

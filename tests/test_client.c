@@ -10,6 +10,7 @@
  * process removes at exit. */
 #include <awith/client.h>
 #include <awith/io.h>
+#include <awith/metrics.h>
 
 #include "harness.h"
 #include "http_util.h"
@@ -2173,3 +2174,61 @@ AW_TEST(example_fetch_data_prints_the_json)
 	CHECK(strstr(q.err, "404") != NULL);
 }
 #endif
+
+/* ---- metrics (awith/metrics.h) ----------------------------------------------------- */
+
+static double metric_line(const char *text, const char *series)
+{
+	char key[200];
+	snprintf(key, sizeof key, "\n%s ", series);
+	const char *p = strstr(text, key);
+	return p ? strtod(p + strlen(key), NULL) : -1;
+}
+
+typedef struct metrics_ctx {
+	ctx c;
+	char *inside, *after;   /* rendered inside the session, after it */
+} metrics_ctx;
+
+static int metrics_main(void *arg)
+{
+	metrics_ctx *m = arg;
+	aw_client_opts o = { .base_url = m->c.base };
+	aw_client_session s;
+	size_t len;
+	AW_WITH(aw_client_session_init(&s, &o)) {
+		for (int i = 0; i < 3; i++) {
+			aw_client_response r;
+			AW_WITH(aw_client_get_init(&r, &s, "/hello")) {}
+		}
+		aw_client_response r;
+		AW_WITH(aw_client_get_init(&r, &s, "/missing")) {}
+		if (aw_metrics_render(&m->inside, &len, NULL) < 0)
+			return -1;
+	}
+	aw_client_opts refused = { .base_url = "http://127.0.0.1:1" };
+	AW_WITH(aw_client_session_init(&s, &refused)) {
+		aw_client_response r;
+		AW_WITH(aw_client_get_init(&r, &s, "/")) {}
+		aw_error_clear();
+	}
+	aw_error_clear();
+	return aw_metrics_render(&m->after, &len, NULL);
+}
+
+AW_TEST(client_metrics_count_sessions_connections_and_requests_by_status)
+{
+	metrics_ctx m = { 0 };
+	if (run_against_app(&m.c, metrics_main, "") != 0)
+		return;
+	CHECK(m.inside && m.after);
+	CHECK(metric_line(m.inside, "awith_client_sessions") == 1);
+	CHECK(metric_line(m.inside, "awith_client_connections") == 1);   /* kept alive, reused */
+	CHECK(metric_line(m.inside, "awith_client_requests_total{status=\"200\"}") == 3);
+	CHECK(metric_line(m.inside, "awith_client_requests_total{status=\"404\"}") == 1);
+	CHECK(metric_line(m.after, "awith_client_sessions") == 0);
+	CHECK(metric_line(m.after, "awith_client_connections") == 0);
+	CHECK(metric_line(m.after, "awith_client_requests_total{status=\"error\"}") == 1);
+	free(m.inside);
+	free(m.after);
+}

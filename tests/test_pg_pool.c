@@ -5,6 +5,8 @@
  * server's connection limit. */
 #include "pg_util.h"
 
+#include <awith/metrics.h>
+
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <stdio.h>
@@ -229,6 +231,77 @@ static int acquire_timeout_main(void *arg)
 }
 
 AW_TEST(pg_pool_acquire_timeout_is_etimedout_and_leaves_no_waiter) { PG_RUN(acquire_timeout_main, NULL); }
+
+/* ---- metrics ------------------------------------------------------------------------ */
+
+static double metric_now(const char *series)
+{
+	char *text;
+	size_t len;
+	if (aw_metrics_render(&text, &len, NULL) < 0)
+		return -2;
+	char key[200];
+	snprintf(key, sizeof key, "\n%s ", series);
+	const char *p = strstr(text, key);
+	double v = p ? strtod(p + strlen(key), NULL) : -1;
+	free(text);
+	return v;
+}
+
+typedef struct metrics_waiter {
+	aw_pg_pool *p;
+	aw_time waited;
+} metrics_waiter;
+
+static int metrics_waiter_fn(void *arg)
+{
+	metrics_waiter *w = arg;
+	aw_pg_conn *c;
+	int rc = aw_pg_pool_acquire(w->p, &c);
+	if (rc < 0)
+		return rc;
+	aw_pg_pool_release(w->p, c);
+	return 0;
+}
+
+static int metrics_main(void *arg)
+{
+	(void)arg;
+	aw_pg_pool_opts o = base_opts(2, 2);
+	PCHECK(o.dsn);
+	aw_pg_pool *p;
+	PCHECK_RC(aw_pg_pool_open(&p, &o), 0);
+	aw_pg_conn *a, *b;
+	PCHECK_RC(aw_pg_pool_acquire(p, &a), 0);
+	PCHECK(metric_now("awith_pg_pool_connections") == 2);
+	PCHECK(metric_now("awith_pg_pool_idle_connections") == 1);
+	PCHECK(metric_now("awith_pg_pool_in_use_connections") == 1);
+	PCHECK_RC(aw_pg_pool_acquire(p, &b), 0);
+	/* A third task waits for one of the two. */
+	metrics_waiter w = { p, 0 };
+	aw_task *t;
+	PCHECK_RC(aw_spawn(&t, metrics_waiter_fn, &w, "waiter"), 0);
+	PCHECK_RC(aw_sleep(AW_MS(30)), 0);
+	PCHECK(metric_now("awith_pg_pool_waiters") == 1);
+	PCHECK(metric_now("awith_pg_pool_in_use_connections") == 2);
+	aw_pg_pool_release(p, a);
+	PCHECK_RC(aw_task_join(t), 0);
+	aw_pg_pool_release(p, b);
+	PCHECK(metric_now("awith_pg_pool_waiters") == 0);
+	PCHECK(metric_now("awith_pg_pool_in_use_connections") == 0);
+	PCHECK(metric_now("awith_pg_pool_idle_connections") == 2);
+	/* Three acquires; the waiter's waited about 30 ms. */
+	PCHECK(metric_now("awith_pg_pool_acquire_wait_seconds_count") == 3);
+	PCHECK(metric_now("awith_pg_pool_acquire_wait_seconds_bucket{le=\"0.01\"}") == 2);
+	PCHECK(metric_now("awith_pg_pool_acquire_wait_seconds_sum") >= 0.025);
+	PCHECK_RC(aw_pg_pool_close(p), 0);
+	/* A closed pool takes its part back. */
+	PCHECK(metric_now("awith_pg_pool_connections") == 0);
+	PCHECK(metric_now("awith_pg_pool_idle_connections") == 0);
+	return 0;
+}
+
+AW_TEST(pg_pool_metrics_show_size_idle_in_use_waiters_and_acquire_waits) { PG_RUN(metrics_main, NULL); }
 
 /* ---- release ------------------------------------------------------------------------ */
 

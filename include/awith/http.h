@@ -346,6 +346,22 @@ void aw_app_access_log_format(aw_app *app, aw_access_log_format f);
  * X-Request-ID, and every record the handler writes has it. */
 void aw_app_error_log(aw_app *app, FILE *out);
 aw_app *aw_http_app(const aw_http_request *req);
+/* Prometheus metrics (off by default): serve the process's registry
+ * (awith/metrics.h: the core's, the pg and client layers', the program's
+ * own) at GET `path` in the text exposition format, and count this app's
+ * requests: awith_http_requests_total{route,method,status},
+ * awith_http_request_duration_seconds{route} (histogram),
+ * awith_http_requests_in_flight, awith_http_connections. `route` is the
+ * matched template, or "(unmatched)" for 404, 405 and requests rejected
+ * before routing. Under aw_app_run with several workers, a scrape of any
+ * worker answers for all of them, every series labelled worker="N" (the
+ * workers ask each other over private Unix sockets; one that does not
+ * answer within a second is left out of that scrape). Call before
+ * serving. -EINVAL (path not starting with '/'), -EALREADY (on already),
+ * -EBUSY (serving), -ENOMEM; raised. aw_app_main turns it on with
+ * --metrics PATH or AWITH_METRICS=PATH. docs/observability.md lists the
+ * metrics. */
+int aw_app_metrics(aw_app *app, const char *path) AW_MUST_USE;
 
 /* Waits: serve on an open listener until SIGINT/SIGTERM (or
  * aw_app_stop): stop accepting (the listening socket is shut down, so new
@@ -371,7 +387,9 @@ void aw_app_stop(aw_app *app);
  * Port 0 picks a free port (printed in the log). */
 int aw_app_run(aw_app *app, const char *host, int port, int workers) AW_MUST_USE;
 /* main() for examples: parses --port N (default 8000), --host H (default
- * 127.0.0.1), --workers N (default 1) and calls aw_app_run. */
+ * 127.0.0.1), --workers N (default 1), --access-log, --metrics PATH (or
+ * the environment's AWITH_METRICS=PATH: aw_app_metrics) and calls
+ * aw_app_run. */
 int aw_app_main(aw_app *app, int argc, char **argv) AW_MUST_USE;
 
 #pragma GCC visibility pop

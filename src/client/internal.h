@@ -33,6 +33,7 @@ struct aw_client {
 	aw_ledger_entry ledger;
 	bool ledgered;
 	char *label;                  /* the base URL, for reports */
+	bool counted;                 /* in awith_client_sessions */
 	/* Easy handles of finished transfers, reset, for the next requests
 	 * (one malloc'd handle with its buffers per request is most of a
 	 * request's allocations). */
@@ -103,9 +104,16 @@ struct aw_client_xfer {
 	/* Entered with aw_enter: see aw_client.ledger. */
 	aw_ledger_entry ledger;
 	bool ledgered;
+	bool counted;                 /* in awith_client_requests_total */
 };
 
 void aw__client_check_done(aw_client *c);
+/* Metrics (session.c): sessions and connections open, requests finished
+ * by status ("error" when there was no response). */
+typedef struct aw_metric aw_metric;
+void aw__client_metrics_sessions(int delta);
+void aw__client_metrics_connections(int delta);
+void aw__client_metrics_request(aw_client_xfer *x);
 void aw__client_easy_setup(CURL *e);
 void aw__client_xfer_link(aw_client *c, aw_client_xfer *x);
 void aw__client_xfer_unlink(aw_client_xfer *x);

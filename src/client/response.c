@@ -137,7 +137,10 @@ static curl_socket_t on_open_socket(void *ud, curlsocktype purpose, struct curl_
 	(void)purpose;
 	aw_client_xfer *x = ud;
 	x->sock_opened = true;
-	return socket(a->family, a->socktype | SOCK_CLOEXEC, a->protocol);
+	curl_socket_t fd = socket(a->family, a->socktype | SOCK_CLOEXEC, a->protocol);
+	if (fd != CURL_SOCKET_BAD)
+		aw__client_metrics_connections(1);   /* closed through on_close_socket */
+	return fd;
 }
 
 /* With a read idle timeout: bytes of a body sent from memory (POSTFIELDS)
@@ -384,6 +387,7 @@ static long long ms_of(aw_time t)
 static int map_error(aw_client_xfer *x)
 {
 	CURLcode rc = x->result;
+	aw__client_metrics_request(x);
 	const char *detail = x->errbuf[0] ? x->errbuf : curl_easy_strerror(rc);
 	const char *url = x->url;
 	long oserr = 0;

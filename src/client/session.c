@@ -20,9 +20,11 @@
  * struct may be gone.
  */
 #include "internal.h"
+#include "awith/metrics.h"
 
 #include <poll.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -242,10 +244,73 @@ static int timer_task(void *arg)
 	return 0;
 }
 
+/* ---- metrics -------------------------------------------------------------------- */
+
+/* The client's series (awith/metrics.h), made at the first session. The
+ * request counter's series per status are kept in a table (lock-free
+ * after the first request with that status). */
+static struct {
+	aw_metric *sessions, *connections, *requests;
+	_Atomic(aw_metric *) by_status[1000];   /* [0]: "error" */
+} cm;
+static pthread_once_t cm_once = PTHREAD_ONCE_INIT;
+
+static void cm_init(void)
+{
+	static const char *const labels[] = { "status", NULL };
+	int rc = 0;
+	rc |= aw_metric_gauge_new(&cm.sessions, "awith_client_sessions", "HTTP client sessions open.", NULL);
+	rc |= aw_metric_gauge_new(&cm.connections, "awith_client_connections",
+				  "Connections the HTTP client sessions have open (all sessions).", NULL);
+	rc |= aw_metric_counter_new(&cm.requests, "awith_client_requests_total",
+				    "HTTP client requests finished, by response status (\"error\": no response: "
+				    "connect failure, timeout, reset ...).",
+				    labels);
+	if (rc)
+		aw_error_clear();   /* a metric not made stays NULL: its updates do nothing */
+}
+
+void aw__client_metrics_sessions(int delta)
+{
+	pthread_once(&cm_once, cm_init);
+	aw_metric_gauge_add(cm.sessions, delta);
+}
+
+void aw__client_metrics_connections(int delta)
+{
+	pthread_once(&cm_once, cm_init);
+	aw_metric_gauge_add(cm.connections, delta);
+}
+
+void aw__client_metrics_request(aw_client_xfer *x)
+{
+	if (x->counted)
+		return;
+	x->counted = true;
+	long code = 0;
+	if (x->result == CURLE_OK && x->ours == AW_XFER_OURS_NONE)
+		curl_easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &code);
+	if (code < 100 || code > 999)
+		code = 0;
+	pthread_once(&cm_once, cm_init);
+	aw_metric *s = atomic_load_explicit(&cm.by_status[code], memory_order_acquire);
+	if (!s && cm.requests) {
+		char st[8];
+		snprintf(st, sizeof st, "%ld", code);
+		if (aw_metric_with(cm.requests, &s, (const char *const[]){ code ? st : "error", NULL }) < 0) {
+			aw_error_clear();
+			return;
+		}
+		atomic_store_explicit(&cm.by_status[code], s, memory_order_release);
+	}
+	aw_metric_counter_add(s, 1);
+}
+
 /* curl closes its sockets through us, so the loop forgets them first. */
 static int on_close_socket(void *clientp, curl_socket_t fd)
 {
 	(void)clientp;
+	aw__client_metrics_connections(-1);
 	return aw_fd_close(fd) == 0 ? 0 : 1;
 }
 
@@ -310,6 +375,8 @@ void aw__client_easy_put(aw_client *c, CURL *e)
  * session: they stay readable, and their exit frees them alone. */
 static void client_free(aw_client *c)
 {
+	if (c->counted)
+		aw__client_metrics_sessions(-1);
 	while (c->xfers) {
 		aw_client_xfer *x = c->xfers;
 		aw__client_xfer_detach(x);
@@ -433,6 +500,8 @@ static int session_enter(aw_mgr *m)
 		c->ledgered = true;
 	}
 	s->impl = c;
+	c->counted = true;
+	aw__client_metrics_sessions(1);
 	return 0;
 }
 

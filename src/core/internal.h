@@ -100,8 +100,11 @@ int aw_timer_arm(aw_timer_heap *h, aw_timer *t, aw_time when);
 void aw_timer_disarm(aw_timer_heap *h, aw_timer *t);
 /* Earliest deadline, AW_NEVER if none. */
 aw_time aw_timer_next(const aw_timer_heap *h);
-/* Disarm and fire every timer due at `now`, earliest first. */
-void aw_timer_run(aw_timer_heap *h, aw_time now);
+/* Disarm and fire every timer due at `now`, earliest first. Timers that
+ * became due after `since` (the previous run) count their lateness, now -
+ * when, in the loop-lag histogram; one already due at the previous run was
+ * armed in the past, so its lateness says nothing about the loop. */
+void aw_timer_run(aw_timer_heap *h, aw_time now, aw_time since);
 void aw_timer_heap_free(aw_timer_heap *h);
 
 /* ---- the poll backend (backend_epoll.c; io_uring can sit behind it) ------ */
@@ -228,6 +231,9 @@ struct aw_loop {
 
 	aw_task *all;            /* every live task */
 	size_t ntasks;
+	size_t nparked;          /* tasks in aw_task_park (the metrics' gauge) */
+	size_t published_tasks, published_parked; /* as last set in the gauges */
+	aw_time timers_run_at;   /* when aw_timer_run last looked (loop lag) */
 	uint64_t next_id;
 	aw_task *zombie;         /* finished task whose stack is freed next */
 
@@ -352,6 +358,18 @@ void aw_loop_notify(aw_loop *loop);
 
 /* Ledger (ledger.c) */
 void aw_ledger_report_leaks(aw_loop *loop);
+
+/* Metrics (metrics.c): the core layer's own series, made once per process
+ * (aw__metrics_core_init, at the first loop or render). A pointer left
+ * NULL (out of memory) makes its updates do nothing. */
+typedef struct aw_metric aw_metric;
+typedef struct aw_metrics_core {
+	aw_metric *loops, *tasks_alive, *tasks_parked, *loop_lag, *slow_steps;
+	aw_metric *threadpool_queue, *threadpool_busy;
+	aw_metric *cpu, *rss, *vms, *fds, *max_fds, *start;
+} aw_metrics_core;
+extern aw_metrics_core aw__metrics;
+void aw__metrics_core_init(void);
 
 /* Watchdog (watchdog.c) */
 int aw_watchdog_start(aw_loop *loop);

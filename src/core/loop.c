@@ -6,6 +6,7 @@
  * purpose: the interesting work lives in tasks.
  */
 #include "internal.h"
+#include "awith/metrics.h"
 
 #include <sched.h>
 #include <signal.h>
@@ -332,7 +333,8 @@ static void cancel_all(aw_loop *l)
 static bool iterate(aw_loop *l, const aw_task *until)
 {
 	l->now = aw_now();
-	aw_timer_run(&l->timers, l->now);
+	aw_timer_run(&l->timers, l->now, l->timers_run_at);
+	l->timers_run_at = l->now;
 	run_ready(l);
 	if (atomic_load_explicit(&l->dump_requested, memory_order_relaxed)) {
 		atomic_store_explicit(&l->dump_requested, 0, memory_order_relaxed);
@@ -352,6 +354,15 @@ static bool iterate(aw_loop *l, const aw_task *until)
 			l->now = aw_now();
 			timeout = next > l->now ? next - l->now : 0;
 		}
+	}
+	/* Publish the loop's gauges before it may block (this thread's
+	 * share, once per iteration rather than per task, and only when they
+	 * changed). */
+	if (AW_UNLIKELY(l->ntasks != l->published_tasks || l->nparked != l->published_parked)) {
+		l->published_tasks = l->ntasks;
+		l->published_parked = l->nparked;
+		aw_metric_gauge_set(aw__metrics.tasks_alive, (double)l->ntasks);
+		aw_metric_gauge_set(aw__metrics.tasks_parked, (double)l->nparked);
 	}
 	atomic_store_explicit(&l->in_poll, 1, memory_order_relaxed);
 	aw_backend_poll(&l->backend, timeout, on_ready, l);
@@ -443,6 +454,9 @@ int aw_run_config(const aw_config *cfg, aw_task_fn main_fn, void *arg)
 	}
 	aw__loop = l;
 	l->now = aw_now();
+	l->timers_run_at = l->now;
+	aw__metrics_core_init();
+	aw_metric_gauge_add(aw__metrics.loops, 1);
 	aw_stack_overflow_handler_install(l);
 	if (l->cfg.dump_signal) {
 		signal_register(l, true);
@@ -488,6 +502,9 @@ int aw_run_config(const aw_config *cfg, aw_task_fn main_fn, void *arg)
 		aw_task_free(l, t);
 	}
 	aw_ledger_report_leaks(l);
+	aw_metric_gauge_add(aw__metrics.loops, -1);
+	aw_metric_gauge_set(aw__metrics.tasks_alive, 0);
+	aw_metric_gauge_set(aw__metrics.tasks_parked, 0);
 	aw__loop = NULL;
 	loop_free(l);
 	return result;

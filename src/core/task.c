@@ -234,7 +234,9 @@ int aw_task_park(aw_time deadline, bool shielded)
 		t->park_deadline = deadline;
 		t->park_shielded = shielded;
 		t->state = AW_TASK_PARKED;
+		l->nparked++;
 		switch_away(l, t);
+		l->nparked--;
 		if (aw_timer_armed(&t->timer))
 			aw_timer_disarm(&l->timers, &t->timer);
 		l->slow_resumed_at = t->where;

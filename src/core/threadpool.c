@@ -21,6 +21,7 @@
  * raised on the waiting task, so its message and location survive the trip.
  */
 #include "internal.h"
+#include "awith/metrics.h"
 
 #include <signal.h>
 #include <stdlib.h>
@@ -67,6 +68,9 @@ static __thread aw_job *tls_job;
 /* Queue j last in the pending FIFO. */
 static void pending_append(aw_threadpool *p, aw_job *j)
 {
+	/* The queue-depth gauge: +1 on the submitting (loop) thread, -1 on
+	 * whichever thread takes the job out; the shares sum right. */
+	aw_metric_gauge_add(aw__metrics.threadpool_queue, 1);
 	j->next = NULL;
 	j->prev = p->pending_tail;
 	if (p->pending_tail)
@@ -80,6 +84,7 @@ static void pending_append(aw_threadpool *p, aw_job *j)
 /* Take j out of the pending FIFO (a worker picks it, or it is withdrawn). */
 static void pending_remove(aw_threadpool *p, aw_job *j)
 {
+	aw_metric_gauge_add(aw__metrics.threadpool_queue, -1);
 	if (j->prev)
 		j->prev->next = j->next;
 	else
@@ -128,9 +133,11 @@ static void *worker_main(void *arg)
 		j->state = JOB_RUNNING;
 		pthread_mutex_unlock(&p->mu);
 
+		aw_metric_gauge_add(aw__metrics.threadpool_busy, 1);
 		tls_job = j;
 		int r = j->fn(j->arg);
 		tls_job = NULL;
+		aw_metric_gauge_add(aw__metrics.threadpool_busy, -1);
 		/* A failure's rich error is carried to the task; anything
 		 * left over from a success must not leak into the next job. */
 		aw_error *e = NULL;

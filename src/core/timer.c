@@ -5,6 +5,7 @@
  * deadline), so timers never allocate except when the heap grows.
  */
 #include "internal.h"
+#include "awith/metrics.h"
 
 #include <stdlib.h>
 
@@ -97,10 +98,12 @@ aw_time aw_timer_next(const aw_timer_heap *h)
 	return h->len ? h->v[0]->when : AW_NEVER;
 }
 
-void aw_timer_run(aw_timer_heap *h, aw_time now)
+void aw_timer_run(aw_timer_heap *h, aw_time now, aw_time since)
 {
 	while (h->len && h->v[0]->when <= now) {
 		aw_timer *t = h->v[0];
+		if (t->when > since)
+			aw_metric_observe(aw__metrics.loop_lag, (double)(now - t->when) / 1e9);
 		aw_timer_disarm(h, t);
 		t->fire(t);
 	}

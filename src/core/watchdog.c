@@ -23,6 +23,7 @@
  * its atomics.
  */
 #include "internal.h"
+#include "awith/metrics.h"
 
 #include <signal.h>
 #include <stdlib.h>
@@ -228,7 +229,9 @@ void aw_watchdog_report(aw_loop *loop, aw_task *t, const aw_loc *suspended_at)
 			fputs(", now waiting at ", out);
 			print_loc(out, suspended_at, false);
 			fputs(")\n", out);
+			aw_metric_counter_add(aw__metrics.slow_steps, 1);
 		} else {
+			aw_metric_counter_add(aw__metrics.slow_steps, 1);
 			aw_time stuck = atomic_load_explicit(&wd->stuck, memory_order_relaxed);
 			fprintf(out, "awith: slow step: the loop ran at least %lld ms without waiting, "
 				"in a step that ended without a wait (a task that yielded or "

@@ -51,6 +51,7 @@ int aw_app_new(aw_app **out, const char *name)
 		.max_connections = 10000,
 		.max_connections_per_client = 0,
 	};
+	app->worker = -1;
 	*out = app;
 	return 0;
 }
@@ -59,6 +60,7 @@ void aw_app_free(aw_app *app)
 {
 	if (!app)
 		return;
+	aw__http_metrics_free(app);
 	aw__router_free(&app->router);
 	free(app->startup);
 	free(app->shutdown);
@@ -471,6 +473,8 @@ int aw_app_serve(aw_app *app, aw_listener *l)
 	AW_WITH(aw_signals_init(&sig, sigs, 2), aw_group_init(&g)) {
 		app->sig = &sig;
 		if (aw_group_spawn(&g, signal_watcher, app, "http-signals"))
+			aw_error_clear();
+		if (aw__http_metrics_peer_start(app, &g))
 			aw_error_clear();
 		rc = serve_lifespan(app, l);
 		if (rc)

@@ -33,6 +33,24 @@
 typedef struct aw_http_conn aw_http_conn;
 typedef struct aw_http_server aw_http_server;
 typedef struct aw_route aw_route;
+typedef struct aw_http_metrics aw_http_metrics;
+typedef struct aw_metric aw_metric;
+
+/* metrics.c: a route's (or the unmatched requests') series, found once
+ * and kept: the duration histogram and, per (method, status) seen, the
+ * request counter. Filled lock-free by whichever loop serves the route
+ * first (a series pointer published with a compare-and-swap; the same
+ * pointer for every loop, since the registry returns one series per
+ * label values). */
+#define AW_HTTP_MCACHE 16
+typedef struct aw_http_mkey {
+	uint32_t key;              /* method << 16 | status */
+	aw_metric *requests;
+} aw_http_mkey;
+typedef struct aw_http_mcache {
+	_Atomic(aw_metric *) duration;
+	_Atomic(aw_http_mkey *) by_status[AW_HTTP_MCACHE];
+} aw_http_mcache;
 typedef struct aw_rnode aw_rnode;
 
 /* The loop's clock, read at the top of its current iteration: close enough
@@ -294,6 +312,7 @@ struct aw_route {
 	aw_http_handler fn;
 	void *ud;
 	aw_http_route_opts opts;
+	aw_http_mcache mcache;     /* metrics.c */
 	char *names[AW_HTTP_MAX_PARAMS];
 	unsigned nnames;
 	aw_route *next;            /* other methods on the same node */
@@ -332,6 +351,10 @@ struct aw_app {
 	aw_signals *sig;            /* while serving */
 	bool stop_requested;
 	bool started;               /* the lifespan's startup completed */
+	aw_http_metrics *metrics;   /* aw_app_metrics; NULL: off */
+	int worker;                 /* worker index under aw_app_run, -1: none */
+	int nworkers;               /* workers under aw_app_run (0: one process) */
+	int supervisor;             /* the supervisor's pid (workers) */
 };
 FILE *aw__app_log(const aw_app *app);
 /* Run the matched handler for a parsed request, with the deadline and
@@ -350,6 +373,21 @@ void aw__http_trace_begin(aw_http_conn *c);
 void aw__http_trace_route(aw_http_request *r);
 aw_trace *aw__http_trace_enter(aw_http_request *r);
 void aw__http_trace_end(aw_http_conn *c);
+/* metrics.c */
+/* A request was answered (or rejected) with c->res.status: count it under
+ * its route, method and status, and its duration since r->started (when
+ * taken). */
+void aw__http_metrics_request_done(aw_http_conn *c);
+void aw__http_metrics_in_flight(aw_app *app, int delta);
+void aw__http_metrics_connections(aw_app *app, int delta);
+void aw__http_metrics_free(aw_app *app);
+/* Workers: serve this worker's metrics to the other workers (a task on
+ * a private socket) while the app serves. */
+int aw__http_metrics_peer_start(aw_app *app, aw_group *g);
+/* The supervisor: make / remove the directory of the workers' sockets. */
+int aw__http_metrics_workers_prepare(aw_app *app);
+void aw__http_metrics_workers_done(aw_app *app);
+void aw__http_mcache_free(aw_http_mcache *mc);
 
 /* server.c */
 /* Open connections of one client address (max_connections_per_client). */

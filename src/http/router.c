@@ -65,6 +65,7 @@ static void node_free(aw_rnode *n)
 				free(r->names[i]);
 			free(r->method);
 			free(r->path);
+			aw__http_mcache_free(&r->mcache);
 			free(r);
 			r = rn;
 		}

@@ -613,8 +613,13 @@ static bool handle_request(aw_http_conn *c)
 	const char *data;
 	size_t len;
 	c->requests++;
-	r->started = c->app->access_log ? aw_now() : 0;
+	/* The metrics' duration counts from the loop's time of this step
+	 * (no clock read; the request was readable by then: the time it
+	 * waited for its turn counts, as it should). The access log wants
+	 * the clock. */
+	r->started = c->app->access_log ? aw_now() : c->app->metrics ? aw_loop_now() : 0;
 	request_id_begin(c, r, (aw_str){ NULL, 0 });
+	aw__http_metrics_in_flight(c->app, 1);
 	aw_stream_peek(c->s, &data, &len);
 	c->pos = r->head_len;
 	bool all_here = r->body_mode == AW_BODY_NONE ||
@@ -652,6 +657,8 @@ static bool handle_request(aw_http_conn *c)
 	}
 	if (c->app->access_log && c->res.status)
 		access_log(c);
+	aw__http_metrics_request_done(c);
+	aw__http_metrics_in_flight(c->app, -1);
 	aw__http_trace_end(c);   /* before the request id goes: the span's record carries it */
 	request_id_end(c);
 	return keep && !srv_draining(c);
@@ -675,6 +682,7 @@ static void serve_conn(aw_http_conn *c)
 			request_id_begin(c, NULL, raw_header(data, len, "X-Request-ID"));
 			c->res.close = true;
 			aw__http_queue_error(c, st, msg, NULL);
+			aw__http_metrics_request_done(c);
 			if (c->app->access_log)
 				access_log_rejected(c, data, len, st, t0);
 			request_id_end(c);
@@ -883,6 +891,7 @@ static int conn_main(void *arg)
 	if (srv->conns)
 		srv->conns->prev = c;
 	srv->conns = c;
+	aw__http_metrics_connections(app, 1);
 	AW_WITH(aw_stream_mgr(st.s)) {
 		/* A handler whose client goes away is cancelled: the loop
 		 * calls on_peer_closed on EPOLLRDHUP (nothing per request). */
@@ -893,6 +902,7 @@ static int conn_main(void *arg)
 		aw_fd_on_hup(aw_stream_fd(st.s), NULL, NULL);
 	}
 	aw_error_clear();   /* a failed close: nothing more to tell the client */
+	aw__http_metrics_connections(app, -1);
 	if (c->prev)
 		c->prev->next = c->next;
 	else

@@ -70,6 +70,7 @@ static int run_main(void *arg)
 
 static int run_here(aw_app *app, const char *host, int port, bool reuseport, int worker)
 {
+	app->worker = worker;
 	run_args a = { app, host, port, reuseport, worker, 0 };
 	int rc = aw_run(run_main, &a);
 	if (rc == -EBUSY)
@@ -155,6 +156,11 @@ static int supervise(aw_app *app, const char *host, int port, int n)
 		if (hold >= 0)
 			close(hold);
 		return aw_raise(-ENOMEM, "aw_app_run: no memory");
+	}
+	app->nworkers = n;
+	if (aw__http_metrics_workers_prepare(app)) {
+		aw__http_log_error(app, aw_error_current(), "metrics: each scrape will show one worker only");
+		aw_error_clear();
 	}
 	sigset_t set, old, child_mask;
 	sigemptyset(&set);
@@ -276,6 +282,8 @@ static int supervise(aw_app *app, const char *host, int port, int n)
 	if (hold >= 0)
 		close(hold);
 	free(w);
+	aw__http_metrics_workers_done(app);
+	app->nworkers = 0;
 	return rc;
 }
 
@@ -298,11 +306,13 @@ int aw_app_run(aw_app *app, const char *host, int port, int workers)
 static void usage(FILE *out, const char *prog)
 {
 	fprintf(out,
-		"usage: %s [--host H] [--port N] [--workers N] [--access-log]\n"
+		"usage: %s [--host H] [--port N] [--workers N] [--access-log] [--metrics PATH]\n"
 		"  --host H      address to listen on (default 127.0.0.1)\n"
 		"  --port N      port (default 8000; 0 picks a free one)\n"
 		"  --workers N   worker processes sharing the port (default 1)\n"
 		"  --access-log  log each request to stdout\n"
+		"  --metrics PATH  serve Prometheus metrics at PATH (e.g. /metrics);\n"
+		"                also AWITH_METRICS=PATH in the environment\n"
 		"Runs until SIGINT or SIGTERM.\n",
 		prog);
 }
@@ -323,6 +333,7 @@ int aw_app_main(aw_app *app, int argc, char **argv)
 	const char *host = "127.0.0.1";
 	int port = 8000, workers = 1;
 	const char *prog = argc > 0 && argv[0] ? argv[0] : "app";
+	const char *metrics = getenv("AWITH_METRICS");
 	for (int i = 1; i < argc; i++) {
 		const char *a = argv[i];
 		const char *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -332,6 +343,9 @@ int aw_app_main(aw_app *app, int argc, char **argv)
 		} else if (strcmp(a, "--access-log") == 0) {
 			setvbuf(stdout, NULL, _IOLBF, 0);   /* whole lines, also across workers */
 			aw_app_access_log(app, stdout);
+		} else if (strcmp(a, "--metrics") == 0 && v) {
+			metrics = v;
+			i++;
 		} else if (strcmp(a, "--host") == 0 && v) {
 			host = v;
 			i++;
@@ -344,6 +358,12 @@ int aw_app_main(aw_app *app, int argc, char **argv)
 			usage(stderr, prog);
 			return 2;
 		}
+	}
+	if (metrics && *metrics && !app->metrics && aw_app_metrics(app, metrics) < 0) {
+		fprintf(stderr, "%s: --metrics %s: ", prog, metrics);
+		aw_error_print(stderr, aw_error_current());
+		aw_error_clear();
+		return 2;
 	}
 	int rc = aw_app_run(app, host, port, workers);
 	if (rc) {

@@ -197,6 +197,8 @@ struct aw_pg_pool {
 	size_t nidle, nbusy, nopening;
 	aw_waitq waiters;
 	size_t nwaiters;
+	double published[4];     /* size, idle, in use, waiters as last added
+	                            to the metrics' gauges (pool_publish) */
 
 	bool closing;
 	aw_event drained;        /* set when nbusy + nopening reach 0 while closing */

@@ -35,7 +35,9 @@
  * server accepting again (as long as acquires keep coming).
  */
 #include "internal.h"
+#include "awith/metrics.h"
 
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -174,10 +176,61 @@ static bool alive_now(aw_pg_conn *c)
 
 /* ---- opening ---------------------------------------------------------------- */
 
+/* ---- metrics ---------------------------------------------------------------------- */
+
+/* The pools' series (awith/metrics.h), made by the first pool opened.
+ * Gauges sum over every pool of the process: each pool adds the change
+ * since what it last published, on its loop's thread (so several pools,
+ * on several loops, add up without a lock), and takes its part back when
+ * it is freed. Published at each acquire, release, connect, queueing and
+ * idle reap: the gauges are as of the pool's last operation. */
+static struct {
+	aw_metric *g[4];          /* size, idle, in_use, waiters */
+	aw_metric *wait;          /* acquire-wait histogram */
+} pgm;
+static pthread_once_t pgm_once = PTHREAD_ONCE_INIT;
+
+static void pgm_init(void)
+{
+	static const double waits[] = { 0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 30 };
+	int rc = 0;
+	rc |= aw_metric_gauge_new(&pgm.g[0], "awith_pg_pool_connections",
+				  "Open pg pool connections (idle + in use + opening), all pools.", NULL);
+	rc |= aw_metric_gauge_new(&pgm.g[1], "awith_pg_pool_idle_connections", "Idle pg pool connections.", NULL);
+	rc |= aw_metric_gauge_new(&pgm.g[2], "awith_pg_pool_in_use_connections",
+				  "pg pool connections held by a task.", NULL);
+	rc |= aw_metric_gauge_new(&pgm.g[3], "awith_pg_pool_waiters", "Tasks waiting in a pg pool acquire.", NULL);
+	rc |= aw_metric_histogram_new(&pgm.wait, "awith_pg_pool_acquire_wait_seconds",
+				      "How long successful pg pool acquires waited.", NULL, waits,
+				      sizeof waits / sizeof *waits);
+	if (rc)
+		aw_error_clear();   /* a metric not made stays NULL: its updates do nothing */
+}
+
+static void pool_publish_values(aw_pg_pool *p, const double v[4])
+{
+	pthread_once(&pgm_once, pgm_init);
+	for (int i = 0; i < 4; i++)
+		if (v[i] != p->published[i]) {
+			aw_metric_gauge_add(pgm.g[i], v[i] - p->published[i]);
+			p->published[i] = v[i];
+		}
+}
+
+static void pool_publish(aw_pg_pool *p)
+{
+	double v[4] = { (double)(p->nidle + p->nbusy + p->nopening), (double)p->nidle, (double)p->nbusy,
+			(double)p->nwaiters };
+	pool_publish_values(p, v);
+}
+
 static void stats_wait(aw_pg_pool *p, aw_time waited)
 {
 	p->waits[p->nwaits % STATS_RING] = waited;
 	p->nwaits++;
+	pthread_once(&pgm_once, pgm_init);
+	aw_metric_observe(pgm.wait, (double)waited / 1e9);
+	pool_publish(p);
 }
 
 /* ---- backoff -------------------------------------------------------------------- */
@@ -260,6 +313,7 @@ static int open_conn(aw_pg_pool *p, aw_pg_conn **out, aw_time deadline)
 {
 	p->nopening++;
 	p->connect_attempts++;
+	pool_publish(p);
 	aw_pg_opts o = p->conn_opts;
 	if (deadline != AW_NEVER) {
 		aw_time left = deadline - aw_now();
@@ -270,6 +324,7 @@ static int open_conn(aw_pg_pool *p, aw_pg_conn **out, aw_time deadline)
 	}
 	int rc = aw_pg_connect(out, p->dsn, &o);
 	p->nopening--;
+	pool_publish(p);
 	if (rc < 0) {
 		/* The caller's cancellation or deadline says nothing about the
 		 * server. */
@@ -434,6 +489,7 @@ int aw_pg_pool_acquire_at(const aw_loc *loc, aw_pg_pool *p, aw_pg_conn **out)
 		pw.w.data = &pw;
 		aw_waitq_push(&p->waiters, &pw.w, self);
 		p->nwaiters++;
+		pool_publish(p);
 		int v;
 		for (;;) {
 			v = aw_task_park(deadline, false);
@@ -444,6 +500,7 @@ int aw_pg_pool_acquire_at(const aw_loc *loc, aw_pg_pool *p, aw_pg_conn **out)
 			aw_waitq_remove(&p->waiters, &pw.w);
 			p->nwaiters--;
 		}
+		pool_publish(p);
 		if (pw.conn) {
 			/* Handed over (a hand-over wins over a cancel arriving in
 			 * the same turn: the holder's exit releases it). */
@@ -571,6 +628,7 @@ void aw_pg_pool_release(aw_pg_pool *p, aw_pg_conn *c)
 		put_back(p, c);
 	else
 		discard(p, c);
+	pool_publish(p);
 	if (p->closing && p->nbusy + p->nopening == 0) {
 		aw_event_set(&p->drained);
 		if (p->orphaned)
@@ -631,6 +689,7 @@ static int maintain(void *arg)
 				discard(p, c);
 			}
 		}
+		pool_publish(p);
 		/* Back up to min_size (e.g. after the server restarted). Failures
 		 * are retried at the next sweep; acquire reports its own. */
 		while (!p->closing && pool_size(p) < p->o.min_size && may_probe(p) &&
@@ -650,6 +709,8 @@ static int maintain(void *arg)
 
 static void pool_free(aw_pg_pool *p)
 {
+	static const double none[4];
+	pool_publish_values(p, none);   /* take this pool's part back */
 	aw_pg_pipe_free(p);
 	aw_error_free(p->last_err);
 	free(p->dsn);

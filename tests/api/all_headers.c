@@ -4,6 +4,7 @@
  * together, in the order a program includes them and in reverse, must
  * compile cleanly. */
 #ifdef AW_REVERSE
+#include <awith/metrics.h>
 #include <awith/pg.h>
 #include <awith/ext.h>
 #include <awith/log.h>
@@ -21,6 +22,7 @@
 #include <awith/client.h>
 #include <awith/pg.h>
 #include <awith/ext.h>
+#include <awith/metrics.h>
 #endif
 
 /* The inline functions are instantiated, not only declared. */
