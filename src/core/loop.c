@@ -367,6 +367,10 @@ static bool iterate(aw_loop *l, const aw_task *until)
 static void report_deadlock(aw_loop *l)
 {
 	size_t ready_before = 0;
+	char line[160];
+	snprintf(line, sizeof line, "awith: deadlock: every task waits and nothing can wake them; "
+				    "cancelling them all (%zu task(s))", l->ntasks);
+	aw_loop_event_record(l, AW_LOOP_EVENT_DEADLOCK, 0, "", NULL, NULL, line);
 	fprintf(l->cfg.log, "awith: deadlock: every task waits and nothing can wake them; "
 			    "cancelling them all. Tasks:\n");
 	aw_dump(l->cfg.log);

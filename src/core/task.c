@@ -218,6 +218,8 @@ int aw_task_park(aw_time deadline, bool shielded)
 	if (AW_UNLIKELY(atomic_load_explicit(&l->slow_flag, memory_order_relaxed)))
 		aw_watchdog_report(l, t, aw__where);
 	t->where = aw__where;
+	t->parked_at = l->now;   /* one store: the cached loop time is exact
+	                            enough for "waiting for 3.2 s" */
 	for (;;) {
 		aw_time eff = AW_NEVER;
 		if (!shielded) {
