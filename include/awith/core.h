@@ -317,6 +317,11 @@ void aw_task_cancel(aw_task *t);
 
 aw_task *aw_task_current(void);     /* NULL outside a task */
 const char *aw_task_name(const aw_task *t);
+/* Rename t (copied, truncated to 31 bytes; NULL or "" is ignored): what
+ * aw_dump, slow-step reports and aw_ledger_visit call it from now on. The
+ * http layer names a handler's task after its request while the debug page
+ * is on. */
+void aw_task_set_name(aw_task *t, const char *name);
 uint64_t aw_task_id(const aw_task *t);
 bool aw_task_done(const aw_task *t);
 
@@ -1034,7 +1039,9 @@ typedef struct aw_ledger_visitor {
 	void (*task)(void *ctx, const aw_task_info *t);
 	void (*hold)(void *ctx, const aw_task_info *t, const aw_hold_info *h);
 	void (*event)(void *ctx, const aw_loop_event *e);
-	void (*gauge)(void *ctx, const char *source, const char *name, double value);
+	/* source: the source's ordinal in this walk (two pools both named
+	 * "pg pool" have different ones) */
+	void (*gauge)(void *ctx, unsigned source, const char *source_name, const char *name, double value);
 } aw_ledger_visitor;
 int aw_ledger_visit(const aw_ledger_visitor *v);
 

@@ -72,12 +72,13 @@ static void manual_hold(const aw_ledger_visitor *v, const aw_task_info *ti, cons
 /* Binds a gauge source's name to each gauge it emits. */
 struct emit_ctx {
 	const aw_ledger_visitor *v;
+	unsigned index;
 	const char *source;
 };
 static void emit_gauge(void *ctx, const char *name, double value)
 {
 	struct emit_ctx *ec = ctx;
-	ec->v->gauge(ec->v->ctx, ec->source, name, value);
+	ec->v->gauge(ec->v->ctx, ec->index, ec->source, name, value);
 }
 
 int aw_ledger_visit(const aw_ledger_visitor *v)
@@ -152,9 +153,10 @@ int aw_ledger_visit(const aw_ledger_visitor *v)
 			v->event(v->ctx, &e);
 		}
 	}
+	unsigned index = 0;
 	if (v->gauge)
 		for (aw_gauge_source *s = l->gauges; s; s = s->next) {
-			struct emit_ctx ec = { v, s->name };
+			struct emit_ctx ec = { v, index++, s->name };
 			s->read(s, emit_gauge, &ec);
 		}
 	return 0;

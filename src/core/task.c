@@ -500,4 +500,11 @@ void aw_task_cancel(aw_task *t)
 aw_task *aw_task_current(void) { return aw__current(); }
 const char *aw_task_name(const aw_task *t) { return t ? t->name : "(none)"; }
 uint64_t aw_task_id(const aw_task *t) { return t ? t->id : 0; }
+
+void aw_task_set_name(aw_task *t, const char *name)
+{
+	if (!t || !name || !*name)
+		return;
+	snprintf(t->name, sizeof t->name, "%s", name);
+}
 bool aw_task_done(const aw_task *t) { return t && t->state == AW_TASK_DONE; }
