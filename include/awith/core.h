@@ -64,6 +64,9 @@ extern "C" {
  * library is built with -fvisibility=hidden, so exactly these are exported. */
 #pragma GCC visibility push(default)
 
+/* Attributes of the declarations below: a result that must be used (a
+ * waiting call's: ignoring it does not compile cleanly), printf-style
+ * format checking of argument f against the arguments from a on. */
 #define AW_MUST_USE __attribute__((warn_unused_result))
 #define AW_PRINTF(f, a) __attribute__((format(printf, f, a)))
 
@@ -191,7 +194,7 @@ void aw_error_print(FILE *out, const aw_error *e);
 const char *aw_strerror(int code);
 
 /* ------------------------------------------------------------------------ */
-/* Rate-limited logging, per message site                                   */
+/* Rate-limited logging, per message site             aw_log_ratelimited(3) */
 /*
  * A failure that happens once per request (the database is down, a
  * dependency refuses) must not print one line per request: during an
@@ -358,7 +361,7 @@ void aw_fd_forget(int fd);
 int aw_fd_close(int fd);
 
 /* ------------------------------------------------------------------------ */
-/* The context-manager protocol                                             */
+/* The context-manager protocol                                  aw_with(3) */
 
 typedef struct aw_mgr aw_mgr;
 typedef struct aw_mgr_ops {
@@ -697,7 +700,7 @@ int aw_gen_yield(aw_gen *g, void *value) AW_MUST_USE;
 static inline void *aw_gen_value(const aw_gen *g) { return g->value; }
 
 /* ------------------------------------------------------------------------ */
-/* Exit stacks (Python's AsyncExitStack)                                    */
+/* Exit stacks (Python's AsyncExitStack)                    aw_exitstack(3) */
 
 typedef struct aw_exitstack_entry aw_exitstack_entry;
 typedef struct aw_exitstack {
@@ -784,8 +787,8 @@ struct aw_iter {
  * `if (rc < 0) break;` carries the error out.
  */
 bool aw__iter_step(aw_with *w, aw_iter *it, void **item);
-/* `iter` is evaluated once (AW_FOR(x, aw_gen_iter_init(...)) is fine): each
- * step takes the iterator back from the block's manager. */
+/* AW_FOR: `iter` is evaluated once (AW_FOR(x, aw_gen_iter_init(...)) is
+ * fine): each step takes the iterator back from the block's manager. */
 #define AW__ITER_OF(w) ((aw_iter *)(void *)((char *)AW__W(w).mgrs[0] - offsetof(aw_iter, mgr)))
 /* The block's `for` increment under AW_FOR: reached when the inner loop
  * ended. aw__iter_step marks the end of the items (NORMAL) and an error
@@ -844,7 +847,8 @@ int aw_group_spawn(aw_group *g, aw_task_fn fn, void *arg, const char *name) AW_M
 void aw_group_cancel(aw_group *g);
 
 /* ------------------------------------------------------------------------ */
-/* Synchronisation. All waiters are served FIFO. Not thread-safe: one loop. */
+/* Synchronisation                                               aw_lock(3) */
+/* All waiters are served FIFO. Not thread-safe: one loop.                  */
 /* Time limits: these waits (and aw_task_join, aw_to_thread, the queue) take
  * no deadline argument; they are bounded by the cancel scopes around them:
  * AW_WITH(aw_timeout_init(&to, AW_MS(100))) { rc = aw_lock_acquire(&l); }
@@ -951,7 +955,7 @@ int aw_to_thread(int (*fn)(void *arg), void *arg) AW_MUST_USE;
 bool aw_thread_cancelled(void);
 
 /* ------------------------------------------------------------------------ */
-/* Observability: the ledger and the dump                                   */
+/* Observability: the ledger and the dump                        aw_dump(3) */
 
 /* A resource opened with a manual (non-block) API, tracked until closed. */
 typedef struct aw_ledger_entry {

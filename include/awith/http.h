@@ -56,7 +56,7 @@ typedef struct aw_str {
 } aw_str;
 
 /* ------------------------------------------------------------------------ */
-/* Requests                                                                 */
+/* Requests                                              aw_http_request(3) */
 
 /* Every aw_str of a request (method, target, path, header names and
  * values) points into the connection's read buffer, or into a copy of the
@@ -112,7 +112,7 @@ ssize_t aw_http_body_read(aw_http_request *req, void *buf, size_t n) AW_MUST_USE
 aw_time aw_http_deadline(const aw_http_request *req);
 
 /* ------------------------------------------------------------------------ */
-/* Responses                                                                */
+/* Responses                                            aw_http_response(3) */
 
 /* Add a header (copied). -EINVAL for names that are not tokens, values
  * with CR, LF, NUL or other control characters (no header injection), and
@@ -184,7 +184,7 @@ int aw_http_file(aw_http_response *res, const char *path, const char *content_ty
 int aw_http_file_in(aw_http_response *res, const char *root, const char *rel, const char *content_type) AW_MUST_USE;
 
 /* ------------------------------------------------------------------------ */
-/* Handlers, routes, dependencies, lifespan                                 */
+/* Handlers, routes, dependencies, lifespan                       aw_app(3) */
 
 /* A handler returns 0 once it has sent a response (or without sending one:
  * then 204 is sent), or a negative error: a response not yet sent becomes a

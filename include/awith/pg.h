@@ -139,7 +139,7 @@ uint64_t aw_pg_conn_queries(const aw_pg_conn *c);
 void *aw_pg_conn_pgconn(aw_pg_conn *c);
 
 /* ------------------------------------------------------------------------ */
-/* Queries                                                                  */
+/* Queries                                                   aw_pg_query(3) */
 
 /* AW_PG_ARGS("1", NULL, name) expands to `count, array` for the query
  * functions; NULL is SQL NULL. AW_PG_NOARGS for none. */
@@ -187,7 +187,7 @@ typedef struct aw_pg_error_info {
 const aw_pg_error_info *aw_pg_last_error(const aw_pg_conn *c);
 
 /* ------------------------------------------------------------------------ */
-/* Results                                                                  */
+/* Results                                                  aw_pg_result(3) */
 
 void aw_pg_result_free(aw_pg_result *r);    /* NULL is a no-op */
 int aw_pg_nrows(const aw_pg_result *r);
@@ -240,7 +240,7 @@ int aw_pg_result_json_text(const aw_pg_result *r, char **out, size_t *len) AW_MU
 /* ------------------------------------------------------------------------ */
 /* Transactions: commit on a clean exit, rollback on any error or           */
 /* cancellation (awaited in shielded cleanup). Nested blocks on the same    */
-/* connection become savepoints.                                            */
+/* connection become savepoints.                               aw_pg_tx(3) */
 
 enum aw_pg_isolation {
 	AW_PG_ISOLATION_DEFAULT = 0,   /* the server's default_transaction_isolation */
@@ -272,9 +272,10 @@ typedef struct aw_pg_tx {
 aw_mgr *aw_pg_tx_init(aw_pg_tx *tx, aw_pg_conn *c, const aw_pg_tx_opts *opts);
 
 /* ------------------------------------------------------------------------ */
-/* Cursors: an async iterator over the rows of a query, fetched `batch`     */
-/* rows at a time (DECLARE ... NO SCROLL CURSOR / FETCH / CLOSE). Must run  */
-/* inside a transaction (-EINVAL otherwise). Leaving the loop closes it.    */
+/* Cursors                                                  aw_pg_cursor(3) */
+/* An async iterator over the rows of a query, fetched `batch` rows at a    */
+/* time (DECLARE ... NO SCROLL CURSOR / FETCH / CLOSE). Must run inside a   */
+/* transaction (-EINVAL otherwise). Leaving the loop closes it.             */
 
 typedef struct aw_pg_row {
 	aw_pg_result *res;             /* the current batch */
@@ -300,7 +301,7 @@ aw_iter *aw_pg_cursor_init(aw_pg_cursor *cur, aw_pg_conn *c, int batch, const ch
 			   const char *const *params);
 
 /* ------------------------------------------------------------------------ */
-/* LISTEN/NOTIFY                                                            */
+/* LISTEN/NOTIFY                                          aw_pg_listener(3) */
 
 typedef struct aw_pg_notification {
 	const char *channel;
