@@ -23,7 +23,9 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "debug_page.h"   /* generated: aw__debug_page_html, aw__debug_page_html_len */
+/* debug_page.html's bytes (generated debug_page_html.c, embed_text.py). */
+extern const char aw__debug_page_html[];
+extern const size_t aw__debug_page_html_len;
 
 struct aw_app_debug {
 	char *page_path;   /* prefix */
@@ -148,7 +150,8 @@ typedef struct json_ctx {
 	bool source_open;
 } json_ctx;
 
-static double ms(aw_time t) { return (double)t / 1e6; }
+/* Milliseconds, to 0.01 ms (the page shows at most that). */
+static double ms(aw_time t) { return (double)(t / 10000) / 100.0; }
 
 static void put_loc(aw_jw *w, const char *key, const aw_loc *loc)
 {
