@@ -45,7 +45,9 @@
  * environment variable AWITH_DEBUG_PAGE=1): the live ledger page at
  * /debug/awith (loopback clients only; AWITH_DEBUG_TOKEN=secret requires
  * that token too) and a demo route that holds a transaction open,
- * GET /slow?seconds=N (default 2, at most 60), for the page to show:
+ * GET /slow?seconds=N (default 2, at most 60), and one that computes
+ * without waiting (a slow step), GET /busy?ms=N (default 150), for the
+ * page to show:
  *
  *     $ AWITH_DEBUG_PAGE=1 ./users_api --port 8000 &
  *     $ curl -s 'http://127.0.0.1:8000/slow?seconds=30' &
@@ -200,6 +202,27 @@ static int slow_report(aw_http_request *req, aw_http_response *res, void *ud)
 	return aw_http_text(res, 200, "done\n");
 }
 
+/* The debug page's other demo: a request that computes for ms milliseconds
+ * without waiting (a slow step: nothing else on the loop runs meanwhile;
+ * the watchdog reports it, and the page lists it). */
+static int busy(aw_http_request *req, aw_http_response *res, void *ud)
+{
+	(void)ud;
+	const char *arg = NULL;
+	int rc = aw_http_query(req, "ms", &arg);
+	if (rc < 0)
+		return rc;
+	char *end;
+	long ms = arg ? strtol(arg, &end, 10) : 150;
+	if (arg && (*end || ms < 0 || ms > 2000))
+		return aw_raise(-EBADMSG, "ms: a number from 0 to 2000");
+	aw_time until = aw_now() + AW_MS(ms);
+	volatile unsigned long spins = 0;
+	while (aw_now() < until)
+		spins++;
+	return aw_http_text(res, 200, "done\n");
+}
+
 int main(int argc, char **argv)
 {
 	/* --pool N and --debug-page are ours; the rest goes to aw_app_main
@@ -238,7 +261,8 @@ int main(int argc, char **argv)
 	if (debug_page) {
 		const char *token = getenv("AWITH_DEBUG_TOKEN");
 		aw_app_debug_opts dopts = { .token = token && *token ? token : NULL };
-		if (aw_app_debug_page(app, "/debug/awith", &dopts) || aw_app_route(app, "GET", "/slow", slow_report, NULL)) {
+		if (aw_app_debug_page(app, "/debug/awith", &dopts) || aw_app_route(app, "GET", "/slow", slow_report, NULL) ||
+		    aw_app_route(app, "GET", "/busy", busy, NULL)) {
 			aw_error_print(stderr, aw_error_current());
 			aw_app_free(app);
 			return 1;
