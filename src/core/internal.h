@@ -249,6 +249,8 @@ struct aw_loop {
 		char text[240];
 	} events[AW_LOOP_EVENTS];
 	unsigned events_next;    /* total recorded (ring index = n % size) */
+	char slow_name[32];      /* the running task's name when it was renamed
+	                            during a flagged slow step ("" if not) */
 	uint64_t slow_steps;
 	aw_gauge_source *gauges; /* aw_gauge_source_add */
 };

@@ -505,6 +505,14 @@ void aw_task_set_name(aw_task *t, const char *name)
 {
 	if (!t || !name || !*name)
 		return;
+	aw_loop *l = t->loop;
+	/* Renamed in the middle of a step the watchdog flagged as slow (the
+	 * http layer names a handler's task after its request and renames it
+	 * when the handler returns): the report, made at the next wait, names
+	 * the step by what the task was called while it ran. */
+	if (l && l->running == t && !l->slow_name[0] &&
+	    atomic_load_explicit(&l->slow_flag, memory_order_relaxed))
+		snprintf(l->slow_name, sizeof l->slow_name, "%s", t->name);
 	snprintf(t->name, sizeof t->name, "%s", name);
 }
 bool aw_task_done(const aw_task *t) { return t && t->state == AW_TASK_DONE; }

@@ -242,16 +242,17 @@ void aw_watchdog_report(aw_loop *loop, aw_task *t, const aw_loc *suspended_at)
 		char line[512];
 		size_t n = 0;
 		aw_time ran;
+		const char *name = t ? (loop->slow_name[0] ? loop->slow_name : t->name) : "";
 		if (t && now_sw == mark) {
 			aw_time since = atomic_load_explicit(&wd->since, memory_order_relaxed);
 			ran = aw_now() - since;
 			put(line, sizeof line, &n, "awith: slow step: task '%s' ran %lld ms without waiting (resumed at ",
-			    t->name, (long long)(ran / 1000000));
+			    name, (long long)(ran / 1000000));
 			put_loc(line, sizeof line, &n, loop->slow_resumed_at, true);
 			put(line, sizeof line, &n, ", now waiting at ");
 			put_loc(line, sizeof line, &n, suspended_at, false);
 			put(line, sizeof line, &n, ")");
-			aw_loop_event_record(loop, AW_LOOP_EVENT_SLOW_STEP, ran, t->name, loop->slow_resumed_at,
+			aw_loop_event_record(loop, AW_LOOP_EVENT_SLOW_STEP, ran, name, loop->slow_resumed_at,
 					     suspended_at, line);
 		} else {
 			ran = atomic_load_explicit(&wd->stuck, memory_order_relaxed);
@@ -265,5 +266,6 @@ void aw_watchdog_report(aw_loop *loop, aw_task *t, const aw_loc *suspended_at)
 		fprintf(out, "%s\n", line);
 		fflush(out);
 	}
+	loop->slow_name[0] = 0;
 	atomic_store_explicit(&loop->slow_flag, 0, memory_order_release);
 }
