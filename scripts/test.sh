@@ -22,7 +22,8 @@ PACKAGES=(meson ninja-build pkg-config gcc g++ clang libclang-rt-14-dev valgrind
           node-llhttp libjansson-dev curl
           libcurl4-openssl-dev nginx-light
           postgresql postgresql-client libpq-dev locales
-          man-db groff-base binutils)
+          man-db groff-base binutils
+          chromium)
 
 # Install whatever in PACKAGES is not installed yet; no apt-get at all otherwise.
 ensure_packages() {
