@@ -23,6 +23,7 @@ PACKAGES=(meson ninja-build pkg-config gcc g++ clang libclang-rt-14-dev valgrind
           libcurl4-openssl-dev nginx-light
           postgresql postgresql-client libpq-dev locales
           man-db groff-base binutils
+          libhiredis-dev redis-server
           chromium)
 
 # Install whatever in PACKAGES is not installed yet; no apt-get at all otherwise.

@@ -69,6 +69,9 @@ extern "C" {
 struct json_t;   /* jansson's json_t */
 struct aw_stream;  /* io.h */
 
+/* ------------------------------------------------------------------------ */
+/* Sessions: the connection pool and its defaults     aw_client_session(3) */
+
 /* HTTP versions (aw_client_opts.http_version). */
 enum {
 	AW_CLIENT_HTTP_DEFAULT = 0,       /* HTTP/2 over TLS when the server offers
@@ -140,6 +143,9 @@ typedef struct aw_client_session {
  * (here and again at enter, for opts set after init). */
 aw_mgr *aw_client_session_init(aw_client_session *s, const aw_client_opts *opts);
 
+/* ------------------------------------------------------------------------ */
+/* Requests and responses                            aw_client_response(3) */
+
 /* A streamed request body's source: called from a task of the request's
  * own, it may wait (read a file, a socket, a queue). Fill buf with up to n
  * bytes and return how many (> 0), 0 at the end of the body, or a negative
@@ -205,6 +211,9 @@ aw_mgr *aw_client_post_json_init(aw_client_response *r, aw_client_session *s, co
  * pool. */
 aw_mgr *aw_client_stream_init(aw_client_response *r, aw_client_session *s, const aw_client_request *req);
 
+/* ------------------------------------------------------------------------ */
+/* Streamed response bodies                            aw_client_chunks(3) */
+
 typedef struct aw_client_chunks {
 	aw_iter iter;
 	aw_client_response *r;
@@ -224,7 +233,9 @@ typedef struct aw_client_chunks {
  * error in flight (the codes listed at the top). */
 aw_iter *aw_client_response_chunks(aw_client_chunks *it, aw_client_response *r);
 
-/* Inside the response block: */
+/* ------------------------------------------------------------------------ */
+/* Reading a response, inside its block          aw_client_response_status(3) */
+
 int aw_client_response_status(const aw_client_response *r);
 /* The last value of header `name` (case-insensitive) of the final response,
  * or NULL. Valid until the block ends. */

@@ -71,11 +71,13 @@ extern "C" {
 #define AW_PRINTF(f, a) __attribute__((format(printf, f, a)))
 
 /* ------------------------------------------------------------------------ */
-/* Error codes beyond errno. All are returned negated, like errno codes.    */
-/* Each layer owns a range of 0x100 codes declared in its own header: core  */
-/* 0x4000 (here), io 0x4100, http 0x4200, client 0x4300, pg 0x4400; ranges */
-/* from 0x4800 are for libraries built on awith/ext.h. aw_strerror knows   */
-/* every range whose layer is linked in.                                    */
+/* Error codes beyond errno                                  aw_error_codes(3) */
+
+/* All are returned negated, like errno codes. Each layer owns a range of
+ * 0x100 codes declared in its own header: core 0x4000 (here), io 0x4100,
+ * http 0x4200, client 0x4300, pg 0x4400; ranges from 0x4800 are for
+ * libraries built on awith/ext.h (aw_error_range_register). aw_strerror
+ * knows every range whose layer is linked in. */
 
 enum {
 	AW_EBASE = 0x4000,
