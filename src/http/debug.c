@@ -153,6 +153,40 @@ typedef struct json_ctx {
 /* Milliseconds, to 0.01 ms (the page shows at most that). */
 static double ms(aw_time t) { return (double)(t / 10000) / 100.0; }
 
+/* The JSON writer refuses invalid UTF-8 (the whole response would fail);
+ * a task name cut at 31 bytes may end inside a character, and describe()
+ * lines and file names are whatever the program made them. Such a string
+ * goes out with its non-ASCII bytes as '?'. */
+static bool utf8_valid(const unsigned char *p)
+{
+	while (*p) {
+		unsigned c = *p++;
+		int n = c < 0x80 ? 0 : (c & 0xe0) == 0xc0 && c >= 0xc2 ? 1 : (c & 0xf0) == 0xe0 ? 2
+			: (c & 0xf8) == 0xf0 && c <= 0xf4 ? 3 : -1;
+		if (n < 0)
+			return false;
+		for (int i = 0; i < n; i++)
+			if ((*p++ & 0xc0) != 0x80)
+				return false;
+	}
+	return true;
+}
+
+static void put_str(aw_jw *w, const char *s)
+{
+	if (!s)
+		s = "";
+	if (utf8_valid((const unsigned char *)s)) {
+		aw_jw_string(w, s);
+		return;
+	}
+	char buf[512];
+	size_t n = 0;
+	for (; s[n] && n < sizeof buf - 1; n++)
+		buf[n] = (unsigned char)s[n] < 0x80 ? s[n] : '?';
+	aw_jw_string_len(w, buf, n);
+}
+
 static void put_loc(aw_jw *w, const char *key, const aw_loc *loc)
 {
 	aw_jw_key(w, key);
@@ -162,11 +196,11 @@ static void put_loc(aw_jw *w, const char *key, const aw_loc *loc)
 	}
 	aw_jw_object(w);
 	aw_jw_key(w, "file");
-	aw_jw_string(w, loc->file);
+	put_str(w, loc->file);
 	aw_jw_key(w, "line");
 	aw_jw_int(w, loc->line);
 	aw_jw_key(w, "func");
-	aw_jw_string(w, loc->func ? loc->func : "");
+	put_str(w, loc->func ? loc->func : "");
 	aw_jw_object_end(w);
 }
 
@@ -217,9 +251,9 @@ static void on_task(void *ctx, const aw_task_info *t)
 	aw_jw_key(w, "id");
 	aw_jw_int(w, (long long)t->id);
 	aw_jw_key(w, "name");
-	aw_jw_string(w, t->name);
+	put_str(w, t->name);
 	aw_jw_key(w, "state");
-	aw_jw_string(w, t->state);
+	put_str(w, t->state);
 	put_loc(w, "where", t->where);
 	aw_jw_key(w, "waiting_ms");
 	aw_jw_double(w, ms(t->waiting));
@@ -243,9 +277,9 @@ static void on_hold(void *ctx, const aw_task_info *t, const aw_hold_info *h)
 	}
 	aw_jw_object(w);
 	aw_jw_key(w, "what");
-	aw_jw_string(w, h->what);
+	put_str(w, h->what);
 	aw_jw_key(w, "detail");
-	aw_jw_string(w, h->detail);
+	put_str(w, h->detail);
 	put_loc(w, "at", h->loc);
 	aw_jw_key(w, "age_ms");
 	aw_jw_double(w, ms(h->age));
@@ -279,17 +313,17 @@ static void on_event(void *ctx, const aw_loop_event *e)
 	}
 	aw_jw_object(w);
 	aw_jw_key(w, "kind");
-	aw_jw_string(w, e->kind == AW_LOOP_EVENT_DEADLOCK ? "deadlock" : "slow step");
+	put_str(w, e->kind == AW_LOOP_EVENT_DEADLOCK ? "deadlock" : "slow step");
 	aw_jw_key(w, "ago_ms");
 	aw_jw_double(w, ms(e->ago));
 	aw_jw_key(w, "duration_ms");
 	aw_jw_double(w, ms(e->duration));
 	aw_jw_key(w, "task");
-	aw_jw_string(w, e->task);
+	put_str(w, e->task);
 	put_loc(w, "resumed_at", e->resumed_at);
 	put_loc(w, "waits_at", e->waits_at);
 	aw_jw_key(w, "text");
-	aw_jw_string(w, e->text);
+	put_str(w, e->text);
 	aw_jw_object_end(w);
 }
 
@@ -322,7 +356,7 @@ static void on_gauge(void *ctx, unsigned source, const char *source_name, const 
 		}
 		aw_jw_object(w);
 		aw_jw_key(w, "source");
-		aw_jw_string(w, source_name);
+		put_str(w, source_name);
 		aw_jw_key(w, "index");
 		aw_jw_int(w, source);
 		aw_jw_key(w, "values");
@@ -364,9 +398,9 @@ static int json_handler(aw_http_request *req, aw_http_response *res, void *ud)
 	json_ctx j = { .w = w };
 	aw_jw_object(w);
 	aw_jw_key(w, "app");
-	aw_jw_string(w, req->app && req->app->name ? req->app->name : "");
+	put_str(w, req->app && req->app->name ? req->app->name : "");
 	aw_jw_key(w, "served_by");
-	aw_jw_string(w, aw_task_name(aw_task_current()));
+	put_str(w, aw_task_name(aw_task_current()));
 	/* The walk: loop gauges first (it opens "tasks"), then the rest. */
 	aw_ledger_visitor v = {
 		.ctx = &j,
