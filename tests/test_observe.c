@@ -681,3 +681,48 @@ AW_TEST(ledger_visit_without_a_loop_is_esrch)
 	CHECK(!g.added);
 	aw_gauge_source_remove(&g);
 }
+
+/* A deadlock (every task waits, nothing can wake them): the loop reports
+ * it, cancels the tasks, and the report is in the walk's events. */
+struct deadlock_seen { int waited, line; int deadlocks; char text[240]; };
+
+static void deadlock_event(void *ctx, const aw_loop_event *e)
+{
+	struct deadlock_seen *s = ctx;
+	if (e->kind == AW_LOOP_EVENT_DEADLOCK) {
+		s->deadlocks++;
+		snprintf(s->text, sizeof s->text, "%s", e->text);
+	}
+}
+
+static int main_deadlock_visit(void *arg)
+{
+	struct deadlock_seen *s = arg;
+	aw_event ev;
+	aw_event_init(&ev);
+	s->line = __LINE__ + 1;
+	s->waited = aw_event_wait(&ev);   /* nobody sets it */
+	aw_error_clear();
+	aw_ledger_visitor v = { .ctx = s, .event = deadlock_event };
+	EXPECT_EQ(aw_ledger_visit(&v), 0);
+	return 0;
+}
+
+AW_TEST(ledger_visit_lists_a_deadlock_report)
+{
+	aw_config cfg;
+	aw_config_default(&cfg);
+	struct capture cap;
+	CHECK(capture_open(&cap, &cfg));
+	struct deadlock_seen s;
+	memset(&s, 0, sizeof s);
+	int rc = aw_run_config(&cfg, main_deadlock_visit, &s);
+	capture_close(&cap);
+	free(cap.buf);
+	CHECK_EQ(rc, 0);
+	CHECK_EQ(s.waited, -ECANCELED);
+	CHECK_EQ(s.deadlocks, 1);
+	CHECK(strstr(s.text, "deadlock: 1 task(s) wait") != NULL);
+	CHECK(strstr(s.text, "'main' at ") != NULL);
+	CHECK(has_loc(s.text, s.line));
+}
