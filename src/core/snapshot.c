@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * The ledger as data: aw_ledger_visit walks what aw_dump prints (tasks,
  * where they wait, what they hold), plus the loop's gauges, the recent slow

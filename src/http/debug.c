@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * The live ledger page (aw_app_debug_page): an opt-in route that serves one
  * HTML page (src/http/debug_page.html, embedded at build time by
