@@ -156,6 +156,18 @@ else
         "the rendered page lacks: ${missing[*]} ($(wc -c <"$work/dom.html") bytes of DOM; chromium: $(tail -n 3 "$work/chromium.log"))"
 fi
 
+# ledger_page_is_one_self_contained_file: the page as served is the file in
+# the tree, with a policy that lets it load nothing from anywhere else.
+curl -s -D "$work/page.head" -o "$work/page.html" "$base/debug/awith"
+if cmp -s "$work/page.html" "$root/src/http/debug_page.html" &&
+    grep -qi "^content-security-policy: default-src 'none'" "$work/page.head" &&
+    grep -qi "^cache-control: no-store" "$work/page.head" &&
+    ! grep -qiE '(src|href)=|@import|url\(' "$work/page.html"; then
+    ok ledger_page_is_one_self_contained_file
+else
+    fail ledger_page_is_one_self_contained_file "$(head -n 12 "$work/page.head" | tr '\r\n' '  ')"
+fi
+
 # ledger_page_screenshot_is_made_by_headless_chromium
 shot=${AW_LEDGER_SCREENSHOT:-$work/ledger-page.png}
 rm -f "$shot"
