@@ -156,6 +156,22 @@ else
         "the rendered page lacks: ${missing[*]} ($(wc -c <"$work/dom.html") bytes of DOM; chromium: $(tail -n 3 "$work/chromium.log"))"
 fi
 
+# debug_events_stream_the_ledger_every_second: GET /debug/awith/events is
+# text/event-stream, one "data: <ledger.json>" event a second.
+curl -s -N --max-time 2.6 -D "$work/events.head" -o "$work/events.out" "$base/debug/awith/events"
+if grep -qi "^content-type: text/event-stream" "$work/events.head" && python3 - "$work/events.out" <<'EOF2'; then
+import json, sys
+events = [l[6:] for l in open(sys.argv[1]).read().split("\n") if l.startswith("data: ")]
+assert 2 <= len(events) <= 4, len(events)
+for e in events:
+    d = json.loads(e)
+    assert d["served_by"] == "GET /debug/awith/events" and any(t["name"] == "GET /slow" for t in d["tasks"]), d
+EOF2
+    ok debug_events_stream_the_ledger_every_second
+else
+    fail debug_events_stream_the_ledger_every_second "$(head -c 300 "$work/events.out")"
+fi
+
 # ledger_page_is_one_self_contained_file: the page as served is the file in
 # the tree, with a policy that lets it load nothing from anywhere else.
 curl -s -D "$work/page.head" -o "$work/page.html" "$base/debug/awith"
@@ -204,11 +220,11 @@ kill "$slow" 2>/dev/null
 tport=$(free_port)
 if start token "$tport" 127.0.0.1 AWITH_DEBUG_PAGE=1 AWITH_DEBUG_TOKEN=s3cret-t0ken; then
     tb=http://127.0.0.1:$tport/debug/awith
-    codes="none $(status "$tb") $(status "$tb/ledger.json")"
+    codes="none $(status "$tb") $(status "$tb/ledger.json") $(status --max-time 2 "$tb/events")"
     codes+=" wrong $(status -H 'Authorization: Bearer nope' "$tb/ledger.json") $(status "$tb/ledger.json?token=s3cret-t0keN")"
     codes+=" bearer $(status -H 'Authorization: Bearer s3cret-t0ken' "$tb/ledger.json")"
     codes+=" query $(status "$tb?token=s3cret-t0ken") $(status "$tb/ledger.json?token=s3cret-t0ken")"
-    want="none 401 401 wrong 401 401 bearer 200 query 200 200"
+    want="none 401 401 401 wrong 401 401 bearer 200 query 200 200"
     # The page passes its ?token= on to the JSON: in chromium it fills in.
     browse --dump-dom "$tb?token=s3cret-t0ken" >"$work/dom-token.html"
     if [[ $codes == "$want" ]] && grep -qF "worker pid <b>$last_pid</b>" "$work/dom-token.html"; then
@@ -223,11 +239,11 @@ fi
 # debug_page_is_off_by_default
 oport=$(free_port)
 if start off "$oport" 127.0.0.1; then
-    codes="$(status "http://127.0.0.1:$oport/debug/awith") $(status "http://127.0.0.1:$oport/debug/awith/ledger.json")"
-    if [[ $codes == "404 404" ]]; then
+    codes="$(status "http://127.0.0.1:$oport/debug/awith") $(status "http://127.0.0.1:$oport/debug/awith/ledger.json") $(status "http://127.0.0.1:$oport/debug/awith/events")"
+    if [[ $codes == "404 404 404" ]]; then
         ok debug_page_is_off_by_default
     else
-        fail debug_page_is_off_by_default "got $codes, want 404 404"
+        fail debug_page_is_off_by_default "got $codes, want 404 404 404"
     fi
 else
     fail debug_page_is_off_by_default "the server did not start"

@@ -305,7 +305,11 @@ aw_app *aw_http_app(const aw_http_request *req);
  * block it is in, and its manual ledger entries) with where each was
  * entered and for how long; the recent slow steps and deadlock reports;
  * the loop's gauges and each pg pool's (size, idle, in use, waiters) with
- * sparklines. The JSON is aw_ledger_visit's walk (core.h), taken in one go
+ * sparklines. GET <path>/events streams the same JSON as server-sent events
+ * (text/event-stream, one a second, for `curl -N` or a page of your own;
+ * a stream ends at the request deadline, and an EventSource reconnects
+ * after its `retry: 1000`).
+ * The JSON is aw_ledger_visit's walk (core.h), taken in one go
  * on the loop thread (a consistent picture). Under SO_REUSEPORT workers
  * each worker has its own loop and tasks: the page shows those of the
  * worker that answered, and says which (its pid).

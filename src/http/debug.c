@@ -31,6 +31,7 @@ extern const size_t aw__debug_page_html_len;
 struct aw_app_debug {
 	char *page_path;   /* prefix */
 	char *json_path;   /* prefix "/ledger.json" */
+	char *events_path; /* prefix "/events" (server-sent events) */
 	char *token;       /* NULL: none */
 	bool any_peer;
 };
@@ -41,6 +42,7 @@ void aw__app_debug_free(aw_app_debug *d)
 		return;
 	free(d->page_path);
 	free(d->json_path);
+	free(d->events_path);
 	free(d->token);
 	free(d);
 }
@@ -386,6 +388,33 @@ static void end_gauges(json_ctx *j)
 	aw_jw_array_end(j->w);   /* gauges */
 }
 
+/* The whole ledger.json object, from one aw_ledger_visit walk (nothing
+ * waits in between). Returns 0 or -ESRCH (no loop). */
+static int write_ledger(aw_jw *w, const char *app, const char *served_by)
+{
+	json_ctx j = { .w = w };
+	aw_jw_object(w);
+	aw_jw_key(w, "app");
+	put_str(w, app);
+	aw_jw_key(w, "served_by");
+	put_str(w, served_by);
+	/* The walk: loop gauges first (it opens "tasks"), then the rest. */
+	aw_ledger_visitor v = {
+		.ctx = &j,
+		.loop = on_loop,
+		.task = on_task,
+		.hold = on_hold,
+		.event = on_event,
+		.gauge = on_gauge,
+	};
+	int rc = aw_ledger_visit(&v);
+	if (rc < 0)
+		return rc;
+	end_gauges(&j);
+	aw_jw_object_end(w);
+	return 0;
+}
+
 static int json_handler(aw_http_request *req, aw_http_response *res, void *ud)
 {
 	const aw_app_debug *d = ud;
@@ -396,27 +425,63 @@ static int json_handler(aw_http_request *req, aw_http_response *res, void *ud)
 	if ((rc = no_store(res)) < 0)
 		return rc;
 	aw_jw *w = aw_http_json_begin(res, 200);
-	json_ctx j = { .w = w };
-	aw_jw_object(w);
-	aw_jw_key(w, "app");
-	put_str(w, req->app && req->app->name ? req->app->name : "");
-	aw_jw_key(w, "served_by");
-	put_str(w, aw_task_name(aw_task_current()));
-	/* The walk: loop gauges first (it opens "tasks"), then the rest. */
-	aw_ledger_visitor v = {
-		.ctx = &j,
-		.loop = on_loop,
-		.task = on_task,
-		.hold = on_hold,
-		.event = on_event,
-		.gauge = on_gauge,
-	};
-	rc = aw_ledger_visit(&v);
+	rc = write_ledger(w, req->app ? req->app->name : "", aw_task_name(aw_task_current()));
 	if (rc < 0)
 		return aw_raise(rc, "aw_ledger_visit: no loop");
-	end_gauges(&j);
-	aw_jw_object_end(w);
 	return aw_http_json_end(w);
+}
+
+/* ---- server-sent events: the same JSON, pushed every second ------------------- */
+
+typedef struct sse_state {
+	aw_http_request *req;
+	aw_buf buf;
+	aw_chunk chunk;
+} sse_state;
+
+/* One event per second until the client leaves (the write fails, and the
+ * yield hands that back) or the request's deadline ends the stream (the
+ * browser's EventSource reconnects after `retry`). */
+static int sse_gen(aw_gen *g, void *arg)
+{
+	sse_state *st = arg;
+	const char *app = st->req->app ? st->req->app->name : "";
+	for (int64_t n = 0;; n++) {
+		st->buf.len = 0;
+		static const char head[] = "retry: 1000\ndata: ";
+		if (aw__buf_put(&st->buf, head, sizeof head - 1))
+			return aw_raise(-ENOMEM, "debug events: out of memory");
+		aw_jw w = { .out = &st->buf };
+		int rc = write_ledger(&w, app, aw_task_name(aw_task_current()));
+		if (rc < 0)
+			return aw_raise(rc, "aw_ledger_visit: no loop");
+		if (w.err)
+			return w.err;   /* raised by the writer */
+		if (aw__buf_put(&st->buf, "\n\n", 2))
+			return aw_raise(-ENOMEM, "debug events: out of memory");
+		st->chunk = (aw_chunk){ st->buf.p, st->buf.len, n };
+		int err = aw_gen_yield(g, &st->chunk);
+		if (err)
+			return err == -AW_ECLOSED ? 0 : err;
+		if ((rc = aw_sleep(AW_SEC(1))) < 0)
+			return rc;
+	}
+}
+
+static int events_handler(aw_http_request *req, aw_http_response *res, void *ud)
+{
+	const aw_app_debug *d = ud;
+	bool done;
+	int rc = check_access(d, req, res, &done);
+	if (done)
+		return rc;
+	if ((rc = no_store(res)) < 0)
+		return rc;
+	sse_state st = { .req = req };
+	aw_gen_iter gi;
+	rc = aw_http_stream(res, 200, "text/event-stream", aw_gen_iter_init(&gi, "debug events", sse_gen, &st));
+	aw__buf_free(&st.buf);
+	return rc;
 }
 
 /* ---- registration ------------------------------------------------------------------- */
@@ -449,9 +514,10 @@ int aw_app_debug_page(aw_app *app, const char *prefix, const aw_app_debug_opts *
 		return aw_raise(-ENOMEM, "aw_app_debug_page: out of memory");
 	d->page_path = aw__strdup(prefix);
 	d->json_path = concat(strcmp(prefix, "/") ? prefix : "", "/ledger.json");
+	d->events_path = concat(strcmp(prefix, "/") ? prefix : "", "/events");
 	d->token = opts && opts->token ? aw__strdup(opts->token) : NULL;
 	d->any_peer = opts && opts->any_peer;
-	if (!d->page_path || !d->json_path || (opts && opts->token && !d->token)) {
+	if (!d->page_path || !d->json_path || !d->events_path || (opts && opts->token && !d->token)) {
 		aw__app_debug_free(d);
 		return aw_raise(-ENOMEM, "aw_app_debug_page: out of memory");
 	}
@@ -461,5 +527,7 @@ int aw_app_debug_page(aw_app *app, const char *prefix, const aw_app_debug_opts *
 	int rc = aw_app_route(app, "GET", d->page_path, page_handler, d);
 	if (!rc)
 		rc = aw_app_route(app, "GET", d->json_path, json_handler, d);
+	if (!rc)
+		rc = aw_app_route(app, "GET", d->events_path, events_handler, d);
 	return rc;
 }
