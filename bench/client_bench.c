@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * HTTP client throughput: C tasks share one aw_client_session and each
  * sends GET requests back to back over keep-alive for a fixed time (the

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # HTTP client throughput over loopback: awith's aw_client_session
 # (bench/client_bench.c) against aiohttp's ClientSession on uvloop
 # (bench/py/client_aiohttp.py) and wrk, each with 50 concurrent requests

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * core_bench — the C side of awith's core micro-benchmark.
  *

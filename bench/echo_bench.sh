@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # Echo throughput over loopback: awith's examples/echo_server against a
 # hand-written epoll server (bench/epoll_echo.c) and Python asyncio streams on
 # uvloop (bench/py/echo_uvloop.py), measured in one run on this machine.

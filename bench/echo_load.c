@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * echo_load — the load generator of bench/echo_bench.sh. Plain C and epoll
  * (no awith), so that it measures the server, whichever it is.

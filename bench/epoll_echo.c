@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * epoll_echo — the baseline of bench/echo_bench.sh: a minimal hand-written
  * TCP echo server in plain C. One thread, non-blocking sockets, epoll in

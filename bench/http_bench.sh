@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # HTTP hello-world over loopback: awith's examples/hello_server against
 # nginx-light serving the same JSON as a static file, h2o (the same file),
 # FastAPI on uvicorn with uvloop, and aiohttp with uvloop, measured with wrk

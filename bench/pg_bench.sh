@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # PostgreSQL over loopback: awith's connection pool and its users_api example
 # against asyncpg, pgbench, uvicorn+FastAPI+asyncpg and aiohttp+asyncpg,
 # measured in one run on this machine against one private server.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * pg_pool_bench — the seed's query through the pool from many tasks:
  * `SELECT * FROM users` (or --query SQL) in a loop, for a fixed time, and

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # awith core micro-benchmark, side by side with asyncio and uvloop.
 #
 #   bash bench/run.sh            # full run (~0.3 s per measurement; a few minutes)

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * cheat_sheet — the seed's cheat sheet as one compilable file.
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The seed's fetch_data: a client session, a GET, the JSON printed.
  *
  *     async with aiohttp.ClientSession() as session:

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * hello_server — the smallest awith web app: FastAPI's hello world.
  *

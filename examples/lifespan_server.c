@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * lifespan_server — FastAPI's lifespan and a dependency with teardown.
  *

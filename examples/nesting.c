@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * nesting — the seed's "Advanced Patterns", in C.
  *

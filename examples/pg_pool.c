@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * pg_pool — the pool on its own: open it, run queries from many tasks at
  * once, use a transaction, read the pool's statistics, close it.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * stream_chunks — the seed's "Combining with async for":
  *

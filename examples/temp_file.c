@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * temp_file — the seed's generator-style manager, made real.
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * users_api — the seed's FastAPI + asyncpg service, in C.
  *

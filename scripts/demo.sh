@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # Build build/ (same configuration as scripts/test.sh) and run, in order, every
 # example named in examples/demo.list (one name per line; blank lines and
 # '#' comments ignored), then the HTTP and PostgreSQL example servers

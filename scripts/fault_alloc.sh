@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # Allocation-failure injection over chosen tests, SQLite style.
 #
 #   bash scripts/fault_alloc.sh BUILD_DIR [PROGRAM[:FILTER] ...]

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # A private, throw-away PostgreSQL cluster for the tests, the demo and the
 # benchmarks: Debian's server binaries (/usr/lib/postgresql/<version>/bin),
 # its own data directory, a free TCP port on 127.0.0.1, password logins.

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # Build and run every test twice: gcc (build/) and clang + ASan/UBSan
 # (build-asan/). Both with --werror. Installs missing Debian packages first
 # (needs root or sudo). Build dirs are reused when already configured.
@@ -24,6 +25,7 @@ PACKAGES=(meson ninja-build pkg-config gcc g++ clang libclang-rt-14-dev valgrind
           postgresql postgresql-client libpq-dev locales
           man-db groff-base binutils
           libhiredis-dev redis-server
+          build-essential debhelper dpkg-dev fakeroot lintian
           chromium)
 
 # Install whatever in PACKAGES is not installed yet; no apt-get at all otherwise.
@@ -232,11 +234,47 @@ pg_cluster_stop() {
     echo "== postgresql: private cluster stopped"
 }
 
+# The Debian packages (scripts/check_deb.sh: build, lintian, dpkg -i, two
+# examples built out of tree with pkg-config, purge) are checked in the
+# background while the aarch64 tests run under qemu (mostly one core); their
+# output is shown after those. Counted as one test program; skipped when
+# AW_TEST_FILTER is set (run scripts/check_deb.sh itself for that).
+DEB_CHECK_PID=
+DEB_CHECK_OUT=
+
+deb_check_start() {
+    [[ -z ${AW_TEST_FILTER-} ]] || return 0
+    DEB_CHECK_OUT=$(mktemp)
+    echo "== Debian packages: scripts/check_deb.sh started in the background"
+    timeout -k 10 900 bash scripts/check_deb.sh </dev/null >"$DEB_CHECK_OUT" 2>&1 &
+    DEB_CHECK_PID=$!
+}
+
+deb_check_finish() {
+    [[ -n $DEB_CHECK_PID ]] || return 0
+    local rc
+    wait "$DEB_CHECK_PID"
+    rc=$?
+    DEB_CHECK_PID=
+    echo "== Debian packages (scripts/check_deb.sh)"
+    cat "$DEB_CHECK_OUT"
+    tally check_deb "$rc" "$DEB_CHECK_OUT"
+}
+
+# On ^C or an early exit: stop it (its own trap purges the packages).
+deb_check_stop() {
+    [[ -n $DEB_CHECK_PID ]] || return 0
+    kill -TERM "$DEB_CHECK_PID" 2>/dev/null
+    wait "$DEB_CHECK_PID" 2>/dev/null
+    DEB_CHECK_PID=
+    rm -f "$DEB_CHECK_OUT"
+}
+
 main() {
     cd "$(dirname "${BASH_SOURCE[0]}")/.." || exit 1
     ensure_packages || { echo "package installation failed" >&2; exit 1; }
 
-    trap pg_cluster_stop EXIT
+    trap 'deb_check_stop; pg_cluster_stop' EXIT
     trap 'exit 130' INT TERM
     pg_cluster_start
 
@@ -269,7 +307,9 @@ main() {
     pg_cluster_ensure_up
     CC=clang run_tsan_threads || build_failed+=(build-tsan)
 
+    deb_check_start
     run_aarch64_core || build_failed+=(build-aarch64)
+    deb_check_finish
     pg_cluster_stop   # before the summary: it stays the last line
 
     ((${#build_failed[@]} == 0)) || echo "BUILD FAILED: ${build_failed[*]}"

@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: MIT
 # The public API as a compiler sees it (issue 11), run by meson test:
 #   1. every public header compiles, alone and together, as C with
 #      -std=gnu11 and -std=c11 (gcc, clang) and as C++17 (g++, clang++), with
@@ -36,7 +37,7 @@ for cc in gcc clang; do
 			fi
 		done
 	done
-	for h in core io http client pg; do
+	for h in version core ext io http client pg; do
 		printf '#include <awith/%s.h>\n' "$h" >"$tmp/one.c"
 		if $cc -std=c11 -Wall -Wextra -Werror -I"$inc" -c "$tmp/one.c" -o "$tmp/one.o" >"$tmp/log" 2>&1; then
 			ok "header alone: awith/$h.h ($cc -std=c11)"

@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: MIT
 # Every source file of the project (C, C++, assembly, headers, shell and
 # meson files under include/, src/, tests/, examples/, bench/, scripts/)
 # carries an SPDX line naming the licence in meson.build and LICENSE, so a

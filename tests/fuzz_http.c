@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * libFuzzer harness over the whole request path without sockets: llhttp
  * and our checks (src/http/request.c), the target and the router

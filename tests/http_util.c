@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* See http_util.h. */
 #include "http_util.h"
 

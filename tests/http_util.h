@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Helpers for the HTTP tests: a server in a child process, a raw blocking
  * client, a small response reader, and curl.
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 #include "pg_util.h"
 
 #include <stdio.h>

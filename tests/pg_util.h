@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Helpers for the PostgreSQL tests: the server comes from DATABASE_URL
  * (scripts/test.sh starts a private cluster and sets it; see
  * scripts/pg_cluster.sh for the roles). Each pg test program declares

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The HTTP client session (src/client) against a local server: the
  * project's own http app in a forked child (tests/http_util.c), a raw
  * socket server inside the test's loop, a small threaded server in the
@@ -39,11 +40,11 @@ static int h_hello(aw_http_request *req, aw_http_response *res, void *ud)
 static int h_echo(aw_http_request *req, aw_http_response *res, void *ud)
 {
 	(void)ud;
-	void *v;
+	json_t *v;
 	int rc = aw_http_json_body(req, &v);
 	if (rc)
 		return rc;
-	json_t *out = json_pack("{s:O, s:s}", "got", (json_t *)v, "method", "POST");
+	json_t *out = json_pack("{s:O, s:s}", "got", v, "method", "POST");
 	rc = aw_http_json(res, 201, out);
 	json_decref(out);
 	return rc;

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Tests: the block statement from C++17 (g++ and clang++). The same
  * AW_WITH, AW_TIMEOUT, AW_FOR, generator managers and task groups as in C,

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Tests: name resolution off the loop (src/io/dns.c). */
 #include "harness.h"
 

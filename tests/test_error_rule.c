@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Tests: the error rule (core.h, "The error rule, in one sentence") and
  * the idioms a C programmer writes against it, each asserted the way a

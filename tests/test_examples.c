@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Tests: the example programs (examples/) run and print what they promise.
  *
  * Each test runs one example binary from AW_EXAMPLES_DIR (set by

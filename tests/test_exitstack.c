@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Tests: exit stacks (aw_exitstack, Python's AsyncExitStack), DESIGN.md
  * rule 6: entries pushed at run time unwind LIFO, every exit runs even when

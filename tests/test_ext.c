@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Tests: the extension API (awith/ext.h) — a resource written only with it
  * (a one-slot mailbox: park, wake, wait queue), fd watching, error objects
  * and error ranges, including the io and pg layers' own ranges. */

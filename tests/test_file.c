@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Tests: files off the loop, file chunks, temp files and dirs
  * (src/io/file.c, src/io/tempfile.c). */
 #include "harness.h"

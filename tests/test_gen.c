@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Tests: generator-style managers (aw_gen, Python's @asynccontextmanager),
  * DESIGN.md rule 7. One function sets up, yields once, tears down; the

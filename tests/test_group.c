@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Tests: task groups (Python's TaskGroup). */
 #include "harness.h"
 

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The app layer: router, query decoding, JSON in and out, handler errors
  * (500 without internals, logged with the cause chain), dependencies
  * (cached per request, LIFO teardown after the response, also on failure
@@ -50,7 +51,7 @@ static int h_query(aw_http_request *req, aw_http_response *res, void *ud)
 static int h_json_in(aw_http_request *req, aw_http_response *res, void *ud)
 {
 	(void)ud;
-	void *v;
+	json_t *v;
 	int rc = aw_http_json_body(req, &v);
 	if (rc)
 		return rc;

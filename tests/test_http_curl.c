@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The server against a real client: curl (Debian's, run with fork/exec).
  * GET and POST with JSON, chunked uploads and downloads, HTTP/1.0, HEAD,
  * keep-alive reuse across URLs, Expect: 100-continue, parallel transfers. */
@@ -24,7 +25,7 @@ static int h_root(aw_http_request *req, aw_http_response *res, void *ud)
 static int h_sum(aw_http_request *req, aw_http_response *res, void *ud)
 {
 	(void)ud;
-	void *v;
+	json_t *v;
 	int rc = aw_http_json_body(req, &v);
 	if (rc)
 		return rc;

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The HTTP example programs, run as a user would: each on a free port,
  * asked with curl, stopped with SIGINT or SIGTERM, its exit status and
  * output checked. */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Server faults (issue 12): clients that go away while their handler runs,
  * connection caps, running out of file descriptors, root-confined files,
  * oversized uploads. A server in a child process, real sockets against it

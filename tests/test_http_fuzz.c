@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Runs the libFuzzer harness (tests/fuzz_http.c) briefly over the
  * committed corpus: every corpus input first, then new ones for a bounded
  * number of runs. New inputs and crash artifacts go to a temp dir, never

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Limits (414, 431, 413) and timeouts (header, idle body, idle keep-alive,
  * request deadline), and slow clients that must not hold back others. The
  * app uses small limits so the tests run fast. */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Every request the server must reject: the status, a JSON body that says
  * nothing internal, Connection: close, and the connection really closed.
  * Each case is a raw request written on a fresh socket. */

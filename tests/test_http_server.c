@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The HTTP/1.1 server over real sockets: responses, keep-alive,
  * pipelining, HTTP/1.0, HEAD, Connection: close, chunked bodies in and out,
  * Expect: 100-continue, streamed request bodies. */

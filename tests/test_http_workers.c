@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Worker processes: aw_app_run with N workers on one port (SO_REUSEPORT).
  * Both serve; a killed worker is replaced; SIGTERM drains all of them (a
  * request in flight still gets its answer); a worker whose startup fails

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Tests: the io example programs (examples/echo_server, echo_client,
  * stream_chunks) run as a user would run them, and checked by their output
  * and exit status.

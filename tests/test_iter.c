@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Tests: async iterators and AW_FOR (DESIGN.md rule 8): the iterator is a
  * manager, so it is closed exactly once however the loop is left; generator

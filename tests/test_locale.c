@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Tests: numbers do not depend on the locale (issue 13). A program that
  * calls setlocale(LC_ALL, "") under a locale whose decimal point is ','
@@ -75,7 +76,7 @@ static int h_echo(aw_http_request *req, aw_http_response *res, void *ud)
 {
 	(void)ud;
 	json_t *in = NULL;
-	int rc = aw_http_json_body(req, (void **)&in);
+	int rc = aw_http_json_body(req, &in);
 	if (rc < 0)
 		return rc;
 	json_t *v = json_object_get(in, "x");

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Tests: rate-limited logging per message site (src/core/log.c). A fake
  * burst: many messages from one site in a tight loop, into a memory
  * stream, lines counted. */

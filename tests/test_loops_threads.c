@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Several loops on several threads of one process (one loop per thread,
  * shared-nothing): four threads each run a loop with an HTTP server (the app
  * layer), a client session doing requests against it and, when DATABASE_URL

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Tests: observability — error printing, the dump, the ledger, slow steps,
  * stack overflows, the dump signal. */
 #include "harness.h"

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Tests: PostgreSQL connections, queries, results, JSON, the statement
  * cache, server errors and cancellation (src/pg/conn.c, result.c), against
  * the real server in DATABASE_URL. */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The PostgreSQL example programs, run as a user would against the server
  * in DATABASE_URL: examples/users_api (the seed's /users and /products
  * service) on a free port, asked with curl, stopped with SIGINT; and

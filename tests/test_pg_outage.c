@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Tests: the pg layer under outages (issue 12, docs/reliability.md,
  * "PostgreSQL outages"): the pool backs off while the server is down and
  * fails acquires fast with the cause, recovers within a second of the

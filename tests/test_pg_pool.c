@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Tests: the PostgreSQL pool (src/pg/pool.c) and pipelining
  * (src/pg/pipeline.c), against the real server in DATABASE_URL, including
  * faults: terminated backends, a server restart, refused connections, the

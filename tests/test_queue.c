@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Tests: the bounded queue. */
 #include "harness.h"
 

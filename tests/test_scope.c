@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Tests: cancel scopes — timeouts, move_on, shields, scope cancel, grace. */
 #include "harness.h"
 

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Tests: signals as waits (src/io/signal.c). */
 #include "harness.h"
 

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Tests: TCP and Unix sockets over loopback (src/io/socket.c). */
 #include "harness.h"
 

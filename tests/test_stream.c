@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Tests: buffered streams over socketpairs and pipes (src/io/stream.c). */
 #include "harness.h"
 
@@ -478,7 +479,7 @@ AW_TEST(dump_shows_a_stream_read_waiting_at_its_callers_line)
 /* ---- injected short reads/writes and EINTR ----------------------------------- */
 
 /* In a -Dfault_injection build (scripts/test.sh's ASan build) the stream's
- * read/write/send calls are wrapped (src/core/alloc.h): AW_FAULT_IO_SHORT=N
+ * read/write/send calls are wrapped (src/common/alloc.h): AW_FAULT_IO_SHORT=N
  * makes every Nth call move half the bytes, AW_FAULT_IO_EINTR=N makes every
  * Nth fail with EINTR first. Elsewhere the symbol below is absent and the
  * test only checks the data. */

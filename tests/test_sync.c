@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Tests: lock, semaphore, event, condition. */
 #include "harness.h"
 

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Tests: tasks — spawn, join, cancel, yield, sleep, fd waits, deadlocks. */
 #include "harness.h"
 

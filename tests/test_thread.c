@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Tests: aw_to_thread, blocking work on the loop's thread pool. */
 #include "harness.h"
 

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Tests: TLS contexts and TLS streams (src/io/tls.c), over socketpairs.
  *
  * A throwaway CA and certificates (EC P-256, fast) are made once per run

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Tests: the block statement AW_WITH (DESIGN.md, "The context-manager
  * protocol", rules 1-5) and the manual aw_enter/aw_exit pair.

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """HTTP client throughput with aiohttp's ClientSession on uvloop, for
 bench/client_bench.sh: the same loop as bench/client_bench.c.
 

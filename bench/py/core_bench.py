@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: MIT
 """Python side of awith's core micro-benchmark (asyncio or uvloop).
 
 Run it with Debian's interpreter (python3.11 with python3-uvloop 0.17):

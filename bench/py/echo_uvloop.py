@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """echo_uvloop — the Python side of bench/echo_bench.sh: a TCP echo server
 with asyncio streams on uvloop, written the way the asyncio documentation
 writes one (asyncio.start_server, reader.read, writer.write, drain).

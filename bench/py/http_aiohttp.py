@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """The hello route on aiohttp's own server with uvloop, for bench/http_bench.sh.
 
     /usr/bin/python3 bench/py/http_aiohttp.py --port N

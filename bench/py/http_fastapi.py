@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """The seed's FastAPI hello route on uvicorn with uvloop, for bench/http_bench.sh.
 
     /usr/bin/python3 bench/py/http_fastapi.py --port N

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """The PostgreSQL pool benchmark's asyncpg side, for bench/pg_bench.sh.
 
     /usr/bin/python3 bench/py/pg_asyncpg_pool.py [--url URL] [--tasks 64]

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """GET /users from PostgreSQL on aiohttp's server + asyncpg (uvloop), for
 bench/pg_bench.sh: the Python peer of awith's examples/users_api.
 

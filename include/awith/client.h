@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * awith/client.h — HTTP client session on libcurl's multi-socket API, driven
  * by the awith loop (aiohttp's ClientSession, in C).

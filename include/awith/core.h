@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * awith/core.h — stackful tasks, the loop, cancellation, and async context
  * managers: Python's `async with`, in C.
@@ -55,6 +56,8 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+
+#include "awith/version.h"
 
 #ifdef __cplusplus
 extern "C" {

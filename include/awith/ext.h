@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * awith/ext.h — the extension API: how to write a new async resource.
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * awith/http.h — a strict HTTP/1.1 server and a small web-app layer:
  * routes with path parameters, JSON in and out, lifespan, per-request
@@ -44,6 +45,8 @@ extern "C" {
 /* Every declaration from here to the matching pop is the public API: the
  * library is built with -fvisibility=hidden, so exactly these are exported. */
 #pragma GCC visibility push(default)
+
+struct json_t;   /* jansson's json_t */
 
 typedef struct aw_http_request aw_http_request;
 typedef struct aw_http_response aw_http_response;
@@ -95,11 +98,13 @@ int aw_http_query(const aw_http_request *req, const char *name, const char **out
  * Content-Length body already in the read buffer is not copied. Sends
  * "100 Continue" first when the client asked for it. */
 int aw_http_body(aw_http_request *req, const char **data, size_t *len) AW_MUST_USE;
-/* Waits: the body parsed as JSON (jansson's json_t *, returned as void *
- * so this header does not need jansson.h). Invalid JSON → -EBADMSG, and a
- * handler that returns it gives the client 400 with the parse error. The
- * value is owned by the request. */
-int aw_http_json_body(aw_http_request *req, void **json) AW_MUST_USE;
+/* Waits: the body parsed as JSON (jansson's json_t; declared here as
+ * struct json_t, so this header does not include jansson.h — a program
+ * that uses the value includes <jansson.h>, whose flags come with the
+ * awith-http pkg-config module). Invalid JSON → -EBADMSG, and a handler
+ * that returns it gives the client 400 with the parse error. The value is
+ * owned by the request: json_incref it to keep it longer. */
+int aw_http_json_body(aw_http_request *req, struct json_t **json) AW_MUST_USE;
 /* Waits: stream the body in pieces (large uploads): returns bytes (> 0),
  * 0 at its end, or a negative error as aw_http_body. Not after
  * aw_http_body (-EALREADY), and aw_http_body not after this. A body the
@@ -128,8 +133,9 @@ int aw_http_set_header(aw_http_response *res, const char *name, const char *valu
  * get the headers only. */
 int aw_http_send(aw_http_response *res, int status, const char *content_type, const void *body, size_t len) AW_MUST_USE;
 int aw_http_text(aw_http_response *res, int status, const char *text) AW_MUST_USE;
-/* JSON from jansson (json_t *), serialised compactly. */
-int aw_http_json(aw_http_response *res, int status, const void *json) AW_MUST_USE;
+/* JSON from jansson, serialised compactly; the value stays the caller's
+ * (not stolen: json_decref it after). NULL is -EINVAL. */
+int aw_http_json(aw_http_response *res, int status, const struct json_t *json) AW_MUST_USE;
 
 /* The fast JSON writer: builds the body straight into the response buffer
  * with no DOM. Strings are escaped; numbers printed exactly. Nesting errors

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * awith/io.h — sockets, buffered streams, TLS, files, temp files and
  * directories, name resolution, signals.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * awith/pg.h — PostgreSQL on libpq's non-blocking API, driven by the awith
  * loop: connections, queries with parameters, typed results and JSON, a

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Internal state of the client layer. Not installed. */
 #ifndef AW_CLIENT_INTERNAL_H
 #define AW_CLIENT_INTERNAL_H

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Requests and their responses. The response is a manager: enter sends
  * the request on the session's CURLM and waits (an aw_event) until the

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * The library's allocations and the syscalls we inject faults into.
  *
@@ -30,6 +31,11 @@
 #include <unistd.h>
 
 #if AW_FAULT_INJECTION
+/* Defined in libawith-core (fault.c) and, in this build only, exported
+ * from it: every layer's library counts against the one process-wide
+ * allocation counter. tests/check_exports.sh accepts exactly these names
+ * in a fault-injection build; a normal build exports none of them. */
+#pragma GCC visibility push(default)
 void *aw__malloc(size_t n);
 void *aw__calloc(size_t n, size_t size);
 void *aw__realloc(void *p, size_t n);
@@ -46,6 +52,7 @@ bool aw__fault_mmap(void);
 ssize_t aw__fault_read(int fd, void *buf, size_t n, bool may_short);
 ssize_t aw__fault_write(int fd, const void *buf, size_t n);
 ssize_t aw__fault_send(int fd, const void *buf, size_t n, int flags);
+#pragma GCC visibility pop
 #else
 #define aw__malloc malloc
 #define aw__calloc calloc

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Doubles to and from text in the C locale, whatever the process's locale
  * (JSON and PostgreSQL's text format want a '.'). Not installed: cnum.c is

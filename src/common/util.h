@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Small compiler helpers every layer of src/ uses. Not installed.
  * (AW_CONTAINER_OF is public: awith/ext.h.)

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * The poll backend on epoll. The loop registers each fd once, edge-
  * triggered for both directions, and keeps the readiness bits itself

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Creating contexts for the assembly switch, and the ucontext fallback for
  * other architectures (slower: swapcontext saves the signal mask with a

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * The machine context switch: save the callee-saved registers and the stack
  * pointer of the running context, restore another's. Assembly for x86-64

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * aw_ctx_switch for x86-64 System V.
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * The error model: functions return 0 or a negative code; the running task
  * keeps the rich error in flight (message, location, cause chain, group

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Exit stacks (Python's AsyncExitStack): managers, exit functions and
  * callbacks pushed at run time, unwound LIFO with the error passing from

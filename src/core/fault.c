@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Fault injection (built only with -Dfault_injection=true): see alloc.h for
  * the knobs and docs/design.md ("Fault injection") for the design.

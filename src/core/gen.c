@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Generator-style managers (Python's @asynccontextmanager) and generator
  * iterators (async generators for AW_FOR).

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Task groups (Python's TaskGroup). The group is a cancel scope around its
  * block's body plus a set of child tasks. The first child that fails

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Internal structures of the core layer, shared by the files in src/core/
  * only. Not installed. The other layers (io, http, client, pg) are built on

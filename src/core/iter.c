@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * AW_FOR's step: fetch the next item of an entered iterator. The iterator
  * is the block's manager, so however the loop is left, its exit closes it.

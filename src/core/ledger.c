@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * The ledger: what every task holds, and what was opened with a manual API
  * and not closed yet. The blocks a task is in are already a LIFO list on

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Rate-limited logging per message site (awith/core.h, "Rate-limited
  * logging"). A site is a static record at the call site; its counters

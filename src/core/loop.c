@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * The loop: one per thread. Each iteration runs due timers, runs the ready
  * tasks (they hand over to each other directly, within a budget), and

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Bounded FIFO queue of pointers (asyncio.Queue with a maxsize).
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Cancel scopes: the task's own cancellation, timeouts (fail_after),
  * move_on scopes, shields, and the group's scope. They form a chain from

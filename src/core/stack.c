@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Task and generator stacks: one mmap each, a PROT_NONE guard page at the
  * low end, reserved lazily (MAP_NORESERVE: only touched pages cost memory),

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Synchronisation between tasks of one loop: wait lists, lock, semaphore,
  * event, condition.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Tasks: spawning, the switch between them, parking and waking, joining,
  * cancelling, sleeping and yielding.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * aw_to_thread: blocking work on a small per-loop pool of threads.
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Timers: a binary min-heap of pointers, each timer knowing its index so
  * that disarming is O(log n). A task has one embedded timer (its park

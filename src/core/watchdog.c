@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * The slow-step watchdog (asyncio's slow-callback warning, for stackful
  * tasks): report a task that runs too long without waiting, because while

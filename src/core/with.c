@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * The block statement's machinery (AW_WITH in core.h) and the manual
  * enter/exit pair.

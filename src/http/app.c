@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * The app layer: routes, handler dispatch (per-request deadline, error
  * mapping, logging), per-request dependencies, and the lifespan.

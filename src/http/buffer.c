@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Small memory helpers of the http layer: growable byte buffers (the
  * output buffer, the JSON writer's body) and a per-request bump allocator

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * The fast JSON writer: a response body written straight into the
  * connection's scratch buffer, with no DOM. The writer is part of the

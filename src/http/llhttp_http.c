@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * llhttp's http.c (Debian's node-llhttp ships the C sources, no library),
  * compiled into awith in strict mode. Generated code: its unused callback

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Requests: llhttp (strict mode) plus the checks llhttp leaves to the
  * application, and the request accessors.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Responses: the status line and headers, complete bodies, JSON through
  * jansson, streamed (chunked) bodies from an async iterator, files.
@@ -375,7 +376,7 @@ int aw_http_text(aw_http_response *res, int status, const char *text)
 				       text ? strlen(text) : 0);
 }
 
-int aw_http_json(aw_http_response *res, int status, const void *json)
+int aw_http_json(aw_http_response *res, int status, const json_t *json)
 {
 	int rc = check_send(res, status, "aw_http_json");
 	if (rc)

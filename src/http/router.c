@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * The router: method + path templates with {name} segments, kept as a tree
  * of path segments. Matching walks the request's decoded segments, literal

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * The server: an accept loop, one task per connection, request bodies,
  * timeouts, graceful shutdown.
@@ -197,7 +198,7 @@ ssize_t aw_http_body_read(aw_http_request *req, void *buf, size_t n)
 	return (ssize_t)c->sink_len;
 }
 
-int aw_http_json_body(aw_http_request *req, void **json)
+int aw_http_json_body(aw_http_request *req, json_t **json)
 {
 	*json = NULL;
 	if (req->json) {

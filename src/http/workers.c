@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Running an app: in this process, or as N worker processes that each
  * bind host:port with SO_REUSEPORT and run their own loop (the kernel

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * aw_resolve: getaddrinfo off the loop, bounded by a deadline and by
  * cancellation without waiting for getaddrinfo to return.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * io's error range (AW_EIO_BASE, awith/io.h): its messages, registered with
  * aw_strerror when the library is loaded. Every object of the io layer

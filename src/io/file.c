@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Files off the loop: whole-file reads and writes, positioned I/O, and a
  * file read in chunks as an async iterator.

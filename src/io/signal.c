@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Signals as waits: a block that holds a set of signals blocked on the loop
  * thread and readable through a signalfd, so a task can wait for SIGTERM

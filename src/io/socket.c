@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * TCP and Unix sockets: connecting (every resolved address in order),
  * listening, accepting (also as an async iterator), and the managers that

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Buffered streams over a connected fd (socket or pipe), optionally TLS.
  *

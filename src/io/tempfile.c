@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Temporary files and directories as managers: created on enter, removed on
  * exit, on every way out of the block (cancellation and timeouts included,

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * TLS on streams (OpenSSL 3): contexts, the handshake, and the transport
  * hooks stream.c calls when s->ssl is set.

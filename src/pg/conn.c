@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * PostgreSQL connections on libpq's non-blocking API: connecting under a
  * deadline, sending statements, waiting for results on the loop, the

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * COPY: FROM STDIN as a manager, TO STDOUT as an async iterator.
  *

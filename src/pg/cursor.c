@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Cursors: an async iterator over a query's rows, fetched in batches.
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * pg's error range (AW_EPG_BASE, awith/pg.h): its messages, registered with
  * aw_strerror when the library is loaded. Every object of the pg layer

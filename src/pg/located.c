@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * The public pg calls that record their caller's location the one way every
  * public waiting call does (core.h: a same-named macro stores AW_HERE in

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * LISTEN/NOTIFY: a listener is an async iterator of notifications.
  *

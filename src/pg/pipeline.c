@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Pipelining (aw_pg_pool_opts.pipeline): concurrent aw_pg_pool_query calls
  * from different tasks share connections in libpq's pipeline mode, so one

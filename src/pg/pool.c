@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * The connection pool (asyncpg's Pool, in C).
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Results: rows and columns, typed getters, and conversion to JSON (as
  * jansson values or straight to text). Values arrive in PostgreSQL's text

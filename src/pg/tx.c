@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Transactions as managers: BEGIN at enter, COMMIT on a clean exit,
  * ROLLBACK on any error or cancellation. A block inside another

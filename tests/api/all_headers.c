@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Compiled (not linked) by tests/check_api.sh as C (gnu11 and c11) and as
  * C++17 (g++, clang++) with -Wall -Wextra -Werror: every public header,
  * together, in the order a program includes them and in reverse, must
@@ -9,7 +10,9 @@
 #include <awith/http.h>
 #include <awith/io.h>
 #include <awith/core.h>
+#include <awith/version.h>
 #else
+#include <awith/version.h>
 #include <awith/core.h>
 #include <awith/io.h>
 #include <awith/http.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Compiled by tests/check_api.sh with -Wall -Werror: each CASE ignores the
  * result of one waiting call (the C form of forgetting to `await`) and must
  * fail to compile; CASE 0 uses every result and must compile. The calls go
