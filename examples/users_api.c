@@ -42,7 +42,18 @@
  *     [{"id":1,"name":"Ada","email":"ada@example.com","created_at":"2024-05-01T12:00:00+00:00"}]
  *
  * Options: --port N, --host H, --workers N (each worker has its own pool),
- * --pool N (connections per worker, default 8). A database error answers
+ * --pool N (connections per worker, default 8), --debug-page (or the
+ * environment variable AWITH_DEBUG_PAGE=1): the live ledger page at
+ * /debug/awith (loopback clients only; AWITH_DEBUG_TOKEN=secret requires
+ * that token too) and a demo route that holds a transaction open,
+ * GET /slow?seconds=N (default 2, at most 60), and one that computes
+ * without waiting (a slow step), GET /busy?ms=N (default 150), for the
+ * page to show:
+ *
+ *     $ AWITH_DEBUG_PAGE=1 ./users_api --port 8000 &
+ *     $ curl -s 'http://127.0.0.1:8000/slow?seconds=30' &
+ *     $ xdg-open http://127.0.0.1:8000/debug/awith
+ * A database error answers
  * 503 with the SQLSTATE; the server log has the whole error, rate-limited
  * per place that logs it (aw_log_ratelimited): during an outage, a few
  * lines and "N similar messages suppressed", not one line per request.
@@ -159,16 +170,79 @@ static int read_products(aw_http_request *req, aw_http_response *res, void *ud)
 	return rc;
 }
 
+/* The debug page's demo: a request that holds a pooled connection and a
+ * transaction while the server sleeps for it (SELECT pg_sleep). */
+static int slow_report(aw_http_request *req, aw_http_response *res, void *ud)
+{
+	(void)ud;
+	aw_pg_pool *pool = aw_app_state(aw_http_app(req));
+	const char *arg = NULL;
+	int rc = aw_http_query(req, "seconds", &arg);
+	if (rc < 0)
+		return rc;
+	char *end;
+	double secs = arg ? strtod(arg, &end) : 2.0;
+	if (arg && (*end || !(secs >= 0 && secs <= 60)))
+		return aw_raise(-EBADMSG, "seconds: a number from 0 to 60");
+	char secs_text[32];
+	snprintf(secs_text, sizeof secs_text, "%.3f", secs);
+	aw_pg_acquire a;
+	aw_pg_tx tx;
+	AW_WITH(aw_pg_acquire_init(&a, pool)) {
+		AW_WITH(aw_pg_tx_init(&tx, a.conn, NULL)) {
+			rc = aw_pg_exec(a.conn, NULL, "SELECT pg_sleep($1::float8)", AW_PG_ARGS(secs_text));
+		}
+	}
+	if (aw_error_pending() && rc >= 0)
+		rc = aw_error_pending();
+	if (rc < 0) {
+		aw_log_ratelimited(stderr, aw_error_current(), "GET /slow: database error");
+		aw_error_clear();
+		return db_error(res, rc);
+	}
+	return aw_http_text(res, 200, "done\n");
+}
+
+/* The debug page's other demo: a request that computes for ms milliseconds
+ * without waiting (a slow step: nothing else on the loop runs meanwhile;
+ * the watchdog reports it, and the page lists it). */
+static int busy(aw_http_request *req, aw_http_response *res, void *ud)
+{
+	(void)ud;
+	const char *arg = NULL;
+	int rc = aw_http_query(req, "ms", &arg);
+	if (rc < 0)
+		return rc;
+	char *end;
+	long ms = arg ? strtol(arg, &end, 10) : 150;
+	if (arg && (*end || ms < 0 || ms > 2000))
+		return aw_raise(-EBADMSG, "ms: a number from 0 to 2000");
+	aw_time until = aw_now() + AW_MS(ms);
+	volatile unsigned long spins = 0;
+	while (aw_now() < until)
+		spins++;
+	return aw_http_text(res, 200, "done\n");
+}
+
 int main(int argc, char **argv)
 {
-	/* --pool N is ours; the rest goes to aw_app_main (--port, --host, --workers,
-	 * --metrics /metrics for Prometheus). */
+	/* --pool N and --debug-page are ours; the rest goes to aw_app_main
+	 * (--port, --host, --workers, --metrics /metrics for Prometheus). */
+	const char *env = getenv("AWITH_DEBUG_PAGE");
+	bool debug_page = env && *env && strcmp(env, "0");
+	for (int i = 1; i < argc; i++)
+		if (!strcmp(argv[i], "--debug-page")) {
+			debug_page = true;
+			memmove(&argv[i], &argv[i + 1], (size_t)(argc - i) * sizeof *argv);
+			argc--;
+			i--;
+		}
 	for (int i = 1; i + 1 < argc; i++)
 		if (!strcmp(argv[i], "--pool")) {
 			char *end;
 			long n = strtol(argv[i + 1], &end, 10);
 			if (*end || n < 1 || n > 1000) {
-				fprintf(stderr, "usage: users_api [--port N] [--host H] [--workers N] [--pool N]\n");
+				fprintf(stderr, "usage: users_api [--port N] [--host H] [--workers N] [--pool N] [--debug-page]\n");
 				return 2;
 			}
 			pool_size = (size_t)n;
@@ -184,6 +258,16 @@ int main(int argc, char **argv)
 		aw_error_print(stderr, aw_error_current());
 		aw_app_free(app);
 		return 1;
+	}
+	if (debug_page) {
+		const char *token = getenv("AWITH_DEBUG_TOKEN");
+		aw_app_debug_opts dopts = { .token = token && *token ? token : NULL };
+		if (aw_app_debug_page(app, "/debug/awith", &dopts) || aw_app_route(app, "GET", "/slow", slow_report, NULL) ||
+		    aw_app_route(app, "GET", "/busy", busy, NULL)) {
+			aw_error_print(stderr, aw_error_current());
+			aw_app_free(app);
+			return 1;
+		}
 	}
 	int rc = aw_app_main(app, argc, argv);
 	aw_app_free(app);

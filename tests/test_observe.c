@@ -449,3 +449,281 @@ AW_TEST(dump_signal_prints_the_dump_to_the_log)
 	CHECK(strstr(cap.buf, "'main'") != NULL);
 	free(cap.buf);
 }
+
+/* ---- aw_ledger_visit: the ledger as data ------------------------------------ */
+
+/* What one walk saw: the holder task and the gauges of interest. */
+struct seen {
+	bool loop_called;
+	aw_loop_gauges g;
+	int holder_state_ok, holder_where_line, hold_line;
+	aw_time holder_waiting, hold_age;
+	char hold_what[32], hold_detail[64];
+	int tasks, holds_of_holder, orphans;
+	int slow_events;
+	char slow_task[32];
+	aw_time slow_duration;
+	int gauge_sources;
+	double gauge_value;
+	bool order_ok;           /* task() came before each of its hold()s */
+	uint64_t last_task;
+};
+
+static void seen_loop(void *ctx, const aw_loop_gauges *g)
+{
+	struct seen *s = ctx;
+	s->loop_called = true;
+	s->g = *g;
+}
+
+static void seen_task(void *ctx, const aw_task_info *t)
+{
+	struct seen *s = ctx;
+	s->tasks++;
+	s->last_task = t->id;
+	if (!strcmp(t->name, "holder")) {
+		s->holder_state_ok = !strcmp(t->state, "waiting");
+		s->holder_where_line = t->where ? t->where->line : -1;
+		s->holder_waiting = t->waiting;
+	}
+}
+
+static void seen_hold(void *ctx, const aw_task_info *t, const aw_hold_info *h)
+{
+	struct seen *s = ctx;
+	if (!t) {
+		s->orphans++;
+		return;
+	}
+	if (t->id != s->last_task)
+		s->order_ok = false;
+	if (!strcmp(t->name, "holder")) {
+		if (!s->holds_of_holder++) {
+			snprintf(s->hold_what, sizeof s->hold_what, "%s", h->what);
+			snprintf(s->hold_detail, sizeof s->hold_detail, "%s", h->detail);
+			s->hold_line = h->loc ? h->loc->line : -1;
+			s->hold_age = h->age;
+		}
+	}
+}
+
+static void seen_event(void *ctx, const aw_loop_event *e)
+{
+	struct seen *s = ctx;
+	if (e->kind == AW_LOOP_EVENT_SLOW_STEP) {
+		s->slow_events++;
+		snprintf(s->slow_task, sizeof s->slow_task, "%s", e->task);
+		s->slow_duration = e->duration;
+	}
+}
+
+static void seen_gauge(void *ctx, unsigned source, const char *source_name, const char *name, double value)
+{
+	struct seen *s = ctx;
+	(void)source;
+	if (!strcmp(source_name, "widgets") && !strcmp(name, "in_use")) {
+		s->gauge_sources++;
+		s->gauge_value = value;
+	}
+}
+
+static void widgets_read(aw_gauge_source *g, void (*emit)(void *ctx, const char *name, double value), void *ctx)
+{
+	(void)g;
+	emit(ctx, "in_use", 7);
+}
+
+struct visit_case { int with_line, wait_line; struct seen before, after; };
+
+static int holder_task(void *arg)
+{
+	struct visit_case *vc = arg;
+	aw_lock lk;
+	aw_lock_init(&lk);
+	vc->with_line = __LINE__ + 1;
+	AW_WITH(aw_lock_mgr(&lk)) {
+		vc->wait_line = __LINE__ + 1;
+		int rc = aw_sleep(AW_MS(300));
+		(void)rc;   /* cancelled by main at the end */
+	}
+	aw_error_clear();
+	return 0;
+}
+
+static int main_visit(void *arg)
+{
+	struct visit_case *vc = arg;
+	aw_task *t;
+	aw_spawn_opts o = { .name = "holder" };
+	EXPECT_EQ(aw_spawn_with(&t, holder_task, vc, &o), 0);
+	aw_gauge_source widgets = { .name = "widgets", .read = widgets_read };
+	aw_gauge_source_add(&widgets);
+	EXPECT_EQ(aw_sleep(AW_MS(40)), 0);
+	aw_ledger_visitor v = { &vc->before, seen_loop, seen_task, seen_hold, seen_event, seen_gauge };
+	vc->before.order_ok = true;
+	EXPECT_EQ(aw_ledger_visit(&v), 0);
+	aw_gauge_source_remove(&widgets);
+	aw_gauge_source_remove(&widgets);   /* twice: harmless */
+	aw_task_cancel(t);
+	EXPECT_EQ(aw_task_join(t), 0);
+	v.ctx = &vc->after;
+	vc->after.order_ok = true;
+	EXPECT_EQ(aw_ledger_visit(&v), 0);
+	return 0;
+}
+
+AW_TEST(ledger_visit_shows_each_task_where_it_waits_since_when_and_what_it_holds)
+{
+	struct visit_case vc;
+	memset(&vc, 0, sizeof vc);
+	CHECK_EQ(aw_run(main_visit, &vc), 0);
+	struct seen *b = &vc.before;
+	CHECK(b->loop_called);
+	CHECK_EQ(b->g.tasks, 2);          /* main (running) and holder (waiting) */
+	CHECK_EQ(b->g.running, 1);
+	CHECK_EQ(b->g.waiting, 1);
+	CHECK_EQ(b->g.pid, (int)getpid());
+	CHECK_EQ(b->tasks, 2);
+	CHECK(b->order_ok);
+	CHECK(b->holder_state_ok);
+	CHECK_EQ(b->holder_where_line, vc.wait_line);
+	CHECK_GE(b->holder_waiting, AW_MS(20));   /* parked ~40 ms before the walk */
+	CHECK_LT(b->holder_waiting, AW_MS(5000));
+	CHECK_EQ(b->holds_of_holder, 1);
+	CHECK_STR(b->hold_what, "lock");
+	CHECK_EQ(b->hold_line, vc.with_line);
+	CHECK_GE(b->hold_age, b->holder_waiting);
+	CHECK_EQ(b->gauge_sources, 1);
+	CHECK(b->gauge_value == 7);
+	/* After: the holder is gone, and so is its lock; the source too. */
+	CHECK_EQ(vc.after.tasks, 1);
+	CHECK_EQ(vc.after.holds_of_holder, 0);
+	CHECK_EQ(vc.after.gauge_sources, 0);
+}
+
+static int main_slow_visit(void *arg)
+{
+	struct seen *s = arg;
+	aw_task *t;
+	aw_spawn_opts o = { .name = "busy" };
+	EXPECT_EQ(aw_spawn_with(&t, busy_task, NULL, &o), 0);
+	EXPECT_EQ(aw_task_join(t), 0);
+	aw_ledger_visitor v = { .ctx = s, .loop = seen_loop, .event = seen_event };
+	EXPECT_EQ(aw_ledger_visit(&v), 0);
+	return 0;
+}
+
+AW_TEST(ledger_visit_lists_the_recent_slow_steps)
+{
+	aw_config cfg;
+	aw_config_default(&cfg);
+	cfg.slow_step = AW_MS(50);
+	struct capture cap;
+	CHECK(capture_open(&cap, &cfg));
+	struct seen s;
+	memset(&s, 0, sizeof s);
+	int rc = aw_run_config(&cfg, main_slow_visit, &s);
+	capture_close(&cap);
+	free(cap.buf);
+	CHECK_EQ(rc, 0);
+	CHECK_EQ(s.slow_events, 1);
+	CHECK_EQ(s.g.slow_steps, 1);
+	CHECK_STR(s.slow_task, "busy");
+	CHECK_GE(s.slow_duration, AW_MS(50));
+}
+
+/* Renamed in the middle of a slow step (what the http layer does when a
+ * handler returns): the report names the step by the name it ran under. */
+static int renamed_busy(void *arg)
+{
+	(void)arg;
+	aw_task_set_name(aw_task_current(), "GET /busy");
+	aw_time until = aw_now() + AW_MS(200);
+	while (aw_now() < until)
+		;
+	aw_task_set_name(aw_task_current(), "http-conn");
+	return aw_sleep(AW_MS(1));
+}
+
+static int main_renamed(void *arg)
+{
+	struct seen *s = arg;
+	aw_task *t;
+	EXPECT_EQ(aw_spawn(&t, renamed_busy, NULL, "conn"), 0);
+	EXPECT_EQ(aw_task_join(t), 0);
+	aw_ledger_visitor v = { .ctx = s, .event = seen_event };
+	EXPECT_EQ(aw_ledger_visit(&v), 0);
+	return 0;
+}
+
+AW_TEST(slow_step_keeps_the_name_the_task_ran_under)
+{
+	aw_config cfg;
+	aw_config_default(&cfg);
+	cfg.slow_step = AW_MS(50);
+	struct capture cap;
+	CHECK(capture_open(&cap, &cfg));
+	struct seen s;
+	memset(&s, 0, sizeof s);
+	int rc = aw_run_config(&cfg, main_renamed, &s);
+	capture_close(&cap);
+	CHECK_EQ(rc, 0);
+	CHECK_STR(s.slow_task, "GET /busy");
+	CHECK(strstr(cap.buf, "task 'GET /busy' ran") != NULL);
+	free(cap.buf);
+}
+
+AW_TEST(ledger_visit_without_a_loop_is_esrch)
+{
+	aw_ledger_visitor v = { 0 };
+	CHECK_EQ(aw_ledger_visit(&v), -ESRCH);
+	aw_gauge_source g = { .name = "x", .read = widgets_read };
+	aw_gauge_source_add(&g);   /* no loop: nothing happens */
+	CHECK(!g.added);
+	aw_gauge_source_remove(&g);
+}
+
+/* A deadlock (every task waits, nothing can wake them): the loop reports
+ * it, cancels the tasks, and the report is in the walk's events. */
+struct deadlock_seen { int waited, line; int deadlocks; char text[240]; };
+
+static void deadlock_event(void *ctx, const aw_loop_event *e)
+{
+	struct deadlock_seen *s = ctx;
+	if (e->kind == AW_LOOP_EVENT_DEADLOCK) {
+		s->deadlocks++;
+		snprintf(s->text, sizeof s->text, "%s", e->text);
+	}
+}
+
+static int main_deadlock_visit(void *arg)
+{
+	struct deadlock_seen *s = arg;
+	aw_event ev;
+	aw_event_init(&ev);
+	s->line = __LINE__ + 1;
+	s->waited = aw_event_wait(&ev);   /* nobody sets it */
+	aw_error_clear();
+	aw_ledger_visitor v = { .ctx = s, .event = deadlock_event };
+	EXPECT_EQ(aw_ledger_visit(&v), 0);
+	return 0;
+}
+
+AW_TEST(ledger_visit_lists_a_deadlock_report)
+{
+	aw_config cfg;
+	aw_config_default(&cfg);
+	struct capture cap;
+	CHECK(capture_open(&cap, &cfg));
+	struct deadlock_seen s;
+	memset(&s, 0, sizeof s);
+	int rc = aw_run_config(&cfg, main_deadlock_visit, &s);
+	capture_close(&cap);
+	free(cap.buf);
+	CHECK_EQ(rc, 0);
+	CHECK_EQ(s.waited, -ECANCELED);
+	CHECK_EQ(s.deadlocks, 1);
+	CHECK(strstr(s.text, "deadlock: 1 task(s) wait") != NULL);
+	CHECK(strstr(s.text, "'main' at ") != NULL);
+	CHECK(has_loc(s.text, s.line));
+}

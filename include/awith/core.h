@@ -327,6 +327,11 @@ void aw_task_cancel(aw_task *t);
 
 aw_task *aw_task_current(void);     /* NULL outside a task */
 const char *aw_task_name(const aw_task *t);
+/* Rename t (copied, truncated to 31 bytes; NULL or "" is ignored): what
+ * aw_dump, slow-step reports and aw_ledger_visit call it from now on. The
+ * http layer names a handler's task after its request while the debug page
+ * is on. */
+void aw_task_set_name(aw_task *t, const char *name);
 uint64_t aw_task_id(const aw_task *t);
 bool aw_task_done(const aw_task *t);
 
@@ -1125,6 +1130,90 @@ size_t aw_ledger_count(void);
  * holds (what, entered at file:line, for how long), then the open manual
  * ledger entries. Also sent by the dump signal (aw_config.dump_signal). */
 void aw_dump(FILE *out);
+
+/* The ledger as data (what aw_dump prints, for a program to show: the http
+ * layer's debug page serves it as JSON). aw_ledger_visit walks, on the
+ * calling thread's loop and in one go (no callback may wait, so the
+ * picture is consistent: nothing runs between two callbacks):
+ *   1. loop(): the loop's gauges (aw_loop_gauges);
+ *   2. for every live task, task() and then hold() for each manager it
+ *      holds (innermost block first; a block of several managers gives one
+ *      hold per entered manager, in entry order) and each manual ledger
+ *      entry it opened (aw_enter, aw_pg_pool_acquire ...; manual = true);
+ *   3. hold() with task NULL for the open manual entries whose task has
+ *      ended (or that were opened outside any task);
+ *   4. event() for the recent slow steps and deadlock reports, oldest
+ *      first (the loop keeps the last AW_LOOP_EVENTS);
+ *   5. gauge() for every gauge source (aw_gauge_source_add), e.g. each pg
+ *      pool's size / idle / in use / waiters.
+ * Any callback may be NULL. Strings and locations passed to a callback are
+ * valid during that call only. Returns 0, or -ESRCH (not raised) when the
+ * thread has no loop; then nothing is called. */
+typedef struct aw_task_info {
+	uint64_t id;
+	const char *name;
+	const char *state;        /* "running", "ready" or "waiting" */
+	const aw_loc *where;      /* where it waits (or last waited); NULL if never */
+	aw_time waiting;          /* for how long it has waited (ns), measured
+	                             from when it parked (loop time, exact to one
+	                             loop step); 0 unless waiting */
+	bool cancelled;
+} aw_task_info;
+typedef struct aw_hold_info {
+	const char *what;         /* the manager's name ("pg transaction", "lock"
+	                             ...) or the manual entry's */
+	const aw_loc *loc;        /* where it was entered (NULL: unknown) */
+	aw_time age;              /* for how long it has been held (ns) */
+	const char *detail;       /* the manager's describe() line, or "" */
+	bool manual;              /* opened with a manual API, not a block */
+} aw_hold_info;
+typedef struct aw_loop_gauges {
+	size_t tasks, running, ready, waiting;  /* live tasks and their states */
+	size_t manual;            /* open manual ledger entries */
+	uint64_t switches;        /* task switches and poll returns so far */
+	uint64_t slow_steps;      /* slow steps reported so far */
+	size_t thread_jobs;       /* aw_to_thread jobs not yet delivered */
+	int pid;                  /* the process (the worker, under SO_REUSEPORT) */
+} aw_loop_gauges;
+/* A slow step or a deadlock report, as aw_ledger_visit hands it. */
+enum { AW_LOOP_EVENT_SLOW_STEP = 1, AW_LOOP_EVENT_DEADLOCK = 2 };
+#define AW_LOOP_EVENTS 32
+typedef struct aw_loop_event {
+	int kind;                 /* AW_LOOP_EVENT_* */
+	aw_time ago;              /* how long ago it was reported (ns) */
+	aw_time duration;         /* slow step: how long the step ran (ns) */
+	const char *task;         /* slow step: the task's name, "" if unknown */
+	const aw_loc *resumed_at; /* slow step: where it resumed (may be NULL) */
+	const aw_loc *waits_at;   /* slow step: where it next waited (may be NULL) */
+	const char *text;         /* the line printed to the loop's log */
+} aw_loop_event;
+typedef struct aw_ledger_visitor {
+	void *ctx;
+	void (*loop)(void *ctx, const aw_loop_gauges *g);
+	void (*task)(void *ctx, const aw_task_info *t);
+	void (*hold)(void *ctx, const aw_task_info *t, const aw_hold_info *h);
+	void (*event)(void *ctx, const aw_loop_event *e);
+	/* source: the source's ordinal in this walk (two pools both named
+	 * "pg pool" have different ones) */
+	void (*gauge)(void *ctx, unsigned source, const char *source_name, const char *name, double value);
+} aw_ledger_visitor;
+int aw_ledger_visit(const aw_ledger_visitor *v);
+
+/* A gauge source: something with numbers worth watching (a connection
+ * pool), registered on the running thread's loop for aw_ledger_visit.
+ * read() calls emit(ctx, name, value) for each gauge; it must not wait.
+ * The struct is embedded in the object it describes; name stays valid
+ * while registered. Remove it before freeing the object (remove is safe
+ * twice, and on a never-added source). No loop: add does nothing. */
+typedef struct aw_gauge_source {
+	const char *name;
+	void (*read)(struct aw_gauge_source *s,
+		     void (*emit)(void *ctx, const char *name, double value), void *ctx);
+	struct aw_gauge_source *prev, *next;
+	bool added;
+} aw_gauge_source;
+void aw_gauge_source_add(aw_gauge_source *s);
+void aw_gauge_source_remove(aw_gauge_source *s);
 
 #pragma GCC visibility pop
 

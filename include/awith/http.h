@@ -363,6 +363,38 @@ aw_app *aw_http_app(const aw_http_request *req);
  * metrics. */
 int aw_app_metrics(aw_app *app, const char *path) AW_MUST_USE;
 
+/* The live ledger page: an opt-in debug route. GET <path> serves one HTML
+ * page (plain HTML, CSS and JavaScript, no external resources) that polls
+ * GET <path>/ledger.json every second and shows, live, every task of the
+ * loop that served it: its name (a handler's task is named after its
+ * request, "GET /users/42", while the page is on), state, where it waits
+ * (file:line) and for how long; what it holds (pool connections,
+ * transactions, locks, streams, temp files ... every manager of every
+ * block it is in, and its manual ledger entries) with where each was
+ * entered and for how long; the recent slow steps and deadlock reports;
+ * the loop's gauges and each pg pool's (size, idle, in use, waiters) with
+ * sparklines. GET <path>/events streams the same JSON as server-sent events
+ * (text/event-stream, one a second, for `curl -N` or a page of your own;
+ * a stream ends at the request deadline, and an EventSource reconnects
+ * after its `retry: 1000`).
+ * The JSON is aw_ledger_visit's walk (core.h), taken in one go
+ * on the loop thread (a consistent picture). Under SO_REUSEPORT workers
+ * each worker has its own loop and tasks: the page shows those of the
+ * worker that answered, and says which (its pid).
+ * Access: by default only loopback peers (127.0.0.0/8, ::1, Unix sockets);
+ * any other peer gets 404, as if there were no such route. With a token,
+ * a request must also carry "Authorization: Bearer TOKEN" or ?token=TOKEN
+ * (the page passes its own ?token= on to the JSON), else 401. any_peer
+ * lifts the loopback rule: then set a token (and use TLS in front).
+ * Off by default; call before serving. path: "/debug/awith" for example
+ * (starts with '/', no trailing '/', no {param}). Returns 0, -EINVAL (bad
+ * path, empty token), -EEXIST (already on), -ENOMEM; raised. */
+typedef struct aw_app_debug_opts {
+	const char *token;    /* NULL: none (copied) */
+	bool any_peer;        /* serve non-loopback peers too (set a token) */
+} aw_app_debug_opts;
+int aw_app_debug_page(aw_app *app, const char *path, const aw_app_debug_opts *opts) AW_MUST_USE;
+
 /* Waits: serve on an open listener until SIGINT/SIGTERM (or
  * aw_app_stop): stop accepting (the listening socket is shut down, so new
  * connections are refused; the caller still closes it), let in-flight

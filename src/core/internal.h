@@ -164,6 +164,7 @@ struct aw_task {
 	int wake;                /* value handed by the waker */
 	aw_time park_deadline;   /* the waiter's own deadline */
 	const aw_loc *where;     /* where it waits (or last waited) */
+	aw_time parked_at;       /* loop time when it last parked (ledger) */
 	aw_timer timer;
 	bool park_shielded;      /* parked with cancellation off */
 
@@ -261,6 +262,21 @@ struct aw_loop {
 
 	void *altstack;          /* for the overflow handler */
 	bool stopping;
+
+	/* Recent slow steps and deadlock reports for aw_ledger_visit
+	 * (snapshot.c): a ring of the last AW_LOOP_EVENTS. */
+	struct aw_loop_event_rec {
+		int kind;
+		aw_time at, duration;
+		char task[32];
+		const aw_loc *resumed_at, *waits_at;
+		char text[240];
+	} events[AW_LOOP_EVENTS];
+	unsigned events_next;    /* total recorded (ring index = n % size) */
+	char slow_name[32];      /* the running task's name when it was renamed
+	                            during a flagged slow step ("" if not) */
+	uint64_t slow_steps;
+	aw_gauge_source *gauges; /* aw_gauge_source_add */
 };
 
 extern __thread aw_loop *aw__loop;
@@ -370,6 +386,10 @@ typedef struct aw_metrics_core {
 } aw_metrics_core;
 extern aw_metrics_core aw__metrics;
 void aw__metrics_core_init(void);
+/* Snapshot (snapshot.c): record a slow step or a deadlock report for
+ * aw_ledger_visit. text: the line as printed (without the newline). */
+void aw_loop_event_record(aw_loop *loop, int kind, aw_time duration, const char *task,
+			  const aw_loc *resumed_at, const aw_loc *waits_at, const char *text);
 
 /* Watchdog (watchdog.c) */
 int aw_watchdog_start(aw_loop *loop);

@@ -379,6 +379,15 @@ static bool iterate(aw_loop *l, const aw_task *until)
 static void report_deadlock(aw_loop *l)
 {
 	size_t ready_before = 0;
+	/* One line for aw_ledger_visit: the tasks and where they wait. */
+	char line[240];
+	int n = snprintf(line, sizeof line, "awith: deadlock: %zu task(s) wait and nothing can wake them:", l->ntasks);
+	for (aw_task *t = l->all; t && n > 0 && (size_t)n < sizeof line; t = t->all_next) {
+		const aw_loc *w = t->where;
+		n += snprintf(line + n, sizeof line - (size_t)n, "%s '%s' at %s:%d", t == l->all ? "" : ";", t->name,
+			      w && w->file ? w->file : "?", w ? w->line : 0);
+	}
+	aw_loop_event_record(l, AW_LOOP_EVENT_DEADLOCK, 0, "", NULL, NULL, line);
 	fprintf(l->cfg.log, "awith: deadlock: every task waits and nothing can wake them; "
 			    "cancelling them all. Tasks:\n");
 	aw_dump(l->cfg.log);

@@ -219,6 +219,8 @@ int aw_task_park(aw_time deadline, bool shielded)
 	if (AW_UNLIKELY(atomic_load_explicit(&l->slow_flag, memory_order_relaxed)))
 		aw_watchdog_report(l, t, aw__where);
 	t->where = aw__where;
+	t->parked_at = l->now;   /* one store: the cached loop time is exact
+	                            enough for "waiting for 3.2 s" */
 	for (;;) {
 		aw_time eff = AW_NEVER;
 		if (!shielded) {
@@ -506,4 +508,19 @@ void aw_task_cancel(aw_task *t)
 aw_task *aw_task_current(void) { return aw__current(); }
 const char *aw_task_name(const aw_task *t) { return t ? t->name : "(none)"; }
 uint64_t aw_task_id(const aw_task *t) { return t ? t->id : 0; }
+
+void aw_task_set_name(aw_task *t, const char *name)
+{
+	if (!t || !name || !*name)
+		return;
+	aw_loop *l = t->loop;
+	/* Renamed in the middle of a step the watchdog flagged as slow (the
+	 * http layer names a handler's task after its request and renames it
+	 * when the handler returns): the report, made at the next wait, names
+	 * the step by what the task was called while it ran. */
+	if (l && l->running == t && !l->slow_name[0] &&
+	    atomic_load_explicit(&l->slow_flag, memory_order_relaxed))
+		snprintf(l->slow_name, sizeof l->slow_name, "%s", t->name);
+	snprintf(t->name, sizeof t->name, "%s", name);
+}
 bool aw_task_done(const aw_task *t) { return t && t->state == AW_TASK_DONE; }

@@ -26,6 +26,7 @@
 #include "awith/metrics.h"
 
 #include <signal.h>
+#include <stdarg.h>
 #include <stdlib.h>
 #include <time.h>
 
@@ -192,16 +193,35 @@ void aw_watchdog_stop(aw_loop *loop)
 	atomic_store_explicit(&loop->slow_flag, 0, memory_order_relaxed);
 }
 
-/* Print "file:line" (with " in func" if with_func) of loc, or "?". */
-static void print_loc(FILE *out, const aw_loc *loc, bool with_func)
+/* Append "file:line" (with " in func" if with_func) of loc, or "?", to
+ * buf at *n (truncating at len). */
+static void put_loc(char *buf, size_t len, size_t *n, const aw_loc *loc, bool with_func)
 {
-	if (!loc || !loc->file) {
-		fputs("?", out);
+	if (*n >= len)
 		return;
-	}
-	fprintf(out, "%s:%d", loc->file, loc->line);
-	if (with_func)
-		fprintf(out, " in %s", loc->func ? loc->func : "?");
+	int k;
+	if (!loc || !loc->file)
+		k = snprintf(buf + *n, len - *n, "?");
+	else if (with_func)
+		k = snprintf(buf + *n, len - *n, "%s:%d in %s", loc->file, loc->line, loc->func ? loc->func : "?");
+	else
+		k = snprintf(buf + *n, len - *n, "%s:%d", loc->file, loc->line);
+	if (k > 0)
+		*n += (size_t)k;
+}
+
+/* Append printf-style text to buf at *n (truncating at len). */
+static void put(char *buf, size_t len, size_t *n, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+static void put(char *buf, size_t len, size_t *n, const char *fmt, ...)
+{
+	if (*n >= len)
+		return;
+	va_list ap;
+	va_start(ap, fmt);
+	int k = vsnprintf(buf + *n, len - *n, fmt, ap);
+	va_end(ap);
+	if (k > 0)
+		*n += (size_t)k;
 }
 
 /* Loop thread, when slow_flag is up and task t, which was running, is about
@@ -220,25 +240,36 @@ void aw_watchdog_report(aw_loop *loop, aw_task *t, const aw_loc *suspended_at)
 		FILE *out = loop->cfg.log ? loop->cfg.log : stderr;
 		uint64_t mark = atomic_load_explicit(&wd->mark, memory_order_relaxed);
 		uint64_t now_sw = atomic_load_explicit(&loop->switches, memory_order_relaxed);
+		/* One line, kept for aw_ledger_visit as well as printed. */
+		char line[512];
+		size_t n = 0;
+		aw_time ran;
+		const char *name = t ? (loop->slow_name[0] ? loop->slow_name : t->name) : "";
 		if (t && now_sw == mark) {
 			aw_time since = atomic_load_explicit(&wd->since, memory_order_relaxed);
-			long long ms = (long long)((aw_now() - since) / 1000000);
-			fprintf(out, "awith: slow step: task '%s' ran %lld ms without waiting (resumed at ",
-				t->name, ms);
-			print_loc(out, loop->slow_resumed_at, true);
-			fputs(", now waiting at ", out);
-			print_loc(out, suspended_at, false);
-			fputs(")\n", out);
+			ran = aw_now() - since;
+			put(line, sizeof line, &n, "awith: slow step: task '%s' ran %lld ms without waiting (resumed at ",
+			    name, (long long)(ran / 1000000));
+			put_loc(line, sizeof line, &n, loop->slow_resumed_at, true);
+			put(line, sizeof line, &n, ", now waiting at ");
+			put_loc(line, sizeof line, &n, suspended_at, false);
+			put(line, sizeof line, &n, ")");
+			aw_loop_event_record(loop, AW_LOOP_EVENT_SLOW_STEP, ran, name, loop->slow_resumed_at,
+					     suspended_at, line);
 			aw_metric_counter_add(aw__metrics.slow_steps, 1);
 		} else {
+			ran = atomic_load_explicit(&wd->stuck, memory_order_relaxed);
+			put(line, sizeof line, &n,
+			    "awith: slow step: the loop ran at least %lld ms without waiting, "
+			    "in a step that ended without a wait (a task that yielded or "
+			    "returned, or the loop itself), so it cannot be named",
+			    (long long)(ran / 1000000));
+			aw_loop_event_record(loop, AW_LOOP_EVENT_SLOW_STEP, ran, "", NULL, NULL, line);
 			aw_metric_counter_add(aw__metrics.slow_steps, 1);
-			aw_time stuck = atomic_load_explicit(&wd->stuck, memory_order_relaxed);
-			fprintf(out, "awith: slow step: the loop ran at least %lld ms without waiting, "
-				"in a step that ended without a wait (a task that yielded or "
-				"returned, or the loop itself), so it cannot be named\n",
-				(long long)(stuck / 1000000));
 		}
+		fprintf(out, "%s\n", line);
 		fflush(out);
 	}
+	loop->slow_name[0] = 0;
 	atomic_store_explicit(&loop->slow_flag, 0, memory_order_release);
 }

@@ -62,6 +62,7 @@ void aw_app_free(aw_app *app)
 		return;
 	aw__http_metrics_free(app);
 	aw__router_free(&app->router);
+	aw__app_debug_free(app->debug);
 	free(app->startup);
 	free(app->shutdown);
 	free(app->name);
@@ -290,6 +291,18 @@ static int error_status(aw_http_conn *c, int err, const char **detail)
 	return 500;
 }
 
+/* With the debug page on, a handler's task is called after its request
+ * ("GET /users/42") while the handler runs: the page, aw_dump and the
+ * slow-step reports then say which request a task serves. */
+static void name_task(aw_http_conn *c)
+{
+	aw_http_request *r = &c->req;
+	char name[32];
+	snprintf(name, sizeof name, "%.*s %.*s", (int)r->method_len, r->base + r->method_off,
+		 (int)(r->path.len < 28 ? r->path.len : 28), r->path.p);
+	aw_task_set_name(aw_task_current(), name);
+}
+
 int aw__app_dispatch(aw_http_conn *c)
 {
 	aw_http_request *r = &c->req;
@@ -314,7 +327,11 @@ int aw__app_dispatch(aw_http_conn *c)
 		c->peer_gone = false;
 		if (AW_UNLIKELY(c->hup_seen))
 			aw__http_conn_check_peer(c);
+		if (AW_UNLIKELY(app->debug != NULL))
+			name_task(c);
 		err = route->fn(r, res, route->ud);
+		if (AW_UNLIKELY(app->debug != NULL))
+			aw_task_set_name(aw_task_current(), "http-conn");
 		c->handler_scope = NULL;
 		if (err < 0) {
 			/* The error in flight is the truth: exits on the

@@ -355,8 +355,15 @@ struct aw_app {
 	int worker;                 /* worker index under aw_app_run, -1: none */
 	int nworkers;               /* workers under aw_app_run (0: one process) */
 	int supervisor;             /* the supervisor's pid (workers) */
+	struct aw_app_debug *debug; /* aw_app_debug_page (debug.c); NULL: off */
 };
 FILE *aw__app_log(const aw_app *app);
+/* debug.c: the live ledger page. */
+typedef struct aw_app_debug aw_app_debug;
+void aw__app_debug_free(aw_app_debug *d);
+/* A loopback (127.0.0.0/8, ::1, ::ffff:127.x) or Unix-socket address. */
+struct sockaddr;
+bool aw__http_addr_is_loopback(const struct sockaddr *sa);
 /* Run the matched handler for a parsed request, with the deadline and
  * dependencies; queue or write the response. Returns 0, or a negative
  * code when the connection must close. */

@@ -217,6 +217,7 @@ struct aw_pg_pool {
 	size_t nwaits;
 
 	aw_ledger_entry ledger;
+	aw_gauge_source gauges;  /* size, idle, in use ... for aw_ledger_visit */
 	bool orphaned;           /* closed with connections still held: freed
 	                            by the last release */
 	struct aw_pg_pipes *pipes; /* pipeline.c */

@@ -711,6 +711,7 @@ static void pool_free(aw_pg_pool *p)
 {
 	static const double none[4];
 	pool_publish_values(p, none);   /* take this pool's part back */
+	aw_gauge_source_remove(&p->gauges);
 	aw_pg_pipe_free(p);
 	aw_error_free(p->last_err);
 	free(p->dsn);
@@ -735,6 +736,18 @@ static void pool_ledger_release(aw_ledger_entry *e)
 	}
 	p->idle = p->busy = NULL;
 	pool_free(p);
+}
+
+/* The pool's gauges for aw_ledger_visit (the debug page's sparklines). */
+static void pool_gauges_read(aw_gauge_source *g, void (*emit)(void *ctx, const char *name, double value),
+			     void *ctx)
+{
+	aw_pg_pool *p = (aw_pg_pool *)((char *)g - offsetof(aw_pg_pool, gauges));
+	emit(ctx, "size", (double)pool_size(p));
+	emit(ctx, "idle", (double)p->nidle);
+	emit(ctx, "in_use", (double)p->nbusy);
+	emit(ctx, "waiters", (double)p->nwaiters);
+	emit(ctx, "acquires", (double)p->acquires);
 }
 
 int aw_pg_pool_open_at(const aw_loc *loc, aw_pg_pool **out, const aw_pg_pool_opts *opts)
@@ -835,6 +848,9 @@ int aw_pg_pool_open_at(const aw_loc *loc, aw_pg_pool **out, const aw_pg_pool_opt
 	aw_ledger_open(&p->ledger, "pg pool", loc);
 	p->ledger.owner = p;
 	p->ledger.release = pool_ledger_release;
+	p->gauges.name = "pg pool";
+	p->gauges.read = pool_gauges_read;
+	aw_gauge_source_add(&p->gauges);
 	*out = p;
 	return 0;
 }
@@ -905,6 +921,7 @@ int aw_pg_pool_close(aw_pg_pool *p)
 	if (aw_cleanup_run(drain_for_close, p, AW_NEVER) == -ETIMEDOUT)
 		result = -ETIMEDOUT;
 	aw_ledger_close(&p->ledger);
+	aw_gauge_source_remove(&p->gauges);
 	long long grace_ms = (long long)(p->o.close_grace / AW_MS(1));
 	if (p->nbusy + p->nopening > 0) {
 		/* Holders that ignore cancellation still have connections: the
