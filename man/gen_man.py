@@ -36,6 +36,7 @@ headers and their groups.
   gen_man.py --out DIR [--version V] INCLUDE_DIR   write them
   gen_man.py --check INCLUDE_DIR         fail on a declaration with no comment
   gen_man.py --names INCLUDE_DIR         every public name and its page
+  --skip HEADER.h (repeatable): leave out a header whose layer is not built
 """
 import argparse
 import glob
@@ -454,8 +455,15 @@ def parse_header(path):
     return h
 
 
-def build(include_dir):
-    paths = sorted(glob.glob(os.path.join(include_dir, 'awith', '*.h')))
+def header_paths(include_dir, skip=()):
+    """The headers to document: every one of include/awith/ but those whose
+    layer the build leaves out (--skip io.h ...)."""
+    return sorted(p for p in glob.glob(os.path.join(include_dir, 'awith', '*.h'))
+                  if os.path.basename(p) not in skip)
+
+
+def build(include_dir, skip=()):
+    paths = header_paths(include_dir, skip)
     # the layers bottom up, then the rest by name: the order of awith(7)
     layers = ['core.h', 'io.h', 'http.h', 'client.h', 'pg.h']
     paths.sort(key=lambda p: (layers.index(os.path.basename(p)) if os.path.basename(p) in layers
@@ -877,12 +885,14 @@ def main():
     ap.add_argument('--names', action='store_true')
     ap.add_argument('--headers', action='store_true')
     ap.add_argument('--version', default='')
+    ap.add_argument('--skip', action='append', default=[],
+                    help='a header not to document (a layer the build leaves out)')
     a = ap.parse_args()
     if a.headers:
-        for p in sorted(glob.glob(os.path.join(a.include_dir, 'awith', '*.h'))):
+        for p in header_paths(a.include_dir, a.skip):
             print(p)
         return 0
-    headers, owner = build(a.include_dir)
+    headers, owner = build(a.include_dir, a.skip)
     if a.names:
         for n, sec in owner.items():
             print(n, sec.page)
