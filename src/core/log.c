@@ -734,7 +734,7 @@ static void format_text(sbuf *b, const aw_log_record *r, const char *time, const
 	if (r->suppressed && r->loc)
 		sb_printf(b, "awith: %llu similar messages suppressed (%s:%d)\n", (unsigned long long)r->suppressed,
 			  r->loc->file, r->loc->line);
-	char lv[8];
+	char lv[32];   /* the name of any level (an unknown one is longer) */
 	snprintf(lv, sizeof lv, "%-5s", aw_log_level_name(r->level));
 	for (char *p = lv; *p; p++)
 		*p = (char)(*p >= 'a' && *p <= 'z' ? *p - 32 : *p);
