@@ -94,7 +94,7 @@ run_aarch64_core() {
     mkdir -p "$dir"
     echo "== build $dir (aarch64, static, run under qemu-aarch64)"
     (cd "$dir" && aarch64-linux-gnu-gcc -std=gnu11 -O2 -g -Wall -Wextra -Werror -D_GNU_SOURCE \
-        -I../include -I../src/core -c ../src/core/*.c ../src/core/*.S) || return 1
+        -I../include -I../src/core -c ../src/core/*.c ../src/common/*.c ../src/core/*.S) || return 1
     for name in "${tests[@]}"; do
         aarch64-linux-gnu-gcc -std=gnu11 -O2 -g -Wall -Wextra -Werror -D_GNU_SOURCE \
             -Iinclude -Isrc/core -Itests "tests/$name.c" tests/harness.c "$dir"/*.o \
