@@ -51,7 +51,15 @@ static int inst_enter(aw_mgr *m)
 static int inst_exit(aw_mgr *m, int err)
 {
 	mw_inst *i = AW_CONTAINER_OF(m, mw_inst, mgr);
-	return i->mw->ops.exit ? i->mw->ops.exit(i->mw->self, i->req, i->res, i->state, err) : err;
+	if (!i->mw->ops.exit)
+		return err;
+	int rc = i->mw->ops.exit(i->mw->self, i->req, i->res, i->state, err);
+	if (rc < 0 && rc != err && i->res->held && i->res->from_error) {
+		/* Mapped to another code: the exits further out see the
+		 * response made from it. */
+		aw__http_map_error(i->req->conn, rc, aw_error_pending() == rc ? aw_error_current() : NULL);
+	}
+	return rc;
 }
 
 /* ---- the middleware objects ----------------------------------------------------- */
