@@ -177,9 +177,11 @@ const char *aw_http_request_id(const aw_http_request *req);
  *   -AW_ETOOLONG (body over the limit)       413
  *   -ETIMEDOUT (a deadline passed, the request's or a pool's acquire)
  *                                            504
- *   -AW_ECLOSED (a pool closed), -ECONNREFUSED, -ECONNRESET,
- *   -EHOSTUNREACH, -ENETUNREACH, -AW_EDNS, and the pg layer's "no
- *   connection slot" code (the pool unavailable)  503
+ *   -AW_ECLOSED (a pool closed), -EAGAIN (a server starting up or
+ *   shutting down), -ECONNREFUSED, -ECONNRESET, -EHOSTUNREACH,
+ *   -ENETUNREACH, -AW_EDNS, and the pg layer's -AW_EPG_TOO_MANY: the
+ *   pool or a service unavailable (a pool that backs off fails acquires
+ *   with the last connect's code)            503
  *   -ECANCELED  499 when the client left, 503 while shutting down
  *   anything else                            500 "Internal Server Error"
  *

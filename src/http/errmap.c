@@ -139,6 +139,7 @@ static int status_for(aw_http_conn *c, int err, const char **detail, bool *own)
 		*detail = aw_now() >= r->deadline ? "the request took too long" : "a service the request needs timed out";
 		return 504;
 	case -AW_ECLOSED:
+	case -EAGAIN:
 	case -ECONNREFUSED:
 	case -ECONNRESET:
 	case -EHOSTUNREACH:
