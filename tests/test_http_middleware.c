@@ -160,6 +160,22 @@ static int mapper_exit(void *self, aw_http_request *req, aw_http_response *res, 
 	return err;
 }
 
+/* An enter that fails: the request fails with its error; its exit does
+ * not run (a manager whose enter failed is not exited). */
+static int locked_enter(void *self, aw_http_request *req, aw_http_response *res, void *state)
+{
+	(void)self, (void)req, (void)res, (void)state;
+	EV("L enter fails\n");
+	return aw_raise(-AW_EHTTP_FORBIDDEN, "locked for maintenance");
+}
+
+static int locked_exit(void *self, aw_http_request *req, aw_http_response *res, void *state, int err)
+{
+	(void)self, (void)req, (void)res, (void)state;
+	EV("L exit (must not run)\n");
+	return err;
+}
+
 static aw_app *make_app(void)
 {
 	aw_app *app;
@@ -191,6 +207,13 @@ static aw_app *make_app(void)
 	EXPECT_EQ(aw_http_group_group(api, "/v2", &v2), 0);
 	EXPECT_EQ(aw_http_group_use(v2, g2 = logger("G2")), 0);
 	EXPECT_EQ(aw_http_group_route(v2, "GET", "/things", h_text, "v2 things"), 0);
+	aw_http_group *locked;
+	aw_http_mw *lmw;
+	aw_http_mw_ops lops = { .name = "locked", .enter = locked_enter, .exit = locked_exit };
+	EXPECT_EQ(aw_app_group(app, "/locked", &locked), 0);
+	EXPECT_EQ(aw_http_mw_new(&lmw, &lops, NULL), 0);
+	EXPECT_EQ(aw_http_group_use(locked, lmw), 0);
+	EXPECT_EQ(aw_http_group_route(locked, "GET", "/", h_text, "locked"), 0);
 	/* bad input */
 	aw_http_group *bad = NULL;
 	EXPECT_EQ(aw_app_group(app, "nope", &bad), -EINVAL);
@@ -399,6 +422,19 @@ AW_TEST(an_enter_that_answers_skips_the_handler_and_the_inner_middleware)
 		      "B exit err=0 status=401 state=7|A exit err=0|"
 		      "A enter /api/items/1|B enter|G1 enter|handler item|G1 exit err=0 status=200 state=7|"
 		      "auth exit status=200|B exit err=0 status=200 state=7|A exit err=0");
+	free(ev);
+}
+
+AW_TEST(an_enter_that_fails_fails_the_request_and_is_not_exited)
+{
+	START(s, make_app);
+	resp r;
+	CHECK_EQ(get(s.port, GET("/locked"), &r), 403);
+	CHECK_STR(r.body, "{\"detail\":\"locked for maintenance\"}");
+	resp_free(&r);
+	CHECK_EQ(srv_stop(&s), 0);
+	char *ev = events(&s);
+	CHECK_STR(ev, "A enter /locked|B enter|L enter fails|B exit err=-16899 status=403 state=7|A exit err=-16899");
 	free(ev);
 }
 
