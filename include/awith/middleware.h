@@ -192,7 +192,9 @@ const char *aw_http_request_id(const aw_http_request *req);
  * that keeps an outage or a bug from passing as success: an unhandled
  * error never becomes a 2xx — a response the handler sent and then failed
  * is replaced by the error's as long as none of it has left (a streamed
- * one that failed is cut short: the connection closes).
+ * one that failed is cut short: the connection closes). A cancellation
+ * (the client gone, a shutdown) that comes after the handler answered
+ * lets the answer go.
  *
  * Map codes first..last (negative codes, either order; first == last for
  * one code; e.g. every pg code: -AW_EPG_BASE, -(AW_EPG_BASE + 0xff)) to

@@ -206,11 +206,14 @@ int aw__http_map_error(aw_http_conn *c, int err, const aw_error *e)
 		res->close = true;
 	/* Writing the response must not clobber the error in flight. */
 	aw_error *keep = aw_error_take();
-	if (status == 499) {
+	if (err == -ECANCELED && res->sent) {
+		/* Cancelled (the client left, a shutdown) after the handler
+		 * answered: the answer goes, as it was (a half-closed client
+		 * still reads it). */
+	} else if (status == 499) {
 		/* Nobody to answer: the access log says 499 (nginx's "client
 		 * closed request"), the error log nothing. */
-		if (aw__http_response_retract(c))
-			res->status = 499;
+		res->status = 499;
 	} else if (aw__http_response_retract(c)) {
 		res->in_json = false;
 		queue_mapped(c, status, detail);
