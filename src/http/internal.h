@@ -386,6 +386,9 @@ void aw__app_mw_free(aw_app *app);
 int aw__mw_run(aw_http_conn *c, const aw__mw_chain *chain, int (*inner)(void *arg), void *arg);
 /* Queue the held response, if any, and stop holding. */
 void aw__http_release_held(aw_http_conn *c);
+/* Add a header the library composed (name a token, value without control
+ * characters: not checked again, unlike aw_http_set_header). */
+int aw__http_header_put(aw_http_response *res, const char *name, size_t nlen, const char *value, size_t vlen);
 /* Drop the produced response if none of it has left: false if it has. */
 bool aw__http_response_retract(aw_http_conn *c);
 /* The client's address as 16 bytes (cached per connection); false for a

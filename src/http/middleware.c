@@ -298,6 +298,23 @@ bool aw__http_response_retract(aw_http_conn *c)
 
 /* ---- the response, seen from a middleware ---------------------------------------- */
 
+int aw__http_header_put(aw_http_response *res, const char *name, size_t nlen, const char *value, size_t vlen)
+{
+	if (res->sent && !res->held)
+		return aw_raise(-EALREADY, "%.*s: the response is leaving", (int)nlen, name);
+	if (aw__buf_reserve(&res->hdrs, nlen + vlen + 4))
+		return aw_raise(-ENOMEM, "%.*s: no memory for the header", (int)nlen, name);
+	char *o = res->hdrs.p + res->hdrs.len;
+	memcpy(o, name, nlen);
+	o[nlen] = ':';
+	o[nlen + 1] = ' ';
+	memcpy(o + nlen + 2, value, vlen);
+	o[nlen + 2 + vlen] = '\r';
+	o[nlen + 3 + vlen] = '\n';
+	res->hdrs.len += nlen + vlen + 4;
+	return 0;
+}
+
 int aw_http_response_status(const aw_http_response *res)
 {
 	return res && res->sent ? res->status : 0;

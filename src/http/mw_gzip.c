@@ -190,7 +190,7 @@ static z_stream *zstream(int coding, int level)
 
 static void add_header(aw_http_response *res, const char *name, const char *value)
 {
-	if (aw_http_set_header(res, name, value))
+	if (aw__http_header_put(res, name, strlen(name), value, strlen(value)))
 		aw_error_clear();
 }
 

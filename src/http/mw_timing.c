@@ -11,6 +11,7 @@
 
 typedef struct timing {
 	char name[64];
+	size_t len;
 } timing;
 
 typedef struct timing_state {
@@ -31,9 +32,28 @@ static int timing_exit(void *self, aw_http_request *req, aw_http_response *res, 
 	if (!aw_http_response_editable(res))
 		return err;   /* streamed: its head has left */
 	aw_time d = aw_now() - ((timing_state *)state)->t0;
-	char v[96];
-	snprintf(v, sizeof v, "%s;dur=%lld.%03lld", o->name, (long long)(d / 1000000), (long long)(d / 1000 % 1000));
-	if (aw_http_set_header(res, "Server-Timing", v))
+	if (d < 0)
+		d = 0;
+	/* "name;dur=12.345" by hand: snprintf costs more than the rest of
+	 * this middleware (it was 1,800 of its instructions per request). */
+	char v[96], digits[24];
+	size_t n = o->len;
+	memcpy(v, o->name, n);
+	memcpy(v + n, ";dur=", 5);
+	n += 5;
+	uint64_t ms = (uint64_t)d / 1000000, frac = (uint64_t)d / 1000 % 1000;
+	int k = 0;
+	do {
+		digits[k++] = (char)('0' + ms % 10);
+		ms /= 10;
+	} while (ms);
+	while (k)
+		v[n++] = digits[--k];
+	v[n++] = '.';
+	v[n++] = (char)('0' + frac / 100);
+	v[n++] = (char)('0' + frac / 10 % 10);
+	v[n++] = (char)('0' + frac % 10);
+	if (aw__http_header_put(res, "Server-Timing", 13, v, n))
 		aw_error_clear();   /* no memory: the response goes without it */
 	return err;
 }
@@ -58,6 +78,7 @@ int aw_http_mw_timing(aw_http_mw **out, const char *name)
 	if (!o)
 		return aw_raise(-ENOMEM, "aw_http_mw_timing: no memory");
 	memcpy(o->name, name, n + 1);
+	o->len = n;
 	static const aw_http_mw_ops ops = { .name = "timing", .state_size = sizeof(timing_state),
 					    .enter = timing_enter, .exit = timing_exit, .free = free };
 	return aw_http_mw_new(out, &ops, o);
