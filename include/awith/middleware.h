@@ -276,11 +276,12 @@ int aw_http_mw_gzip(aw_http_mw **out, const aw_http_gzip_opts *opts) AW_MUST_USE
  * refilled at `rate` per second; a request takes one. A client with an
  * empty bucket is answered here, 429 {"detail": "too many requests"} with
  * Retry-After (whole seconds until a token is back, at least 1). Memory is
- * bounded: at most max_clients addresses are tracked (about 48 bytes
- * each, allocated at creation); a new address past that takes the slot of
- * the least recently seen one near it in the table, which then starts
- * again with a full bucket — so under a flood of distinct addresses the
- * limit is lenient rather than the memory unbounded. Unix-socket clients
+ * bounded: a table of max_clients slots (rounded up to a power of two, 32
+ * bytes each) is allocated at creation; a new address takes an empty slot
+ * near its hash (within 8), or one whose bucket has refilled, or the least
+ * recently seen one there, which then starts again with a full bucket —
+ * so under a flood of distinct addresses the limit is lenient rather than
+ * the memory unbounded. Unix-socket clients
  * are not limited. Per process (each worker of aw_app_run has its own
  * buckets); thread-safe. Behind a proxy every client has its address:
  * use it where clients connect directly. -EINVAL: rate <= 0, burst < 1. */
