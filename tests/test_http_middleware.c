@@ -176,6 +176,29 @@ static int locked_exit(void *self, aw_http_request *req, aw_http_response *res, 
 	return err;
 }
 
+/* A generator-style middleware that answers the request's -EIO itself
+ * (its teardown sees the error at the yield), and one whose exit fails. */
+static int fallback_gen(aw_gen *g, void *arg)
+{
+	(void)arg;
+	int err = aw_gen_yield(g, NULL);
+	if (err != -EIO)
+		return err;
+	aw_http_response *res = aw_http_mw_response(g);
+	if (aw_http_response_clear(res) || aw_http_text(res, 200, "fallback answer"))
+		return err;
+	aw_error_clear();
+	return 0;   /* handled: suppressed */
+}
+
+static int failing_exit(void *self, aw_http_request *req, aw_http_response *res, void *state, int err)
+{
+	(void)self, (void)req, (void)res, (void)state;
+	if (err)
+		return err;
+	return aw_raise(-ENOTRECOVERABLE, "the audit log is gone");
+}
+
 static aw_app *make_app(void)
 {
 	aw_app *app;
@@ -214,6 +237,17 @@ static aw_app *make_app(void)
 	EXPECT_EQ(aw_http_mw_new(&lmw, &lops, NULL), 0);
 	EXPECT_EQ(aw_http_group_use(locked, lmw), 0);
 	EXPECT_EQ(aw_http_group_route(locked, "GET", "/", h_text, "locked"), 0);
+	aw_http_group *fb, *fx;
+	aw_http_mw *fbm, *fxm;
+	EXPECT_EQ(aw_app_group(app, "/fallback", &fb), 0);
+	EXPECT_EQ(aw_http_mw_gen(&fbm, "fallback", fallback_gen, NULL), 0);
+	EXPECT_EQ(aw_http_group_use(fb, fbm), 0);
+	EXPECT_EQ(aw_http_group_route(fb, "GET", "/err", h_err, NULL), 0);
+	EXPECT_EQ(aw_app_group(app, "/audited", &fx), 0);
+	aw_http_mw_ops xops = { .name = "audit", .exit = failing_exit };
+	EXPECT_EQ(aw_http_mw_new(&fxm, &xops, NULL), 0);
+	EXPECT_EQ(aw_http_group_use(fx, fxm), 0);
+	EXPECT_EQ(aw_http_group_route(fx, "GET", "/", h_text, "audited"), 0);
 	/* bad input */
 	aw_http_group *bad = NULL;
 	EXPECT_EQ(aw_app_group(app, "nope", &bad), -EINVAL);
@@ -436,6 +470,39 @@ AW_TEST(an_enter_that_fails_fails_the_request_and_is_not_exited)
 	char *ev = events(&s);
 	CHECK_STR(ev, "A enter /locked|B enter|L enter fails|B exit err=-16899 status=403 state=7|A exit err=-16899");
 	free(ev);
+}
+
+AW_TEST(a_generator_middleware_answers_the_error_it_sees_and_suppresses_it)
+{
+	START(s, make_app);
+	resp r;
+	CHECK_EQ(get(s.port, GET("/fallback/err?code=5"), &r), 200);
+	CHECK_STR(r.body, "fallback answer");
+	resp_free(&r);
+	CHECK_EQ(get(s.port, GET("/fallback/err?code=22"), &r), 500);   /* not its error: passed on */
+	resp_free(&r);
+	CHECK_EQ(srv_stop(&s), 0);
+	char *ev = events(&s);
+	CHECK(strstr(ev, "A enter /fallback/err|B enter|B exit err=0 status=200 state=7|A exit err=0") != NULL);
+	CHECK(strstr(ev, "B exit err=-22 status=500 state=7|A exit err=-22") != NULL);
+	free(ev);
+}
+
+AW_TEST(an_exit_that_fails_turns_the_answer_into_its_error_never_a_2xx)
+{
+	START(s, make_app);
+	resp r;
+	CHECK_EQ(get(s.port, GET("/audited"), &r), 500);
+	CHECK(!strstr(r.body, "audited"));
+	resp_free(&r);
+	CHECK_EQ(srv_stop(&s), 0);
+	char *ev = events(&s);
+	CHECK(strstr(ev, "handler audited|B exit err=-131 status=500 state=7|A exit err=-131") != NULL);
+	free(ev);
+	char *log = srv_log(&s);
+	CHECK(strstr(log, "GET /audited failed (500)") != NULL);
+	CHECK(strstr(log, "the audit log is gone") != NULL);
+	free(log);
 }
 
 AW_TEST(groups_share_a_prefix_and_nest_their_middleware_inside_the_apps)

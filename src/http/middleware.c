@@ -54,9 +54,10 @@ static int inst_exit(aw_mgr *m, int err)
 	if (!i->mw->ops.exit)
 		return err;
 	int rc = i->mw->ops.exit(i->mw->self, i->req, i->res, i->state, err);
-	if (rc < 0 && rc != err && i->res->held && i->res->from_error) {
-		/* Mapped to another code: the exits further out see the
-		 * response made from it. */
+	if (rc < 0 && rc != err && !(i->res->from_error && i->res->mapped_err == rc)) {
+		/* Mapped to another code, or the exit failed: the exits
+		 * further out see the response made from it (an exit that
+		 * answers an error itself suppresses it). */
 		aw__http_map_error(i->req->conn, rc, aw_error_pending() == rc ? aw_error_current() : NULL);
 	}
 	return rc;
@@ -248,8 +249,10 @@ int aw__mw_run(aw_http_conn *c, const aw__mw_chain *chain, int (*inner)(void *ar
 	if (err < 0 && !(res->sent && res->from_error && res->mapped_err == err))
 		aw__http_map_error(c, err, aw_error_current());
 	err = aw_exitstack_unwind(&st, err);
-	if (err < 0 && res->held && res->from_error && res->mapped_err != err) {
-		/* An exit mapped the error to another code: answer with that. */
+	if (err < 0 && !(res->sent && res->from_error && res->mapped_err == err)) {
+		/* The error the request leaves with is not the one answered
+		 * (an exit failed, or returned a bare code): answer with it;
+		 * an unhandled error never leaves as a 2xx. */
 		aw__http_map_error(c, err, aw_error_current());
 	}
 	res->hold = was_holding;
