@@ -37,9 +37,11 @@
  *   4. the exits, innermost first, each with the error in flight (0 if
  *      none). An exit may edit the response (headers, body), replace it
  *      (aw_http_response_clear, then send another), suppress the error
- *      (return 0: the response stays what it is) or map it to another code
- *      (return it raised: the response is made again from the new code,
- *      unless an exit replaced it);
+ *      (return 0: the response stays what it is; the way an exit answers
+ *      an error itself) or map it to another code (return it, raised: the
+ *      response is made again from the new code at once). An exit that
+ *      fails gets its error answered the same way: whatever was held, an
+ *      unhandled error never leaves as a 2xx;
  *   5. the response leaves; then the dependencies' teardown (http.h).
  *
  * While middleware wraps a request, a complete response (aw_http_send,
