@@ -81,7 +81,7 @@ typedef struct aw_http_mw aw_http_mw;   /* opaque, reference-counted */
  *          valid until the request is done.
  *   free:  called with self when the last reference goes (NULL: none). */
 typedef struct aw_http_mw_ops {
-	const char *name;   /* for the ledger and the logs */
+	const char *name;   /* for diagnostics (the manager's name) */
 	size_t state_size;
 	int (*enter)(void *self, aw_http_request *req, aw_http_response *res, void *state);
 	int (*exit)(void *self, aw_http_request *req, aw_http_response *res, void *state, int err);

@@ -23,7 +23,7 @@
 #include <netinet/in.h>
 
 struct aw_http_mw {
-	aw_mgr_ops mops;         /* name, enter/exit bridges: the ledger shows the name */
+	aw_mgr_ops mops;         /* name, enter/exit bridges to ops */
 	aw_http_mw_ops ops;
 	void *self;
 	char *name;
