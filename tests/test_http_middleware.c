@@ -693,6 +693,43 @@ AW_TEST(cors_answers_preflights_and_marks_responses_to_allowed_origins)
 	CHECK_EQ(srv_stop(&s), 0);
 }
 
+static aw_app *make_open_cors(void)
+{
+	aw_app *app;
+	if (aw_app_new(&app, "opencors") < 0)
+		return NULL;
+	static const char *const any[] = { "*", NULL };
+	aw_http_mw *cors;
+	EXPECT_EQ(aw_http_mw_cors(&cors, &(aw_http_cors_opts){ .origins = any, .methods = "*", .headers = "*",
+								 .max_age = -1 }),
+		  0);
+	EXPECT_EQ(aw_app_use(app, cors), 0);
+	EXPECT_EQ(aw_app_route(app, "GET", "/", h_text, "root"), 0);
+	return app;
+}
+
+AW_TEST(cors_with_any_origin_answers_star_and_allows_what_is_asked)
+{
+	START(s, make_open_cors);
+	resp r;
+	char v[256];
+	CHECK_EQ(get(s.port, "GET / HTTP/1.1\r\nHost: a\r\nOrigin: https://anyone.example\r\n\r\n", &r), 200);
+	CHECK(resp_header(&r, "Access-Control-Allow-Origin", v, sizeof v));
+	CHECK_STR(v, "*");
+	CHECK(!resp_header(&r, "Vary", v, sizeof v));
+	CHECK(!resp_header(&r, "Access-Control-Allow-Credentials", v, sizeof v));
+	resp_free(&r);
+	CHECK_EQ(get(s.port, "OPTIONS / HTTP/1.1\r\nHost: a\r\nOrigin: https://anyone.example\r\n"
+			     "Access-Control-Request-Method: PATCH\r\nAccess-Control-Request-Headers: x-anything\r\n\r\n", &r), 204);
+	CHECK(resp_header(&r, "Access-Control-Allow-Methods", v, sizeof v));
+	CHECK_STR(v, "PATCH");
+	CHECK(resp_header(&r, "Access-Control-Allow-Headers", v, sizeof v));
+	CHECK_STR(v, "x-anything");
+	CHECK(!resp_header(&r, "Access-Control-Max-Age", v, sizeof v));   /* max_age < 0: none */
+	resp_free(&r);
+	CHECK_EQ(srv_stop(&s), 0);
+}
+
 AW_TEST(timing_puts_server_timing_on_held_responses)
 {
 	START(s, make_shipped);
