@@ -38,10 +38,10 @@
 # each has CPU 0 to itself while measured. Only 127.0.0.1 is used.
 #
 # Concurrency 4 is the pool size: Kore 4.1's pgsql layer stalls here once
-# more requests than connections wait for the database (its worker blocks
-# in a synchronous PQconnectdb and its parent restarts it; seen with
-# pgsql_conn_max 4 and 70 alike), so its db runs above 4 usually get no
-# answer: the table shows them as stalled and the targets leave them out.
+# more requests than connections wait for the database (seen with
+# pgsql_conn_max 4 and 70 alike; with 70 its worker was caught blocked in a
+# synchronous PQconnectdb, and its parent restarted it), so its db runs
+# above 4 usually get no answer: the table shows them as stalled and the targets leave them out.
 # Kore 4.1 also answers pipelined requests slowly (the plaintext type).
 #
 # Exit status: 0 when every server ran every run, 1 otherwise.
