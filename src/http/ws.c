@@ -24,6 +24,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/socket.h>
 
 #define WS_GUID "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
@@ -165,6 +166,18 @@ static void ended(aw_ws *ws, int code, bool by_peer)
 	wake_reader(ws);
 }
 
+/* A peer that does not read: drop the connection now rather than drain
+ * what is queued for it (the server's close would wait for that): later
+ * writes fail at once (EPIPE after the shutdown) and the close resets the
+ * connection (SO_LINGER 0), discarding the kernel's queue. */
+static void drop(aw_ws *ws)
+{
+	int fd = aw_stream_fd(ws->s);
+	struct linger lg = { 1, 0 };
+	(void)setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+	(void)shutdown(fd, SHUT_WR);
+}
+
 /* One whole frame (server frames are not masked). A failure breaks the
  * connection: the socket ends with 1006. */
 static int write_frame(aw_ws *ws, int op, const void *p, size_t n, aw_time deadline)
@@ -195,6 +208,8 @@ static int write_frame(aw_ws *ws, int op, const void *p, size_t n, aw_time deadl
 	int rc = (aw_stream_writev)(ws->s, iov, n ? 2 : 1, deadline);
 	(void)!aw_lock_release(&ws->wlock);
 	if (rc < 0) {
+		if (rc == -ETIMEDOUT)
+			drop(ws);
 		ended(ws, AW_WS_ABNORMAL, true);
 		return rc;
 	}
@@ -262,14 +277,20 @@ static int fill(aw_ws *ws, size_t need, aw_time deadline)
 			t = ws->last_rx + o->ping_interval;
 		if (ws->close_sent && ws->close_deadline < t)
 			t = ws->close_deadline;
+		/* The timer is the fill's deadline (the stream raises its own
+		 * -ETIMEDOUT: told from the caller's by the clock); the scope is
+		 * only there to be woken (aw_scope_cancel). */
 		aw_scope sc;
 		ssize_t r = 0;
-		AW_WITH(aw_move_on_at_init(&sc, t)) {
+		bool ours = t < deadline;
+		AW_WITH(aw_move_on_at_init(&sc, AW_NEVER)) {
 			ws->wait_scope = &sc;
-			r = (aw_stream_fill)(ws->s, need + 64 * 1024, deadline);
+			r = (aw_stream_fill)(ws->s, need + 64 * 1024, ours ? t : deadline);
 		}
 		ws->wait_scope = NULL;
-		if (sc.fired) {
+		if (sc.fired || (r == -ETIMEDOUT && ours && aw_now() >= t)) {
+			if (!sc.fired)
+				aw_error_clear();   /* our timer, not the caller's deadline */
 			if (ws->state == WS_CLOSED)
 				return FILL_END;
 			if (ws->going_away && !ws->close_sent)
