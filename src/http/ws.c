@@ -73,6 +73,7 @@ struct aw_ws {
 	char ctrl[126];
 	size_t ctrl_len;
 	aw_ws_msg out;
+	unsigned streak;           /* messages since the last yield */
 
 	/* writing */
 	aw_lock wlock;
@@ -363,6 +364,15 @@ static int on_close(aw_ws *ws)
 static int recv_msg(aw_ws *ws, aw_time deadline)
 {
 	const aw_ws_opts *o = ws->o;
+	/* Fairness: a peer that sends faster than the handler works would
+	 * keep the buffer full and this task running without a wait (the
+	 * loop's other tasks starved): let them run every 32 messages. */
+	if (++ws->streak >= 32) {
+		ws->streak = 0;
+		int rc = (aw_yield)();
+		if (rc < 0)
+			return rc;
+	}
 	for (;;) {
 		if (ws->state == WS_CLOSED)
 			return 0;
