@@ -316,7 +316,7 @@ static int fill(aw_ws *ws, size_t need, aw_time deadline)
 			continue;
 		}
 		if (r > 0) {
-			ws->last_rx = aw_loop_now();
+			ws->last_rx = aw_now();
 			ws->ping_out = false;
 			continue;
 		}
@@ -698,9 +698,11 @@ void aw__ws_going_away(aw_ws *ws)
 /* Does the comma-separated header value hold `token` (case-insensitive)? */
 static bool has_token(aw_str v, const char *token)
 {
+	if (!v.p)
+		return false;
 	size_t tl = strlen(token);
 	const char *p = v.p, *end = v.p + v.len;
-	while (p && p < end) {
+	while (p < end) {
 		while (p < end && (*p == ' ' || *p == '\t' || *p == ','))
 			p++;
 		const char *s = p;
@@ -844,7 +846,7 @@ int aw__ws_route_handler(aw_http_request *req, aw_http_response *res, void *ud)
 	if (aw__buf_put(&head, h1, sizeof h1 - 1) || aw__buf_put(&head, accept, 28) || aw__buf_put(&head, "\r\n", 2) ||
 	    (proto && (aw__buf_put(&head, "Sec-WebSocket-Protocol: ", 24) || aw__buf_put(&head, proto, strlen(proto)) ||
 		       aw__buf_put(&head, "\r\n", 2))) ||
-	    aw__buf_put(&head, res->hdrs.p, res->hdrs.len) || aw__buf_put(&head, "\r\n", 2)) {
+	    (res->hdrs.len && aw__buf_put(&head, res->hdrs.p, res->hdrs.len)) || aw__buf_put(&head, "\r\n", 2)) {
 		aw__buf_free(&head);
 		return aw_raise(-ENOMEM, "WebSocket: no memory for the 101");
 	}
@@ -876,7 +878,7 @@ int aw__ws_route_handler(aw_http_request *req, aw_http_response *res, void *ud)
 		.req = req,
 		.o = &o,
 		.protocol = proto,
-		.last_rx = aw_loop_now(),
+		.last_rx = aw_now(),
 	};
 	aw_lock_init(&ws.wlock);
 	aw_event_init(&ws.closed);
