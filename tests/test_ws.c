@@ -110,6 +110,15 @@ static aw_app *make_app(void)
 	return app;
 }
 
+/* The same app with the access log (to the log file) and metrics on. */
+static aw_app *make_app_observed(void)
+{
+	aw_app *app = make_app();
+	aw_app_access_log(app, stderr);
+	EXPECT_EQ(aw_app_metrics(app, "/metrics"), 0);
+	return app;
+}
+
 #define START(s)                                                                   \
 	srv s;                                                                     \
 	CHECK_EQ(srv_start(&s, make_app), 0)
@@ -798,4 +807,41 @@ AW_TEST(a_client_that_does_not_read_holds_only_its_own_sends)
 	CHECK(sent < 1000);   /* bounded by the socket buffers, not 64 KiB x forever */
 	CHECK_EQ(code, 1006);
 	free(log);
+}
+
+/* ---- the server's rules --------------------------------------------------------------- */
+
+AW_TEST(access_log_and_metrics_count_a_socket_as_its_101)
+{
+	srv s;
+	CHECK_EQ(srv_start(&s, make_app_observed), 0);
+	int fd = ws_connect(s.port, "/echo");
+	CHECK(fd >= 0);
+	CHECK_EQ(send_text(fd, "0123456789"), 0);
+	CHECK(recv_is(fd, 1, "0123456789", 10));
+	CHECK_EQ(send_close(fd, 1000, NULL), 0);
+	CHECK_EQ(recv_close_code(fd), 1000);
+	CHECK(eof_within(fd, 2000));
+	close(fd);
+	/* counted once the socket has ended */
+	char out[65536];
+	char url[128];
+	snprintf(url, sizeof url, "http://127.0.0.1:%d/metrics", s.port);
+	bool found = false;
+	for (int i = 0; i < 50 && !found; i++) {
+		CHECK_EQ(run_curl(out, sizeof out, "-s", url, (char *)NULL), 0);
+		found = strstr(out, "awith_http_requests_total{route=\"/echo\",method=\"GET\",status=\"101\"} 1") != NULL;
+		if (!found)
+			usleep(50 * 1000);
+	}
+	CHECK(found);
+	STOP(s);
+	char *log = srv_log(&s);
+	/* combined format: the request line, 101, the message bytes sent (10
+	 * echoed + the 2 of the close frame) */
+	bool logged = strstr(log, "\"GET /echo HTTP/1.1\" 101 12 ") != NULL;
+	if (!logged)
+		fprintf(stderr, "log: %s\n", log);
+	free(log);
+	CHECK(logged);
 }
