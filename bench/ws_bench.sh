@@ -10,6 +10,7 @@
 #   bash bench/ws_bench.sh            # 3 rounds of 5 s per server
 #   bash bench/ws_bench.sh --quick    # 1 round of 2 s per server
 #   BUILD=build bash bench/ws_bench.sh  # use an existing build directory
+#   DEPTH=8 bash bench/ws_bench.sh      # 8 messages in flight per client
 #
 # Prints messages/s, p50 and p99 round-trip latency and the server's CPU
 # time per message (user + system of the server process, from /proc around
@@ -22,7 +23,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.." || exit 1
 
 PY=/usr/bin/python3      # Debian's interpreter: the one python3-aiohttp is for
 BUILD=${BUILD:-build-bench}
-CONNS=100 SIZE=64
+CONNS=100 SIZE=64 DEPTH=${DEPTH:-1}
 rounds=3 seconds=5
 for arg in "$@"; do
     case $arg in
@@ -55,12 +56,12 @@ free_port() {
     "$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
 
-cpu_ticks() {
+cpu_ticks() { # PID -> "user system" clock ticks
     local f
-    f=$(cat "/proc/$1/stat" 2>/dev/null) || { echo 0; return; }
+    f=$(cat "/proc/$1/stat" 2>/dev/null) || { echo 0 0; return; }
     f=${f##*) }
     read -r -a a <<<"$f"
-    echo $((a[11] + a[12]))
+    echo "${a[11]} ${a[12]}"
 }
 
 SERVERS=(awith aiohttp)
@@ -81,18 +82,18 @@ run() { # NAME ROUND
         curl -s -o /dev/null --max-time 1 "http://127.0.0.1:$port/" && break
         sleep 0.05
     done
-    local t0 t1 out
-    t0=$(cpu_ticks "$pid")
+    local u0 s0 u1 s1 out
+    read -r u0 s0 <<<"$(cpu_ticks "$pid")"
     # ws_load counts after a 1 s warm-up: take the CPU over the whole run,
     # and the warm-up's share out by the message rate (below).
-    if ! out=$("${pin_load[@]}" "$BUILD/bench/ws_load" "$port" "$CONNS" "$seconds" "$SIZE" /echo 1); then
+    if ! out=$("${pin_load[@]}" "$BUILD/bench/ws_load" "$port" "$CONNS" "$seconds" "$SIZE" /echo 1 "$DEPTH"); then
         echo "== $name: load failed: $out"
         failed+=("$name")
     fi
-    t1=$(cpu_ticks "$pid")
+    read -r u1 s1 <<<"$(cpu_ticks "$pid")"
     kill -TERM "$pid" 2>/dev/null
     wait "$pid" 2>/dev/null
-    echo "$out ticks=$((t1 - t0)) hz=$(getconf CLK_TCK)" >"$dir/round-$round.txt"
+    echo "$out ticks=$((u1 - u0 + s1 - s0)) sys=$((s1 - s0)) hz=$(getconf CLK_TCK)" >"$dir/round-$round.txt"
     echo "  $name round $round: $out"
 }
 
@@ -102,7 +103,7 @@ done
 
 # Medians. CPU per message: the server's CPU over warm-up + measured
 # seconds, divided by the messages of that time (rate x (seconds + 1)).
-summary() { # NAME -> "rate p50 p99 cpu_us"
+summary() { # NAME -> "rate p50 p99 cpu_us sys_percent"
     "$PY" - "$results/$1" "$seconds" <<'EOF'
 import glob, statistics, sys
 rows = []
@@ -111,26 +112,27 @@ for f in glob.glob(sys.argv[1] + "/round-*.txt"):
     rate = float(d["rate"])
     cpu_s = int(d["ticks"]) / int(d["hz"])
     msgs = rate * (float(sys.argv[2]) + 1)
-    rows.append((rate, int(d["p50_us"]), int(d["p99_us"]), cpu_s / msgs * 1e6 if msgs else 0))
+    sys_share = int(d["sys"]) / int(d["ticks"]) * 100 if int(d["ticks"]) else 0
+    rows.append((rate, int(d["p50_us"]), int(d["p99_us"]), cpu_s / msgs * 1e6 if msgs else 0, sys_share))
 if not rows:
-    print("0 0 0 0")
+    print("0 0 0 0 0")
 else:
     print(" ".join("%g" % statistics.median(c) for c in zip(*rows)))
 EOF
 }
 
-read -r a_rate a_p50 a_p99 a_cpu <<<"$(summary awith)"
-read -r h_rate h_p50 h_p99 h_cpu <<<"$(summary aiohttp)"
+read -r a_rate a_p50 a_p99 a_cpu a_sys <<<"$(summary awith)"
+read -r h_rate h_p50 h_p99 h_cpu h_sys <<<"$(summary aiohttp)"
 ratio=$("$PY" -c "print('%.1f' % ($a_rate / $h_rate if $h_rate else 0))")
 md=$BUILD/ws_bench.md
 {
-    echo "WebSocket echo, $CONNS clients, $SIZE-byte text messages, one in flight per client;"
+    echo "WebSocket echo, $CONNS clients, $SIZE-byte text messages, $DEPTH in flight per client;"
     echo "$rounds round(s) of $seconds s, medians; $pinned; $(nproc) cores; load average $(cut -d' ' -f1-3 /proc/loadavg)."
     echo
-    echo "| server | messages/s | p50 | p99 | server CPU per message |"
-    echo "|---|---:|---:|---:|---:|"
-    printf '| %s | %.0f | %s us | %s us | %.1f us |\n' "${LABEL[awith]}" "$a_rate" "$a_p50" "$a_p99" "$a_cpu"
-    printf '| %s | %.0f | %s us | %s us | %.1f us |\n' "${LABEL[aiohttp]}" "$h_rate" "$h_p50" "$h_p99" "$h_cpu"
+    echo "| server | messages/s | p50 | p99 | server CPU per message | of it in the kernel |"
+    echo "|---|---:|---:|---:|---:|---:|"
+    printf '| %s | %.0f | %s us | %s us | %.1f us | %.0f %% |\n' "${LABEL[awith]}" "$a_rate" "$a_p50" "$a_p99" "$a_cpu" "$a_sys"
+    printf '| %s | %.0f | %s us | %s us | %.1f us | %.0f %% |\n' "${LABEL[aiohttp]}" "$h_rate" "$h_p50" "$h_p99" "$h_cpu" "$h_sys"
     echo
     echo "awith / aiohttp: ${ratio}x messages/s (target >= 5x)."
 } | tee "$md"

@@ -10,8 +10,10 @@
  *     msgs=N secs=S rate=R p50_us=A p99_us=B errors=E
  *
  * Usage: ws_load PORT [CONNS=100] [SECONDS=5] [SIZE=64] [PATH=/echo]
- * [WARMUP=1]. Every echo is checked (type, length, bytes). Exit 1 on a
- * connection that fails.
+ * [WARMUP=1] [DEPTH=1]. DEPTH messages are kept in flight per connection
+ * (each echo sends the next; the latencies are then those of the
+ * connection's last echo to the next, not round trips). Every echo is
+ * checked (type, length, bytes). Exit 1 on a connection that fails.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -82,7 +84,8 @@ int main(int argc, char **argv)
 	size = argc > 4 ? (size_t)atol(argv[4]) : 64;
 	const char *path = argc > 5 ? argv[5] : "/echo";
 	double warm = argc > 6 ? atof(argv[6]) : 1;
-	if (size >= 65536 || nconn < 1)
+	int depth = argc > 7 ? atoi(argv[7]) : 1;
+	if (size >= 65536 || nconn < 1 || depth < 1 || depth > 64)
 		return 2;
 
 	payload = malloc(size + 1);
@@ -158,10 +161,11 @@ int main(int argc, char **argv)
 	uint64_t t_end = t_measure + (uint64_t)(seconds * 1e9);
 	for (int i = 0; i < nconn; i++) {
 		cs[i].sent_at = now_ns();
-		if (send_all(cs[i].fd, frame, frame_len)) {
-			perror("ws_load: send");
-			return 1;
-		}
+		for (int d = 0; d < depth; d++)
+			if (send_all(cs[i].fd, frame, frame_len)) {
+				perror("ws_load: send");
+				return 1;
+			}
 	}
 	uint64_t msgs = 0, errors = 0;
 	caplat = 1 << 20;

@@ -27,6 +27,7 @@
 #include <sys/socket.h>
 
 #define WS_GUID "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+#define WS_SMALL_FRAME 2048   /* payloads copied next to their header */
 
 enum { WS_OPEN, WS_CLOSED };
 enum { FILL_OK = 1, FILL_END = 0, FILL_WAKE = 2 };
@@ -200,13 +201,24 @@ static int write_frame(aw_ws *ws, int op, const void *p, size_t n, aw_time deadl
 			h[2 + i] = (uint8_t)((uint64_t)n >> (56 - 8 * i));
 		hl = 10;
 	}
-	struct iovec iov[2] = { { h, hl }, { (void *)p, n } };
 	if (!aw_lock_try(&ws->wlock)) {
 		int rc = (aw_lock_acquire)(&ws->wlock);
 		if (rc < 0)
 			return rc;
 	}
-	int rc = (aw_stream_writev)(ws->s, iov, n ? 2 : 1, deadline);
+	int rc;
+	if (n <= WS_SMALL_FRAME) {
+		/* One send for a small frame: header and payload side by side
+		 * (a writev of two pieces would be two sends, two segments). */
+		uint8_t buf[10 + WS_SMALL_FRAME];
+		memcpy(buf, h, hl);
+		if (n)
+			memcpy(buf + hl, p, n);
+		rc = (aw_stream_write)(ws->s, buf, hl + n, deadline);
+	} else {
+		struct iovec iov[2] = { { h, hl }, { (void *)p, n } };
+		rc = (aw_stream_writev)(ws->s, iov, 2, deadline);
+	}
 	(void)!aw_lock_release(&ws->wlock);
 	if (rc < 0) {
 		if (rc == -ETIMEDOUT)
