@@ -77,6 +77,24 @@ static int h_flood(aw_ws *ws, aw_http_request *req, void *ud)
 	return rc;
 }
 
+/* Echoes, and fails on "fail": the socket is closed with 1011. */
+static int h_fails(aw_ws *ws, aw_http_request *req, void *ud)
+{
+	(void)req, (void)ud;
+	aw_ws_msg *msg;
+	AW_WITH(aw_ws_mgr(ws)) {
+		AW_FOR(msg, aw_ws_messages(ws)) {
+			if (strcmp(msg->data, "fail") == 0) {
+				(void)!aw_raise(-EIO, "the handler failed on purpose");
+				break;
+			}
+			if (aw_ws_send(ws, msg->type, msg->data, msg->len) < 0)
+				break;
+		}
+	}
+	return aw_error_pending();
+}
+
 static aw_app *make_app(void)
 {
 	aw_app *app;
@@ -96,6 +114,7 @@ static aw_app *make_app(void)
 	EXPECT_EQ(aw_app_ws(app, "/info/{name}", h_info, NULL, &o), 0);
 	EXPECT_EQ(aw_app_ws(app, "/closer", h_closer, NULL, &o), 0);
 	EXPECT_EQ(aw_app_ws(app, "/flood", h_flood, NULL, &o), 0);
+	EXPECT_EQ(aw_app_ws(app, "/fails", h_fails, NULL, &o), 0);
 	aw_ws_opts t = o;
 	t.accept = AW_WS_TEXT;
 	EXPECT_EQ(aw_app_ws(app, "/text", h_echo, NULL, &t), 0);
@@ -706,6 +725,25 @@ AW_TEST(client_close_is_echoed_and_the_server_closes_the_connection)
 	CHECK_EQ(recv_close_code(fd), 4321);
 	close(fd);
 	STOP(s);
+}
+
+AW_TEST(a_failing_handler_closes_with_1011_and_is_logged)
+{
+	START(s);
+	int fd = ws_connect(s.port, "/fails");
+	CHECK(fd >= 0);
+	CHECK_EQ(send_text(fd, "ok"), 0);
+	CHECK(recv_is(fd, 1, "ok", 2));
+	CHECK_EQ(send_text(fd, "fail"), 0);
+	CHECK_EQ(recv_close_code(fd), 1011);   /* the manager's exit saw the error */
+	CHECK_EQ(send_close(fd, 1011, NULL), 0);
+	CHECK(eof_within(fd, 2000));
+	close(fd);
+	STOP(s);
+	char *log = srv_log(&s);
+	bool logged = strstr(log, "the handler failed on purpose") != NULL;
+	free(log);
+	CHECK(logged);
 }
 
 AW_TEST(server_close_waits_for_the_peers_close_frame)
