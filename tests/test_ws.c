@@ -95,6 +95,30 @@ static int h_fails(aw_ws *ws, aw_http_request *req, void *ud)
 	return aw_error_pending();
 }
 
+/* aw_ws_recv with a deadline: "tick" each time 150 ms pass without a
+ * message, an echo otherwise. */
+static int h_ticks(aw_ws *ws, aw_http_request *req, void *ud)
+{
+	(void)req, (void)ud;
+	AW_WITH(aw_ws_mgr(ws)) {
+		for (;;) {
+			aw_ws_msg *msg;
+			int rc = aw_ws_recv(ws, &msg, aw_deadline_after(AW_MS(150)));
+			if (rc == -ETIMEDOUT) {
+				aw_error_clear();
+				if (aw_ws_send_text(ws, "tick") < 0)
+					break;
+				continue;
+			}
+			if (rc <= 0)
+				break;
+			if (aw_ws_send(ws, msg->type, msg->data, msg->len) < 0)
+				break;
+		}
+	}
+	return aw_error_pending();
+}
+
 static aw_app *make_app(void)
 {
 	aw_app *app;
@@ -115,6 +139,10 @@ static aw_app *make_app(void)
 	EXPECT_EQ(aw_app_ws(app, "/closer", h_closer, NULL, &o), 0);
 	EXPECT_EQ(aw_app_ws(app, "/flood", h_flood, NULL, &o), 0);
 	EXPECT_EQ(aw_app_ws(app, "/fails", h_fails, NULL, &o), 0);
+	aw_ws_opts quiet = o;   /* no pings in the way */
+	quiet.ping_interval = AW_SEC(10);
+	quiet.idle_timeout = AW_SEC(30);
+	EXPECT_EQ(aw_app_ws(app, "/ticks", h_ticks, NULL, &quiet), 0);
 	aw_ws_opts t = o;
 	t.accept = AW_WS_TEXT;
 	EXPECT_EQ(aw_app_ws(app, "/text", h_echo, NULL, &t), 0);
@@ -647,6 +675,24 @@ AW_TEST(a_message_type_the_route_does_not_accept_closes_with_1003)
 	CHECK(recv_is(fd, 1, "fine", 4));
 	CHECK_EQ(send_frame(fd, 0x82, "bin", 3), 0);
 	CHECK_EQ(recv_close_code(fd), 1003);
+	close(fd);
+	STOP(s);
+}
+
+AW_TEST(recv_with_a_deadline_times_out_and_goes_on_where_it_stopped)
+{
+	START(s);
+	int fd = ws_connect(s.port, "/ticks");
+	CHECK(fd >= 0);
+	CHECK(recv_is(fd, 1, "tick", 4));
+	/* half a message, then half a frame: the deadline passes inside them */
+	CHECK_EQ(send_frame(fd, 0x01, "frag", 4), 0);
+	CHECK(recv_is(fd, 1, "tick", 4));
+	unsigned char half[] = { 0x80, 0x85, 0, 0, 0, 0, 'm', 'e' };
+	CHECK_EQ(cli_send(fd, half, sizeof half), 0);
+	CHECK(recv_is(fd, 1, "tick", 4));
+	CHECK_EQ(cli_send(fd, "nts", 3), 0);
+	CHECK(recv_is(fd, 1, "fragments", 9));
 	close(fd);
 	STOP(s);
 }
