@@ -433,6 +433,15 @@ AW_TEST(handshake_errors_are_http_answers_without_upgrade)
 			   "Sec-WebSocket-Key: " KEY "\r\nSec-WebSocket-Version: 13\r\nContent-Length: 0\r\n\r\n";
 	CHECK_EQ(http_once(s.port, post, strlen(post), &r, &closed), 405);
 	resp_free(&r);
+	const char *head = "HEAD /echo HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+			   "Sec-WebSocket-Key: " KEY "\r\nSec-WebSocket-Version: 13\r\n\r\n";
+	int fd0 = cli_connect(s.port);
+	CHECK(fd0 >= 0);
+	CHECK_EQ(cli_sends(fd0, head), 0);
+	CHECK_EQ(cli_read(fd0, &r, true), 0);
+	CHECK_EQ(r.status, 400);
+	resp_free(&r);
+	close(fd0);
 	/* the server still upgrades a good one */
 	int fd = ws_connect(s.port, "/echo");
 	CHECK(fd >= 0);

@@ -810,6 +810,8 @@ int aw__ws_route_handler(aw_http_request *req, aw_http_response *res, void *ud)
 		return refuse(res, 500, "WebSocket needs a connection");
 	if (req->minor != 1)
 		return refuse(res, 400, "WebSocket needs HTTP/1.1");
+	if (req->is_head)   /* the router lets HEAD into GET routes */
+		return refuse(res, 400, "a WebSocket upgrade is a GET");
 	if (req->body_mode != AW_BODY_NONE)
 		return refuse(res, 400, "a WebSocket upgrade has no body");
 	if (!has_token(aw_http_header(req, "Upgrade"), "websocket") ||
