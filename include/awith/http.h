@@ -528,8 +528,10 @@ typedef struct aw_ws_opts {
 	                            the peer's close frame; default 5 s */
 } aw_ws_opts;
 
-/* The handler: runs after the 101 was sent. req stays valid (headers,
- * path parameters, query) until it returns. Its return value: 0 or an
+/* The handler: runs after the 101 was sent. ws and req (headers, path
+ * parameters, query) stay valid until it returns: tasks that use the
+ * socket must end before (spawn them in a task group inside the
+ * handler, as examples/chat does). Its return value: 0 or an
  * error, as an HTTP handler's; a failure is logged, and the socket, if
  * still open, is closed with 1011 (1000 on success). Errors that only say
  * the peer left (-AW_ECLOSED, -EPIPE, -ECONNRESET from sends after the
