@@ -48,6 +48,22 @@ extern "C" {
 
 struct json_t;   /* jansson's json_t */
 
+/* The http layer's error codes (core.h: the range 0x4200; aw_strerror
+ * knows them). The app answers each with its status (error mappers may
+ * map them too). */
+enum {
+	AW_EHTTP_BASE = 0x4200,
+	/* Request input failed its declared shape (awith/schema.h): 422 with
+	 * the body aw_http_validation_detail(req) lists, every bad field by
+	 * location, as FastAPI/pydantic answer. */
+	AW_EHTTP_VALIDATION,
+	AW_EHTTP_LAST
+};
+/* The layer's messages come with its library (as io.h's). */
+extern const char aw__http_error_range;
+static const char *const aw__http_error_range_ref __attribute__((used, unused)) = &aw__http_error_range;
+
+
 typedef struct aw_http_request aw_http_request;
 typedef struct aw_http_response aw_http_response;
 typedef struct aw_app aw_app;

@@ -17,6 +17,7 @@
  * before it.
  */
 #include "internal.h"
+#include "awith/schema.h"
 
 #include <signal.h>
 #include <stdlib.h>
@@ -63,6 +64,8 @@ void aw_app_free(aw_app *app)
 	aw__http_metrics_free(app);
 	aw__router_free(&app->router);
 	aw__app_debug_free(app->debug);
+	aw__http_spec_routes_free(app);
+	aw__http_openapi_free(app);
 	free(app->startup);
 	free(app->shutdown);
 	free(app->name);
@@ -268,6 +271,9 @@ static int error_status(aw_http_conn *c, int err, const char **detail)
 	case -AW_ETOOLONG:
 		*detail = "request body too large";
 		return 413;
+	case -AW_EHTTP_VALIDATION:
+		*detail = "Unprocessable Content";   /* the body: aw_http_validation_detail */
+		return 422;
 	case -ECANCELED:
 		if (c->peer_gone) {
 			*detail = "the client closed the connection";
@@ -367,7 +373,13 @@ int aw__app_dispatch(aw_http_conn *c)
 				res->status = 499;
 		} else if (!res->sent) {
 			res->in_json = false;
-			aw__http_queue_error(c, status, detail, NULL);
+			const char *vd = status == 422 ? aw_http_validation_detail(r) : NULL;
+			if (vd) {
+				res->hdrs.len = 0;   /* as for every error: the handler's headers go */
+				aw__http_queue_response(c, 422, "application/json", 16, vd, strlen(vd));
+			} else {
+				aw__http_queue_error(c, status, detail, NULL);
+			}
 		}
 	} else if (!res->sent) {
 		if (res->in_json) {
