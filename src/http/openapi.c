@@ -417,28 +417,30 @@ static bool path_ok(const char *p)
 	return true;
 }
 
-/* The page with its placeholder replaced by the document's path (checked
- * by path_ok: nothing to escape). */
+/* The page with every placeholder replaced by the document's path
+ * (checked by path_ok: nothing to escape). */
 static char *make_page(const char *doc_path, size_t *len)
 {
 	static const char ph[] = "__OPENAPI_PATH__";
-	const char *at = memmem(aw__openapi_page_html, aw__openapi_page_html_len, ph, sizeof ph - 1);
+	const char *src = aw__openapi_page_html, *end = src + aw__openapi_page_html_len;
 	size_t pl = strlen(doc_path);
-	size_t n = aw__openapi_page_html_len - (at ? sizeof ph - 1 : 0) + (at ? pl : 0);
-	char *p = malloc(n + 1);
-	if (!p)
-		return NULL;
-	if (at) {
-		size_t head = (size_t)(at - aw__openapi_page_html);
-		memcpy(p, aw__openapi_page_html, head);
-		memcpy(p + head, doc_path, pl);
-		memcpy(p + head + pl, at + sizeof ph - 1, aw__openapi_page_html_len - head - (sizeof ph - 1));
-	} else {
-		memcpy(p, aw__openapi_page_html, n);
+	aw_buf b = { 0 };
+	int bad = 0;
+	for (;;) {
+		const char *at = memmem(src, (size_t)(end - src), ph, sizeof ph - 1);
+		if (!at)
+			break;
+		bad |= aw__buf_put(&b, src, (size_t)(at - src));
+		bad |= aw__buf_put(&b, doc_path, pl);
+		src = at + sizeof ph - 1;
 	}
-	p[n] = 0;
-	*len = n;
-	return p;
+	bad |= aw__buf_put(&b, src, (size_t)(end - src));
+	if (bad) {
+		aw__buf_free(&b);
+		return NULL;
+	}
+	*len = b.len;
+	return b.p;
 }
 
 static struct aw_openapi *opts_new(aw_app *app, const aw_openapi_opts *opts)
