@@ -582,6 +582,27 @@ AW_TEST(a_huge_array_of_bad_items_lists_at_most_64_problems)
 	free(log);
 }
 
+AW_TEST(many_unknown_keys_list_at_most_64_problems)
+{
+	srv s;
+	CHECK_EQ(srv_start(&s, make_app), 0);
+	size_t n = 20000;
+	char *b = malloc(n * 16 + 200);
+	size_t k = (size_t)sprintf(b, "{\"customer\":\"A\",\"ship\":" GOOD_SHIP ",\"items\":" GOOD_ITEMS);
+	for (size_t i = 0; i < n; i++)
+		k += (size_t)sprintf(b + k, ",\"k%zu\":1", i);
+	k += (size_t)sprintf(b + k, "}");
+	resp r;
+	CHECK_EQ(request(s.port, "POST", "/orders", b, k, &r), 422);
+	CHECK_EQ(nproblems(&r), AW_VALIDATION_MAX_ERRORS);
+	char *p = problems(&r);
+	HAS(p, "|extra_forbidden|");
+	free(p);
+	resp_free(&r);
+	free(b);
+	CHECK_EQ(srv_stop(&s), 0);
+}
+
 AW_TEST(non_utf8_body_is_400_and_non_utf8_query_is_422)
 {
 	srv s;

@@ -151,7 +151,9 @@ struct aw_schema {
 
 /* Declaring tables. AW_F_*(T, member, ...) fills name, type, offset and
  * size; the rest are designated initializers (.required = true, AW_MIN(1),
- * AW_LEN(1, 64), .in = AW_IN_QUERY, .description = "..."). */
+ * AW_LEN(1, 64), .in = AW_IN_QUERY, .description = "..."). In C: C++20's
+ * designated initializers must follow the declaration order, which the
+ * macros do not promise; C++ fills aw_field members by name instead. */
 #define AW_F(T, m, type_, ...) \
 	{ .name = #m, .type = (type_), .offset = offsetof(T, m), .size = sizeof(((T *)0)->m), __VA_ARGS__ }
 #define AW_F_STRING(T, m, ...) AW_F(T, m, AW_STRING, __VA_ARGS__)

@@ -632,6 +632,10 @@ static void json_object_into(aw_http_request *req, vctx *v, const aw_schema *s, 
 				known = strcmp(s->fields[i].name, key) == 0;
 			if (known)
 				continue;
+			if (v->count >= AW_VALIDATION_MAX_ERRORS) {
+				v->count++;   /* counted, not kept: no copy of the key */
+				continue;
+			}
 			const char *k = aw__arena_strndup(&req->conn->arena, key, strlen(key));
 			if (!k) {
 				v->oom = true;
