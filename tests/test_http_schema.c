@@ -836,5 +836,5 @@ AW_TEST(bad_tables_are_refused_when_the_route_is_added)
 	CHECK(strstr(doc, "\"/b/{n}\""));
 	free(doc);
 	aw_app_free(app);
-	CHECK(strcmp(aw_strerror(-AW_EHTTP_VALIDATION), "request input failed validation") == 0);
+	CHECK(strcmp(aw_strerror(-AW_EHTTP_VALIDATION), "validation failed") == 0);
 }

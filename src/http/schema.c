@@ -24,12 +24,21 @@
 
 /* ---- the http error range ------------------------------------------------------- */
 
-const char aw__http_error_range = 1;
+/* The http range's messages (AW_EHTTP_*, http.h). The error mapping
+ * (branch mw, errmap.c) defines the same symbol and registers the same
+ * table: this copy is weak, and its registration then finds the range
+ * taken (-EEXIST, ignored); once both are merged this block can go. */
+__attribute__((weak)) const char aw__http_error_range = 1;
 
 static const char *http_strerror(int code)
 {
 	switch (code) {
-	case AW_EHTTP_VALIDATION: return "request input failed validation";
+	case AW_EHTTP_BAD_REQUEST: return "bad request";
+	case AW_EHTTP_UNAUTHORIZED: return "unauthorized";
+	case AW_EHTTP_FORBIDDEN: return "forbidden";
+	case AW_EHTTP_NOT_FOUND: return "not found";
+	case AW_EHTTP_CONFLICT: return "conflict";
+	case AW_EHTTP_VALIDATION: return "validation failed";
 	default: return NULL;
 	}
 }
