@@ -164,6 +164,23 @@ static int h_list(aw_http_request *req, aw_http_response *res, void *ud)
 	return aw_http_model_list(res, 200, &item_schema, items, 2);
 }
 
+/* A struct the model cannot write: an enum index out of range, or a
+ * string that is not UTF-8 (?bad=utf8). */
+static int h_bad_model(aw_http_request *req, aw_http_response *res, void *ud)
+{
+	(void)ud;
+	const char *which = NULL;
+	if (aw_http_query(req, "bad", &which) < 0)
+		return aw_error_pending();
+	struct item it = { "ok", 1, 0, 0 };
+	struct order o = { .customer = "A", .prio = 7, .items = &it, .nitems = 1 };
+	if (which && strcmp(which, "utf8") == 0) {
+		o.prio = 0;
+		o.customer = "\xff";
+	}
+	return aw_http_model(res, 200, &order_schema, &o);
+}
+
 static const aw_route_spec order_spec = {
 	.summary = "Create an order", .tag = "orders", .body = &order_schema, .response = &order_schema, .status = 201,
 };
@@ -182,6 +199,7 @@ static aw_app *make_app(void)
 	    aw_app_route_spec(app, "GET", "/items", h_list, NULL, &list_spec) ||
 	    aw_app_route(app, "POST", "/notes", h_note, NULL) || aw_app_route(app, "POST", "/raw", h_raw, NULL) ||
 	    aw_app_route(app, "GET", "/plain/{name}", h_raw, NULL) ||
+	    aw_app_route(app, "GET", "/bad_model", h_bad_model, NULL) ||
 	    aw_app_openapi(app, &(aw_openapi_opts){ .title = "Schema test", .version = "1.2.3" })) {
 		aw_error_print(stderr, aw_error_current());
 		aw_app_free(app);
@@ -698,6 +716,23 @@ AW_TEST(a_response_model_list_serialises_each_struct)
 			     "\"small\":-3}]") == 0);
 	resp_free(&r);
 	CHECK_EQ(srv_stop(&s), 0);
+}
+
+AW_TEST(a_model_that_cannot_be_written_is_a_500_that_says_nothing_internal)
+{
+	srv s;
+	CHECK_EQ(srv_start(&s, make_app), 0);
+	resp r;
+	CHECK_EQ(get(s.port, "/bad_model", &r), 500);
+	CHECK(!strstr(r.body, "enum"));
+	resp_free(&r);
+	CHECK_EQ(get(s.port, "/bad_model?bad=utf8", &r), 500);
+	resp_free(&r);
+	CHECK_EQ(srv_stop(&s), 0);
+	/* the log says why */
+	char *log = srv_log(&s);
+	HAS(log, "enum index 7 out of range");
+	free(log);
 }
 
 /* ---- OpenAPI ---------------------------------------------------------------------------------- */
