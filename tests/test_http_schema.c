@@ -146,6 +146,19 @@ static int h_note(aw_http_request *req, aw_http_response *res, void *ud)
 	return aw_http_text(res, 200, out);
 }
 
+/* Without a spec, parameters parsed by the handler over its defaults. */
+static int h_explicit(aw_http_request *req, aw_http_response *res, void *ud)
+{
+	(void)ud;
+	struct item_params p = { .limit = 20, .sort = 1, .q = "default" };
+	int rc = aw_http_parse_params(req, &item_params_schema, &p);
+	if (rc)
+		return rc;
+	char out[200];
+	snprintf(out, sizeof out, "id=%lld limit=%d sort=%d q=%s", (long long)p.id, p.limit, p.sort, p.q);
+	return aw_http_text(res, 200, out);
+}
+
 static int h_raw(aw_http_request *req, aw_http_response *res, void *ud)
 {
 	(void)ud;
@@ -200,6 +213,7 @@ static aw_app *make_app(void)
 	    aw_app_route(app, "POST", "/notes", h_note, NULL) || aw_app_route(app, "POST", "/raw", h_raw, NULL) ||
 	    aw_app_route(app, "GET", "/plain/{name}", h_raw, NULL) ||
 	    aw_app_route(app, "GET", "/bad_model", h_bad_model, NULL) ||
+	    aw_app_route(app, "GET", "/explicit/{id}", h_explicit, NULL) ||
 	    aw_app_openapi(app, &(aw_openapi_opts){ .title = "Schema test", .version = "1.2.3" })) {
 		aw_error_print(stderr, aw_error_current());
 		aw_app_free(app);
@@ -679,6 +693,26 @@ AW_TEST(path_and_query_parameters_are_typed)
 	resp_free(&r);
 	/* a bad %-escape in the query stays a 400 */
 	CHECK_EQ(get(s.port, "/items/1?q=%zz", &r), 400);
+	resp_free(&r);
+	CHECK_EQ(srv_stop(&s), 0);
+}
+
+AW_TEST(a_handler_parses_parameters_over_its_own_defaults)
+{
+	srv s;
+	CHECK_EQ(srv_start(&s, make_app), 0);
+	resp r;
+	CHECK_EQ(get(s.port, "/explicit/3", &r), 200);
+	CHECK(strcmp(r.body, "id=3 limit=20 sort=1 q=default") == 0);
+	resp_free(&r);
+	CHECK_EQ(get(s.port, "/explicit/3?limit=5&sort=asc&q=x", &r), 200);
+	CHECK(strcmp(r.body, "id=3 limit=5 sort=0 q=x") == 0);
+	resp_free(&r);
+	CHECK_EQ(get(s.port, "/explicit/-1?limit=0", &r), 422);
+	char *p = problems(&r);
+	HAS(p, "[\"path\",\"id\"]|greater_than_equal|");
+	HAS(p, "[\"query\",\"limit\"]|greater_than_equal|");
+	free(p);
 	resp_free(&r);
 	CHECK_EQ(srv_stop(&s), 0);
 }
