@@ -224,9 +224,8 @@ static int raise_invalid(vctx *v)
 	char first[300] = "";
 	size_t n = 0;
 	int k = 0;
-	for (verr *e = v->head; e && k < 3; e = e->next, k++)
-		n += (size_t)snprintf(first + n, n < sizeof first ? sizeof first - n : 0, "%s%s: %s", k ? "; " : "",
-				      e->dotted, e->msg);
+	for (verr *e = v->head; e && k < 3 && n < sizeof first; e = e->next, k++)
+		n += (size_t)snprintf(first + n, sizeof first - n, "%s%s: %s", k ? "; " : "", e->dotted, e->msg);
 	return aw_raise(-AW_EHTTP_VALIDATION, "%zu invalid input%s: %s%s", v->count, v->count == 1 ? "" : "s", first,
 			v->count > 3 ? "; ..." : "");
 }
