@@ -17,7 +17,6 @@
  * before it.
  */
 #include "internal.h"
-#include "awith/schema.h"
 
 #include <signal.h>
 #include <stdlib.h>
@@ -373,13 +372,8 @@ int aw__app_dispatch(aw_http_conn *c)
 				res->status = 499;
 		} else if (!res->sent) {
 			res->in_json = false;
-			const char *vd = status == 422 ? aw_http_validation_detail(r) : NULL;
-			if (vd) {
-				res->hdrs.len = 0;   /* as for every error: the handler's headers go */
-				aw__http_queue_response(c, 422, "application/json", 16, vd, strlen(vd));
-			} else {
+			if (status != 422 || !aw__http_queue_validation(c))
 				aw__http_queue_error(c, status, detail, NULL);
-			}
 		}
 	} else if (!res->sent) {
 		if (res->in_json) {

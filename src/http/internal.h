@@ -376,6 +376,10 @@ typedef struct aw_http_spec_route {
 } aw_http_spec_route;
 int aw__http_spec_handler(aw_http_request *req, aw_http_response *res, void *ud);
 void aw__http_spec_routes_free(aw_app *app);
+/* The app's answer to -AW_EHTTP_VALIDATION: queue the 422 with the
+ * request's recorded problems (aw_http_validation_detail); false when
+ * there are none (then the caller answers as for any 422). */
+bool aw__http_queue_validation(aw_http_conn *c);
 /* The deepest nesting of [ and { in JSON text (strings skipped), stopping
  * as soon as it passes limit. */
 size_t aw__json_depth(const char *p, size_t n, size_t limit);

@@ -215,6 +215,17 @@ const char *aw_http_validation_detail(const aw_http_request *req)
 	return v->detail;
 }
 
+bool aw__http_queue_validation(aw_http_conn *c)
+{
+	const char *vd = aw_http_validation_detail(&c->req);
+	if (!vd)
+		return false;
+	c->res.hdrs.len = 0;   /* as for every error answer: the handler's headers go */
+	if (aw__http_queue_response(c, 422, "application/json", 16, vd, strlen(vd)))
+		aw_error_clear();   /* no memory for the answer: the connection closes */
+	return true;
+}
+
 /* Raise the validation error for what was found (messages: the first
  * few problems, for the log). */
 static int raise_invalid(vctx *v)
