@@ -15,6 +15,15 @@ api=$build/examples/orders_api
 fail() { echo "FAIL $*"; echo "0 passed, 1 failed"; exit 1; }
 
 [[ -x $api ]] || fail "no $api (configure with -Dexamples=true)"
+# Debian has no OpenAPI 3.1 validator (its openapi-specification package
+# ships the 3.0 schema only); the machines this project runs on carry
+# openapi-spec-validator in their python3. Without it the check is skipped
+# (meson's 77), loudly, unless AW_OPENAPI_REQUIRED=1 makes it a failure.
+if ! python3 -c 'import openapi_spec_validator, jsonschema' 2>/dev/null; then
+    [[ ${AW_OPENAPI_REQUIRED:-} == 1 ]] && fail "python3 cannot import openapi_spec_validator"
+    echo "SKIP: python3 has no openapi_spec_validator: the OpenAPI document is not validated here"
+    exit 77
+fi
 
 port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 log=$(mktemp)
