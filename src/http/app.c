@@ -66,6 +66,9 @@ void aw_app_free(aw_app *app)
 	aw__app_mw_free(app);
 	aw__router_free(&app->router);
 	aw__app_debug_free(app->debug);
+	aw__ws_routes_free(app->ws_routes);
+	aw__http_spec_routes_free(app);
+	aw__http_openapi_free(app);
 	free(app->startup);
 	free(app->shutdown);
 	free(app->name);
@@ -265,18 +268,24 @@ static void name_task(aw_http_conn *c)
 	aw_task_set_name(aw_task_current(), name);
 }
 
-/* Route the request and run its handler: the innermost step of the app's
- * middleware (404 and 405 are answers their exits see too). */
+/* The routing outcome, for the innermost step of the app's middleware. */
+typedef struct routed {
+	aw_http_conn *c;
+	int st;                    /* 0, or 404/405/400... to answer */
+	char allow[160];
+} routed;
+
+/* Answer a routing failure or run the handler: the innermost step of the
+ * app's middleware (404 and 405 are answers their exits see too). */
 static int route_and_call(void *arg)
 {
-	aw_http_conn *c = arg;
+	routed *rt = arg;
+	aw_http_conn *c = rt->c;
 	aw_http_request *r = &c->req;
 	aw_app *app = c->app;
-	char allow[160];
-	int st = aw__router_match(&app->router, r, allow, sizeof allow);
-	if (st) {
-		const char *detail = st == 400 && r->bad_request ? r->bad_request : aw__http_reason(st);
-		if (aw__http_queue_error(c, st, detail, st == 405 ? allow : NULL))
+	if (rt->st) {
+		const char *detail = rt->st == 400 && r->bad_request ? r->bad_request : aw__http_reason(rt->st);
+		if (aw__http_queue_error(c, rt->st, detail, rt->st == 405 ? rt->allow : NULL))
 			aw_error_clear();
 		return 0;
 	}
@@ -295,16 +304,16 @@ int aw__app_dispatch(aw_http_conn *c)
 	aw_http_request *r = &c->req;
 	aw_http_response *res = &c->res;
 	aw_app *app = c->app;
-	if (!app->mw.n) {
-		/* No app middleware: routing outside the deadline, as it was. */
-		char allow[160];
-		int st = aw__router_match(&app->router, r, allow, sizeof allow);
-		if (st) {
-			const char *detail = st == 400 && r->bad_request ? r->bad_request : aw__http_reason(st);
-			return aw__http_queue_error(c, st, detail, st == 405 ? allow : NULL);
-		}
+	routed rt = { .c = c };
+	rt.st = aw__router_match(&app->router, r, rt.allow, sizeof rt.allow);
+	if (rt.st && !app->mw.n) {
+		/* No app middleware: answered here, outside the deadline. */
+		const char *detail = rt.st == 400 && r->bad_request ? r->bad_request : aw__http_reason(rt.st);
+		return aw__http_queue_error(c, rt.st, detail, rt.st == 405 ? rt.allow : NULL);
 	}
-	r->deadline = aw__http_after(c->lim->request_deadline);
+	/* A WebSocket lives as long as its peer: no request deadline. */
+	r->deadline = !rt.st && r->route->fn == aw__ws_route_handler ? AW_NEVER
+									 : aw__http_after(c->lim->request_deadline);
 	aw_exitstack_init(&r->deps);
 	int err = 0, chained = 1;
 	aw_error *e = NULL;
@@ -317,7 +326,7 @@ int aw__app_dispatch(aw_http_conn *c)
 			aw__http_conn_check_peer(c);
 		if (app->mw.n) {
 			/* Maps a failure to a held response before the exits. */
-			err = chained = aw__mw_run(c, &app->mw, route_and_call, c);
+			err = chained = aw__mw_run(c, &app->mw, route_and_call, &rt);
 		} else {
 			aw__http_trace_route(r);
 			const aw_route *route = r->route;

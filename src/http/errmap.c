@@ -216,7 +216,9 @@ int aw__http_map_error(aw_http_conn *c, int err, const aw_error *e)
 		res->status = 499;
 	} else if (aw__http_response_retract(c)) {
 		res->in_json = false;
-		queue_mapped(c, status, detail);
+		/* Validation (schema.c) answers with every problem it found. */
+		if (err != -AW_EHTTP_VALIDATION || !aw__http_queue_validation(c))
+			queue_mapped(c, status, detail);
 		aw_error_clear();
 		if (res->held) {
 			res->from_error = true;
