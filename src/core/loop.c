@@ -443,6 +443,7 @@ int aw_run_config(const aw_config *cfg, aw_task_fn main_fn, void *arg)
 		if (c.log)
 			l->cfg.log = c.log;
 		l->cfg.debug_errors = l->cfg.debug_errors || c.debug_errors;
+		l->cfg.backend = c.backend;
 	}
 	long ps = sysconf(_SC_PAGESIZE);
 	if (l->cfg.stack_size < 16 * 1024)
@@ -450,7 +451,7 @@ int aw_run_config(const aw_config *cfg, aw_task_fn main_fn, void *arg)
 	l->cfg.stack_size = (l->cfg.stack_size + (size_t)ps - 1) / (size_t)ps * (size_t)ps;
 	l->wake_fd = -1;
 	l->backend.fd = -1;
-	int rc = aw_backend_init(&l->backend);
+	int rc = aw_backend_init(&l->backend, l->cfg.backend, l->cfg.log);
 	if (rc) {
 		loop_free(l);
 		return rc;
