@@ -236,3 +236,197 @@ AW_TEST(a_closed_watched_socket_is_released_by_the_next_loop_turn)
 	CHECK_EQ(r.nread, 0);   /* EOF: the peer's end is really closed */
 	CHECK(r.took < AW_MS(500));
 }
+
+/* ---- aw_fd_recv: one io_uring operation per read ----------------------- */
+
+struct rx {
+	int fd;
+	char buf[64];
+	size_t got;
+	int rc;
+	aw_time deadline;
+	bool ended;
+};
+
+static int receiver(void *arg)
+{
+	struct rx *r = arg;
+	r->rc = aw_fd_recv(r->fd, r->buf, sizeof r->buf, &r->got, r->deadline);
+	aw_error_clear();   /* the test reads rc */
+	r->ended = true;
+	return 0;
+}
+
+static bool on_uring(void)
+{
+	const char *b = aw_loop_backend();
+	return b && strcmp(b, "io_uring") == 0;
+}
+
+struct recv_case { int rc_epoll; bool uring; int rc; size_t got; char text[16]; };
+
+static int main_recv(void *arg)
+{
+	struct recv_case *c = arg;
+	int sv[2];
+	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv) != 0)
+		return -errno;
+	c->uring = on_uring();
+	struct rx r = { .fd = sv[0], .deadline = aw_deadline_after(AW_SEC(5)) };
+	aw_task *t;
+	EXPECT_EQ(aw_spawn(&t, receiver, &r, "receiver"), 0);
+	EXPECT_EQ(aw_sleep(AW_MS(5)), 0);   /* it waits in the kernel now */
+	EXPECT_EQ(write(sv[1], "hello", 5), 5);
+	EXPECT_EQ(aw_task_join(t), 0);
+	c->rc = r.rc;
+	c->got = r.got;
+	snprintf(c->text, sizeof c->text, "%.*s", (int)r.got, r.buf);
+	EXPECT_EQ(aw_fd_close(sv[0]), 0);
+	close(sv[1]);
+	return 0;
+}
+
+AW_TEST(fd_recv_receives_on_io_uring_and_says_eopnotsupp_on_epoll)
+{
+	struct recv_case c = { 0 };
+	CHECK_EQ(aw_run(main_recv, &c), 0);
+	if (c.uring) {
+		CHECK_EQ(c.rc, 0);
+		CHECK_EQ(c.got, 5);
+		CHECK_STR(c.text, "hello");
+	} else {
+		CHECK_EQ(c.rc, -EOPNOTSUPP);
+		CHECK_EQ(c.got, 0);
+	}
+	char log[256];
+	aw_config cfg;
+	aw_config_default(&cfg);
+	cfg.backend = AW_BACKEND_EPOLL;
+	FILE *f = fmemopen(log, sizeof log, "w");
+	cfg.log = f;
+	CHECK_EQ(aw_run_config(&cfg, main_recv, &c), 0);
+	fclose(f);
+	CHECK(!c.uring);
+	CHECK_EQ(c.rc, -EOPNOTSUPP);
+}
+
+/* The buffer's owner abandons the receive (cancelled, or past its
+ * deadline); afterwards the peer writes. The bytes must stay in the socket
+ * for whoever reads next, the abandoned buffer must stay untouched, and no
+ * completion may reach anyone: the call returned only once the kernel had
+ * let go. */
+struct abandon { bool uring; int rc; size_t got; bool untouched; char later[16]; int how; };
+
+static int main_abandon(void *arg)
+{
+	struct abandon *c = arg;
+	int sv[2];
+	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv) != 0)
+		return -errno;
+	c->uring = on_uring();
+	struct rx *r = calloc(1, sizeof *r);
+	r->fd = sv[0];
+	memset(r->buf, 0x5a, sizeof r->buf);
+	r->deadline = c->how == 1 ? aw_deadline_after(AW_MS(20)) : AW_NEVER;
+	aw_task *t;
+	EXPECT_EQ(aw_spawn(&t, receiver, r, "receiver"), 0);
+	EXPECT_EQ(aw_sleep(AW_MS(5)), 0);   /* the receive is in flight */
+	if (c->how == 0)
+		aw_task_cancel(t);
+	if (aw_task_join(t) < 0)
+		aw_error_clear();
+	aw_error_clear();
+	c->rc = r->rc;
+	c->got = r->got;
+	/* Now the peer writes, and the loop turns a few times. */
+	EXPECT_EQ(write(sv[1], "late", 4), 4);
+	EXPECT_EQ(aw_sleep(AW_MS(20)), 0);
+	c->untouched = true;
+	for (size_t i = 0; i < sizeof r->buf; i++)
+		c->untouched = c->untouched && r->buf[i] == 0x5a;
+	free(r);
+	char b[16] = "";
+	ssize_t n = read(sv[0], b, sizeof b - 1);
+	snprintf(c->later, sizeof c->later, "%.*s", n > 0 ? (int)n : 0, b);
+	EXPECT_EQ(aw_fd_close(sv[0]), 0);
+	close(sv[1]);
+	return 0;
+}
+
+AW_TEST(a_cancelled_fd_recv_leaves_the_buffer_and_the_bytes_alone)
+{
+	struct abandon c = { .how = 0 };
+	CHECK_EQ(aw_run(main_abandon, &c), 0);
+	if (!c.uring)
+		return;   /* epoll: -EOPNOTSUPP, nothing was in flight */
+	CHECK_EQ(c.rc, -ECANCELED);
+	CHECK_EQ(c.got, 0);
+	CHECK(c.untouched);
+	CHECK_STR(c.later, "late");   /* still in the socket: the receive was really cancelled */
+}
+
+AW_TEST(an_fd_recv_past_its_deadline_returns_etimedout_and_leaves_the_bytes_alone)
+{
+	struct abandon c = { .how = 1 };
+	CHECK_EQ(aw_run(main_abandon, &c), 0);
+	if (!c.uring)
+		return;
+	CHECK_EQ(c.rc, -ETIMEDOUT);
+	CHECK_EQ(c.got, 0);
+	CHECK(c.untouched);
+	CHECK_STR(c.later, "late");
+}
+
+/* aw_fd_close of an fd with a receive in flight: when it returns, the
+ * kernel has let go of the buffer (the socket lives on through a dup, so a
+ * receive left behind would still take the bytes). */
+struct forget { bool uring; int rc; bool untouched_at_once, untouched_later; char later[16]; };
+
+static int main_forget(void *arg)
+{
+	struct forget *c = arg;
+	int sv[2];
+	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv) != 0)
+		return -errno;
+	c->uring = on_uring();
+	int keep = dup(sv[0]);
+	struct rx *r = calloc(1, sizeof *r);
+	r->fd = sv[0];
+	r->deadline = AW_NEVER;
+	memset(r->buf, 0x5a, sizeof r->buf);
+	aw_task *t;
+	EXPECT_EQ(aw_spawn(&t, receiver, r, "receiver"), 0);
+	EXPECT_EQ(aw_sleep(AW_MS(5)), 0);
+	EXPECT_EQ(aw_fd_close(sv[0]), 0);
+	EXPECT_EQ(write(sv[1], "late", 4), 4);   /* before any loop turn */
+	c->untouched_at_once = true;
+	for (size_t i = 0; i < sizeof r->buf; i++)
+		c->untouched_at_once = c->untouched_at_once && r->buf[i] == 0x5a;
+	if (aw_task_join(t) < 0)
+		aw_error_clear();
+	aw_error_clear();
+	c->rc = r->rc;
+	EXPECT_EQ(aw_sleep(AW_MS(10)), 0);
+	c->untouched_later = true;
+	for (size_t i = 0; i < sizeof r->buf; i++)
+		c->untouched_later = c->untouched_later && r->buf[i] == 0x5a;
+	free(r);
+	char b[16] = "";
+	ssize_t n = read(keep, b, sizeof b - 1);
+	snprintf(c->later, sizeof c->later, "%.*s", n > 0 ? (int)n : 0, b);
+	close(keep);
+	close(sv[1]);
+	return 0;
+}
+
+AW_TEST(closing_an_fd_with_a_receive_in_flight_returns_once_the_kernel_let_go)
+{
+	struct forget c = { 0 };
+	CHECK_EQ(aw_run(main_forget, &c), 0);
+	if (!c.uring)
+		return;
+	CHECK_EQ(c.rc, -EBADF);
+	CHECK(c.untouched_at_once);
+	CHECK(c.untouched_later);
+	CHECK_STR(c.later, "late");
+}

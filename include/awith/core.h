@@ -376,9 +376,11 @@ int aw_sleep_until(aw_time deadline) AW_MUST_USE;
 enum { AW_READABLE = 1, AW_WRITABLE = 2 };
 /* Waits until fd may be readable/writable (one direction per call) or until
  * deadline. Edge-triggered underneath: call it after the operation returned
- * EAGAIN. Returns 0, -ETIMEDOUT, the cancel code, -AW_EBUSY_WAIT if another
- * task already waits on the same fd and direction, or -EBADF/-EPERM from
- * epoll (a regular file cannot be waited on). */
+ * EAGAIN (on the io_uring backend an edge reports only the events of that
+ * wake-up, so a wait for an fd that was ready all along may not return).
+ * Returns 0, -ETIMEDOUT, the cancel code, -AW_EBUSY_WAIT if another task
+ * already waits on the same fd and direction, or -EBADF/-EPERM from epoll (a
+ * regular file cannot be waited on; on io_uring it is always ready). */
 int aw_fd_wait(int fd, int direction, aw_time deadline) AW_MUST_USE;
 #define aw_fd_wait(fd, dir, dl) AW__AT((aw_fd_wait)((fd), (dir), (dl)))
 /* Waits until fd may be ready in any of `directions` (AW_READABLE |

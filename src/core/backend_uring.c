@@ -36,6 +36,7 @@
 
 #define AW_URING_ENTRIES 256         /* SQ size; the CQ gets 16 times that */
 #define AW_URING_POLL_BIT (UINT64_C(1) << 63)
+#define AW_URING_OP_BIT (UINT64_C(1) << 62)   /* user_data: an aw_backend_op pointer */
 #define AW_URING_GEN_MASK 0x7fffffffu
 
 typedef struct uring_fd {
@@ -46,6 +47,7 @@ typedef struct uring_fd {
 
 struct aw_uring {
 	struct io_uring ring;
+	aw_backend *b;
 	uring_fd *fds;
 	size_t nfds;
 };
@@ -135,6 +137,7 @@ int aw_uring_init(aw_backend *b, const char **why)
 		*why = "the kernel's io_uring is older than 5.13 (no multishot poll)";
 		return -ENOSYS;
 	}
+	u->b = b;
 	b->uring = u;
 	return 0;
 }
@@ -197,12 +200,59 @@ int aw_uring_del(aw_backend *b, int fd)
 	return 0;
 }
 
-/* One completion: a poll's mask, or an error. */
+int aw_uring_recv(aw_backend *b, int fd, void *buf, size_t len, aw_backend_op *op)
+{
+	struct io_uring_sqe *sqe = sqe_get(b->uring);
+	if (!sqe)
+		return -EAGAIN;
+	io_uring_prep_recv(sqe, fd, buf, len, 0);
+	io_uring_sqe_set_data64(sqe, AW_URING_OP_BIT | (uint64_t)(uintptr_t)op);
+	op->done = false;
+	op->res = 0;
+	b->ops++;
+	return 0;
+}
+
+void aw_uring_cancel(aw_backend *b, aw_backend_op *op, bool sync)
+{
+	struct aw_uring *u = b->uring;
+	uint64_t ud = AW_URING_OP_BIT | (uint64_t)(uintptr_t)op;
+	if (sync) {
+		/* Kernel 6.0+: returns once the request is gone; its CQE
+		 * is then in the ring for the next poll. Otherwise the
+		 * asynchronous cancel below, and the waiter's own wait. */
+		struct io_uring_sync_cancel_reg reg;
+		memset(&reg, 0, sizeof reg);
+		reg.addr = ud;
+		reg.fd = -1;
+		reg.timeout.tv_sec = -1;
+		reg.timeout.tv_nsec = -1;
+		io_uring_submit(&u->ring);   /* the request may still be queued */
+		int rc = io_uring_register_sync_cancel(&u->ring, &reg);
+		if (rc == 0 || rc == -ENOENT || rc == -EALREADY)
+			return;
+	}
+	struct io_uring_sqe *sqe = sqe_get(u);
+	if (!sqe)
+		return;   /* the waiter still waits for the completion */
+	io_uring_prep_cancel64(sqe, ud, 0);
+	io_uring_sqe_set_data64(sqe, 0);
+}
+
+/* One completion: a poll's mask, an operation's result, or an error. */
 static int complete(struct aw_uring *u, uint64_t ud, int res, unsigned flags, aw_backend_ready_fn *on_ready,
 		    void *ctx)
 {
+	if (ud & AW_URING_OP_BIT) {
+		aw_backend_op *op = (aw_backend_op *)(uintptr_t)(ud & ~AW_URING_OP_BIT);
+		op->res = res;
+		op->done = true;
+		u->b->ops--;
+		aw_task_wake(op->task, 0);
+		return 1;
+	}
 	if (!(ud & AW_URING_POLL_BIT))
-		return 0;   /* a removal's own completion */
+		return 0;   /* a removal's or a cancel's own completion */
 	int fd = (int)(uint32_t)ud;
 	uint32_t gen = (uint32_t)(ud >> 32) & AW_URING_GEN_MASK;
 	if ((size_t)fd >= u->nfds || !u->fds[fd].live || u->fds[fd].gen != gen)

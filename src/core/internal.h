@@ -120,7 +120,19 @@ typedef struct aw_backend {
 	int kind;                /* AW_BACKEND_KIND_*; 0 before init */
 	int fd;                  /* the epoll fd (epoll only) */
 	struct aw_uring *uring;  /* the ring (io_uring only) */
+	size_t ops;              /* operations in flight (io_uring only): a
+	                            loop with a task waiting for one is not
+	                            deadlocked */
 } aw_backend;
+
+/* One io_uring operation a task waits for (aw_fd_recv), on that task's
+ * stack: it never returns before `done`, so the record and the buffer
+ * outlive the kernel's use of them. */
+typedef struct aw_backend_op {
+	aw_task *task;           /* woken (value 0) when the completion comes */
+	int res;                 /* the completion's result */
+	bool done;
+} aw_backend_op;
 /* Start the backend the choice (aw_backend_choice, DEFAULT resolved from
  * AWITH_BACKEND) names; AUTO falls back to epoll and says why once per
  * process on `log`. 0 or a negative code (with the reason on `log`). */
@@ -153,6 +165,15 @@ void aw_uring_fini(aw_backend *b);
 int aw_uring_add(aw_backend *b, int fd, uint64_t data);
 int aw_uring_del(aw_backend *b, int fd);
 int aw_uring_poll(aw_backend *b, aw_time timeout, aw_backend_ready_fn *on_ready, void *ctx);
+/* Queue a receive of up to len bytes from socket fd into buf; the
+ * completion sets op->res and op->done and wakes op->task. 0 or -errno. */
+int aw_uring_recv(aw_backend *b, int fd, void *buf, size_t len, aw_backend_op *op);
+/* Ask the kernel to cancel op (IORING_OP_ASYNC_CANCEL); its completion
+ * still comes (with -ECANCELED, or the result it had reached). sync: also
+ * wait in the kernel until op has finished with its buffer (for
+ * aw_fd_forget, which must not return while the kernel may still write
+ * into a buffer its caller is about to free). */
+void aw_uring_cancel(aw_backend *b, aw_backend_op *op, bool sync);
 #endif
 
 /* ---- tasks ---------------------------------------------------------------- */
@@ -238,6 +259,7 @@ void aw__log_context_free(struct aw_log_ctx **ctx);
 
 typedef struct aw_fdstate {
 	aw_task *reader, *writer;
+	aw_backend_op *read_op;  /* the reader's io_uring receive in flight */
 	bool registered, readable, writable;
 	bool hup;                /* sticky: the peer closed its side */
 	void (*on_hup)(void *arg); /* aw_fd_on_hup */
