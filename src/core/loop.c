@@ -192,7 +192,10 @@ int (aw_fd_recv)(int fd, void *buf, size_t len, size_t *got, aw_time deadline)
 		return aw_raise(rc, "fd %d: cannot queue a receive: %s", fd, aw_strerror(rc));
 	s->reader = t;
 	s->read_op = &op;
-	int v = aw_task_park(deadline, false);
+	int v;
+	do   /* a readiness edge of fd (a poll on it) wakes the reader with 0 too: not ours */
+		v = aw_task_park(deadline, false);
+	while (v == 0 && !op.done);
 	if (!op.done) {
 		/* Deadline, cancellation, or aw_fd_forget (EBADF): the kernel
 		 * may still write into buf. Cancel, and wait with
