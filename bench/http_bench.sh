@@ -16,7 +16,7 @@
 #                                       # the io_uring loop backend
 #                                       # (AWITH_BACKEND), GET / and GET /
 #                                       # pipelined 16 deep (wrk -s
-#                                       # bench/pipeline.lua), 5 rounds,
+#                                       # bench/tfb_pipeline.lua), 5 rounds,
 #                                       # interleaved; target: io_uring
 #                                       # <= 0.75x epoll's CPU per request
 #
@@ -200,7 +200,7 @@ run() {
         return 1
     fi
     local script=()
-    [[ $name == *_pipe ]] && script=(-s bench/pipeline.lua)
+    [[ $name == *_pipe ]] && script=(-s bench/tfb_pipeline.lua)
     "${pin_wrk[@]}" wrk -t1 -c"$CONNS" -d1s "${script[@]}" "http://127.0.0.1:$port/" ${script:+-- 16} >/dev/null 2>&1
     local t0 t1
     t0=$(cpu_ticks "$pid")
