@@ -14,7 +14,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#if AW_HAVE_IO_URING
 static atomic_int fallback_said;   /* the auto fallback is said once per process */
+#endif
 
 /* The choice from AWITH_BACKEND, or -1 when the value is unknown. */
 static int choice_from_env(void)
@@ -29,6 +31,7 @@ static int choice_from_env(void)
 	return -1;
 }
 
+#if AW_HAVE_IO_URING
 /* Why the kernel refused, in words for the log. */
 static const char *refusal(int rc, const char *why)
 {
@@ -42,6 +45,7 @@ static const char *refusal(int rc, const char *why)
 		return "io_uring_setup: no memory for the ring (ENOMEM; RLIMIT_MEMLOCK on older kernels)";
 	return aw_strerror(rc);
 }
+#endif
 
 int aw_backend_init(aw_backend *b, int choice, FILE *log)
 {
