@@ -226,6 +226,8 @@ for m in "${modules[@]}"; do
         awith-client) line='$(pkg-config --cflags awith-client) -Wl,-Bstatic -lawith-client -lawith-io -lawith-core -Wl,-Bdynamic $(pkg-config --libs-only-L awith-core) $(pkg-config --libs libcurl jansson openssl) -pthread' ;;
         awith-pg) line='$(pkg-config --cflags awith-pg) -Wl,-Bstatic -lawith-pg -lawith-io -lawith-core -Wl,-Bdynamic $(pkg-config --libs-only-L awith-core) $(pkg-config --libs libpq jansson openssl) -pthread' ;;
         esac
+        # The core's archive with the io_uring backend needs liburing too.
+        [[ -n $core_uring ]] && line+=' -luring'
         # The same line, against the full install (shared libraries beside
         # the archives: -Wl,-Bstatic is what picks the archives there).
         flags=$(eval "echo $line")
