@@ -282,7 +282,7 @@ deb_check_stop() {
 # pg programs (the layers that touch the loop; the rest of the ASan time is
 # the fault injection).
 URING_TESTS='^test_'
-URING_ASAN_TESTS='^test_(with|error_rule|gen|exitstack|iter|task|scope|group|sync|queue|thread|observe|backend|stream|socket|tls|file|signal|ext|http_server|http_app|http_limits|http_faults|http_workers|pg|pg_pool|pg_tx|pg_outage)$'
+URING_ASAN_TESTS='^test_(with|error_rule|gen|exitstack|iter|task|scope|group|sync|queue|thread|observe|backend|stream|socket|tls|file|signal|ext|http_server|http_app|http_limits|http_faults|http_workers|ws|pg|pg_pool|pg_tx|pg_outage)$'
 
 main() {
     cd "$(dirname "${BASH_SOURCE[0]}")/.." || exit 1
