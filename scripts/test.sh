@@ -29,7 +29,8 @@ PACKAGES=(meson ninja-build pkg-config gcc g++ clang libclang-rt-14-dev valgrind
           libhiredis-dev redis-server
           build-essential debhelper dpkg-dev fakeroot lintian
           libsystemd-dev prometheus chromium
-          python3-aiohttp)   # tests/check_chat*.sh, bench/ws_bench.sh: the WebSocket client and peer
+          python3-aiohttp    # tests/check_chat*.sh, bench/ws_bench.sh: the WebSocket client and peer
+          liburing-dev)      # the loop's io_uring backend (meson feature io_uring)
 
 # Install whatever in PACKAGES is not installed yet; no apt-get at all otherwise.
 ensure_packages() {
