@@ -90,6 +90,17 @@ int aw_pg_server_error(aw_pg_conn *c, PGresult *r, const char *sql)
 	bool lost = PQstatus(c->pg) == CONNECTION_BAD;
 	if (lost)
 		c->broken = true;
+	/* A write refused because the server is a standby now (after a
+	 * failover, a connection that still reaches the old primary demoted
+	 * and following the new one; or a DSN without
+	 * target_session_attrs=read-write): the pool discards the connection,
+	 * and the next connect goes where the DSN points now. A read-only
+	 * transaction the caller asked for on a primary is not this. */
+	else if (!strcmp(c->err.sqlstate, "25006")) {
+		const char *hs = PQparameterStatus(c->pg, "in_hot_standby");
+		if (hs && !strcmp(hs, "on"))
+			c->broken = true;
+	}
 	int code = lost ? -ECONNRESET : -AW_EPG;
 	(void)sql;
 	return aw_raise(code, "PostgreSQL %s %s: %s%s%s%s%s%s", c->err.severity,

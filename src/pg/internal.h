@@ -189,6 +189,9 @@ typedef struct pool_waiter {
 
 struct aw_pg_pool {
 	aw_pg_pool_opts o;
+	int standby;             /* aw_pg_pool_check: -1 unknown, 0, 1 */
+	aw_time replica_lag;     /* at the last check; -1 unknown */
+	aw_time checked_at;
 	char *dsn, *reset;
 	aw_pg_opts conn_opts;
 
