@@ -123,6 +123,26 @@ typedef struct aw_pg_opts {
 	                              the task has a trace context is recorded
 	                              as a span ("pg SELECT", kind client,
 	                              with its duration and error). */
+	bool transaction_pooler;   /* the DSN reaches a transaction-mode
+	                              pooler (pgbouncer pool_mode=transaction):
+	                              each transaction may run on another
+	                              server connection, so nothing may
+	                              outlive one. The statement cache is off
+	                              (as stmt_cache 0, whatever it says), and
+	                              statements that would leave session
+	                              state on a server connection other
+	                              clients get next are refused before
+	                              they are sent, with -ENOTSUP and a
+	                              message saying what to do instead:
+	                              LISTEN (aw_pg_listen_init too), SET
+	                              other than SET LOCAL / SET TRANSACTION
+	                              / SET CONSTRAINTS, PREPARE, CREATE TEMP
+	                              outside a transaction, DECLARE ... WITH
+	                              HOLD, session advisory locks
+	                              (pg_advisory_lock; the _xact_ ones are
+	                              fine). Only a statement's first keyword
+	                              (and for locks its text) is looked at.
+	                              docs/scale.md, "pgbouncer". */
 } aw_pg_opts;
 
 /* The defaults (what a NULL opts means). */
