@@ -16,8 +16,9 @@
  * ({"detail": ...}), never a hang: acquires and statements are bounded
  * (2 s). Environment: DATABASE_URL (a multi-host DSN for failover, e.g.
  * "host=a,b port=5432,5433 target_session_attrs=read-write"),
- * READ_DATABASE_URL, AWITH_PGBOUNCER=1 (statement cache off: pgbouncer's
- * transaction mode). Options: those of aw_app_main (--port, --workers,
+ * READ_DATABASE_URL, AWITH_PGBOUNCER=1 / AWITH_READ_PGBOUNCER=1 (that
+ * pool's DSN goes through pgbouncer's transaction mode:
+ * aw_pg_opts.transaction_pooler). Options: those of aw_app_main (--port, --workers,
  * --drain-delay, --pid-file, ...); /livez and /readyz are always on.
  *
  *     $ DATABASE_URL=postgresql:///postgres ./scale_app --port 8000 --workers 2 &
@@ -48,14 +49,17 @@ static int lifespan(aw_gen *g, void *arg)
 {
 	(void)arg;
 	const char *rw = getenv("DATABASE_URL"), *ro = getenv("READ_DATABASE_URL");
-	aw_pg_opts co;
+	aw_pg_opts co, cro;
 	aw_pg_opts_default(&co);
 	co.connect_timeout = AW_SEC(2);
-	const char *pgb = getenv("AWITH_PGBOUNCER");
-	if (pgb && *pgb == '1')
-		co.stmt_cache = 0;   /* transaction pooling: no named statements */
+	cro = co;
+	/* Behind pgbouncer's transaction mode: no named statements, no
+	 * session state (aw_pg_opts.transaction_pooler). */
+	const char *pgb = getenv("AWITH_PGBOUNCER"), *rpgb = getenv("AWITH_READ_PGBOUNCER");
+	co.transaction_pooler = pgb && *pgb == '1';
+	cro.transaction_pooler = rpgb && *rpgb == '1';
 	aw_pg_pool_mgr m1, m2;
-	aw_pg_pool_opts o1 = pool_opts(rw ? rw : "", &co), o2 = pool_opts(ro ? ro : "", &co);
+	aw_pg_pool_opts o1 = pool_opts(rw ? rw : "", &co), o2 = pool_opts(ro ? ro : "", &cro);
 	if (!rw || !*rw)
 		return aw_gen_yield(g, NULL);   /* no database: /db answers 503 */
 	/* The pools open no connection here (min_size 0): an instance starts

@@ -15,7 +15,7 @@ shift
 test_bin=$build/tests/test_pg_pgbouncer
 fail() { echo "FAIL $*"; echo "0 passed, 1 failed"; exit 1; }
 
-[[ -n ${DATABASE_URL-} ]] || { echo "DATABASE_URL is not set: skipping (scripts/test.sh sets it)"; exit 77; }
+[[ -n ${DATABASE_URL-} ]] || { echo "SKIP: DATABASE_URL is not set (scripts/test.sh sets it)"; echo "0 passed, 0 failed"; exit 77; }
 command -v pgbouncer >/dev/null || fail "pgbouncer is not installed (scripts/test.sh installs it)"
 [[ -x $test_bin ]] || fail "no $test_bin"
 
