@@ -8,6 +8,12 @@
 #   scripts/cluster.sh status [DIR]    # what runs where; exit 0 when all is up
 #   scripts/cluster.sh env [DIR]       # the ports and pids (KEY=VALUE lines)
 #
+# For the chaos suite (scripts/chaos.sh), on a cluster that is up:
+#   scripts/cluster.sh app-start N [DIR]       # start instance N again
+#   scripts/cluster.sh pgbouncer stop|start [DIR]
+#   scripts/cluster.sh failover [DIR]          # stop the primary, promote the replica
+#   scripts/cluster.sh haproxy-cmd CMD [DIR]   # e.g. "disable server awith/app2"
+#
 #   haproxy :HAP_PORT  --roundrobin-->  3 x examples/scale_app (2 workers each)
 #     health checks GET /readyz              | writes: DATABASE_URL, libpq
 #                                             |   multi-host, read-write
@@ -35,7 +41,7 @@ ROOT=$(dirname "$(dirname "$SCRIPT")")
 
 say() { echo "cluster: $*" >&2; }
 die() { say "$*"; exit 1; }
-usage() { sed -n '3,8p' "$SCRIPT" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+usage() { sed -n '3,15p' "$SCRIPT" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 
 free_port() {
     python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
@@ -332,14 +338,52 @@ cmd_status() {
     return $bad
 }
 
-case ${1-} in
-    up | down | status | env) ;;
+haproxy_cmd() {
+    python3 - "$DIR/haproxy.sock" "$1" <<'PY'
+import socket, sys
+s = socket.socket(socket.AF_UNIX)
+s.connect(sys.argv[1])
+s.sendall(sys.argv[2].encode() + b"\n")
+out = b""
+while True:
+    d = s.recv(65536)
+    if not d:
+        break
+    out += d
+sys.stdout.write(out.decode())
+PY
+}
+
+cmd=${1-}
+case $cmd in
+    up | down | status | env) DIR=${2:-$ROOT/build-cluster} ;;
+    app-start | pgbouncer | haproxy-cmd) [[ $# -ge 2 ]] || usage; DIR=${3:-$ROOT/build-cluster} ;;
+    failover) DIR=${2:-$ROOT/build-cluster} ;;
     *) usage ;;
 esac
-DIR=${2:-$ROOT/build-cluster}
-case $1 in
+case $cmd in
     up) cmd_up ;;
     down) cmd_down ;;
     status) cmd_status ;;
     env) load || die "no cluster in $DIR"; cat "$DIR/env" ;;
+    app-start)
+        load || die "no cluster in $DIR"
+        read -r -a APP_PORTS <<<"$APP_PORTS"
+        start_app "$2"
+        ;;
+    pgbouncer)
+        load || die "no cluster in $DIR"
+        case $2 in
+            stop) p=$(pid_of "$PGB_DIR/pgbouncer.pid") && kill -TERM "$p" 2>/dev/null
+                  for ((i = 0; i < 100; i++)); do kill -0 "$p" 2>/dev/null || break; sleep 0.05; done ;;
+            start) pgbouncer_start ;;
+            *) usage ;;
+        esac
+        ;;
+    failover)
+        load || die "no cluster in $DIR"
+        as_pg "$PG_BINDIR/pg_ctl" -D "$PRIMARY_DATA" stop -m fast -w -t 30 >/dev/null || die "stopping the primary failed"
+        as_pg "$PG_BINDIR/pg_ctl" -D "$REPLICA_DATA" promote -w -t 30 >/dev/null || die "promoting the replica failed"
+        ;;
+    haproxy-cmd) load || die "no cluster in $DIR"; haproxy_cmd "$2" ;;
 esac
