@@ -19,6 +19,8 @@
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/time.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -370,4 +372,44 @@ AW_TEST(listen_fds_for_another_pid_are_ignored)
 	CHECK(strstr(log, "LISTEN_FDS") == NULL);
 	CHECK(strstr(log, "listening on http://127.0.0.1:") != NULL);
 	close(logfd);
+}
+
+/* systemd's Type=notify: READY=1 with MAINPID when a generation serves,
+ * again from the new generation after SIGUSR2 (so systemd follows it). */
+AW_TEST(notify_socket_gets_ready_and_the_new_main_pid)
+{
+	CHECK_EQ(prctl(PR_SET_CHILD_SUBREAPER, 1), 0);
+	char path[64], env[96];
+	snprintf(path, sizeof path, "/tmp/aw-notify-%d.sock", (int)getpid());
+	unlink(path);
+	int s = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+	struct sockaddr_un sun = { .sun_family = AF_UNIX };
+	snprintf(sun.sun_path, sizeof sun.sun_path, "%s", path);
+	CHECK_EQ(bind(s, (struct sockaddr *)&sun, sizeof sun), 0);
+	struct timeval tv = { 5, 0 };
+	setsockopt(s, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+	snprintf(env, sizeof env, "NOTIFY_SOCKET=%s", path);
+	putenv(env);
+	int port = free_port();
+	char ps[16];
+	snprintf(ps, sizeof ps, "%d", port);
+	const char *argv[] = { APP, "--port", ps, "--workers", "2", NULL };
+	proc p;
+	CHECK_EQ(proc_start(&p, argv), 0);
+	char msg[128] = "", want[64];
+	CHECK(recv(s, msg, sizeof msg - 1, 0) > 0);
+	snprintf(want, sizeof want, "READY=1\nMAINPID=%d", (int)p.pid);
+	CHECK_STR(msg, want);
+	CHECK_EQ(kill(p.pid, SIGUSR2), 0);
+	memset(msg, 0, sizeof msg);
+	CHECK(recv(s, msg, sizeof msg - 1, 0) > 0);
+	int next = 0;
+	CHECK_EQ(sscanf(msg, "READY=1\nMAINPID=%d", &next), 1);
+	CHECK(next > 0 && next != p.pid);
+	CHECK_EQ(proc_wait(&p, 0), 0);
+	CHECK_EQ(status_of(port, "/pid", NULL, 0), 200);
+	CHECK_EQ(kill(next, SIGTERM), 0);
+	CHECK(gone(next, 10000));
+	close(s);
+	unlink(path);
 }
