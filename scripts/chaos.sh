@@ -30,6 +30,8 @@
 # minutes. Needs haproxy, pgbouncer, wrk, PostgreSQL (installed by
 # cluster.sh up via apt-get when missing).
 set -uo pipefail
+# Debian's python3 when there is one (a python3 shim on PATH can take seconds per start)
+PY=$([[ -x /usr/bin/python3 ]] && echo /usr/bin/python3 || command -v python3)
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 DIR=${CHAOS_DIR:-$ROOT/build-chaos}
@@ -105,7 +107,7 @@ PY
 
 prober_start() { # PATH
     PROBE_OUT=$DIR/probe.$RANDOM
-    python3 "$PROBER_PY" "$HAP_PORT" "$1" "$PROBE_OUT" &
+    "$PY" "$PROBER_PY" "$HAP_PORT" "$1" "$PROBE_OUT" &
     PROBER=$!
 }
 prober_stop() {
@@ -117,7 +119,7 @@ prober_stop() {
 # recovered_after: seconds from EVENT_TIME to the first 200 after the last
 # failure (-1: none failed after it; 99: never recovered).
 prober_report() {
-    python3 - "$PROBE_OUT" "$1" <<'PY'
+    "$PY" - "$PROBE_OUT" "$1" <<'PY'
 import sys
 rows = [l.split() for l in open(sys.argv[1])]
 ev = float(sys.argv[2])
@@ -146,7 +148,7 @@ wrk_wait() { # (in this shell, not in a $(...) subshell: wrk is our child)
     WRK=
 }
 wrk_result() {
-    python3 - "$WRK_OUT" <<'PY'
+    "$PY" - "$WRK_OUT" <<'PY'
 import re, sys
 t = open(sys.argv[1]).read()
 req = re.search(r"(\d+) requests in", t)
@@ -164,13 +166,15 @@ haproxy_state() { # app name -> UP / DOWN ...
     curl -s --max-time 1 "http://127.0.0.1:$HAP_STATS_PORT/stats;csv" | awk -F, -v s="$1" '$1=="awith" && $2==s {print $18}'
 }
 
-wait_all_up() {
-    local i s
+wait_all_up() { # every instance UP in haproxy (its health checks), up to 10 s
+    local i n
     for ((i = 0; i < 100; i++)); do
-        s=$(bash "$CLUSTER" haproxy-cmd "show servers state awith" "$DIR" | awk 'NR>2 && $6 != 2' | wc -l)
-        ((s == 0)) && return 0
+        n=$(curl -s --max-time 1 "http://127.0.0.1:$HAP_STATS_PORT/stats;csv" |
+            awk -F, '$1=="awith" && $2 ~ /^app/ && $18 ~ /^UP/' | wc -l)
+        ((n == INSTANCES)) && return 0
         sleep 0.1
     done
+    echo "   (not all instances UP in haproxy after 10 s)"
     return 1
 }
 
@@ -218,7 +222,7 @@ case_rolling_restart() {
         sleep 1
     done
     local took
-    took=$(python3 -c "print('%.1f' % ($(now) - $t))")
+    took=$("$PY" -c "print('%.1f' % ($(now) - $t))")
     wrk_wait
         read -r req failed rps < <(wrk_result)
     row "rolling restart of $INSTANCES instances (SIGUSR2, wrk 16 connections)" "$failed failed of $req" "all restarted in ${took} s"
@@ -238,7 +242,7 @@ case_kill_9_one_instance() {
     kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid"
     for ((k = 0; k < 100; k++)); do
         if [[ $(haproxy_state app$victim) == DOWN* ]]; then
-            down_at=$(python3 -c "print('%.2f' % ($(now) - $t))")
+            down_at=$("$PY" -c "print('%.2f' % ($(now) - $t))")
             break
         fi
         sleep 0.05
@@ -248,7 +252,7 @@ case_kill_9_one_instance() {
     bash "$CLUSTER" app-start $victim "$DIR" >/dev/null 2>&1
     wait_all_up
     row "kill -9 of one instance (wrk $conns connections)" "$failed failed of $req (bound: <= $conns in flight)" "haproxy stopped routing to it after ${down_at} s"
-    if ((failed <= conns)) && [[ $down_at != -1 ]] && python3 -c "import sys; sys.exit(0 if $down_at <= 2 else 1)"; then
+    if ((failed <= conns)) && [[ $down_at != -1 ]] && "$PY" -c "import sys; sys.exit(0 if $down_at <= 2 else 1)"; then
         ok "kill_9_one_instance: $failed failed of $req (<= $conns in flight), marked DOWN after ${down_at} s"
     else
         fail "kill_9_one_instance: $failed failed of $req (bound $conns), marked DOWN after ${down_at} s (bound 2 s)"
@@ -267,7 +271,7 @@ case_pgbouncer_restart() {
     prober_stop
     read -r total failed non503 maxlat rec < <(prober_report "$t")
     row "pgbouncer stopped 1 s and restarted (GET /db/read)" "$failed of $total failed ($non503 not 503), slowest ${maxlat} s" "reads again ${rec} s after its start"
-    if ((non503 == 0)) && python3 -c "import sys; sys.exit(0 if $maxlat <= 5 and $rec <= 3 else 1)"; then
+    if ((non503 == 0)) && "$PY" -c "import sys; sys.exit(0 if $maxlat <= 5 and $rec <= 3 else 1)"; then
         ok "pgbouncer_restart: $failed of $total failed, all 503, slowest ${maxlat} s, reads again ${rec} s after the start"
     else
         fail "pgbouncer_restart: $failed of $total failed, $non503 not 503, slowest ${maxlat} s (bound 5), recovered ${rec} s (bound 3)"
@@ -288,10 +292,10 @@ case_failover() {
     read -r wreq wfailed wrps < <(wrk_result)
     read -r total failed non503 maxlat rec < <(prober_report "$t")
     local stopped
-    stopped=$(python3 -c "print('%.2f' % ($t - $t0))")
+    stopped=$("$PY" -c "print('%.2f' % ($t - $t0))")
     stats=$(curl -s --max-time 3 "$BASE/db/stats")
     row "failover: primary stopped, replica promoted (GET /db/write)" "prober: $failed of $total failed ($non503 not 503), slowest ${maxlat} s; wrk: $wfailed of $wreq failed" "writes again ${rec} s after the promotion (stop + promote took ${stopped} s)"
-    if ((non503 == 0)) && python3 -c "import sys; sys.exit(0 if $maxlat <= 5 and 0 <= $rec <= 5 else 1)" &&
+    if ((non503 == 0)) && "$PY" -c "import sys; sys.exit(0 if $maxlat <= 5 and 0 <= $rec <= 5 else 1)" &&
         [[ $stats == *'"rw":{'*'"standby":0'* ]]; then
         ok "failover: writes again ${rec} s after the promotion (stop + promote ${stopped} s), $failed of $total failed, all 503, slowest ${maxlat} s; $stats"
     else

@@ -35,6 +35,8 @@
 # Environment for `up`: APP (default build/examples/scale_app), WORKERS
 # (default 2), INSTANCES (default 3).
 set -uo pipefail
+# Debian's python3 when there is one (a python3 shim on PATH can take seconds per start)
+PY=$([[ -x /usr/bin/python3 ]] && echo /usr/bin/python3 || command -v python3)
 
 SCRIPT=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/$(basename "${BASH_SOURCE[0]}")
 ROOT=$(dirname "$(dirname "$SCRIPT")")
@@ -44,7 +46,7 @@ die() { say "$*"; exit 1; }
 usage() { sed -n '3,15p' "$SCRIPT" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 
 free_port() {
-    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+    "$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
 
 as_pg() {
@@ -339,7 +341,7 @@ cmd_status() {
 }
 
 haproxy_cmd() {
-    python3 - "$DIR/haproxy.sock" "$1" <<'PY'
+    "$PY" - "$DIR/haproxy.sock" "$1" <<'PY'
 import socket, sys
 s = socket.socket(socket.AF_UNIX)
 s.connect(sys.argv[1])

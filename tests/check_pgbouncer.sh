@@ -10,6 +10,8 @@
 # user owns. Killed on exit (trap).
 # Usage: check_pgbouncer.sh BUILD_DIR
 set -uo pipefail
+# Debian's python3 when there is one (a python3 shim on PATH can take seconds per start)
+PY=$([[ -x /usr/bin/python3 ]] && echo /usr/bin/python3 || command -v python3)
 build=${1:?usage: check_pgbouncer.sh BUILD_DIR [test name filter]}
 shift
 test_bin=$build/tests/test_pg_pgbouncer
@@ -19,13 +21,13 @@ fail() { echo "FAIL $*"; echo "0 passed, 1 failed"; exit 1; }
 command -v pgbouncer >/dev/null || fail "pgbouncer is not installed (scripts/test.sh installs it)"
 [[ -x $test_bin ]] || fail "no $test_bin"
 
-read -r pg_host pg_port pg_user pg_pass pg_db < <(python3 - "$DATABASE_URL" <<'PY'
+read -r pg_host pg_port pg_user pg_pass pg_db < <("$PY" - "$DATABASE_URL" <<'PY'
 import sys, urllib.parse as u
 p = u.urlparse(sys.argv[1])
 print(p.hostname or "127.0.0.1", p.port or 5432, p.username or "", p.password or "", p.path.lstrip("/") or "postgres")
 PY
 )
-port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+port=$("$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 tmp=$(mktemp -d /tmp/aw-pgbouncer-XXXXXX)
 run_as=()
 if ((EUID == 0)); then
