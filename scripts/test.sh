@@ -26,7 +26,8 @@ PACKAGES=(meson ninja-build pkg-config gcc g++ clang libclang-rt-14-dev valgrind
           man-db groff-base binutils
           libhiredis-dev redis-server
           build-essential debhelper dpkg-dev fakeroot lintian
-          libsystemd-dev prometheus chromium)
+          libsystemd-dev prometheus chromium
+          haproxy pgbouncer wrk)
 
 # Install whatever in PACKAGES is not installed yet; no apt-get at all otherwise.
 ensure_packages() {
@@ -125,6 +126,18 @@ run_fault_alloc() {
         echo "FAIL fault_alloc: a run with a failed allocation crashed, leaked or hung (see above)"
         TOTAL_FAILED=$((TOTAL_FAILED + 1))
     fi
+}
+
+# run_chaos: scripts/chaos.sh, the scale-out chaos suite (haproxy, three
+# instances, pgbouncer, a primary and a replica; about 3 minutes): counts
+# its cases. Not under AW_TEST_FILTER.
+run_chaos() {
+    local out rc
+    echo "== chaos (scripts/chaos.sh)"
+    out=$(mktemp)
+    timeout -k 10 600 bash scripts/chaos.sh </dev/null 2>&1 | tee "$out"
+    rc=${PIPESTATUS[0]}
+    tally chaos "$rc" "$out"
 }
 
 # run_tsan_threads: the one test that runs several loops on several threads
@@ -306,6 +319,8 @@ main() {
 
     pg_cluster_ensure_up
     CC=clang run_tsan_threads || build_failed+=(build-tsan)
+
+    [[ -n ${AW_TEST_FILTER-} ]] || run_chaos
 
     deb_check_start
     run_aarch64_core || build_failed+=(build-aarch64)
