@@ -13,6 +13,9 @@
 #   kill_9_one_instance          kill -9 of an instance's supervisor and
 #                                workers; failed <= connections in flight,
 #                                haproxy stops routing to it within 2 s
+#   read_pool_on_the_standby_with_its_lag (first, in pgbouncer_restart):
+#                                /db/stats: the read pool is on the standby,
+#                                its replay lag reported
 #   pgbouncer_restart            pgbouncer stopped for 1 s and started (the
 #                                read path, GET /db/read): every failure a
 #                                503 (none over 5 s), reads again within 3 s
@@ -260,7 +263,14 @@ case_kill_9_one_instance() {
 }
 
 case_pgbouncer_restart() {
-    local t total failed non503 maxlat rec
+    local t total failed non503 maxlat rec stats
+    # the read pool reaches the standby through pgbouncer, its lag in the stats
+    stats=$(curl -s --max-time 3 "$BASE/db/stats")
+    if [[ $stats == *'"ro":{'*'"standby":1,"replica_lag_ms":'* ]]; then
+        ok "read_pool_on_the_standby_with_its_lag: $stats"
+    else
+        fail "read_pool_on_the_standby_with_its_lag: $stats"
+    fi
     prober_start /db/read
     sleep 1
     bash "$CLUSTER" pgbouncer stop "$DIR"

@@ -413,3 +413,51 @@ AW_TEST(notify_socket_gets_ready_and_the_new_main_pid)
 	close(s);
 	unlink(path);
 }
+
+/* SIGTERM while the next generation is still starting: the restart is
+ * called off (the new one is told to stop) and this one stops at once,
+ * not after the 60 s the new one would have had. */
+AW_TEST(sigterm_during_a_restart_stops_both)
+{
+	CHECK_EQ(prctl(PR_SET_CHILD_SUBREAPER, 1), 0);
+	for (int k = 0; k < 2; k++) {
+		char dir[] = "/tmp/aw-scale-bin-XXXXXX";
+		CHECK(mkdtemp(dir) != NULL);
+		char bin[128], mark[160], cmd[512];
+		snprintf(bin, sizeof bin, "%s/scale_app", dir);
+		snprintf(mark, sizeof mark, "%s/started", dir);
+		snprintf(cmd, sizeof cmd, "cp %s %s", APP, bin);
+		CHECK_EQ(system(cmd), 0);
+		int port = free_port();
+		char ps[16];
+		snprintf(ps, sizeof ps, "%d", port);
+		const char *argv[] = { bin, "--port", ps, "--workers", k ? "2" : "1", NULL };
+		proc p;
+		CHECK_EQ(proc_start(&p, argv), 0);
+		CHECK(wait_listening(port, 5000));
+		/* the "new build" never becomes ready */
+		unlink(bin);
+		FILE *f = fopen(bin, "w");
+		CHECK(f != NULL);
+		fprintf(f, "#!/bin/sh\necho $$ > %s\nexec sleep 30\n", mark);
+		fclose(f);
+		chmod(bin, 0755);
+		CHECK_EQ(kill(p.pid, SIGUSR2), 0);
+		long long dl = now_ms() + 5000;
+		while (access(mark, F_OK) != 0 && now_ms() < dl)
+			usleep(10000);
+		usleep(50000);
+		FILE *m = fopen(mark, "r");
+		CHECK(m != NULL);
+		int next = 0;
+		CHECK_EQ(fscanf(m, "%d", &next), 1);
+		fclose(m);
+		long long t0 = now_ms();
+		CHECK_EQ(proc_wait(&p, SIGTERM), 0);
+		CHECK(now_ms() - t0 < 5000);
+		CHECK(gone(next, 5000));
+		unlink(bin);
+		unlink(mark);
+		rmdir(dir);
+	}
+}

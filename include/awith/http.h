@@ -471,7 +471,9 @@ int aw_app_run(aw_app *app, const char *host, int port, int workers) AW_MUST_USE
  * accepting (the sockets stay open: the new one accepts on them, so no
  * connection is refused or lost in between) and drains as on SIGTERM but
  * without drain_delay; aw_app_run returns 0. If the new generation exits
- * or is not ready within 60 s, the old one logs it and goes on serving.
+ * or is not ready within 60 s, the old one logs it and goes on serving;
+ * a SIGTERM/SIGINT meanwhile calls the restart off (the new generation
+ * gets SIGTERM) and stops the old one as usual.
  * (SIGHUP is left to the app, e.g. for reloading certificates.) A
  * generation that is ready also tells systemd (NOTIFY_SOCKET: READY=1 and
  * MAINPID, for Type=notify with NotifyAccess=all; contrib/awith.service)

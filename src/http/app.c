@@ -477,10 +477,14 @@ static int signal_watcher(void *arg)
 				app->handing_over = true;
 				n++;
 				aw_app_stop(app);
-			} else if (aw__handover_single(app) == -ECANCELED) {
-				return 0;
+				continue;
 			}
-			continue;
+			int r = aw__handover_single(app);
+			if (r == -ECANCELED)
+				return 0;
+			if (r <= 0)
+				continue;
+			sig = r;   /* a SIGTERM while the next generation started */
 		}
 		if (n++ == 0) {
 			aw_time delay = app->limits.drain_delay;

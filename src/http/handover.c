@@ -383,6 +383,11 @@ int aw_app_pid_file(aw_app *app, const char *path)
 
 /* ---- one process: SIGUSR2 inside the loop ------------------------------------------ */
 
+/* Returns 0 (restarted, or failed and serving on), -ECANCELED (the
+ * watcher was cancelled), or SIGINT/SIGTERM that came while the new
+ * generation was starting (it was told to stop; the caller stops this
+ * one as for that signal). */
+
 int aw__handover_single(aw_app *app)
 {
 	if (app->handing_over)
@@ -397,11 +402,27 @@ int aw__handover_single(aw_app *app)
 	}
 	char b = 0;
 	ssize_t got = -1;
-	rc = aw_fd_wait(rd, AW_READABLE, aw_now() + AW_SEC(60));
-	if (rc == 0)
-		got = read(rd, &b, 1);
-	else
+	int stop_sig = 0;
+	/* Wait for "ready" in short steps: a SIGTERM meanwhile stops the
+	 * restart (and then this process, as usual) instead of waiting. */
+	aw_time deadline = aw_now() + AW_SEC(60);
+	for (;;) {
+		aw_time step = aw_now() + AW_MS(100);
+		rc = aw_fd_wait(rd, AW_READABLE, step < deadline ? step : deadline);
+		if (rc == 0) {
+			got = read(rd, &b, 1);
+			break;
+		}
 		aw_error_clear();
+		if (rc != -ETIMEDOUT || aw_now() >= deadline)
+			break;
+		int sig = aw_signals_wait(app->sig, aw_now());
+		aw_error_clear();
+		if (sig == SIGINT || sig == SIGTERM) {
+			stop_sig = sig;
+			break;
+		}
+	}
 	aw_fd_close(rd);
 	if (got == 1) {
 		aw__http_log_error(app, NULL, "graceful restart: pid %d serves: this one (pid %d) drains", (int)child,
@@ -410,6 +431,12 @@ int aw__handover_single(aw_app *app)
 		app->handing_over = true;
 		aw_app_stop(app);
 		return 0;
+	}
+	if (stop_sig) {
+		aw__http_log_error(app, NULL, "graceful restart: %s before pid %d was ready: stopping it",
+				   strsignal(stop_sig), (int)child);
+		kill(child, SIGTERM);
+		return stop_sig;
 	}
 	aw__http_log_error(app, NULL, "graceful restart: pid %d did not become ready%s: this process goes on serving",
 			   (int)child, rc ? " within 60 s" : "");
