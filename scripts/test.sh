@@ -130,7 +130,7 @@ run_fault_alloc() {
 }
 
 # run_chaos: scripts/chaos.sh, the scale-out chaos suite (haproxy, three
-# instances, pgbouncer, a primary and a replica; about 3 minutes): counts
+# instances, pgbouncer, a primary and a replica; about 2 minutes): counts
 # its cases. Not under AW_TEST_FILTER.
 run_chaos() {
     local out rc
