@@ -401,7 +401,15 @@ int aw_app_run(aw_app *app, const char *host, int port, int workers)
 		return aw_raise(-EBUSY, "aw_app_run runs its own loop: call it outside aw_run "
 				"(inside a loop, use aw_app_serve)");
 	aw__generation_init(app);
+	/* SIGUSR2 is ours from now on: one that comes before the loop (or
+	 * the supervisor) waits for it instead of killing the process (its
+	 * default action); the signal block takes it when it opens. */
+	sigset_t usr2, old;
+	sigemptyset(&usr2);
+	sigaddset(&usr2, SIGUSR2);
+	sigprocmask(SIG_BLOCK, &usr2, &old);
 	int rc = workers <= 1 ? run_single(app, host, port) : supervise(app, host, port, workers);
+	sigprocmask(SIG_SETMASK, &old, NULL);
 	aw__generation_exit(app);
 	app->run_managed = false;
 	return rc;
