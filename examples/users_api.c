@@ -47,20 +47,27 @@
  * /debug/awith (loopback clients only; AWITH_DEBUG_TOKEN=secret requires
  * that token too) and a demo route that holds a transaction open,
  * GET /slow?seconds=N (default 2, at most 60), and one that computes
- * without waiting (a slow step), GET /busy?ms=N (default 150), for the
+ * without waiting (a slow step), GET /busy?ms=N (default 150, at most 2000;
+ * both parameters declared with awith/schema.h: a bad one is a 422), for the
  * page to show:
  *
  *     $ AWITH_DEBUG_PAGE=1 ./users_api --port 8000 &
  *     $ curl -s 'http://127.0.0.1:8000/slow?seconds=30' &
  *     $ xdg-open http://127.0.0.1:8000/debug/awith
- * A database error answers
- * 503 with the SQLSTATE; the server log has the whole error, rate-limited
- * per place that logs it (aw_log_ratelimited): during an outage, a few
- * lines and "N similar messages suppressed", not one line per request.
- * While the database is down the pool backs off and fails acquires at
- * once, so requests get their 503 in well under a millisecond.
+ * Errors are mapped in one place, as FastAPI's exception handlers: the
+ * handlers just return them. Every pg error (the AW_EPG_* range) answers
+ * 503 {"detail": "database unavailable", "request_id": ...}, as does a
+ * pool that cannot connect (the app's defaults); the server log has the
+ * whole error with its cause chain once per failed request, rate-limited
+ * per place that logs it: during an outage, a few lines and "N similar
+ * messages suppressed", not one line per request. While the database is
+ * down the pool backs off and fails acquires at once, so requests get
+ * their 503 in well under a millisecond. Every response carries its
+ * X-Request-ID (the request-id middleware).
  */
 #include <awith/http.h>
+#include <awith/middleware.h>
+#include <awith/schema.h>
 #include <awith/pg.h>
 
 #include <stdio.h>
@@ -100,19 +107,6 @@ static int send_rows(aw_http_response *res, const aw_pg_result *r)
 	return rc;
 }
 
-/* A database failure: 503 with what the client may know. */
-static int db_error(aw_http_response *res, int rc)
-{
-	aw_jw *w = aw_http_json_begin(res, 503);
-	aw_jw_object(w);
-	aw_jw_key(w, "detail");
-	aw_jw_string(w, "database unavailable");
-	aw_jw_key(w, "error");
-	aw_jw_string(w, aw_strerror(rc));
-	aw_jw_object_end(w);
-	return aw_http_json_end(w);
-}
-
 static int get_users(aw_http_request *req, aw_http_response *res, void *ud)
 {
 	(void)ud;
@@ -125,13 +119,7 @@ static int get_users(aw_http_request *req, aw_http_response *res, void *ud)
 			rc = send_rows(res, q.res);
 		}
 	}
-	if (aw_error_pending() && !rc) {
-		rc = aw_error_pending();
-		aw_log_ratelimited(stderr, aw_error_current(), "GET /users: database error");
-		aw_error_clear();
-		return db_error(res, rc);
-	}
-	return rc;
+	return rc ? rc : aw_error_pending();   /* a failure: the app answers it */
 }
 
 /* The seed's get_db: a generator manager around the pool's acquire. */
@@ -152,19 +140,10 @@ static int read_products(aw_http_request *req, aw_http_response *res, void *ud)
 {
 	(void)ud;
 	aw_pg_conn *db;
-	int rc = aw_http_depends(req, &DB, (void **)&db);
-	if (rc < 0) {
-		aw_log_ratelimited(stderr, aw_error_current(), "GET /products: no database connection");
-		aw_error_clear();
-		return db_error(res, rc);
-	}
 	aw_pg_result *r;
-	rc = aw_pg_query(db, &r, "SELECT * FROM products", AW_PG_NOARGS);
-	if (rc < 0) {
-		aw_log_ratelimited(stderr, aw_error_current(), "GET /products: database error");
-		aw_error_clear();
-		return db_error(res, rc);
-	}
+	int rc = aw_http_depends(req, &DB, (void **)&db);
+	if (rc < 0 || (rc = aw_pg_query(db, &r, "SELECT * FROM products", AW_PG_NOARGS)) < 0)
+		return rc;
 	rc = send_rows(res, r);
 	aw_pg_result_free(r);
 	return rc;
@@ -172,20 +151,24 @@ static int read_products(aw_http_request *req, aw_http_response *res, void *ud)
 
 /* The debug page's demo: a request that holds a pooled connection and a
  * transaction while the server sleeps for it (SELECT pg_sleep). */
+struct slow_params {
+	double seconds;
+};
+static const aw_field slow_fields[] = {
+	AW_F_NUMBER(struct slow_params, seconds, .in = AW_IN_QUERY, AW_MIN(0), AW_MAX(60)),
+};
+static const aw_schema slow_schema = AW_SCHEMA(struct slow_params, NULL, slow_fields);
+
 static int slow_report(aw_http_request *req, aw_http_response *res, void *ud)
 {
 	(void)ud;
 	aw_pg_pool *pool = aw_app_state(aw_http_app(req));
-	const char *arg = NULL;
-	int rc = aw_http_query(req, "seconds", &arg);
+	struct slow_params p = { .seconds = 2.0 };   /* the default */
+	int rc = aw_http_parse_params(req, &slow_schema, &p);   /* else 422 */
 	if (rc < 0)
 		return rc;
-	char *end;
-	double secs = arg ? strtod(arg, &end) : 2.0;
-	if (arg && (*end || !(secs >= 0 && secs <= 60)))
-		return aw_raise(-EBADMSG, "seconds: a number from 0 to 60");
 	char secs_text[32];
-	snprintf(secs_text, sizeof secs_text, "%.3f", secs);
+	snprintf(secs_text, sizeof secs_text, "%.3f", p.seconds);
 	aw_pg_acquire a;
 	aw_pg_tx tx;
 	AW_WITH(aw_pg_acquire_init(&a, pool)) {
@@ -193,31 +176,30 @@ static int slow_report(aw_http_request *req, aw_http_response *res, void *ud)
 			rc = aw_pg_exec(a.conn, NULL, "SELECT pg_sleep($1::float8)", AW_PG_ARGS(secs_text));
 		}
 	}
-	if (aw_error_pending() && rc >= 0)
-		rc = aw_error_pending();
-	if (rc < 0) {
-		aw_log_ratelimited(stderr, aw_error_current(), "GET /slow: database error");
-		aw_error_clear();
-		return db_error(res, rc);
-	}
+	if (rc < 0 || (rc = aw_error_pending()) < 0)
+		return rc;
 	return aw_http_text(res, 200, "done\n");
 }
 
 /* The debug page's other demo: a request that computes for ms milliseconds
  * without waiting (a slow step: nothing else on the loop runs meanwhile;
  * the watchdog reports it, and the page lists it). */
+struct busy_params {
+	int ms;
+};
+static const aw_field busy_fields[] = {
+	AW_F_INT(struct busy_params, ms, .in = AW_IN_QUERY, AW_MIN(0), AW_MAX(2000)),
+};
+static const aw_schema busy_schema = AW_SCHEMA(struct busy_params, NULL, busy_fields);
+
 static int busy(aw_http_request *req, aw_http_response *res, void *ud)
 {
 	(void)ud;
-	const char *arg = NULL;
-	int rc = aw_http_query(req, "ms", &arg);
+	struct busy_params p = { .ms = 150 };
+	int rc = aw_http_parse_params(req, &busy_schema, &p);
 	if (rc < 0)
 		return rc;
-	char *end;
-	long ms = arg ? strtol(arg, &end, 10) : 150;
-	if (arg && (*end || ms < 0 || ms > 2000))
-		return aw_raise(-EBADMSG, "ms: a number from 0 to 2000");
-	aw_time until = aw_now() + AW_MS(ms);
+	aw_time until = aw_now() + AW_MS(p.ms);
 	volatile unsigned long spins = 0;
 	while (aw_now() < until)
 		spins++;
@@ -253,8 +235,11 @@ int main(int argc, char **argv)
 	aw_app *app;
 	if (aw_app_new(&app, "users_api") < 0)
 		return 1;
+	aw_http_mw *request_id;
 	if (aw_app_lifespan(app, lifespan, NULL) || aw_app_route(app, "GET", "/users", get_users, NULL) ||
-	    aw_app_route(app, "GET", "/products", read_products, NULL)) {
+	    aw_app_route(app, "GET", "/products", read_products, NULL) ||
+	    aw_app_error_status(app, -AW_EPG_BASE, -(AW_EPG_BASE + 0xff), 503, "database unavailable") ||
+	    aw_http_mw_request_id(&request_id, NULL) || aw_app_use(app, request_id)) {
 		aw_error_print(stderr, aw_error_current());
 		aw_app_free(app);
 		return 1;

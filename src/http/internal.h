@@ -18,6 +18,7 @@
 #include "../common/util.h"
 #include "../common/cnum.h"
 #include "awith/http.h"
+#include "awith/middleware.h"
 
 #include <string.h>
 
@@ -176,6 +177,9 @@ struct aw_http_request {
 	aw_span span;              /* the server span, open while traced */
 	bool traced;
 	int trace_err;             /* the handler's error code, for the span */
+
+	/* schema.c: validation problems and parsed input (in the arena) */
+	struct aw_http_valid *valid;
 };
 
 /* ---- responses ------------------------------------------------------------ */
@@ -204,6 +208,18 @@ struct aw_http_response {
 	size_t body_bytes;        /* for the access log */
 	aw_buf hdrs;              /* "Name: value\r\n"... set by the handler */
 	aw_jw jw;
+	/* Middleware (middleware.c): while `hold`, a complete response is
+	 * kept here instead of being queued, so that the middleware exits can
+	 * still change it; aw__http_release_held queues it. */
+	bool hold;
+	bool held;                /* a complete response is held */
+	bool from_error;          /* ... made by the error mapping, from mapped_err */
+	int mapped_err;
+	const char *held_ctype;   /* in the arena */
+	size_t held_ctype_len;
+	aw_buf held_body;
+	size_t hdrs_keep;         /* headers set before the handler ran (an error keeps them) */
+	size_t out_mark;          /* c->out.len before this response's head */
 };
 
 /* ---- connections ------------------------------------------------------------ */
@@ -270,6 +286,9 @@ struct aw_http_conn {
 	char peer[64];             /* the client's address (access log) */
 	char request_id[132];      /* this request's id (log context, X-Request-ID) */
 	bool echo_request_id;      /* the client sent it: answer with it */
+	const char *request_id_header; /* the header that echoes it (NULL: X-Request-ID) */
+	int8_t peer_key_state;     /* peer_key: 0 not read yet, 1 set, -1 none (Unix socket) */
+	uint8_t peer_key[16];      /* the client's address, IPv4 mapped (rate limit) */
 	struct aw_ws *ws;          /* ws.c: the WebSocket this connection became (while its handler runs) */
 };
 
@@ -306,6 +325,8 @@ int aw__router_add(aw_router *r, const char *method, const char *path, aw_http_h
 /* Match req's path and method. Returns 0 with req->route and params set,
  * 404, 405 (allow filled with "GET, HEAD" etc.), or 400 (bad encoding). */
 int aw__router_match(const aw_router *r, aw_http_request *req, char *allow, size_t allow_len);
+/* Call fn for every route (in no particular order). */
+void aw__router_each(const aw_router *r, void (*fn)(const aw_route *route, void *arg), void *arg);
 struct aw_route {
 	char *method;              /* "GET", ..., "*" */
 	size_t mlen;
@@ -373,7 +394,12 @@ struct aw_app {
 	char *pid_file;
 	const int *gen_fds;         /* single process: the listening socket(s) */
 	int gen_nfds;
+	struct aw__mw_chain { struct aw_http_mw **v; size_t n; } mw;  /* aw_app_use (middleware.c) */
+	struct aw_http_group *groups;   /* aw_app_group: owned */
+	struct aw__errmap *errmap;      /* aw_app_error_status (errmap.c) */
 	struct aw_ws_route *ws_routes; /* aw_app_ws (ws.c): the routes' options, freed with the app */
+	struct aw_http_spec_route *spec_routes; /* aw_app_route_spec (schema.c) */
+	struct aw_openapi *openapi; /* aw_app_openapi (openapi.c); NULL: off */
 };
 /* health.c */
 void aw__app_health_free(aw_app *app);
@@ -386,7 +412,54 @@ void aw__generation_ready(aw_app *app);
 void aw__generation_exit(aw_app *app);
 void aw__app_announce_started(aw_app *app);
 int aw__handover_single(aw_app *app);
+typedef struct aw__mw_chain aw__mw_chain;
+
+/* middleware.c */
+void aw__app_mw_free(aw_app *app);
+/* Run the chain's enters, then inner(arg) (unless an enter answered or
+ * failed), map a failure to a held response, run the exits LIFO with the
+ * error in flight. Returns the error the request leaves with (in flight). */
+int aw__mw_run(aw_http_conn *c, const aw__mw_chain *chain, int (*inner)(void *arg), void *arg);
+/* Queue the held response, if any, and stop holding. */
+void aw__http_release_held(aw_http_conn *c);
+/* Add a header the library composed (name a token, value without control
+ * characters: not checked again, unlike aw_http_set_header). */
+int aw__http_header_put(aw_http_response *res, const char *name, size_t nlen, const char *value, size_t vlen);
+/* Drop the produced response if none of it has left: false if it has. */
+bool aw__http_response_retract(aw_http_conn *c);
+/* The client's address as 16 bytes (cached per connection); false for a
+ * Unix socket. */
+bool aw__http_peer_key(aw_http_conn *c, uint8_t out[16]);
+/* errmap.c: turn the request's failure `err` (e: the error, may be NULL)
+ * into a held or queued error response, unless bytes of a response have
+ * left (then the connection is closed). Returns the status. */
+int aw__http_map_error(aw_http_conn *c, int err, const aw_error *e);
+void aw__errmap_free(aw_app *app);
+/* server.c: request ids. */
+void aw__http_request_id_make(char *out);   /* 16 hex digits + NUL */
+bool aw__http_request_id_ok(aw_str v);
+void aw__http_request_id_set(aw_http_conn *c, const char *id, size_t len);
 FILE *aw__app_log(const aw_app *app);
+/* schema.c: a route added with a spec is registered with
+ * aw__http_spec_handler and one of these as its ud. */
+struct aw_route_spec;
+typedef struct aw_http_spec_route {
+	struct aw_http_spec_route *next;
+	aw_http_handler fn;
+	void *ud;
+	const struct aw_route_spec *spec;
+} aw_http_spec_route;
+int aw__http_spec_handler(aw_http_request *req, aw_http_response *res, void *ud);
+void aw__http_spec_routes_free(aw_app *app);
+/* The app's answer to -AW_EHTTP_VALIDATION: queue the 422 with the
+ * request's recorded problems (aw_http_validation_detail); false when
+ * there are none (then the caller answers as for any 422). */
+bool aw__http_queue_validation(aw_http_conn *c);
+/* The deepest nesting of [ and { in JSON text (strings skipped), stopping
+ * as soon as it passes limit. */
+size_t aw__json_depth(const char *p, size_t n, size_t limit);
+/* openapi.c */
+void aw__http_openapi_free(aw_app *app);
 /* debug.c: the live ledger page. */
 typedef struct aw_app_debug aw_app_debug;
 void aw__app_debug_free(aw_app_debug *d);

@@ -16,6 +16,7 @@
  * streams' exits still run (shielded, under the loop's cleanup grace).
  */
 #include "internal.h"
+#include "awith/schema.h"
 #include "awith/log.h"
 
 #include <arpa/inet.h>
@@ -215,6 +216,13 @@ int aw_http_json_body(aw_http_request *req, json_t **json)
 	int rc = aw_http_body(req, &data, &len);
 	if (rc)
 		return rc;
+	/* jansson's parser recurses once per level (up to 2048): a task's
+	 * stack is 64 KiB, so deep nesting is refused before it parses. */
+	if (aw__json_depth(data, len, AW_JSON_MAX_DEPTH) > AW_JSON_MAX_DEPTH) {
+		req->bad_request = "invalid JSON: nested too deeply (the limit is 64 levels)";
+		_Static_assert(AW_JSON_MAX_DEPTH == 64, "the message says 64");
+		return aw_raise(-EBADMSG, "request body: %s", req->bad_request);
+	}
 	json_error_t jerr;
 	json_t *v = json_loadb(data, len, JSON_DECODE_ANY, &jerr);
 	if (!v) {
@@ -402,7 +410,7 @@ static void id_init(void)
 
 /* 16 hex digits and a NUL into out (snprintf's %08x%08x costs more than
  * the rest of the request id's bookkeeping). */
-static void request_id_make(char *out)
+void aw__http_request_id_make(char *out)
 {
 	static const char hex[] = "0123456789abcdef";
 	pthread_once(&id_once, id_init);
@@ -413,7 +421,7 @@ static void request_id_make(char *out)
 	out[16] = 0;
 }
 
-static bool request_id_ok(aw_str v)
+bool aw__http_request_id_ok(aw_str v)
 {
 	if (!v.p || v.len == 0 || v.len > 128)
 		return false;
@@ -455,20 +463,32 @@ static aw_str raw_header(const char *data, size_t len, const char *name)
 static void request_id_begin(aw_http_conn *c, const aw_http_request *r, aw_str raw)
 {
 	aw_str v = r ? aw_http_header(r, "X-Request-ID") : raw;
-	c->echo_request_id = request_id_ok(v);
+	c->echo_request_id = aw__http_request_id_ok(v);
 	if (c->echo_request_id) {
 		memcpy(c->request_id, v.p, v.len);
 		c->request_id[v.len] = 0;
 	} else {
-		request_id_make(c->request_id);
+		aw__http_request_id_make(c->request_id);
 	}
 	if (aw_log_context_set("request_id", c->request_id))
 		aw_error_clear();   /* no memory: records go without it */
 }
 
+/* A middleware's choice of id (aw_http_mw_request_id). */
+void aw__http_request_id_set(aw_http_conn *c, const char *id, size_t len)
+{
+	if (len >= sizeof c->request_id)
+		len = sizeof c->request_id - 1;
+	memmove(c->request_id, id, len);
+	c->request_id[len] = 0;
+	if (aw_log_context_set("request_id", c->request_id))
+		aw_error_clear();
+}
+
 static void request_id_end(aw_http_conn *c)
 {
 	c->echo_request_id = false;
+	c->request_id_header = NULL;
 	if (aw_log_context_set("request_id", NULL))
 		aw_error_clear();
 }
@@ -736,7 +756,7 @@ static void refuse(aw_http_server *srv, int fd, const char *why)
 	if (srv->app->access_log) {
 		char peer[64], id[20];
 		peer_text(fd, peer, sizeof peer);
-		request_id_make(id);
+		aw__http_request_id_make(id);
 		access_entry a = { .minor = -1, .status = 503, .bytes = sizeof REFUSE_BODY - 1 };
 		access_write(srv->app, peer, id, &a);
 	}
