@@ -29,7 +29,7 @@
 # Brings a fresh cluster up in build-chaos (scripts/cluster.sh up) and takes
 # it down at the end. Prints "ok NAME ..." / "FAIL NAME ..." per case with
 # the measured numbers, and "N passed, M failed" last; the numbers also go to
-# build-chaos.results (markdown table rows for docs/scale.md). About 2
+# build-chaos-out/results.md (markdown table rows for docs/scale.md). About 2
 # minutes. Needs haproxy, pgbouncer, wrk, PostgreSQL (installed by
 # cluster.sh up via apt-get when missing).
 set -uo pipefail
@@ -38,7 +38,9 @@ PY=$([[ -x /usr/bin/python3 ]] && echo /usr/bin/python3 || command -v python3)
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 DIR=${CHAOS_DIR:-$ROOT/build-chaos}
-RESULTS=$DIR.results
+OUTDIR=${CHAOS_OUT:-$ROOT/build-chaos-out}   # kept: results.md, up.log
+mkdir -p "$OUTDIR"
+RESULTS=$OUTDIR/results.md
 CLUSTER=$ROOT/scripts/cluster.sh
 pass=0 fails=0
 ok()   { pass=$((pass + 1)); echo "ok $*"; }
@@ -63,8 +65,8 @@ command -v wrk >/dev/null || {
 }
 
 echo "== cluster up ($DIR)"
-if ! bash "$CLUSTER" up "$DIR" >"$DIR.up.log" 2>&1; then
-    cat "$DIR.up.log"
+if ! bash "$CLUSTER" up "$DIR" >"$OUTDIR/up.log" 2>&1; then
+    cat "$OUTDIR/up.log"
     echo "FAIL cluster up"
     echo "0 passed, 1 failed"
     exit 1
