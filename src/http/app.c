@@ -63,6 +63,7 @@ void aw_app_free(aw_app *app)
 	aw__http_metrics_free(app);
 	aw__router_free(&app->router);
 	aw__app_debug_free(app->debug);
+	aw__static_free_all(app);
 	free(app->startup);
 	free(app->shutdown);
 	free(app->name);
