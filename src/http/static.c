@@ -521,15 +521,15 @@ static int send_body(aw_http_conn *c, int fd, uint64_t off, uint64_t len, size_t
 			return aw_raise(-ENOMEM, "static file: no memory for a %llu-byte body", (unsigned long long)len);
 		}
 		size_t got = 0;
-		if (!atomic_load_explicit(&no_cached_open, memory_order_relaxed)) {
-			/* From the page cache without waiting, if it is all there. */
-			while (got < len) {
-				struct iovec iov = { c->out.p + c->out.len + got, (size_t)len - got };
-				ssize_t r = preadv2(fd, &iov, 1, (off_t)(off + got), RWF_NOWAIT);
-				if (r <= 0)
-					break;   /* EAGAIN: not cached; 0: the end (checked below) */
-				got += (size_t)r;
-			}
+		/* From the page cache without waiting, if it is all there
+		 * (EAGAIN: not cached; EOPNOTSUPP: a kernel or file system
+		 * without RWF_NOWAIT; 0: the end, checked below). */
+		while (got < len) {
+			struct iovec iov = { c->out.p + c->out.len + got, (size_t)len - got };
+			ssize_t r = preadv2(fd, &iov, 1, (off_t)(off + got), RWF_NOWAIT);
+			if (r <= 0)
+				break;
+			got += (size_t)r;
 		}
 		while (got < len) {
 			ssize_t r = aw_file_pread(fd, c->out.p + c->out.len + got, (size_t)len - got, (off_t)(off + got));
