@@ -452,7 +452,7 @@ AW_TEST(a_directory_serves_its_index_and_one_named_without_slash_is_redirected)
 	CHECK_EQ(req(s.port, "GET", "/static", NULL, &r), 301);
 	CHECK(has(&r, "Location", "/static/"));
 	resp_free(&r);
-	/* No listing: a directory without index.html is a 404. */
+	/* No listing by default: a directory without index.html is a 404. */
 	CHECK_EQ(req(s.port, "GET", "/static/empty/", NULL, &r), 404);
 	CHECK(strstr(r.body, "hello") == NULL);
 	resp_free(&r);
@@ -730,5 +730,43 @@ AW_TEST(curl_downloads_resumes_revalidates_and_decompresses)
 	CHECK_STR(out, "compressed text, gz");
 	CHECK_EQ(run_curl(out, sizeof out, "-sf", url, NULL), 0);
 	CHECK_STR(out, "compressed text");
+	STOP(s);
+}
+
+AW_TEST(a_listing_when_asked_shows_the_names_escaped_and_hides_dotfiles)
+{
+	mount_opts = (aw_static_opts){ .listing = true };
+	srv s;
+	START(s);
+	char p[256];
+	snprintf(p, sizeof p, "%s/empty/<b>&\"x\".txt", www);
+	FILE *f = fopen(p, "w");
+	CHECK(f != NULL);
+	fclose(f);
+	snprintf(p, sizeof p, "%s/empty/sub dir", www);
+	CHECK_EQ(mkdir(p, 0755), 0);
+	snprintf(p, sizeof p, "%s/empty/.hidden", www);
+	f = fopen(p, "w");
+	CHECK(f != NULL);
+	fclose(f);
+	resp r;
+	CHECK_EQ(req(s.port, "GET", "/static/empty/", NULL, &r), 200);
+	CHECK(has(&r, "Content-Type", "text/html; charset=utf-8"));
+	CHECK(has(&r, "Cache-Control", "no-cache"));
+	CHECK(strstr(r.body, "<title>Index of /static/empty/</title>") != NULL);
+	CHECK(strstr(r.body, "<a href=\"%3Cb%3E%26%22x%22.txt\">&lt;b&gt;&amp;&quot;x&quot;.txt</a>") != NULL);
+	CHECK(strstr(r.body, "<a href=\"sub%20dir/\">sub dir/</a>") != NULL);
+	CHECK(strstr(r.body, "hidden") == NULL);
+	CHECK(strstr(r.body, "<b>") == NULL);   /* nothing of a name is markup */
+	resp_free(&r);
+	/* A directory with an index still serves the index. */
+	CHECK_EQ(req(s.port, "GET", "/static/docs/", NULL, &r), 200);
+	CHECK_STR(r.body, "<h1>docs</h1>");
+	resp_free(&r);
+	/* Confinement holds for listings too. */
+	CHECK_EQ(req(s.port, "GET", "/static/link_dir_out/", NULL, &r), 403);
+	resp_free(&r);
+	CHECK_EQ(req(s.port, "GET", "/static/%2e%2e/", NULL, &r), 404);
+	resp_free(&r);
 	STOP(s);
 }

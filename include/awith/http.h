@@ -315,7 +315,8 @@ int aw_app_route(aw_app *app, const char *method, const char *path, aw_http_hand
  *       a directory with it serves its index file (opts->index);
  *   404 missing, not a regular file, a ".." segment, an absolute path
  *       ("//"), a name starting with '.' (unless opts->dotfiles), a
- *       directory without an index file: no listings;
+ *       directory without an index file (unless opts->listing: by
+ *       default there are no listings);
  *   403 a symlink on the way that leads out of dir (logged), or a file
  *       the server may not read.
  * Precompressed variants: when the client's Accept-Encoding allows gzip
@@ -339,6 +340,11 @@ typedef struct aw_static_opts {
 	                               ETag and Last-Modified) */
 	bool dotfiles;              /* serve names starting with '.' (default: 404) */
 	bool no_precompressed;      /* never serve NAME.gz for NAME */
+	bool listing;               /* a directory without an index file is
+	                               answered with an HTML list of its
+	                               names (sorted, escaped, dotfiles only
+	                               with `dotfiles`, at most 10,000;
+	                               Cache-Control: no-cache); default: 404 */
 } aw_static_opts;
 int aw_app_static(aw_app *app, const char *prefix, const char *dir, const aw_static_opts *opts) AW_MUST_USE;
 /* A client that goes away: when the peer closes the connection (or only

@@ -38,6 +38,7 @@
  */
 #include "internal.h"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <linux/openat2.h>
 #include <stdatomic.h>
@@ -67,6 +68,7 @@ struct aw_static_mount {
 	char *cache_control;   /* NULL: none */
 	bool dotfiles;
 	bool precompressed;
+	bool listing;
 };
 
 /* Set when an on-loop RESOLVE_CACHED open is refused as such (a kernel
@@ -99,6 +101,7 @@ typedef struct static_job {
 	int fd;                   /* the file to send (maybe the .gz), or -1 */
 	struct stat st;
 	bool gz;
+	bool listing;             /* fd is a directory to list */
 	bool dir_redirect;        /* a directory named without its trailing '/' */
 	int status;               /* 403 or 404 for the client, or 0 */
 	const char *why;          /* why 403, for the log */
@@ -155,7 +158,7 @@ static int static_resolve(void *arg)
 	const aw_static_mount *m = j->m;
 	j->fd = -1;
 	j->status = j->err = 0;
-	j->gz = j->dir_redirect = false;
+	j->gz = j->dir_redirect = j->listing = false;
 	int rootfd = j->cached ? open_cached(AT_FDCWD, m->root, O_PATH | O_DIRECTORY | O_CLOEXEC, 0)
 			       : open(m->root, O_PATH | O_DIRECTORY | O_CLOEXEC);
 	if (rootfd < 0) {
@@ -172,23 +175,34 @@ static int static_resolve(void *arg)
 	if (fd < 0 || fstat(fd, &j->st) != 0)
 		goto fail;
 	if (S_ISDIR(j->st.st_mode)) {
-		close(fd);
+		int dirfd = fd;
 		fd = -1;
 		if (n && j->rel[n - 1] != '/') {
+			close(dirfd);
 			j->dir_redirect = true;
 			goto out;
 		}
+		if (m->index) {
+			/* Its index, resolved from the root again. */
+			while (n && j->path[n - 1] == '/')
+				n--;
+			int k = n ? snprintf(j->path, sizeof j->path, "%.*s/%s", (int)n, j->rel, m->index)
+				  : snprintf(j->path, sizeof j->path, "%s", m->index);
+			(void)k;
+			fd = open_file(j, rootfd, j->path);
+		}
+		if (fd < 0 && (!m->index || errno == ENOENT) && m->listing) {
+			j->fd = dirfd;   /* no index: its listing (the mount asked for it) */
+			j->listing = true;
+			goto out;
+		}
+		int e = errno;
+		close(dirfd);
 		if (!m->index) {
 			j->status = 404;   /* no listing */
 			goto out;
 		}
-		/* Its index, resolved from the root again. */
-		while (n && j->path[n - 1] == '/')
-			n--;
-		int k = n ? snprintf(j->path, sizeof j->path, "%.*s/%s", (int)n, j->rel, m->index)
-			  : snprintf(j->path, sizeof j->path, "%s", m->index);
-		(void)k;
-		fd = open_file(j, rootfd, j->path);
+		errno = e;
 		if (fd < 0 || fstat(fd, &j->st) != 0)
 			goto fail;
 	}
@@ -229,6 +243,149 @@ fail:;
 out:
 	close(rootfd);
 	return 0;
+}
+
+static int hdr(aw_http_response *res, const char *name, const char *value);
+
+/* ---- directory listings (opt-in) --------------------------------------------------- */
+
+#define LISTING_MAX 10000
+
+typedef struct listing_job {
+	int fd;                   /* the directory (taken: closed by the job) */
+	bool dotfiles;
+	const char *title;        /* the request's path, decoded */
+	char *html;               /* malloc'd */
+	size_t len;
+	int err;
+} listing_job;
+
+typedef struct dentry_name {
+	char *name;
+	bool dir;
+} dentry_name;
+
+static int name_cmp(const void *a, const void *b)
+{
+	return strcmp(((const dentry_name *)a)->name, ((const dentry_name *)b)->name);
+}
+
+static void put_html(FILE *f, const char *s)
+{
+	for (; *s; s++) {
+		switch (*s) {
+		case '<': fputs("&lt;", f); break;
+		case '>': fputs("&gt;", f); break;
+		case '&': fputs("&amp;", f); break;
+		case '"': fputs("&quot;", f); break;
+		case '\'': fputs("&#39;", f); break;
+		default: fputc(*s, f);
+		}
+	}
+}
+
+/* A name in an href: everything but unreserved characters %-encoded. */
+static void put_href(FILE *f, const char *s)
+{
+	for (; *s; s++) {
+		unsigned char ch = (unsigned char)*s;
+		if ((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') || strchr("-._~", ch))
+			fputc(ch, f);
+		else
+			fprintf(f, "%%%02X", ch);
+	}
+}
+
+/* Off the loop: read the directory, sorted, as an HTML page of links. */
+static int listing_in_thread(void *arg)
+{
+	listing_job *j = arg;
+	DIR *d = fdopendir(j->fd);
+	if (!d) {
+		j->err = errno;
+		close(j->fd);
+		return 0;
+	}
+	dentry_name *names = NULL;
+	size_t n = 0, cap = 0, more = 0;
+	struct dirent *e;
+	while ((e = readdir(d))) {
+		if (e->d_name[0] == '.' && (!j->dotfiles || !e->d_name[1] || (e->d_name[1] == '.' && !e->d_name[2])))
+			continue;
+		if (n == LISTING_MAX) {
+			more++;
+			continue;
+		}
+		if (n == cap) {
+			cap = cap ? cap * 2 : 64;
+			dentry_name *nn = realloc(names, cap * sizeof *names);
+			if (!nn)
+				break;
+			names = nn;
+		}
+		bool dir = e->d_type == DT_DIR;
+		struct stat st;
+		if (e->d_type == DT_UNKNOWN && fstatat(dirfd(d), e->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0)
+			dir = S_ISDIR(st.st_mode);
+		if (!(names[n].name = strdup(e->d_name)))
+			break;
+		names[n++].dir = dir;
+	}
+	closedir(d);
+	qsort(names, n, sizeof *names, name_cmp);
+	FILE *f = open_memstream(&j->html, &j->len);
+	if (f) {
+		fputs("<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>Index of ", f);
+		put_html(f, j->title);
+		fputs("</title></head>\n<body><h1>Index of ", f);
+		put_html(f, j->title);
+		fputs("</h1>\n<ul>\n<li><a href=\"../\">../</a></li>\n", f);
+		for (size_t i = 0; i < n; i++) {
+			fputs("<li><a href=\"", f);
+			put_href(f, names[i].name);
+			fputs(names[i].dir ? "/\">" : "\">", f);
+			put_html(f, names[i].name);
+			fputs(names[i].dir ? "/</a></li>\n" : "</a></li>\n", f);
+		}
+		fputs("</ul>\n", f);
+		if (more)
+			fprintf(f, "<p>and %zu more</p>\n", more);
+		fputs("</body></html>\n", f);
+		if (fclose(f) != 0)
+			j->err = ENOMEM;
+	} else {
+		j->err = ENOMEM;
+	}
+	for (size_t i = 0; i < n; i++)
+		free(names[i].name);
+	free(names);
+	return 0;
+}
+
+static int send_listing(aw_http_request *req, aw_http_response *res, const aw_static_mount *m, int fd)
+{
+	aw_http_conn *c = res->conn;
+	aw_str path = aw_http_path(req);
+	char *title = aw__arena_alloc(&c->arena, path.len + 1);
+	if (!title || aw__http_pct_decode(path.p, path.len, title, false) < 0) {
+		close(fd);
+		return aw_raise(-ENOMEM, "static directory listing: no memory");
+	}
+	listing_job j = { .fd = fd, .dotfiles = m->dotfiles, .title = title };
+	int rc = aw_to_thread(listing_in_thread, &j);
+	if (rc < 0) {
+		free(j.html);
+		return rc;
+	}
+	if (j.err) {
+		free(j.html);
+		return aw_raise(-j.err, "static directory %s: listing %s: %s", m->root, title, strerror(j.err));
+	}
+	rc = hdr(res, "Cache-Control", "no-cache");
+	if (!rc)
+		rc = aw__http_queue_response(c, 200, "text/html; charset=utf-8", 24, j.html, j.len);
+	free(j.html);
+	return rc;
 }
 
 /* ---- request headers ------------------------------------------------------------------ */
@@ -718,6 +875,8 @@ static int static_get(aw_http_request *req, aw_http_response *res, void *ud)
 	}
 	if (j.status)
 		return aw__http_queue_error(c, j.status, "Not Found", NULL);
+	if (j.listing)
+		return send_listing(req, res, m, j.fd);
 	int rc = serve(req, res, m, &j);
 	close(j.fd);
 	return rc;
@@ -768,6 +927,7 @@ int aw_app_static(aw_app *app, const char *prefix, const char *dir, const aw_sta
 	m->index = *index ? aw__strdup(index) : NULL;
 	m->cache_control = opts && opts->cache_control ? aw__strdup(opts->cache_control) : NULL;
 	m->dotfiles = opts && opts->dotfiles;
+	m->listing = opts && opts->listing;
 	m->precompressed = !(opts && opts->no_precompressed);
 	if (!m->prefix || !m->root || (*index && !m->index) || (opts && opts->cache_control && !m->cache_control)) {
 		free(m->prefix), free(m->root), free(m->index), free(m->cache_control), free(m);
