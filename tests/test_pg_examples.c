@@ -315,6 +315,12 @@ static void exercise_todo_api(int port, bool fastapi)
 	CHECK(has_text("content-type: text/html"));
 	CHECK_EQ(call(port, "GET", "/openapi.json", NULL, NULL), 200);
 	CHECK(strstr(body_of(), "\"openapi\"") && strstr(body_of(), "\"/todos/{id}\""));
+	/* A failure of our own (the table is gone): 500 with the request id
+	 * and nothing internal. */
+	CHECK_EQ(fixture("DROP TABLE todos"), 0);
+	CHECK_EQ(call(port, "GET", "/todos/1", NULL, "X-Request-ID: rid-7"), 500);
+	CHECK(strstr(body_of(), "\"detail\":\"Internal Server Error\"") && strstr(body_of(), "\"request_id\":\"rid-7\""));
+	CHECK(strstr(body_of(), "todos") == NULL && strstr(body_of(), "42P01") == NULL);
 }
 
 static int todo_api_prepare(void)
@@ -336,6 +342,7 @@ AW_TEST(todo_api_serves_every_route_through_the_pool)
 	exercise_todo_api(port, false);
 	CHECK_EQ(proc_wait(&p, SIGINT), 0);
 	CHECK(strstr(p.err, "listening on http://127.0.0.1:") != NULL);
+	CHECK(strstr(p.err, "GET /todos/1 failed (500)") && strstr(p.err, "42P01"));   /* the whole error, logged */
 }
 
 AW_TEST(todo_api_fastapi_twin_answers_the_same_routes)
