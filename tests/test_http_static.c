@@ -15,12 +15,17 @@
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <sys/time.h>
 
 /* The tree served, made fresh by each test (fork per test). */
 static char base[64];         /* holds secret.txt and www/ */
 static char www[96];
 static aw_static_opts mount_opts;
 static const char *mount_prefix = "/static";
+static aw_time send_idle;           /* 0: the default */
 
 #define BIG_SIZE (1024 * 1024 + 123)   /* over the in-buffer limit: sendfile */
 #define MTIME 1704164645               /* Tue, 02 Jan 2024 03:04:05 GMT */
@@ -114,6 +119,8 @@ static aw_app *make_app(void)
 	aw_app *app = NULL;
 	must(aw_app_new(&app, "static"));
 	aw_app_error_log(app, stderr);
+	if (send_idle)
+		aw_app_limits(app)->send_idle = send_idle;
 	must(aw_app_static(app, mount_prefix, www, &mount_opts));
 	return app;
 }
@@ -768,5 +775,68 @@ AW_TEST(a_listing_when_asked_shows_the_names_escaped_and_hides_dotfiles)
 	resp_free(&r);
 	CHECK_EQ(req(s.port, "GET", "/static/%2e%2e/", NULL, &r), 404);
 	resp_free(&r);
+	STOP(s);
+}
+
+#define HUGE_SIZE (12 * 1024 * 1024)   /* more than the socket buffers hold */
+
+/* A client with a small receive buffer. */
+static int slow_client(int port)
+{
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	int small = 16 * 1024;
+	struct timeval tv = { 5, 0 };
+	setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
+	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+	struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port) };
+	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	if (connect(fd, (struct sockaddr *)&a, sizeof a) != 0) {
+		close(fd);
+		return -1;
+	}
+	return fd;
+}
+
+AW_TEST(a_slow_reader_gets_the_whole_file_and_one_that_stops_reading_is_cut_off)
+{
+	send_idle = AW_MS(300);
+	srv s;
+	START(s);
+	char p[256];
+	snprintf(p, sizeof p, "%s/huge.bin", www);
+	int hf = open(p, O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+	CHECK(hf >= 0);
+	CHECK_EQ(ftruncate(hf, HUGE_SIZE), 0);
+	close(hf);
+	/* Slow but steady (a 16 KiB window, a pause after each read): 12 MiB
+	 * in a second or more, several times send_idle. */
+	int fd = slow_client(s.port);
+	CHECK(fd >= 0);
+	CHECK_EQ(cli_sends(fd, "GET /static/huge.bin HTTP/1.1\r\nHost: x\r\n\r\n"), 0);
+	static char buf[256 * 1024];
+	size_t total = 0;
+	long long t0 = now_ms();
+	while (total < (size_t)HUGE_SIZE + 100) {
+		ssize_t n = read(fd, buf, sizeof buf);
+		if (n <= 0)
+			break;
+		total += (size_t)n;
+		usleep(1500);
+	}
+	long long took = now_ms() - t0;
+	CHECK_GT(took, 600);                       /* it was slow indeed */
+	CHECK_GT(total, (size_t)HUGE_SIZE);        /* and got everything (+ the head) */
+	CHECK_LT(total, (size_t)HUGE_SIZE + 1024);
+	close(fd);
+	/* One that stops reading: cut off once send_idle passes without progress. */
+	fd = slow_client(s.port);
+	CHECK(fd >= 0);
+	CHECK_EQ(cli_sends(fd, "GET /static/huge.bin HTTP/1.1\r\nHost: x\r\n\r\n"), 0);
+	usleep(1500 * 1000);
+	size_t got = 0;
+	char *all = cli_read_all(fd, &got, 3000);
+	free(all);
+	CHECK_LT(got, (size_t)HUGE_SIZE);
+	close(fd);
 	STOP(s);
 }

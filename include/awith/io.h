@@ -147,10 +147,14 @@ int aw_stream_writev(aw_stream *s, const struct iovec *iov, int iovcnt, aw_time 
  * already buffered: sendfile(2) on a plain fd (the bytes go from the page
  * cache to the socket, never through user memory), else (TLS, or a file
  * that cannot be sendfile'd) read off the loop with aw_file_pread in
- * 64 KiB pieces and written. Returns the count sent: n, or fewer only when
- * the file ended first (it shrank); or a negative error as
- * aw_stream_write (-EPIPE, -ECONNRESET, -ETIMEDOUT with the count unsent;
- * the stream is broken after a send error). The file's own offset is not
+ * 64 KiB pieces and written. Returns the count sent, as write(2) does: n,
+ * or fewer when the file ended first (it shrank) or, on a plain fd, when
+ * this call's deadline passed after some bytes had gone (the caller goes
+ * on with a fresh deadline: a deadline per step of progress, not per
+ * file; an enclosing scope's deadline is an error as usual); 0
+ * when the file has nothing at off; or a negative error as aw_stream_write
+ * when nothing could be sent (-EPIPE, -ECONNRESET, -ETIMEDOUT; the stream
+ * is broken after a send error). The file's own offset is not
  * used or moved. sendfile reads the file on the loop thread: from the page
  * cache that costs nothing, but a cold file's first read waits for the
  * disk (nginx's `sendfile on` without aio threads behaves the same). */

@@ -34,7 +34,8 @@
  *     the page cache; the thread pool when the pages are not there), so
  *     the head and body leave in one write and pipelined answers together.
  *     Larger bodies go with sendfile (aw_stream_sendfile) after the head,
- *     in SENDFILE_PIECE pieces, each with its own send_idle deadline.
+ *     the whole rest in each call, each call with a fresh send_idle
+ *     deadline (it returns short when the deadline passes after progress).
  */
 #include "internal.h"
 
@@ -53,7 +54,6 @@
 #include <unistd.h>
 
 #define SMALL_BODY (64 * 1024)
-#define SENDFILE_PIECE (256 * 1024)
 
 #ifndef RESOLVE_CACHED
 #define RESOLVE_CACHED 0x20
@@ -712,17 +712,20 @@ static int send_body(aw_http_conn *c, int fd, uint64_t off, uint64_t len, size_t
 	int rc = aw__http_flush(c);
 	uint64_t sent = 0;
 	while (!rc && sent < len) {
-		size_t piece = len - sent < SENDFILE_PIECE ? (size_t)(len - sent) : SENDFILE_PIECE;
-		ssize_t r = aw_stream_sendfile(c->s, fd, (off_t)(off + sent), piece, aw__http_after(c->lim->send_idle));
+		/* The rest in one call; a short count (the client slower than
+		 * send_idle, but reading) goes on with a fresh deadline: the
+		 * limit is on a client that stops reading, not on file size. */
+		ssize_t r = aw_stream_sendfile(c->s, fd, (off_t)(off + sent), (size_t)(len - sent),
+					       aw__http_after(c->lim->send_idle));
 		if (r < 0) {
 			rc = (int)r;
 			break;
 		}
-		sent += (uint64_t)r;
-		res->body_bytes = (size_t)sent;
-		if ((size_t)r < piece)
+		if (r == 0)
 			rc = aw_raise(-EIO, "static file: it shrank while being sent (%llu of %llu bytes)",
 				      (unsigned long long)sent, (unsigned long long)len);
+		sent += (uint64_t)r;
+		res->body_bytes = (size_t)sent;
 	}
 	if (rc)
 		res->close = true;   /* the body is cut short: only closing tells */

@@ -368,6 +368,13 @@ ssize_t (aw_stream_sendfile)(aw_stream *s, int fd, off_t off, size_t n, aw_time 
 			continue;
 		if (errno == EAGAIN) {
 			rc = (aw_fd_wait)(s->fd, AW_WRITABLE, deadline);
+			if (rc == -ETIMEDOUT && done && aw_now() >= deadline) {
+				/* Our deadline, after progress: a short count, as
+				 * write(2). (A scope around the call that expired
+				 * earlier is not ours to absorb: it goes on.) */
+				aw_error_clear();
+				break;
+			}
 			if (rc == -ETIMEDOUT)
 				return write_timeout(s, n - done);
 			if (rc)
