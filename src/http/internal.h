@@ -176,6 +176,9 @@ struct aw_http_request {
 	aw_span span;              /* the server span, open while traced */
 	bool traced;
 	int trace_err;             /* the handler's error code, for the span */
+
+	/* schema.c: validation problems and parsed input (in the arena) */
+	struct aw_http_valid *valid;
 };
 
 /* ---- responses ------------------------------------------------------------ */
@@ -270,6 +273,7 @@ struct aw_http_conn {
 	char peer[64];             /* the client's address (access log) */
 	char request_id[132];      /* this request's id (log context, X-Request-ID) */
 	bool echo_request_id;      /* the client sent it: answer with it */
+	struct aw_ws *ws;          /* ws.c: the WebSocket this connection became (while its handler runs) */
 };
 
 enum { SINK_NONE, SINK_COPY, SINK_ACCUM, SINK_SPAN, SINK_DISCARD };
@@ -305,6 +309,8 @@ int aw__router_add(aw_router *r, const char *method, const char *path, aw_http_h
 /* Match req's path and method. Returns 0 with req->route and params set,
  * 404, 405 (allow filled with "GET, HEAD" etc.), or 400 (bad encoding). */
 int aw__router_match(const aw_router *r, aw_http_request *req, char *allow, size_t allow_len);
+/* Call fn for every route (in no particular order). */
+void aw__router_each(const aw_router *r, void (*fn)(const aw_route *route, void *arg), void *arg);
 struct aw_route {
 	char *method;              /* "GET", ..., "*" */
 	size_t mlen;
@@ -368,11 +374,34 @@ struct aw_app {
 	int supervisor;             /* the supervisor's pid (workers) */
 	struct aw_app_debug *debug; /* aw_app_debug_page (debug.c); NULL: off */
 	struct aw_static_mount *statics; /* aw_app_static (static.c), freed with the app */
+	struct aw_ws_route *ws_routes; /* aw_app_ws (ws.c): the routes' options, freed with the app */
+	struct aw_http_spec_route *spec_routes; /* aw_app_route_spec (schema.c) */
+	struct aw_openapi *openapi; /* aw_app_openapi (openapi.c); NULL: off */
 };
 FILE *aw__app_log(const aw_app *app);
 /* static.c: static directories. */
 typedef struct aw_static_mount aw_static_mount;
 void aw__static_free_all(aw_app *app);
+/* schema.c: a route added with a spec is registered with
+ * aw__http_spec_handler and one of these as its ud. */
+struct aw_route_spec;
+typedef struct aw_http_spec_route {
+	struct aw_http_spec_route *next;
+	aw_http_handler fn;
+	void *ud;
+	const struct aw_route_spec *spec;
+} aw_http_spec_route;
+int aw__http_spec_handler(aw_http_request *req, aw_http_response *res, void *ud);
+void aw__http_spec_routes_free(aw_app *app);
+/* The app's answer to -AW_EHTTP_VALIDATION: queue the 422 with the
+ * request's recorded problems (aw_http_validation_detail); false when
+ * there are none (then the caller answers as for any 422). */
+bool aw__http_queue_validation(aw_http_conn *c);
+/* The deepest nesting of [ and { in JSON text (strings skipped), stopping
+ * as soon as it passes limit. */
+size_t aw__json_depth(const char *p, size_t n, size_t limit);
+/* openapi.c */
+void aw__http_openapi_free(aw_app *app);
 /* debug.c: the live ledger page. */
 typedef struct aw_app_debug aw_app_debug;
 void aw__app_debug_free(aw_app_debug *d);
@@ -410,6 +439,14 @@ int aw__http_metrics_peer_start(aw_app *app, aw_group *g);
 int aw__http_metrics_workers_prepare(aw_app *app);
 void aw__http_metrics_workers_done(aw_app *app);
 void aw__http_mcache_free(aw_http_mcache *mc);
+
+/* ws.c: WebSocket routes. The route's handler does the upgrade and runs
+ * the socket; the server drains a socket with going_away (close 1001: a
+ * reader waiting for bytes is woken). */
+struct aw_ws_route;
+int aw__ws_route_handler(aw_http_request *req, aw_http_response *res, void *ud);
+void aw__ws_routes_free(struct aw_ws_route *rt);
+void aw__ws_going_away(aw_ws *ws);
 
 /* server.c */
 /* Open connections of one client address (max_connections_per_client). */

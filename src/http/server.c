@@ -16,6 +16,7 @@
  * streams' exits still run (shielded, under the loop's cleanup grace).
  */
 #include "internal.h"
+#include "awith/schema.h"
 #include "awith/log.h"
 
 #include <arpa/inet.h>
@@ -215,6 +216,13 @@ int aw_http_json_body(aw_http_request *req, json_t **json)
 	int rc = aw_http_body(req, &data, &len);
 	if (rc)
 		return rc;
+	/* jansson's parser recurses once per level (up to 2048): a task's
+	 * stack is 64 KiB, so deep nesting is refused before it parses. */
+	if (aw__json_depth(data, len, AW_JSON_MAX_DEPTH) > AW_JSON_MAX_DEPTH) {
+		req->bad_request = "invalid JSON: nested too deeply (the limit is 64 levels)";
+		_Static_assert(AW_JSON_MAX_DEPTH == 64, "the message says 64");
+		return aw_raise(-EBADMSG, "request body: %s", req->bad_request);
+	}
 	json_error_t jerr;
 	json_t *v = json_loadb(data, len, JSON_DECODE_ANY, &jerr);
 	if (!v) {
@@ -947,9 +955,12 @@ static void drain_connections(aw_http_server *srv)
 {
 	aw_app *app = srv->app;
 	srv->draining = true;
-	for (aw_http_conn *c = srv->conns; c; c = c->next)
+	for (aw_http_conn *c = srv->conns; c; c = c->next) {
 		if (c->idle && c->task)
 			aw_task_cancel(c->task);
+		else if (c->ws)
+			aw__ws_going_away(c->ws);   /* close 1001 */
+	}
 	if (srv->nconns && !srv->hurry) {
 		aw_scope grace;
 		AW_WITH(aw_move_on_init(&grace, app->limits.shutdown_grace)) {
