@@ -7,6 +7,8 @@
 #include "harness.h"
 #include "http_util.h"
 
+#include <awith/schema.h>
+
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -839,4 +841,27 @@ AW_TEST(a_slow_reader_gets_the_whole_file_and_one_that_stops_reading_is_cut_off)
 	CHECK_LT(got, (size_t)HUGE_SIZE);
 	close(fd);
 	STOP(s);
+}
+
+static aw_app *make_openapi_app(void)
+{
+	aw_app *app = make_routes_app();
+	must(aw_app_openapi(app, NULL));
+	return app;
+}
+
+AW_TEST(static_mounts_stay_out_of_the_openapi_document_and_rest_templates_are_plain_parameters)
+{
+	CHECK_EQ(make_tree(), 0);
+	srv s;
+	CHECK_EQ(srv_start(&s, make_openapi_app), 0);
+	resp r;
+	CHECK_EQ(req(s.port, "GET", "/openapi.json", NULL, &r), 200);
+	CHECK(strstr(r.body, "\"/files/{p}\"") != NULL);
+	CHECK(strstr(r.body, "...") == NULL);
+	CHECK(strstr(r.body, "\"/static/{path}\"") == NULL && strstr(r.body, "\"/static\"") == NULL);
+	CHECK(strstr(r.body, "\"/static/special.txt\"") != NULL);   /* an app route under the prefix is one */
+	resp_free(&r);
+	CHECK_EQ(srv_stop(&s), 0);
+	remove_tree();
 }

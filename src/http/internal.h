@@ -382,6 +382,8 @@ FILE *aw__app_log(const aw_app *app);
 /* static.c: static directories. */
 typedef struct aw_static_mount aw_static_mount;
 void aw__static_free_all(aw_app *app);
+/* A route of a static mount (left out of the OpenAPI document). */
+bool aw__http_is_static_route(const aw_route *r);
 /* schema.c: a route added with a spec is registered with
  * aw__http_spec_handler and one of these as its ud. */
 struct aw_route_spec;

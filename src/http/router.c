@@ -420,6 +420,7 @@ static void each_node(const aw_rnode *n, void (*fn)(const aw_route *, void *), v
 			fn(r, arg);
 		each_node(n->children, fn, arg);
 		each_node(n->param, fn, arg);
+		each_node(n->rest, fn, arg);
 	}
 }
 

@@ -885,6 +885,11 @@ static int static_get(aw_http_request *req, aw_http_response *res, void *ud)
 	return rc;
 }
 
+bool aw__http_is_static_route(const aw_route *r)
+{
+	return r->fn == static_get;
+}
+
 /* ---- mounting ------------------------------------------------------------------------------ */
 
 static bool prefix_ok(const char *p)
