@@ -5,7 +5,8 @@
 # chromium loads the front page (served by aw_app_static from
 # examples/todo_api/static/), runs its JavaScript, and the rendered DOM must
 # list both todos, the done one struck through (its fetch of GET /todos
-# worked); then /docs must show the operations read from /openapi.json.
+# worked); then /docs (aw_app_openapi's page) must show the operations of
+# the OpenAPI document made from the routes' declarations.
 #
 #   tests/check_todo_pages.sh EXAMPLES_DIR
 #

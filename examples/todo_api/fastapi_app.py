@@ -13,7 +13,7 @@ import asyncpg
 import uvicorn
 from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.responses import JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, StrictBool, constr
 
@@ -21,7 +21,7 @@ STATIC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "static")
 COLUMNS = "id, title, done, created_at"
 Title = constr(strict=True, min_length=1, max_length=200)
 
-app = FastAPI(title="todo_api", version="1.0.0", docs_url="/swagger")
+app = FastAPI(title="todo_api", version="1.0.0")
 app.add_middleware(CORSMiddleware, allow_origins=["*"], allow_methods=["GET", "POST", "PATCH", "DELETE"],
                    allow_headers=["Content-Type", "X-Request-ID"], max_age=600)
 
@@ -104,11 +104,6 @@ async def delete_todo(id: int = Path(gt=0), db=Depends(get_db)):
     if await db.execute("DELETE FROM todos WHERE id = $1", id) == "DELETE 0":
         raise HTTPException(404, "Todo not found")
     return Response(status_code=204)
-
-
-@app.get("/docs", include_in_schema=False)
-async def docs():
-    return FileResponse(os.path.join(STATIC, "docs.html"))
 
 
 app.mount("/", StaticFiles(directory=STATIC, html=True), name="static")

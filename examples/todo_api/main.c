@@ -26,7 +26,7 @@
  *   GET    /todos/{id}     the todo, or 404
  *   PATCH  /todos/{id}     {"title"?: "...", "done"?: bool}  the todo, or 404
  *   DELETE /todos/{id}     204, or 404
- *   GET    /openapi.json   the API's OpenAPI 3.1 document; GET /docs: a page for it
+ *   GET    /openapi.json   the API's OpenAPI 3.1 document; GET /docs: a page for it (aw_app_openapi)
  *   GET    /               the front page (static/, served by aw_app_static)
  *
  * How it maps:
@@ -34,20 +34,23 @@
  *     accepts anything; the pool closes after the last request;
  *   - get_db is a dependency: a generator manager around the pool's
  *     acquire, released after the response has been sent;
- *   - bodies and query parameters are checked field by field and every bad
- *     one is listed in a 422, as FastAPI/pydantic answers:
+ *   - bodies, path and query parameters are declared once (awith/schema.h:
+ *     pydantic's models and FastAPI's Query/Path) and checked before the
+ *     handler runs; every bad field is listed in a 422, as FastAPI answers:
  *     {"detail": [{"loc": ["body", "title"], "msg": "...", "type": "..."}]};
+ *     the answers are response models (a struct written as JSON);
  *   - errors become responses in one place (fail()): a missing todo 404, a
  *     database that is down 503, bad JSON 400 (the app layer's), anything
  *     else 500 with the request id and nothing internal;
  *   - every answer carries X-Request-ID (the client's, or one the server
  *     made) and the CORS headers; OPTIONS answers the preflight;
- *   - the front page and the OpenAPI documents are files in static/,
- *     mounted at "/" (routes win over the mount).
+ *   - the OpenAPI document and its page come from the same declarations;
+ *     the front page is static/index.html, mounted at "/" (routes win over
+ *     the mount).
  *
  *     $ DATABASE_URL=postgresql://user:pw@127.0.0.1:5432/db ./todo_api --port 8000 &
  *     $ curl -s -X POST -d '{"title": "write the docs"}' http://127.0.0.1:8000/todos
- *     {"id":1,"title":"write the docs","done":false,"created_at":"2026-12-06T09:30:00.123+00:00"}
+ *     {"id":1,"title":"write the docs","done":false,"created_at":"2026-12-06T10:05:05.963657+00:00"}
  *
  * Options: --static DIR (default: the static/ next to this file in the
  * source tree), and aw_app_main's (--port, --host, --workers, --access-log).
@@ -55,8 +58,8 @@
 #include <awith/http.h>
 #include <awith/log.h>
 #include <awith/pg.h>
+#include <awith/schema.h>
 
-#include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -65,8 +68,81 @@
 #define TODO_STATIC_DIR "static"
 #endif
 
-#define TITLE_MAX 200
-#define COLUMNS "id, title, done, created_at"
+/* created_at as ISO 8601, as FastAPI writes a datetime. */
+#define COLUMNS "id, title, done, to_json(created_at) #>> '{}'"
+
+/* ---- the shapes, declared once: validation, answers, OpenAPI ------------------ */
+
+typedef struct todo {
+	int64_t id;
+	const char *title;
+	bool done;
+	const char *created_at;
+} todo;
+static const aw_field todo_fields[] = {
+	AW_F_INT(todo, id, .required = true),
+	AW_F_STRING(todo, title, .required = true, AW_LEN(1, 200)),
+	AW_F_BOOL(todo, done, .required = true),
+	AW_F_STRING(todo, created_at, .required = true, .description = "ISO 8601"),
+};
+static const aw_schema todo_schema = AW_SCHEMA(todo, "Todo", todo_fields);
+
+/* POST /todos and PATCH /todos/{id}: title required on create only. */
+typedef struct todo_in {
+	const char *title;
+	bool done, has_title, has_done;
+} todo_in;
+static const aw_field todo_in_fields[] = {
+	AW_F_STRING(todo_in, title, .required = true, AW_LEN(1, 200)),
+	AW_F_BOOL(todo_in, done),
+};
+static const aw_schema todo_in_schema = AW_SCHEMA(todo_in, "TodoIn", todo_in_fields);
+static const aw_field todo_patch_fields[] = {
+	AW_F_STRING(todo_in, title, AW_LEN(1, 200), AW_PRESENT(todo_in, has_title)),
+	AW_F_BOOL(todo_in, done, AW_PRESENT(todo_in, has_done)),
+};
+static const aw_schema todo_patch_schema = AW_SCHEMA(todo_in, "TodoPatch", todo_patch_fields);
+
+typedef struct id_params {
+	int64_t id;
+} id_params;
+static const aw_field id_fields[] = { AW_F_INT(id_params, id, .in = AW_IN_PATH, .required = true, AW_MIN(1)) };
+static const aw_schema id_schema = AW_SCHEMA(id_params, NULL, id_fields);
+
+typedef struct page_params {
+	int64_t limit, offset;
+	bool done, has_limit, has_done;
+} page_params;
+static const aw_field page_fields[] = {
+	AW_F_INT(page_params, limit, .in = AW_IN_QUERY, AW_MIN(1), AW_MAX(100), AW_PRESENT(page_params, has_limit),
+		 .description = "default 20"),
+	AW_F_INT(page_params, offset, .in = AW_IN_QUERY, AW_MIN(0)),
+	AW_F_BOOL(page_params, done, .in = AW_IN_QUERY, AW_PRESENT(page_params, has_done)),
+};
+static const aw_schema page_schema = AW_SCHEMA(page_params, NULL, page_fields);
+
+typedef struct todo_page {
+	todo *items;
+	size_t nitems;
+	int64_t total, limit, offset;
+} todo_page;
+static const aw_field todo_item = AW_ITEM_OBJECT(todo, &todo_schema);
+static const aw_field todo_page_fields[] = {
+	AW_F_ARRAY(todo_page, items, nitems, &todo_item, .required = true),
+	AW_F_INT(todo_page, total, .required = true),
+	AW_F_INT(todo_page, limit, .required = true),
+	AW_F_INT(todo_page, offset, .required = true),
+};
+static const aw_schema todo_page_schema = AW_SCHEMA(todo_page, "TodoPage", todo_page_fields);
+
+static const aw_route_spec list_spec = { .summary = "List todos", .params = &page_schema,
+					 .response = &todo_page_schema };
+static const aw_route_spec create_spec = { .summary = "Create a todo", .body = &todo_in_schema,
+					   .response = &todo_schema, .status = 201 };
+static const aw_route_spec get_spec = { .summary = "Get a todo", .params = &id_schema, .response = &todo_schema };
+static const aw_route_spec update_spec = { .summary = "Update a todo", .params = &id_schema,
+					   .body = &todo_patch_schema, .response = &todo_schema };
+static const aw_route_spec delete_spec = { .summary = "Delete a todo", .params = &id_schema, .status = 204 };
 
 /* ---- the pool, for the app's lifetime ---------------------------------------- */
 
@@ -126,8 +202,6 @@ static int fail(aw_http_request *req, aw_http_response *res, int rc)
 	if (rc == ENOTODO) {
 		status = 404;
 		detail = "Todo not found";
-	} else if (rc == -EBADMSG || rc == -AW_ETOOLONG) {
-		return rc;   /* bad JSON, too large: the app layer's 400 / 413 */
 	} else if (rc == -ETIMEDOUT || rc == -AW_EPG_TOO_MANY || rc == -ECONNREFUSED || rc == -ECONNRESET ||
 		   rc == -EPIPE || rc == -AW_EPG_AUTH || rc == -AW_EPG_NODB) {
 		status = 503;
@@ -138,164 +212,73 @@ static int fail(aw_http_request *req, aw_http_response *res, int rc)
 				   aw_http_method(req).p, (int)aw_http_path(req).len, aw_http_path(req).p, status);
 		aw_error_clear();
 	}
-	json_t *body = json_pack("{s:s}", "detail", detail);
-	if (status == 500)   /* nothing internal: the id finds the log line */
-		json_object_set_new(body, "request_id", json_string(aw_log_context_get("request_id")));
 	int r = cors(res);
-	if (!r)
-		r = aw_http_json(res, status, body);
-	json_decref(body);
-	return r;
-}
-
-/* ---- validation: every bad field, FastAPI's 422 ------------------------------------ */
-
-typedef struct errors {
-	json_t *list;   /* [{"loc": [...], "msg": ..., "type": ...}] */
-} errors;
-
-static void bad(errors *e, const char *where, const char *field, const char *msg, const char *type)
-{
-	if (!e->list)
-		e->list = json_array();
-	json_array_append_new(e->list, json_pack("{s:[s,s],s:s,s:s}", "loc", where, field, "msg", msg, "type", type));
-}
-
-static int unprocessable(aw_http_response *res, errors *e)
-{
-	json_t *body = json_pack("{s:o}", "detail", e->list);
-	e->list = NULL;
-	int rc = cors(res);
-	if (!rc)
-		rc = aw_http_json(res, 422, body);
-	json_decref(body);
-	return rc;
-}
-
-typedef struct todo_in {
-	const char *title;   /* NULL: not given */
-	int done;            /* -1: not given */
-} todo_in;
-
-/* The body: {"title": str 1..200, "done": bool}; title required on create. */
-static int parse_todo(aw_http_request *req, todo_in *in, bool create, errors *e)
-{
-	json_t *body;
-	int rc = aw_http_json_body(req, &body);
-	if (rc < 0)
-		return rc;
-	*in = (todo_in){ NULL, -1 };
-	if (!json_is_object(body)) {
-		bad(e, "body", "__root__", "value is not a valid dict", "type_error.dict");
-		return 0;
+	if (r)
+		return r;
+	aw_jw *w = aw_http_json_begin(res, status);
+	aw_jw_object(w);
+	aw_jw_key(w, "detail");
+	aw_jw_string(w, detail);
+	if (status == 500) {   /* nothing internal: the id finds the log line */
+		aw_jw_key(w, "request_id");
+		aw_jw_string(w, aw_log_context_get("request_id"));
 	}
-	json_t *t = json_object_get(body, "title"), *d = json_object_get(body, "done");
-	if (!t && create)
-		bad(e, "body", "title", "field required", "value_error.missing");
-	else if (t && !json_is_string(t))
-		bad(e, "body", "title", "str type expected", "type_error.str");
-	else if (t && (json_string_length(t) < 1 || json_string_length(t) > TITLE_MAX))
-		bad(e, "body", "title", "ensure this value has 1 to 200 characters", "value_error.any_str");
-	else if (t)
-		in->title = json_string_value(t);
-	if (d && !json_is_boolean(d))
-		bad(e, "body", "done", "value could not be parsed to a boolean", "type_error.bool");
-	else if (d)
-		in->done = json_is_true(d);
-	return 0;
-}
-
-/* An integer query parameter in [lo, hi], or def when absent. */
-static int query_int(aw_http_request *req, const char *name, long def, long lo, long hi, long *out, errors *e)
-{
-	const char *v;
-	int rc = aw_http_query(req, name, &v);
-	if (rc < 0)
-		return rc;
-	*out = def;
-	if (!v)
-		return 0;
-	char *end;
-	long n = strtol(v, &end, 10);
-	if (!*v || *end)
-		bad(e, "query", name, "value is not a valid integer", "type_error.integer");
-	else if (n < lo || n > hi)
-		bad(e, "query", name, "value is out of range", "value_error.number");
-	else
-		*out = n;
-	return 0;
-}
-
-/* The {id} of the path: a positive integer, or a 422. */
-static const char *path_id(aw_http_request *req, errors *e)
-{
-	const char *id = aw_http_param(req, "id");
-	char *end;
-	long long n = strtoll(id, &end, 10);
-	if (!*id || *end || n < 1) {
-		bad(e, "path", "id", "value is not a valid integer", "type_error.integer");
-		return NULL;
-	}
-	return id;
+	aw_jw_object_end(w);
+	return aw_http_json_end(w);
 }
 
 /* ---- handlers ------------------------------------------------------------------ */
+
+static void row_to_todo(const aw_pg_result *r, int row, todo *t)
+{
+	t->id = atoll(aw_pg_text(r, row, 0));
+	t->title = aw_pg_text(r, row, 1);
+	t->done = aw_pg_text(r, row, 2)[0] == 't';
+	t->created_at = aw_pg_text(r, row, 3);
+}
 
 /* One row (the first) as the answer, or ENOTODO when there is none. */
 static int send_todo(aw_http_response *res, int status, aw_pg_result *r)
 {
 	if (aw_pg_nrows(r) == 0)
 		return ENOTODO;
-	json_t *row;
-	int rc = aw_pg_row_to_json(r, 0, &row);
-	if (rc < 0)
-		return rc;
-	rc = cors(res);
-	if (!rc)
-		rc = aw_http_json(res, status, row);
-	json_decref(row);
-	return rc;
+	todo t;
+	row_to_todo(r, 0, &t);
+	int rc = cors(res);
+	return rc ? rc : aw_http_model(res, status, &todo_schema, &t);
 }
 
 static int list_todos(aw_http_request *req, aw_http_response *res, void *ud)
 {
 	(void)ud;
-	errors e = { 0 };
-	long limit, offset;
-	const char *done;
-	int rc = query_int(req, "limit", 20, 1, 100, &limit, &e);
-	if (!rc)
-		rc = query_int(req, "offset", 0, 0, 1L << 40, &offset, &e);
-	if (!rc)
-		rc = aw_http_query(req, "done", &done);
-	if (rc < 0)
-		return rc;
-	if (done && strcmp(done, "true") && strcmp(done, "false"))
-		bad(&e, "query", "done", "value could not be parsed to a boolean", "type_error.bool");
-	if (e.list)
-		return unprocessable(res, &e);
+	const page_params *q = aw_http_valid_params(req);
+	char ls[24], os[24];
+	snprintf(ls, sizeof ls, "%lld", q->has_limit ? (long long)q->limit : 20LL);
+	snprintf(os, sizeof os, "%lld", (long long)q->offset);
+	const char *done = !q->has_done ? NULL : q->done ? "true" : "false";
 	aw_pg_conn *db;
 	aw_pg_result *r = NULL, *n = NULL;
-	char ls[24], os[24];
-	snprintf(ls, sizeof ls, "%ld", limit);
-	snprintf(os, sizeof os, "%ld", offset);
+	todo *items = NULL;
+	int rc;
 	if ((rc = aw_http_depends(req, &DB, (void **)&db)) < 0 ||
 	    (rc = aw_pg_query(db, &r, "SELECT " COLUMNS " FROM todos WHERE $3::boolean IS NULL OR done = $3 "
 				      "ORDER BY id LIMIT $1 OFFSET $2", AW_PG_ARGS(ls, os, done))) < 0 ||
 	    (rc = aw_pg_query(db, &n, "SELECT count(*) FROM todos WHERE $1::boolean IS NULL OR done = $1",
 			      AW_PG_ARGS(done))) < 0)
 		goto out;
-	json_t *items, *body = NULL;
-	int64_t total = 0;
-	if ((rc = aw_pg_result_to_json(r, &items)) < 0 || (rc = aw_pg_get_int(n, 0, 0, &total)) < 0)
+	todo_page page = { .limit = atoll(ls), .offset = q->offset, .nitems = (size_t)aw_pg_nrows(r) };
+	if (page.nitems && !(items = calloc(page.nitems, sizeof *items))) {
+		rc = aw_raise(-ENOMEM, "no memory for %zu todos", page.nitems);
 		goto out;
-	body = json_pack("{s:o,s:I,s:i,s:I}", "items", items, "total", (json_int_t)total, "limit", (int)limit,
-			 "offset", (json_int_t)offset);
-	rc = cors(res);
-	if (!rc)
-		rc = aw_http_json(res, 200, body);
-	json_decref(body);
+	}
+	for (size_t i = 0; i < page.nitems; i++)
+		row_to_todo(r, (int)i, &items[i]);
+	page.items = items;
+	if ((rc = aw_pg_get_int(n, 0, 0, &page.total)) < 0 || (rc = cors(res)) < 0)
+		goto out;
+	rc = aw_http_model(res, 200, &todo_page_schema, &page);
 out:
+	free(items);
 	aw_pg_result_free(r);
 	aw_pg_result_free(n);
 	return rc ? fail(req, res, rc) : 0;
@@ -304,18 +287,13 @@ out:
 static int create_todo(aw_http_request *req, aw_http_response *res, void *ud)
 {
 	(void)ud;
-	errors e = { 0 };
-	todo_in in;
-	int rc = parse_todo(req, &in, true, &e);
-	if (rc < 0)
-		return fail(req, res, rc);
-	if (e.list)
-		return unprocessable(res, &e);
+	const todo_in *in = aw_http_valid_body(req);
 	aw_pg_conn *db;
 	aw_pg_result *r = NULL;
+	int rc;
 	if ((rc = aw_http_depends(req, &DB, (void **)&db)) >= 0 &&
 	    (rc = aw_pg_query(db, &r, "INSERT INTO todos (title, done) VALUES ($1, $2) RETURNING " COLUMNS,
-			      AW_PG_ARGS(in.title, in.done == 1 ? "true" : "false"))) >= 0)
+			      AW_PG_ARGS(in->title, in->done ? "true" : "false"))) >= 0)
 		rc = send_todo(res, 201, r);
 	aw_pg_result_free(r);
 	return rc ? fail(req, res, rc) : 0;
@@ -324,10 +302,8 @@ static int create_todo(aw_http_request *req, aw_http_response *res, void *ud)
 static int get_todo(aw_http_request *req, aw_http_response *res, void *ud)
 {
 	(void)ud;
-	errors e = { 0 };
-	const char *id = path_id(req, &e);
-	if (!id)
-		return unprocessable(res, &e);
+	char id[24];
+	snprintf(id, sizeof id, "%lld", (long long)((const id_params *)aw_http_valid_params(req))->id);
 	aw_pg_conn *db;
 	aw_pg_result *r = NULL;
 	int rc;
@@ -341,20 +317,17 @@ static int get_todo(aw_http_request *req, aw_http_response *res, void *ud)
 static int update_todo(aw_http_request *req, aw_http_response *res, void *ud)
 {
 	(void)ud;
-	errors e = { 0 };
-	todo_in in;
-	const char *id = path_id(req, &e);
-	int rc = parse_todo(req, &in, false, &e);
-	if (rc < 0)
-		return fail(req, res, rc);
-	if (e.list)
-		return unprocessable(res, &e);
+	const todo_in *in = aw_http_valid_body(req);
+	char id[24];
+	snprintf(id, sizeof id, "%lld", (long long)((const id_params *)aw_http_valid_params(req))->id);
+	const char *title = in->has_title ? in->title : NULL;
+	const char *done = !in->has_done ? NULL : in->done ? "true" : "false";
 	aw_pg_conn *db;
 	aw_pg_result *r = NULL;
-	const char *done = in.done < 0 ? NULL : in.done ? "true" : "false";
+	int rc;
 	if ((rc = aw_http_depends(req, &DB, (void **)&db)) >= 0 &&
 	    (rc = aw_pg_query(db, &r, "UPDATE todos SET title = coalesce($2, title), done = coalesce($3::boolean, done) "
-				      "WHERE id = $1 RETURNING " COLUMNS, AW_PG_ARGS(id, in.title, done))) >= 0)
+				      "WHERE id = $1 RETURNING " COLUMNS, AW_PG_ARGS(id, title, done))) >= 0)
 		rc = send_todo(res, 200, r);
 	aw_pg_result_free(r);
 	return rc ? fail(req, res, rc) : 0;
@@ -363,10 +336,8 @@ static int update_todo(aw_http_request *req, aw_http_response *res, void *ud)
 static int delete_todo(aw_http_request *req, aw_http_response *res, void *ud)
 {
 	(void)ud;
-	errors e = { 0 };
-	const char *id = path_id(req, &e);
-	if (!id)
-		return unprocessable(res, &e);
+	char id[24];
+	snprintf(id, sizeof id, "%lld", (long long)((const id_params *)aw_http_valid_params(req))->id);
 	aw_pg_conn *db;
 	uint64_t n = 0;
 	int rc;
@@ -394,13 +365,6 @@ static int preflight(aw_http_request *req, aw_http_response *res, void *ud)
 	return rc ? rc : aw_http_send(res, 200, "text/plain; charset=utf-8", "OK", 2);
 }
 
-/* GET /docs: the OpenAPI page (a file of the static directory). */
-static int docs(aw_http_request *req, aw_http_response *res, void *ud)
-{
-	(void)req;
-	return aw_http_file_in(res, ud, "docs.html", NULL);
-}
-
 int main(int argc, char **argv)
 {
 	const char *static_dir = TODO_STATIC_DIR;
@@ -414,14 +378,15 @@ int main(int argc, char **argv)
 	aw_app *app;
 	if (aw_app_new(&app, "todo_api") < 0)
 		return 1;
-	if (aw_app_lifespan(app, lifespan, NULL) || aw_app_route(app, "GET", "/todos", list_todos, NULL) ||
-	    aw_app_route(app, "POST", "/todos", create_todo, NULL) ||
-	    aw_app_route(app, "GET", "/todos/{id}", get_todo, NULL) ||
-	    aw_app_route(app, "PATCH", "/todos/{id}", update_todo, NULL) ||
-	    aw_app_route(app, "DELETE", "/todos/{id}", delete_todo, NULL) ||
+	if (aw_app_lifespan(app, lifespan, NULL) ||
+	    aw_app_route_spec(app, "GET", "/todos", list_todos, NULL, &list_spec) ||
+	    aw_app_route_spec(app, "POST", "/todos", create_todo, NULL, &create_spec) ||
+	    aw_app_route_spec(app, "GET", "/todos/{id}", get_todo, NULL, &get_spec) ||
+	    aw_app_route_spec(app, "PATCH", "/todos/{id}", update_todo, NULL, &update_spec) ||
+	    aw_app_route_spec(app, "DELETE", "/todos/{id}", delete_todo, NULL, &delete_spec) ||
 	    aw_app_route(app, "OPTIONS", "/todos", preflight, NULL) ||
 	    aw_app_route(app, "OPTIONS", "/todos/{id}", preflight, NULL) ||
-	    aw_app_route(app, "GET", "/docs", docs, (void *)static_dir) ||
+	    aw_app_openapi(app, &(aw_openapi_opts){ .title = "todo_api", .version = "1.0.0" }) ||
 	    aw_app_static(app, "/", static_dir, NULL)) {
 		aw_error_print(stderr, aw_error_current());
 		aw_app_free(app);
