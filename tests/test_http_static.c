@@ -7,6 +7,7 @@
 #include "harness.h"
 #include "http_util.h"
 
+#include <awith/middleware.h>
 #include <awith/schema.h>
 
 #include <errno.h>
@@ -862,6 +863,73 @@ AW_TEST(static_mounts_stay_out_of_the_openapi_document_and_rest_templates_are_pl
 	CHECK(strstr(r.body, "\"/static/{path}\"") == NULL && strstr(r.body, "\"/static\"") == NULL);
 	CHECK(strstr(r.body, "\"/static/special.txt\"") != NULL);   /* an app route under the prefix is one */
 	resp_free(&r);
+	CHECK_EQ(srv_stop(&s), 0);
+	remove_tree();
+}
+
+static aw_app *make_mw_app(void)
+{
+	aw_app *app = make_app();
+	static const char *const any[] = { "*", NULL };
+	aw_http_mw *id, *cors, *gz;
+	must(aw_http_mw_request_id(&id, NULL));
+	must(aw_app_use(app, id));
+	must(aw_http_mw_cors(&cors, &(aw_http_cors_opts){ .origins = any }));
+	must(aw_app_use(app, cors));
+	must(aw_http_mw_gzip(&gz, NULL));
+	must(aw_app_use(app, gz));
+	return app;
+}
+
+AW_TEST(static_files_pass_through_the_middleware_stack)
+{
+	CHECK_EQ(make_tree(), 0);
+	srv s;
+	CHECK_EQ(srv_start(&s, make_mw_app), 0);
+	resp r;
+	/* A small file: CORS and the request id on it, the body as is (gzip
+	 * leaves a file the handler wrote itself alone). */
+	CHECK_EQ(req(s.port, "GET", "/static/hello.txt", "Origin: http://x.example\r\nX-Request-ID: st-1\r\n"
+						     "Accept-Encoding: gzip\r\n", &r), 200);
+	CHECK_STR(r.body, "hello world\n");
+	CHECK(has(&r, "X-Request-ID", "st-1"));
+	CHECK(has(&r, "Access-Control-Allow-Origin", "*"));
+	char etag[128], h[300];
+	CHECK(hdr_of(&r, "ETag", etag, sizeof etag));
+	resp_free(&r);
+	/* A precompressed variant keeps its one Content-Encoding. */
+	CHECK_EQ(req(s.port, "GET", "/static/app.js", "Accept-Encoding: gzip\r\n", &r), 200);
+	CHECK_STR(r.body, "GZBYTES");
+	CHECK(has(&r, "Content-Encoding", "gzip"));
+	resp_free(&r);
+	/* The held short answers: 304, 416, 404, 301. */
+	snprintf(h, sizeof h, "If-None-Match: %s\r\nX-Request-ID: st-2\r\n", etag);
+	CHECK_EQ(req(s.port, "GET", "/static/hello.txt", h, &r), 304);
+	CHECK(has(&r, "ETag", etag) && has(&r, "X-Request-ID", "st-2"));
+	resp_free(&r);
+	CHECK_EQ(req(s.port, "GET", "/static/hello.txt", "Range: bytes=50-\r\n", &r), 416);
+	CHECK(has(&r, "Content-Range", "bytes */12"));
+	resp_free(&r);
+	CHECK_EQ(req(s.port, "GET", "/static/missing", NULL, &r), 404);
+	resp_free(&r);
+	CHECK_EQ(req(s.port, "GET", "/static/docs", NULL, &r), 301);
+	CHECK(has(&r, "Location", "/static/docs/"));
+	resp_free(&r);
+	/* A large file by sendfile and a range of it, then the connection goes on. */
+	int fd = cli_connect(s.port);
+	CHECK(fd >= 0);
+	CHECK_EQ(cli_sends(fd, "GET /static/big.bin HTTP/1.1\r\nHost: x\r\nAccept-Encoding: gzip\r\n\r\n"
+			       "GET /static/big.bin HTTP/1.1\r\nHost: x\r\nRange: bytes=-10\r\n\r\n"), 0);
+	CHECK_EQ(cli_read(fd, &r, false), 0);
+	CHECK_EQ(r.status, 200);
+	CHECK_EQ(r.body_len, BIG_SIZE);
+	CHECK((unsigned char)r.body[BIG_SIZE - 1] == big_byte(BIG_SIZE - 1));
+	resp_free(&r);
+	CHECK_EQ(cli_read(fd, &r, false), 0);
+	CHECK_EQ(r.status, 206);
+	CHECK_EQ(r.body_len, 10);
+	resp_free(&r);
+	close(fd);
 	CHECK_EQ(srv_stop(&s), 0);
 	remove_tree();
 }
