@@ -39,11 +39,13 @@
  *     handler runs; every bad field is listed in a 422, as FastAPI answers:
  *     {"detail": [{"loc": ["body", "title"], "msg": "...", "type": "..."}]};
  *     the answers are response models (a struct written as JSON);
- *   - errors become responses in one place (fail()): a missing todo 404, a
- *     database that is down 503, bad JSON 400 (the app layer's), anything
- *     else 500 with the request id and nothing internal;
- *   - every answer carries X-Request-ID (the client's, or one the server
- *     made) and the CORS headers; OPTIONS answers the preflight;
+ *   - handlers return errors and the app's error table makes the answers
+ *     (aw_app_error_status: FastAPI's exception handlers): a missing todo
+ *     404, a database that is down 503, bad JSON 400, anything else 500
+ *     with the request id and nothing internal, logged once with its cause;
+ *   - middleware, as managers around every request (app.add_middleware):
+ *     X-Request-ID on every answer (the client's, or one the server made)
+ *     and CORS, whose preflight the middleware answers;
  *   - the OpenAPI document and its page come from the same declarations;
  *     the front page is static/index.html, mounted at "/" (routes win over
  *     the mount).
@@ -56,7 +58,7 @@
  * source tree), and aw_app_main's (--port, --host, --workers, --access-log).
  */
 #include <awith/http.h>
-#include <awith/log.h>
+#include <awith/middleware.h>
 #include <awith/pg.h>
 #include <awith/schema.h>
 
@@ -184,49 +186,6 @@ static int get_db(aw_gen *g, void *arg)
 }
 static const aw_http_dep DB = AW_HTTP_DEP("get_db", get_db, NULL);
 
-/* ---- errors become responses here ------------------------------------------- */
-
-#define ENOTODO 1   /* positive: not an errno, a "no such todo" answer */
-
-/* CORS on every answer (CORSMiddleware with allow_origins=["*"]). */
-static int cors(aw_http_response *res)
-{
-	return aw_http_set_header(res, "Access-Control-Allow-Origin", "*");
-}
-
-/* Answer a failure: the error in flight (rc < 0) or a missing todo. */
-static int fail(aw_http_request *req, aw_http_response *res, int rc)
-{
-	int status = 500;
-	const char *detail = "Internal Server Error";
-	if (rc == ENOTODO) {
-		status = 404;
-		detail = "Todo not found";
-	} else if (rc == -ETIMEDOUT || rc == -AW_EPG_TOO_MANY || rc == -ECONNREFUSED || rc == -ECONNRESET ||
-		   rc == -EPIPE || rc == -AW_EPG_AUTH || rc == -AW_EPG_NODB) {
-		status = 503;
-		detail = "database unavailable";
-	}
-	if (rc < 0) {
-		aw_log_ratelimited(stderr, aw_error_current(), "%.*s %.*s failed (%d)", (int)aw_http_method(req).len,
-				   aw_http_method(req).p, (int)aw_http_path(req).len, aw_http_path(req).p, status);
-		aw_error_clear();
-	}
-	int r = cors(res);
-	if (r)
-		return r;
-	aw_jw *w = aw_http_json_begin(res, status);
-	aw_jw_object(w);
-	aw_jw_key(w, "detail");
-	aw_jw_string(w, detail);
-	if (status == 500) {   /* nothing internal: the id finds the log line */
-		aw_jw_key(w, "request_id");
-		aw_jw_string(w, aw_log_context_get("request_id"));
-	}
-	aw_jw_object_end(w);
-	return aw_http_json_end(w);
-}
-
 /* ---- handlers ------------------------------------------------------------------ */
 
 static void row_to_todo(const aw_pg_result *r, int row, todo *t)
@@ -237,15 +196,14 @@ static void row_to_todo(const aw_pg_result *r, int row, todo *t)
 	t->created_at = aw_pg_text(r, row, 3);
 }
 
-/* One row (the first) as the answer, or ENOTODO when there is none. */
+/* One row (the first) as the answer; none: 404. */
 static int send_todo(aw_http_response *res, int status, aw_pg_result *r)
 {
 	if (aw_pg_nrows(r) == 0)
-		return ENOTODO;
+		return aw_raise(-AW_EHTTP_NOT_FOUND, "Todo not found");
 	todo t;
 	row_to_todo(r, 0, &t);
-	int rc = cors(res);
-	return rc ? rc : aw_http_model(res, status, &todo_schema, &t);
+	return aw_http_model(res, status, &todo_schema, &t);
 }
 
 static int list_todos(aw_http_request *req, aw_http_response *res, void *ud)
@@ -274,14 +232,14 @@ static int list_todos(aw_http_request *req, aw_http_response *res, void *ud)
 	for (size_t i = 0; i < page.nitems; i++)
 		row_to_todo(r, (int)i, &items[i]);
 	page.items = items;
-	if ((rc = aw_pg_get_int(n, 0, 0, &page.total)) < 0 || (rc = cors(res)) < 0)
+	if ((rc = aw_pg_get_int(n, 0, 0, &page.total)) < 0)
 		goto out;
 	rc = aw_http_model(res, 200, &todo_page_schema, &page);
 out:
 	free(items);
 	aw_pg_result_free(r);
 	aw_pg_result_free(n);
-	return rc ? fail(req, res, rc) : 0;
+	return rc;
 }
 
 static int create_todo(aw_http_request *req, aw_http_response *res, void *ud)
@@ -296,7 +254,7 @@ static int create_todo(aw_http_request *req, aw_http_response *res, void *ud)
 			      AW_PG_ARGS(in->title, in->done ? "true" : "false"))) >= 0)
 		rc = send_todo(res, 201, r);
 	aw_pg_result_free(r);
-	return rc ? fail(req, res, rc) : 0;
+	return rc;
 }
 
 static int get_todo(aw_http_request *req, aw_http_response *res, void *ud)
@@ -311,7 +269,7 @@ static int get_todo(aw_http_request *req, aw_http_response *res, void *ud)
 	    (rc = aw_pg_query(db, &r, "SELECT " COLUMNS " FROM todos WHERE id = $1", AW_PG_ARGS(id))) >= 0)
 		rc = send_todo(res, 200, r);
 	aw_pg_result_free(r);
-	return rc ? fail(req, res, rc) : 0;
+	return rc;
 }
 
 static int update_todo(aw_http_request *req, aw_http_response *res, void *ud)
@@ -330,7 +288,7 @@ static int update_todo(aw_http_request *req, aw_http_response *res, void *ud)
 				      "WHERE id = $1 RETURNING " COLUMNS, AW_PG_ARGS(id, title, done))) >= 0)
 		rc = send_todo(res, 200, r);
 	aw_pg_result_free(r);
-	return rc ? fail(req, res, rc) : 0;
+	return rc;
 }
 
 static int delete_todo(aw_http_request *req, aw_http_response *res, void *ud)
@@ -343,26 +301,9 @@ static int delete_todo(aw_http_request *req, aw_http_response *res, void *ud)
 	int rc;
 	if ((rc = aw_http_depends(req, &DB, (void **)&db)) >= 0 &&
 	    (rc = aw_pg_exec(db, &n, "DELETE FROM todos WHERE id = $1", AW_PG_ARGS(id))) >= 0) {
-		if (n == 0)
-			rc = ENOTODO;
-		else if (!(rc = cors(res)))
-			rc = aw_http_send(res, 204, NULL, NULL, 0);
+		rc = n ? aw_http_send(res, 204, NULL, NULL, 0) : aw_raise(-AW_EHTTP_NOT_FOUND, "Todo not found");
 	}
-	return rc ? fail(req, res, rc) : 0;
-}
-
-/* The CORS preflight (OPTIONS /todos, /todos/{id}). */
-static int preflight(aw_http_request *req, aw_http_response *res, void *ud)
-{
-	(void)req, (void)ud;
-	int rc = cors(res);
-	if (!rc)
-		rc = aw_http_set_header(res, "Access-Control-Allow-Methods", "GET, POST, PATCH, DELETE");
-	if (!rc)
-		rc = aw_http_set_header(res, "Access-Control-Allow-Headers", "Content-Type, X-Request-ID");
-	if (!rc)
-		rc = aw_http_set_header(res, "Access-Control-Max-Age", "600");
-	return rc ? rc : aw_http_send(res, 200, "text/plain; charset=utf-8", "OK", 2);
+	return rc;
 }
 
 int main(int argc, char **argv)
@@ -378,14 +319,21 @@ int main(int argc, char **argv)
 	aw_app *app;
 	if (aw_app_new(&app, "todo_api") < 0)
 		return 1;
-	if (aw_app_lifespan(app, lifespan, NULL) ||
+	static const char *const any_origin[] = { "*", NULL };
+	aw_http_mw *id, *cors;
+	if (aw_http_mw_request_id(&id, NULL) || aw_app_use(app, id) ||
+	    aw_http_mw_cors(&cors, &(aw_http_cors_opts){ .origins = any_origin, .methods = "GET, POST, PATCH, DELETE",
+							 .headers = "Content-Type, X-Request-ID" }) ||
+	    aw_app_use(app, cors) ||
+	    /* A database we may not use is unavailable too (the rest of the
+	     * table is the app's defaults: 400, 404, 422, 503, 504, 500). */
+	    aw_app_error_status(app, -AW_EPG_AUTH, -AW_EPG_NODB, 503, NULL) ||
+	    aw_app_lifespan(app, lifespan, NULL) ||
 	    aw_app_route_spec(app, "GET", "/todos", list_todos, NULL, &list_spec) ||
 	    aw_app_route_spec(app, "POST", "/todos", create_todo, NULL, &create_spec) ||
 	    aw_app_route_spec(app, "GET", "/todos/{id}", get_todo, NULL, &get_spec) ||
 	    aw_app_route_spec(app, "PATCH", "/todos/{id}", update_todo, NULL, &update_spec) ||
 	    aw_app_route_spec(app, "DELETE", "/todos/{id}", delete_todo, NULL, &delete_spec) ||
-	    aw_app_route(app, "OPTIONS", "/todos", preflight, NULL) ||
-	    aw_app_route(app, "OPTIONS", "/todos/{id}", preflight, NULL) ||
 	    aw_app_openapi(app, &(aw_openapi_opts){ .title = "todo_api", .version = "1.0.0" }) ||
 	    aw_app_static(app, "/", static_dir, NULL)) {
 		aw_error_print(stderr, aw_error_current());
