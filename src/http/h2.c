@@ -45,6 +45,13 @@
 #define OUT_HIGH (64 * 1024)      /* a response writer waits above this */
 #define READ_CHUNK (64 * 1024)    /* bytes read and handed to nghttp2 at once */
 #define SEND_BATCH (64 * 1024)
+/* SETTINGS and PING frames (each wants an acknowledgement) a client may
+ * send per second; beyond: GOAWAY ENHANCE_YOUR_CALM. nghttp2's own bound
+ * (max_outbound_ack) counts acks not yet sent, which a client that does not
+ * read keeps below it while our writes wait on its full socket. */
+#define MAX_CONTROL_PER_SEC 1000
+/* After ENHANCE_YOUR_CALM: how long the GOAWAY may take to leave. */
+#define CALM_SEND AW_SEC(1)
 
 typedef struct aw_h2 aw_h2;
 typedef struct aw_h2_stream aw_h2_stream;
@@ -103,7 +110,10 @@ struct aw_h2 {
 	/* rapid reset */
 	aw_time reset_start;
 	uint32_t resets;
-	bool calm;                 /* ENHANCE_YOUR_CALM sent */
+	/* SETTINGS and PING floods */
+	aw_time ctl_start;
+	uint32_t ctl;
+	bool calm;                 /* ENHANCE_YOUR_CALM sent: the connection ends */
 };
 
 void aw__http2_defaults(aw_http2_opts *o)
@@ -793,12 +803,32 @@ static void count_reset(aw_h2 *h)
 	}
 }
 
+static void count_control(aw_h2 *h)
+{
+	aw_time now = aw__http_now();
+	if (now - h->ctl_start >= AW_SEC(1)) {
+		h->ctl_start = now;
+		h->ctl = 0;
+	}
+	if (++h->ctl > MAX_CONTROL_PER_SEC && !h->calm) {
+		h->calm = true;
+		aw__http_log_limited(h->app, NULL,
+				     "HTTP/2: more than %d SETTINGS/PING frames within a second (a flood of control "
+				     "frames): GOAWAY ENHANCE_YOUR_CALM", MAX_CONTROL_PER_SEC);
+		(void)nghttp2_session_terminate_session(h->ses, NGHTTP2_ENHANCE_YOUR_CALM);
+	}
+}
+
 static int on_frame_recv(nghttp2_session *ses, const nghttp2_frame *f, void *ud)
 {
 	(void)ses;
 	aw_h2 *h = ud;
 	if (f->hd.type == NGHTTP2_RST_STREAM) {
 		count_reset(h);
+		return 0;
+	}
+	if ((f->hd.type == NGHTTP2_PING || f->hd.type == NGHTTP2_SETTINGS) && !(f->hd.flags & NGHTTP2_FLAG_ACK)) {
+		count_control(h);
 		return 0;
 	}
 	aw_h2_stream *st = stream_of(h, f->hd.stream_id);
@@ -900,7 +930,8 @@ static int send_pending(aw_h2 *h)
 		if (n && aw__buf_put(&h->wbuf, d, (size_t)n))
 			return aw_raise(-ENOMEM, "HTTP/2: no memory for output");
 		if (h->wbuf.len && (n == 0 || h->wbuf.len >= SEND_BATCH)) {
-			int rc = aw_stream_write(c->s, h->wbuf.p, h->wbuf.len, aw__http_after(c->lim->send_idle));
+			aw_time idle = h->calm && CALM_SEND < c->lim->send_idle ? CALM_SEND : c->lim->send_idle;
+			int rc = aw_stream_write(c->s, h->wbuf.p, h->wbuf.len, aw__http_after(idle));
 			h->wbuf.len = 0;
 			if (rc)
 				return rc;
