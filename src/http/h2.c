@@ -99,6 +99,7 @@ struct aw_h2 {
 	const aw_http2_opts *o;
 	nghttp2_session *ses;
 	aw_h2_stream *streams;     /* with a task */
+	aw_h2_stream *pending;     /* header block not complete yet (no task) */
 	size_t live;               /* stream tasks running */
 	size_t zombies;            /* of which their stream is closed already */
 	aw_scope *kick;            /* the connection's wait, while it waits */
@@ -164,6 +165,26 @@ static int st_park(aw_h2_stream *st, aw_time deadline)
 	int v = aw_task_park(deadline, false);
 	st->waiter = NULL;
 	return v;
+}
+
+static void list_add(aw_h2_stream **head, aw_h2_stream *st)
+{
+	st->prev = NULL;
+	st->next = *head;
+	if (*head)
+		(*head)->prev = st;
+	*head = st;
+}
+
+static void list_del(aw_h2_stream **head, aw_h2_stream *st)
+{
+	if (st->prev)
+		st->prev->next = st->next;
+	else
+		*head = st->next;
+	if (st->next)
+		st->next->prev = st->prev;
+	st->prev = st->next = NULL;
 }
 
 static aw_h2_stream *stream_of(aw_h2 *h, int32_t id)
@@ -615,12 +636,7 @@ static int stream_main(void *arg)
 		(void)nghttp2_session_set_stream_user_data(h->ses, st->id, NULL);
 	if (!h->dead)
 		give_back(h, st);
-	if (st->prev)
-		st->prev->next = st->next;
-	else
-		h->streams = st->next;
-	if (st->next)
-		st->next->prev = st->prev;
+	list_del(&h->streams, st);
 	if (st->closed)
 		h->zombies--;
 	h->live--;
@@ -640,17 +656,17 @@ static int stream_start(aw_h2 *h, aw_h2_stream *st)
 		return 0;
 	}
 	aw_spawn_opts o = { .name = "http-h2-stream" };
-	if (aw_spawn_with(&st->task, stream_main, st, &o)) {
+	aw_task *t;
+	if (aw_spawn_with(&t, stream_main, st, &o)) {
 		aw_error_clear();
 		aw__http_log_limited(h->app, NULL, "HTTP/2: cannot start a stream task: refusing the stream");
 		(void)nghttp2_submit_rst_stream(h->ses, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_REFUSED_STREAM);
 		return 0;
 	}
-	aw_task_detach(st->task);
-	st->next = h->streams;
-	if (h->streams)
-		h->streams->prev = st;
-	h->streams = st;
+	st->task = t;
+	aw_task_detach(t);
+	list_del(&h->pending, st);
+	list_add(&h->streams, st);
 	h->live++;
 	return 0;
 }
@@ -679,6 +695,7 @@ static int on_begin_headers(nghttp2_session *ses, const nghttp2_frame *f, void *
 	st->c.h2 = st;
 	st->h = h;
 	st->id = f->hd.stream_id;
+	list_add(&h->pending, st);
 	nghttp2_session_set_stream_user_data(ses, st->id, st);
 	return 0;
 }
@@ -898,6 +915,7 @@ static int on_stream_close(nghttp2_session *ses, int32_t id, uint32_t code, void
 	if (!st)
 		return 0;
 	if (!st->task) {
+		list_del(&h->pending, st);
 		stream_free(st);   /* closed before its header block completed */
 		return 0;
 	}
@@ -1135,7 +1153,12 @@ void aw__http_h2_serve(aw_http_conn *c)
 		aw_error_clear();
 	}
 	c->h2c = NULL;
-	nghttp2_session_del(h->ses);
+	nghttp2_session_del(h->ses);   /* calls no callback: free what it held */
+	while (h->pending) {
+		aw_h2_stream *st = h->pending;
+		list_del(&h->pending, st);
+		stream_free(st);
+	}
 	aw__buf_free(&h->wbuf);
 	free(h);
 }
