@@ -38,6 +38,7 @@
 #include "awith/log.h"
 
 #include <nghttp2/nghttp2.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -52,6 +53,10 @@
 #define MAX_CONTROL_PER_SEC 1000
 /* After ENHANCE_YOUR_CALM: how long the GOAWAY may take to leave. */
 #define CALM_SEND AW_SEC(1)
+/* Ended streams a connection keeps for its next ones: a stream is about
+ * 4 KiB plus its buffers, and malloc/free of those per request was a third
+ * of the server's time under h2load -m 10. */
+#define SPARE_MAX 16
 
 typedef struct aw_h2 aw_h2;
 typedef struct aw_h2_stream aw_h2_stream;
@@ -100,6 +105,8 @@ struct aw_h2 {
 	nghttp2_session *ses;
 	aw_h2_stream *streams;     /* with a task */
 	aw_h2_stream *pending;     /* header block not complete yet (no task) */
+	aw_h2_stream *spare;       /* ended streams kept for reuse (next-linked) */
+	size_t nspare;
 	size_t live;               /* stream tasks running */
 	size_t zombies;            /* of which their stream is closed already */
 	aw_scope *kick;            /* the connection's wait, while it waits */
@@ -202,6 +209,53 @@ static void stream_free(aw_h2_stream *st)
 	free(st);
 }
 
+/* An ended stream: kept for reuse (its buffers too) or freed. */
+static void stream_release(aw_h2 *h, aw_h2_stream *st)
+{
+	if (h->nspare >= SPARE_MAX || h->dead) {
+		stream_free(st);
+		return;
+	}
+	aw__http_conn_reset(&st->c);
+	if (st->in.cap > 64 * 1024)
+		aw__buf_free(&st->in);
+	st->next = h->spare;
+	h->spare = st;
+	h->nspare++;
+}
+
+/* A stream for a new request: a spare one reset, or a new one. */
+static aw_h2_stream *stream_take(aw_h2 *h)
+{
+	aw_h2_stream *st = h->spare;
+	if (!st) {
+		st = aw__calloc(1, sizeof *st);
+		if (!st)
+			return NULL;
+		aw__http_conn_setup(&st->c, h->app, &h->app->limits);
+		st->c.hdrs = aw__malloc(st->c.hdr_cap * sizeof *st->c.hdrs);
+		if (!st->c.hdrs) {
+			stream_free(st);
+			return NULL;
+		}
+		aw__http_conn_reset(&st->c);
+		return st;
+	}
+	h->spare = st->next;
+	h->nspare--;
+	aw_buf keep[4] = { st->pseudo, st->fields, st->cookie, st->in };
+	memset((char *)st + offsetof(aw_h2_stream, h), 0, sizeof *st - offsetof(aw_h2_stream, h));
+	for (int i = 0; i < 4; i++)
+		keep[i].len = 0;
+	st->pseudo = keep[0], st->fields = keep[1], st->cookie = keep[2], st->in = keep[3];
+	aw_http_conn *c = &st->c;
+	c->out.len = 0;
+	c->requests = 0;
+	c->body_timeout = c->peer_gone = c->hup_seen = c->echo_request_id = false;
+	c->handler_scope = NULL;
+	return st;
+}
+
 /* Give back the window of bytes received and not read: the stream's and
  * the connection's while nghttp2 still has the stream, else the
  * connection's. */
@@ -221,8 +275,10 @@ static void give_back(aw_h2 *h, aw_h2_stream *st)
 static ssize_t data_read(nghttp2_session *ses, int32_t id, uint8_t *buf, size_t length, uint32_t *flags,
 			 nghttp2_data_source *src, void *ud)
 {
-	(void)ses, (void)id, (void)ud;
+	(void)ud;
 	aw_h2_stream *st = src->ptr;
+	if (nghttp2_session_get_stream_user_data(ses, id) != st)
+		return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;   /* its task ended: reset it */
 	aw_http_conn *c = &st->c;
 	size_t avail = c->out.len - st->out_off;
 	if (!avail) {
@@ -640,7 +696,7 @@ static int stream_main(void *arg)
 	if (st->closed)
 		h->zombies--;
 	h->live--;
-	stream_free(st);
+	stream_release(h, st);
 	if (h->dead && h->live == 0)
 		aw_event_set(&h->done);
 	kick(h);
@@ -678,16 +734,9 @@ static int on_begin_headers(nghttp2_session *ses, const nghttp2_frame *f, void *
 	aw_h2 *h = ud;
 	if (f->hd.type != NGHTTP2_HEADERS || f->headers.cat != NGHTTP2_HCAT_REQUEST)
 		return 0;
-	aw_h2_stream *st = aw__calloc(1, sizeof *st);
+	aw_h2_stream *st = stream_take(h);
 	if (!st)
 		return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;   /* resets the stream */
-	aw__http_conn_setup(&st->c, h->app, &h->app->limits);
-	st->c.hdrs = aw__malloc(st->c.hdr_cap * sizeof *st->c.hdrs);
-	if (!st->c.hdrs) {
-		stream_free(st);
-		return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
-	}
-	aw__http_conn_reset(&st->c);
 	st->c.srv = h->c->srv;
 	st->c.s = h->c->s;
 	st->c.accepted = h->c->accepted;
@@ -916,7 +965,7 @@ static int on_stream_close(nghttp2_session *ses, int32_t id, uint32_t code, void
 		return 0;
 	if (!st->task) {
 		list_del(&h->pending, st);
-		stream_free(st);   /* closed before its header block completed */
+		stream_release(h, st);   /* closed before its header block completed */
 		return 0;
 	}
 	give_back(h, st);
@@ -1157,6 +1206,11 @@ void aw__http_h2_serve(aw_http_conn *c)
 	while (h->pending) {
 		aw_h2_stream *st = h->pending;
 		list_del(&h->pending, st);
+		stream_free(st);
+	}
+	while (h->spare) {
+		aw_h2_stream *st = h->spare;
+		h->spare = st->next;
 		stream_free(st);
 	}
 	aw__buf_free(&h->wbuf);
