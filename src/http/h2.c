@@ -74,6 +74,7 @@ struct aw_h2_stream {
 	size_t method_len, path_len, auth_len;
 	bool has_method, has_path, has_auth, has_host;
 	aw_buf fields;             /* "name: value\r\n"... */
+	aw_buf head;               /* the HTTP/1.1 head built from them */
 	aw_buf cookie;             /* the cookie fields joined with "; " */
 	size_t list_size;          /* RFC 9113 header list size */
 	int reject;                /* 431 when over max_header_list */
@@ -204,6 +205,7 @@ static void stream_free(aw_h2_stream *st)
 	aw__http_conn_free(&st->c);
 	aw__buf_free(&st->pseudo);
 	aw__buf_free(&st->fields);
+	aw__buf_free(&st->head);
 	aw__buf_free(&st->cookie);
 	aw__buf_free(&st->in);
 	free(st);
@@ -219,6 +221,8 @@ static void stream_release(aw_h2 *h, aw_h2_stream *st)
 	aw__http_conn_reset(&st->c);
 	if (st->in.cap > 64 * 1024)
 		aw__buf_free(&st->in);
+	if (st->head.cap > 16 * 1024)
+		aw__buf_free(&st->head);
 	st->next = h->spare;
 	h->spare = st;
 	h->nspare++;
@@ -243,11 +247,11 @@ static aw_h2_stream *stream_take(aw_h2 *h)
 	}
 	h->spare = st->next;
 	h->nspare--;
-	aw_buf keep[4] = { st->pseudo, st->fields, st->cookie, st->in };
+	aw_buf keep[5] = { st->pseudo, st->fields, st->cookie, st->in, st->head };
 	memset((char *)st + offsetof(aw_h2_stream, h), 0, sizeof *st - offsetof(aw_h2_stream, h));
-	for (int i = 0; i < 4; i++)
+	for (int i = 0; i < 5; i++)
 		keep[i].len = 0;
-	st->pseudo = keep[0], st->fields = keep[1], st->cookie = keep[2], st->in = keep[3];
+	st->pseudo = keep[0], st->fields = keep[1], st->cookie = keep[2], st->in = keep[3], st->head = keep[4];
 	aw_http_conn *c = &st->c;
 	c->out.len = 0;
 	c->requests = 0;
@@ -544,10 +548,12 @@ int aw__h2_body_all(aw_http_conn *c)
 
 /* ---- a stream's task ------------------------------------------------------------- */
 
-/* The header block as an HTTP/1.1 head in *out (malloc'd). */
+/* The header block as an HTTP/1.1 head in st->head (kept with the
+ * stream: the request's names and values point into it). */
 static int build_head(aw_h2_stream *st, char **out, size_t *len)
 {
-	aw_buf b = { 0 };
+	aw_buf b = st->head;
+	b.len = 0;
 	const char *m = st->pseudo.p;
 	const char *path = m + st->method_len + 1;
 	const char *auth = path + st->path_len + 1;
@@ -572,10 +578,9 @@ static int build_head(aw_h2_stream *st, char **out, size_t *len)
 		rc |= aw__buf_put(&b, "\r\n", 2);
 	}
 	rc |= aw__buf_put(&b, "\r\n", 2);
-	if (rc) {
-		aw__buf_free(&b);
+	st->head = b;
+	if (rc)
 		return -ENOMEM;
-	}
 	*out = b.p;
 	*len = b.len;
 	return 0;
@@ -644,7 +649,6 @@ static void serve_stream(aw_h2_stream *st)
 		if (fs != 1)
 			status = fs >= 400 ? fs : 400;
 	}
-	r->head_copy = head;   /* freed with the request */
 	if (status) {
 		if (!r->base || !c->req.method_len)
 			r->base = head ? head : "";
