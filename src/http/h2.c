@@ -87,6 +87,9 @@ struct aw_h2_stream {
 	uint64_t in_total;
 	bool in_eof;               /* END_STREAM received */
 	bool too_long;             /* more than body_bytes: dropped */
+	bool draining;             /* answered: the rest is read and dropped */
+	uint64_t dropped;          /* bytes dropped, stream window withheld */
+	uint64_t drained;          /* bytes dropped while draining */
 
 	/* the response */
 	size_t out_off;            /* c->out bytes already in DATA frames */
@@ -628,9 +631,27 @@ static void stream_finish(aw_h2_stream *st)
 	}
 	aw_error_clear();
 	if (!st->closed && !h->dead && st->end_sent && !st->in_eof) {
-		/* The client still sends a body nobody reads (RFC 9113 8.1). */
-		(void)nghttp2_submit_rst_stream(h->ses, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_NO_ERROR);
+		/* The client still sends a body nobody reads: read and drop up
+		 * to AW_HTTP_DRAIN_MAX (its window given back, so that it can
+		 * finish: some clients, curl 7.88 among them, take a reset of a
+		 * stream they still upload on as a failed request), then reset
+		 * it with NO_ERROR (RFC 9113 8.1). */
+		st->draining = true;
+		give_back(h, st);
+		if (st->dropped)
+			(void)nghttp2_session_consume_stream(h->ses, st->id, st->dropped);
+		st->in.len = st->in_off = 0;
 		kick(h);
+		AW_WITH(AW_SHIELD()) {
+			while (!st->closed && !h->dead && !st->in_eof && st->drained <= AW_HTTP_DRAIN_MAX)
+				if (st_park(st, aw__http_after(c->lim->body_idle)) == AW_WAKE_TIMER)
+					break;
+		}
+		aw_error_clear();
+		if (!st->closed && !h->dead && !st->in_eof) {
+			(void)nghttp2_submit_rst_stream(h->ses, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_NO_ERROR);
+			kick(h);
+		}
 	}
 }
 
@@ -931,10 +952,17 @@ static int on_data(nghttp2_session *ses, uint8_t flags, int32_t id, const uint8_
 		return 0;
 	}
 	st->in_total += len;
+	if (st->draining) {
+		st->drained += len;
+		(void)nghttp2_session_consume(ses, id, len);
+		st_wake(st);
+		return 0;
+	}
 	if (st->too_long || st->in_total > st->c.lim->body_bytes) {
 		/* Dropped; the stream's window is not given back (the client
 		 * stalls), the connection's is (the other streams go on). */
 		st->too_long = true;
+		st->dropped += len;
 		(void)nghttp2_session_consume_connection(ses, len);
 		st_wake(st);
 		return 0;
