@@ -470,6 +470,8 @@ AW_TEST(big_bodies_both_ways_under_flow_control)
 	CHECK_EQ(blen, size);
 	/* a streamed 8 MiB response */
 	snprintf(url, sizeof url, "http://127.0.0.1:%d/big?n=8388608", s.port);
+	/* (this caught a lost wake-up: output queued by the handler while
+	 * the connection's write waited was left unsent) */
 	CHECK_EQ(run_curl(out, sizeof out, "-s", "--http2-prior-knowledge", "-o", back, "-w", "%{size_download}", url,
 			  (char *)NULL),
 		 0);

@@ -351,8 +351,12 @@ static int submit_head(aw_h2_stream *st, int status, const char *ctype, size_t c
 		nv[n++] = NV("content-type", 12, ctype, ctype_len);
 	char lbuf[24];
 	if (known && status_has_body(status)) {
-		int l = snprintf(lbuf, sizeof lbuf, "%llu", (unsigned long long)len);
-		nv[n++] = NV("content-length", 14, lbuf, (size_t)l);
+		char *e = lbuf + sizeof lbuf, *p = e;
+		uint64_t v = len;
+		do
+			*--p = (char)('0' + v % 10);
+		while ((v /= 10) != 0);
+		nv[n++] = NV("content-length", 14, p, (size_t)(e - p));
 	}
 	if (!res->user_date) {
 		size_t dl;
@@ -1028,15 +1032,18 @@ static int send_pending(aw_h2 *h)
 			return aw_raise(-EIO, "HTTP/2: %s", nghttp2_strerror((int)n));
 		if (n && aw__buf_put(&h->wbuf, d, (size_t)n))
 			return aw_raise(-ENOMEM, "HTTP/2: no memory for output");
-		if (h->wbuf.len && (n == 0 || h->wbuf.len >= SEND_BATCH)) {
-			aw_time idle = h->calm && CALM_SEND < c->lim->send_idle ? CALM_SEND : c->lim->send_idle;
-			int rc = aw_stream_write(c->s, h->wbuf.p, h->wbuf.len, aw__http_after(idle));
-			h->wbuf.len = 0;
-			if (rc)
-				return rc;
-		}
-		if (n == 0)
-			return 0;
+		if (n && h->wbuf.len < SEND_BATCH)
+			continue;
+		if (!h->wbuf.len)
+			return 0;   /* nghttp2 has nothing more, everything written */
+		/* The write may wait (the client reads slowly): stream tasks
+		 * that queue output meanwhile cannot kick a task that does not
+		 * wait on its scope, so ask nghttp2 again after every write. */
+		aw_time idle = h->calm && CALM_SEND < c->lim->send_idle ? CALM_SEND : c->lim->send_idle;
+		int rc = aw_stream_write(c->s, h->wbuf.p, h->wbuf.len, aw__http_after(idle));
+		h->wbuf.len = 0;
+		if (rc)
+			return rc;
 	}
 }
 
