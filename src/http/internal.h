@@ -276,6 +276,7 @@ struct aw_http_conn {
 	 * bytes); h2c on the connection's conn while it speaks HTTP/2. */
 	struct aw_h2_stream *h2;
 	struct aw_h2 *h2c;
+	struct aw_ws *ws;          /* ws.c: the WebSocket this connection became (while its handler runs) */
 };
 
 enum { SINK_NONE, SINK_COPY, SINK_ACCUM, SINK_SPAN, SINK_DISCARD };
@@ -362,6 +363,7 @@ struct aw_app {
 	int nworkers;               /* workers under aw_app_run (0: one process) */
 	int supervisor;             /* the supervisor's pid (workers) */
 	struct aw_app_debug *debug; /* aw_app_debug_page (debug.c); NULL: off */
+	struct aw_ws_route *ws_routes; /* aw_app_ws (ws.c): the routes' options, freed with the app */
 	aw_http2_opts h2;           /* aw_app_http2 (h2.c) */
 };
 FILE *aw__app_log(const aw_app *app);
@@ -402,6 +404,14 @@ int aw__http_metrics_peer_start(aw_app *app, aw_group *g);
 int aw__http_metrics_workers_prepare(aw_app *app);
 void aw__http_metrics_workers_done(aw_app *app);
 void aw__http_mcache_free(aw_http_mcache *mc);
+
+/* ws.c: WebSocket routes. The route's handler does the upgrade and runs
+ * the socket; the server drains a socket with going_away (close 1001: a
+ * reader waiting for bytes is woken). */
+struct aw_ws_route;
+int aw__ws_route_handler(aw_http_request *req, aw_http_response *res, void *ud);
+void aw__ws_routes_free(struct aw_ws_route *rt);
+void aw__ws_going_away(aw_ws *ws);
 
 /* server.c */
 /* Open connections of one client address (max_connections_per_client). */
