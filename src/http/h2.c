@@ -379,8 +379,16 @@ static int submit_head(aw_h2_stream *st, int status, const char *ctype, size_t c
 			nv[n++] = NV(ln, nl, v, vl);
 		i += ll;
 	}
-	if (c->echo_request_id)
-		nv[n++] = NV("x-request-id", 12, c->request_id, strlen(c->request_id));
+	if (c->echo_request_id) {
+		const char *idh = c->request_id_header ? c->request_id_header : "x-request-id";
+		size_t il = strlen(idh);
+		char *li = aw__arena_alloc(&c->arena, il + 1);
+		if (!li)
+			return aw_raise(-ENOMEM, "no memory for a response head");
+		for (size_t k = 0; k < il; k++)
+			li[k] = (char)((idh[k] >= 'A' && idh[k] <= 'Z') ? idh[k] + 32 : idh[k]);
+		nv[n++] = NV(li, il, c->request_id, strlen(c->request_id));
+	}
 	nghttp2_data_provider dp = { .source.ptr = st, .read_callback = data_read };
 	int rv = nghttp2_submit_response(h->ses, st->id, nv, n, with_data ? &dp : NULL);
 	if (rv)
