@@ -16,6 +16,13 @@
 #                                       # and with the middleware stack
 #                                       # (--middleware: request id +
 #                                       # Server-Timing + gzip)
+#   bash bench/http_bench.sh --backends # only hello_server on the epoll and
+#                                       # the io_uring loop backend
+#                                       # (AWITH_BACKEND), GET / and GET /
+#                                       # pipelined 16 deep (wrk -s
+#                                       # bench/tfb_pipeline.lua), 5 rounds,
+#                                       # interleaved; target: io_uring
+#                                       # <= 0.75x epoll's CPU per request
 #
 # Steps:
 #   1. installs missing Debian packages (scripts/test.sh's list plus wrk,
@@ -57,13 +64,14 @@ PACKAGES+=(wrk nginx-light h2o python3-fastapi python3-uvicorn python3-aiohttp p
 PY=/usr/bin/python3      # Debian's interpreter: the one the python3-* packages are for
 BUILD=build-bench
 CONNS=64
-rounds=3 seconds=5 metrics_only=0 variant=awith_metrics
+rounds=3 seconds=5 metrics_only=0 backends_only=0 variant=awith_metrics
 for arg in "$@"; do
     case $arg in
         --quick) rounds=1 seconds=2 ;;
         --metrics) metrics_only=1 rounds=5 variant=awith_metrics ;;
         --middleware) metrics_only=1 rounds=5 variant=awith_mw ;;
-        -h | --help) sed -n '2,18p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        --backends) backends_only=1 rounds=5 ;;
+        -h | --help) sed -n '2,26p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "bench/http_bench.sh: unknown argument '$arg' (try --help)" >&2; exit 2 ;;
     esac
 done
@@ -131,10 +139,16 @@ hosts:
 EOF
 }
 
-SERVERS=(awith awith_metrics awith_mw nginx h2o fastapi aiohttp)
+# awith runs on each loop backend (aw_config.backend, AWITH_BACKEND); the
+# "_pipe" names are the same servers under wrk's pipelining script.
+SERVERS=(awith awith_uring awith_metrics awith_mw nginx h2o fastapi aiohttp)
 ((metrics_only)) && SERVERS=(awith "$variant")
+((backends_only)) && SERVERS=(awith awith_uring awith_pipe awith_uring_pipe)
 declare -A LABEL=(
     [awith]="awith (examples/hello_server)"
+    [awith_uring]="awith on io_uring"
+    [awith_pipe]="awith, pipelined 16"
+    [awith_uring_pipe]="awith on io_uring, pipelined 16"
     [awith_metrics]="awith, metrics on"
     [awith_mw]="awith, middleware stack"
     [nginx]="nginx-light (static file)"
@@ -146,9 +160,10 @@ declare -A LABEL=(
 server_cmd() { # NAME PORT DIR -> sets CMD
     local name=$1 port=$2 dir=$3
     case $name in
-        awith) CMD=("$BUILD/examples/hello_server" --port "$port") ;;
-        awith_metrics) CMD=("$BUILD/examples/hello_server" --port "$port" --metrics /metrics) ;;
-        awith_mw) CMD=("$BUILD/examples/hello_server" --port "$port" --middleware) ;;
+        awith | awith_pipe) CMD=(env AWITH_BACKEND=epoll "$BUILD/examples/hello_server" --port "$port") ;;
+        awith_uring | awith_uring_pipe) CMD=(env AWITH_BACKEND=uring "$BUILD/examples/hello_server" --port "$port") ;;
+        awith_metrics) CMD=(env AWITH_BACKEND=epoll "$BUILD/examples/hello_server" --port "$port" --metrics /metrics) ;;
+        awith_mw) CMD=(env AWITH_BACKEND=epoll "$BUILD/examples/hello_server" --port "$port" --middleware) ;;
         nginx) nginx_conf "$port" "$dir"; CMD=(nginx -c "$dir/nginx.conf" -p "$dir" -e "$dir/nginx-error.log") ;;
         h2o) h2o_conf "$port" "$dir"; CMD=(h2o -c "$dir/h2o.conf") ;;
         fastapi) CMD=("$PY" bench/py/http_fastapi.py --port "$port") ;;
@@ -195,11 +210,13 @@ run() {
         failed+=("$name")
         return 1
     fi
-    "${pin_wrk[@]}" wrk -t1 -c"$CONNS" -d1s "http://127.0.0.1:$port/" >/dev/null 2>&1
+    local script=()
+    [[ $name == *_pipe ]] && script=(-s bench/tfb_pipeline.lua)
+    "${pin_wrk[@]}" wrk -t1 -c"$CONNS" -d1s "${script[@]}" "http://127.0.0.1:$port/" ${script:+-- 16} >/dev/null 2>&1
     local t0 t1
     t0=$(cpu_ticks "$pid")
-    if ! "${pin_wrk[@]}" wrk -t1 -c"$CONNS" -d"${seconds}s" --latency "http://127.0.0.1:$port/" \
-        >"$dir/wrk-$round.txt" 2>&1; then
+    if ! "${pin_wrk[@]}" wrk -t1 -c"$CONNS" -d"${seconds}s" --latency "${script[@]}" "http://127.0.0.1:$port/" \
+        ${script:+-- 16} >"$dir/wrk-$round.txt" 2>&1; then
         echo "== $name: wrk failed"
         failed+=("$name")
     fi
@@ -230,8 +247,9 @@ done
 import re, statistics, sys
 results, rounds, seconds, conns, pinned, ncpu = sys.argv[1:7]
 servers = sys.argv[7:]
-labels = {"awith": "awith (examples/hello_server)", "awith_metrics": "awith, metrics on",
-          "awith_mw": "awith, middleware stack", "nginx": "nginx-light (static file)",
+labels = {"awith": "awith (examples/hello_server)", "awith_uring": "awith on io_uring",
+          "awith_pipe": "awith, pipelined 16", "awith_uring_pipe": "awith on io_uring, pipelined 16",
+          "awith_metrics": "awith, metrics on", "awith_mw": "awith, middleware stack", "nginx": "nginx-light (static file)",
           "h2o": "h2o (static file)", "fastapi": "uvicorn+FastAPI (uvloop)", "aiohttp": "aiohttp (uvloop)"}
 
 def ms(v):
@@ -301,6 +319,13 @@ if a_rps and w[0]:
         line += (f"; server CPU per request {cpu['awith_mw']:.2f} µs vs {cpu['awith']:.2f} µs: "
                  f"the stack costs {cpu['awith_mw'] - cpu['awith']:+.2f} µs/request")
     targets.append(line)
+# The loop backends: io_uring against epoll, same server, same load.
+for ep, ur, what in (("awith", "awith_uring", "GET /"), ("awith_pipe", "awith_uring_pipe", "GET / pipelined 16 deep")):
+    if cpu.get(ep) and cpu.get(ur):
+        r = cpu[ur] / cpu[ep]
+        targets.append(target("uring", r <= 0.75, f"io_uring ≤ 0.75× epoll's server CPU per request on {what} "
+                              f"({cpu[ur]:.2f} µs vs {cpu[ep]:.2f} µs: {r:.2f}×; requests/s "
+                              f"{data[ur][0]:,.0f} vs {data[ep][0]:,.0f})"))
 notes = []
 for s in servers:
     if s not in ("awith", "awith_metrics", "awith_mw") and cpu.get(s) and cpu.get("awith"):
