@@ -1110,8 +1110,10 @@ static void accept_loop(aw_http_server *srv)
 	/* Stop listening: new connections are refused at once (with
 	 * SO_REUSEPORT the kernel sends them to the other workers) instead of
 	 * waiting in a backlog nobody accepts from. The caller closes the
-	 * listener. */
-	shutdown(aw_listener_fd(srv->l), SHUT_RDWR);
+	 * listener. Not a listener shared with other processes (inherited,
+	 * handed to the next generation): they go on accepting on it. */
+	if (!app->listener_shared)
+		shutdown(aw_listener_fd(srv->l), SHUT_RDWR);
 }
 
 void aw__http_server_hurry(aw_http_server *srv)

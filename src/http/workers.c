@@ -13,10 +13,17 @@
  * each drains its connections (aw_app_serve), and the supervisor returns
  * when the last one has exited. Workers get SIGTERM if the supervisor dies
  * (PR_SET_PDEATHSIG).
+ *
+ * The listening sockets belong to the supervisor (one SO_REUSEPORT socket
+ * per worker, or those inherited through LISTEN_FDS): a worker accepts on
+ * its own socket and a restarted worker takes the same one, so nothing
+ * queued on it is lost; SIGUSR2 hands them all to the next generation
+ * (handover.c), which the old one's workers leave to accept alone.
  */
 #include "internal.h"
 
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <netdb.h>
 #include <netinet/in.h>
@@ -36,7 +43,7 @@ typedef struct run_args {
 	aw_app *app;
 	const char *host;
 	int port;
-	bool reuseport;
+	int fd;            /* the listening socket (bound by aw_app_run or inherited) */
 	int worker;        /* -1: single process */
 	int rc;
 } run_args;
@@ -46,9 +53,13 @@ static int run_main(void *arg)
 	run_args *a = arg;
 	aw_app *app = a->app;
 	aw_listener *l;
-	aw_listen_opts o = { .reuseport = a->reuseport };
-	int rc = aw_tcp_listen(&l, a->host, a->port, &o);
+	/* A descriptor of our own: the listener closes it, the socket stays
+	 * open in the supervisor (or for the next generation). */
+	int fd = fcntl(a->fd, F_DUPFD_CLOEXEC, 3);
+	int rc = fd < 0 ? aw_raise(-errno, "dup: %m") : aw_listener_from_fd(&l, fd, NULL);
 	if (rc) {
+		if (fd >= 0 && rc != -ENOMEM)
+			close(fd);
 		aw__http_log_error(app, aw_error_current(), "cannot listen on %s:%d", a->host, a->port);
 		a->rc = rc;
 		return rc;
@@ -68,18 +79,11 @@ static int run_main(void *arg)
 	return rc;
 }
 
-static int run_here(aw_app *app, const char *host, int port, bool reuseport, int worker)
+static int run_here(aw_app *app, const char *host, int port, int fd, int worker)
 {
 	app->worker = worker;
-	run_args a = { app, host, port, reuseport, worker, 0 };
-	/* HTTP/2 serves each stream with a task: keep enough freed stacks
-	 * for a burst of streams (50 connections with 10 in flight each are
-	 * 500 tasks) to reuse them instead of mmap/munmap per stream. */
-	aw_config cfg;
-	aw_config_default(&cfg);
-	if (app->h2.enabled && cfg.stack_cache < 1024)
-		cfg.stack_cache = 1024;
-	int rc = aw_run_config(&cfg, run_main, &a);
+	run_args a = { app, host, port, fd, worker, 0 };
+	int rc = aw_run(run_main, &a);
 	if (rc == -EBUSY)
 		return aw_raise(-EBUSY, "aw_app_run runs its own loop: call it outside aw_run "
 				"(inside a loop, use aw_app_serve)");
@@ -103,67 +107,94 @@ static double since(const struct timespec *t)
 	return (double)(now.tv_sec - t->tv_sec) + (double)(now.tv_nsec - t->tv_nsec) / 1e9;
 }
 
-static pid_t start_worker(aw_app *app, const char *host, int port, int i, const sigset_t *child_mask, pid_t parent)
+static pid_t start_worker(aw_app *app, const char *host, int port, int fd, int i, const sigset_t *child_mask,
+			  pid_t parent)
 {
 	fflush(NULL);
 	pid_t pid = fork();
 	if (pid != 0)
 		return pid;
-	/* The worker: die with the supervisor; keep SIGINT/SIGTERM blocked
-	 * (the server's signal block waits for them), unblock the rest. */
+	/* The worker: die with the supervisor; keep SIGINT/SIGTERM/SIGUSR2
+	 * blocked (the server's signal block waits for them), unblock the
+	 * rest. The old generation's pipe is the supervisor's. */
 	prctl(PR_SET_PDEATHSIG, SIGTERM);
 	if (getppid() != parent)
 		_exit(0);
 	sigprocmask(SIG_SETMASK, child_mask, NULL);
-	int rc = run_here(app, host, port, true, i);
+	if (app->ready_fd >= 0) {
+		close(app->ready_fd);
+		app->ready_fd = -1;
+	}
+	int rc = run_here(app, host, port, fd, i);
 	fflush(NULL);
 	_exit(rc == 0 ? 0 : aw__app_started(app) ? 1 : EXIT_STARTUP_FAILED);
 }
 
-/* Find a port for "port 0" and keep it reserved (bound, not listening)
- * while the workers bind it too. */
-static int reserve_port(const char *host, int *port, int *fd_out)
+/* The listening sockets of this generation: inherited (LISTEN_FDS), or
+ * bound here, one SO_REUSEPORT socket per worker (port 0: the first picks
+ * a free port, the others take the same). */
+static int open_sockets(aw_app *app, const char *host, int *port, int n, bool reuseport, int *fds, int *nfds)
 {
-	struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
-				  .ai_flags = AI_PASSIVE | AI_NUMERICSERV };
-	struct addrinfo *ai;
-	int g = getaddrinfo(host, "0", &hints, &ai);
-	if (g)
-		return aw_raise(-AW_EDNS, "cannot resolve '%s': %s", host, gai_strerror(g));
-	int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	int one = 1;
-	if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) ||
-	    setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) || bind(fd, ai->ai_addr, ai->ai_addrlen)) {
-		int e = errno;
-		if (fd >= 0)
-			close(fd);
-		freeaddrinfo(ai);
-		return aw_raise(-e, "cannot reserve a port on %s: %s", host, strerror(e));
+	int first;
+	int got = aw__listen_fds(&first);
+	if (got > 0) {
+		for (int i = 0; i < got; i++)
+			fds[i] = first + i;
+		*nfds = got;
+		app->listener_shared = true;
+		aw__http_log_error(app, NULL, "using %d inherited listening socket(s) (LISTEN_FDS)", got);
+		return 0;
 	}
-	freeaddrinfo(ai);
-	struct sockaddr_storage ss;
-	socklen_t sl = sizeof ss;
-	getsockname(fd, (struct sockaddr *)&ss, &sl);
-	*port = ss.ss_family == AF_INET6 ? ntohs(((struct sockaddr_in6 *)&ss)->sin6_port)
-					 : ntohs(((struct sockaddr_in *)&ss)->sin_port);
-	*fd_out = fd;
+	*nfds = 0;
+	for (int i = 0; i < n; i++) {
+		int p;
+		int rc = aw__listen_socket(host, *port, reuseport, &fds[i], &p);
+		if (rc) {
+			for (int k = 0; k < i; k++)
+				close(fds[k]);
+			return rc;
+		}
+		*port = p;
+		(*nfds)++;
+	}
+	app->listener_shared = n > 1;
 	return 0;
+}
+
+#define MAX_SOCKETS 64
+
+/* A graceful restart in progress (SIGUSR2): the next generation's pid and
+ * the pipe it says "ready" on. */
+typedef struct next_gen {
+	pid_t pid;
+	int rd;
+	struct timespec started;
+} next_gen;
+
+static void kill_all(worker *w, int n, int sig)
+{
+	for (int i = 0; i < n; i++) {
+		w[i].pending = false;
+		if (w[i].pid > 0)
+			kill(w[i].pid, sig);
+	}
 }
 
 static int supervise(aw_app *app, const char *host, int port, int n)
 {
-	int hold = -1;
-	if (port == 0) {
-		int rc = reserve_port(host, &port, &hold);
-		if (rc)
-			return rc;
-	}
+	int fds[MAX_SOCKETS], nfds = 0;
+	int rc = open_sockets(app, host, &port, n < MAX_SOCKETS ? n : MAX_SOCKETS, true, fds, &nfds);
+	if (rc)
+		return rc;
 	worker *w = aw__calloc((size_t)n, sizeof *w);
-	if (!w) {
-		if (hold >= 0)
-			close(hold);
+	int started_pipe[2] = { -1, -1 };
+	if (!w || pipe2(started_pipe, O_CLOEXEC)) {
+		for (int i = 0; i < nfds; i++)
+			close(fds[i]);
+		free(w);
 		return aw_raise(-ENOMEM, "aw_app_run: no memory");
 	}
+	fcntl(started_pipe[0], F_SETFL, O_NONBLOCK);
 	app->nworkers = n;
 	if (aw__http_metrics_workers_prepare(app)) {
 		aw__http_log_error(app, aw_error_current(), "metrics: each scrape will show one worker only");
@@ -174,18 +205,22 @@ static int supervise(aw_app *app, const char *host, int port, int n)
 	sigaddset(&set, SIGINT);
 	sigaddset(&set, SIGTERM);
 	sigaddset(&set, SIGCHLD);
+	sigaddset(&set, SIGUSR2);
 	sigprocmask(SIG_BLOCK, &set, &old);
 	child_mask = old;
 	sigaddset(&child_mask, SIGINT);
 	sigaddset(&child_mask, SIGTERM);
+	sigaddset(&child_mask, SIGUSR2);
 	sigdelset(&child_mask, SIGCHLD);
 	pid_t self = getpid();
 	aw__http_log_error(app, NULL, "supervisor (pid %d): %d workers on http://%s:%d", (int)self, n, host, port);
 
-	int rc = 0, live = 0;
-	bool stopping = false;
+	int live = 0, nstarted = 0;
+	bool stopping = false, ready = false;
+	next_gen next = { .pid = 0, .rd = -1 };
+	app->started_fd = started_pipe[1];
 	for (int i = 0; i < n; i++) {
-		w[i].pid = start_worker(app, host, port, i, &child_mask, self);
+		w[i].pid = start_worker(app, host, port, fds[i % nfds], i, &child_mask, self);
 		if (w[i].pid < 0) {
 			rc = aw_raise(-errno, "fork: %m");
 			stopping = true;
@@ -196,12 +231,12 @@ static int supervise(aw_app *app, const char *host, int port, int n)
 		live++;
 	}
 	if (stopping)
-		for (int i = 0; i < n; i++)
-			if (w[i].pid > 0)
-				kill(w[i].pid, SIGTERM);
+		kill_all(w, n, SIGTERM);
 
 	while (live > 0 || (!stopping && n > 0)) {
-		/* The earliest pending restart bounds the wait. */
+		/* The earliest pending restart bounds the wait; so does a
+		 * readiness we are waiting for (polled: this loop has no
+		 * poll of its own, only signals). */
 		double wait = 3600;
 		for (int i = 0; i < n; i++)
 			if (w[i].pending) {
@@ -209,6 +244,8 @@ static int supervise(aw_app *app, const char *host, int port, int n)
 				if (left < wait)
 					wait = left < 0 ? 0 : left;
 			}
+		if ((!ready && !stopping) || next.pid > 0)
+			wait = wait < 0.02 ? wait : 0.02;
 		struct timespec ts = { (time_t)wait, (long)((wait - (double)(time_t)wait) * 1e9) };
 		siginfo_t si;
 		int sig = sigtimedwait(&set, &si, &ts);
@@ -216,10 +253,47 @@ static int supervise(aw_app *app, const char *host, int port, int n)
 			if (!stopping)
 				aw__http_log_error(app, NULL, "supervisor: %s: stopping %d worker(s)", strsignal(sig), live);
 			stopping = true;
-			for (int i = 0; i < n; i++) {
-				w[i].pending = false;
-				if (w[i].pid > 0)
-					kill(w[i].pid, SIGTERM);
+			kill_all(w, n, SIGTERM);
+		} else if (sig == SIGUSR2 && !stopping) {
+			if (next.pid > 0) {
+				aw__http_log_error(app, NULL, "supervisor: SIGUSR2: a restart is already under way");
+			} else if (aw__handover_spawn(app, fds, nfds, &next.pid, &next.rd)) {
+				aw__http_log_error(app, aw_error_current(), "graceful restart failed: serving on");
+				aw_error_clear();
+				next.pid = 0;
+			} else {
+				clock_gettime(CLOCK_MONOTONIC, &next.started);
+			}
+		}
+		/* Workers that serve. */
+		char buf[64];
+		ssize_t got;
+		while ((got = read(started_pipe[0], buf, sizeof buf)) > 0)
+			nstarted += (int)got;
+		if (!ready && nstarted >= n) {
+			ready = true;
+			aw__generation_ready(app);
+		}
+		/* The next generation: ready (then this one drains), dead or
+		 * late (then this one serves on). */
+		if (next.pid > 0) {
+			char b;
+			got = read(next.rd, &b, 1);
+			if (got == 1) {
+				aw__http_log_error(app, NULL,
+						   "graceful restart: pid %d serves: this generation (pid %d) drains",
+						   (int)next.pid, (int)self);
+				close(next.rd);
+				next = (next_gen){ .pid = 0, .rd = -1 };
+				stopping = true;
+				kill_all(w, n, SIGUSR2);
+			} else if (got == 0 || since(&next.started) > 60) {
+				aw__http_log_error(app, NULL, "graceful restart: pid %d %s: serving on", (int)next.pid,
+						   got == 0 ? "exited before it was ready" : "not ready within 60 s");
+				if (got != 0)
+					kill(next.pid, SIGTERM);
+				close(next.rd);
+				next = (next_gen){ .pid = 0, .rd = -1 };
 			}
 		}
 		int status;
@@ -229,7 +303,7 @@ static int supervise(aw_app *app, const char *host, int port, int n)
 			for (i = 0; i < n && w[i].pid != pid; i++)
 				;
 			if (i == n)
-				continue;
+				continue;   /* a next generation that died: its pipe says so */
 			w[i].pid = 0;
 			live--;
 			bool clean = WIFEXITED(status) && WEXITSTATUS(status) == 0;
@@ -240,11 +314,7 @@ static int supervise(aw_app *app, const char *host, int port, int n)
 						   (int)pid);
 				rc = aw_raise(-ECHILD, "worker %d failed to start (see its log)", i);
 				stopping = true;
-				for (int k = 0; k < n; k++) {
-					w[k].pending = false;
-					if (w[k].pid > 0)
-						kill(w[k].pid, SIGTERM);
-				}
+				kill_all(w, n, SIGTERM);
 				continue;
 			}
 			double age = since(&w[i].started);
@@ -270,7 +340,7 @@ static int supervise(aw_app *app, const char *host, int port, int n)
 				if (!w[i].pending || since(&w[i].restart_at) < 0)
 					continue;
 				w[i].pending = false;
-				w[i].pid = start_worker(app, host, port, i, &child_mask, self);
+				w[i].pid = start_worker(app, host, port, fds[i % nfds], i, &child_mask, self);
 				if (w[i].pid < 0) {
 					w[i].pid = 0;
 					w[i].pending = true;
@@ -285,12 +355,37 @@ static int supervise(aw_app *app, const char *host, int port, int n)
 		if (stopping && live == 0)
 			break;
 	}
+	if (next.pid > 0) {
+		/* Stopped (SIGTERM) while a next generation was starting: it
+		 * would serve alone, unasked. */
+		kill(next.pid, SIGTERM);
+		close(next.rd);
+	}
 	sigprocmask(SIG_SETMASK, &old, NULL);
-	if (hold >= 0)
-		close(hold);
+	for (int i = 0; i < nfds; i++)
+		close(fds[i]);
+	close(started_pipe[0]);
+	close(started_pipe[1]);
+	app->started_fd = -1;
 	free(w);
 	aw__http_metrics_workers_done(app);
 	app->nworkers = 0;
+	return rc;
+}
+
+static int run_single(aw_app *app, const char *host, int port)
+{
+	int fds[MAX_SOCKETS], nfds = 0;
+	int rc = open_sockets(app, host, &port, 1, false, fds, &nfds);
+	if (rc)
+		return rc;
+	app->gen_fds = fds;
+	app->gen_nfds = nfds;
+	rc = run_here(app, host, port, fds[0], -1);
+	app->gen_fds = NULL;
+	app->gen_nfds = 0;
+	for (int i = 0; i < nfds; i++)
+		close(fds[i]);
 	return rc;
 }
 
@@ -305,22 +400,37 @@ int aw_app_run(aw_app *app, const char *host, int port, int workers)
 	if (aw_task_current())
 		return aw_raise(-EBUSY, "aw_app_run runs its own loop: call it outside aw_run "
 				"(inside a loop, use aw_app_serve)");
-	if (workers <= 1)
-		return run_here(app, host, port, false, -1);
-	return supervise(app, host, port, workers);
+	aw__generation_init(app);
+	/* SIGUSR2 is ours from now on: one that comes before the loop (or
+	 * the supervisor) waits for it instead of killing the process (its
+	 * default action); the signal block takes it when it opens. */
+	sigset_t usr2, old;
+	sigemptyset(&usr2);
+	sigaddset(&usr2, SIGUSR2);
+	sigprocmask(SIG_BLOCK, &usr2, &old);
+	int rc = workers <= 1 ? run_single(app, host, port) : supervise(app, host, port, workers);
+	sigprocmask(SIG_SETMASK, &old, NULL);
+	aw__generation_exit(app);
+	app->run_managed = false;
+	return rc;
 }
 
 static void usage(FILE *out, const char *prog)
 {
 	fprintf(out,
 		"usage: %s [--host H] [--port N] [--workers N] [--access-log] [--metrics PATH]\n"
+		"          [--health] [--drain-delay MS] [--pid-file PATH]\n"
 		"  --host H      address to listen on (default 127.0.0.1)\n"
 		"  --port N      port (default 8000; 0 picks a free one)\n"
 		"  --workers N   worker processes sharing the port (default 1)\n"
 		"  --access-log  log each request to stdout\n"
 		"  --metrics PATH  serve Prometheus metrics at PATH (e.g. /metrics);\n"
 		"                also AWITH_METRICS=PATH in the environment\n"
-		"Runs until SIGINT or SIGTERM.\n",
+		"  --health      GET /livez and /readyz (aw_app_health)\n"
+		"  --drain-delay MS  on SIGTERM, fail /readyz for MS ms before stopping\n"
+		"  --pid-file PATH   write the serving generation's pid there\n"
+		"Runs until SIGINT or SIGTERM; SIGUSR2 restarts it gracefully (a new\n"
+		"generation takes over the listening sockets, this one drains).\n",
 		prog);
 }
 
@@ -338,7 +448,8 @@ static bool parse_int(const char *s, int lo, int hi, int *out)
 int aw_app_main(aw_app *app, int argc, char **argv)
 {
 	const char *host = "127.0.0.1";
-	int port = 8000, workers = 1;
+	int port = 8000, workers = 1, drain_ms = 0;
+	bool health = false;
 	const char *prog = argc > 0 && argv[0] ? argv[0] : "app";
 	const char *metrics = getenv("AWITH_METRICS");
 	for (int i = 1; i < argc; i++) {
@@ -352,6 +463,17 @@ int aw_app_main(aw_app *app, int argc, char **argv)
 			aw_app_access_log(app, stdout);
 		} else if (strcmp(a, "--metrics") == 0 && v) {
 			metrics = v;
+			i++;
+		} else if (strcmp(a, "--health") == 0) {
+			health = true;
+		} else if (strcmp(a, "--drain-delay") == 0 && v && parse_int(v, 0, 3600 * 1000, &drain_ms)) {
+			aw_app_limits(app)->drain_delay = AW_MS(drain_ms);
+			i++;
+		} else if (strcmp(a, "--pid-file") == 0 && v) {
+			if (aw_app_pid_file(app, v) < 0) {
+				aw_error_clear();
+				return 2;
+			}
 			i++;
 		} else if (strcmp(a, "--host") == 0 && v) {
 			host = v;
@@ -368,6 +490,12 @@ int aw_app_main(aw_app *app, int argc, char **argv)
 	}
 	if (metrics && *metrics && !app->metrics && aw_app_metrics(app, metrics) < 0) {
 		fprintf(stderr, "%s: --metrics %s: ", prog, metrics);
+		aw_error_print(stderr, aw_error_current());
+		aw_error_clear();
+		return 2;
+	}
+	if (health && !app->health_on && aw_app_health(app, "/livez", "/readyz") < 0) {
+		fprintf(stderr, "%s: --health: ", prog);
 		aw_error_print(stderr, aw_error_current());
 		aw_error_clear();
 		return 2;
