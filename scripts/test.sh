@@ -30,6 +30,7 @@ PACKAGES=(meson ninja-build pkg-config gcc g++ clang libclang-rt-14-dev valgrind
           libhiredis-dev redis-server
           build-essential debhelper dpkg-dev fakeroot lintian
           libsystemd-dev prometheus chromium
+          python3-fastapi python3-uvicorn python3-asyncpg   # examples/todo_api/fastapi_app.py (test_pg_examples)
           haproxy pgbouncer wrk   # scripts/cluster.sh, scripts/chaos.sh
           python3-aiohttp    # tests/check_chat*.sh, bench/ws_bench.sh: the WebSocket client and peer
           liburing-dev)      # the loop's io_uring backend (meson feature io_uring)

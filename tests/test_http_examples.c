@@ -7,6 +7,7 @@
 
 #include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #define EX(name) AW_EXAMPLES_DIR "/" name
@@ -97,4 +98,32 @@ AW_TEST(lifespan_server)
 			 "get_db: acquired conn 1\n"
 			 "get_db: released conn 1 (handler error: 0)\n"
 			 "shutdown: pool closed (1 acquired, 1 released, server error 0)\n");
+}
+
+AW_TEST(static_server_serves_a_directory_and_ranges_of_its_files)
+{
+	char dir[] = "/tmp/aw-static-ex-XXXXXX";
+	CHECK(mkdtemp(dir) != NULL);
+	char cmd[256];
+	snprintf(cmd, sizeof cmd, "printf '<p>hi</p>' > '%s/index.html' && printf 0123456789 > '%s/digits.txt'", dir, dir);
+	CHECK_EQ(system(cmd), 0);
+	int port = free_port();
+	char ps[16], url[96];
+	snprintf(ps, sizeof ps, "%d", port);
+	const char *argv[] = { EX("static_server"), "--dir", dir, "--port", ps, NULL };
+	proc p;
+	CHECK_EQ(proc_start(&p, argv), 0);
+	CHECK(wait_listening(port, 5000));
+	snprintf(url, sizeof url, "http://127.0.0.1:%d/", port);
+	CHECK_EQ(run_curl(out, sizeof out, "-sS", "-w", " %{content_type}", url, NULL), 0);
+	CHECK_STR(out, "<p>hi</p> text/html; charset=utf-8");
+	snprintf(url, sizeof url, "http://127.0.0.1:%d/digits.txt", port);
+	CHECK_EQ(run_curl(out, sizeof out, "-sS", "-r", "2-4", "-w", " %{http_code}", url, NULL), 0);
+	CHECK_STR(out, "234 206");
+	snprintf(url, sizeof url, "http://127.0.0.1:%d/..%%2f..%%2fetc%%2fpasswd", port);
+	CHECK_EQ(run_curl(out, sizeof out, "-s", "-o", "/dev/null", "-w", "%{http_code}", url, NULL), 0);
+	CHECK_STR(out, "404");
+	CHECK_EQ(proc_wait(&p, SIGINT), 0);
+	snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+	CHECK_EQ(system(cmd), 0);
 }

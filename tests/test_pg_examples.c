@@ -218,3 +218,153 @@ AW_TEST(users_api_during_a_database_outage_answers_503_logs_a_few_lines_and_reco
 		CHECK(system(cmd) == 0);
 	}
 }
+
+/* ---- examples/todo_api (issue 15), and its FastAPI twin ------------------------------ */
+
+/* One request with curl (as from a page on another origin): the status;
+ * the head and body in out. */
+static int call(int port, const char *method, const char *path, const char *body, const char *header)
+{
+	char url[256];
+	snprintf(url, sizeof url, "http://127.0.0.1:%d%s", port, path);
+	const char *args[18];
+	int n = 0;
+	args[n++] = "-s";
+	args[n++] = "-i";
+	args[n++] = "-X";
+	args[n++] = method;
+	args[n++] = "-H";
+	args[n++] = "Origin: http://example.com";   /* a browser's cross-origin call */
+	args[n++] = "-H";
+	args[n++] = header ? header : "Accept: */*";
+	if (body) {
+		args[n++] = "-H";
+		args[n++] = "Content-Type: application/json";
+		args[n++] = "--data-binary";
+		args[n++] = body;
+	}
+	args[n++] = url;
+	while (n < 16)
+		args[n++] = NULL;
+	if (run_curl(out, sizeof out, args[0], args[1], args[2], args[3], args[4], args[5], args[6], args[7], args[8],
+		     args[9], args[10], args[11], args[12], args[13], args[14], args[15], NULL) != 0)
+		return -1;
+	int status = -1;
+	return sscanf(out, "HTTP/1.1 %d", &status) == 1 ? status : -1;
+}
+
+/* The body after the head, in out. */
+static const char *body_of(void)
+{
+	const char *b = strstr(out, "\r\n\r\n");
+	return b ? b + 4 : "";
+}
+
+static bool has_text(const char *part)
+{
+	return strcasestr(out, part) != NULL;
+}
+
+/* Every route of the service through real sockets. `fastapi`: the Python
+ * twin, whose bad-JSON answer is 422 (FastAPI's) where ours is 400. */
+static void exercise_todo_api(int port, bool fastapi)
+{
+	CHECK_EQ(call(port, "POST", "/todos", "{\"title\": \"write the docs\"}", NULL), 201);
+	CHECK(strstr(body_of(), "{\"id\":1,\"title\":\"write the docs\",\"done\":false,\"created_at\":\"") == body_of());
+	CHECK_EQ(call(port, "POST", "/todos", "{\"title\": \"merge main\", \"done\": true}", NULL), 201);
+	CHECK(strstr(body_of(), "\"done\":true") != NULL);
+	CHECK_EQ(call(port, "POST", "/todos", "{\"title\": \"report\"}", NULL), 201);
+	/* Validation: every bad field listed, by location. */
+	CHECK_EQ(call(port, "POST", "/todos", "{\"title\": \"\", \"done\": 3}", NULL), 422);
+	CHECK(strstr(body_of(), "[\"body\",\"title\"]") && strstr(body_of(), "[\"body\",\"done\"]"));
+	CHECK_EQ(call(port, "POST", "/todos", "{}", NULL), 422);
+	CHECK(strstr(body_of(), "[\"body\",\"title\"]") && strstr(body_of(), fastapi ? "field required" : "\"missing\""));
+	CHECK_EQ(call(port, "POST", "/todos", "{\"title\": 5}", NULL), 422);
+	CHECK_EQ(call(port, "POST", "/todos", "{bad json", NULL), fastapi ? 422 : 400);
+	/* Paging and filtering. */
+	CHECK_EQ(call(port, "GET", "/todos?limit=2", NULL, NULL), 200);
+	CHECK(strstr(body_of(), "\"total\":3,\"limit\":2,\"offset\":0}") != NULL);
+	CHECK(strstr(body_of(), "\"id\":2") && !strstr(body_of(), "\"id\":3"));
+	CHECK_EQ(call(port, "GET", "/todos?limit=2&offset=2", NULL, NULL), 200);
+	CHECK(strstr(body_of(), "{\"items\":[{\"id\":3,") == body_of());
+	CHECK_EQ(call(port, "GET", "/todos?done=true", NULL, NULL), 200);
+	CHECK(strstr(body_of(), "\"total\":1,") && strstr(body_of(), "merge main"));
+	CHECK_EQ(call(port, "GET", "/todos?limit=0&offset=x", NULL, NULL), 422);
+	CHECK(strstr(body_of(), "[\"query\",\"limit\"]") && strstr(body_of(), "[\"query\",\"offset\"]"));
+	CHECK_EQ(call(port, "GET", "/todos?limit=101", NULL, NULL), 422);
+	/* One todo: get, update, delete. */
+	CHECK_EQ(call(port, "GET", "/todos/1", NULL, NULL), 200);
+	CHECK(strstr(body_of(), "\"title\":\"write the docs\"") != NULL);
+	CHECK_EQ(call(port, "GET", "/todos/99", NULL, NULL), 404);
+	CHECK(strstr(body_of(), "{\"detail\":\"Todo not found\"}") != NULL);
+	CHECK_EQ(call(port, "GET", "/todos/abc", NULL, NULL), 422);
+	CHECK(strstr(body_of(), "[\"path\",\"id\"]") != NULL);
+	CHECK_EQ(call(port, "PATCH", "/todos/1", "{\"done\": true}", NULL), 200);
+	CHECK(strstr(body_of(), "\"title\":\"write the docs\",\"done\":true") != NULL);
+	CHECK_EQ(call(port, "PATCH", "/todos/1", "{\"title\": \"write the guide\"}", NULL), 200);
+	CHECK(strstr(body_of(), "\"title\":\"write the guide\",\"done\":true") != NULL);
+	CHECK_EQ(call(port, "PATCH", "/todos/1", "{\"done\": \"yes\"}", NULL), 422);
+	CHECK_EQ(call(port, "PATCH", "/todos/99", "{\"done\": true}", NULL), 404);
+	CHECK_EQ(call(port, "DELETE", "/todos/3", NULL, NULL), 204);
+	CHECK_EQ(call(port, "DELETE", "/todos/3", NULL, NULL), 404);
+	CHECK_EQ(call(port, "GET", "/todos", NULL, NULL), 200);
+	CHECK(strstr(body_of(), "\"total\":2,") != NULL);
+	/* Middleware: request id and CORS. */
+	CHECK_EQ(call(port, "GET", "/todos/1", NULL, "X-Request-ID: test-42"), 200);
+	CHECK(has_text("\r\nx-request-id: test-42\r\n"));
+	CHECK_EQ(call(port, "GET", "/todos/1", NULL, NULL), 200);
+	CHECK(has_text("\r\naccess-control-allow-origin: *\r\n"));
+	CHECK_EQ(call(port, "OPTIONS", "/todos", NULL, "Access-Control-Request-Method: POST"), fastapi ? 200 : 204);
+	CHECK(has_text("access-control-allow-methods: GET, POST, PATCH, DELETE"));
+	/* The front page, the OpenAPI document and its page. */
+	CHECK_EQ(call(port, "GET", "/", NULL, NULL), 200);
+	CHECK(has_text("content-type: text/html") && strstr(body_of(), "<h1>Todos</h1>"));
+	CHECK_EQ(call(port, "GET", "/docs", NULL, NULL), 200);
+	CHECK(has_text("content-type: text/html"));
+	CHECK_EQ(call(port, "GET", "/openapi.json", NULL, NULL), 200);
+	CHECK(strstr(body_of(), "\"openapi\"") && strstr(body_of(), "\"/todos/{id}\""));
+	/* A failure of our own (the table is gone): 500 with the request id
+	 * and nothing internal. */
+	CHECK_EQ(fixture("DROP TABLE todos"), 0);
+	CHECK_EQ(call(port, "GET", "/todos/1", NULL, "X-Request-ID: rid-7"), 500);
+	CHECK(strstr(body_of(), "\"detail\":\"Internal Server Error\"") && strstr(body_of(), "\"request_id\":\"rid-7\""));
+	CHECK(strstr(body_of(), "todos") == NULL && strstr(body_of(), "42P01") == NULL);
+}
+
+static int todo_api_prepare(void)
+{
+	return fixture("SET client_min_messages = warning; DROP TABLE IF EXISTS todos");
+}
+
+AW_TEST(todo_api_serves_every_route_through_the_pool)
+{
+	CHECK(getenv("DATABASE_URL") != NULL);
+	CHECK_EQ(todo_api_prepare(), 0);   /* the lifespan creates the table */
+	int port = free_port();
+	char ps[16];
+	snprintf(ps, sizeof ps, "%d", port);
+	const char *argv[] = { EX("todo_api"), "--port", ps, NULL };
+	proc p;
+	CHECK_EQ(proc_start(&p, argv), 0);
+	CHECK(wait_listening(port, 10000));
+	exercise_todo_api(port, false);
+	CHECK_EQ(proc_wait(&p, SIGINT), 0);
+	CHECK(strstr(p.err, "listening on http://127.0.0.1:") != NULL);
+	CHECK(strstr(p.err, "GET /todos/1 failed (500)") && strstr(p.err, "42P01"));   /* the whole error, logged */
+}
+
+AW_TEST(todo_api_fastapi_twin_answers_the_same_routes)
+{
+	CHECK(getenv("DATABASE_URL") != NULL);
+	CHECK_EQ(system("/usr/bin/python3 -c 'import fastapi, asyncpg, uvicorn' 2>/dev/null"), 0);
+	CHECK_EQ(todo_api_prepare(), 0);
+	int port = free_port();
+	char ps[16];
+	snprintf(ps, sizeof ps, "%d", port);
+	const char *argv[] = { "/usr/bin/python3", AW_SOURCE_DIR "/examples/todo_api/fastapi_app.py", "--port", ps, NULL };
+	proc p;
+	CHECK_EQ(proc_start(&p, argv), 0);
+	CHECK(wait_listening(port, 20000));
+	exercise_todo_api(port, true);
+	CHECK(proc_wait(&p, SIGINT) >= -1);   /* uvicorn's exit status on SIGINT is its own */
+}

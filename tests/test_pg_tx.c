@@ -129,6 +129,9 @@ struct half_ctx {
 	int tx_rc, second_rc, pending;
 	bool swallow;     /* the body also clears the error it got */
 	bool reached_end;
+	aw_event asleep;  /* set by the worker just before its sleep: the
+	                     cancel is sent then, not after a fixed delay
+	                     that a loaded machine may outlast */
 };
 
 static int half_worker(void *arg)
@@ -139,6 +142,7 @@ static int half_worker(void *arg)
 		aw_pg_tx tx;
 		AW_WITH(aw_pg_tx_init(&tx, a.conn, NULL)) {
 			(void)!insert_id(a.conn, h->table, "1");            /* debit */
+			aw_event_set(&h->asleep);
 			int rc = aw_sleep(AW_SEC(10));                      /* cancelled here */
 			if (h->swallow)
 				(void)!aw_catch(rc, 0);
@@ -159,8 +163,9 @@ static int half_main(void *arg)
 	AW_WITH(aw_pg_connection_init(&b, PG_URL(), NULL)) {
 		PCHECK_RC(make_table(b.conn, h->table, "(id int primary key)"), 0);
 		aw_task *w;
+		aw_event_init(&h->asleep);
 		PCHECK_RC(aw_spawn(&w, half_worker, h, "transfer"), 0);
-		PCHECK_RC(aw_sleep(AW_MS(200)), 0);
+		PCHECK_RC(aw_event_wait(&h->asleep), 0);   /* the debit is in, the worker sleeps */
 		aw_task_cancel(w);
 		h->tx_rc = aw_task_join(w);
 		aw_error_clear();

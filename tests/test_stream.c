@@ -619,3 +619,113 @@ AW_TEST(stream_data_is_intact_through_short_reads_short_writes_and_eintr_on_a_pi
 {
 	stream_through_faults(true);
 }
+
+/* ---- aw_stream_sendfile ------------------------------------------------------- */
+
+#define SF_SIZE (600 * 1024)
+
+typedef struct sf_ctx {
+	pair_ctx p;
+	int fd;                /* the file */
+	ssize_t sent, short_sent, at_end;
+	int wrc;
+	char *got;
+	size_t got_len;
+	off_t file_pos;        /* the file's own offset after the sends */
+} sf_ctx;
+
+static int sf_writer(void *arg)
+{
+	sf_ctx *c = arg;
+	/* Buffered bytes first: a head that must precede the file. */
+	c->wrc = aw_stream_write(c->p.b, "HEAD", 4, AW_NEVER);
+	c->sent = aw_stream_sendfile(c->p.b, c->fd, 1000, SF_SIZE - 2000, aw_deadline_after(AW_SEC(5)));
+	/* Past the end: the count says how much there was. */
+	c->short_sent = aw_stream_sendfile(c->p.b, c->fd, SF_SIZE - 10, 100, aw_deadline_after(AW_SEC(5)));
+	c->at_end = aw_stream_sendfile(c->p.b, c->fd, SF_SIZE, 100, aw_deadline_after(AW_SEC(5)));
+	c->file_pos = lseek(c->fd, 0, SEEK_CUR);
+	c->wrc |= aw_stream_shutdown(c->p.b, AW_NEVER);
+	return 0;
+}
+
+static int sf_main(void *arg)
+{
+	sf_ctx *c = arg;
+	aw_stream_opts o = { .write_buffer = 4096 };   /* the writer must wait for the reader */
+	if (make_pair(&c->p, &o))
+		return -1;
+	aw_task *w;
+	if (aw_spawn(&w, sf_writer, c, "sf-writer"))
+		return -1;
+	int rc = aw_stream_read_all(c->p.a, 2 * SF_SIZE, &c->got, &c->got_len, aw_deadline_after(AW_SEC(10)));
+	EXPECT_EQ(rc, 0);
+	EXPECT_EQ(aw_task_join(w), 0);
+	close_pair(&c->p);
+	return 0;
+}
+
+AW_TEST(sendfile_sends_a_file_range_after_the_buffered_bytes_and_a_short_count_at_its_end)
+{
+	char path[] = "/tmp/aw-sendfile-XXXXXX";
+	int fd = mkstemp(path);
+	CHECK(fd >= 0);
+	unlink(path);
+	char *data = malloc(SF_SIZE);
+	CHECK(data != NULL);
+	for (size_t i = 0; i < SF_SIZE; i++)
+		data[i] = (char)(i * 31 + i / 977);
+	CHECK_EQ(write(fd, data, SF_SIZE), SF_SIZE);
+	CHECK_EQ(lseek(fd, 5, SEEK_SET), 5);
+	sf_ctx c = { .fd = fd };
+	CHECK_EQ(aw_run(sf_main, &c), 0);
+	CHECK_EQ(c.wrc, 0);
+	CHECK_EQ(c.sent, SF_SIZE - 2000);
+	CHECK_EQ(c.short_sent, 10);
+	CHECK_EQ(c.at_end, 0);
+	CHECK_EQ(c.file_pos, 5);   /* the file's own offset is left alone */
+	CHECK_EQ(c.got_len, 4 + (SF_SIZE - 2000) + 10);
+	CHECK(memcmp(c.got, "HEAD", 4) == 0);
+	CHECK(memcmp(c.got + 4, data + 1000, SF_SIZE - 2000) == 0);
+	CHECK(memcmp(c.got + 4 + SF_SIZE - 2000, data + SF_SIZE - 10, 10) == 0);
+	free(c.got);
+	free(data);
+	close(fd);
+}
+
+typedef struct sf_slow_ctx {
+	pair_ctx p;
+	int fd;
+	ssize_t first, second;
+	int second_err;
+} sf_slow_ctx;
+
+static int sf_slow_main(void *arg)
+{
+	sf_slow_ctx *c = arg;
+	if (make_pair(&c->p, NULL))
+		return -1;
+	/* Nobody reads: the socket buffer fills, then the deadline passes. */
+	c->first = aw_stream_sendfile(c->p.b, c->fd, 0, 8 * 1024 * 1024, aw_deadline_after(AW_MS(50)));
+	c->second = aw_stream_sendfile(c->p.b, c->fd, c->first > 0 ? c->first : 0, 8 * 1024 * 1024,
+				       aw_deadline_after(AW_MS(50)));
+	c->second_err = c->second < 0 && aw_error_current() && strstr(aw_error_current()->msg, "not reading");
+	aw_error_clear();
+	close_pair(&c->p);
+	return 0;
+}
+
+AW_TEST(sendfile_returns_short_when_the_deadline_passes_after_progress_and_etimedout_without)
+{
+	char path[] = "/tmp/aw-sendfile-XXXXXX";
+	int fd = mkstemp(path);
+	CHECK(fd >= 0);
+	unlink(path);
+	CHECK_EQ(ftruncate(fd, 8 * 1024 * 1024), 0);
+	sf_slow_ctx c = { .fd = fd };
+	CHECK_EQ(aw_run(sf_slow_main, &c), 0);
+	CHECK_GT(c.first, 0);
+	CHECK_LT(c.first, 8 * 1024 * 1024);
+	CHECK_EQ(c.second, -ETIMEDOUT);
+	CHECK_EQ(c.second_err, 1);
+	close(fd);
+}

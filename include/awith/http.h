@@ -362,9 +362,74 @@ int aw_app_new(aw_app **out, const char *name) AW_MUST_USE;
 void aw_app_free(aw_app *app);
 aw_http_limits *aw_app_limits(aw_app *app);   /* change before serving */
 /* Route: method ("GET", "POST", ...; "*" any) and a path template with
- * {name} segments. 404 when no path matches, 405 with Allow when the path
- * matches for other methods. -EINVAL for a malformed template. */
+ * {name} segments. A last segment {name...} takes the rest of the path
+ * (one segment or more: "/files/{p...}" matches "/files/a/b.txt" with p
+ * "a/b.txt" and "/files/" with p "", not "/files"), each segment
+ * percent-decoded, joined with '/': serve it with aw_http_file_in or
+ * aw_app_static, never by joining it to a directory yourself. Literal and
+ * {name} routes are tried before it. 404 when no path matches, 405 with
+ * Allow when the path matches for other methods. -EINVAL for a malformed
+ * template ({name...} not last, a bad name). */
 int aw_app_route(aw_app *app, const char *method, const char *path, aw_http_handler fn, void *ud) AW_MUST_USE;
+/* Static directories: serve the files under `dir` at `prefix`
+ * ("/static": GET /static/css/site.css is dir/css/site.css). Mounted as
+ * two GET routes (HEAD follows GET; other methods get 405):
+ * "<prefix>/{path...}" and "<prefix>" itself, which redirects (301) to
+ * "<prefix>/"; the prefix "/" serves the whole site. Routes added
+ * for paths under the prefix take precedence. Confined to dir as
+ * aw_http_file_in is (openat2 RESOLVE_BENEATH: no "..", no symlink out of
+ * dir, whatever the encoding: "%2e%2e", "%2f", "%252e" decode once, to a
+ * name; %00 is the router's 400):
+ *   200 the file, with Content-Type by extension, Content-Length,
+ *       ETag (strong: mtime to the ns and size), Last-Modified,
+ *       Accept-Ranges: bytes, X-Content-Type-Options: nosniff; the body
+ *       read from the page cache into the response (up to 64 KiB) or
+ *       sent with sendfile (aw_stream_sendfile) after the head;
+ *   206 a single "Range: bytes=a-b" (a-, -n too) with Content-Range;
+ *       several ranges are answered with the whole file (200); a range
+ *       not satisfiable is 416 with "Content-Range: bytes * /SIZE"
+ *       (without the space); If-Range (an ETag or the exact date) that
+ *       does not match gives the whole file;
+ *   304 If-None-Match matches the ETag (weak comparison; "*"), or, without
+ *       If-None-Match, If-Modified-Since is not before the mtime;
+ *   412 If-Match does not match (strong comparison), or, without it,
+ *       If-Unmodified-Since is before the mtime;
+ *   301 a directory named without its trailing '/' (to the name with it);
+ *       a directory with it serves its index file (opts->index);
+ *   404 missing, not a regular file, a ".." segment, an absolute path
+ *       ("//"), a name starting with '.' (unless opts->dotfiles), a
+ *       directory without an index file (unless opts->listing: by
+ *       default there are no listings);
+ *   403 a symlink on the way that leads out of dir (logged), or a file
+ *       the server may not read.
+ * Precompressed variants: when the client's Accept-Encoding allows gzip
+ * and NAME.gz is a regular file next to NAME, NAME.gz is sent with
+ * Content-Encoding: gzip and NAME's type (its own ETag); every answer says
+ * Vary: Accept-Encoding. Off with opts->no_precompressed.
+ * The directory is opened per request (a switched symlink to it is seen at
+ * once). The opens run on the loop when the kernel has every step in its
+ * caches (openat2 RESOLVE_CACHED, Linux 5.12), else on the thread pool:
+ * the loop never waits for a disk to look a name up.
+ * Returns 0, -EINVAL (bad prefix: must start with '/', not end with one
+ * unless it is "/", no '{' '}' '%' '?' '#' "//" or spaces; an index with
+ * a '/'), -ENOENT / -ENOTDIR (dir is not a directory: checked now),
+ * -EEXIST (the prefix is routed already), -ENOMEM; raised. Call before
+ * serving. */
+typedef struct aw_static_opts {
+	const char *index;          /* a directory's page; NULL: "index.html";
+	                               "": none (a directory is 404) */
+	const char *cache_control;  /* Cache-Control of every answer (copied);
+	                               NULL: none (clients revalidate with the
+	                               ETag and Last-Modified) */
+	bool dotfiles;              /* serve names starting with '.' (default: 404) */
+	bool no_precompressed;      /* never serve NAME.gz for NAME */
+	bool listing;               /* a directory without an index file is
+	                               answered with an HTML list of its
+	                               names (sorted, escaped, dotfiles only
+	                               with `dotfiles`, at most 10,000;
+	                               Cache-Control: no-cache); default: 404 */
+} aw_static_opts;
+int aw_app_static(aw_app *app, const char *prefix, const char *dir, const aw_static_opts *opts) AW_MUST_USE;
 /* A client that goes away: when the peer closes the connection (or only
  * its sending side: a half-close counts, as in nginx and Go) while the
  * handler runs, the handler's waits are cancelled (-ECANCELED; a pg query

@@ -143,6 +143,22 @@ void aw_stream_consume(aw_stream *s, size_t n);
  * further writes fail. */
 int aw_stream_write(aw_stream *s, const void *buf, size_t n, aw_time deadline) AW_MUST_USE;
 int aw_stream_writev(aw_stream *s, const struct iovec *iov, int iovcnt, aw_time deadline) AW_MUST_USE;
+/* Waits: send n bytes of the file `fd` from offset `off` after every byte
+ * already buffered: sendfile(2) on a plain fd (the bytes go from the page
+ * cache to the socket, never through user memory), else (TLS, or a file
+ * that cannot be sendfile'd) read off the loop with aw_file_pread in
+ * 64 KiB pieces and written. Returns the count sent, as write(2) does: n,
+ * or fewer when the file ended first (it shrank) or, on a plain fd, when
+ * this call's deadline passed after some bytes had gone (the caller goes
+ * on with a fresh deadline: a deadline per step of progress, not per
+ * file; an enclosing scope's deadline is an error as usual); 0
+ * when the file has nothing at off; or a negative error as aw_stream_write
+ * when nothing could be sent (-EPIPE, -ECONNRESET, -ETIMEDOUT; the stream
+ * is broken after a send error). The file's own offset is not
+ * used or moved. sendfile reads the file on the loop thread: from the page
+ * cache that costs nothing, but a cold file's first read waits for the
+ * disk (nginx's `sendfile on` without aio threads behaves the same). */
+ssize_t aw_stream_sendfile(aw_stream *s, int fd, off_t off, size_t n, aw_time deadline) AW_MUST_USE;
 /* Waits until every buffered byte is sent. */
 int aw_stream_drain(aw_stream *s, aw_time deadline) AW_MUST_USE;
 /* Waits: drain, then shut down the write side (FIN; TLS close_notify). */
@@ -317,6 +333,7 @@ int aw_signals_wait(aw_signals *s, aw_time deadline) AW_MUST_USE;
 #define aw_stream_fill(s, max, dl) AW__AT((aw_stream_fill)((s), (max), (dl)))
 #define aw_stream_write(s, buf, n, dl) AW__AT((aw_stream_write)((s), (buf), (n), (dl)))
 #define aw_stream_writev(s, iov, cnt, dl) AW__AT((aw_stream_writev)((s), (iov), (cnt), (dl)))
+#define aw_stream_sendfile(s, fd, off, n, dl) AW__AT((aw_stream_sendfile)((s), (fd), (off), (n), (dl)))
 #define aw_stream_drain(s, dl) AW__AT((aw_stream_drain)((s), (dl)))
 #define aw_stream_shutdown(s, dl) AW__AT((aw_stream_shutdown)((s), (dl)))
 #define aw_stream_close(s, dl) AW__AT((aw_stream_close)((s), (dl)))

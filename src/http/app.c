@@ -69,6 +69,7 @@ void aw_app_free(aw_app *app)
 	aw__app_mw_free(app);
 	aw__router_free(&app->router);
 	aw__app_debug_free(app->debug);
+	aw__static_free_all(app);
 	aw__app_health_free(app);
 	aw__ws_routes_free(app->ws_routes);
 	aw__http_spec_routes_free(app);

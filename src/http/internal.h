@@ -356,6 +356,17 @@ int aw__http_queue_response(aw_http_conn *c, int status, const char *ctype, size
 			    const void *body, size_t len);
 /* A rejection or error response with a JSON {"detail": msg}. */
 int aw__http_queue_error(aw_http_conn *c, int status, const char *detail, const char *allow);
+/* Queue only the head of a response whose body of `len` bytes the caller
+ * writes itself after it (static files: appended to c->out, or sent with
+ * aw_stream_sendfile after aw__http_flush). Marks the response sent. */
+int aw__http_queue_head(aw_http_conn *c, int status, const char *ctype, uint64_t len);
+/* Open `rel` under the directory rootfd (the path `root`), confined to it:
+ * openat2 RESOLVE_BENEATH, or where it is missing (then *no_openat2 is set)
+ * openat and a check of the opened file's real path. -1 with errno
+ * (EXDEV or ELOOP: a step out of root). Blocking: call off the loop. */
+int aw__http_open_under(int rootfd, const char *rel, const char *root, bool *no_openat2);
+/* mime.c: the content type for a file name by its extension. */
+const char *aw__http_mime_type(const char *path, size_t len);
 /* Write c->out to the stream. */
 int aw__http_flush(aw_http_conn *c);
 const char *aw__http_reason(int status);
@@ -384,6 +395,7 @@ struct aw_app {
 	int nworkers;               /* workers under aw_app_run (0: one process) */
 	int supervisor;             /* the supervisor's pid (workers) */
 	struct aw_app_debug *debug; /* aw_app_debug_page (debug.c); NULL: off */
+	struct aw_static_mount *statics; /* aw_app_static (static.c), freed with the app */
 	/* health.c: readiness checks; draining: a shutdown began */
 	struct aw_ready_check { char *name; aw_app_ready_fn fn; void *arg; } *checks;
 	size_t nchecks;
@@ -447,6 +459,11 @@ void aw__http_request_id_make(char *out);   /* 16 hex digits + NUL */
 bool aw__http_request_id_ok(aw_str v);
 void aw__http_request_id_set(aw_http_conn *c, const char *id, size_t len);
 FILE *aw__app_log(const aw_app *app);
+/* static.c: static directories. */
+typedef struct aw_static_mount aw_static_mount;
+void aw__static_free_all(aw_app *app);
+/* A route of a static mount (left out of the OpenAPI document). */
+bool aw__http_is_static_route(const aw_route *r);
 /* schema.c: a route added with a spec is registered with
  * aw__http_spec_handler and one of these as its ud. */
 struct aw_route_spec;

@@ -222,8 +222,8 @@ static json_t *schema_json(build *b, const aw_schema *s)
 static void collect(const aw_route *r, void *arg)
 {
 	rtlist *l = arg;
-	if (r->method[0] == '*' || r->fn == doc_handler || r->fn == page_handler)
-		return;
+	if (r->method[0] == '*' || r->fn == doc_handler || r->fn == page_handler || aw__http_is_static_route(r))
+		return;   /* static directories are not API operations (FastAPI leaves mounts out too) */
 	if (l->n == l->cap) {
 		size_t cap = l->cap ? 2 * l->cap : 16;
 		rt *v = realloc(l->v, cap * sizeof *v);
@@ -337,10 +337,20 @@ static char *build_doc(aw_app *app)
 		      "properties", "detail", "type", "array", "items", "$ref", "#/components/schemas/ValidationError"));
 	json_t *paths = json_object();
 	for (size_t i = 0; i < l.n; i++) {
-		json_t *item = json_object_get(paths, l.v[i].route->path);
+		/* A rest-of-the-path segment {name...} is {name} to OpenAPI,
+		 * whose templates have no multi-segment form. */
+		char key[1024];
+		size_t kn = 0;
+		for (const char *p = l.v[i].route->path; *p && kn < sizeof key - 1; p++) {
+			if (p[0] == '.' && strncmp(p, "...}", 4) == 0 && !p[4])
+				p += 3;
+			key[kn++] = *p;
+		}
+		key[kn] = 0;
+		json_t *item = json_object_get(paths, key);
 		if (!item) {
 			item = json_object();
-			set(paths, l.v[i].route->path, item);
+			set(paths, key, item);
 		}
 		char m[40];
 		size_t k = 0;

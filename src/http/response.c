@@ -227,6 +227,19 @@ static int put_head(aw_http_conn *c, int status, const char *ctype, size_t ctype
 	return 0;
 }
 
+int aw__http_queue_head(aw_http_conn *c, int status, const char *ctype, uint64_t len)
+{
+	if (c->h2) {
+		c->res.sent = true;
+		return aw__h2_head(c, status, ctype, true, len, !c->req.is_head && status_has_body(status) && len);
+	}
+	int rc = put_head(c, status, ctype, ctype ? strlen(ctype) : 0, FRAME_LENGTH, len);
+	if (rc)
+		return rc;
+	c->res.sent = true;
+	return 0;
+}
+
 static aw_time send_deadline(aw_http_conn *c)
 {
 	return aw__http_after(c->lim->send_idle);
@@ -523,21 +536,7 @@ int aw_http_stream(aw_http_response *res, int status, const char *content_type, 
 
 static const char *guess_type(const char *path)
 {
-	static const struct { const char *ext, *type; } types[] = {
-		{ ".html", "text/html; charset=utf-8" }, { ".htm", "text/html; charset=utf-8" },
-		{ ".txt", "text/plain; charset=utf-8" }, { ".css", "text/css; charset=utf-8" },
-		{ ".js", "text/javascript; charset=utf-8" }, { ".json", "application/json" },
-		{ ".svg", "image/svg+xml" }, { ".png", "image/png" }, { ".jpg", "image/jpeg" },
-		{ ".jpeg", "image/jpeg" }, { ".gif", "image/gif" }, { ".webp", "image/webp" },
-		{ ".ico", "image/vnd.microsoft.icon" }, { ".pdf", "application/pdf" },
-		{ ".wasm", "application/wasm" }, { ".xml", "application/xml" },
-	};
-	const char *dot = strrchr(path, '.');
-	if (dot && !strchr(dot, '/'))
-		for (size_t i = 0; i < sizeof types / sizeof types[0]; i++)
-			if (strcasecmp(dot, types[i].ext) == 0)
-				return types[i].type;
-	return "application/octet-stream";
+	return aw__http_mime_type(path, strlen(path));
 }
 
 typedef struct stat_job {
@@ -674,7 +673,7 @@ static int open_checked(int rootfd, const char *rel, char *rootreal, size_t root
 	return fd;
 }
 
-static int open_under(int rootfd, const char *rel, const char *root, bool *no_openat2)
+int aw__http_open_under(int rootfd, const char *rel, const char *root, bool *no_openat2)
 {
 	if (!*no_openat2) {
 		int fd = open_beneath(rootfd, rel);
@@ -714,7 +713,7 @@ static int confined_open_in_thread(void *arg)
 	}
 	bool no_openat2 = false;
 	snprintf(j->path, sizeof j->path, "%s", *j->rel ? j->rel : ".");
-	int fd = open_under(rootfd, j->path, j->root, &no_openat2);
+	int fd = aw__http_open_under(rootfd, j->path, j->root, &no_openat2);
 	if (fd >= 0 && fstat(fd, &j->st) == 0 && S_ISDIR(j->st.st_mode)) {
 		/* A directory: its index.html (resolved from the root again). */
 		close(fd);
@@ -726,7 +725,7 @@ static int confined_open_in_thread(void *arg)
 			fd = -1;
 		} else {
 			memcpy(j->path + n, "/index.html", sizeof "/index.html");
-			fd = open_under(rootfd, j->path, j->root, &no_openat2);
+			fd = aw__http_open_under(rootfd, j->path, j->root, &no_openat2);
 		}
 	}
 	int e = errno;

@@ -7,7 +7,11 @@
  * matches only for other methods is a 405 with Allow; none is a 404.
  *
  * Segments are compared after percent-decoding, each on its own: "%2F"
- * stays inside its segment (it is never a separator).
+ * stays inside its segment (it is never a separator). A last segment
+ * {name...} takes the rest of the path (one segment or more, the empty one
+ * after a trailing '/' included), its decoded segments joined with '/'
+ * (static directories mount on it); it is tried after the literal and
+ * parameter children, so "/static/app.js" can have a route of its own.
  */
 #include "internal.h"
 
@@ -22,6 +26,7 @@ struct aw_rnode {
 	aw_rnode *children;     /* literal children */
 	aw_rnode *sibling;
 	aw_rnode *param;        /* the {name} child */
+	aw_rnode *rest;         /* the {name...} child (the rest of the path) */
 	aw_route *routes;       /* handlers at this node, one per method */
 };
 
@@ -59,6 +64,7 @@ static void node_free(aw_rnode *n)
 		aw_rnode *next = n->sibling;
 		node_free(n->children);
 		node_free(n->param);
+		node_free(n->rest);
 		for (aw_route *r = n->routes; r;) {
 			aw_route *rn = r->next;
 			for (unsigned i = 0; i < r->nnames; i++)
@@ -144,8 +150,12 @@ int aw__router_add(aw_router *r, const char *method, const char *path, aw_http_h
 			return aw_raise(-EINVAL, "aw_app_route: '%s' has more than %d segments", path, MAX_SEGMENTS);
 		}
 		bool param = n >= 2 && s[0] == '{' && s[n - 1] == '}';
+		bool rest = param && n >= 5 && memcmp(s + n - 4, "...}", 4) == 0;
+		size_t nmlen = rest ? n - 5 : n - 2;
 		const char *bad = NULL;
-		if (param && !name_ok(s + 1, n - 2))
+		if (rest && e)
+			bad = "{name...} takes the rest of the path: it must be the last segment";
+		else if (param && !name_ok(s + 1, nmlen))
 			bad = "a parameter name is letters, digits and '_'";
 		else if (param && route->nnames >= AW_HTTP_MAX_PARAMS)
 			bad = "too many parameters";
@@ -164,7 +174,7 @@ int aw__router_add(aw_router *r, const char *method, const char *path, aw_http_h
 		}
 		aw_rnode *next;
 		if (param) {
-			char *nm = aw__strndup(s + 1, n - 2);
+			char *nm = aw__strndup(s + 1, nmlen);
 			if (!nm)
 				goto oom;
 			for (unsigned i = 0; i < route->nnames; i++)
@@ -179,9 +189,10 @@ int aw__router_add(aw_router *r, const char *method, const char *path, aw_http_h
 					return rc;
 				}
 			route->names[route->nnames++] = nm;
-			if (!node->param && !(node->param = aw__calloc(1, sizeof *node->param)))
+			aw_rnode **child = rest ? &node->rest : &node->param;
+			if (!*child && !(*child = aw__calloc(1, sizeof **child)))
 				goto oom;
-			next = node->param;
+			next = *child;
 		} else {
 			for (next = node->children; next; next = next->sibling)
 				if (next->seglen == n && memcmp(next->seg, s, n) == 0)
@@ -237,6 +248,8 @@ typedef struct match_ctx {
 	aw_str segs[MAX_SEGMENTS];
 	size_t nseg;
 	aw_str vals[AW_HTTP_MAX_PARAMS];
+	size_t rest_at;         /* the first segment of a {name...} value */
+	int rest_val;           /* which value it is (-1: none) */
 	const aw_route *found;
 	char *allow;
 	size_t allow_len, allow_used;
@@ -284,24 +297,28 @@ static const aw_route *pick(match_ctx *m, const aw_rnode *node)
 	return any;
 }
 
+static bool at_end(match_ctx *m, const aw_rnode *node)
+{
+	if (!node->routes)
+		return false;
+	m->path_matched = true;
+	const aw_route *r = pick(m, node);
+	if (r) {
+		m->found = r;
+		return true;
+	}
+	for (const aw_route *x = node->routes; x; x = x->next) {
+		allow_add(m, x->method);
+		if (strcmp(x->method, "GET") == 0)
+			allow_add(m, "HEAD");
+	}
+	return false;
+}
+
 static bool walk(match_ctx *m, const aw_rnode *node, size_t i, unsigned nvals)
 {
-	if (i == m->nseg) {
-		if (!node->routes)
-			return false;
-		m->path_matched = true;
-		const aw_route *r = pick(m, node);
-		if (r) {
-			m->found = r;
-			return true;
-		}
-		for (const aw_route *x = node->routes; x; x = x->next) {
-			allow_add(m, x->method);
-			if (strcmp(x->method, "GET") == 0)
-				allow_add(m, "HEAD");
-		}
-		return false;
-	}
+	if (i == m->nseg)
+		return at_end(m, node);
 	const aw_str *s = &m->segs[i];
 	for (const aw_rnode *ch = node->children; ch; ch = ch->sibling)
 		if (ch->seglen == s->len && memcmp(ch->seg, s->p, s->len) == 0 && walk(m, ch, i + 1, nvals))
@@ -310,6 +327,13 @@ static bool walk(match_ctx *m, const aw_rnode *node, size_t i, unsigned nvals)
 		m->vals[nvals] = *s;
 		if (walk(m, node->param, i + 1, nvals + 1))
 			return true;
+	}
+	if (node->rest && nvals < AW_HTTP_MAX_PARAMS) {
+		m->rest_at = i;
+		m->rest_val = (int)nvals;
+		if (at_end(m, node->rest))
+			return true;
+		m->rest_val = -1;
 	}
 	return false;
 }
@@ -323,6 +347,7 @@ int aw__router_match(const aw_router *r, aw_http_request *req, char *allow, size
 	m.is_head = req->is_head;
 	m.nseg = 0;
 	m.found = NULL;
+	m.rest_val = -1;
 	m.allow = allow;
 	m.allow_len = allow_len;
 	m.allow_used = 0;
@@ -362,6 +387,23 @@ int aw__router_match(const aw_router *r, aw_http_request *req, char *allow, size
 	const aw_route *route = m.found;
 	req->route = route;
 	req->nparams = route->nnames;
+	if (m.rest_val >= 0) {
+		/* The rest of the path: its decoded segments joined by '/'. */
+		size_t n = 0;
+		for (size_t i = m.rest_at; i < m.nseg; i++)
+			n += m.segs[i].len + 1;
+		char *v = aw__arena_alloc(&c->arena, n + 1), *o = v;
+		if (!v)
+			return 503;
+		for (size_t i = m.rest_at; i < m.nseg; i++) {
+			if (i > m.rest_at)
+				*o++ = '/';
+			memcpy(o, m.segs[i].p, m.segs[i].len);
+			o += m.segs[i].len;
+		}
+		*o = 0;
+		m.vals[m.rest_val] = (aw_str){ v, (size_t)(o - v) };
+	}
 	for (unsigned i = 0; i < route->nnames; i++) {
 		char *v = aw__arena_strndup(&c->arena, m.vals[i].p, m.vals[i].len);
 		if (!v)
@@ -378,6 +420,7 @@ static void each_node(const aw_rnode *n, void (*fn)(const aw_route *, void *), v
 			fn(r, arg);
 		each_node(n->children, fn, arg);
 		each_node(n->param, fn, arg);
+		each_node(n->rest, fn, arg);
 	}
 }
 

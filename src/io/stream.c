@@ -19,6 +19,7 @@
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/sendfile.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -305,6 +306,90 @@ int (aw_stream_write)(aw_stream *s, const void *buf, size_t n, aw_time deadline)
 {
 	struct iovec iov = { .iov_base = (void *)buf, .iov_len = n };
 	return (aw_stream_writev)(s, &iov, 1, deadline);
+}
+
+/* ---- file bodies ------------------------------------------------------------- */
+
+/* Without sendfile (TLS, or a file system or fd that refuses it): read off
+ * the loop in 64 KiB pieces and write them. */
+static ssize_t copy_file(aw_stream *s, int fd, off_t off, size_t n, aw_time deadline, size_t done)
+{
+	size_t piece = n - done < 64 * 1024 ? n - done : 64 * 1024;
+	char *buf = aw__malloc(piece);
+	if (!buf)
+		return aw_raise(-ENOMEM, "aw_stream_sendfile: no memory for a %zu-byte buffer", piece);
+	ssize_t rc = 0;
+	while (done < n) {
+		size_t want = n - done < piece ? n - done : piece;
+		ssize_t r = (aw_file_pread)(fd, buf, want, off + (off_t)done);
+		if (r < 0) {
+			rc = r;
+			break;
+		}
+		if (r == 0)
+			break;   /* the file ended: short count */
+		int w = (aw_stream_write)(s, buf, (size_t)r, deadline);
+		if (w) {
+			rc = w;
+			break;
+		}
+		done += (size_t)r;
+	}
+	free(buf);
+	return rc < 0 ? rc : (ssize_t)done;
+}
+
+ssize_t (aw_stream_sendfile)(aw_stream *s, int fd, off_t off, size_t n, aw_time deadline)
+{
+	if (fd < 0 || off < 0)
+		return aw_raise(-EINVAL, "aw_stream_sendfile: bad fd %d or offset %jd", fd, (intmax_t)off);
+	if (s->werror)
+		return broken(s);
+	if (s->wshut)
+		return aw_raise(-EPIPE, "stream fd %d: write after shutdown", s->fd);
+	/* What was written before goes first. */
+	int rc = (aw_stream_drain)(s, deadline);
+	if (rc)
+		return rc;
+	if (s->ssl)
+		return copy_file(s, fd, off, n, deadline, 0);
+	size_t done = 0;
+	while (done < n) {
+		off_t pos = off + (off_t)done;
+		size_t want = n - done < (size_t)1 << 30 ? n - done : (size_t)1 << 30;
+		ssize_t r = sendfile(s->fd, fd, &pos, want);
+		if (r > 0) {
+			done += (size_t)r;
+			continue;
+		}
+		if (r == 0)
+			break;   /* the file ended */
+		if (errno == EINTR)
+			continue;
+		if (errno == EAGAIN) {
+			rc = (aw_fd_wait)(s->fd, AW_WRITABLE, deadline);
+			if (rc == -ETIMEDOUT && done && aw_now() >= deadline) {
+				/* Our deadline, after progress: a short count, as
+				 * write(2). (A scope around the call that expired
+				 * earlier is not ours to absorb: it goes on.) */
+				aw_error_clear();
+				break;
+			}
+			if (rc == -ETIMEDOUT)
+				return write_timeout(s, n - done);
+			if (rc)
+				return rc;
+			continue;
+		}
+		if ((errno == EINVAL || errno == ENOSYS || errno == EOPNOTSUPP) && done == 0)
+			return copy_file(s, fd, off, n, deadline, 0);   /* this pair cannot sendfile */
+		if (errno == EPIPE || errno == ECONNRESET || errno == ENOTCONN) {
+			s->werror = -errno;
+			return aw_raise(-errno, "sendfile to fd %d: %m", s->fd);
+		}
+		return aw_raise(-errno, "sendfile from fd %d to fd %d: %m", fd, s->fd);
+	}
+	return (ssize_t)done;
 }
 
 /* ---- reading --------------------------------------------------------------- */

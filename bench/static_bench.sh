@@ -1,0 +1,251 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
+# Static files over loopback: awith's examples/static_server (aw_app_static)
+# against nginx-light serving the same directory, a 4 KiB and a 1 MiB file,
+# measured with wrk in one run on this machine.
+#
+#   bash bench/static_bench.sh            # 3 rounds of 5 s per server and file
+#   bash bench/static_bench.sh --quick    # 1 round of 2 s
+#
+# Steps:
+#   1. installs missing Debian packages (scripts/test.sh's list plus wrk and
+#      nginx-light);
+#   2. configures and builds the release build in build-bench/ (as
+#      bench/http_bench.sh does; static_server is an example);
+#   3. writes small.bin (4 KiB) and large.bin (1 MiB) of random bytes into
+#      a directory both servers serve from its root;
+#   4. for each round, for each file, for each server in turn: start it on
+#      a free port on 127.0.0.1 with one worker, check the file arrives
+#      whole (curl, cmp), warm up 1 s, run wrk (keep-alive, 1 thread, 64
+#      connections, --latency) and stop it;
+#   5. prints requests/s, p99 latency, transfer rate and the server's CPU
+#      time per request (user + system from /proc around the wrk run) per
+#      server and file, each the median over the rounds, with awith ÷ nginx
+#      ratios; the table is also written as markdown to
+#      build-bench/static_bench.md.
+#
+# nginx runs as a static site usually does: sendfile on, tcp_nopush on,
+# access log off, no open_file_cache (awith opens the file per request
+# too: every request sees the file as it is now). Both send the ETag and
+# Last-Modified. On a machine with 2 or more cores the server is pinned to
+# CPU 0 and wrk to CPU 1 (taskset). Only 127.0.0.1 is used.
+#
+# Exit status: 0 when every run worked, 1 if the build, a server or a wrk
+# run failed.
+set -uo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.." || exit 1
+source scripts/test.sh   # PACKAGES, ensure_packages, setup_build
+PACKAGES+=(wrk nginx-light)
+
+PY=/usr/bin/python3
+BUILD=build-bench
+CONNS=64
+rounds=3 seconds=5
+for arg in "$@"; do
+    case $arg in
+        --quick) rounds=1 seconds=2 ;;
+        -h | --help) sed -n '2,9p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        *) echo "bench/static_bench.sh: unknown argument '$arg' (try --help)" >&2; exit 2 ;;
+    esac
+done
+
+ensure_packages || { echo "package installation failed" >&2; exit 1; }
+CC=gcc setup_build "$BUILD" --buildtype=release -Dtests=false -Dexamples=true -Dbench=true ||
+    { echo "BUILD FAILED: $BUILD" >&2; exit 1; }
+
+results=$(pwd)/$BUILD/static-results
+rm -rf "$results"
+mkdir -p "$results/www"
+WWW=$(cd "$results/www" && pwd)
+head -c 4096 /dev/urandom >"$WWW/small.bin"
+head -c 1048576 /dev/urandom >"$WWW/large.bin"
+FILES=(small.bin large.bin)
+declare -A FLABEL=([small.bin]="4 KiB" [large.bin]="1 MiB")
+
+pin_server=() pin_wrk=() pinned="not pinned (1 core)"
+if (($(nproc) >= 2)) && command -v taskset >/dev/null; then
+    pin_server=(taskset -c 0) pin_wrk=(taskset -c 1)
+    pinned="server on CPU 0, wrk on CPU 1 (taskset)"
+fi
+
+free_port() {
+    "$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+nginx_conf() { # PORT DIR
+    cat >"$2/nginx.conf" <<EOF
+worker_processes 1;
+daemon off;
+error_log $2/nginx-error.log;
+pid $2/nginx.pid;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  keepalive_requests 1000000;
+  keepalive_timeout 65;
+  sendfile on;
+  tcp_nopush on;
+  default_type application/octet-stream;
+  server {
+    listen 127.0.0.1:$1;
+    root $WWW;
+  }
+}
+EOF
+}
+
+SERVERS=(awith nginx)
+declare -A LABEL=([awith]="awith (examples/static_server)" [nginx]="nginx-light")
+
+server_cmd() { # NAME PORT DIR -> sets CMD
+    case $1 in
+        awith) CMD=("$BUILD/examples/static_server" --dir "$WWW" --port "$2") ;;
+        nginx) nginx_conf "$2" "$3"; CMD=(nginx -c "$3/nginx.conf" -p "$3" -e "$3/nginx-error.log") ;;
+    esac
+}
+
+wait_whole() { # PORT FILE
+    local i
+    for ((i = 0; i < 200; i++)); do
+        if curl -s --max-time 2 -o "$results/check.bin" "http://127.0.0.1:$1/$2" 2>/dev/null &&
+            cmp -s "$results/check.bin" "$WWW/$2"; then
+            return 0
+        fi
+        sleep 0.05
+    done
+    return 1
+}
+
+cpu_ticks() {
+    local p t=0 f
+    for p in "$1" $(pgrep -P "$1"); do
+        f=$(cat "/proc/$p/stat" 2>/dev/null) || continue
+        f=${f##*) }
+        read -r -a a <<<"$f"
+        t=$((t + a[11] + a[12]))
+    done
+    echo "$t"
+}
+
+failed=()
+run() { # NAME FILE ROUND
+    local name=$1 file=$2 round=$3 dir="$results/$1-$2" port pid
+    mkdir -p "$dir"
+    port=$(free_port)
+    server_cmd "$name" "$port" "$dir"
+    "${pin_server[@]}" "${CMD[@]}" >"$dir/server.log" 2>&1 &
+    pid=$!
+    if ! wait_whole "$port" "$file"; then
+        echo "== $name: $file did not arrive whole on port $port; log:"
+        tail -n 20 "$dir/server.log"
+        kill -TERM "$pid" 2>/dev/null
+        wait "$pid" 2>/dev/null
+        failed+=("$name/$file")
+        return 1
+    fi
+    local url="http://127.0.0.1:$port/$file"
+    "${pin_wrk[@]}" wrk -t1 -c"$CONNS" -d1s "$url" >/dev/null 2>&1
+    local t0 t1
+    t0=$(cpu_ticks "$pid")
+    if ! "${pin_wrk[@]}" wrk -t1 -c"$CONNS" -d"${seconds}s" --latency "$url" >"$dir/wrk-$round.txt" 2>&1; then
+        echo "== $name $file: wrk failed"
+        failed+=("$name/$file")
+    fi
+    t1=$(cpu_ticks "$pid")
+    echo "$((t1 - t0)) $(getconf CLK_TCK)" >"$dir/cpu-$round.txt"
+    kill -TERM "$pid" 2>/dev/null
+    wait "$pid" 2>/dev/null
+    local rps p99 total us errs
+    rps=$(awk '/^Requests\/sec:/ {print $2}' "$dir/wrk-$round.txt")
+    p99=$(awk '$1 == "99%" {print $2}' "$dir/wrk-$round.txt")
+    total=$(awk '/requests in/ {print $1}' "$dir/wrk-$round.txt")
+    errs=$(awk '/Non-2xx|Socket errors/' "$dir/wrk-$round.txt")
+    us=$(awk -v t="$((t1 - t0))" -v hz="$(getconf CLK_TCK)" -v n="${total:-0}" \
+        'BEGIN { if (n > 0) printf "%.1f", t / hz * 1e6 / n; else print "?" }')
+    printf '   %-6s %-32s %12s req/s   p99 %-9s cpu %6s us/req %s\n' "${FLABEL[$file]}" "${LABEL[$name]}" \
+        "${rps:-?}" "${p99:-?}" "$us" "$errs"
+}
+
+echo "== $rounds round(s) of ${seconds} s per server and file, wrk -t1 -c$CONNS, $pinned"
+for ((r = 1; r <= rounds; r++)); do
+    echo "== round $r"
+    for file in "${FILES[@]}"; do
+        for name in "${SERVERS[@]}"; do
+            run "$name" "$file" "$r"
+        done
+    done
+done
+
+"$PY" - "$results" "$rounds" "$seconds" "$CONNS" "$pinned" "$(nproc)" <<'EOF'
+import re, statistics, sys
+results, rounds, seconds, conns, pinned, ncpu = sys.argv[1:7]
+files = [("small.bin", "4 KiB"), ("large.bin", "1 MiB")]
+servers = [("awith", "awith (examples/static_server)"), ("nginx", "nginx-light")]
+
+def ms(v):
+    m = re.match(r"([\d.]+)(us|ms|s)$", v)
+    return float(m[1]) * {"us": 1e-3, "ms": 1.0, "s": 1e3}[m[2]] if m else None
+
+def mbps(v):
+    m = re.match(r"([\d.]+)(B|KB|MB|GB)$", v)
+    return float(m[1]) * {"B": 1 / 2**20, "KB": 1 / 1024, "MB": 1.0, "GB": 1024.0}[m[2]] if m else None
+
+data = {}
+for f, _ in files:
+    for s, _ in servers:
+        rps, p99, us, tr = [], [], [], []
+        for r in range(1, int(rounds) + 1):
+            try:
+                text = open(f"{results}/{s}-{f}/wrk-{r}.txt").read()
+            except OSError:
+                continue
+            a = re.search(r"^Requests/sec:\s+([\d.]+)", text, re.M)
+            b = re.search(r"^\s+99%\s+(\S+)", text, re.M)
+            n = re.search(r"^\s*(\d+) requests in", text, re.M)
+            t = re.search(r"^Transfer/sec:\s+(\S+)", text, re.M)
+            if a and b and ms(b[1]) is not None:
+                rps.append(float(a[1]))
+                p99.append(ms(b[1]))
+            if t and mbps(t[1]) is not None:
+                tr.append(mbps(t[1]))
+            try:
+                ticks, hz = open(f"{results}/{s}-{f}/cpu-{r}.txt").read().split()
+                if n and int(n[1]) > 0:
+                    us.append(int(ticks) / int(hz) * 1e6 / int(n[1]))
+            except (OSError, ValueError):
+                pass
+        med = lambda v: statistics.median(v) if v else None
+        data[f, s] = (med(rps), med(p99), med(us), med(tr))
+
+rows = ["| file | server | requests/s | p99 latency | MiB/s | server CPU per request | awith ÷ nginx (requests/s) | awith ÷ nginx (CPU per request) |",
+        "|---|---|---:|---:|---:|---:|---:|---:|"]
+for f, fl in files:
+    a = data[f, "awith"]
+    for s, sl in servers:
+        rps, p99, us, tr = data[f, s]
+        if rps is None:
+            rows.append(f"| {fl} | {sl} | failed | | | | | |")
+            continue
+        ratio = cratio = ""
+        if s == "nginx" and a[0]:
+            ratio = f"{a[0] / rps:.2f}×"
+            if a[2] and us:
+                cratio = f"{a[2] / us:.2f}×"
+        c = f"{us:.1f} µs" if us else "?"
+        t = f"{tr:,.0f}" if tr else "?"
+        rows.append(f"| {fl} | {sl} | {rps:,.0f} | {p99:.2f} ms | {t} | {c} | {ratio} | {cratio} |")
+
+md = ["# Static files: awith vs nginx", "",
+      f"GET of a 4 KiB and a 1 MiB file over 127.0.0.1, keep-alive, one worker each; wrk -t1 -c{conns}, "
+      f"{seconds} s per run after a 1 s warm-up, median of {rounds} round(s), servers taking turns; "
+      f"nproc {ncpu}, {pinned}.", "", *rows, ""]
+open(f"{results}/../static_bench.md", "w").write("\n".join(md))
+print()
+print("\n".join(rows))
+print("\n(written to build-bench/static_bench.md)")
+EOF
+
+if ((${#failed[@]})); then
+    echo "FAILED: ${failed[*]}"
+    exit 1
+fi
