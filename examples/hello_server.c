@@ -24,6 +24,13 @@
  *     $ curl -s http://127.0.0.1:8000/
  *     {"message":"Hello, World!"}
  *
+ * The same port speaks HTTP/2 to a client that opens with its preface
+ * (h2c with prior knowledge):
+ *
+ *     $ curl -s --http2-prior-knowledge http://127.0.0.1:8000/
+ *     {"message":"Hello, World!"}
+ *     $ h2load -n 10000 -c 10 -m 10 http://127.0.0.1:8000/
+ *
  * With --metrics /metrics (or AWITH_METRICS=/metrics) it also serves
  * Prometheus metrics there (docs/observability.md). With --middleware
  * every request goes through the stack of awith/middleware.h that

@@ -23,6 +23,7 @@ PACKAGES=(meson ninja-build pkg-config gcc g++ clang libclang-rt-14-dev valgrind
     gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user
           libssl-dev openssl
           node-llhttp libjansson-dev zlib1g-dev curl
+          libnghttp2-dev nghttp2-client h2o
           libcurl4-openssl-dev nginx-light
           postgresql postgresql-client libpq-dev locales
           man-db groff-base binutils

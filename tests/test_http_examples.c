@@ -33,6 +33,21 @@ AW_TEST(hello_server)
 	CHECK(strstr(p.err, "Interrupt: shutting down") != NULL);
 }
 
+AW_TEST(hello_server_speaks_http2_with_prior_knowledge)
+{
+	int port = free_port();
+	char ps[16], url[64];
+	snprintf(ps, sizeof ps, "%d", port);
+	snprintf(url, sizeof url, "http://127.0.0.1:%d/", port);
+	const char *argv[] = { EX("hello_server"), "--port", ps, NULL };
+	proc p;
+	CHECK_EQ(proc_start(&p, argv), 0);
+	CHECK(wait_listening(port, 5000));
+	CHECK_EQ(run_curl(out, sizeof out, "-sS", "--http2-prior-knowledge", "-w", " %{http_version}", url, NULL), 0);
+	CHECK_STR(out, "{\"message\":\"Hello, World!\"} 2");
+	CHECK_EQ(proc_wait(&p, SIGTERM), 0);
+}
+
 AW_TEST(hello_server_usage)
 {
 	const char *argv[] = { EX("hello_server"), "--port", "nope", NULL };

@@ -307,6 +307,55 @@ typedef struct aw_http_limits {
 	aw_time drain_delay;
 } aw_http_limits;
 
+/* HTTP/2 (RFC 9113) on Debian's libnghttp2: the same routes, handlers,
+ * dependencies, limits (aw_http_limits: header bytes and count, body
+ * bytes, body_idle, send_idle, request_deadline) and access log as
+ * HTTP/1.1 ("HTTP/2.0" in its proto field). Spoken over cleartext when a
+ * client opens with the HTTP/2 preface (h2c with prior knowledge: curl
+ * --http2-prior-knowledge, h2load, nghttp), and over TLS when ALPN picks
+ * "h2". Each stream is served by its own task, so a slow stream never
+ * blocks the others; request bodies reach the handler under flow control
+ * (the stream's window is given back as aw_http_body_read consumes), and
+ * a response body's writes wait while the client's window is closed. A
+ * stream the client resets (RST_STREAM) cancels its handler as a client
+ * that goes away does (499 in the access log). A request may end with
+ * trailers (read and dropped). Shutdown sends GOAWAY: streams already
+ * open finish, new ones are refused, within shutdown_grace.
+ * Limits (defaults in brackets; 0 when set means the default):
+ *   max_concurrent_streams  open streams per connection [100]
+ *                           (SETTINGS_MAX_CONCURRENT_STREAMS); streams
+ *                           reset while their handler still runs count
+ *                           too: beyond it the connection stops reading
+ *                           until a handler ends
+ *   max_header_list         decoded header list per request, RFC 9113's
+ *                           size (name + value + 32 per field) [32 KiB];
+ *                           beyond: 431 (the HTTP/1.1 header_bytes and
+ *                           header_count limits apply as well)
+ *   initial_window          per-stream receive window [64 KiB]: what a
+ *                           client may send ahead of the handler's reads
+ *   connection_window       the connection's receive window [1 MiB]
+ *   max_resets, reset_window  rapid reset (CVE-2023-44487): more than
+ *                           max_resets streams reset by the client within
+ *                           reset_window [200 per 1 s] ends the connection
+ *                           with GOAWAY ENHANCE_YOUR_CALM
+ * Fixed: SETTINGS frames with more than 32 entries, more than 1000
+ * queued control-frame acknowledgements (SETTINGS/PING floods) and more
+ * than 8 CONTINUATION frames per header block end the connection
+ * (nghttp2's bounds); an idle connection (no stream open) is closed with
+ * GOAWAY after keepalive_idle. */
+typedef struct aw_http2_opts {
+	bool enabled;                     /* default true; false: the preface gets 505 */
+	uint32_t max_concurrent_streams;
+	uint32_t max_header_list;
+	uint32_t initial_window;
+	uint32_t connection_window;
+	uint32_t max_resets;
+	aw_time reset_window;
+} aw_http2_opts;
+
+/* The app's HTTP/2 options (change before serving); NULL for a NULL app. */
+aw_http2_opts *aw_app_http2(aw_app *app);
+
 /* A new app in *out (free it with aw_app_free). -ENOMEM (raised). Needs no
  * task: call it from main. */
 int aw_app_new(aw_app **out, const char *name) AW_MUST_USE;

@@ -53,6 +53,7 @@ int aw_app_new(aw_app **out, const char *name)
 		.max_connections = 10000,
 		.max_connections_per_client = 0,
 	};
+	aw__http2_defaults(&app->h2);
 	app->worker = -1;
 	app->started_fd = -1;
 	app->ready_fd = -1;

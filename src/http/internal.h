@@ -289,6 +289,12 @@ struct aw_http_conn {
 	const char *request_id_header; /* the header that echoes it (NULL: X-Request-ID) */
 	int8_t peer_key_state;     /* peer_key: 0 not read yet, 1 set, -1 none (Unix socket) */
 	uint8_t peer_key[16];      /* the client's address, IPv4 mapped (rate limit) */
+
+	/* HTTP/2 (h2.c): h2 is set on a stream's own conn (its request and
+	 * response; the response functions emit frames instead of HTTP/1.1
+	 * bytes); h2c on the connection's conn while it speaks HTTP/2. */
+	struct aw_h2_stream *h2;
+	struct aw_h2 *h2c;
 	struct aw_ws *ws;          /* ws.c: the WebSocket this connection became (while its handler runs) */
 };
 
@@ -412,6 +418,7 @@ struct aw_app {
 	struct aw_ws_route *ws_routes; /* aw_app_ws (ws.c): the routes' options, freed with the app */
 	struct aw_http_spec_route *spec_routes; /* aw_app_route_spec (schema.c) */
 	struct aw_openapi *openapi; /* aw_app_openapi (openapi.c); NULL: off */
+	aw_http2_opts h2;           /* aw_app_http2 (h2.c) */
 };
 /* health.c */
 void aw__app_health_free(aw_app *app);
@@ -562,6 +569,37 @@ void aw__http_server_stop(aw_http_server *srv);
 void aw__http_conn_check_peer(aw_http_conn *c);
 /* Cancel the connections still busy now, without waiting for the grace. */
 void aw__http_server_hurry(aw_http_server *srv);
+
+/* A parsed request's bookkeeping around its dispatch, shared by HTTP/1.1
+ * (handle_request) and HTTP/2 streams (h2.c): begin takes the start time,
+ * the request id and the in-flight gauge; end writes the access record
+ * (proto "HTTP/2.0" for a stream), counts the metrics, ends the span and
+ * drops the request id. */
+void aw__http_request_begin(aw_http_conn *c);
+void aw__http_request_end(aw_http_conn *c);
+
+/* h2.c: HTTP/2. */
+void aw__http2_defaults(aw_http2_opts *o);
+static inline bool aw__http_h2_enabled(const aw_app *app) { return app->h2.enabled; }
+/* The client opened c with the HTTP/2 connection preface (h2c prior
+ * knowledge; still unread in c->s), or ALPN chose "h2": serve the
+ * connection as HTTP/2 until it ends. Returns when every stream's task has
+ * ended; the caller closes c->s. */
+void aw__http_h2_serve(aw_http_conn *c);
+/* Wake the connection's task (shutdown began: send GOAWAY now). */
+void aw__http_h2_kick(aw_http_conn *c);
+/* A stream's response (response.c calls these when c->h2 is set). */
+int aw__h2_respond(aw_http_conn *c, int status, const char *ctype, size_t ctype_len, const void *body, size_t len);
+/* The head of a streamed response: content length known or not;
+ * body_follows false ends the stream with the head. */
+int aw__h2_head(aw_http_conn *c, int status, const char *ctype, bool known, uint64_t len, bool body_follows);
+/* Waits: queue body bytes (DATA under the client's window). */
+int aw__h2_write(aw_http_conn *c, const void *p, size_t n);
+/* Waits until the queued body bytes have left. */
+int aw__h2_flush(aw_http_conn *c);
+/* The request body (server.c's aw_http_body / aw_http_body_read). */
+ssize_t aw__h2_body_read(aw_http_conn *c, void *buf, size_t n);
+int aw__h2_body_all(aw_http_conn *c);
 
 /* Log one line (with the app's name) and optionally an error. */
 void aw__http_log_error(const aw_app *app, const aw_error *e, const char *fmt, ...) AW_PRINTF(3, 4);

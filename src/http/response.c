@@ -167,7 +167,8 @@ static bool keep_alive(aw_http_conn *c)
 	return true;
 }
 
-enum { FRAME_LENGTH, FRAME_CHUNKED, FRAME_CLOSE };
+/* FRAME_H2: an HTTP/2 stream's DATA frames (h2.c frames the body). */
+enum { FRAME_LENGTH, FRAME_CHUNKED, FRAME_CLOSE, FRAME_H2 };
 
 /* Append the status line and headers to c->out. */
 static int put_head(aw_http_conn *c, int status, const char *ctype, size_t ctype_len, int framing, uint64_t len)
@@ -228,6 +229,10 @@ static int put_head(aw_http_conn *c, int status, const char *ctype, size_t ctype
 
 int aw__http_queue_head(aw_http_conn *c, int status, const char *ctype, uint64_t len)
 {
+	if (c->h2) {
+		c->res.sent = true;
+		return aw__h2_head(c, status, ctype, true, len, !c->req.is_head && status_has_body(status) && len);
+	}
 	int rc = put_head(c, status, ctype, ctype ? strlen(ctype) : 0, FRAME_LENGTH, len);
 	if (rc)
 		return rc;
@@ -242,6 +247,8 @@ static aw_time send_deadline(aw_http_conn *c)
 
 int aw__http_flush(aw_http_conn *c)
 {
+	if (c->h2)
+		return aw__h2_flush(c);
 	if (!c->out.len || !c->s)
 		return 0;
 	int rc = aw_stream_write(c->s, c->out.p, c->out.len, send_deadline(c));
@@ -276,6 +283,8 @@ int aw__http_queue_response(aw_http_conn *c, int status, const char *ctype, size
 {
 	if (c->res.hold)
 		return hold_response(c, status, ctype, ctype_len, body, len);
+	if (c->h2)
+		return aw__h2_respond(c, status, ctype, ctype_len, body, len);
 	int rc = put_head(c, status, ctype, ctype_len, FRAME_LENGTH, len);
 	if (rc)
 		return rc;
@@ -456,6 +465,14 @@ static int stream_head(aw_http_response *res, int status, const char *ctype, int
 		       uint64_t len)
 {
 	aw_http_conn *c = res->conn;
+	if (c->h2) {
+		*framing = FRAME_H2;
+		int rc = aw__h2_head(c, status, ctype, known, len, !c->req.is_head && status_has_body(status));
+		if (rc)
+			return rc;
+		res->sent = true;
+		return 0;
+	}
 	if (!c->s)
 		return aw_raise(-ENOTCONN, "streamed response without a connection");
 	*framing = known ? FRAME_LENGTH : c->req.minor == 0 ? FRAME_CLOSE : FRAME_CHUNKED;
@@ -472,6 +489,8 @@ static int stream_piece(aw_http_conn *c, int framing, const char *p, size_t n)
 	if (!n)
 		return 0;
 	c->res.body_bytes += n;
+	if (framing == FRAME_H2)
+		return aw__h2_write(c, p, n);
 	if (framing != FRAME_CHUNKED)
 		return aw_stream_write(c->s, p, n, send_deadline(c));
 	char hex[24];

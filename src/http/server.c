@@ -150,6 +150,14 @@ int aw_http_body(aw_http_request *req, const char **data, size_t *len)
 	if (rc)
 		return rc;
 	aw_http_conn *c = req->conn;
+	if (c->h2) {
+		rc = aw__h2_body_all(c);
+		if (rc)
+			return rc;
+		*data = req->body;
+		*len = req->body_len;
+		return 0;
+	}
 	c->sink = req->head_copy ? SINK_ACCUM : SINK_SPAN;
 	c->span_count = 0;
 	req->body_buf.len = 0;
@@ -188,6 +196,8 @@ ssize_t aw_http_body_read(aw_http_request *req, void *buf, size_t n)
 	if (!req->conn->s)
 		return aw_raise(-ENOTCONN, "aw_http_body_read: no connection");
 	aw_http_conn *c = req->conn;
+	if (c->h2)
+		return aw__h2_body_read(c, buf, n);
 	c->sink = SINK_COPY;
 	c->sink_buf = buf;
 	c->sink_len = 0;
@@ -519,7 +529,7 @@ static size_t put_quoted(char *o, size_t room, const char *s, size_t n)
 
 typedef struct access_entry {
 	aw_str method, target, referer, agent;
-	int minor;             /* -1: unknown */
+	int minor;             /* -1: unknown; 20: HTTP/2.0 */
 	int status;
 	size_t bytes;
 	aw_time started;
@@ -530,7 +540,9 @@ static void access_write(aw_app *app, const char *peer, const char *request_id, 
 {
 	double ms = a->started ? (double)(aw_now() - a->started) / 1e6 : 0;
 	char proto[24] = "";
-	if (a->minor >= 0)
+	if (a->minor == 20)
+		snprintf(proto, sizeof proto, "HTTP/2.0");
+	else if (a->minor >= 0)
 		snprintf(proto, sizeof proto, "HTTP/1.%d", a->minor);
 	aw_log_field f[] = {
 		AW_KV_STR("client", peer),
@@ -598,7 +610,7 @@ static void access_log(aw_http_conn *c)
 		.target = { r->base + r->target_off, r->target_len },
 		.referer = aw_http_header(r, "Referer"),
 		.agent = aw_http_header(r, "User-Agent"),
-		.minor = r->minor,
+		.minor = c->h2 ? 20 : r->minor,
 		.status = c->res.status,
 		.bytes = c->res.body_bytes,
 		.started = r->started,
@@ -637,9 +649,7 @@ static bool handle_request(aw_http_conn *c)
 	 * (no clock read; the request was readable by then: the time it
 	 * waited for its turn counts, as it should). The access log wants
 	 * the clock. */
-	r->started = c->app->access_log ? aw_now() : c->app->metrics ? aw_loop_now() : 0;
-	request_id_begin(c, r, (aw_str){ NULL, 0 });
-	aw__http_metrics_in_flight(c->app, 1);
+	aw__http_request_begin(c);
 	aw_stream_peek(c->s, &data, &len);
 	c->pos = r->head_len;
 	bool all_here = r->body_mode == AW_BODY_NONE ||
@@ -675,13 +685,26 @@ static bool handle_request(aw_http_conn *c)
 		aw_stream_consume(c->s, c->pos);
 		c->pos = 0;
 	}
+	aw__http_request_end(c);
+	return keep && !srv_draining(c);
+}
+
+void aw__http_request_begin(aw_http_conn *c)
+{
+	aw_http_request *r = &c->req;
+	r->started = c->app->access_log ? aw_now() : c->app->metrics ? aw_loop_now() : 0;
+	request_id_begin(c, r, (aw_str){ NULL, 0 });
+	aw__http_metrics_in_flight(c->app, 1);
+}
+
+void aw__http_request_end(aw_http_conn *c)
+{
 	if (c->app->access_log && c->res.status)
 		access_log(c);
 	aw__http_metrics_request_done(c);
 	aw__http_metrics_in_flight(c->app, -1);
 	aw__http_trace_end(c);   /* before the request id goes: the span's record carries it */
 	request_id_end(c);
-	return keep && !srv_draining(c);
 }
 
 static void serve_conn(aw_http_conn *c)
@@ -692,6 +715,18 @@ static void serve_conn(aw_http_conn *c)
 		int st = read_head(c);
 		if (st == 0)
 			break;
+		if (st == 505 && c->requests == 0 && aw__http_h2_enabled(c->app)) {
+			/* "PRI * HTTP/2.0": the HTTP/2 preface (h2c with prior
+			 * knowledge); h2.c reads the rest of it. */
+			const char *data;
+			size_t len;
+			aw_stream_peek(c->s, &data, &len);
+			if (len >= 16 && memcmp(data, "PRI * HTTP/2.0\r\n", 16) == 0) {
+				aw__http_conn_reset(c);
+				aw__http_h2_serve(c);
+				break;
+			}
+		}
 		if (st >= 400) {
 			const char *msg = c->reject_msg;
 			aw__http_conn_reset(c);
@@ -970,6 +1005,8 @@ static void drain_connections(aw_http_server *srv)
 	for (aw_http_conn *c = srv->conns; c; c = c->next) {
 		if (c->idle && c->task)
 			aw_task_cancel(c->task);
+		else if (c->h2c)
+			aw__http_h2_kick(c);   /* GOAWAY now; its streams finish */
 		else if (c->ws)
 			aw__ws_going_away(c->ws);   /* close 1001 */
 	}

@@ -808,7 +808,7 @@ int aw__ws_route_handler(aw_http_request *req, aw_http_response *res, void *ud)
 	aw_http_conn *c = req->conn;
 	if (!c || !c->s)
 		return refuse(res, 500, "WebSocket needs a connection");
-	if (req->minor != 1)
+	if (req->minor != 1 || c->h2)   /* no RFC 8441 (WebSocket over HTTP/2) */
 		return refuse(res, 400, "WebSocket needs HTTP/1.1");
 	if (req->is_head)   /* the router lets HEAD into GET routes */
 		return refuse(res, 400, "a WebSocket upgrade is a GET");
