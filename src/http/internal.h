@@ -269,6 +269,8 @@ struct aw_http_conn {
 	aw_time accepted;
 	char peer[64];             /* the client's address (access log) */
 	char request_id[132];      /* this request's id (log context, X-Request-ID) */
+	bool tls;                  /* the handshake is done: the stream speaks TLS */
+	char *peer_subject;        /* the verified client certificate's subject (malloc'd) */
 	bool echo_request_id;      /* the client sent it: answer with it */
 };
 
@@ -356,6 +358,12 @@ struct aw_app {
 	int nworkers;               /* workers under aw_app_run (0: one process) */
 	int supervisor;             /* the supervisor's pid (workers) */
 	struct aw_app_debug *debug; /* aw_app_debug_page (debug.c); NULL: off */
+	struct aw_app_tls *tls;     /* aw_app_tls (tls.c); NULL: off */
+	/* HTTP/2 (h2.c): set by the call that turns it on; NULL: HTTP/1.1
+	 * only. TLS offers "h2" by ALPN exactly when it is set, and a
+	 * connection that selected it is served by it (tls.c,
+	 * aw__http_conn_serve). Returns when the connection is done. */
+	void (*h2_serve)(aw_http_conn *c);
 };
 FILE *aw__app_log(const aw_app *app);
 /* debug.c: the live ledger page. */
@@ -405,15 +413,24 @@ typedef struct aw_http_peer {
 } aw_http_peer;
 #define AW_HTTP_PEER_BUCKETS 1024
 
+/* One listening socket of the server, with its own accept loop. */
+typedef struct aw_http_lsock {
+	aw_listener *l;
+	bool tls;                  /* connections start with a TLS handshake */
+	bool accepting;
+	aw_scope accept_scope;
+	aw_http_server *srv;
+} aw_http_lsock;
+#define AW_HTTP_MAX_LISTENERS 16
+
 struct aw_http_server {
 	aw_app *app;
-	aw_listener *l;
+	aw_http_lsock *ls;         /* the listeners (the caller's array) */
+	size_t nls;
 	aw_http_conn *conns;
 	size_t nconns;             /* connection tasks alive (started or not) */
 	bool draining;
 	bool stop;
-	bool accepting;
-	aw_scope accept_scope;
 	aw_event drained;          /* set when nconns drops to 0 while draining */
 	aw_scope *grace;           /* while waiting for busy connections */
 	bool hurry;                /* a second signal: no more grace */
@@ -424,8 +441,9 @@ struct aw_http_server {
 	uint64_t refused_logged;
 	aw_time refused_log_at;    /* refusals are logged at most once a second */
 };
-/* Accept until stopped, then drain the connections. */
-int aw__http_server_run(aw_app *app, aw_listener *l);
+/* Accept on every listener until stopped (or one fails), then drain the
+ * connections. */
+int aw__http_server_run(aw_app *app, aw_http_lsock *ls, size_t n);
 void aw__http_server_stop(aw_http_server *srv);
 /* The client of c closed its side while a handler runs: cancel the
  * handler (c->handler_scope) unless its route opted out, its body is still
@@ -435,6 +453,26 @@ void aw__http_server_stop(aw_http_server *srv);
 void aw__http_conn_check_peer(aw_http_conn *c);
 /* Cancel the connections still busy now, without waiting for the grace. */
 void aw__http_server_hurry(aw_http_server *srv);
+
+/* tls.c: HTTPS. */
+/* Serve a new connection: for a TLS listener, the handshake first (bounded
+ * by the handshake timeout; a failure is counted, logged rate-limited, and
+ * the connection given up: returns with nothing served); then HTTP/2 if
+ * ALPN selected "h2" and the app serves it, else serve_h1(c). */
+void aw__http_conn_serve(aw_http_conn *c, bool tls, void (*serve_h1)(aw_http_conn *c));
+/* Before serving: make sure the TLS context's ALPN list matches what the
+ * app serves now (HTTP/2 may have been turned on after aw_app_tls). */
+int aw__http_tls_prepare(aw_app *app);
+/* SIGHUP in a serving process (app.c's signal watcher). */
+void aw__http_tls_on_sighup(aw_app *app);
+/* The supervisor (no loop): reload its own copy, for the workers it will
+ * fork; failures are logged. */
+void aw__http_tls_reload_supervisor(aw_app *app);
+void aw__http_tls_free(aw_app *app);
+/* The TLS listener's address under aw_app_run. */
+const char *aw__http_tls_host(const aw_app *app);
+int aw__http_tls_port(const aw_app *app);
+void aw__http_tls_set_port(aw_app *app, int port);
 
 /* Log one line (with the app's name) and optionally an error. */
 void aw__http_log_error(const aw_app *app, const aw_error *e, const char *fmt, ...) AW_PRINTF(3, 4);

@@ -41,29 +41,55 @@ typedef struct run_args {
 	int rc;
 } run_args;
 
+/* Listen on host:port and log it ("http" or "https"). */
+static int run_listen(run_args *a, const char *scheme, const char *host, int port, aw_listener **l)
+{
+	aw_listen_opts o = { .reuseport = a->reuseport };
+	int rc = aw_tcp_listen(l, host, port, &o);
+	if (rc) {
+		aw__http_log_error(a->app, aw_error_current(), "cannot listen on %s:%d", host, port);
+		return rc;
+	}
+	if (a->worker < 0)
+		aw__http_log_error(a->app, NULL, "listening on %s://%s:%d (pid %d)", scheme, host, aw_listener_port(*l),
+				   (int)getpid());
+	else
+		aw__http_log_error(a->app, NULL, "worker %d listening on %s://%s:%d (pid %d)", a->worker, scheme, host,
+				   aw_listener_port(*l), (int)getpid());
+	return 0;
+}
+
 static int run_main(void *arg)
 {
 	run_args *a = arg;
 	aw_app *app = a->app;
-	aw_listener *l;
-	aw_listen_opts o = { .reuseport = a->reuseport };
-	int rc = aw_tcp_listen(&l, a->host, a->port, &o);
-	if (rc) {
-		aw__http_log_error(app, aw_error_current(), "cannot listen on %s:%d", a->host, a->port);
-		a->rc = rc;
-		return rc;
-	}
-	if (a->worker < 0)
-		aw__http_log_error(app, NULL, "listening on http://%s:%d (pid %d)", a->host, aw_listener_port(l),
-				   (int)getpid());
-	else
-		aw__http_log_error(app, NULL, "worker %d listening on http://%s:%d (pid %d)", a->worker, a->host,
-				   aw_listener_port(l), (int)getpid());
-	AW_WITH(aw_listener_mgr(l)) {
-		rc = aw_app_serve(app, l);
+	aw_listener *plain = NULL, *tls = NULL;
+	aw_app_listener ls[2];
+	size_t n = 0;
+	int rc = 0;
+	/* The cleartext port (unless AW_APP_NO_PORT), and the TLS one beside
+	 * it when the app has TLS settings. */
+	if (a->port >= 0) {
+		rc = run_listen(a, "http", a->host, a->port, &plain);
 		if (rc)
-			aw__http_log_error(app, aw_error_current(), "the server stopped with an error");
+			goto out;
+		ls[n++] = (aw_app_listener){ plain, false };
 	}
+	if (app->tls) {
+		const char *th = aw__http_tls_host(app) ? aw__http_tls_host(app) : a->host;
+		rc = run_listen(a, "https", th, aw__http_tls_port(app), &tls);
+		if (rc)
+			goto out;
+		ls[n++] = (aw_app_listener){ tls, true };
+	}
+	rc = aw_app_serve_listeners(app, ls, n);
+	if (rc)
+		aw__http_log_error(app, aw_error_current(), "the server stopped with an error");
+out:
+	if (plain)
+		aw_listener_close(plain);
+	if (tls)
+		aw_listener_close(tls);
 	a->rc = rc;
 	return rc;
 }
@@ -107,6 +133,7 @@ static pid_t start_worker(aw_app *app, const char *host, int port, int i, const 
 	prctl(PR_SET_PDEATHSIG, SIGTERM);
 	if (getppid() != parent)
 		_exit(0);
+	app->supervisor = (int)parent;
 	sigprocmask(SIG_SETMASK, child_mask, NULL);
 	int rc = run_here(app, host, port, true, i);
 	fflush(NULL);
@@ -145,16 +172,29 @@ static int reserve_port(const char *host, int *port, int *fd_out)
 
 static int supervise(aw_app *app, const char *host, int port, int n)
 {
-	int hold = -1;
+	int hold = -1, tls_hold = -1;
 	if (port == 0) {
 		int rc = reserve_port(host, &port, &hold);
 		if (rc)
 			return rc;
 	}
+	if (app->tls && aw__http_tls_port(app) == 0) {
+		int tport;
+		const char *th = aw__http_tls_host(app) ? aw__http_tls_host(app) : host;
+		int rc = reserve_port(th, &tport, &tls_hold);
+		if (rc) {
+			if (hold >= 0)
+				close(hold);
+			return rc;
+		}
+		aw__http_tls_set_port(app, tport);
+	}
 	worker *w = aw__calloc((size_t)n, sizeof *w);
 	if (!w) {
 		if (hold >= 0)
 			close(hold);
+		if (tls_hold >= 0)
+			close(tls_hold);
 		return aw_raise(-ENOMEM, "aw_app_run: no memory");
 	}
 	app->nworkers = n;
@@ -167,13 +207,21 @@ static int supervise(aw_app *app, const char *host, int port, int n)
 	sigaddset(&set, SIGINT);
 	sigaddset(&set, SIGTERM);
 	sigaddset(&set, SIGCHLD);
+	if (app->tls)
+		sigaddset(&set, SIGHUP);   /* reload: passed on to the workers */
 	sigprocmask(SIG_BLOCK, &set, &old);
 	child_mask = old;
 	sigaddset(&child_mask, SIGINT);
 	sigaddset(&child_mask, SIGTERM);
+	if (app->tls)
+		sigaddset(&child_mask, SIGHUP);   /* the worker's server waits for it */
 	sigdelset(&child_mask, SIGCHLD);
 	pid_t self = getpid();
-	aw__http_log_error(app, NULL, "supervisor (pid %d): %d workers on http://%s:%d", (int)self, n, host, port);
+	if (port >= 0)
+		aw__http_log_error(app, NULL, "supervisor (pid %d): %d workers on http://%s:%d", (int)self, n, host, port);
+	if (app->tls)
+		aw__http_log_error(app, NULL, "supervisor (pid %d): %d workers on https://%s:%d", (int)self, n,
+				   aw__http_tls_host(app) ? aw__http_tls_host(app) : host, aw__http_tls_port(app));
 
 	int rc = 0, live = 0;
 	bool stopping = false;
@@ -205,6 +253,15 @@ static int supervise(aw_app *app, const char *host, int port, int n)
 		struct timespec ts = { (time_t)wait, (long)((wait - (double)(time_t)wait) * 1e9) };
 		siginfo_t si;
 		int sig = sigtimedwait(&set, &si, &ts);
+		if (sig == SIGHUP && !stopping) {
+			/* Every worker reloads its certificate (but one that
+			 * asked for it with aw_app_tls_reload: it has), and so
+			 * does the supervisor, for the workers it forks later. */
+			aw__http_tls_reload_supervisor(app);
+			for (int i = 0; i < n; i++)
+				if (w[i].pid > 0 && w[i].pid != si.si_pid)
+					kill(w[i].pid, SIGHUP);
+		}
 		if (sig == SIGINT || sig == SIGTERM) {
 			if (!stopping)
 				aw__http_log_error(app, NULL, "supervisor: %s: stopping %d worker(s)", strsignal(sig), live);
@@ -281,6 +338,8 @@ static int supervise(aw_app *app, const char *host, int port, int n)
 	sigprocmask(SIG_SETMASK, &old, NULL);
 	if (hold >= 0)
 		close(hold);
+	if (tls_hold >= 0)
+		close(tls_hold);
 	free(w);
 	aw__http_metrics_workers_done(app);
 	app->nworkers = 0;
@@ -293,8 +352,9 @@ int aw_app_run(aw_app *app, const char *host, int port, int workers)
 		return aw_raise(-EINVAL, "aw_app_run: no app");
 	if (!host || !*host)
 		host = "127.0.0.1";
-	if (port < 0 || port > 65535)
-		return aw_raise(-EINVAL, "aw_app_run: invalid port %d", port);
+	if (port < AW_APP_NO_PORT || port > 65535 || (port == AW_APP_NO_PORT && !app->tls))
+		return aw_raise(-EINVAL, "aw_app_run: invalid port %d%s", port,
+				port == AW_APP_NO_PORT ? " (no cleartext port needs a TLS one: aw_app_tls)" : "");
 	if (aw_task_current())
 		return aw_raise(-EBUSY, "aw_app_run runs its own loop: call it outside aw_run "
 				"(inside a loop, use aw_app_serve)");
@@ -307,13 +367,19 @@ static void usage(FILE *out, const char *prog)
 {
 	fprintf(out,
 		"usage: %s [--host H] [--port N] [--workers N] [--access-log] [--metrics PATH]\n"
+		"          [--tls-cert FILE --tls-key FILE [--tls-port N] [--tls-client-ca FILE]]\n"
 		"  --host H      address to listen on (default 127.0.0.1)\n"
-		"  --port N      port (default 8000; 0 picks a free one)\n"
+		"  --port N      port (default 8000; 0 picks a free one; off: none, TLS only)\n"
+		"  --tls-cert FILE, --tls-key FILE\n"
+		"                also serve HTTPS with this PEM certificate chain and key\n"
+		"  --tls-port N  the HTTPS port (default 8443; 0 picks a free one)\n"
+		"  --tls-client-ca FILE\n"
+		"                require client certificates signed by these CAs (mutual TLS)\n"
 		"  --workers N   worker processes sharing the port (default 1)\n"
 		"  --access-log  log each request to stdout\n"
 		"  --metrics PATH  serve Prometheus metrics at PATH (e.g. /metrics);\n"
 		"                also AWITH_METRICS=PATH in the environment\n"
-		"Runs until SIGINT or SIGTERM.\n",
+		"Runs until SIGINT or SIGTERM; with TLS, SIGHUP reloads the certificate.\n",
 		prog);
 }
 
@@ -334,6 +400,7 @@ int aw_app_main(aw_app *app, int argc, char **argv)
 	int port = 8000, workers = 1;
 	const char *prog = argc > 0 && argv[0] ? argv[0] : "app";
 	const char *metrics = getenv("AWITH_METRICS");
+	aw_app_tls_opts tls = { .port = 8443 };
 	for (int i = 1; i < argc; i++) {
 		const char *a = argv[i];
 		const char *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -351,6 +418,20 @@ int aw_app_main(aw_app *app, int argc, char **argv)
 			i++;
 		} else if (strcmp(a, "--port") == 0 && v && parse_int(v, 0, 65535, &port)) {
 			i++;
+		} else if (strcmp(a, "--port") == 0 && v && strcmp(v, "off") == 0) {
+			port = AW_APP_NO_PORT;
+			i++;
+		} else if (strcmp(a, "--tls-cert") == 0 && v) {
+			tls.cert_file = v;
+			i++;
+		} else if (strcmp(a, "--tls-key") == 0 && v) {
+			tls.key_file = v;
+			i++;
+		} else if (strcmp(a, "--tls-client-ca") == 0 && v) {
+			tls.client_ca_file = v;
+			i++;
+		} else if (strcmp(a, "--tls-port") == 0 && v && parse_int(v, 0, 65535, &tls.port)) {
+			i++;
 		} else if (strcmp(a, "--workers") == 0 && v && parse_int(v, 1, 1024, &workers)) {
 			i++;
 		} else {
@@ -361,6 +442,20 @@ int aw_app_main(aw_app *app, int argc, char **argv)
 	}
 	if (metrics && *metrics && !app->metrics && aw_app_metrics(app, metrics) < 0) {
 		fprintf(stderr, "%s: --metrics %s: ", prog, metrics);
+		aw_error_print(stderr, aw_error_current());
+		aw_error_clear();
+		return 2;
+	}
+	if (!tls.cert_file != !tls.key_file || (tls.client_ca_file && !tls.cert_file)) {
+		fprintf(stderr, "%s: --tls-cert and --tls-key go together (and --tls-client-ca needs them)\n", prog);
+		return 2;
+	}
+	if (port == AW_APP_NO_PORT && !tls.cert_file) {
+		fprintf(stderr, "%s: --port off needs --tls-cert and --tls-key\n", prog);
+		return 2;
+	}
+	if (tls.cert_file && aw_app_tls(app, &tls) < 0) {
+		fprintf(stderr, "%s: TLS: ", prog);
 		aw_error_print(stderr, aw_error_current());
 		aw_error_clear();
 		return 2;

@@ -360,6 +360,18 @@ static int tls_ctx_new(aw_tls_ctx **out, const aw_tls_opts *opts, bool server)
 	/* TLS 1.2 renegotiation is a DoS lever and nothing here needs it. */
 	SSL_CTX_set_options(sc, SSL_OP_NO_RENEGOTIATION);
 
+	const char *ciphers = o->ciphers ? o->ciphers : server ? AW_TLS_SERVER_CIPHERS : NULL;
+	ERR_clear_error();
+	if (ciphers && SSL_CTX_set_cipher_list(sc, ciphers) != 1) {
+		rc = aw_raise(-EINVAL, "%s: bad cipher list \"%s\": %s", who, ciphers, tls_err_text(why, sizeof why));
+		goto fail;
+	}
+	if (o->ciphersuites && SSL_CTX_set_ciphersuites(sc, o->ciphersuites) != 1) {
+		rc = aw_raise(-EINVAL, "%s: bad TLS 1.3 cipher suites \"%s\": %s", who, o->ciphersuites,
+			      tls_err_text(why, sizeof why));
+		goto fail;
+	}
+
 	if (o->cert_file) {
 		rc = load_cert_and_key(who, sc, o);
 		if (rc)
@@ -375,8 +387,20 @@ static int tls_ctx_new(aw_tls_ctx **out, const aw_tls_opts *opts, bool server)
 					      o->ca_file, tls_err_text(why, sizeof why));
 				goto fail;
 			}
-			SSL_CTX_set_verify(sc, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, NULL);
+			/* Our CAs' names go in the CertificateRequest, so that
+			 * a client with several certificates picks one of ours. */
+			STACK_OF(X509_NAME) *names = SSL_load_client_CA_file(o->ca_file);
+			if (names)
+				SSL_CTX_set_client_CA_list(sc, names);
+			ERR_clear_error();
+			SSL_CTX_set_verify(sc, o->client_cert_optional ? SSL_VERIFY_PEER
+								       : SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT,
+					   NULL);
 			c->verify = true;
+		} else if (o->client_cert_optional) {
+			rc = aw_raise(-EINVAL, "%s: client_cert_optional needs ca_file (the CAs client certificates "
+				      "are checked against)", who);
+			goto fail;
 		}
 		/* Needed for session resumption once client certificates are
 		 * verified; harmless otherwise. */
@@ -441,6 +465,15 @@ void aw_tls_ctx_free(aw_tls_ctx *ctx)
 {
 	if (ctx)
 		SSL_CTX_free(ctx->ssl_ctx);   /* frees ctx with the last reference */
+}
+
+/* One more reference: the aw_tls_ctx lives as long as its SSL_CTX (see
+ * tls_ctx_exdata_free), so OpenSSL's count is the count of both. */
+aw_tls_ctx *aw_tls_ctx_ref(aw_tls_ctx *ctx)
+{
+	if (ctx)
+		SSL_CTX_up_ref(ctx->ssl_ctx);
+	return ctx;
 }
 
 /* ---- the handshake -------------------------------------------------------- */
@@ -880,4 +913,37 @@ void aw__tls_free(aw_stream *s)
 	free(conn->hold);
 	free(conn);
 	s->ssl = NULL;
+}
+
+/* The verified peer certificate's subject (see io.h). Verified: the
+ * context checks peer certificates (a failed check aborts the handshake,
+ * so a certificate present after it has verified), and OpenSSL's result
+ * says so. */
+char *aw_stream_tls_peer_subject(const aw_stream *s)
+{
+	SSL *ssl = s ? s->ssl : NULL;
+	if (!ssl || conn_of(ssl)->broken || !SSL_is_init_finished(ssl))
+		return NULL;
+	aw_tls_ctx *c = SSL_CTX_get_ex_data(SSL_get_SSL_CTX(ssl), ctx_index);
+	if (!c || !c->verify || SSL_get_verify_result(ssl) != X509_V_OK)
+		return NULL;
+	X509 *cert = SSL_get0_peer_certificate(ssl);
+	if (!cert)
+		return NULL;
+	BIO *mem = BIO_new(BIO_s_mem());
+	char *out = NULL;
+	if (mem && X509_NAME_print_ex(mem, X509_get_subject_name(cert), 0, XN_FLAG_RFC2253) >= 0) {
+		char *p;
+		long n = BIO_get_mem_data(mem, &p);
+		out = n >= 0 ? aw__malloc((size_t)n + 1) : NULL;
+		if (out) {
+			memcpy(out, p, (size_t)n);
+			out[n] = '\0';
+		}
+	}
+	BIO_free(mem);
+	ERR_clear_error();
+	if (!out)
+		(void)!aw_raise(-ENOMEM, "aw_stream_tls_peer_subject: out of memory");
+	return out;
 }
