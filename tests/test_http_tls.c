@@ -449,24 +449,26 @@ AW_TEST(a_handshake_that_stalls_is_closed_at_the_timeout_and_others_are_served)
 {
 	CHECK(certs_ok);
 	cfg_default();
-	cfg.handshake_timeout = AW_MS(400);
+	cfg.handshake_timeout = AW_MS(1000);
 	srv s;
 	CHECK_EQ(tls_srv_start(&s), 0);
 	/* One says nothing, one sends half a ClientHello record header. */
+	long long t0 = now_ms();
 	int quiet = cli_connect(tport);
 	int half = cli_connect(tport);
 	CHECK(quiet >= 0 && half >= 0);
 	CHECK_EQ(cli_send(half, "\x16\x03\x01\x02", 4), 0);
-	long long t0 = now_ms();
-	/* Meanwhile a full client is served at once. */
+	/* Meanwhile a full client is served, while both still hang. */
 	tls_get g = { .port = tport, .ca = ca1 };
 	CHECK_EQ(tls_get_run(&g), 0);
-	CHECK_LT(now_ms() - t0, 300);
+	CHECK_EQ(g.status, 200);
+	struct pollfd pf = { quiet, POLLIN, 0 };
+	CHECK_EQ(poll(&pf, 1, 0), 0);   /* not closed yet */
 	CHECK(cli_closed(quiet, 3000));
 	long long waited = now_ms() - t0;
 	CHECK(cli_closed(half, 1000));
-	CHECK_GE(waited, 300);
-	CHECK_LT(waited, 2000);
+	CHECK_GE(waited, 900);
+	CHECK_LT(waited, 2500);
 	close(quiet);
 	close(half);
 	/* Counted, by kind. */
@@ -478,7 +480,7 @@ AW_TEST(a_handshake_that_stalls_is_closed_at_the_timeout_and_others_are_served)
 	resp_free(&r);
 	CHECK_EQ(srv_stop(&s), 0);
 	char *log = srv_log(&s);
-	CHECK(strstr(log, "not done within 400 ms: closed") != NULL);
+	CHECK(strstr(log, "not done within 1000 ms: closed") != NULL);
 	free(log);
 }
 
