@@ -501,7 +501,7 @@ int aw_app_run(aw_app *app, const char *host, int port, int workers) AW_MUST_USE
  * --access-log, --metrics PATH (or the environment's AWITH_METRICS=PATH:
  * aw_app_metrics), --tls-cert FILE and --tls-key FILE (aw_app_tls; both or
  * neither), --tls-port N (default 8443), --tls-client-ca FILE (mutual
- * TLS), and calls aw_app_run. */
+ * TLS), --tls-handshake-timeout MS, and calls aw_app_run. */
 int aw_app_main(aw_app *app, int argc, char **argv) AW_MUST_USE;
 
 #pragma GCC visibility pop

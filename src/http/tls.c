@@ -360,6 +360,9 @@ static int tls_accept(aw_http_conn *c)
 	tls_state *t = app->tls;
 	aw_tls_ctx *ctx = ctx_get(t);
 	aw_time deadline = c->accepted + t->handshake_timeout;
+	/* Named now: once the peer has gone, getpeername cannot tell. */
+	char who[80];
+	peer_name(aw_stream_fd(c->s), who, sizeof who);
 	/* Idle until the handshake is done: a shutdown closes it at once. */
 	c->idle = true;
 	int rc = aw_stream_tls_server(c->s, ctx, deadline);
@@ -379,8 +382,6 @@ static int tls_accept(aw_http_conn *c)
 		aw_error_clear();   /* shutting down: not the client's failure */
 		return rc;
 	}
-	char who[80];
-	peer_name(aw_stream_fd(c->s), who, sizeof who);
 	if (rc == -ETIMEDOUT && aw_now() >= deadline) {
 		aw_metric_counter_add(t->hs_timeout, 1);
 		aw__http_log_limited(app, NULL, "TLS handshake with %s: not done within %lld ms: closed", who,

@@ -375,6 +375,8 @@ static void usage(FILE *out, const char *prog)
 		"  --tls-port N  the HTTPS port (default 8443; 0 picks a free one)\n"
 		"  --tls-client-ca FILE\n"
 		"                require client certificates signed by these CAs (mutual TLS)\n"
+		"  --tls-handshake-timeout MS\n"
+		"                close a TLS handshake not done in MS ms (default 10000)\n"
 		"  --workers N   worker processes sharing the port (default 1)\n"
 		"  --access-log  log each request to stdout\n"
 		"  --metrics PATH  serve Prometheus metrics at PATH (e.g. /metrics);\n"
@@ -401,6 +403,7 @@ int aw_app_main(aw_app *app, int argc, char **argv)
 	const char *prog = argc > 0 && argv[0] ? argv[0] : "app";
 	const char *metrics = getenv("AWITH_METRICS");
 	aw_app_tls_opts tls = { .port = 8443 };
+	int ms;
 	for (int i = 1; i < argc; i++) {
 		const char *a = argv[i];
 		const char *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -431,6 +434,9 @@ int aw_app_main(aw_app *app, int argc, char **argv)
 			tls.client_ca_file = v;
 			i++;
 		} else if (strcmp(a, "--tls-port") == 0 && v && parse_int(v, 0, 65535, &tls.port)) {
+			i++;
+		} else if (strcmp(a, "--tls-handshake-timeout") == 0 && v && parse_int(v, 1, 3600 * 1000, &ms)) {
+			tls.handshake_timeout = AW_MS(ms);
 			i++;
 		} else if (strcmp(a, "--workers") == 0 && v && parse_int(v, 1, 1024, &workers)) {
 			i++;
