@@ -132,12 +132,25 @@ static int who(aw_http_request *req, aw_http_response *res, void *ud)
 	return aw_http_text(res, 200, body);
 }
 
+/* GET /slow: waits 3 s; says on stderr whether it was cancelled. */
+static int slow(aw_http_request *req, aw_http_response *res, void *ud)
+{
+	(void)req, (void)ud;
+	long long t0 = now_ms();
+	int rc = aw_sleep(AW_SEC(3));
+	fprintf(stderr, "slow: %s after %lld ms\n", rc == -ECANCELED ? "cancelled" : "finished", now_ms() - t0);
+	if (rc)
+		return rc;
+	return aw_http_text(res, 200, "slow");
+}
+
 static aw_app *make_app(void)
 {
 	aw_app *app;
 	if (aw_app_new(&app, "tls") < 0)
 		return NULL;
-	if (aw_app_route(app, "GET", "/", who, NULL) < 0 || aw_app_metrics(app, "/metrics") < 0 ||
+	if (aw_app_route(app, "GET", "/", who, NULL) < 0 || aw_app_route(app, "GET", "/slow", slow, NULL) < 0 ||
+	    aw_app_metrics(app, "/metrics") < 0 ||
 	    aw_app_tls(app, &cfg) < 0) {
 		aw_error_print(stderr, aw_error_current());
 		aw_app_free(app);
@@ -532,6 +545,45 @@ AW_TEST(shutdown_closes_a_connection_stuck_in_its_handshake_at_once)
 	CHECK_LT(now_ms() - t0, 1500);   /* the grace (2 s) is for requests, not handshakes */
 	CHECK(cli_closed(fd, 1000));
 	close(fd);
+}
+
+static int gone_task(void *arg)
+{
+	(void)arg;
+	aw_tls_ctx *ctx = NULL;
+	aw_tls_opts o = { .ca_file = ca1 };
+	aw_stream *s = NULL;
+	static const char req[] = "GET /slow HTTP/1.1\r\nHost: localhost\r\n\r\n";
+	int rc = aw_tls_client_ctx(&ctx, &o);
+	if (!rc)
+		rc = aw_tcp_connect(&s, "127.0.0.1", tport, aw_deadline_after(AW_SEC(5)));
+	if (!rc)
+		rc = aw_stream_tls_client(s, ctx, "localhost", aw_deadline_after(AW_SEC(5)));
+	if (!rc)
+		rc = aw_stream_write(s, req, sizeof req - 1, aw_deadline_after(AW_SEC(5)));
+	EXPECT_EQ(rc, 0);
+	aw_error_clear();
+	if (aw_sleep(AW_MS(300)))
+		aw_error_clear();
+	/* close_notify, then FIN: the client is gone. */
+	if (s && aw_stream_close(s, aw_deadline_after(AW_SEC(1))))
+		aw_error_clear();
+	aw_tls_ctx_free(ctx);
+	return 0;
+}
+
+AW_TEST(a_client_gone_over_tls_cancels_its_handler)
+{
+	CHECK(certs_ok);
+	cfg_default();
+	srv s;
+	CHECK_EQ(tls_srv_start(&s), 0);
+	CHECK_EQ(aw_run(gone_task, NULL), 0);
+	usleep(1000 * 1000);
+	CHECK_EQ(srv_stop(&s), 0);
+	char *log = srv_log(&s);
+	CHECK(strstr(log, "slow: cancelled after") != NULL);
+	free(log);
 }
 
 /* ---- mutual TLS ------------------------------------------------------------------------ */

@@ -277,8 +277,11 @@ void aw__http_conn_check_peer(aw_http_conn *c)
 	/* Pipelined requests sent before the close still want answers. */
 	if (aw_stream_buffered(c->s) > c->pos)
 		return;
+	/* Bytes still in the socket: a pipelined request. Not over TLS,
+	 * where they are records we cannot read here, and a client that
+	 * leaves sends one (close_notify) before its FIN (tls.c). */
 	int unread = 0;
-	if (ioctl(aw_stream_fd(c->s), FIONREAD, &unread) == 0 && unread > 0)
+	if (!c->tls && ioctl(aw_stream_fd(c->s), FIONREAD, &unread) == 0 && unread > 0)
 		return;
 	c->peer_gone = true;
 	aw_scope_cancel(c->handler_scope);
