@@ -254,7 +254,10 @@ done
 
 # --- every example, out of tree, with the README's line -------------------
 if ((${#modules[@]} == 5)); then
-    for ex in "$src"/examples/*.c; do
+    # Examples are examples/<name>.c or, with files of their own,
+    # examples/<name>/<name>.c (the guide's programs are built by test_guide).
+    for ex in "$src"/examples/*.c "$src"/examples/*/*.c; do
+        [[ -e $ex && $ex != */examples/guide/* ]] || continue
         name=$(basename "$ex" .c)
         # An example that needs more than awith says how it is built, in a
         # comment: `$(pkg-config --cflags --libs awith hiredis)`.
