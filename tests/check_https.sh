@@ -148,6 +148,19 @@ done
 sc -tls1_2 -cipher 'ECDHE-ECDSA-AES128-SHA' -CAfile "$tmp/ca1.pem"
 check "tls1.2_cbc_only_client_finds_no_shared_cipher" bash -c '[ '$sc_rc' -ne 0 ]'
 
+# Resumption by session ticket (stateless; OpenSSL's in-memory session
+# cache is off, as nginx's default), TLS 1.3 and 1.2.
+creq=$'GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n'
+for v in tls1_3 tls1_2; do
+    rm -f "$tmp/sess"
+    printf '%s' "$creq" | timeout 10 openssl s_client -connect "127.0.0.1:$tport" -"$v" -CAfile "$tmp/ca1.pem" \
+        -sess_out "$tmp/sess" -ign_eof >"$tmp/sess1.out" 2>&1
+    printf '%s' "$creq" | timeout 10 openssl s_client -connect "127.0.0.1:$tport" -"$v" -CAfile "$tmp/ca1.pem" \
+        -sess_in "$tmp/sess" -ign_eof >"$tmp/sess2.out" 2>&1
+    check "${v}_session_resumed_with_a_ticket" \
+        bash -c 'grep -q "^New, " "$1" && grep -q "^Reused, " "$2" && grep -q "Hello, World" "$2"' _ "$tmp/sess1.out" "$tmp/sess2.out"
+done
+
 # ---- a handshake that stalls ----------------------------------------------
 # The start of a record header, then nothing; read until the server closes.
 t0=$(date +%s%N)

@@ -422,6 +422,12 @@ static int tls_ctx_new(aw_tls_ctx **out, const aw_tls_opts *opts, bool server)
 		 * verified; harmless otherwise. */
 		static const unsigned char sid[] = "awith";
 		SSL_CTX_set_session_id_context(sc, sid, sizeof sid - 1);
+		/* Resumption by session tickets (stateless: any process with
+		 * the context's key) rather than OpenSSL's in-memory session
+		 * cache, which stores every new session and walks the whole
+		 * table every 255 of them to expire old ones; per process, it
+		 * would not survive a reload anyway. nginx's default likewise. */
+		SSL_CTX_set_session_cache_mode(sc, SSL_SESS_CACHE_SERVER | SSL_SESS_CACHE_NO_INTERNAL);
 		if (c->alpn_len)
 			SSL_CTX_set_alpn_select_cb(sc, alpn_select, c);
 	} else {
