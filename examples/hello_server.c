@@ -26,6 +26,15 @@
  *
  * With --metrics /metrics (or AWITH_METRICS=/metrics) it also serves
  * Prometheus metrics there (docs/observability.md).
+ *
+ * HTTPS beside it (uvicorn's --ssl-certfile/--ssl-keyfile): with
+ * --tls-cert and --tls-key it also listens with TLS on --tls-port
+ * (default 8443; --port off for TLS only); SIGHUP reloads the certificate
+ * without dropping connections (docs/http.md, "HTTPS"):
+ *
+ *     $ ./hello_server --tls-cert fullchain.pem --tls-key privkey.pem &
+ *     $ curl -s --cacert ca.pem https://localhost:8443/
+ *     {"message":"Hello, World!"}
  */
 #include <awith/http.h>
 
