@@ -26,7 +26,8 @@ PACKAGES=(meson ninja-build pkg-config gcc g++ clang libclang-rt-14-dev valgrind
           man-db groff-base binutils
           libhiredis-dev redis-server
           build-essential debhelper dpkg-dev fakeroot lintian
-          libsystemd-dev prometheus chromium)
+          libsystemd-dev prometheus chromium
+          python3-aiohttp)   # tests/check_chat*.sh, bench/ws_bench.sh: the WebSocket client and peer
 
 # Install whatever in PACKAGES is not installed yet; no apt-get at all otherwise.
 ensure_packages() {

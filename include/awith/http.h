@@ -504,6 +504,195 @@ int aw_app_run(aw_app *app, const char *host, int port, int workers) AW_MUST_USE
  * TLS), --tls-handshake-timeout MS, and calls aw_app_run. */
 int aw_app_main(aw_app *app, int argc, char **argv) AW_MUST_USE;
 
+/* ------------------------------------------------------------------------ */
+/* WebSocket (RFC 6455)                                           aw_ws(3) */
+/*
+ * A route that accepts WebSockets; the handler runs once the upgrade is
+ * done (the 101 has left), in the connection's task, and the connection
+ * belongs to the socket until the handler returns:
+ *
+ *     static int echo(aw_ws *ws, aw_http_request *req, void *ud)
+ *     {
+ *         aw_ws_msg *msg;
+ *         AW_WITH(aw_ws_mgr(ws)) {                  // exit: close handshake
+ *             AW_FOR(msg, aw_ws_messages(ws)) {     // async for msg in ws
+ *                 if (aw_ws_send(ws, msg->type, msg->data, msg->len) < 0)
+ *                     break;
+ *             }
+ *         }
+ *         return aw_error_pending();
+ *     }
+ *     ...
+ *     aw_app_ws(app, "/echo", echo, NULL, NULL);
+ *
+ * The framing is our own (src/http/ws.c; docs/design.md says why not
+ * libwslay). Every rule of the RFC that concerns a server is enforced:
+ * client frames must be masked, reserved bits clear (no extension is
+ * negotiated), control frames at most 125 bytes and not fragmented,
+ * continuation frames only inside a fragmented message, text messages
+ * valid UTF-8 (checked as the fragments arrive), close codes and reasons
+ * valid. A violation fails the connection: the server sends a close frame
+ * with the code (1002 protocol, 1007 invalid UTF-8, 1009 too big, 1003 a
+ * message type the route does not accept) and closes. Pings are answered
+ * with pongs by the reading task; the server pings a peer that has been
+ * silent for ping_interval and drops one silent for idle_timeout.
+ * A server shutdown (aw_app_stop, SIGTERM) closes every socket with 1001:
+ * a task waiting for a message gets the end of the messages at once. The
+ * server's access log, metrics and connection caps count a WebSocket as
+ * its upgrade request (status 101, its duration the socket's life).
+ */
+typedef struct aw_ws aw_ws;
+
+/* Message types (aw_ws_msg.type, aw_ws_send, aw_ws_opts.accept). */
+enum { AW_WS_TEXT = 1, AW_WS_BINARY = 2 };
+
+/* Close codes (RFC 6455, 7.4.1). 1005 and 1006 are never sent: they
+ * report "the close frame had no code" and "the connection ended without
+ * a close frame". */
+enum {
+	AW_WS_NORMAL = 1000,
+	AW_WS_GOING_AWAY = 1001,      /* server shutdown, idle peer, cancelled handler */
+	AW_WS_PROTOCOL_ERROR = 1002,
+	AW_WS_UNSUPPORTED = 1003,     /* a message type the route does not accept */
+	AW_WS_NO_STATUS = 1005,
+	AW_WS_ABNORMAL = 1006,
+	AW_WS_INVALID_DATA = 1007,    /* text that is not UTF-8 */
+	AW_WS_POLICY = 1008,
+	AW_WS_TOO_BIG = 1009,         /* over max_frame or max_message */
+	AW_WS_INTERNAL_ERROR = 1011,  /* the handler failed */
+	AW_WS_TRY_AGAIN_LATER = 1013,
+};
+
+/* A received message: data is valid until the next step of the messages
+ * (or the next aw_ws_recv); a text message's data is valid UTF-8 and
+ * NUL-terminated (len excludes the NUL). */
+typedef struct aw_ws_msg {
+	int type;                /* AW_WS_TEXT or AW_WS_BINARY */
+	const char *data;
+	size_t len;
+} aw_ws_msg;
+
+/* The route's options; zero fields take the defaults. */
+typedef struct aw_ws_opts {
+	/* Origin check, before the upgrade (403 and no upgrade when it
+	 * fails): a NULL-terminated list of allowed origins, compared
+	 * case-insensitively with the Origin header ("https://example.com",
+	 * "http://localhost:8000"); a list holding "*" allows any. NULL (the
+	 * default) allows a request without Origin (not a browser) and one
+	 * whose Origin's host[:port] is the request's Host (same origin, as
+	 * Go's gorilla/websocket). */
+	const char *const *origins;
+	/* Subprotocols the route speaks, NULL-terminated, in its order of
+	 * preference: the first one of these that the client offers in
+	 * Sec-WebSocket-Protocol is chosen and answered (aw_ws_protocol);
+	 * none in common: the upgrade goes on without one (RFC 6455 4.2.2;
+	 * the client decides whether to go on), unless require_protocol,
+	 * then 400. */
+	const char *const *protocols;
+	bool require_protocol;
+	unsigned accept;         /* AW_WS_TEXT | AW_WS_BINARY (0: both);
+	                            another type closes with 1003 */
+	size_t max_frame;        /* payload bytes per frame; default max_message */
+	size_t max_message;      /* bytes per message, fragments together;
+	                            default 1 MiB; beyond: closed with 1009 */
+	aw_time ping_interval;   /* a ping after this long without a byte
+	                            from the peer; default 20 s */
+	aw_time idle_timeout;    /* the peer silent this long (no pong
+	                            either): closed (1001 sent, 1006
+	                            reported); default 60 s */
+	aw_time send_timeout;    /* one send may wait this long for the peer
+	                            to read (backpressure); default the
+	                            app's send_idle (10 s); then the
+	                            connection is dropped (-ETIMEDOUT) */
+	aw_time close_timeout;   /* the close handshake waits this long for
+	                            the peer's close frame; default 5 s */
+} aw_ws_opts;
+
+/* The handler: runs after the 101 was sent. ws and req (headers, path
+ * parameters, query) stay valid until it returns: tasks that use the
+ * socket must end before (spawn them in a task group inside the
+ * handler, as examples/chat does). Its return value: 0 or an
+ * error, as an HTTP handler's; a failure is logged, and the socket, if
+ * still open, is closed with 1011 (1000 on success). Errors that only say
+ * the peer left (-AW_ECLOSED, -EPIPE, -ECONNRESET from sends after the
+ * socket ended) are not logged. */
+typedef int (*aw_ws_handler)(aw_ws *ws, aw_http_request *req, void *ud);
+
+/* A WebSocket route: GET path (a template like aw_app_route's) does the
+ * opening handshake (RFC 6455 4.2): HTTP/1.1, Upgrade: websocket,
+ * Connection: upgrade, Sec-WebSocket-Version: 13 (else 426 with
+ * Sec-WebSocket-Version: 13), a Sec-WebSocket-Key of 16 bytes in base64
+ * (else 400), the Origin check (403) and the subprotocol (400 only with
+ * require_protocol); then 101 with Sec-WebSocket-Accept (SHA-1, base64)
+ * and the chosen protocol, and fn runs. The request deadline does not
+ * apply to it (a socket lives as long as its peer), nor does the
+ * cancellation of a handler whose client half-closes (the socket sees
+ * the end of the stream instead). opts is copied (the lists too); NULL:
+ * the defaults. -EINVAL (NULL fn, bad template, idle_timeout not above
+ * ping_interval), -ENOMEM; raised. */
+int aw_app_ws(aw_app *app, const char *path, aw_ws_handler fn, void *ud, const aw_ws_opts *opts) AW_MUST_USE;
+
+/* The socket's manager: enter does nothing (the socket is open), exit
+ * closes it if it is still open: code 1000 when the block is left
+ * without an error, 1001 when it is left cancelled (a server shutdown)
+ * and 1011 for another error; then it waits up to close_timeout for the
+ * peer's close frame. The exit lets the block's error go on. */
+aw_mgr *aw_ws_mgr(aw_ws *ws);
+/* The messages as an async iterator: AW_FOR(msg, aw_ws_messages(ws))
+ * hands out aw_ws_msg *. The loop ends (normally, no error) when the
+ * socket ends: the peer's close frame (answered), a protocol violation
+ * (closed with its code), the end of the stream, an idle peer, a server
+ * shutdown (1001), or aw_ws_close from another task; aw_ws_close_code
+ * says which. It fails only with the task's cancellation (or a deadline
+ * around it) and -AW_EBUSY_WAIT when another task is already reading.
+ * Leaving the loop early does not close the socket (the manager does). */
+aw_iter *aw_ws_messages(aw_ws *ws);
+/* Waits: the next message, as one step of aw_ws_messages: 1 with *msg,
+ * 0 once the socket has ended, or a negative error (raised): -ETIMEDOUT
+ * at `deadline` (the socket stays open), -ECANCELED, -AW_EBUSY_WAIT. */
+int aw_ws_recv(aw_ws *ws, aw_ws_msg **msg, aw_time deadline) AW_MUST_USE;
+#define aw_ws_recv(ws, m, d) AW__AT((aw_ws_recv)((ws), (m), (d)))
+/* Waits (backpressure): send one message (a single frame). Any number of
+ * tasks may send on one socket: frames never interleave. It waits while
+ * the connection's write buffer is full (the peer does not read), up to
+ * send_timeout: then -ETIMEDOUT and the connection is dropped. Text must
+ * be valid UTF-8 (-EILSEQ, nothing sent); type another than TEXT or
+ * BINARY: -EINVAL. -AW_ECLOSED once a close frame was sent or received;
+ * -EPIPE / -ECONNRESET when the connection broke. Raised. */
+int aw_ws_send(aw_ws *ws, int type, const void *data, size_t len) AW_MUST_USE;
+#define aw_ws_send(ws, t, d, n) AW__AT((aw_ws_send)((ws), (t), (d), (n)))
+/* aw_ws_send of a NUL-terminated text. */
+int aw_ws_send_text(aw_ws *ws, const char *text) AW_MUST_USE;
+/* Waits: a ping with up to 125 bytes of payload (-EINVAL beyond); the
+ * pong is consumed by the reading task (it counts as life, nothing more). */
+int aw_ws_ping(aw_ws *ws, const void *data, size_t len) AW_MUST_USE;
+/* Waits: the closing handshake: send a close frame with `code` (1000-
+ * 4999 but 1004-1006, 1015; else -EINVAL) and `reason` (NULL or UTF-8
+ * text of up to 123 bytes; -EINVAL otherwise), then wait up to
+ * close_timeout for the peer's close frame — read by the task in
+ * aw_ws_messages if one is, else here (messages that arrive meanwhile
+ * are dropped). Returns 0 (also when the peer does not answer in time:
+ * the connection ends anyway), or the cancel code. Once the socket has
+ * ended: 0, nothing sent. Safe from any task. */
+int aw_ws_close(aw_ws *ws, int code, const char *reason) AW_MUST_USE;
+#define aw_ws_close(ws, c, r) AW__AT((aw_ws_close)((ws), (c), (r)))
+/* 0 while open; then the code the socket ended with: the peer's close
+ * code (1005 when its close frame had none), the code the server closed
+ * with (a violation, aw_ws_close, shutdown 1001), or 1006 when the
+ * connection ended without a close frame (dropped, idle, send timeout). */
+int aw_ws_close_code(const aw_ws *ws);
+/* True when the peer sent the close frame first (or dropped the
+ * connection), false when the server began the close. Meaningful once
+ * aw_ws_close_code is not 0. */
+bool aw_ws_closed_by_peer(const aw_ws *ws);
+/* The negotiated subprotocol, or NULL. */
+const char *aw_ws_protocol(const aw_ws *ws);
+/* The upgrade request (valid while the handler runs). */
+aw_http_request *aw_ws_request(const aw_ws *ws);
+/* A per-socket pointer for the program (NULL at first). */
+void aw_ws_set_data(aw_ws *ws, void *data);
+void *aw_ws_data(const aw_ws *ws);
+
 #pragma GCC visibility pop
 
 #ifdef __cplusplus

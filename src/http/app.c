@@ -64,6 +64,7 @@ void aw_app_free(aw_app *app)
 	aw__router_free(&app->router);
 	aw__app_debug_free(app->debug);
 	aw__http_tls_free(app);
+	aw__ws_routes_free(app->ws_routes);
 	free(app->startup);
 	free(app->shutdown);
 	free(app->name);
@@ -316,9 +317,10 @@ int aw__app_dispatch(aw_http_conn *c)
 		return aw__http_queue_error(c, st, detail, st == 405 ? allow : NULL);
 	}
 	aw__http_trace_route(r);
-	r->deadline = aw__http_after(c->lim->request_deadline);
-	aw_exitstack_init(&r->deps);
 	const aw_route *route = r->route;
+	/* A WebSocket lives as long as its peer: no request deadline. */
+	r->deadline = route->fn == aw__ws_route_handler ? AW_NEVER : aw__http_after(c->lim->request_deadline);
+	aw_exitstack_init(&r->deps);
 	int err = 0;
 	aw_error *e = NULL;
 	aw_scope sc;

@@ -272,6 +272,7 @@ struct aw_http_conn {
 	bool tls;                  /* the handshake is done: the stream speaks TLS */
 	char *peer_subject;        /* the verified client certificate's subject (malloc'd) */
 	bool echo_request_id;      /* the client sent it: answer with it */
+	struct aw_ws *ws;          /* ws.c: the WebSocket this connection became (while its handler runs) */
 };
 
 enum { SINK_NONE, SINK_COPY, SINK_ACCUM, SINK_SPAN, SINK_DISCARD };
@@ -364,6 +365,7 @@ struct aw_app {
 	 * connection that selected it is served by it (tls.c,
 	 * aw__http_conn_serve). Returns when the connection is done. */
 	void (*h2_serve)(aw_http_conn *c);
+	struct aw_ws_route *ws_routes; /* aw_app_ws (ws.c): the routes' options, freed with the app */
 };
 FILE *aw__app_log(const aw_app *app);
 /* debug.c: the live ledger page. */
@@ -403,6 +405,14 @@ int aw__http_metrics_peer_start(aw_app *app, aw_group *g);
 int aw__http_metrics_workers_prepare(aw_app *app);
 void aw__http_metrics_workers_done(aw_app *app);
 void aw__http_mcache_free(aw_http_mcache *mc);
+
+/* ws.c: WebSocket routes. The route's handler does the upgrade and runs
+ * the socket; the server drains a socket with going_away (close 1001: a
+ * reader waiting for bytes is woken). */
+struct aw_ws_route;
+int aw__ws_route_handler(aw_http_request *req, aw_http_response *res, void *ud);
+void aw__ws_routes_free(struct aw_ws_route *rt);
+void aw__ws_going_away(aw_ws *ws);
 
 /* server.c */
 /* Open connections of one client address (max_connections_per_client). */

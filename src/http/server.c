@@ -953,9 +953,12 @@ static void drain_connections(aw_http_server *srv)
 {
 	aw_app *app = srv->app;
 	srv->draining = true;
-	for (aw_http_conn *c = srv->conns; c; c = c->next)
+	for (aw_http_conn *c = srv->conns; c; c = c->next) {
 		if (c->idle && c->task)
 			aw_task_cancel(c->task);
+		else if (c->ws)
+			aw__ws_going_away(c->ws);   /* close 1001 */
+	}
 	if (srv->nconns && !srv->hurry) {
 		aw_scope grace;
 		AW_WITH(aw_move_on_init(&grace, app->limits.shutdown_grace)) {
