@@ -144,12 +144,23 @@ static int slow(aw_http_request *req, aw_http_response *res, void *ud)
 	return aw_http_text(res, 200, "slow");
 }
 
+/* POST /reload: aw_app_tls_reload from a handler (an admin endpoint). */
+static int reload(aw_http_request *req, aw_http_response *res, void *ud)
+{
+	(void)ud;
+	int rc = aw_app_tls_reload(aw_http_app(req));
+	if (rc)
+		return rc;
+	return aw_http_text(res, 200, "reloaded");
+}
+
 static aw_app *make_app(void)
 {
 	aw_app *app;
 	if (aw_app_new(&app, "tls") < 0)
 		return NULL;
 	if (aw_app_route(app, "GET", "/", who, NULL) < 0 || aw_app_route(app, "GET", "/slow", slow, NULL) < 0 ||
+	    aw_app_route(app, "POST", "/reload", reload, NULL) < 0 ||
 	    aw_app_metrics(app, "/metrics") < 0 ||
 	    aw_app_tls(app, &cfg) < 0) {
 		aw_error_print(stderr, aw_error_current());
@@ -661,6 +672,8 @@ typedef struct reload_case {
 	int before, old_again, after, after_old_ca;
 	char subject_before[256], subject_after[256];
 	bool broken;               /* the new files are garbage: nothing changes */
+	bool by_api;               /* POST /reload to a worker instead of SIGHUP */
+	int api_status;
 } reload_case;
 
 static int reload_task(void *arg)
@@ -685,7 +698,15 @@ static int reload_task(void *arg)
 		(void)!copy_file(srv2_pem, pem);
 		(void)!copy_file(srv2_key, key);
 	}
-	kill(rc->signal_to, SIGHUP);
+	if (rc->by_api) {
+		resp r;
+		bool closed;
+		rc->api_status = http_once(rc->s->port, "POST /reload HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n",
+					   53, &r, &closed);
+		resp_free(&r);
+	} else {
+		kill(rc->signal_to, SIGHUP);
+	}
 	if (aw_sleep(AW_MS(500)))
 		aw_error_clear();
 	/* New handshakes: the new certificate (or still the old one). */
@@ -794,6 +815,34 @@ AW_TEST(sighup_to_the_supervisor_reloads_every_worker)
 	for (const char *p = log; (p = strstr(p, "] SIGHUP: reloaded the TLS certificate")) != NULL; p++)
 		workers++;
 	CHECK_EQ(workers, 2);
+	CHECK(strstr(log, "supervisor: SIGHUP: reloaded the TLS certificate") != NULL);
+	free(log);
+}
+
+AW_TEST(aw_app_tls_reload_in_one_worker_reloads_every_worker)
+{
+	CHECK(certs_ok);
+	reload_setup();
+	CHECK(!aw_test_failed());
+	cfg_workers = 2;
+	srv s;
+	CHECK_EQ(tls_srv_start(&s), 0);
+	reload_case rc = { .s = &s, .ca_after = ca2, .by_api = true };
+	CHECK_EQ(aw_run(reload_task, &rc), 0);
+	CHECK_EQ(rc.api_status, 200);
+	CHECK_EQ(rc.before, 200);
+	CHECK_EQ(rc.after, 200);   /* 8 new connections, whichever worker takes them */
+	CHECK_STR(rc.subject_after, "O=second,CN=localhost");
+	CHECK_EQ(rc.old_again, 200);
+	CHECK_EQ(srv_stop(&s), 0);
+	char *log = srv_log(&s);
+	/* The one that was asked, once; the other through the supervisor;
+	 * the supervisor's own copy. */
+	CHECK(strstr(log, "aw_app_tls_reload: reloaded the TLS certificate") != NULL);
+	int by_signal = 0;
+	for (const char *p = log; (p = strstr(p, "] SIGHUP: reloaded the TLS certificate")) != NULL; p++)
+		by_signal++;
+	CHECK_EQ(by_signal, 1);
 	CHECK(strstr(log, "supervisor: SIGHUP: reloaded the TLS certificate") != NULL);
 	free(log);
 }
