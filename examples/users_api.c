@@ -47,7 +47,8 @@
  * /debug/awith (loopback clients only; AWITH_DEBUG_TOKEN=secret requires
  * that token too) and a demo route that holds a transaction open,
  * GET /slow?seconds=N (default 2, at most 60), and one that computes
- * without waiting (a slow step), GET /busy?ms=N (default 150), for the
+ * without waiting (a slow step), GET /busy?ms=N (default 150, at most 2000;
+ * both parameters declared with awith/schema.h: a bad one is a 422), for the
  * page to show:
  *
  *     $ AWITH_DEBUG_PAGE=1 ./users_api --port 8000 &
@@ -61,6 +62,7 @@
  * once, so requests get their 503 in well under a millisecond.
  */
 #include <awith/http.h>
+#include <awith/schema.h>
 #include <awith/pg.h>
 
 #include <stdio.h>
@@ -172,20 +174,24 @@ static int read_products(aw_http_request *req, aw_http_response *res, void *ud)
 
 /* The debug page's demo: a request that holds a pooled connection and a
  * transaction while the server sleeps for it (SELECT pg_sleep). */
+struct slow_params {
+	double seconds;
+};
+static const aw_field slow_fields[] = {
+	AW_F_NUMBER(struct slow_params, seconds, .in = AW_IN_QUERY, AW_MIN(0), AW_MAX(60)),
+};
+static const aw_schema slow_schema = AW_SCHEMA(struct slow_params, NULL, slow_fields);
+
 static int slow_report(aw_http_request *req, aw_http_response *res, void *ud)
 {
 	(void)ud;
 	aw_pg_pool *pool = aw_app_state(aw_http_app(req));
-	const char *arg = NULL;
-	int rc = aw_http_query(req, "seconds", &arg);
+	struct slow_params p = { .seconds = 2.0 };   /* the default */
+	int rc = aw_http_parse_params(req, &slow_schema, &p);   /* else 422 */
 	if (rc < 0)
 		return rc;
-	char *end;
-	double secs = arg ? strtod(arg, &end) : 2.0;
-	if (arg && (*end || !(secs >= 0 && secs <= 60)))
-		return aw_raise(-EBADMSG, "seconds: a number from 0 to 60");
 	char secs_text[32];
-	snprintf(secs_text, sizeof secs_text, "%.3f", secs);
+	snprintf(secs_text, sizeof secs_text, "%.3f", p.seconds);
 	aw_pg_acquire a;
 	aw_pg_tx tx;
 	AW_WITH(aw_pg_acquire_init(&a, pool)) {
@@ -206,18 +212,22 @@ static int slow_report(aw_http_request *req, aw_http_response *res, void *ud)
 /* The debug page's other demo: a request that computes for ms milliseconds
  * without waiting (a slow step: nothing else on the loop runs meanwhile;
  * the watchdog reports it, and the page lists it). */
+struct busy_params {
+	int ms;
+};
+static const aw_field busy_fields[] = {
+	AW_F_INT(struct busy_params, ms, .in = AW_IN_QUERY, AW_MIN(0), AW_MAX(2000)),
+};
+static const aw_schema busy_schema = AW_SCHEMA(struct busy_params, NULL, busy_fields);
+
 static int busy(aw_http_request *req, aw_http_response *res, void *ud)
 {
 	(void)ud;
-	const char *arg = NULL;
-	int rc = aw_http_query(req, "ms", &arg);
+	struct busy_params p = { .ms = 150 };
+	int rc = aw_http_parse_params(req, &busy_schema, &p);
 	if (rc < 0)
 		return rc;
-	char *end;
-	long ms = arg ? strtol(arg, &end, 10) : 150;
-	if (arg && (*end || ms < 0 || ms > 2000))
-		return aw_raise(-EBADMSG, "ms: a number from 0 to 2000");
-	aw_time until = aw_now() + AW_MS(ms);
+	aw_time until = aw_now() + AW_MS(p.ms);
 	volatile unsigned long spins = 0;
 	while (aw_now() < until)
 		spins++;

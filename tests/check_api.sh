@@ -37,7 +37,7 @@ for cc in gcc clang; do
 			fi
 		done
 	done
-	for h in version core log ext io http client pg metrics; do
+	for h in version core log ext io http schema client pg metrics; do
 		printf '#include <awith/%s.h>\n' "$h" >"$tmp/one.c"
 		if $cc -std=c11 -Wall -Wextra -Werror -I"$inc" -c "$tmp/one.c" -o "$tmp/one.o" >"$tmp/log" 2>&1; then
 			ok "header alone: awith/$h.h ($cc -std=c11)"

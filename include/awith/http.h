@@ -52,6 +52,26 @@ typedef struct aw_http_request aw_http_request;
 typedef struct aw_http_response aw_http_response;
 typedef struct aw_app aw_app;
 
+/* http's error codes (returned negated, like errno codes): the http range
+ * of awith/ext.h's error ranges. A handler returns one (raised, with a
+ * message written for the client) and the app answers with its status
+ * and the message as the detail (awith/middleware.h, aw_app_error_status,
+ * for the whole table). */
+enum {
+	AW_EHTTP_BASE = 0x4200,
+	AW_EHTTP_BAD_REQUEST,   /* 400: the request is wrong (message says how) */
+	AW_EHTTP_UNAUTHORIZED,  /* 401: no valid credentials */
+	AW_EHTTP_FORBIDDEN,     /* 403: not allowed for these credentials */
+	AW_EHTTP_NOT_FOUND,     /* 404: no such resource */
+	AW_EHTTP_CONFLICT,      /* 409: conflicts with the resource's state */
+	AW_EHTTP_VALIDATION,    /* 422: a body or parameter failed validation */
+	AW_EHTTP_LAST
+};
+/* The layer's messages for aw_strerror come with its library; this
+ * reference makes a static link take them along. */
+extern const char aw__http_error_range;
+static const char *const aw__http_error_range_ref __attribute__((used, unused)) = &aw__http_error_range;
+
 /* A string slice (not NUL-terminated unless said so). */
 typedef struct aw_str {
 	const char *p;

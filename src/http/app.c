@@ -65,6 +65,8 @@ void aw_app_free(aw_app *app)
 	aw__app_debug_free(app->debug);
 	aw__http_tls_free(app);
 	aw__ws_routes_free(app->ws_routes);
+	aw__http_spec_routes_free(app);
+	aw__http_openapi_free(app);
 	free(app->startup);
 	free(app->shutdown);
 	free(app->name);
@@ -270,6 +272,9 @@ static int error_status(aw_http_conn *c, int err, const char **detail)
 	case -AW_ETOOLONG:
 		*detail = "request body too large";
 		return 413;
+	case -AW_EHTTP_VALIDATION:
+		*detail = "Unprocessable Content";   /* the body: aw_http_validation_detail */
+		return 422;
 	case -ECANCELED:
 		if (c->peer_gone) {
 			*detail = "the client closed the connection";
@@ -370,7 +375,8 @@ int aw__app_dispatch(aw_http_conn *c)
 				res->status = 499;
 		} else if (!res->sent) {
 			res->in_json = false;
-			aw__http_queue_error(c, status, detail, NULL);
+			if (status != 422 || !aw__http_queue_validation(c))
+				aw__http_queue_error(c, status, detail, NULL);
 		}
 	} else if (!res->sent) {
 		if (res->in_json) {

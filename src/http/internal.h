@@ -176,6 +176,9 @@ struct aw_http_request {
 	aw_span span;              /* the server span, open while traced */
 	bool traced;
 	int trace_err;             /* the handler's error code, for the span */
+
+	/* schema.c: validation problems and parsed input (in the arena) */
+	struct aw_http_valid *valid;
 };
 
 /* ---- responses ------------------------------------------------------------ */
@@ -308,6 +311,8 @@ int aw__router_add(aw_router *r, const char *method, const char *path, aw_http_h
 /* Match req's path and method. Returns 0 with req->route and params set,
  * 404, 405 (allow filled with "GET, HEAD" etc.), or 400 (bad encoding). */
 int aw__router_match(const aw_router *r, aw_http_request *req, char *allow, size_t allow_len);
+/* Call fn for every route (in no particular order). */
+void aw__router_each(const aw_router *r, void (*fn)(const aw_route *route, void *arg), void *arg);
 struct aw_route {
 	char *method;              /* "GET", ..., "*" */
 	size_t mlen;
@@ -366,8 +371,30 @@ struct aw_app {
 	 * aw__http_conn_serve). Returns when the connection is done. */
 	void (*h2_serve)(aw_http_conn *c);
 	struct aw_ws_route *ws_routes; /* aw_app_ws (ws.c): the routes' options, freed with the app */
+	struct aw_http_spec_route *spec_routes; /* aw_app_route_spec (schema.c) */
+	struct aw_openapi *openapi; /* aw_app_openapi (openapi.c); NULL: off */
 };
 FILE *aw__app_log(const aw_app *app);
+/* schema.c: a route added with a spec is registered with
+ * aw__http_spec_handler and one of these as its ud. */
+struct aw_route_spec;
+typedef struct aw_http_spec_route {
+	struct aw_http_spec_route *next;
+	aw_http_handler fn;
+	void *ud;
+	const struct aw_route_spec *spec;
+} aw_http_spec_route;
+int aw__http_spec_handler(aw_http_request *req, aw_http_response *res, void *ud);
+void aw__http_spec_routes_free(aw_app *app);
+/* The app's answer to -AW_EHTTP_VALIDATION: queue the 422 with the
+ * request's recorded problems (aw_http_validation_detail); false when
+ * there are none (then the caller answers as for any 422). */
+bool aw__http_queue_validation(aw_http_conn *c);
+/* The deepest nesting of [ and { in JSON text (strings skipped), stopping
+ * as soon as it passes limit. */
+size_t aw__json_depth(const char *p, size_t n, size_t limit);
+/* openapi.c */
+void aw__http_openapi_free(aw_app *app);
 /* debug.c: the live ledger page. */
 typedef struct aw_app_debug aw_app_debug;
 void aw__app_debug_free(aw_app_debug *d);

@@ -370,3 +370,18 @@ int aw__router_match(const aw_router *r, aw_http_request *req, char *allow, size
 	}
 	return 0;
 }
+
+static void each_node(const aw_rnode *n, void (*fn)(const aw_route *, void *), void *arg)
+{
+	for (; n; n = n->sibling) {
+		for (const aw_route *r = n->routes; r; r = r->next)
+			fn(r, arg);
+		each_node(n->children, fn, arg);
+		each_node(n->param, fn, arg);
+	}
+}
+
+void aw__router_each(const aw_router *r, void (*fn)(const aw_route *route, void *arg), void *arg)
+{
+	each_node(r->root, fn, arg);
+}

@@ -16,6 +16,7 @@
  * streams' exits still run (shielded, under the loop's cleanup grace).
  */
 #include "internal.h"
+#include "awith/schema.h"
 #include "awith/log.h"
 
 #include <arpa/inet.h>
@@ -215,6 +216,13 @@ int aw_http_json_body(aw_http_request *req, json_t **json)
 	int rc = aw_http_body(req, &data, &len);
 	if (rc)
 		return rc;
+	/* jansson's parser recurses once per level (up to 2048): a task's
+	 * stack is 64 KiB, so deep nesting is refused before it parses. */
+	if (aw__json_depth(data, len, AW_JSON_MAX_DEPTH) > AW_JSON_MAX_DEPTH) {
+		req->bad_request = "invalid JSON: nested too deeply (the limit is 64 levels)";
+		_Static_assert(AW_JSON_MAX_DEPTH == 64, "the message says 64");
+		return aw_raise(-EBADMSG, "request body: %s", req->bad_request);
+	}
 	json_error_t jerr;
 	json_t *v = json_loadb(data, len, JSON_DECODE_ANY, &jerr);
 	if (!v) {

@@ -4,6 +4,7 @@
  * together, in the order a program includes them and in reverse, must
  * compile cleanly. */
 #ifdef AW_REVERSE
+#include <awith/schema.h>
 #include <awith/metrics.h>
 #include <awith/pg.h>
 #include <awith/ext.h>
@@ -23,6 +24,7 @@
 #include <awith/pg.h>
 #include <awith/ext.h>
 #include <awith/metrics.h>
+#include <awith/schema.h>
 #endif
 
 /* The inline functions are instantiated, not only declared. */
