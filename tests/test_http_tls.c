@@ -491,7 +491,10 @@ AW_TEST(a_handshake_that_stalls_is_closed_at_the_timeout_and_others_are_served)
 	CHECK(cli_closed(quiet, 3000));
 	long long waited = now_ms() - t0;
 	CHECK(cli_closed(half, 1000));
-	CHECK_GE(waited, 900);
+	/* About the timeout: the deadline counts from the loop's time of the
+	 * accept (read at the top of that loop iteration: a loaded or
+	 * sanitized run can make it some 100 ms older than the accept). */
+	CHECK_GE(waited, 600);
 	CHECK_LT(waited, 2500);
 	close(quiet);
 	close(half);
