@@ -169,7 +169,7 @@ printf '\x16\x03\x01' >&4
 timeout 10 cat <&4 >/dev/null 2>&1
 stall=$((($(date +%s%N) - t0) / 1000000))
 exec 4<&-
-check "a_stalled_handshake_is_cut_at_the_timeout_(${stall}_ms_for_700)" [ "${stall:-0}" -ge 650 -a "${stall:-0}" -lt 3000 ]
+check "a_stalled_handshake_is_cut_at_the_timeout_(${stall}_ms_for_700)" [ "${stall:-0}" -ge 500 -a "${stall:-0}" -lt 3000 ]
 
 # ---- reload on SIGHUP, an old keep-alive connection goes on -------------------
 req=$'GET / HTTP/1.1\r\nHost: localhost\r\n\r\n'
