@@ -7,14 +7,15 @@
 #   bash bench/echo_bench.sh             # 5 rounds of 3 s per case (~2 min)
 #   bash bench/echo_bench.sh --quick     # 1 run of 1 s per case
 #   bash bench/echo_bench.sh --perf      # also: perf record the awith server
-#                                        # under the 64-connection load
+#                                        # (each backend) under the
+#                                        # 64-connection load
 #
 # Steps:
 #   1. installs missing Debian packages (scripts/test.sh's list plus
 #      python3-uvloop);
 #   2. configures and builds the release build in build-bench/ as bench/run.sh
 #      does, with the examples on (echo_server is one);
-#   3. starts the three servers, each on its own free port on 127.0.0.1
+#   3. starts the four servers (awith's echo_server on each loop backend), each on its own free port on 127.0.0.1
 #      (port 0; each prints "listening on 127.0.0.1:PORT");
 #   4. runs build-bench/bench/echo_load (plain C + epoll, no awith) against
 #      each: C connections, each doing ping-pong with 64-byte messages (write
@@ -65,8 +66,10 @@ mkdir -p "$results"
 LOAD=$BUILD/bench/echo_load
 
 declare -A PID PORT
-SIDES=(awith epoll uvloop)
-cmd_awith=("$BUILD/examples/echo_server" --port 0)
+# awith runs twice: on the epoll loop backend and on io_uring (AWITH_BACKEND).
+SIDES=(awith uring epoll uvloop)
+cmd_awith=(env AWITH_BACKEND=epoll "$BUILD/examples/echo_server" --port 0)
+cmd_uring=(env AWITH_BACKEND=uring "$BUILD/examples/echo_server" --port 0)
 cmd_epoll=("$BUILD/bench/epoll_echo" --port 0)
 cmd_uvloop=("$PY" bench/py/echo_uvloop.py --port 0 --loop uvloop)
 
@@ -145,21 +148,23 @@ done
 
 if ((perf)); then
     if command -v perf >/dev/null; then
-        echo "== perf: awith echo_server under ${CONNS[-1]} connections"
-        perf record -q -g -o "$results/perf.data" -p "${PID[awith]}" -- sleep "$((seconds + 1))" \
-            >/dev/null 2>"$results/perf.err" &
-        perf_pid=$!
-        sleep 0.2
-        "$LOAD" --port "${PORT[awith]}" --conns "${CONNS[-1]}" --seconds "$seconds" --size "$SIZE" >/dev/null
-        wait "$perf_pid"
-        {
-            echo "-- by object (kernel = syscalls and the TCP stack; libc = syscall stubs)"
-            perf report -i "$results/perf.data" --no-children --sort dso --stdio 2>/dev/null |
-                grep -E '^ +[0-9.]+%' | head -n 6
-            echo "-- by function"
-            perf report -i "$results/perf.data" --no-children --sort symbol --stdio 2>/dev/null |
-                grep -E '^ +[0-9.]+%' | head -n 25
-        } | tee "$results/perf.txt"
+        for side in awith uring; do
+            echo "== perf: awith echo_server ($side) under ${CONNS[-1]} connections"
+            perf record -q -g -o "$results/perf-$side.data" -p "${PID[$side]}" -- sleep "$((seconds + 1))" \
+                >/dev/null 2>"$results/perf.err" &
+            perf_pid=$!
+            sleep 0.2
+            "$LOAD" --port "${PORT[$side]}" --conns "${CONNS[-1]}" --seconds "$seconds" --size "$SIZE" >/dev/null
+            wait "$perf_pid"
+            {
+                echo "-- $side, by object (kernel = syscalls and the TCP stack; libc = syscall stubs)"
+                perf report -i "$results/perf-$side.data" --no-children --sort dso --stdio 2>/dev/null |
+                    grep -E '^ +[0-9.]+%' | head -n 6
+                echo "-- $side, by function"
+                perf report -i "$results/perf-$side.data" --no-children --sort symbol --stdio 2>/dev/null |
+                    grep -E '^ +[0-9.]+%' | head -n 25
+            } | tee "$results/perf-$side.txt"
+        done
     else
         echo "== perf: not installed (Debian package linux-perf)"
     fi
@@ -170,17 +175,19 @@ trap - EXIT
 for side in "${SIDES[@]}"; do
     kill -TERM "${PID[$side]}" 2>/dev/null
 done
-wait "${PID[awith]}"
-awith_rc=$?
+for side in awith uring; do
+    wait "${PID[$side]}"
+    awith_rc=$?
+    if ((awith_rc != 0)) || ! grep -qx 'echo server stopped' "$results/$side.out"; then
+        echo "== awith echo_server ($side) did not stop cleanly (exit status $awith_rc):"
+        cat "$results/$side.out" "$results/$side.err"
+        failed+=("$side-shutdown")
+    elif [[ -s $results/$side.err ]]; then
+        echo "== awith echo_server ($side) wrote to stderr:"
+        cat "$results/$side.err"
+    fi
+done
 for side in epoll uvloop; do wait "${PID[$side]}" 2>/dev/null; done
-if ((awith_rc != 0)) || ! grep -qx 'echo server stopped' "$results/awith.out"; then
-    echo "== awith echo_server did not stop cleanly (exit status $awith_rc):"
-    cat "$results/awith.out" "$results/awith.err"
-    failed+=(awith-shutdown)
-elif [[ -s $results/awith.err ]]; then
-    echo "== awith echo_server wrote to stderr:"
-    cat "$results/awith.err"
-fi
 
 cpu=$(sed -n 's/^model name[[:space:]]*:[[:space:]]*//p' /proc/cpuinfo | head -n 1)
 machine=(
@@ -201,6 +208,7 @@ import sys
 
 results, md_path, conns_list, machine = sys.argv[1], sys.argv[2], sys.argv[3].split(), sys.argv[4:]
 EPOLL_TARGET, UVLOOP_TARGET = 0.9, 5.0
+URING_TARGET = 1.2   # awith on io_uring against the hand-written epoll server, 64 connections
 
 
 def median(side, conns, ext="txt"):
@@ -239,11 +247,23 @@ for conns in conns_list:
             met += ok
             missed += not ok
             verdicts.append(f"≥ {goal:g}× {name}: {'met' if ok else 'missed'}")
-    rows.append([conns, rate(a), rate(e), rate(u), fmt(re_), fmt(ru), "; ".join(verdicts)])
+    g = median("uring", conns)
+    rg = ratio(g, e)
+    if conns == "64":
+        if rg is None:
+            verdicts.append(f"io_uring ≥ {URING_TARGET:g}× epoll: missed (no result)")
+            missed += 1
+        else:
+            ok = rg >= URING_TARGET
+            met += ok
+            missed += not ok
+            verdicts.append(f"io_uring ≥ {URING_TARGET:g}× epoll: {'met' if ok else 'missed'}")
+    rows.append([conns, rate(a), rate(g), rate(e), rate(u), fmt(re_), fmt(rg), fmt(ru), "; ".join(verdicts)])
 
-head = ["connections", "awith msgs/s", "epoll msgs/s", "uvloop msgs/s", "awith÷epoll", "awith÷uvloop",
-        "targets (≥ 0.9× epoll, ≥ 5× uvloop)"]
-right = [True, True, True, True, True, True, False]
+head = ["connections", "awith msgs/s", "awith io_uring msgs/s", "epoll msgs/s", "uvloop msgs/s", "awith÷epoll",
+        "awith io_uring÷epoll", "awith÷uvloop",
+        "targets (≥ 0.9× epoll, ≥ 5× uvloop; io_uring ≥ 1.2× epoll at 64)"]
+right = [True, True, True, True, True, True, True, True, False]
 
 
 def table(head, rows, right):
@@ -260,17 +280,19 @@ def table(head, rows, right):
 # generator (one core of its own) is what bounds msgs/s.
 cpu_rows = []
 for conns in conns_list:
-    a, e, u = (median(s, conns, "cpu") for s in ("awith", "epoll", "uvloop"))
-    cpu_rows.append([conns] + ["—" if v is None else f"{v:.2f}" for v in (a, e, u)]
-                    + [fmt(ratio(a, e)), fmt(ratio(u, a))])
-cpu_head = ["connections", "awith µs/msg", "epoll µs/msg", "uvloop µs/msg", "awith÷epoll", "uvloop÷awith"]
+    a, g, e, u = (median(s, conns, "cpu") for s in ("awith", "uring", "epoll", "uvloop"))
+    cpu_rows.append([conns] + ["—" if v is None else f"{v:.2f}" for v in (a, g, e, u)]
+                    + [fmt(ratio(a, e)), fmt(ratio(g, e)), fmt(ratio(g, a)), fmt(ratio(u, a))])
+cpu_head = ["connections", "awith µs/msg", "awith io_uring µs/msg", "epoll µs/msg", "uvloop µs/msg", "awith÷epoll",
+            "awith io_uring÷epoll", "awith io_uring÷awith", "uvloop÷awith"]
 
 text = "\n".join(
     ["## awith echo throughput over loopback", ""]
     + [f"- {m}" for m in machine]
     + ["",
        "Servers: awith = examples/echo_server (a task per connection in a task group, "
-       "aw_stream_read/aw_stream_write); epoll = bench/epoll_echo.c (hand-written, edge-triggered, "
+       "aw_stream_read/aw_stream_write) on the epoll loop backend; awith io_uring = the same "
+       "program with AWITH_BACKEND=uring; epoll = bench/epoll_echo.c (hand-written, edge-triggered, "
        "one thread); uvloop = bench/py/echo_uvloop.py (asyncio.start_server streams on uvloop). "
        "Load: bench/echo_load.c (plain epoll, one thread). Messages per second = round trips "
        "completed, all connections together.",
@@ -279,7 +301,7 @@ text = "\n".join(
     + ["", f"Targets: {met} met, {missed} missed.", "",
        "Server CPU time per message (user + system, all threads, from /proc/PID/stat; "
        "lower is better; awith÷epoll above 1 means awith costs more):", ""]
-    + table(cpu_head, cpu_rows, [True] * 6))
+    + table(cpu_head, cpu_rows, [True] * 9))
 print(text)
 with open(md_path, "w") as f:
     f.write(text + "\n")

@@ -12,6 +12,17 @@
 #                                       # rounds, interleaved, then the
 #                                       # instructions per request of each
 #                                       # under callgrind (load-independent)
+#   bash bench/http_bench.sh --middleware # the same for hello_server without
+#                                       # and with the middleware stack
+#                                       # (--middleware: request id +
+#                                       # Server-Timing + gzip)
+#   bash bench/http_bench.sh --backends # only hello_server on the epoll and
+#                                       # the io_uring loop backend
+#                                       # (AWITH_BACKEND), GET / and GET /
+#                                       # pipelined 16 deep (wrk -s
+#                                       # bench/tfb_pipeline.lua), 5 rounds,
+#                                       # interleaved; target: io_uring
+#                                       # <= 0.75x epoll's CPU per request
 #
 # Steps:
 #   1. installs missing Debian packages (scripts/test.sh's list plus wrk,
@@ -32,6 +43,10 @@
 #      with aw_app_metrics on (every request counted by route, method and
 #      status and timed into the histogram; nobody scrapes during the run):
 #      the target is <= 3 % fewer requests/s than with metrics off.
+#      "awith, middleware stack" is hello_server --middleware (request id,
+#      Server-Timing, gzip wrap every request; the 27-byte body stays
+#      under gzip's minimum): the table shows what the stack costs per
+#      request (server CPU µs/request, with vs without).
 #
 # On a machine with 2 or more cores the server under test is pinned to CPU 0
 # and wrk to CPU 1 (taskset), so each has a core of its own; the markdown
@@ -49,12 +64,14 @@ PACKAGES+=(wrk nginx-light h2o python3-fastapi python3-uvicorn python3-aiohttp p
 PY=/usr/bin/python3      # Debian's interpreter: the one the python3-* packages are for
 BUILD=build-bench
 CONNS=64
-rounds=3 seconds=5 metrics_only=0
+rounds=3 seconds=5 metrics_only=0 backends_only=0 variant=awith_metrics
 for arg in "$@"; do
     case $arg in
         --quick) rounds=1 seconds=2 ;;
-        --metrics) metrics_only=1 rounds=5 ;;
-        -h | --help) sed -n '2,14p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        --metrics) metrics_only=1 rounds=5 variant=awith_metrics ;;
+        --middleware) metrics_only=1 rounds=5 variant=awith_mw ;;
+        --backends) backends_only=1 rounds=5 ;;
+        -h | --help) sed -n '2,26p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "bench/http_bench.sh: unknown argument '$arg' (try --help)" >&2; exit 2 ;;
     esac
 done
@@ -122,11 +139,18 @@ hosts:
 EOF
 }
 
-SERVERS=(awith awith_metrics nginx h2o fastapi aiohttp)
-((metrics_only)) && SERVERS=(awith awith_metrics)
+# awith runs on each loop backend (aw_config.backend, AWITH_BACKEND); the
+# "_pipe" names are the same servers under wrk's pipelining script.
+SERVERS=(awith awith_uring awith_metrics awith_mw nginx h2o fastapi aiohttp)
+((metrics_only)) && SERVERS=(awith "$variant")
+((backends_only)) && SERVERS=(awith awith_uring awith_pipe awith_uring_pipe)
 declare -A LABEL=(
     [awith]="awith (examples/hello_server)"
+    [awith_uring]="awith on io_uring"
+    [awith_pipe]="awith, pipelined 16"
+    [awith_uring_pipe]="awith on io_uring, pipelined 16"
     [awith_metrics]="awith, metrics on"
+    [awith_mw]="awith, middleware stack"
     [nginx]="nginx-light (static file)"
     [h2o]="h2o (static file)"
     [fastapi]="uvicorn+FastAPI (uvloop)"
@@ -136,8 +160,10 @@ declare -A LABEL=(
 server_cmd() { # NAME PORT DIR -> sets CMD
     local name=$1 port=$2 dir=$3
     case $name in
-        awith) CMD=("$BUILD/examples/hello_server" --port "$port") ;;
-        awith_metrics) CMD=("$BUILD/examples/hello_server" --port "$port" --metrics /metrics) ;;
+        awith | awith_pipe) CMD=(env AWITH_BACKEND=epoll "$BUILD/examples/hello_server" --port "$port") ;;
+        awith_uring | awith_uring_pipe) CMD=(env AWITH_BACKEND=uring "$BUILD/examples/hello_server" --port "$port") ;;
+        awith_metrics) CMD=(env AWITH_BACKEND=epoll "$BUILD/examples/hello_server" --port "$port" --metrics /metrics) ;;
+        awith_mw) CMD=(env AWITH_BACKEND=epoll "$BUILD/examples/hello_server" --port "$port" --middleware) ;;
         nginx) nginx_conf "$port" "$dir"; CMD=(nginx -c "$dir/nginx.conf" -p "$dir" -e "$dir/nginx-error.log") ;;
         h2o) h2o_conf "$port" "$dir"; CMD=(h2o -c "$dir/h2o.conf") ;;
         fastapi) CMD=("$PY" bench/py/http_fastapi.py --port "$port") ;;
@@ -184,11 +210,13 @@ run() {
         failed+=("$name")
         return 1
     fi
-    "${pin_wrk[@]}" wrk -t1 -c"$CONNS" -d1s "http://127.0.0.1:$port/" >/dev/null 2>&1
+    local script=()
+    [[ $name == *_pipe ]] && script=(-s bench/tfb_pipeline.lua)
+    "${pin_wrk[@]}" wrk -t1 -c"$CONNS" -d1s "${script[@]}" "http://127.0.0.1:$port/" ${script:+-- 16} >/dev/null 2>&1
     local t0 t1
     t0=$(cpu_ticks "$pid")
-    if ! "${pin_wrk[@]}" wrk -t1 -c"$CONNS" -d"${seconds}s" --latency "http://127.0.0.1:$port/" \
-        >"$dir/wrk-$round.txt" 2>&1; then
+    if ! "${pin_wrk[@]}" wrk -t1 -c"$CONNS" -d"${seconds}s" --latency "${script[@]}" "http://127.0.0.1:$port/" \
+        ${script:+-- 16} >"$dir/wrk-$round.txt" 2>&1; then
         echo "== $name: wrk failed"
         failed+=("$name")
     fi
@@ -219,7 +247,9 @@ done
 import re, statistics, sys
 results, rounds, seconds, conns, pinned, ncpu = sys.argv[1:7]
 servers = sys.argv[7:]
-labels = {"awith": "awith (examples/hello_server)", "awith_metrics": "awith, metrics on", "nginx": "nginx-light (static file)",
+labels = {"awith": "awith (examples/hello_server)", "awith_uring": "awith on io_uring",
+          "awith_pipe": "awith, pipelined 16", "awith_uring_pipe": "awith on io_uring, pipelined 16",
+          "awith_metrics": "awith, metrics on", "awith_mw": "awith, middleware stack", "nginx": "nginx-light (static file)",
           "h2o": "h2o (static file)", "fastapi": "uvicorn+FastAPI (uvloop)", "aiohttp": "aiohttp (uvloop)"}
 
 def ms(v):
@@ -281,9 +311,24 @@ if a_rps and m[0]:
                           f"{-loss:+.1f} % requests/s, {m[0]:,.0f} vs {a_rps:,.0f}; p99 {m[1]:.2f} ms vs {a_p99:.2f} ms)"))
     if cpu.get("awith_metrics") and cpu.get("awith"):
         targets.append(f"- CPU per request, metrics on vs off: {cpu['awith_metrics']:.2f} µs vs {cpu['awith']:.2f} µs")
+w = data.get("awith_mw", (None, None))
+if a_rps and w[0]:
+    line = (f"- middleware stack (request id + Server-Timing + gzip) on vs off: "
+            f"{(w[0] / a_rps - 1) * 100:+.1f} % requests/s ({w[0]:,.0f} vs {a_rps:,.0f}), p99 {w[1]:.2f} ms vs {a_p99:.2f} ms")
+    if cpu.get("awith_mw") and cpu.get("awith"):
+        line += (f"; server CPU per request {cpu['awith_mw']:.2f} µs vs {cpu['awith']:.2f} µs: "
+                 f"the stack costs {cpu['awith_mw'] - cpu['awith']:+.2f} µs/request")
+    targets.append(line)
+# The loop backends: io_uring against epoll, same server, same load.
+for ep, ur, what in (("awith", "awith_uring", "GET /"), ("awith_pipe", "awith_uring_pipe", "GET / pipelined 16 deep")):
+    if cpu.get(ep) and cpu.get(ur):
+        r = cpu[ur] / cpu[ep]
+        targets.append(target("uring", r <= 0.75, f"io_uring ≤ 0.75× epoll's server CPU per request on {what} "
+                              f"({cpu[ur]:.2f} µs vs {cpu[ep]:.2f} µs: {r:.2f}×; requests/s "
+                              f"{data[ur][0]:,.0f} vs {data[ep][0]:,.0f})"))
 notes = []
 for s in servers:
-    if s not in ("awith", "awith_metrics") and cpu.get(s) and cpu.get("awith"):
+    if s not in ("awith", "awith_metrics", "awith_mw") and cpu.get(s) and cpu.get("awith"):
         notes.append(f"- CPU per request: {labels[s]} {cpu[s]:.1f} µs = {cpu[s] / cpu['awith']:.1f}× awith's")
 if notes:
     targets += ["", "Server CPU time per request (what each costs whatever bounds requests/s):", ""] + notes
@@ -308,7 +353,7 @@ if ((metrics_only)) && command -v valgrind >/dev/null && command -v callgrind_co
     echo
     echo "== instructions per request (callgrind, 2000 keep-alive requests after 300 to warm up)"
     declare -A IR
-    for v in awith awith_metrics; do
+    for v in awith "$variant"; do
         dir="$results/$v"
         port=$(free_port)
         server_cmd "$v" "$port" "$dir"
@@ -335,9 +380,9 @@ if ((metrics_only)) && command -v valgrind >/dev/null && command -v callgrind_co
         printf '   %-32s %s instructions per request\n' "${LABEL[$v]}" \
             "$(awk -v t="${IR[$v]:-0}" 'BEGIN { if (t > 0) printf "%.0f", t / 2000; else print "?" }')"
     done
-    if [[ -n ${IR[awith]:-} && -n ${IR[awith_metrics]:-} ]]; then
-        line=$(awk -v a="${IR[awith]}" -v b="${IR[awith_metrics]}" \
-            'BEGIN { printf "- instructions per request (callgrind): %.0f off, %.0f on (%+.1f %%)", a / 2000, b / 2000, (b / a - 1) * 100 }')
+    if [[ -n ${IR[awith]:-} && -n ${IR[$variant]:-} ]]; then
+        line=$(awk -v a="${IR[awith]}" -v b="${IR[$variant]}" -v what="${LABEL[$variant]}" \
+            'BEGIN { printf "- instructions per request (callgrind), %s: %.0f off, %.0f on (%+.1f %%)", what, a / 2000, b / 2000, (b / a - 1) * 100 }')
         echo "$line"
         echo "$line" >>"$results/../http_bench.md"
     fi

@@ -77,7 +77,10 @@ run_side() {
     ((rc == 0)) || { echo "== $name exited with status $rc"; failed+=("$name"); }
 }
 
-run_side awith "$BUILD/bench/core_bench" "${quick[@]}"
+run_side awith env AWITH_BACKEND=epoll "$BUILD/bench/core_bench" "${quick[@]}"
+# The same cases on the io_uring loop backend (AWITH_BACKEND=uring): the
+# loop polls between task switches, so the backend shows in a few rows.
+run_side awith_uring env AWITH_BACKEND=uring "$BUILD/bench/core_bench" "${quick[@]}"
 # Boost.Context's bare switch, in the same run (built when
 # libboost-context-dev is there).
 if [[ -x $BUILD/bench/fcontext_bench ]]; then
@@ -131,7 +134,7 @@ def load(side):
     return out
 
 
-sides = {s: load(s) for s in ("awith", "asyncio", "uvloop")}
+sides = {s: load(s) for s in ("awith", "awith_uring", "asyncio", "uvloop")}
 
 
 def cell(v):
@@ -218,6 +221,19 @@ text = "\n".join(
        "Ratios: how many times faster awith is (for B/task: how many times smaller).", ""]
     + table
     + ["", f"Targets: {met} met, {missed} missed."])
+# The loop backends side by side: the awith column above is epoll.
+brows = []
+for case in CASES:
+    e = sides["awith"].get(case, (None, "missing"))
+    u = sides["awith_uring"].get(case, (None, "missing"))
+    r = ratio(e, u)
+    brows.append([case, cell(e), cell(u), "—" if r is None else f"{u[0] / e[0]:.2f}×"])
+bhead = ["case", "awith on epoll", "awith on io_uring", "io_uring÷epoll"]
+bw = [max(len(r[i]) for r in brows + [bhead]) for i in range(4)]
+bline = lambda r: "| " + " | ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, bw))) + " |"
+bsep = "|" + "|".join(("-" * (w + 2)) if i == 0 else ("-" * (w + 1) + ":") for i, w in enumerate(bw)) + "|"
+text += "\n".join(["", "", "The loop's two backends (AWITH_BACKEND=epoll and =uring, the same program and cases; "
+                    "below 1 means io_uring is faster):", "", bline(bhead), bsep] + [bline(r) for r in brows])
 print(text)
 with open(md_path, "w") as f:
     f.write(text + "\n")

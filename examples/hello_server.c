@@ -25,7 +25,11 @@
  *     {"message":"Hello, World!"}
  *
  * With --metrics /metrics (or AWITH_METRICS=/metrics) it also serves
- * Prometheus metrics there (docs/observability.md).
+ * Prometheus metrics there (docs/observability.md). With --middleware
+ * every request goes through the stack of awith/middleware.h that
+ * bench/http_bench.sh measures: request id (X-Request-ID on every
+ * response), Server-Timing, gzip (this body is under its 1 KiB minimum:
+ * what a small JSON answer costs with the stack on).
  *
  * HTTPS beside it (uvicorn's --ssl-certfile/--ssl-keyfile): with
  * --tls-cert and --tls-key it also listens with TLS on --tls-port
@@ -37,6 +41,9 @@
  *     {"message":"Hello, World!"}
  */
 #include <awith/http.h>
+#include <awith/middleware.h>
+
+#include <string.h>
 
 static int root(aw_http_request *req, aw_http_response *res, void *ud)
 {
@@ -59,6 +66,19 @@ int main(int argc, char **argv)
 		aw_error_print(stderr, aw_error_current());
 		return 1;
 	}
+	for (int i = 1; i < argc; i++)
+		if (!strcmp(argv[i], "--middleware")) {
+			memmove(&argv[i], &argv[i + 1], (size_t)(argc - i) * sizeof *argv);
+			argc--;
+			aw_http_mw *id, *timing, *gz;
+			if (aw_http_mw_request_id(&id, NULL) || aw_app_use(app, id) || aw_http_mw_timing(&timing, NULL) ||
+			    aw_app_use(app, timing) || aw_http_mw_gzip(&gz, NULL) || aw_app_use(app, gz)) {
+				aw_error_print(stderr, aw_error_current());
+				aw_app_free(app);
+				return 1;
+			}
+			break;
+		}
 	int rc = aw_app_main(app, argc, argv);
 	aw_app_free(app);
 	return rc;

@@ -54,14 +54,19 @@
  *     $ AWITH_DEBUG_PAGE=1 ./users_api --port 8000 &
  *     $ curl -s 'http://127.0.0.1:8000/slow?seconds=30' &
  *     $ xdg-open http://127.0.0.1:8000/debug/awith
- * A database error answers
- * 503 with the SQLSTATE; the server log has the whole error, rate-limited
- * per place that logs it (aw_log_ratelimited): during an outage, a few
- * lines and "N similar messages suppressed", not one line per request.
- * While the database is down the pool backs off and fails acquires at
- * once, so requests get their 503 in well under a millisecond.
+ * Errors are mapped in one place, as FastAPI's exception handlers: the
+ * handlers just return them. Every pg error (the AW_EPG_* range) answers
+ * 503 {"detail": "database unavailable", "request_id": ...}, as does a
+ * pool that cannot connect (the app's defaults); the server log has the
+ * whole error with its cause chain once per failed request, rate-limited
+ * per place that logs it: during an outage, a few lines and "N similar
+ * messages suppressed", not one line per request. While the database is
+ * down the pool backs off and fails acquires at once, so requests get
+ * their 503 in well under a millisecond. Every response carries its
+ * X-Request-ID (the request-id middleware).
  */
 #include <awith/http.h>
+#include <awith/middleware.h>
 #include <awith/schema.h>
 #include <awith/pg.h>
 
@@ -102,19 +107,6 @@ static int send_rows(aw_http_response *res, const aw_pg_result *r)
 	return rc;
 }
 
-/* A database failure: 503 with what the client may know. */
-static int db_error(aw_http_response *res, int rc)
-{
-	aw_jw *w = aw_http_json_begin(res, 503);
-	aw_jw_object(w);
-	aw_jw_key(w, "detail");
-	aw_jw_string(w, "database unavailable");
-	aw_jw_key(w, "error");
-	aw_jw_string(w, aw_strerror(rc));
-	aw_jw_object_end(w);
-	return aw_http_json_end(w);
-}
-
 static int get_users(aw_http_request *req, aw_http_response *res, void *ud)
 {
 	(void)ud;
@@ -127,13 +119,7 @@ static int get_users(aw_http_request *req, aw_http_response *res, void *ud)
 			rc = send_rows(res, q.res);
 		}
 	}
-	if (aw_error_pending() && !rc) {
-		rc = aw_error_pending();
-		aw_log_ratelimited(stderr, aw_error_current(), "GET /users: database error");
-		aw_error_clear();
-		return db_error(res, rc);
-	}
-	return rc;
+	return rc ? rc : aw_error_pending();   /* a failure: the app answers it */
 }
 
 /* The seed's get_db: a generator manager around the pool's acquire. */
@@ -154,19 +140,10 @@ static int read_products(aw_http_request *req, aw_http_response *res, void *ud)
 {
 	(void)ud;
 	aw_pg_conn *db;
-	int rc = aw_http_depends(req, &DB, (void **)&db);
-	if (rc < 0) {
-		aw_log_ratelimited(stderr, aw_error_current(), "GET /products: no database connection");
-		aw_error_clear();
-		return db_error(res, rc);
-	}
 	aw_pg_result *r;
-	rc = aw_pg_query(db, &r, "SELECT * FROM products", AW_PG_NOARGS);
-	if (rc < 0) {
-		aw_log_ratelimited(stderr, aw_error_current(), "GET /products: database error");
-		aw_error_clear();
-		return db_error(res, rc);
-	}
+	int rc = aw_http_depends(req, &DB, (void **)&db);
+	if (rc < 0 || (rc = aw_pg_query(db, &r, "SELECT * FROM products", AW_PG_NOARGS)) < 0)
+		return rc;
 	rc = send_rows(res, r);
 	aw_pg_result_free(r);
 	return rc;
@@ -199,13 +176,8 @@ static int slow_report(aw_http_request *req, aw_http_response *res, void *ud)
 			rc = aw_pg_exec(a.conn, NULL, "SELECT pg_sleep($1::float8)", AW_PG_ARGS(secs_text));
 		}
 	}
-	if (aw_error_pending() && rc >= 0)
-		rc = aw_error_pending();
-	if (rc < 0) {
-		aw_log_ratelimited(stderr, aw_error_current(), "GET /slow: database error");
-		aw_error_clear();
-		return db_error(res, rc);
-	}
+	if (rc < 0 || (rc = aw_error_pending()) < 0)
+		return rc;
 	return aw_http_text(res, 200, "done\n");
 }
 
@@ -263,8 +235,11 @@ int main(int argc, char **argv)
 	aw_app *app;
 	if (aw_app_new(&app, "users_api") < 0)
 		return 1;
+	aw_http_mw *request_id;
 	if (aw_app_lifespan(app, lifespan, NULL) || aw_app_route(app, "GET", "/users", get_users, NULL) ||
-	    aw_app_route(app, "GET", "/products", read_products, NULL)) {
+	    aw_app_route(app, "GET", "/products", read_products, NULL) ||
+	    aw_app_error_status(app, -AW_EPG_BASE, -(AW_EPG_BASE + 0xff), 503, "database unavailable") ||
+	    aw_http_mw_request_id(&request_id, NULL) || aw_app_use(app, request_id)) {
 		aw_error_print(stderr, aw_error_current());
 		aw_app_free(app);
 		return 1;

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: MIT
 # Build and run every test twice: gcc (build/) and clang + ASan/UBSan
-# (build-asan/). Both with --werror. Installs missing Debian packages first
+# (build-asan/). Both with --werror. Each build's test programs run on the
+# epoll backend and again on io_uring (AWITH_BACKEND=uring; the ASan build's
+# uring pass takes the core, io, http and pg programs). Installs missing Debian packages first
 # (needs root or sudo). Build dirs are reused when already configured.
 #
 #   bash scripts/test.sh                   # everything
@@ -20,14 +22,15 @@ set -uo pipefail
 PACKAGES=(meson ninja-build pkg-config gcc g++ clang libclang-rt-14-dev valgrind python3
     gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user
           libssl-dev openssl
-          node-llhttp libjansson-dev curl
+          node-llhttp libjansson-dev zlib1g-dev curl
           libcurl4-openssl-dev nginx-light
           postgresql postgresql-client libpq-dev locales
           man-db groff-base binutils
           libhiredis-dev redis-server
           build-essential debhelper dpkg-dev fakeroot lintian
           libsystemd-dev prometheus chromium
-          python3-aiohttp)   # tests/check_chat*.sh, bench/ws_bench.sh: the WebSocket client and peer
+          python3-aiohttp    # tests/check_chat*.sh, bench/ws_bench.sh: the WebSocket client and peer
+          liburing-dev)      # the loop's io_uring backend (meson feature io_uring)
 
 # Install whatever in PACKAGES is not installed yet; no apt-get at all otherwise.
 ensure_packages() {
@@ -166,20 +169,23 @@ setup_build_target() {
     fi
 }
 
-# run_tests DIR: run each registered test executable of DIR directly (so the
-# harness output is shown live), adding its "<P> passed, <F> failed" line to
-# the totals. A binary that dies without that line counts as one failure.
+# run_tests DIR [NAMES [LABEL]]: run each registered test executable of DIR
+# directly (so the harness output is shown live), adding its "<P> passed,
+# <F> failed" line to the totals. A binary that dies without that line
+# counts as one failure. NAMES: an extended regex; only the programs whose
+# name matches it run. LABEL: shown after each name (e.g. "io_uring").
 run_tests() {
-    local dir=$1 timeout workdir name out summary rc p f
+    local dir=$1 names=${2:-.} label=${3:+ ($3)} timeout workdir name out summary rc p f
     local -a line cmd
-    echo "== test $dir"
+    echo "== test $dir$label"
     while IFS=$'\t' read -r -a line; do
         timeout=${line[0]} workdir=${line[1]} name=${line[2]} cmd=("${line[@]:3}")
-        echo "-- $name"
+        [[ $name =~ $names ]] || continue
+        echo "-- $name$label"
         out=$(mktemp)
         (cd "$workdir" && timeout -k 5 "$timeout" "${cmd[@]}" ${AW_TEST_FILTER:+"$AW_TEST_FILTER"} </dev/null) 2>&1 | tee "$out"
         rc=${PIPESTATUS[0]}
-        tally "$name" "$rc" "$out"
+        tally "$name$label" "$rc" "$out"
     done < <(meson introspect "$dir" --tests | python3 -c '
 import json, sys
 for t in json.load(sys.stdin):  # timeout, workdir, name, [env K=V...] cmd...
@@ -271,6 +277,14 @@ deb_check_stop() {
     rm -f "$DEB_CHECK_OUT"
 }
 
+# The loop's two backends (aw_config.backend, AWITH_BACKEND): the default
+# passes run on epoll, then the same test programs again on io_uring: every
+# test_* program in the gcc build; in the ASan build, the core, io, http and
+# pg programs (the layers that touch the loop; the rest of the ASan time is
+# the fault injection).
+URING_TESTS='^test_'
+URING_ASAN_TESTS='^test_(with|error_rule|gen|exitstack|iter|task|scope|group|sync|queue|thread|observe|backend|stream|socket|tls|file|signal|ext|http_server|http_app|http_limits|http_faults|http_workers|ws|pg|pg_pool|pg_tx|pg_outage)$'
+
 main() {
     cd "$(dirname "${BASH_SOURCE[0]}")/.." || exit 1
     ensure_packages || { echo "package installation failed" >&2; exit 1; }
@@ -283,7 +297,12 @@ main() {
 
     if CC=gcc CXX=g++ setup_build build --werror; then
         pg_cluster_ensure_up
-        run_tests build
+        AWITH_BACKEND=epoll run_tests build
+        # The same programs on the io_uring backend (test_backend proves
+        # which backend ran): the test programs, not the check_* scripts,
+        # which test packaging and install, not the loop.
+        pg_cluster_ensure_up
+        AWITH_BACKEND=uring run_tests build "$URING_TESTS" io_uring
     else
         build_failed+=(build)
     fi
@@ -295,8 +314,12 @@ main() {
         -Db_sanitize=address,undefined -Db_lundef=false -Dfault_injection=true; then
         pg_cluster_ensure_up
         ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
-            UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+            UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 AWITH_BACKEND=epoll \
             run_tests build-asan
+        pg_cluster_ensure_up
+        ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
+            UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 AWITH_BACKEND=uring \
+            run_tests build-asan "$URING_ASAN_TESTS" "io_uring, asan"
         if [[ -z ${AW_TEST_FILTER-} ]]; then
             pg_cluster_ensure_up
             run_fault_alloc build-asan

@@ -5,7 +5,9 @@
 # .pc files relocated there) and, with pkg-config only:
 #   - a core-only program (awith-core) needs none of libpq, libcurl,
 #     libjansson, libssl, libcrypto or the other awith libraries, and its
-#     flags do not mention postgresql; only awith-pg's do;
+#     flags do not mention postgresql; only awith-pg's do; libawith-core
+#     itself needs libc and pthread only, plus liburing when the io_uring
+#     backend is built in (its Requires.private then says so);
 #   - each module's program (tests/modules/<layer>.c) builds with
 #     -Wall -Wextra -Werror against its own module and runs;
 #   - each library's soname is libawith-<layer>.so.0; every public header
@@ -119,11 +121,20 @@ else
     fail "core_flags_name_no_third_party_library"
 fi
 core_so_needs=$(needed "$libdir/libawith-core.so" | tr '\n' ' ')
-if ! grep -qvE '^(libc\.so\.6|libpthread\.so\.0|ld-linux.*)$' < <(needed "$libdir/libawith-core.so"); then
-    ok "libawith_core_needs_only_libc: $core_so_needs"
+# With the io_uring backend (meson feature io_uring, on when liburing is
+# found) the core also needs liburing, and says so in Requires.private;
+# without it, libc and pthread only.
+core_allowed='libc\.so\.6|libpthread\.so\.0|ld-linux.*'
+core_uring=
+if pkg-config --print-requires-private awith-core | grep -q '^liburing'; then
+    core_allowed+='|liburing\.so\.2'
+    core_uring=' (and liburing: the io_uring backend is built in)'
+fi
+if ! grep -qvE "^($core_allowed)\$" < <(needed "$libdir/libawith-core.so"); then
+    ok "libawith_core_needs_only_libc: $core_so_needs$core_uring"
 else
     : >"$tmp/log"
-    fail "libawith_core_needs_only_libc: $core_so_needs"
+    fail "libawith_core_needs_only_libc: $core_so_needs$core_uring"
 fi
 if $cc -Wall -Wextra -Werror "$src/tests/modules/core.c" $flags -o "$tmp/core" >"$tmp/log" 2>&1; then
     direct=$(needed "$tmp/core" | tr '\n' ' ')
@@ -215,6 +226,8 @@ for m in "${modules[@]}"; do
         awith-client) line='$(pkg-config --cflags awith-client) -Wl,-Bstatic -lawith-client -lawith-io -lawith-core -Wl,-Bdynamic $(pkg-config --libs-only-L awith-core) $(pkg-config --libs libcurl jansson openssl) -pthread' ;;
         awith-pg) line='$(pkg-config --cflags awith-pg) -Wl,-Bstatic -lawith-pg -lawith-io -lawith-core -Wl,-Bdynamic $(pkg-config --libs-only-L awith-core) $(pkg-config --libs libpq jansson openssl) -pthread' ;;
         esac
+        # The core's archive with the io_uring backend needs liburing too.
+        [[ -n $core_uring ]] && line+=' -luring'
         # The same line, against the full install (shared libraries beside
         # the archives: -Wl,-Bstatic is what picks the archives there).
         flags=$(eval "echo $line")

@@ -441,7 +441,7 @@ AW_TEST(json_in_and_out)
 	json_decref(parsed);
 	resp_free(&r);
 	CHECK_EQ(get(s.port, GET("/writer-bad"), &r), 500);
-	CHECK_STR(r.body, "{\"detail\":\"Internal Server Error\"}");
+	CHECK(strncmp(r.body, "{\"detail\":\"Internal Server Error\",\"request_id\":\"", 48) == 0);
 	resp_free(&r);
 	CHECK_EQ(srv_stop(&s), 0);
 }
@@ -451,7 +451,12 @@ AW_TEST(handler_error_is_500_and_logged)
 	START(s);
 	resp r;
 	CHECK_EQ(get(s.port, GET("/fail"), &r), 500);
-	CHECK_STR(r.body, "{\"detail\":\"Internal Server Error\"}");   /* nothing internal */
+	/* nothing internal; the request id, to quote when reporting it */
+	CHECK_EQ(strlen(r.body), 48u + 16 + 2);
+	CHECK(strncmp(r.body, "{\"detail\":\"Internal Server Error\",\"request_id\":\"", 48) == 0);
+	char id[20];
+	memcpy(id, r.body + 48, 16);
+	id[16] = 0;
 	resp_free(&r);
 	/* header injection refused */
 	CHECK_EQ(get(s.port, GET("/headers"), &r), 200);
@@ -465,6 +470,10 @@ AW_TEST(handler_error_is_500_and_logged)
 	char *log = srv_log(&s);
 	/* the log has the whole chain, with locations */
 	CHECK(strstr(log, "GET /fail failed (500)") != NULL);
+	CHECK(strstr(log, id) != NULL);   /* the log record carries the same id */
+	/* logged once: one record for the failure */
+	const char *first = strstr(log, "GET /fail failed");
+	CHECK(first && !strstr(first + 1, "GET /fail failed"));
 	CHECK(strstr(log, "rollback failed") != NULL);
 	CHECK(strstr(log, "during handling of") != NULL);
 	CHECK(strstr(log, "disk on fire at /secret/path") != NULL);

@@ -283,7 +283,33 @@ typedef struct aw_config {
 	bool debug_errors;   /* report errors raised and then dropped (neither
 	                        handled nor passed on), once per raise site;
 	                        default: true when AWITH_DEBUG_ERRORS=1 */
+	int backend;         /* how the loop waits for fds: an aw_backend_choice.
+	                        Default (0): the AWITH_BACKEND environment
+	                        variable (epoll, uring or auto), else auto */
 } aw_config;
+
+/* The loop's poll backend (aw_config.backend; AWITH_BACKEND=epoll|uring|auto).
+ *   AW_BACKEND_DEFAULT  0: what AWITH_BACKEND says, else AW_BACKEND_AUTO
+ *   AW_BACKEND_AUTO     io_uring when this build has it and the kernel
+ *                       allows it; else epoll, said once per process on
+ *                       the loop's log (why: not built in, ENOSYS, the
+ *                       kernel.io_uring_disabled sysctl, EPERM from a
+ *                       seccomp policy ...)
+ *   AW_BACKEND_EPOLL    epoll
+ *   AW_BACKEND_URING    io_uring or nothing: aw_run_config fails with the
+ *                       reason on the log (-ENOSYS when not built in, else
+ *                       the kernel's code from io_uring_setup)
+ * An unknown AWITH_BACKEND value makes aw_run_config fail with -EINVAL. */
+typedef enum aw_backend_choice {
+	AW_BACKEND_DEFAULT = 0,
+	AW_BACKEND_AUTO = 1,
+	AW_BACKEND_EPOLL = 2,
+	AW_BACKEND_URING = 3,
+} aw_backend_choice;
+
+/* The running loop's backend: "epoll" or "io_uring"; NULL outside a loop.
+ * The string is static. */
+const char *aw_loop_backend(void);
 
 /* Fill *cfg with the defaults. */
 void aw_config_default(aw_config *cfg);
@@ -350,9 +376,11 @@ int aw_sleep_until(aw_time deadline) AW_MUST_USE;
 enum { AW_READABLE = 1, AW_WRITABLE = 2 };
 /* Waits until fd may be readable/writable (one direction per call) or until
  * deadline. Edge-triggered underneath: call it after the operation returned
- * EAGAIN. Returns 0, -ETIMEDOUT, the cancel code, -AW_EBUSY_WAIT if another
- * task already waits on the same fd and direction, or -EBADF/-EPERM from
- * epoll (a regular file cannot be waited on). */
+ * EAGAIN (on the io_uring backend an edge reports only the events of that
+ * wake-up, so a wait for an fd that was ready all along may not return).
+ * Returns 0, -ETIMEDOUT, the cancel code, -AW_EBUSY_WAIT if another task
+ * already waits on the same fd and direction, or -EBADF/-EPERM from epoll (a
+ * regular file cannot be waited on; on io_uring it is always ready). */
 int aw_fd_wait(int fd, int direction, aw_time deadline) AW_MUST_USE;
 #define aw_fd_wait(fd, dir, dl) AW__AT((aw_fd_wait)((fd), (dir), (dl)))
 /* Waits until fd may be ready in any of `directions` (AW_READABLE |

@@ -123,6 +123,27 @@ int aw_fd_watch(int fd);
  * checking an fd nobody waits on (a pool's idle connections). */
 int aw_fd_take_ready(int fd);
 
+/* Receive up to len bytes from socket fd into buf with one io_uring
+ * operation (IORING_OP_RECV) and wait for it: the wait for data and the
+ * read are one step in the kernel, and the loop submits it with its one
+ * io_uring_enter per turn, so the task makes no system call of its own.
+ * Returns 0 with *got bytes received (*got == 0: the peer closed), or a
+ * negative code: -ETIMEDOUT after deadline, the cancel code when
+ * cancelled, -EBADF when aw_fd_forget/aw_fd_close ran meanwhile,
+ * -AW_EBUSY_WAIT if another task reads fd, the receive's -errno (all
+ * raised); and -EOPNOTSUPP, not raised, when the loop does not run on
+ * io_uring (aw_loop_backend): the caller then reads and waits with
+ * aw_fd_wait itself.
+ * Never leaves the operation behind: when the wait ends early (deadline,
+ * cancellation, aw_fd_forget) the receive is cancelled
+ * (IORING_OP_ASYNC_CANCEL) and this returns only after its completion, so
+ * no byte lands in buf after the call returns, and no later completion
+ * reaches anyone. Bytes that did land first are not lost: *got counts them
+ * whatever the return code. aw_fd_forget of fd with a receive in flight
+ * returns only once the kernel has let go of buf. Waits. */
+int aw_fd_recv(int fd, void *buf, size_t len, size_t *got, aw_time deadline) AW_MUST_USE;
+#define aw_fd_recv(fd, buf, len, got, dl) AW__AT((aw_fd_recv)((fd), (buf), (len), (got), (dl)))
+
 /* Call fn(arg) from the loop when it first sees the peer of fd hang up
  * (EPOLLRDHUP, HUP or ERR), whether or not a task waits on fd. fn runs in
  * the loop, not in a task: it must not wait (typically it cancels or wakes

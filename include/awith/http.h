@@ -230,13 +230,18 @@ int aw_http_file_in(aw_http_response *res, const char *root, const char *rel, co
 /* Handlers, routes, dependencies, lifespan                       aw_app(3) */
 
 /* A handler returns 0 once it has sent a response (or without sending one:
- * then 204 is sent), or a negative error: a response not yet sent becomes a
- * 500 whose body leaks nothing internal (-EBADMSG from aw_http_json_body
- * or aw_http_query: 400 with our own message; -AW_ETOOLONG from the body:
- * 413; -ETIMEDOUT of the request deadline: 503; cancelled by a shutdown:
- * 503), and a 500 or 503 is logged with the error's cause chain. The error
- * in flight is what counts (exits on the handler's way out may have
- * replaced what it returned). Error bodies are JSON: {"detail": "..."}. */
+ * then 204 is sent), or a negative error, which the app's error table
+ * turns into the response (awith/middleware.h, aw_app_error_status: by
+ * default -EBADMSG from aw_http_json_body or aw_http_query 400 with our
+ * own message, -AW_ETOOLONG 413, AW_EHTTP_* codes their status with the
+ * error's message, -ETIMEDOUT 504, a pool or service unavailable 503,
+ * cancelled by a shutdown 503, anything else 500 whose body leaks nothing
+ * internal and carries the request id); a 5xx is logged once with the
+ * error's cause chain. A response the handler sent before failing is
+ * replaced by the error's while none of it has left: an error never
+ * becomes a 2xx. The error in flight is what counts (exits on the
+ * handler's way out may have replaced what it returned). Error bodies are
+ * JSON: {"detail": "..."} ("request_id" too for 5xx). */
 typedef int (*aw_http_handler)(aw_http_request *req, aw_http_response *res, void *ud);
 
 /* A dependency: a generator-style manager function (see aw_gen in core.h)

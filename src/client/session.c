@@ -96,21 +96,21 @@ static void socket_action(aw_client *c, int fd, int flags)
 static int watcher(void *arg)
 {
 	aw_client_sock *k = arg;
-	bool first = true;
 	while (!k->removed) {
 		int want = k->want, got = 0;
-		if (!first) {
-			/* Level check: curl may have left data unread. */
-			struct pollfd p = { .fd = k->fd, .events = (short)((want & AW_READABLE ? POLLIN : 0) |
-									   (want & AW_WRITABLE ? POLLOUT : 0)) };
-			if (poll(&p, 1, 0) > 0) {
-				if (p.revents & (POLLERR | POLLHUP | POLLNVAL))
-					got = want;
-				else
-					got = (p.revents & POLLIN ? AW_READABLE : 0) | (p.revents & POLLOUT ? AW_WRITABLE : 0);
-			}
+		/* Level check first (aw_fd_wait's contract: try, and wait only
+		 * when nothing is ready): curl may have left data unread, and a
+		 * socket taken back from curl's connection pool is writable
+		 * without a new edge (io_uring's poll reports only the events
+		 * of each wake-up, not the whole mask as epoll does). */
+		struct pollfd p = { .fd = k->fd, .events = (short)((want & AW_READABLE ? POLLIN : 0) |
+								   (want & AW_WRITABLE ? POLLOUT : 0)) };
+		if (poll(&p, 1, 0) > 0) {
+			if (p.revents & (POLLERR | POLLHUP | POLLNVAL))
+				got = want;
+			else
+				got = (p.revents & POLLIN ? AW_READABLE : 0) | (p.revents & POLLOUT ? AW_WRITABLE : 0);
 		}
-		first = false;
 		if (!got) {
 			k->parked = true;
 			got = aw_fd_wait_any(k->fd, want, AW_NEVER);

@@ -2,28 +2,29 @@
 /*
  * The poll backend on epoll. The loop registers each fd once, edge-
  * triggered for both directions, and keeps the readiness bits itself
- * (loop.c): one epoll_ctl per fd lifetime instead of one per wait. An
- * io_uring backend would implement the same five functions.
+ * (loop.c): one epoll_ctl per fd lifetime instead of one per wait.
+ * backend_uring.c implements the same five functions on io_uring;
+ * backend.c picks one per loop.
  */
 #include "internal.h"
 
 #include <sys/epoll.h>
 #include <unistd.h>
 
-int aw_backend_init(aw_backend *b)
+int aw_epoll_init(aw_backend *b)
 {
 	b->fd = epoll_create1(EPOLL_CLOEXEC);
 	return b->fd < 0 ? -errno : 0;
 }
 
-void aw_backend_fini(aw_backend *b)
+void aw_epoll_fini(aw_backend *b)
 {
 	if (b->fd >= 0)
 		close(b->fd);
 	b->fd = -1;
 }
 
-int aw_backend_add(aw_backend *b, int fd, uint64_t data)
+int aw_epoll_add(aw_backend *b, int fd, uint64_t data)
 {
 	struct epoll_event ev = {
 		.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET,
@@ -34,15 +35,14 @@ int aw_backend_add(aw_backend *b, int fd, uint64_t data)
 	return 0;
 }
 
-int aw_backend_del(aw_backend *b, int fd)
+int aw_epoll_del(aw_backend *b, int fd)
 {
 	if (epoll_ctl(b->fd, EPOLL_CTL_DEL, fd, NULL) != 0)
 		return -errno;
 	return 0;
 }
 
-int aw_backend_poll(aw_backend *b, aw_time timeout,
-		    void (*on_ready)(void *ctx, uint64_t data, bool rd, bool wr, bool hup), void *ctx)
+int aw_epoll_poll(aw_backend *b, aw_time timeout, aw_backend_ready_fn *on_ready, void *ctx)
 {
 	struct epoll_event evs[256];
 	int ms;

@@ -107,19 +107,74 @@ aw_time aw_timer_next(const aw_timer_heap *h);
 void aw_timer_run(aw_timer_heap *h, aw_time now, aw_time since);
 void aw_timer_heap_free(aw_timer_heap *h);
 
-/* ---- the poll backend (backend_epoll.c; io_uring can sit behind it) ------ */
+/* ---- the poll backend (backend.c picks one: backend_epoll.c,
+ * backend_uring.c) --------------------------------------------------------- */
 
-typedef struct aw_backend { int fd; } aw_backend;
-int aw_backend_init(aw_backend *b);
+/* Both backends keep the same contract: each fd is registered once for
+ * edge-triggered read+write readiness (plus the peer's half close), the
+ * loop keeps the readiness bits (loop.c), and a poll reports each event
+ * with the `data` the fd was added with. Only the loop thread calls them. */
+enum { AW_BACKEND_KIND_EPOLL = 1, AW_BACKEND_KIND_URING = 2 };
+struct aw_uring;
+typedef struct aw_backend {
+	int kind;                /* AW_BACKEND_KIND_*; 0 before init */
+	int fd;                  /* the epoll fd (epoll only) */
+	struct aw_uring *uring;  /* the ring (io_uring only) */
+	size_t ops;              /* operations in flight (io_uring only): a
+	                            loop with a task waiting for one is not
+	                            deadlocked */
+} aw_backend;
+
+/* One io_uring operation a task waits for (aw_fd_recv), on that task's
+ * stack: it never returns before `done`, so the record and the buffer
+ * outlive the kernel's use of them. */
+typedef struct aw_backend_op {
+	aw_task *task;           /* woken (value 0) when the completion comes */
+	int res;                 /* the completion's result */
+	bool done;
+} aw_backend_op;
+/* Start the backend the choice (aw_backend_choice, DEFAULT resolved from
+ * AWITH_BACKEND) names; AUTO falls back to epoll and says why once per
+ * process on `log`. 0 or a negative code (with the reason on `log`). */
+int aw_backend_init(aw_backend *b, int choice, FILE *log);
 void aw_backend_fini(aw_backend *b);
 /* Register fd for edge-triggered read+write readiness with `data`. */
 int aw_backend_add(aw_backend *b, int fd, uint64_t data);
+/* Stop watching fd. Called before the fd is closed; no event for this
+ * registration is reported after it (an io_uring poll still in flight is
+ * removed, and its completions are dropped by generation). */
 int aw_backend_del(aw_backend *b, int fd);
 /* Wait up to `timeout` ns (-1 forever, 0 poll) and call on_ready(ctx, data,
  * readable, writable, hup) for each event; hup: the peer closed its side
  * (or the fd is in error). Returns events seen, or -errno. */
-int aw_backend_poll(aw_backend *b, aw_time timeout,
-		    void (*on_ready)(void *ctx, uint64_t data, bool rd, bool wr, bool hup), void *ctx);
+typedef void aw_backend_ready_fn(void *ctx, uint64_t data, bool rd, bool wr, bool hup);
+int aw_backend_poll(aw_backend *b, aw_time timeout, aw_backend_ready_fn *on_ready, void *ctx);
+const char *aw_backend_name(const aw_backend *b);
+
+/* The two implementations (same contracts as above). */
+int aw_epoll_init(aw_backend *b);
+void aw_epoll_fini(aw_backend *b);
+int aw_epoll_add(aw_backend *b, int fd, uint64_t data);
+int aw_epoll_del(aw_backend *b, int fd);
+int aw_epoll_poll(aw_backend *b, aw_time timeout, aw_backend_ready_fn *on_ready, void *ctx);
+#if AW_HAVE_IO_URING
+/* 0, or the kernel's refusal (-ENOSYS, -EPERM, -ENOMEM ...) from
+ * io_uring_setup; *why names it for the log. */
+int aw_uring_init(aw_backend *b, const char **why);
+void aw_uring_fini(aw_backend *b);
+int aw_uring_add(aw_backend *b, int fd, uint64_t data);
+int aw_uring_del(aw_backend *b, int fd);
+int aw_uring_poll(aw_backend *b, aw_time timeout, aw_backend_ready_fn *on_ready, void *ctx);
+/* Queue a receive of up to len bytes from socket fd into buf; the
+ * completion sets op->res and op->done and wakes op->task. 0 or -errno. */
+int aw_uring_recv(aw_backend *b, int fd, void *buf, size_t len, aw_backend_op *op);
+/* Ask the kernel to cancel op (IORING_OP_ASYNC_CANCEL); its completion
+ * still comes (with -ECANCELED, or the result it had reached). sync: also
+ * wait in the kernel until op has finished with its buffer (for
+ * aw_fd_forget, which must not return while the kernel may still write
+ * into a buffer its caller is about to free). */
+void aw_uring_cancel(aw_backend *b, aw_backend_op *op, bool sync);
+#endif
 
 /* ---- tasks ---------------------------------------------------------------- */
 
@@ -204,6 +259,7 @@ void aw__log_context_free(struct aw_log_ctx **ctx);
 
 typedef struct aw_fdstate {
 	aw_task *reader, *writer;
+	aw_backend_op *read_op;  /* the reader's io_uring receive in flight */
 	bool registered, readable, writable;
 	bool hup;                /* sticky: the peer closed its side */
 	void (*on_hup)(void *arg); /* aw_fd_on_hup */

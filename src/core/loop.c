@@ -169,6 +169,66 @@ int (aw_fd_wait_any)(int fd, int directions, aw_time deadline)
 	return ready ? ready : directions;
 }
 
+int (aw_fd_recv)(int fd, void *buf, size_t len, size_t *got, aw_time deadline)
+{
+	*got = 0;
+	aw_loop *l = aw__loop;
+	aw_task *t = l ? l->running : NULL;
+	if (!t)
+		return aw_raise(-AW_ENOTASK, "aw_fd_recv outside of a task");
+#if AW_HAVE_IO_URING
+	if (l->backend.kind != AW_BACKEND_KIND_URING)
+		return -EOPNOTSUPP;
+	aw_fdstate *s;
+	int rc = fd_state(l, fd, &s);
+	if (rc)
+		return aw_raise(rc, "aw_fd_recv(%d): %s", fd, aw_strerror(rc));
+	if (s->reader)
+		return aw_raise(-AW_EBUSY_WAIT, "task '%s' already waits for fd %d to be readable", s->reader->name,
+				fd);
+	aw_backend_op op = { .task = t };
+	rc = aw_uring_recv(&l->backend, fd, buf, len, &op);
+	if (rc)
+		return aw_raise(rc, "fd %d: cannot queue a receive: %s", fd, aw_strerror(rc));
+	s->reader = t;
+	s->read_op = &op;
+	int v;
+	do   /* a readiness edge of fd (a poll on it) wakes the reader with 0 too: not ours */
+		v = aw_task_park(deadline, false);
+	while (v == 0 && !op.done);
+	if (!op.done) {
+		/* Deadline, cancellation, or aw_fd_forget (EBADF): the kernel
+		 * may still write into buf. Cancel, and wait with
+		 * cancellation off until it has let go of it. */
+		aw_uring_cancel(&l->backend, &op, false);
+		while (!op.done)
+			(void)aw_task_park(AW_NEVER, true);
+	}
+	s = &l->fds[fd];   /* the table may have moved */
+	if (s->reader == t)
+		s->reader = NULL;
+	if (s->read_op == &op)
+		s->read_op = NULL;
+	if (op.res > 0)
+		*got = (size_t)op.res;
+	if (v < 0 && v != AW_WAKE_TIMER)
+		return v;   /* cancelled (raised): what did land is in *got */
+	if (v > 0)
+		return aw_raise(-v, "fd %d: %s", fd, aw_strerror(-v));
+	if (op.res >= 0)
+		return 0;   /* data or end of file (also when it beat the deadline) */
+	if (op.res == -ECANCELED && v == AW_WAKE_TIMER)
+		return aw_raise(-ETIMEDOUT, "fd %d: no data before the deadline", fd);
+	return aw_raise(op.res, "fd %d: receive: %s", fd, aw_strerror(op.res));
+#else
+	(void)fd;
+	(void)buf;
+	(void)len;
+	(void)deadline;
+	return -EOPNOTSUPP;
+#endif
+}
+
 int (aw_fd_wait)(int fd, int direction, aw_time deadline)
 {
 	if (direction != AW_READABLE && direction != AW_WRITABLE)
@@ -235,6 +295,12 @@ void aw_fd_forget(int fd)
 	if (!l || fd < 0 || (size_t)fd >= l->nfds)
 		return;
 	aw_fdstate *s = &l->fds[fd];
+#if AW_HAVE_IO_URING
+	/* A receive in flight into a buffer the caller may free once the fd
+	 * is gone: have the kernel let go of it before returning. */
+	if (s->read_op && !s->read_op->done && l->backend.kind == AW_BACKEND_KIND_URING)
+		aw_uring_cancel(&l->backend, s->read_op, true);
+#endif
 	if (s->registered)
 		aw_backend_del(&l->backend, fd);
 	/* Positive wake values are errno codes for the waiter. */
@@ -253,6 +319,8 @@ int aw_fd_close(int fd)
 
 static bool fd_waiters(aw_loop *l)
 {
+	if (l->backend.ops)
+		return true;   /* a task waits for an io_uring operation */
 	for (size_t i = 0; i < l->nfds; i++)
 		if (l->fds[i].reader || l->fds[i].writer)
 			return true;
@@ -443,6 +511,7 @@ int aw_run_config(const aw_config *cfg, aw_task_fn main_fn, void *arg)
 		if (c.log)
 			l->cfg.log = c.log;
 		l->cfg.debug_errors = l->cfg.debug_errors || c.debug_errors;
+		l->cfg.backend = c.backend;
 	}
 	long ps = sysconf(_SC_PAGESIZE);
 	if (l->cfg.stack_size < 16 * 1024)
@@ -450,7 +519,7 @@ int aw_run_config(const aw_config *cfg, aw_task_fn main_fn, void *arg)
 	l->cfg.stack_size = (l->cfg.stack_size + (size_t)ps - 1) / (size_t)ps * (size_t)ps;
 	l->wake_fd = -1;
 	l->backend.fd = -1;
-	int rc = aw_backend_init(&l->backend);
+	int rc = aw_backend_init(&l->backend, l->cfg.backend, l->cfg.log);
 	if (rc) {
 		loop_free(l);
 		return rc;

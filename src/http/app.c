@@ -4,10 +4,12 @@
  * mapping, logging), per-request dependencies, and the lifespan.
  *
  * Dispatch: the router picks the handler; the handler runs inside a
- * fail_after scope at the request deadline. Its error is taken off the
- * task (so that writing the error response cannot clobber it), logged with
- * its cause chain if it is the server's fault, mapped to a status whose
- * body says nothing internal, and put back in flight for the dependencies'
+ * fail_after scope at the request deadline, inside the app's middleware
+ * (middleware.c) when there is any. Its error is taken off the task (so
+ * that writing the error response cannot clobber it), mapped to a status
+ * by the app's error table (errmap.c) whose body says nothing internal,
+ * logged once with its cause chain if it is the server's fault, and put
+ * back in flight for the dependencies'
  * teardown, which runs after the response has left (FastAPI's Depends with
  * yield): LIFO, shielded, every exit runs, and a failing teardown is logged.
  *
@@ -61,6 +63,7 @@ void aw_app_free(aw_app *app)
 	if (!app)
 		return;
 	aw__http_metrics_free(app);
+	aw__app_mw_free(app);
 	aw__router_free(&app->router);
 	aw__app_debug_free(app->debug);
 	aw__http_tls_free(app);
@@ -254,50 +257,6 @@ void aw__app_deps_unwind(aw_http_request *req, int err)
 
 /* ---- dispatch ------------------------------------------------------------------- */
 
-static int error_status(aw_http_conn *c, int err, const char **detail)
-{
-	aw_http_request *r = &c->req;
-	if (c->reject) {
-		*detail = c->reject_msg;
-		return c->reject;
-	}
-	if (c->body_timeout) {
-		*detail = "the request body did not arrive in time";
-		return 408;
-	}
-	switch (err) {
-	case -EBADMSG:
-		*detail = r->bad_request ? r->bad_request : "Bad Request";
-		return 400;
-	case -AW_ETOOLONG:
-		*detail = "request body too large";
-		return 413;
-	case -AW_EHTTP_VALIDATION:
-		*detail = "Unprocessable Content";   /* the body: aw_http_validation_detail */
-		return 422;
-	case -ECANCELED:
-		if (c->peer_gone) {
-			*detail = "the client closed the connection";
-			return 499;
-		}
-		if (c->srv && c->srv->draining) {
-			*detail = "the server is shutting down";
-			return 503;
-		}
-		break;
-	case -ETIMEDOUT:
-		if (aw_now() >= r->deadline) {
-			*detail = "the request took too long";
-			return 503;
-		}
-		break;
-	default:
-		break;
-	}
-	*detail = "Internal Server Error";
-	return 500;
-}
-
 /* With the debug page on, a handler's task is called after its request
  * ("GET /users/42") while the handler runs: the page, aw_dump and the
  * slow-step reports then say which request a task serves. */
@@ -310,23 +269,54 @@ static void name_task(aw_http_conn *c)
 	aw_task_set_name(aw_task_current(), name);
 }
 
+/* The routing outcome, for the innermost step of the app's middleware. */
+typedef struct routed {
+	aw_http_conn *c;
+	int st;                    /* 0, or 404/405/400... to answer */
+	char allow[160];
+} routed;
+
+/* Answer a routing failure or run the handler: the innermost step of the
+ * app's middleware (404 and 405 are answers their exits see too). */
+static int route_and_call(void *arg)
+{
+	routed *rt = arg;
+	aw_http_conn *c = rt->c;
+	aw_http_request *r = &c->req;
+	aw_app *app = c->app;
+	if (rt->st) {
+		const char *detail = rt->st == 400 && r->bad_request ? r->bad_request : aw__http_reason(rt->st);
+		if (aw__http_queue_error(c, rt->st, detail, rt->st == 405 ? rt->allow : NULL))
+			aw_error_clear();
+		return 0;
+	}
+	aw__http_trace_route(r);
+	const aw_route *route = r->route;
+	if (AW_UNLIKELY(app->debug != NULL))
+		name_task(c);
+	int err = route->fn(r, &c->res, route->ud);
+	if (AW_UNLIKELY(app->debug != NULL))
+		aw_task_set_name(aw_task_current(), "http-conn");
+	return err;
+}
+
 int aw__app_dispatch(aw_http_conn *c)
 {
 	aw_http_request *r = &c->req;
 	aw_http_response *res = &c->res;
 	aw_app *app = c->app;
-	char allow[160];
-	int st = aw__router_match(&app->router, r, allow, sizeof allow);
-	if (st) {
-		const char *detail = st == 400 && r->bad_request ? r->bad_request : aw__http_reason(st);
-		return aw__http_queue_error(c, st, detail, st == 405 ? allow : NULL);
+	routed rt = { .c = c };
+	rt.st = aw__router_match(&app->router, r, rt.allow, sizeof rt.allow);
+	if (rt.st && !app->mw.n) {
+		/* No app middleware: answered here, outside the deadline. */
+		const char *detail = rt.st == 400 && r->bad_request ? r->bad_request : aw__http_reason(rt.st);
+		return aw__http_queue_error(c, rt.st, detail, rt.st == 405 ? rt.allow : NULL);
 	}
-	aw__http_trace_route(r);
-	const aw_route *route = r->route;
 	/* A WebSocket lives as long as its peer: no request deadline. */
-	r->deadline = route->fn == aw__ws_route_handler ? AW_NEVER : aw__http_after(c->lim->request_deadline);
+	r->deadline = !rt.st && r->route->fn == aw__ws_route_handler ? AW_NEVER
+									 : aw__http_after(c->lim->request_deadline);
 	aw_exitstack_init(&r->deps);
-	int err = 0;
+	int err = 0, chained = 1;
 	aw_error *e = NULL;
 	aw_scope sc;
 	aw_error_clear();
@@ -335,11 +325,18 @@ int aw__app_dispatch(aw_http_conn *c)
 		c->peer_gone = false;
 		if (AW_UNLIKELY(c->hup_seen))
 			aw__http_conn_check_peer(c);
-		if (AW_UNLIKELY(app->debug != NULL))
-			name_task(c);
-		err = route->fn(r, res, route->ud);
-		if (AW_UNLIKELY(app->debug != NULL))
-			aw_task_set_name(aw_task_current(), "http-conn");
+		if (app->mw.n) {
+			/* Maps a failure to a held response before the exits. */
+			err = chained = aw__mw_run(c, &app->mw, route_and_call, &rt);
+		} else {
+			aw__http_trace_route(r);
+			const aw_route *route = r->route;
+			if (AW_UNLIKELY(app->debug != NULL))
+				name_task(c);
+			err = route->fn(r, res, route->ud);
+			if (AW_UNLIKELY(app->debug != NULL))
+				aw_task_set_name(aw_task_current(), "http-conn");
+		}
 		c->handler_scope = NULL;
 		if (err < 0) {
 			/* The error in flight is the truth: exits on the
@@ -355,28 +352,21 @@ int aw__app_dispatch(aw_http_conn *c)
 	if (err > 0)
 		err = 0;
 	if (!err && aw_error_pending()) {
-		/* The block's exit failed (e.g. the deadline hit an exit). */
+		/* The block's exit failed (e.g. the deadline hit an exit), or
+		 * the handler returned 0 with an error in flight. */
 		err = aw_error_pending();
 		e = aw_error_take();
 	}
 	if (err < 0) {
 		r->trace_err = err;
-		const char *detail;
-		int status = error_status(c, err, &detail);
-		if (status >= 500)
+		/* Made into a response already when middleware ran (before
+		 * their exits, which may have replaced it). */
+		int status = err == chained ? res->status : aw__http_map_error(c, err, e);
+		if (status == 499 || res->status == 499) {
+			/* nothing to log: the client left */
+		} else if (status >= 500 || res->status >= 500) {
 			aw__http_log_limited(app, e, "%.*s %.*s failed (%d)", (int)r->method_len, r->base + r->method_off,
-					     (int)r->path.len, r->path.p, status);
-		if (c->reject || status == 408 || status == 499)
-			res->close = true;
-		if (status == 499) {
-			/* Nobody to answer: the access log says 499 (nginx's
-			 * "client closed request"), the error log nothing. */
-			if (!res->sent)
-				res->status = 499;
-		} else if (!res->sent) {
-			res->in_json = false;
-			if (status != 422 || !aw__http_queue_validation(c))
-				aw__http_queue_error(c, status, detail, NULL);
+					     (int)r->path.len, r->path.p, res->status ? res->status : status);
 		}
 	} else if (!res->sent) {
 		if (res->in_json) {
@@ -386,10 +376,11 @@ int aw__app_dispatch(aw_http_conn *c)
 					     r->base + r->method_off, (int)r->path.len, r->path.p);
 			aw_error_clear();
 			aw__http_queue_error(c, 500, "Internal Server Error", NULL);
-		} else {
+		} else if (res->status != 499) {
 			aw__http_queue_response(c, 204, NULL, 0, NULL, 0);
 		}
 	}
+	aw__http_release_held(c);
 	if (r->deps.count) {
 		/* After the response has left: flush first. */
 		if (aw__http_flush(c)) {

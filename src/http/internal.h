@@ -18,6 +18,7 @@
 #include "../common/util.h"
 #include "../common/cnum.h"
 #include "awith/http.h"
+#include "awith/middleware.h"
 
 #include <string.h>
 
@@ -207,6 +208,18 @@ struct aw_http_response {
 	size_t body_bytes;        /* for the access log */
 	aw_buf hdrs;              /* "Name: value\r\n"... set by the handler */
 	aw_jw jw;
+	/* Middleware (middleware.c): while `hold`, a complete response is
+	 * kept here instead of being queued, so that the middleware exits can
+	 * still change it; aw__http_release_held queues it. */
+	bool hold;
+	bool held;                /* a complete response is held */
+	bool from_error;          /* ... made by the error mapping, from mapped_err */
+	int mapped_err;
+	const char *held_ctype;   /* in the arena */
+	size_t held_ctype_len;
+	aw_buf held_body;
+	size_t hdrs_keep;         /* headers set before the handler ran (an error keeps them) */
+	size_t out_mark;          /* c->out.len before this response's head */
 };
 
 /* ---- connections ------------------------------------------------------------ */
@@ -275,6 +288,9 @@ struct aw_http_conn {
 	bool tls;                  /* the handshake is done: the stream speaks TLS */
 	char *peer_subject;        /* the verified client certificate's subject (malloc'd) */
 	bool echo_request_id;      /* the client sent it: answer with it */
+	const char *request_id_header; /* the header that echoes it (NULL: X-Request-ID) */
+	int8_t peer_key_state;     /* peer_key: 0 not read yet, 1 set, -1 none (Unix socket) */
+	uint8_t peer_key[16];      /* the client's address, IPv4 mapped (rate limit) */
 	struct aw_ws *ws;          /* ws.c: the WebSocket this connection became (while its handler runs) */
 };
 
@@ -370,10 +386,40 @@ struct aw_app {
 	 * connection that selected it is served by it (tls.c,
 	 * aw__http_conn_serve). Returns when the connection is done. */
 	void (*h2_serve)(aw_http_conn *c);
+	struct aw__mw_chain { struct aw_http_mw **v; size_t n; } mw;  /* aw_app_use (middleware.c) */
+	struct aw_http_group *groups;   /* aw_app_group: owned */
+	struct aw__errmap *errmap;      /* aw_app_error_status (errmap.c) */
 	struct aw_ws_route *ws_routes; /* aw_app_ws (ws.c): the routes' options, freed with the app */
 	struct aw_http_spec_route *spec_routes; /* aw_app_route_spec (schema.c) */
 	struct aw_openapi *openapi; /* aw_app_openapi (openapi.c); NULL: off */
 };
+typedef struct aw__mw_chain aw__mw_chain;
+
+/* middleware.c */
+void aw__app_mw_free(aw_app *app);
+/* Run the chain's enters, then inner(arg) (unless an enter answered or
+ * failed), map a failure to a held response, run the exits LIFO with the
+ * error in flight. Returns the error the request leaves with (in flight). */
+int aw__mw_run(aw_http_conn *c, const aw__mw_chain *chain, int (*inner)(void *arg), void *arg);
+/* Queue the held response, if any, and stop holding. */
+void aw__http_release_held(aw_http_conn *c);
+/* Add a header the library composed (name a token, value without control
+ * characters: not checked again, unlike aw_http_set_header). */
+int aw__http_header_put(aw_http_response *res, const char *name, size_t nlen, const char *value, size_t vlen);
+/* Drop the produced response if none of it has left: false if it has. */
+bool aw__http_response_retract(aw_http_conn *c);
+/* The client's address as 16 bytes (cached per connection); false for a
+ * Unix socket. */
+bool aw__http_peer_key(aw_http_conn *c, uint8_t out[16]);
+/* errmap.c: turn the request's failure `err` (e: the error, may be NULL)
+ * into a held or queued error response, unless bytes of a response have
+ * left (then the connection is closed). Returns the status. */
+int aw__http_map_error(aw_http_conn *c, int err, const aw_error *e);
+void aw__errmap_free(aw_app *app);
+/* server.c: request ids. */
+void aw__http_request_id_make(char *out);   /* 16 hex digits + NUL */
+bool aw__http_request_id_ok(aw_str v);
+void aw__http_request_id_set(aw_http_conn *c, const char *id, size_t len);
 FILE *aw__app_log(const aw_app *app);
 /* schema.c: a route added with a spec is registered with
  * aw__http_spec_handler and one of these as its ud. */

@@ -422,6 +422,7 @@ void aw__http_conn_free(aw_http_conn *c)
 	aw__buf_free(&c->out);
 	aw__buf_free(&c->body);
 	aw__buf_free(&c->res.hdrs);
+	aw__buf_free(&c->res.held_body);
 	aw__buf_free(&c->req.body_buf);
 }
 

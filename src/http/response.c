@@ -117,6 +117,13 @@ void aw__http_response_reset(aw_http_response *res)
 	res->user_date = res->user_server = res->in_json = false;
 	res->body_bytes = 0;
 	res->hdrs.len = 0;
+	res->hold = res->held = res->from_error = false;
+	res->mapped_err = 0;
+	res->held_ctype = NULL;
+	res->held_ctype_len = 0;
+	res->held_body.len = 0;
+	res->hdrs_keep = 0;
+	res->out_mark = 0;
 }
 
 static inline char *put(char *o, const char *s, size_t n)
@@ -173,10 +180,13 @@ static int put_head(aw_http_conn *c, int status, const char *ctype, size_t ctype
 	size_t rlen = strlen(reason);
 	size_t dlen;
 	const char *date = aw__http_date_line(&dlen);
+	const char *idh = c->request_id_header ? c->request_id_header : "X-Request-ID";
+	size_t idhlen = c->echo_request_id ? strlen(idh) : 0;
 	size_t need = 32 + rlen + (ctype ? 16 + ctype_len : 0) + 48 + dlen + res->hdrs.len + 32 +
-		      (c->echo_request_id ? 16 + sizeof c->request_id : 0);
+		      (c->echo_request_id ? 4 + idhlen + sizeof c->request_id : 0);
 	if (aw__buf_reserve(&c->out, need))
 		return aw_raise(-ENOMEM, "no memory for a response head");
+	res->out_mark = c->out.len;
 	char *o = c->out.p + c->out.len;
 	o = put(o, "HTTP/1.1 ", 9);
 	*o++ = (char)('0' + status / 100);
@@ -202,7 +212,8 @@ static int put_head(aw_http_conn *c, int status, const char *ctype, size_t ctype
 	if (res->hdrs.len)
 		o = put(o, res->hdrs.p, res->hdrs.len);
 	if (c->echo_request_id) {
-		o = put(o, "X-Request-ID: ", 14);
+		o = put(o, idh, idhlen);
+		o = put(o, ": ", 2);
 		o = put(o, c->request_id, strlen(c->request_id));
 		o = put(o, "\r\n", 2);
 	}
@@ -231,9 +242,31 @@ int aw__http_flush(aw_http_conn *c)
 	return rc;
 }
 
+/* Middleware wraps the request: keep the response (copied) for their
+ * exits; aw__http_release_held queues it. */
+static int hold_response(aw_http_conn *c, int status, const char *ctype, size_t ctype_len, const void *body,
+			 size_t len)
+{
+	aw_http_response *res = &c->res;
+	char *ct = NULL;
+	if (ctype && !(ct = aw__arena_strndup(&c->arena, ctype, ctype_len)))
+		return aw_raise(-ENOMEM, "no memory for a response's content type");
+	res->held_body.len = 0;
+	if (len && aw__buf_put(&res->held_body, body, len))
+		return aw_raise(-ENOMEM, "no memory for a %zu-byte response", len);
+	res->held_ctype = ct;
+	res->held_ctype_len = ct ? ctype_len : 0;
+	res->status = status;
+	res->sent = res->held = true;
+	res->from_error = false;
+	return 0;
+}
+
 int aw__http_queue_response(aw_http_conn *c, int status, const char *ctype, size_t ctype_len, const void *body,
 			    size_t len)
 {
+	if (c->res.hold)
+		return hold_response(c, status, ctype, ctype_len, body, len);
 	int rc = put_head(c, status, ctype, ctype_len, FRAME_LENGTH, len);
 	if (rc)
 		return rc;
@@ -279,7 +312,8 @@ static size_t json_escape_into(char *o, const char *s)
 int aw__http_queue_error(aw_http_conn *c, int status, const char *detail, const char *allow)
 {
 	aw_http_response *res = &c->res;
-	res->hdrs.len = 0;
+	/* The handler's headers go; those middleware set on entering stay. */
+	res->hdrs.len = res->hdrs_keep < res->hdrs.len ? res->hdrs_keep : res->hdrs.len;
 	res->user_date = false;
 	if (allow && *allow) {
 		aw__buf_put(&res->hdrs, "Allow: ", 7);
@@ -312,7 +346,7 @@ static bool token_char(unsigned char ch)
 
 int aw_http_set_header(aw_http_response *res, const char *name, const char *value)
 {
-	if (res->sent)
+	if (res->sent && !res->held)
 		return aw_raise(-EALREADY, "aw_http_set_header: the response was already sent");
 	if (!name || !*name || !value)
 		return aw_raise(-EINVAL, "aw_http_set_header: empty name or NULL value");

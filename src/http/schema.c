@@ -22,32 +22,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* ---- the http error range ------------------------------------------------------- */
-
-/* The http range's messages (AW_EHTTP_*, http.h). The error mapping
- * (branch mw, errmap.c) defines the same symbol and registers the same
- * table: this copy is weak, and its registration then finds the range
- * taken (-EEXIST, ignored); once both are merged this block can go. */
-__attribute__((weak)) const char aw__http_error_range = 1;
-
-static const char *http_strerror(int code)
-{
-	switch (code) {
-	case AW_EHTTP_BAD_REQUEST: return "bad request";
-	case AW_EHTTP_UNAUTHORIZED: return "unauthorized";
-	case AW_EHTTP_FORBIDDEN: return "forbidden";
-	case AW_EHTTP_NOT_FOUND: return "not found";
-	case AW_EHTTP_CONFLICT: return "conflict";
-	case AW_EHTTP_VALIDATION: return "validation failed";
-	default: return NULL;
-	}
-}
-
-__attribute__((constructor)) static void http_errors_register(void)
-{
-	(void)aw_error_range_register(AW_EHTTP_BASE, "http", http_strerror);
-}
-
 /* ---- per-request state -------------------------------------------------------- */
 
 #define PATH_MAX_SEGS (2 * AW_JSON_MAX_DEPTH + 8)
@@ -220,7 +194,10 @@ bool aw__http_queue_validation(aw_http_conn *c)
 	const char *vd = aw_http_validation_detail(&c->req);
 	if (!vd)
 		return false;
-	c->res.hdrs.len = 0;   /* as for every error answer: the handler's headers go */
+	/* As for every error answer: the handler's headers go (those
+	 * middleware set on entering stay). */
+	if (c->res.hdrs.len > c->res.hdrs_keep)
+		c->res.hdrs.len = c->res.hdrs_keep;
 	if (aw__http_queue_response(c, 422, "application/json", 16, vd, strlen(vd)))
 		aw_error_clear();   /* no memory for the answer: the connection closes */
 	return true;

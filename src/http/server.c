@@ -413,7 +413,7 @@ static void id_init(void)
 
 /* 16 hex digits and a NUL into out (snprintf's %08x%08x costs more than
  * the rest of the request id's bookkeeping). */
-static void request_id_make(char *out)
+void aw__http_request_id_make(char *out)
 {
 	static const char hex[] = "0123456789abcdef";
 	pthread_once(&id_once, id_init);
@@ -424,7 +424,7 @@ static void request_id_make(char *out)
 	out[16] = 0;
 }
 
-static bool request_id_ok(aw_str v)
+bool aw__http_request_id_ok(aw_str v)
 {
 	if (!v.p || v.len == 0 || v.len > 128)
 		return false;
@@ -466,20 +466,32 @@ static aw_str raw_header(const char *data, size_t len, const char *name)
 static void request_id_begin(aw_http_conn *c, const aw_http_request *r, aw_str raw)
 {
 	aw_str v = r ? aw_http_header(r, "X-Request-ID") : raw;
-	c->echo_request_id = request_id_ok(v);
+	c->echo_request_id = aw__http_request_id_ok(v);
 	if (c->echo_request_id) {
 		memcpy(c->request_id, v.p, v.len);
 		c->request_id[v.len] = 0;
 	} else {
-		request_id_make(c->request_id);
+		aw__http_request_id_make(c->request_id);
 	}
 	if (aw_log_context_set("request_id", c->request_id))
 		aw_error_clear();   /* no memory: records go without it */
 }
 
+/* A middleware's choice of id (aw_http_mw_request_id). */
+void aw__http_request_id_set(aw_http_conn *c, const char *id, size_t len)
+{
+	if (len >= sizeof c->request_id)
+		len = sizeof c->request_id - 1;
+	memmove(c->request_id, id, len);
+	c->request_id[len] = 0;
+	if (aw_log_context_set("request_id", c->request_id))
+		aw_error_clear();
+}
+
 static void request_id_end(aw_http_conn *c)
 {
 	c->echo_request_id = false;
+	c->request_id_header = NULL;
 	if (aw_log_context_set("request_id", NULL))
 		aw_error_clear();
 }
@@ -748,7 +760,7 @@ static void refuse(aw_http_server *srv, int fd, const char *why)
 	if (srv->app->access_log) {
 		char peer[64], id[20];
 		peer_text(fd, peer, sizeof peer);
-		request_id_make(id);
+		aw__http_request_id_make(id);
 		access_entry a = { .minor = -1, .status = 503, .bytes = sizeof REFUSE_BODY - 1 };
 		access_write(srv->app, peer, id, &a);
 	}

@@ -372,6 +372,27 @@ ssize_t (aw_stream_fill)(aw_stream *s, size_t max, aw_time deadline)
 		int dirs = want;
 		if (s->wstart < s->wend && !s->werror)
 			dirs |= AW_WRITABLE;
+		if (dirs == AW_READABLE && s->is_sock && !s->ssl) {
+			/* On io_uring: wait and read in one operation (no
+			 * read system call of ours). -EOPNOTSUPP: epoll. */
+			size_t got = 0, space = s->rcap - s->rend;
+			rc = (aw_fd_recv)(s->fd, s->rbuf + s->rend, space, &got, deadline);
+			if (rc != -EOPNOTSUPP) {
+				s->rend += got;   /* bytes that landed are kept, whatever came with them */
+				if (rc == -ETIMEDOUT && !got)
+					return aw_raise(-ETIMEDOUT, "stream fd %d: no data before the deadline", s->fd);
+				if (rc < 0 && !got)
+					return rc;
+				if (rc < 0)
+					aw_error_clear();   /* the bytes first; the next wait sees it again */
+				if (!got) {
+					s->eof = true;
+					return 0;
+				}
+				s->drained = got < space;
+				return (ssize_t)got;
+			}
+		}
 		rc = (aw_fd_wait_any)(s->fd, dirs, deadline);
 		if (rc == -ETIMEDOUT)
 			return aw_raise(-ETIMEDOUT, "stream fd %d: no data before the deadline", s->fd);

@@ -1,0 +1,432 @@
+/* SPDX-License-Identifier: MIT */
+/* Tests: the loop's poll backend — which one runs (aw_config.backend,
+ * AWITH_BACKEND, auto and its fallback when the kernel refuses io_uring),
+ * and what both must keep: a reused fd number never sees its
+ * predecessor's readiness, a closed socket is released at once. */
+#include "harness.h"
+
+#include "awith/core.h"
+#include "awith/ext.h"
+
+#include <fcntl.h>
+#include <linux/audit.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#ifndef AW_TEST_HAVE_IO_URING
+#define AW_TEST_HAVE_IO_URING 0
+#endif
+
+static const char *seen;
+
+static int note_backend(void *arg)
+{
+	(void)arg;
+	seen = aw_loop_backend();
+	return 0;
+}
+
+/* Run a loop with this backend choice (log captured into buf). */
+static int run_with(int choice, char *buf, size_t len)
+{
+	aw_config cfg;
+	aw_config_default(&cfg);
+	cfg.backend = choice;
+	FILE *log = fmemopen(buf, len, "w");
+	if (!log)
+		return -errno;
+	setvbuf(log, NULL, _IONBF, 0);
+	cfg.log = log;
+	seen = NULL;
+	int rc = aw_run_config(&cfg, note_backend, NULL);
+	fclose(log);
+	return rc;
+}
+
+AW_TEST(aw_loop_backend_names_the_backend_the_config_chose)
+{
+	char log[512] = "";
+	CHECK(aw_loop_backend() == NULL);   /* outside a loop */
+	CHECK_EQ(run_with(AW_BACKEND_EPOLL, log, sizeof log), 0);
+	CHECK(seen && strcmp(seen, "epoll") == 0);
+	if (AW_TEST_HAVE_IO_URING) {
+		CHECK_EQ(run_with(AW_BACKEND_URING, log, sizeof log), 0);
+		CHECK(seen && strcmp(seen, "io_uring") == 0);
+		CHECK_EQ(run_with(AW_BACKEND_AUTO, log, sizeof log), 0);
+		CHECK(seen && strcmp(seen, "io_uring") == 0);   /* this kernel allows it */
+		CHECK_EQ(log[0], '\0');                         /* and nothing is said */
+	} else {
+		CHECK_EQ(run_with(AW_BACKEND_URING, log, sizeof log), -ENOSYS);
+		CHECK(strstr(log, "this build has none") != NULL);
+	}
+}
+
+AW_TEST(awith_backend_env_var_chooses_the_backend_when_the_config_does_not)
+{
+	char log[512] = "";
+	setenv("AWITH_BACKEND", "epoll", 1);
+	CHECK_EQ(run_with(AW_BACKEND_DEFAULT, log, sizeof log), 0);
+	CHECK(seen && strcmp(seen, "epoll") == 0);
+	if (AW_TEST_HAVE_IO_URING) {
+		setenv("AWITH_BACKEND", "uring", 1);
+		CHECK_EQ(run_with(AW_BACKEND_DEFAULT, log, sizeof log), 0);
+		CHECK(seen && strcmp(seen, "io_uring") == 0);
+		/* An explicit choice in the config wins over the variable. */
+		CHECK_EQ(run_with(AW_BACKEND_EPOLL, log, sizeof log), 0);
+		CHECK(seen && strcmp(seen, "epoll") == 0);
+	}
+}
+
+AW_TEST(an_unknown_awith_backend_value_fails_aw_run_with_einval_and_says_why)
+{
+	char log[512] = "";
+	setenv("AWITH_BACKEND", "kqueue", 1);
+	CHECK_EQ(run_with(AW_BACKEND_DEFAULT, log, sizeof log), -EINVAL);
+	CHECK(seen == NULL);   /* main never ran */
+	CHECK(strstr(log, "AWITH_BACKEND=kqueue: unknown backend") != NULL);
+	CHECK_EQ(run_with(42, log, sizeof log), -EINVAL);
+}
+
+/* The suite's uring pass (scripts/test.sh, AWITH_BACKEND=uring) must really
+ * run on io_uring, and the default pass on what auto picks: this is the
+ * test that proves which backend the other programs of the pass ran on. */
+AW_TEST(the_loop_runs_on_the_backend_awith_backend_asks_for)
+{
+	const char *want = getenv("AWITH_BACKEND");
+	int rc = aw_run(note_backend, NULL);
+	CHECK_EQ(rc, 0);
+	CHECK(seen != NULL);
+	if (want && strcmp(want, "epoll") == 0)
+		CHECK(strcmp(seen, "epoll") == 0);
+	else if (want && strcmp(want, "uring") == 0)
+		CHECK(strcmp(seen, "io_uring") == 0);
+	else
+		CHECK(strcmp(seen, AW_TEST_HAVE_IO_URING ? "io_uring" : "epoll") == 0);
+	printf("     backend: %s (AWITH_BACKEND=%s)\n", seen, want ? want : "");
+}
+
+/* A seccomp filter that makes io_uring_setup fail with `err`, as a
+ * container runtime's default profile does. For this forked test only. */
+static int refuse_io_uring(int err)
+{
+	struct sock_filter f[] = {
+		BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+		BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_io_uring_setup, 0, 1),
+		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | (unsigned)err),
+		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+	};
+	struct sock_fprog prog = { .len = sizeof f / sizeof f[0], .filter = f };
+	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0)
+		return -errno;
+	if (syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &prog) != 0)
+		return -errno;
+	return 0;
+}
+
+AW_TEST(auto_falls_back_to_epoll_when_seccomp_refuses_io_uring_and_says_so_once)
+{
+	if (!AW_TEST_HAVE_IO_URING)
+		return;   /* no io_uring in this build: auto is epoll, nothing to fall back from */
+	CHECK_EQ(refuse_io_uring(EPERM), 0);
+	char log[512] = "";
+	CHECK_EQ(run_with(AW_BACKEND_AUTO, log, sizeof log), 0);
+	CHECK(seen && strcmp(seen, "epoll") == 0);
+	CHECK(strstr(log, "io_uring unavailable") != NULL);
+	CHECK(strstr(log, "EPERM") != NULL);
+	/* Said once per process: the next loop falls back quietly. */
+	char log2[512] = "";
+	CHECK_EQ(run_with(AW_BACKEND_AUTO, log2, sizeof log2), 0);
+	CHECK(seen && strcmp(seen, "epoll") == 0);
+	CHECK_EQ(log2[0], '\0');
+	/* Asked for explicitly, io_uring is that or nothing. */
+	CHECK_EQ(run_with(AW_BACKEND_URING, log2, sizeof log2), -EPERM);
+	CHECK(seen == NULL);
+	CHECK(strstr(log2, "io_uring backend requested but unavailable") != NULL);
+}
+
+AW_TEST(auto_falls_back_to_epoll_when_the_kernel_has_no_io_uring)
+{
+	if (!AW_TEST_HAVE_IO_URING)
+		return;
+	CHECK_EQ(refuse_io_uring(ENOSYS), 0);
+	char log[512] = "";
+	CHECK_EQ(run_with(AW_BACKEND_AUTO, log, sizeof log), 0);
+	CHECK(seen && strcmp(seen, "epoll") == 0);
+	CHECK(strstr(log, "ENOSYS") != NULL);
+}
+
+/* ---- what both backends keep ------------------------------------------- */
+
+struct reuse { int rc, wait_rc, nread; };
+
+/* The old pipe's read end becomes readable while it is still registered
+ * (its readiness is on its way: in the completion ring, or in task work
+ * the next io_uring_enter runs), then is closed and its number reused by a
+ * new, empty pipe: a wait on the new one must not wake for the old data. */
+static int main_reuse(void *arg)
+{
+	struct reuse *r = arg;
+	int a[2], b[2];
+	if (pipe2(a, O_NONBLOCK | O_CLOEXEC) != 0)
+		return -errno;
+	int num = a[0];
+	EXPECT_EQ(aw_fd_watch(num), 0);
+	EXPECT_EQ(aw_sleep(AW_MS(1)), 0);   /* a loop turn: the registration is in the kernel */
+	EXPECT_EQ(write(a[1], "x", 1), 1);  /* readiness is on its way */
+	EXPECT_EQ(aw_fd_close(num), 0);
+	if (pipe2(b, O_NONBLOCK | O_CLOEXEC) != 0)
+		return -errno;
+	if (b[0] != num) {                   /* take the old number */
+		EXPECT_EQ(dup3(b[0], num, O_CLOEXEC), num);
+		close(b[0]);
+	}
+	r->wait_rc = aw_fd_wait(num, AW_READABLE, aw_deadline_after(AW_MS(50)));
+	aw_error_clear();
+	char c;
+	r->nread = (int)read(num, &c, 1);
+	EXPECT_EQ(aw_fd_close(num), 0);
+	close(a[1]);
+	close(b[1]);
+	return 0;
+}
+
+AW_TEST(a_reused_fd_number_never_sees_its_predecessors_readiness)
+{
+	struct reuse r = { 1, 1, 1 };
+	CHECK_EQ(aw_run(main_reuse, &r), 0);
+	CHECK_EQ(r.wait_rc, -ETIMEDOUT);
+	CHECK_EQ(r.nread, -1);   /* the new pipe is empty */
+}
+
+struct release { int wait_rc; ssize_t nread; aw_time took; };
+
+/* io_uring's poll holds a reference to the file: the removal queued by
+ * aw_fd_close must reach the kernel with the next loop turn, or the peer
+ * would not see the close. */
+static int main_release(void *arg)
+{
+	struct release *r = arg;
+	int sv[2];
+	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv) != 0)
+		return -errno;
+	EXPECT_EQ(aw_fd_watch(sv[0]), 0);
+	EXPECT_EQ(aw_sleep(AW_MS(1)), 0);   /* a loop turn: the poll is armed */
+	EXPECT_EQ(aw_fd_close(sv[0]), 0);
+	aw_time t0 = aw_now();
+	r->wait_rc = aw_fd_wait(sv[1], AW_READABLE, aw_deadline_after(AW_SEC(2)));
+	r->took = aw_now() - t0;
+	char c;
+	r->nread = read(sv[1], &c, 1);
+	EXPECT_EQ(aw_fd_close(sv[1]), 0);
+	return 0;
+}
+
+AW_TEST(a_closed_watched_socket_is_released_by_the_next_loop_turn)
+{
+	struct release r = { 1, 1, 0 };
+	CHECK_EQ(aw_run(main_release, &r), 0);
+	CHECK_EQ(r.wait_rc, 0);
+	CHECK_EQ(r.nread, 0);   /* EOF: the peer's end is really closed */
+	CHECK(r.took < AW_MS(500));
+}
+
+/* ---- aw_fd_recv: one io_uring operation per read ----------------------- */
+
+struct rx {
+	int fd;
+	char buf[64];
+	size_t got;
+	int rc;
+	aw_time deadline;
+	bool ended;
+};
+
+static int receiver(void *arg)
+{
+	struct rx *r = arg;
+	r->rc = aw_fd_recv(r->fd, r->buf, sizeof r->buf, &r->got, r->deadline);
+	aw_error_clear();   /* the test reads rc */
+	r->ended = true;
+	return 0;
+}
+
+static bool on_uring(void)
+{
+	const char *b = aw_loop_backend();
+	return b && strcmp(b, "io_uring") == 0;
+}
+
+struct recv_case { int rc_epoll; bool uring; int rc; size_t got; char text[16]; };
+
+static int main_recv(void *arg)
+{
+	struct recv_case *c = arg;
+	int sv[2];
+	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv) != 0)
+		return -errno;
+	c->uring = on_uring();
+	struct rx r = { .fd = sv[0], .deadline = aw_deadline_after(AW_SEC(5)) };
+	aw_task *t;
+	EXPECT_EQ(aw_spawn(&t, receiver, &r, "receiver"), 0);
+	EXPECT_EQ(aw_sleep(AW_MS(5)), 0);   /* it waits in the kernel now */
+	EXPECT_EQ(write(sv[1], "hello", 5), 5);
+	EXPECT_EQ(aw_task_join(t), 0);
+	c->rc = r.rc;
+	c->got = r.got;
+	snprintf(c->text, sizeof c->text, "%.*s", (int)r.got, r.buf);
+	EXPECT_EQ(aw_fd_close(sv[0]), 0);
+	close(sv[1]);
+	return 0;
+}
+
+AW_TEST(fd_recv_receives_on_io_uring_and_says_eopnotsupp_on_epoll)
+{
+	struct recv_case c = { 0 };
+	CHECK_EQ(aw_run(main_recv, &c), 0);
+	if (c.uring) {
+		CHECK_EQ(c.rc, 0);
+		CHECK_EQ(c.got, 5);
+		CHECK_STR(c.text, "hello");
+	} else {
+		CHECK_EQ(c.rc, -EOPNOTSUPP);
+		CHECK_EQ(c.got, 0);
+	}
+	char log[256];
+	aw_config cfg;
+	aw_config_default(&cfg);
+	cfg.backend = AW_BACKEND_EPOLL;
+	FILE *f = fmemopen(log, sizeof log, "w");
+	cfg.log = f;
+	CHECK_EQ(aw_run_config(&cfg, main_recv, &c), 0);
+	fclose(f);
+	CHECK(!c.uring);
+	CHECK_EQ(c.rc, -EOPNOTSUPP);
+}
+
+/* The buffer's owner abandons the receive (cancelled, or past its
+ * deadline); afterwards the peer writes. The bytes must stay in the socket
+ * for whoever reads next, the abandoned buffer must stay untouched, and no
+ * completion may reach anyone: the call returned only once the kernel had
+ * let go. */
+struct abandon { bool uring; int rc; size_t got; bool untouched; char later[16]; int how; };
+
+static int main_abandon(void *arg)
+{
+	struct abandon *c = arg;
+	int sv[2];
+	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv) != 0)
+		return -errno;
+	c->uring = on_uring();
+	struct rx *r = calloc(1, sizeof *r);
+	r->fd = sv[0];
+	memset(r->buf, 0x5a, sizeof r->buf);
+	r->deadline = c->how == 1 ? aw_deadline_after(AW_MS(20)) : AW_NEVER;
+	aw_task *t;
+	EXPECT_EQ(aw_spawn(&t, receiver, r, "receiver"), 0);
+	EXPECT_EQ(aw_sleep(AW_MS(5)), 0);   /* the receive is in flight */
+	if (c->how == 0)
+		aw_task_cancel(t);
+	if (aw_task_join(t) < 0)
+		aw_error_clear();
+	aw_error_clear();
+	c->rc = r->rc;
+	c->got = r->got;
+	/* Now the peer writes, and the loop turns a few times. */
+	EXPECT_EQ(write(sv[1], "late", 4), 4);
+	EXPECT_EQ(aw_sleep(AW_MS(20)), 0);
+	c->untouched = true;
+	for (size_t i = 0; i < sizeof r->buf; i++)
+		c->untouched = c->untouched && r->buf[i] == 0x5a;
+	free(r);
+	char b[16] = "";
+	ssize_t n = read(sv[0], b, sizeof b - 1);
+	snprintf(c->later, sizeof c->later, "%.*s", n > 0 ? (int)n : 0, b);
+	EXPECT_EQ(aw_fd_close(sv[0]), 0);
+	close(sv[1]);
+	return 0;
+}
+
+AW_TEST(a_cancelled_fd_recv_leaves_the_buffer_and_the_bytes_alone)
+{
+	struct abandon c = { .how = 0 };
+	CHECK_EQ(aw_run(main_abandon, &c), 0);
+	if (!c.uring)
+		return;   /* epoll: -EOPNOTSUPP, nothing was in flight */
+	CHECK_EQ(c.rc, -ECANCELED);
+	CHECK_EQ(c.got, 0);
+	CHECK(c.untouched);
+	CHECK_STR(c.later, "late");   /* still in the socket: the receive was really cancelled */
+}
+
+AW_TEST(an_fd_recv_past_its_deadline_returns_etimedout_and_leaves_the_bytes_alone)
+{
+	struct abandon c = { .how = 1 };
+	CHECK_EQ(aw_run(main_abandon, &c), 0);
+	if (!c.uring)
+		return;
+	CHECK_EQ(c.rc, -ETIMEDOUT);
+	CHECK_EQ(c.got, 0);
+	CHECK(c.untouched);
+	CHECK_STR(c.later, "late");
+}
+
+/* aw_fd_close of an fd with a receive in flight: when it returns, the
+ * kernel has let go of the buffer (the socket lives on through a dup, so a
+ * receive left behind would still take the bytes). */
+struct forget { bool uring; int rc; bool untouched_at_once, untouched_later; char later[16]; };
+
+static int main_forget(void *arg)
+{
+	struct forget *c = arg;
+	int sv[2];
+	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv) != 0)
+		return -errno;
+	c->uring = on_uring();
+	int keep = dup(sv[0]);
+	struct rx *r = calloc(1, sizeof *r);
+	r->fd = sv[0];
+	r->deadline = AW_NEVER;
+	memset(r->buf, 0x5a, sizeof r->buf);
+	aw_task *t;
+	EXPECT_EQ(aw_spawn(&t, receiver, r, "receiver"), 0);
+	EXPECT_EQ(aw_sleep(AW_MS(5)), 0);
+	EXPECT_EQ(aw_fd_close(sv[0]), 0);
+	EXPECT_EQ(write(sv[1], "late", 4), 4);   /* before any loop turn */
+	c->untouched_at_once = true;
+	for (size_t i = 0; i < sizeof r->buf; i++)
+		c->untouched_at_once = c->untouched_at_once && r->buf[i] == 0x5a;
+	if (aw_task_join(t) < 0)
+		aw_error_clear();
+	aw_error_clear();
+	c->rc = r->rc;
+	EXPECT_EQ(aw_sleep(AW_MS(10)), 0);
+	c->untouched_later = true;
+	for (size_t i = 0; i < sizeof r->buf; i++)
+		c->untouched_later = c->untouched_later && r->buf[i] == 0x5a;
+	free(r);
+	char b[16] = "";
+	ssize_t n = read(keep, b, sizeof b - 1);
+	snprintf(c->later, sizeof c->later, "%.*s", n > 0 ? (int)n : 0, b);
+	close(keep);
+	close(sv[1]);
+	return 0;
+}
+
+AW_TEST(closing_an_fd_with_a_receive_in_flight_returns_once_the_kernel_let_go)
+{
+	struct forget c = { 0 };
+	CHECK_EQ(aw_run(main_forget, &c), 0);
+	if (!c.uring)
+		return;
+	CHECK_EQ(c.rc, -EBADF);
+	CHECK(c.untouched_at_once);
+	CHECK(c.untouched_later);
+	CHECK_STR(c.later, "late");
+}
