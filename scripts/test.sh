@@ -29,6 +29,7 @@ PACKAGES=(meson ninja-build pkg-config gcc g++ clang libclang-rt-14-dev valgrind
           libhiredis-dev redis-server
           build-essential debhelper dpkg-dev fakeroot lintian
           libsystemd-dev prometheus chromium
+          haproxy pgbouncer wrk   # scripts/cluster.sh, scripts/chaos.sh
           python3-aiohttp    # tests/check_chat*.sh, bench/ws_bench.sh: the WebSocket client and peer
           liburing-dev)      # the loop's io_uring backend (meson feature io_uring)
 
@@ -129,6 +130,18 @@ run_fault_alloc() {
         echo "FAIL fault_alloc: a run with a failed allocation crashed, leaked or hung (see above)"
         TOTAL_FAILED=$((TOTAL_FAILED + 1))
     fi
+}
+
+# run_chaos: scripts/chaos.sh, the scale-out chaos suite (haproxy, three
+# instances, pgbouncer, a primary and a replica; about 2 minutes): counts
+# its cases. Not under AW_TEST_FILTER.
+run_chaos() {
+    local out rc
+    echo "== chaos (scripts/chaos.sh)"
+    out=$(mktemp)
+    timeout -k 10 600 bash scripts/chaos.sh </dev/null 2>&1 | tee "$out"
+    rc=${PIPESTATUS[0]}
+    tally chaos "$rc" "$out"
 }
 
 # run_tsan_threads: the one test that runs several loops on several threads
@@ -330,6 +343,8 @@ main() {
 
     pg_cluster_ensure_up
     CC=clang run_tsan_threads || build_failed+=(build-tsan)
+
+    [[ -n ${AW_TEST_FILTER-} ]] || run_chaos
 
     deb_check_start
     run_aarch64_core || build_failed+=(build-aarch64)

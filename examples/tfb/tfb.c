@@ -50,7 +50,10 @@
 enum {
 	WORLD_ROWS = 10000,
 	MAX_QUERIES = 500,
-	FANOUT = 16,          /* reads in flight per request at most */
+	FANOUT = 4,           /* reads in flight per request at most: enough to
+	                         overlap a request's round trips when few
+	                         requests run; many requests keep the pipeline
+	                         full on their own */
 	UPDATE_RETRIES = 3,   /* a deadlock between two batched updates: retry */
 };
 

@@ -271,7 +271,11 @@ typedef struct aw_config {
 	size_t stack_size;   /* default task/generator stack, virtual bytes.
 	                        Default 64 KiB (256 KiB under ASan). Only touched
 	                        pages cost memory. Min 16 KiB. */
-	size_t stack_cache;  /* freed stacks kept for reuse; default 256 */
+	size_t stack_cache;  /* freed stacks kept for reuse; default 1024 (a
+	                        cached stack keeps the pages it touched, so a
+	                        loop holds at most this many of them after a
+	                        peak; past it, every task ended is a munmap, a
+	                        TLB shootdown on every core the process runs on) */
 	aw_time grace;       /* how long a cleanup (exit) may wait once it is
 	                        running; default 5 s */
 	aw_time slow_step;   /* report a task that runs this long without

@@ -296,6 +296,15 @@ typedef struct aw_http_limits {
 	 * connect directly). Costs one getpeername per connection when on. */
 	size_t max_connections;
 	size_t max_connections_per_client;
+	/* Drain on shutdown behind a load balancer: on SIGTERM/SIGINT the
+	 * readiness route (aw_app_health) answers 503 at once, the server
+	 * goes on accepting and serving for drain_delay (the balancer's
+	 * health checks see it and stop sending), then stops as without it
+	 * (stop accepting, shutdown_grace for the requests in flight). A
+	 * second signal cuts the delay short. Not on a graceful restart
+	 * (SIGUSR2: the next generation accepts on the same sockets).
+	 * Default 0 (stop at once). */
+	aw_time drain_delay;
 } aw_http_limits;
 
 /* A new app in *out (free it with aw_app_free). -ENOMEM (raised). Needs no
@@ -493,6 +502,28 @@ typedef struct aw_app_listener {
  * listener without aw_app_tls, or bad arguments; otherwise as
  * aw_app_serve (a listener that cannot accept stops them all). */
 int aw_app_serve_listeners(aw_app *app, const aw_app_listener *ls, size_t n) AW_MUST_USE;
+/* Health routes for load balancers and orchestrators (haproxy's
+ * `option httpchk`, Kubernetes' probes). GET live_path answers 200
+ * {"status":"alive"} whenever the loop runs (it proves the process is not
+ * stuck); GET ready_path answers 200 {"status":"ready"} only while the
+ * app can serve: not before the lifespan's setup is done, not once a
+ * shutdown began (drain_delay, or the stop itself: 503
+ * {"status":"draining"}), and only when every readiness check passes
+ * (503 {"status":"unready","check":NAME,"detail":"..."} naming the first
+ * that failed). Either path may be NULL (no such route). Call before
+ * serving; -EINVAL (a path not starting with '/', or both NULL),
+ * -EALREADY (called before), -ENOMEM; raised. */
+int aw_app_health(aw_app *app, const char *live_path, const char *ready_path) AW_MUST_USE;
+/* A readiness check: returns 0 when ready, or a negative error (raised:
+ * its message becomes the 503's detail, and it is cleared). Runs in the
+ * readiness request's task, in registration order, each under a 2 s
+ * deadline of its own (a check that waits longer fails with -ETIMEDOUT).
+ * For a pg pool: aw_pg_pool_check (pg.h). */
+typedef int (*aw_app_ready_fn)(aw_app *app, void *arg);
+int aw_app_ready_check(aw_app *app, const char *name, aw_app_ready_fn fn, void *arg) AW_MUST_USE;
+/* True once a shutdown began (a signal, aw_app_stop, a graceful restart
+ * handing over): the readiness route then says 503. */
+bool aw_app_draining(const aw_app *app);
 
 /* Waits: serve on an open listener until SIGINT/SIGTERM (or
  * aw_app_stop): stop accepting (the listening socket is shut down, so new
@@ -521,12 +552,49 @@ int aw_app_run(aw_app *app, const char *host, int port, int workers) AW_MUST_USE
  * host:port, and `port` -1 (AW_APP_NO_PORT) leaves the cleartext port
  * out (TLS only). */
 #define AW_APP_NO_PORT (-1)
+/* Listening sockets and graceful restart (docs/scale.md). aw_app_run
+ * binds its listening sockets once, in the process that runs it: one, or
+ * with workers one SO_REUSEPORT socket per worker, made by the supervisor
+ * and inherited by worker i (a restarted worker takes the same socket, so
+ * the connections queued on it are not lost). Sockets it is handed
+ * instead, by the environment protocol of systemd's socket activation
+ * (LISTEN_PID equal to this process's pid, LISTEN_FDS=N: descriptors 3 to
+ * 3+N-1, listening stream sockets), are used as they are and host/port
+ * are ignored: worker i takes socket i mod N (one socket shared by every
+ * worker is fine). The variables are removed from the environment.
+ *
+ * SIGUSR2 to the process that ran aw_app_run (the supervisor with
+ * workers) starts a graceful restart: it runs its own executable again
+ * (the file now at the path of /proc/self/exe, so a new build installed
+ * over it is what starts) with the same arguments and environment, handing
+ * over its listening sockets by the same LISTEN_FDS protocol, plus
+ * AWITH_READY_FD, a pipe the new generation writes to once it serves
+ * (every worker's lifespan setup done). Then the old generation stops
+ * accepting (the sockets stay open: the new one accepts on them, so no
+ * connection is refused or lost in between) and drains as on SIGTERM but
+ * without drain_delay; aw_app_run returns 0. If the new generation exits
+ * or is not ready within 60 s, the old one logs it and goes on serving;
+ * a SIGTERM/SIGINT meanwhile calls the restart off (the new generation
+ * gets SIGTERM) and stops the old one as usual.
+ * The TLS port (aw_app_tls) is not among the sockets handed over yet:
+ * each worker (or the single process) binds its own SO_REUSEPORT TLS
+ * listener, the next generation binds its own beside them, and the old
+ * one's TLS listeners close when it stops accepting, so connections
+ * queued on them then are reset (a TLS port 0 also gets a new port).
+ * SIGHUP reloads the certificates (aw_app_tls_reload). A
+ * generation that is ready also tells systemd (NOTIFY_SOCKET: READY=1 and
+ * MAINPID, for Type=notify with NotifyAccess=all; contrib/awith.service)
+ * and writes its pid to the pid file when one is set (aw_app_main
+ * --pid-file), which it removes when it exits if it still names it. */
+int aw_app_pid_file(aw_app *app, const char *path) AW_MUST_USE;
 /* main() for examples: parses --port N (default 8000; "off": no cleartext
  * port), --host H (default 127.0.0.1), --workers N (default 1),
  * --access-log, --metrics PATH (or the environment's AWITH_METRICS=PATH:
  * aw_app_metrics), --tls-cert FILE and --tls-key FILE (aw_app_tls; both or
  * neither), --tls-port N (default 8443), --tls-client-ca FILE (mutual
- * TLS), --tls-handshake-timeout MS, and calls aw_app_run. */
+ * TLS), --tls-handshake-timeout MS, --pid-file PATH (aw_app_pid_file),
+ * --drain-delay MS (limits.drain_delay), --health (aw_app_health at
+ * /livez and /readyz) and calls aw_app_run. */
 int aw_app_main(aw_app *app, int argc, char **argv) AW_MUST_USE;
 
 /* ------------------------------------------------------------------------ */

@@ -245,6 +245,15 @@ typedef struct aw_listen_opts {
 int aw_tcp_listen(aw_listener **out, const char *host, int port, const aw_listen_opts *opts) AW_MUST_USE;
 /* A stale socket file at path is replaced only if nothing listens on it. */
 int aw_unix_listen(aw_listener **out, const char *path, const aw_listen_opts *opts) AW_MUST_USE;
+/* A listener over a socket that is already listening (inherited from a
+ * parent, from systemd's socket activation, from an older generation of
+ * the same server). Takes the descriptor: closing the listener closes it
+ * (a Unix socket's file is not removed). Sets it non-blocking and
+ * close-on-exec (the file status flag is shared with other holders of the
+ * same socket). -EBADF if fd is not a socket, -EINVAL if it is not a
+ * listening stream socket (fd stays the caller's then), -ENOMEM (fd is
+ * closed). */
+int aw_listener_from_fd(aw_listener **out, int fd, const aw_listen_opts *opts) AW_MUST_USE;
 int aw_listener_port(const aw_listener *l);
 int aw_listener_fd(const aw_listener *l);
 /* Waits: the next connection. Transient errors (EMFILE, ECONNABORTED) are
@@ -358,6 +367,7 @@ int aw_signals_wait(aw_signals *s, aw_time deadline) AW_MUST_USE;
 #define aw_unix_connect(out, path, dl) AW__AT((aw_unix_connect)((out), (path), (dl)))
 #define aw_tcp_listen(out, host, port, opts) AW__AT((aw_tcp_listen)((out), (host), (port), (opts)))
 #define aw_unix_listen(out, path, opts) AW__AT((aw_unix_listen)((out), (path), (opts)))
+#define aw_listener_from_fd(out, fd, opts) AW__AT((aw_listener_from_fd)((out), (fd), (opts)))
 #define aw_listener_accept(l, out, dl) AW__AT((aw_listener_accept)((l), (out), (dl)))
 
 #pragma GCC visibility pop

@@ -123,6 +123,26 @@ typedef struct aw_pg_opts {
 	                              the task has a trace context is recorded
 	                              as a span ("pg SELECT", kind client,
 	                              with its duration and error). */
+	bool transaction_pooler;   /* the DSN reaches a transaction-mode
+	                              pooler (pgbouncer pool_mode=transaction):
+	                              each transaction may run on another
+	                              server connection, so nothing may
+	                              outlive one. The statement cache is off
+	                              (as stmt_cache 0, whatever it says), and
+	                              statements that would leave session
+	                              state on a server connection other
+	                              clients get next are refused before
+	                              they are sent, with -ENOTSUP and a
+	                              message saying what to do instead:
+	                              LISTEN (aw_pg_listen_init too), SET
+	                              other than SET LOCAL / SET TRANSACTION
+	                              / SET CONSTRAINTS, PREPARE, CREATE TEMP
+	                              outside a transaction, DECLARE ... WITH
+	                              HOLD, session advisory locks
+	                              (pg_advisory_lock; the _xact_ ones are
+	                              fine). Only a statement's first keyword
+	                              (and for locks its text) is looked at.
+	                              docs/scale.md, "pgbouncer". */
 } aw_pg_opts;
 
 /* The defaults (what a NULL opts means). */
@@ -515,8 +535,29 @@ typedef struct aw_pg_pool_stats {
 	bool failing;                  /* backing off now (the last connect failed) */
 	aw_time wait_p50, wait_p90, wait_p99, wait_max;  /* acquire waits over the
 	                                  last 1024 acquires (ns) */
+	/* What the last aw_pg_pool_check found (the server the pool's
+	 * connections reach now, e.g. through a multi-host DSN): */
+	int standby;                   /* 1 a standby (in recovery), 0 a
+	                                  primary, -1 never checked */
+	aw_time replica_lag;           /* a standby's replay lag (ns): 0 when it
+	                                  has replayed all it received, else the
+	                                  age of the last transaction it
+	                                  replayed; 0 on a primary; -1 never
+	                                  checked */
+	aw_time checked_at;            /* aw_now() of that check; 0 never */
 } aw_pg_pool_stats;
 void aw_pg_pool_stats_get(const aw_pg_pool *p, aw_pg_pool_stats *out);
+
+/* Waits: can the pool serve now? Acquires a connection (as
+ * aw_pg_pool_acquire: while the pool backs off after failed connects it
+ * fails at once with the last connect's code), asks the server whether it
+ * is a standby and how far its replay lags, records both in the stats
+ * (standby, replica_lag, checked_at) and releases. Returns 0 or the
+ * error (raised). Made for readiness checks (aw_app_ready_check in
+ * http.h) and for watching a read pool's replica
+ * (target_session_attrs=standby or prefer-standby in its DSN). One plain
+ * query: it also runs through pgbouncer. */
+int aw_pg_pool_check(aw_pg_pool *p) AW_MUST_USE;
 
 #pragma GCC visibility pop
 

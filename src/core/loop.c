@@ -43,7 +43,7 @@ void aw_config_default(aw_config *cfg)
 {
 	memset(cfg, 0, sizeof *cfg);
 	cfg->stack_size = AW_ASAN ? 256 * 1024 : 64 * 1024;
-	cfg->stack_cache = 256;
+	cfg->stack_cache = 1024;
 	cfg->grace = AW_SEC(5);
 	cfg->slow_step = AW_MS(100);
 	cfg->threads = 4;

@@ -54,6 +54,8 @@ int aw_app_new(aw_app **out, const char *name)
 		.max_connections_per_client = 0,
 	};
 	app->worker = -1;
+	app->started_fd = -1;
+	app->ready_fd = -1;
 	*out = app;
 	return 0;
 }
@@ -67,6 +69,7 @@ void aw_app_free(aw_app *app)
 	aw__router_free(&app->router);
 	aw__app_debug_free(app->debug);
 	aw__http_tls_free(app);
+	aw__app_health_free(app);
 	aw__ws_routes_free(app->ws_routes);
 	aw__http_spec_routes_free(app);
 	aw__http_openapi_free(app);
@@ -442,6 +445,7 @@ static int serve_lifespan(aw_app *app, aw_http_lsock *ls, size_t n)
 				app->state = aw_gen_value(&user);
 		}
 		app->started = true;
+		aw__app_announce_started(app);
 		rc = aw__http_server_run(app, ls, n);
 		if (rc)
 			break;
@@ -451,24 +455,59 @@ static int serve_lifespan(aw_app *app, aw_http_lsock *ls, size_t n)
 	return rc;
 }
 
-/* SIGINT/SIGTERM: the first stops the server, a second one cancels the
- * requests still running without waiting for the rest of the grace.
- * SIGHUP (watched with TLS on): reload the certificate. */
+/* SIGINT/SIGTERM: the first stops the server (after drain_delay, while
+ * the readiness route already fails), a second one cancels the requests
+ * still running without waiting for the rest of the grace. SIGUSR2 (under
+ * aw_app_run only): in one process, start the next generation and stop
+ * once it serves; in a worker, the supervisor's word that the next
+ * generation serves: stop at once, without drain_delay. SIGHUP (watched
+ * with TLS on): reload the certificate. */
 static int signal_watcher(void *arg)
 {
 	aw_app *app = arg;
-	for (int n = 0;; n++) {
+	for (int n = 0;;) {
 		int sig = aw_signals_wait(app->sig, AW_NEVER);
 		if (sig <= 0)
 			return 0;
 		if (sig == SIGHUP) {
 			aw__http_tls_on_sighup(app);
-			n--;
 			continue;
 		}
-		if (n == 0) {
+		if (sig == SIGUSR2) {
+			if (n > 0)
+				continue;
+			if (app->worker >= 0) {
+				app->handing_over = true;
+				n++;
+				aw_app_stop(app);
+				continue;
+			}
+			int r = aw__handover_single(app);
+			if (r == -ECANCELED)
+				return 0;
+			if (r <= 0)
+				continue;
+			sig = r;   /* a SIGTERM while the next generation started */
+		}
+		if (n++ == 0) {
+			aw_time delay = app->limits.drain_delay;
+			app->draining = true;
+			if (delay > 0 && !app->handing_over) {
+				aw__http_log_error(app, NULL, "%s: not ready; stopping in %lld ms", strsignal(sig),
+						   (long long)(delay / 1000000));
+				int again = aw_signals_wait(app->sig, aw_now() + delay);
+				if (again == -ECANCELED)
+					return 0;
+				aw_error_clear();
+				if (again == SIGHUP)
+					aw__http_tls_on_sighup(app);
+				else if (again > 0 && again != SIGUSR2)
+					n++;
+			}
 			aw__http_log_error(app, NULL, "%s: shutting down", strsignal(sig));
 			aw_app_stop(app);
+			if (n > 1 && app->srv)
+				aw__http_server_hurry(app->srv);
 		} else {
 			aw__http_log_error(app, NULL, "%s again: cancelling the requests in flight", strsignal(sig));
 			if (app->srv)
@@ -508,15 +547,20 @@ int aw_app_serve_listeners(aw_app *app, const aw_app_listener *lv, size_t n)
 		return aw_error_pending();
 	app->stop_requested = false;
 	app->started = false;
-	/* SIGHUP reloads the certificate when the app has TLS settings. */
-	static const int sigs[] = { SIGINT, SIGTERM, SIGHUP };
+	/* SIGUSR2 under aw_app_run (graceful restart); SIGHUP reloads the
+	 * certificate when the app has TLS settings. */
+	int sigs[4] = { SIGINT, SIGTERM }, nsigs = 2;
+	if (app->run_managed)
+		sigs[nsigs++] = SIGUSR2;
+	if (app->tls)
+		sigs[nsigs++] = SIGHUP;
 	aw_signals sig;
 	aw_group g;
 	int rc = 0;
 	aw_error *e = NULL;
 	/* The signals stay ours until the lifespan's teardown is over: a
 	 * second SIGTERM must not kill the process in the middle of it. */
-	AW_WITH(aw_signals_init(&sig, sigs, app->tls ? 3 : 2), aw_group_init(&g)) {
+	AW_WITH(aw_signals_init(&sig, sigs, nsigs), aw_group_init(&g)) {
 		app->sig = &sig;
 		if (aw_group_spawn(&g, signal_watcher, app, "http-signals"))
 			aw_error_clear();

@@ -386,6 +386,22 @@ struct aw_app {
 	 * connection that selected it is served by it (tls.c,
 	 * aw__http_conn_serve). Returns when the connection is done. */
 	void (*h2_serve)(aw_http_conn *c);
+	/* health.c: readiness checks; draining: a shutdown began */
+	struct aw_ready_check { char *name; aw_app_ready_fn fn; void *arg; } *checks;
+	size_t nchecks;
+	bool health_on;
+	bool draining;
+	/* handover.c: generations and inherited sockets */
+	bool listener_shared;       /* the listener is shared with other
+	                               processes: stopping must not shut it
+	                               down, only stop accepting */
+	bool handing_over;          /* stopping for a new generation */
+	int started_fd;             /* worker -> supervisor: "I serve" (-1) */
+	int ready_fd;               /* AWITH_READY_FD from the old generation (-1) */
+	bool run_managed;           /* under aw_app_run (announces readiness) */
+	char *pid_file;
+	const int *gen_fds;         /* single process: the listening socket(s) */
+	int gen_nfds;
 	struct aw__mw_chain { struct aw_http_mw **v; size_t n; } mw;  /* aw_app_use (middleware.c) */
 	struct aw_http_group *groups;   /* aw_app_group: owned */
 	struct aw__errmap *errmap;      /* aw_app_error_status (errmap.c) */
@@ -393,6 +409,17 @@ struct aw_app {
 	struct aw_http_spec_route *spec_routes; /* aw_app_route_spec (schema.c) */
 	struct aw_openapi *openapi; /* aw_app_openapi (openapi.c); NULL: off */
 };
+/* health.c */
+void aw__app_health_free(aw_app *app);
+/* handover.c */
+int aw__listen_fds(int *first);
+int aw__listen_socket(const char *host, int port, bool reuseport, int *fd_out, int *port_out);
+int aw__handover_spawn(aw_app *app, const int *fds, int n, pid_t *child, int *ready_rd);
+void aw__generation_init(aw_app *app);
+void aw__generation_ready(aw_app *app);
+void aw__generation_exit(aw_app *app);
+void aw__app_announce_started(aw_app *app);
+int aw__handover_single(aw_app *app);
 typedef struct aw__mw_chain aw__mw_chain;
 
 /* middleware.c */

@@ -13,10 +13,17 @@
  * each drains its connections (aw_app_serve), and the supervisor returns
  * when the last one has exited. Workers get SIGTERM if the supervisor dies
  * (PR_SET_PDEATHSIG).
+ *
+ * The listening sockets belong to the supervisor (one SO_REUSEPORT socket
+ * per worker, or those inherited through LISTEN_FDS): a worker accepts on
+ * its own socket and a restarted worker takes the same one, so nothing
+ * queued on it is lost; SIGUSR2 hands them all to the next generation
+ * (handover.c), which the old one's workers leave to accept alone.
  */
 #include "internal.h"
 
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <netdb.h>
 #include <netinet/in.h>
@@ -36,26 +43,53 @@ typedef struct run_args {
 	aw_app *app;
 	const char *host;
 	int port;
-	bool reuseport;
+	int fd;            /* the listening socket (bound by aw_app_run or inherited) */
 	int worker;        /* -1: single process */
 	int rc;
 } run_args;
 
-/* Listen on host:port and log it ("http" or "https"). */
-static int run_listen(run_args *a, const char *scheme, const char *host, int port, aw_listener **l)
+static void log_listening(run_args *a, const char *scheme, const char *host, aw_listener *l)
 {
-	aw_listen_opts o = { .reuseport = a->reuseport };
+	if (a->worker < 0)
+		aw__http_log_error(a->app, NULL, "listening on %s://%s:%d (pid %d)", scheme, host, aw_listener_port(l),
+				   (int)getpid());
+	else
+		aw__http_log_error(a->app, NULL, "worker %d listening on %s://%s:%d (pid %d)", a->worker, scheme, host,
+				   aw_listener_port(l), (int)getpid());
+}
+
+/* The cleartext listener on the socket aw_app_run bound or inherited. */
+static int run_adopt(run_args *a, aw_listener **l)
+{
+	/* A descriptor of our own: the listener closes it, the socket stays
+	 * open in the supervisor (or for the next generation). */
+	int fd = fcntl(a->fd, F_DUPFD_CLOEXEC, 3);
+	int rc = fd < 0 ? aw_raise(-errno, "dup: %m") : aw_listener_from_fd(l, fd, NULL);
+	if (rc) {
+		if (fd >= 0 && rc != -ENOMEM)
+			close(fd);
+		aw__http_log_error(a->app, aw_error_current(), "cannot listen on %s:%d", a->host, a->port);
+		return rc;
+	}
+	log_listening(a, "http", a->host, *l);
+	return 0;
+}
+
+/* The TLS listener: bound here, in each worker (or the single process),
+ * with SO_REUSEPORT so that the workers share the port and a next
+ * generation (SIGUSR2) can bind it beside this one. Not handed over yet
+ * (docs/scale.md): this generation's TLS listeners close when it stops. */
+static int run_listen_tls(run_args *a, aw_listener **l)
+{
+	const char *host = aw__http_tls_host(a->app) ? aw__http_tls_host(a->app) : a->host;
+	int port = aw__http_tls_port(a->app);
+	aw_listen_opts o = { .reuseport = true };
 	int rc = aw_tcp_listen(l, host, port, &o);
 	if (rc) {
 		aw__http_log_error(a->app, aw_error_current(), "cannot listen on %s:%d", host, port);
 		return rc;
 	}
-	if (a->worker < 0)
-		aw__http_log_error(a->app, NULL, "listening on %s://%s:%d (pid %d)", scheme, host, aw_listener_port(*l),
-				   (int)getpid());
-	else
-		aw__http_log_error(a->app, NULL, "worker %d listening on %s://%s:%d (pid %d)", a->worker, scheme, host,
-				   aw_listener_port(*l), (int)getpid());
+	log_listening(a, "https", host, *l);
 	return 0;
 }
 
@@ -67,17 +101,16 @@ static int run_main(void *arg)
 	aw_app_listener ls[2];
 	size_t n = 0;
 	int rc = 0;
-	/* The cleartext port (unless AW_APP_NO_PORT), and the TLS one beside
-	 * it when the app has TLS settings. */
-	if (a->port >= 0) {
-		rc = run_listen(a, "http", a->host, a->port, &plain);
+	/* The cleartext socket (none with AW_APP_NO_PORT), and the TLS port
+	 * beside it when the app has TLS settings. */
+	if (a->fd >= 0) {
+		rc = run_adopt(a, &plain);
 		if (rc)
 			goto out;
 		ls[n++] = (aw_app_listener){ plain, false };
 	}
 	if (app->tls) {
-		const char *th = aw__http_tls_host(app) ? aw__http_tls_host(app) : a->host;
-		rc = run_listen(a, "https", th, aw__http_tls_port(app), &tls);
+		rc = run_listen_tls(a, &tls);
 		if (rc)
 			goto out;
 		ls[n++] = (aw_app_listener){ tls, true };
@@ -94,10 +127,10 @@ out:
 	return rc;
 }
 
-static int run_here(aw_app *app, const char *host, int port, bool reuseport, int worker)
+static int run_here(aw_app *app, const char *host, int port, int fd, int worker)
 {
 	app->worker = worker;
-	run_args a = { app, host, port, reuseport, worker, 0 };
+	run_args a = { app, host, port, fd, worker, 0 };
 	int rc = aw_run(run_main, &a);
 	if (rc == -EBUSY)
 		return aw_raise(-EBUSY, "aw_app_run runs its own loop: call it outside aw_run "
@@ -122,26 +155,64 @@ static double since(const struct timespec *t)
 	return (double)(now.tv_sec - t->tv_sec) + (double)(now.tv_nsec - t->tv_nsec) / 1e9;
 }
 
-static pid_t start_worker(aw_app *app, const char *host, int port, int i, const sigset_t *child_mask, pid_t parent)
+static pid_t start_worker(aw_app *app, const char *host, int port, int fd, int i, const sigset_t *child_mask,
+			  pid_t parent)
 {
 	fflush(NULL);
 	pid_t pid = fork();
 	if (pid != 0)
 		return pid;
-	/* The worker: die with the supervisor; keep SIGINT/SIGTERM blocked
-	 * (the server's signal block waits for them), unblock the rest. */
+	/* The worker: die with the supervisor; keep SIGINT/SIGTERM/SIGUSR2
+	 * blocked (the server's signal block waits for them), unblock the
+	 * rest. The old generation's pipe is the supervisor's. */
 	prctl(PR_SET_PDEATHSIG, SIGTERM);
 	if (getppid() != parent)
 		_exit(0);
 	app->supervisor = (int)parent;
 	sigprocmask(SIG_SETMASK, child_mask, NULL);
-	int rc = run_here(app, host, port, true, i);
+	if (app->ready_fd >= 0) {
+		close(app->ready_fd);
+		app->ready_fd = -1;
+	}
+	int rc = run_here(app, host, port, fd, i);
 	fflush(NULL);
 	_exit(rc == 0 ? 0 : aw__app_started(app) ? 1 : EXIT_STARTUP_FAILED);
 }
 
-/* Find a port for "port 0" and keep it reserved (bound, not listening)
- * while the workers bind it too. */
+/* The listening sockets of this generation: inherited (LISTEN_FDS), or
+ * bound here, one SO_REUSEPORT socket per worker (port 0: the first picks
+ * a free port, the others take the same). */
+static int open_sockets(aw_app *app, const char *host, int *port, int n, bool reuseport, int *fds, int *nfds)
+{
+	int first;
+	int got = aw__listen_fds(&first);
+	if (got > 0) {
+		for (int i = 0; i < got; i++)
+			fds[i] = first + i;
+		*nfds = got;
+		app->listener_shared = true;
+		aw__http_log_error(app, NULL, "using %d inherited listening socket(s) (LISTEN_FDS)", got);
+		return 0;
+	}
+	*nfds = 0;
+	for (int i = 0; i < n; i++) {
+		int p;
+		int rc = aw__listen_socket(host, *port, reuseport, &fds[i], &p);
+		if (rc) {
+			for (int k = 0; k < i; k++)
+				close(fds[k]);
+			return rc;
+		}
+		*port = p;
+		(*nfds)++;
+	}
+	app->listener_shared = n > 1;
+	return 0;
+}
+
+/* Find a port for a TLS "port 0" and keep it reserved (bound, not
+ * listening: the kernel gives it no connections) while the workers bind it
+ * too. */
 static int reserve_port(const char *host, int *port, int *fd_out)
 {
 	struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
@@ -170,33 +241,54 @@ static int reserve_port(const char *host, int *port, int *fd_out)
 	return 0;
 }
 
+#define MAX_SOCKETS 64
+
+/* A graceful restart in progress (SIGUSR2): the next generation's pid and
+ * the pipe it says "ready" on. */
+typedef struct next_gen {
+	pid_t pid;
+	int rd;
+	struct timespec started;
+} next_gen;
+
+static void kill_all(worker *w, int n, int sig)
+{
+	for (int i = 0; i < n; i++) {
+		w[i].pending = false;
+		if (w[i].pid > 0)
+			kill(w[i].pid, sig);
+	}
+}
+
 static int supervise(aw_app *app, const char *host, int port, int n)
 {
-	int hold = -1, tls_hold = -1;
-	if (port == 0) {
-		int rc = reserve_port(host, &port, &hold);
-		if (rc)
-			return rc;
-	}
+	int fds[MAX_SOCKETS], nfds = 0, tls_hold = -1;
+	int rc = port == AW_APP_NO_PORT ? 0
+					 : open_sockets(app, host, &port, n < MAX_SOCKETS ? n : MAX_SOCKETS, true, fds, &nfds);
+	if (rc)
+		return rc;
 	if (app->tls && aw__http_tls_port(app) == 0) {
-		int tport;
+		int tport = 0;
 		const char *th = aw__http_tls_host(app) ? aw__http_tls_host(app) : host;
-		int rc = reserve_port(th, &tport, &tls_hold);
+		rc = reserve_port(th, &tport, &tls_hold);
 		if (rc) {
-			if (hold >= 0)
-				close(hold);
+			for (int i = 0; i < nfds; i++)
+				close(fds[i]);
 			return rc;
 		}
 		aw__http_tls_set_port(app, tport);
 	}
 	worker *w = aw__calloc((size_t)n, sizeof *w);
-	if (!w) {
-		if (hold >= 0)
-			close(hold);
+	int started_pipe[2] = { -1, -1 };
+	if (!w || pipe2(started_pipe, O_CLOEXEC)) {
+		for (int i = 0; i < nfds; i++)
+			close(fds[i]);
 		if (tls_hold >= 0)
 			close(tls_hold);
+		free(w);
 		return aw_raise(-ENOMEM, "aw_app_run: no memory");
 	}
+	fcntl(started_pipe[0], F_SETFL, O_NONBLOCK);
 	app->nworkers = n;
 	if (aw__http_metrics_workers_prepare(app)) {
 		aw__http_log_error(app, aw_error_current(), "metrics: each scrape will show one worker only");
@@ -207,6 +299,7 @@ static int supervise(aw_app *app, const char *host, int port, int n)
 	sigaddset(&set, SIGINT);
 	sigaddset(&set, SIGTERM);
 	sigaddset(&set, SIGCHLD);
+	sigaddset(&set, SIGUSR2);
 	if (app->tls)
 		sigaddset(&set, SIGHUP);   /* reload: passed on to the workers */
 	sigprocmask(SIG_BLOCK, &set, &old);
@@ -215,6 +308,7 @@ static int supervise(aw_app *app, const char *host, int port, int n)
 	sigaddset(&child_mask, SIGTERM);
 	if (app->tls)
 		sigaddset(&child_mask, SIGHUP);   /* the worker's server waits for it */
+	sigaddset(&child_mask, SIGUSR2);
 	sigdelset(&child_mask, SIGCHLD);
 	pid_t self = getpid();
 	if (port >= 0)
@@ -223,10 +317,12 @@ static int supervise(aw_app *app, const char *host, int port, int n)
 		aw__http_log_error(app, NULL, "supervisor (pid %d): %d workers on https://%s:%d", (int)self, n,
 				   aw__http_tls_host(app) ? aw__http_tls_host(app) : host, aw__http_tls_port(app));
 
-	int rc = 0, live = 0;
-	bool stopping = false;
+	int live = 0, nstarted = 0;
+	bool stopping = false, ready = false;
+	next_gen next = { .pid = 0, .rd = -1 };
+	app->started_fd = started_pipe[1];
 	for (int i = 0; i < n; i++) {
-		w[i].pid = start_worker(app, host, port, i, &child_mask, self);
+		w[i].pid = start_worker(app, host, port, nfds ? fds[i % nfds] : -1, i, &child_mask, self);
 		if (w[i].pid < 0) {
 			rc = aw_raise(-errno, "fork: %m");
 			stopping = true;
@@ -237,12 +333,12 @@ static int supervise(aw_app *app, const char *host, int port, int n)
 		live++;
 	}
 	if (stopping)
-		for (int i = 0; i < n; i++)
-			if (w[i].pid > 0)
-				kill(w[i].pid, SIGTERM);
+		kill_all(w, n, SIGTERM);
 
 	while (live > 0 || (!stopping && n > 0)) {
-		/* The earliest pending restart bounds the wait. */
+		/* The earliest pending restart bounds the wait; so does a
+		 * readiness we are waiting for (polled: this loop has no
+		 * poll of its own, only signals). */
 		double wait = 3600;
 		for (int i = 0; i < n; i++)
 			if (w[i].pending) {
@@ -250,6 +346,8 @@ static int supervise(aw_app *app, const char *host, int port, int n)
 				if (left < wait)
 					wait = left < 0 ? 0 : left;
 			}
+		if ((!ready && !stopping) || next.pid > 0)
+			wait = wait < 0.02 ? wait : 0.02;
 		struct timespec ts = { (time_t)wait, (long)((wait - (double)(time_t)wait) * 1e9) };
 		siginfo_t si;
 		int sig = sigtimedwait(&set, &si, &ts);
@@ -266,10 +364,47 @@ static int supervise(aw_app *app, const char *host, int port, int n)
 			if (!stopping)
 				aw__http_log_error(app, NULL, "supervisor: %s: stopping %d worker(s)", strsignal(sig), live);
 			stopping = true;
-			for (int i = 0; i < n; i++) {
-				w[i].pending = false;
-				if (w[i].pid > 0)
-					kill(w[i].pid, SIGTERM);
+			kill_all(w, n, SIGTERM);
+		} else if (sig == SIGUSR2 && !stopping) {
+			if (next.pid > 0) {
+				aw__http_log_error(app, NULL, "supervisor: SIGUSR2: a restart is already under way");
+			} else if (aw__handover_spawn(app, fds, nfds, &next.pid, &next.rd)) {
+				aw__http_log_error(app, aw_error_current(), "graceful restart failed: serving on");
+				aw_error_clear();
+				next.pid = 0;
+			} else {
+				clock_gettime(CLOCK_MONOTONIC, &next.started);
+			}
+		}
+		/* Workers that serve. */
+		char buf[64];
+		ssize_t got;
+		while ((got = read(started_pipe[0], buf, sizeof buf)) > 0)
+			nstarted += (int)got;
+		if (!ready && nstarted >= n) {
+			ready = true;
+			aw__generation_ready(app);
+		}
+		/* The next generation: ready (then this one drains), dead or
+		 * late (then this one serves on). */
+		if (next.pid > 0) {
+			char b;
+			got = read(next.rd, &b, 1);
+			if (got == 1) {
+				aw__http_log_error(app, NULL,
+						   "graceful restart: pid %d serves: this generation (pid %d) drains",
+						   (int)next.pid, (int)self);
+				close(next.rd);
+				next = (next_gen){ .pid = 0, .rd = -1 };
+				stopping = true;
+				kill_all(w, n, SIGUSR2);
+			} else if (got == 0 || since(&next.started) > 60) {
+				aw__http_log_error(app, NULL, "graceful restart: pid %d %s: serving on", (int)next.pid,
+						   got == 0 ? "exited before it was ready" : "not ready within 60 s");
+				if (got != 0)
+					kill(next.pid, SIGTERM);
+				close(next.rd);
+				next = (next_gen){ .pid = 0, .rd = -1 };
 			}
 		}
 		int status;
@@ -279,7 +414,7 @@ static int supervise(aw_app *app, const char *host, int port, int n)
 			for (i = 0; i < n && w[i].pid != pid; i++)
 				;
 			if (i == n)
-				continue;
+				continue;   /* a next generation that died: its pipe says so */
 			w[i].pid = 0;
 			live--;
 			bool clean = WIFEXITED(status) && WEXITSTATUS(status) == 0;
@@ -290,11 +425,7 @@ static int supervise(aw_app *app, const char *host, int port, int n)
 						   (int)pid);
 				rc = aw_raise(-ECHILD, "worker %d failed to start (see its log)", i);
 				stopping = true;
-				for (int k = 0; k < n; k++) {
-					w[k].pending = false;
-					if (w[k].pid > 0)
-						kill(w[k].pid, SIGTERM);
-				}
+				kill_all(w, n, SIGTERM);
 				continue;
 			}
 			double age = since(&w[i].started);
@@ -320,7 +451,7 @@ static int supervise(aw_app *app, const char *host, int port, int n)
 				if (!w[i].pending || since(&w[i].restart_at) < 0)
 					continue;
 				w[i].pending = false;
-				w[i].pid = start_worker(app, host, port, i, &child_mask, self);
+				w[i].pid = start_worker(app, host, port, nfds ? fds[i % nfds] : -1, i, &child_mask, self);
 				if (w[i].pid < 0) {
 					w[i].pid = 0;
 					w[i].pending = true;
@@ -335,14 +466,39 @@ static int supervise(aw_app *app, const char *host, int port, int n)
 		if (stopping && live == 0)
 			break;
 	}
+	if (next.pid > 0) {
+		/* Stopped (SIGTERM) while a next generation was starting: it
+		 * would serve alone, unasked. */
+		kill(next.pid, SIGTERM);
+		close(next.rd);
+	}
 	sigprocmask(SIG_SETMASK, &old, NULL);
-	if (hold >= 0)
-		close(hold);
 	if (tls_hold >= 0)
 		close(tls_hold);
+	for (int i = 0; i < nfds; i++)
+		close(fds[i]);
+	close(started_pipe[0]);
+	close(started_pipe[1]);
+	app->started_fd = -1;
 	free(w);
 	aw__http_metrics_workers_done(app);
 	app->nworkers = 0;
+	return rc;
+}
+
+static int run_single(aw_app *app, const char *host, int port)
+{
+	int fds[MAX_SOCKETS], nfds = 0;
+	int rc = port == AW_APP_NO_PORT ? 0 : open_sockets(app, host, &port, 1, false, fds, &nfds);
+	if (rc)
+		return rc;
+	app->gen_fds = fds;
+	app->gen_nfds = nfds;
+	rc = run_here(app, host, port, nfds ? fds[0] : -1, -1);
+	app->gen_fds = NULL;
+	app->gen_nfds = 0;
+	for (int i = 0; i < nfds; i++)
+		close(fds[i]);
 	return rc;
 }
 
@@ -358,9 +514,19 @@ int aw_app_run(aw_app *app, const char *host, int port, int workers)
 	if (aw_task_current())
 		return aw_raise(-EBUSY, "aw_app_run runs its own loop: call it outside aw_run "
 				"(inside a loop, use aw_app_serve)");
-	if (workers <= 1)
-		return run_here(app, host, port, false, -1);
-	return supervise(app, host, port, workers);
+	aw__generation_init(app);
+	/* SIGUSR2 is ours from now on: one that comes before the loop (or
+	 * the supervisor) waits for it instead of killing the process (its
+	 * default action); the signal block takes it when it opens. */
+	sigset_t usr2, old;
+	sigemptyset(&usr2);
+	sigaddset(&usr2, SIGUSR2);
+	sigprocmask(SIG_BLOCK, &usr2, &old);
+	int rc = workers <= 1 ? run_single(app, host, port) : supervise(app, host, port, workers);
+	sigprocmask(SIG_SETMASK, &old, NULL);
+	aw__generation_exit(app);
+	app->run_managed = false;
+	return rc;
 }
 
 static void usage(FILE *out, const char *prog)
@@ -368,6 +534,7 @@ static void usage(FILE *out, const char *prog)
 	fprintf(out,
 		"usage: %s [--host H] [--port N] [--workers N] [--access-log] [--metrics PATH]\n"
 		"          [--tls-cert FILE --tls-key FILE [--tls-port N] [--tls-client-ca FILE]]\n"
+		"          [--health] [--drain-delay MS] [--pid-file PATH]\n"
 		"  --host H      address to listen on (default 127.0.0.1)\n"
 		"  --port N      port (default 8000; 0 picks a free one; off: none, TLS only)\n"
 		"  --tls-cert FILE, --tls-key FILE\n"
@@ -381,7 +548,12 @@ static void usage(FILE *out, const char *prog)
 		"  --access-log  log each request to stdout\n"
 		"  --metrics PATH  serve Prometheus metrics at PATH (e.g. /metrics);\n"
 		"                also AWITH_METRICS=PATH in the environment\n"
-		"Runs until SIGINT or SIGTERM; with TLS, SIGHUP reloads the certificate.\n",
+		"  --health      GET /livez and /readyz (aw_app_health)\n"
+		"  --drain-delay MS  on SIGTERM, fail /readyz for MS ms before stopping\n"
+		"  --pid-file PATH   write the serving generation's pid there\n"
+		"Runs until SIGINT or SIGTERM; SIGUSR2 restarts it gracefully (a new\n"
+		"generation takes over the listening sockets, this one drains; the TLS\n"
+		"port's are not handed over yet); with TLS, SIGHUP reloads the certificate.\n",
 		prog);
 }
 
@@ -399,7 +571,8 @@ static bool parse_int(const char *s, int lo, int hi, int *out)
 int aw_app_main(aw_app *app, int argc, char **argv)
 {
 	const char *host = "127.0.0.1";
-	int port = 8000, workers = 1;
+	int port = 8000, workers = 1, drain_ms = 0;
+	bool health = false;
 	const char *prog = argc > 0 && argv[0] ? argv[0] : "app";
 	const char *metrics = getenv("AWITH_METRICS");
 	aw_app_tls_opts tls = { .port = 8443 };
@@ -415,6 +588,17 @@ int aw_app_main(aw_app *app, int argc, char **argv)
 			aw_app_access_log(app, stdout);
 		} else if (strcmp(a, "--metrics") == 0 && v) {
 			metrics = v;
+			i++;
+		} else if (strcmp(a, "--health") == 0) {
+			health = true;
+		} else if (strcmp(a, "--drain-delay") == 0 && v && parse_int(v, 0, 3600 * 1000, &drain_ms)) {
+			aw_app_limits(app)->drain_delay = AW_MS(drain_ms);
+			i++;
+		} else if (strcmp(a, "--pid-file") == 0 && v) {
+			if (aw_app_pid_file(app, v) < 0) {
+				aw_error_clear();
+				return 2;
+			}
 			i++;
 		} else if (strcmp(a, "--host") == 0 && v) {
 			host = v;
@@ -462,6 +646,12 @@ int aw_app_main(aw_app *app, int argc, char **argv)
 	}
 	if (tls.cert_file && aw_app_tls(app, &tls) < 0) {
 		fprintf(stderr, "%s: TLS: ", prog);
+		aw_error_print(stderr, aw_error_current());
+		aw_error_clear();
+		return 2;
+	}
+	if (health && !app->health_on && aw_app_health(app, "/livez", "/readyz") < 0) {
+		fprintf(stderr, "%s: --health: ", prog);
 		aw_error_print(stderr, aw_error_current());
 		aw_error_clear();
 		return 2;

@@ -7,6 +7,7 @@
 #include "internal.h"
 
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdlib.h>
@@ -350,6 +351,37 @@ int (aw_unix_listen)(aw_listener **out, const char *path, const aw_listen_opts *
 		return rc;
 	}
 	(*out)->unix_path = aw__strdup(path);
+	return 0;
+}
+
+int (aw_listener_from_fd)(aw_listener **out, int fd, const aw_listen_opts *opts)
+{
+	*out = NULL;
+	const aw_loc *loc = aw__where;
+	int type = 0, listening = 0;
+	socklen_t tl = sizeof type, ll = sizeof listening;
+	if (fd < 0 || getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &tl) != 0)
+		return aw_raise(-EBADF, "aw_listener_from_fd: fd %d is not a socket", fd);
+	if (type != SOCK_STREAM || getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &ll) != 0 || !listening)
+		return aw_raise(-EINVAL, "aw_listener_from_fd: fd %d is not a listening stream socket", fd);
+	struct sockaddr_storage ss;
+	socklen_t sl = sizeof ss;
+	if (getsockname(fd, (struct sockaddr *)&ss, &sl) != 0)
+		return aw_raise(-errno, "aw_listener_from_fd: getsockname: %m");
+	/* Non-blocking and close-on-exec here: the descriptor may be shared
+	 * with other processes (inherited), where O_NONBLOCK is shared too;
+	 * every user of a listener accepts without blocking anyway. */
+	int fl = fcntl(fd, F_GETFL);
+	if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) != 0 || fcntl(fd, F_SETFD, FD_CLOEXEC) != 0)
+		return aw_raise(-errno, "aw_listener_from_fd: fcntl: %m");
+	int rc = listener_new(out, fd, opts, loc);
+	if (rc)
+		return rc;
+	if (ss.ss_family == AF_INET || ss.ss_family == AF_INET6) {
+		(*out)->tcp = true;
+		(*out)->port = ss.ss_family == AF_INET6 ? ntohs(((struct sockaddr_in6 *)&ss)->sin6_port)
+							: ntohs(((struct sockaddr_in *)&ss)->sin_port);
+	}
 	return 0;
 }
 

@@ -90,6 +90,17 @@ int aw_pg_server_error(aw_pg_conn *c, PGresult *r, const char *sql)
 	bool lost = PQstatus(c->pg) == CONNECTION_BAD;
 	if (lost)
 		c->broken = true;
+	/* A write refused because the server is a standby now (after a
+	 * failover, a connection that still reaches the old primary demoted
+	 * and following the new one; or a DSN without
+	 * target_session_attrs=read-write): the pool discards the connection,
+	 * and the next connect goes where the DSN points now. A read-only
+	 * transaction the caller asked for on a primary is not this. */
+	else if (!strcmp(c->err.sqlstate, "25006")) {
+		const char *hs = PQparameterStatus(c->pg, "in_hot_standby");
+		if (hs && !strcmp(hs, "on"))
+			c->broken = true;
+	}
 	int code = lost ? -ECONNRESET : -AW_EPG;
 	(void)sql;
 	return aw_raise(code, "PostgreSQL %s %s: %s%s%s%s%s%s", c->err.severity,
@@ -214,6 +225,8 @@ int aw_pg_connect_at(const aw_loc *loc, aw_pg_conn **out, const char *dsn, const
 		return aw_raise(-EINVAL, "aw_pg_opts.stmt_cache must be 0..%d, not %d", MAX_STMT_CACHE, o.stmt_cache);
 	if (o.connect_timeout == 0)
 		o.connect_timeout = DEFAULT_CONNECT_TIMEOUT;
+	if (o.transaction_pooler)
+		o.stmt_cache = 0;   /* a named statement lives on one server connection */
 	if (!o.application_name)
 		o.application_name = "awith";
 
@@ -437,6 +450,79 @@ int aw_pg_wait_input(aw_pg_conn *c)
 	if (!PQconsumeInput(c->pg))
 		return aw_pg_conn_fail(c, "lost while waiting for input");
 	return 0;
+}
+
+/* ---- behind a transaction-mode pooler ---------------------------------------- */
+
+/* The next keyword of sql at *i (letters and '_'), upper-cased into w;
+ * whitespace and comments before it skipped. */
+static size_t next_word(const char *sql, size_t *i, char *w, size_t wl)
+{
+	size_t k = *i;
+	for (;;) {
+		while (sql[k] == ' ' || sql[k] == '\t' || sql[k] == '\n' || sql[k] == '\r' || sql[k] == '(')
+			k++;
+		if (sql[k] == '-' && sql[k + 1] == '-') {
+			while (sql[k] && sql[k] != '\n')
+				k++;
+		} else if (sql[k] == '/' && sql[k + 1] == '*') {
+			const char *end = strstr(sql + k + 2, "*/");
+			k = end ? (size_t)(end - sql) + 2 : strlen(sql);
+		} else {
+			break;
+		}
+	}
+	size_t n = 0;
+	while (((sql[k] | 0x20) >= 'a' && (sql[k] | 0x20) <= 'z') || sql[k] == '_') {
+		if (n + 1 < wl)
+			w[n++] = (char)(sql[k] & ~0x20);
+		k++;
+	}
+	w[n] = 0;
+	*i = k;
+	return n;
+}
+
+static bool contains_ci(const char *s, const char *needle)
+{
+	size_t nl = strlen(needle);
+	for (; *s; s++)
+		if (!strncasecmp(s, needle, nl))
+			return true;
+	return false;
+}
+
+int aw_pg_session_guard(aw_pg_conn *c, const char *sql, const char *what)
+{
+	if (!c || !sql || !c->opts.transaction_pooler)
+		return 0;
+	char w1[16], w2[16];
+	size_t i = 0;
+	next_word(sql, &i, w1, sizeof w1);
+	next_word(sql, &i, w2, sizeof w2);
+	bool in_tx = c->pg && PQtransactionStatus(c->pg) == PQTRANS_INTRANS;
+	const char *why = NULL;
+	if (!strcmp(w1, "LISTEN"))
+		why = "LISTEN needs a session of its own: notifications go to whichever client has the server "
+		      "connection next. Listen on a direct connection to the server";
+	else if (!strcmp(w1, "SET") && strcmp(w2, "LOCAL") && strcmp(w2, "TRANSACTION") && strcmp(w2, "CONSTRAINTS"))
+		why = "SET lasts for the session, and the server connection goes to other clients after this "
+		      "transaction. Use SET LOCAL inside a transaction (aw_pg_tx)";
+	else if (!strcmp(w1, "PREPARE") && strcmp(w2, "TRANSACTION"))
+		why = "a prepared statement lives on one server connection; the next transaction may run on another";
+	else if (!strcmp(w1, "CREATE") && (!strcmp(w2, "TEMP") || !strcmp(w2, "TEMPORARY")) && !in_tx)
+		why = "a temporary table outside a transaction lives on a server connection other clients get "
+		      "next. Create it inside a transaction with ON COMMIT DROP";
+	else if (!strcmp(w1, "DECLARE") && contains_ci(sql, "with hold"))
+		why = "a cursor WITH HOLD outlives the transaction, on a server connection other clients get next";
+	else if (contains_ci(sql, "pg_advisory_lock(") || contains_ci(sql, "pg_advisory_lock_shared(") ||
+		 contains_ci(sql, "pg_try_advisory_lock("))
+		why = "a session advisory lock stays with a server connection other clients get next. "
+		      "Use pg_advisory_xact_lock inside a transaction";
+	if (!why)
+		return 0;
+	return aw_raise(-ENOTSUP, "%s: not through a transaction-mode pooler (aw_pg_opts.transaction_pooler): %s",
+			what, why);
 }
 
 /* ---- session state tracking ------------------------------------------------- */
@@ -914,7 +1000,10 @@ static int run(aw_pg_conn *c, PGresult **out, const char *sql, int nparams, cons
 		return aw_raise(-EINVAL, "%s: sql is NULL", what);
 	if (nparams < 0 || nparams > MAX_PARAMS || (nparams > 0 && !params))
 		return aw_raise(-EINVAL, "%s: %d parameters (0..%d, with an array)", what, nparams, MAX_PARAMS);
-	int rc = aw_pg_begin(c, what);
+	int rc = aw_pg_session_guard(c, sql, what);
+	if (rc < 0)
+		return rc;
+	rc = aw_pg_begin(c, what);
 	if (rc < 0)
 		return rc;
 	aw_pg_qtrace qt;
@@ -986,7 +1075,10 @@ int aw_pg_exec_script(aw_pg_conn *c, const char *sql)
 {
 	if (!sql)
 		return aw_raise(-EINVAL, "aw_pg_exec_script: sql is NULL");
-	int rc = aw_pg_begin(c, "aw_pg_exec_script");
+	int rc = aw_pg_session_guard(c, sql, "aw_pg_exec_script");
+	if (rc < 0)
+		return rc;
+	rc = aw_pg_begin(c, "aw_pg_exec_script");
 	if (rc < 0)
 		return rc;
 	aw_pg_qtrace qt;

@@ -100,6 +100,10 @@ static inline aw_pg_result *aw_pg_wrap(PGresult *r) { return (aw_pg_result *)(vo
 
 /* ---- conn.c ------------------------------------------------------------- */
 
+/* Under opts.transaction_pooler: -ENOTSUP (raised) for a statement that
+ * would leave session state behind; 0 otherwise. */
+int aw_pg_session_guard(aw_pg_conn *c, const char *sql, const char *what);
+
 /* Waits: flush libpq's output buffer. */
 int aw_pg_flush(aw_pg_conn *c);
 /* Waits until PQisBusy is false (a whole result can be taken). */
@@ -189,6 +193,9 @@ typedef struct pool_waiter {
 
 struct aw_pg_pool {
 	aw_pg_pool_opts o;
+	int standby;             /* aw_pg_pool_check: -1 unknown, 0, 1 */
+	aw_time replica_lag;     /* at the last check; -1 unknown */
+	aw_time checked_at;
 	char *dsn, *reset;
 	aw_pg_opts conn_opts;
 

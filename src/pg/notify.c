@@ -75,7 +75,10 @@ static int listen_enter(aw_mgr *m)
 	for (int i = 0; l->channels[i]; i++)
 		if (!l->channels[i][0])
 			return aw_raise(-EINVAL, "aw_pg_listen: channel %d is an empty name", i);
-	int rc = aw_pg_begin(c, "aw_pg_listen (LISTEN)");
+	int rc = aw_pg_session_guard(c, "LISTEN", "aw_pg_listen");
+	if (rc < 0)
+		return rc;
+	rc = aw_pg_begin(c, "aw_pg_listen (LISTEN)");
 	if (rc < 0)
 		return rc;
 	int done;

@@ -395,6 +395,9 @@ static int pipe_query_traced(aw_pg_pool *p, aw_task *self, PGresult **out, const
 	qt->sql = NULL;
 	*stale = false;
 	aw_pg_pipe *pp = NULL;
+	if (p->conn_opts.transaction_pooler && aw_pg_session_guard(&(aw_pg_conn){ .opts = p->conn_opts }, sql,
+								  "aw_pg_pool_query") < 0)
+		return -ENOTSUP;
 	int rc = pipe_pick(p, &pp);
 	if (rc < 0)
 		return rc;

@@ -798,6 +798,8 @@ int aw_pg_pool_open_at(const aw_loc *loc, aw_pg_pool **out, const aw_pg_pool_opt
 	aw_pg_pool *p = aw__calloc(1, sizeof *p);
 	if (!p)
 		return aw_raise(-ENOMEM, "aw_pg_pool_open: out of memory");
+	p->standby = -1;
+	p->replica_lag = -1;
 	p->dsn = aw__strdup(o.dsn);
 	p->reset = aw__strdup(o.reset ? o.reset : DEFAULT_RESET);
 	if (!p->dsn || !p->reset) {
@@ -1008,6 +1010,9 @@ void aw_pg_pool_stats_get(const aw_pg_pool *p, aw_pg_pool_stats *s)
 	s->fast_failures = p->fast_failures;
 	s->revived = p->revived;
 	s->failing = p->fail_streak > 0;
+	s->standby = p->standby;
+	s->replica_lag = p->replica_lag;
+	s->checked_at = p->checked_at;
 	size_t n = p->nwaits < STATS_RING ? p->nwaits : STATS_RING;
 	if (!n)
 		return;
@@ -1021,4 +1026,45 @@ void aw_pg_pool_stats_get(const aw_pg_pool *p, aw_pg_pool_stats *s)
 	s->wait_p99 = v[(n - 1) * 99 / 100];
 	s->wait_max = v[n - 1];
 	free(v);
+}
+
+/* ---- readiness and replication ------------------------------------------------------ */
+
+/* One round trip that says what the server is: a standby's replay lag is
+ * 0 when it has replayed all it received (an idle primary sends nothing,
+ * and now() - last replay would grow without any lag), else the age of
+ * the last transaction it replayed. Plain SQL, so that it also runs
+ * through pgbouncer. */
+static const char check_sql[] =
+	"SELECT pg_is_in_recovery(), CASE WHEN NOT pg_is_in_recovery() "
+	"OR pg_last_wal_receive_lsn() IS NOT DISTINCT FROM pg_last_wal_replay_lsn() THEN 0 "
+	"ELSE COALESCE(EXTRACT(EPOCH FROM now() - pg_last_xact_replay_timestamp()), 0) END::float8";
+
+int aw_pg_pool_check(aw_pg_pool *p)
+{
+	if (!p)
+		return aw_raise(-EINVAL, "aw_pg_pool_check: no pool");
+	aw_pg_acquire a;
+	aw_pg_result *r = NULL;
+	int rc = 0;
+	AW_WITH(aw_pg_acquire_init(&a, p)) {
+		rc = aw_pg_query(a.conn, &r, check_sql, 0, NULL);
+	}
+	if (!rc)
+		rc = aw_error_pending();
+	if (rc) {
+		aw_pg_result_free(r);
+		return rc;
+	}
+	bool standby = false;
+	double lag = 0;
+	if (aw_pg_get_bool(r, 0, 0, &standby) || aw_pg_get_double(r, 0, 1, &lag)) {
+		aw_pg_result_free(r);
+		return aw_raise(-EPROTO, "aw_pg_pool_check: unexpected answer");
+	}
+	aw_pg_result_free(r);
+	p->standby = standby;
+	p->replica_lag = (aw_time)(lag * 1e9);
+	p->checked_at = aw_now();
+	return 0;
 }
