@@ -230,6 +230,28 @@ done
 check "workers_every_new_connection_gets_the_new_certificate_($good/12)" [ "$good" -eq 12 ]
 check "workers_both_workers_and_the_supervisor_reloaded" \
     bash -c '[ "$(grep -c "\] SIGHUP: reloaded" "$1")" -eq 2 ] && grep -q "supervisor: SIGHUP: reloaded" "$1"' _ "$tmp/workers.log"
-stop
+
+# ---- 2 workers: SIGUSR2 hands the TLS port's sockets over too --------------------
+# Requests over TLS go on while the next generation takes over: every one
+# is answered, and the new generation names its inherited TLS sockets.
+(for ((i = 0; i < 60; i++)); do
+    curl -sS --max-time 5 --cacert "$tmp/ca2.pem" -o /dev/null -w '%{http_code}\n' "$url" 2>&1
+    sleep 0.02
+done) >"$tmp/usr2.codes" &
+load=$!
+sleep 0.3
+kill -USR2 "$pid"
+wait_log "$tmp/workers.log" 'graceful restart: pid .* serves'
+next=$(grep -m1 -oE 'graceful restart: started .* \(pid [0-9]+\)' "$tmp/workers.log" | grep -oE '[0-9]+\)$' | tr -d ')')
+[ -n "$next" ] && pids+=("$next")
+wait "$load"
+check "usr2_the_next_generation_inherits_the_tls_sockets" \
+    grep -q 'inherited listening socket(s) (LISTEN_FDS), 2 of them TLS' "$tmp/workers.log"
+check "usr2_every_https_request_during_the_restart_is_answered_($(grep -c '^200$' "$tmp/usr2.codes")/60)" \
+    [ "$(grep -c '^200$' "$tmp/usr2.codes")" -eq 60 ]
+wait "$pid" 2>/dev/null
+out=$(curl -sS --max-time 5 --cacert "$tmp/ca2.pem" "$url" 2>&1)
+check "usr2_the_new_generation_serves_https_on_the_same_port" [ "$out" = "$hello_body" ]
+[ -n "$next" ] && { kill -TERM "$next" 2>/dev/null; for ((i = 0; i < 100; i++)); do kill -0 "$next" 2>/dev/null || break; sleep 0.05; done; }
 
 finish

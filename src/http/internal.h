@@ -400,8 +400,9 @@ struct aw_app {
 	int ready_fd;               /* AWITH_READY_FD from the old generation (-1) */
 	bool run_managed;           /* under aw_app_run (announces readiness) */
 	char *pid_file;
-	const int *gen_fds;         /* single process: the listening socket(s) */
+	const int *gen_fds;         /* single process: the listening socket(s), */
 	int gen_nfds;
+	int gen_ntls;               /* the last gen_ntls of them the TLS port's */
 	struct aw__mw_chain { struct aw_http_mw **v; size_t n; } mw;  /* aw_app_use (middleware.c) */
 	struct aw_http_group *groups;   /* aw_app_group: owned */
 	struct aw__errmap *errmap;      /* aw_app_error_status (errmap.c) */
@@ -412,9 +413,9 @@ struct aw_app {
 /* health.c */
 void aw__app_health_free(aw_app *app);
 /* handover.c */
-int aw__listen_fds(int *first);
+int aw__listen_fds(int *first, uint64_t *tls);
 int aw__listen_socket(const char *host, int port, bool reuseport, int *fd_out, int *port_out);
-int aw__handover_spawn(aw_app *app, const int *fds, int n, pid_t *child, int *ready_rd);
+int aw__handover_spawn(aw_app *app, const int *fds, int n, int ntls, pid_t *child, int *ready_rd);
 void aw__generation_init(aw_app *app);
 void aw__generation_ready(aw_app *app);
 void aw__generation_exit(aw_app *app);

@@ -1083,10 +1083,9 @@ static void accept_loop(aw_http_lsock *ls)
 	 * SO_REUSEPORT the kernel sends them to the other workers) instead of
 	 * waiting in a backlog nobody accepts from. The caller closes the
 	 * listener. Not a listener shared with other processes (inherited,
-	 * handed to the next generation): they go on accepting on it. A TLS
-	 * listener is never shared (aw_app_run binds one per process: the
-	 * handover does not carry it yet). */
-	if (!app->listener_shared || ls->tls)
+	 * handed to the next generation, cleartext or TLS alike): they go on
+	 * accepting on it. */
+	if (!app->listener_shared)
 		shutdown(aw_listener_fd(ls->l), SHUT_RDWR);
 	/* One listener stopped (asked to, or failed): the others stop too. */
 	aw__http_server_stop(srv);

@@ -43,7 +43,8 @@ typedef struct run_args {
 	aw_app *app;
 	const char *host;
 	int port;
-	int fd;            /* the listening socket (bound by aw_app_run or inherited) */
+	int fd;            /* the listening socket (bound by aw_app_run or inherited); -1: none */
+	int tls_fd;        /* the TLS port's, likewise (-1: no TLS) */
 	int worker;        /* -1: single process */
 	int rc;
 } run_args;
@@ -58,38 +59,24 @@ static void log_listening(run_args *a, const char *scheme, const char *host, aw_
 				   aw_listener_port(l), (int)getpid());
 }
 
-/* The cleartext listener on the socket aw_app_run bound or inherited. */
-static int run_adopt(run_args *a, aw_listener **l)
+/* A listener on a socket aw_app_run bound or inherited ("http" or
+ * "https"). */
+static int run_adopt(run_args *a, int sock, const char *scheme, aw_listener **l)
 {
 	/* A descriptor of our own: the listener closes it, the socket stays
 	 * open in the supervisor (or for the next generation). */
-	int fd = fcntl(a->fd, F_DUPFD_CLOEXEC, 3);
+	int fd = fcntl(sock, F_DUPFD_CLOEXEC, 3);
 	int rc = fd < 0 ? aw_raise(-errno, "dup: %m") : aw_listener_from_fd(l, fd, NULL);
 	if (rc) {
 		if (fd >= 0 && rc != -ENOMEM)
 			close(fd);
-		aw__http_log_error(a->app, aw_error_current(), "cannot listen on %s:%d", a->host, a->port);
+		aw__http_log_error(a->app, aw_error_current(), "cannot listen (%s)", scheme);
 		return rc;
 	}
-	log_listening(a, "http", a->host, *l);
-	return 0;
-}
-
-/* The TLS listener: bound here, in each worker (or the single process),
- * with SO_REUSEPORT so that the workers share the port and a next
- * generation (SIGUSR2) can bind it beside this one. Not handed over yet
- * (docs/scale.md): this generation's TLS listeners close when it stops. */
-static int run_listen_tls(run_args *a, aw_listener **l)
-{
-	const char *host = aw__http_tls_host(a->app) ? aw__http_tls_host(a->app) : a->host;
-	int port = aw__http_tls_port(a->app);
-	aw_listen_opts o = { .reuseport = true };
-	int rc = aw_tcp_listen(l, host, port, &o);
-	if (rc) {
-		aw__http_log_error(a->app, aw_error_current(), "cannot listen on %s:%d", host, port);
-		return rc;
-	}
-	log_listening(a, "https", host, *l);
+	const char *host = a->host;
+	if (strcmp(scheme, "https") == 0 && aw__http_tls_host(a->app))
+		host = aw__http_tls_host(a->app);
+	log_listening(a, scheme, host, *l);
 	return 0;
 }
 
@@ -104,13 +91,13 @@ static int run_main(void *arg)
 	/* The cleartext socket (none with AW_APP_NO_PORT), and the TLS port
 	 * beside it when the app has TLS settings. */
 	if (a->fd >= 0) {
-		rc = run_adopt(a, &plain);
+		rc = run_adopt(a, a->fd, "http", &plain);
 		if (rc)
 			goto out;
 		ls[n++] = (aw_app_listener){ plain, false };
 	}
-	if (app->tls) {
-		rc = run_listen_tls(a, &tls);
+	if (app->tls && a->tls_fd >= 0) {
+		rc = run_adopt(a, a->tls_fd, "https", &tls);
 		if (rc)
 			goto out;
 		ls[n++] = (aw_app_listener){ tls, true };
@@ -127,10 +114,10 @@ out:
 	return rc;
 }
 
-static int run_here(aw_app *app, const char *host, int port, int fd, int worker)
+static int run_here(aw_app *app, const char *host, int port, int fd, int tls_fd, int worker)
 {
 	app->worker = worker;
-	run_args a = { app, host, port, fd, worker, 0 };
+	run_args a = { app, host, port, fd, tls_fd, worker, 0 };
 	int rc = aw_run(run_main, &a);
 	if (rc == -EBUSY)
 		return aw_raise(-EBUSY, "aw_app_run runs its own loop: call it outside aw_run "
@@ -155,8 +142,8 @@ static double since(const struct timespec *t)
 	return (double)(now.tv_sec - t->tv_sec) + (double)(now.tv_nsec - t->tv_nsec) / 1e9;
 }
 
-static pid_t start_worker(aw_app *app, const char *host, int port, int fd, int i, const sigset_t *child_mask,
-			  pid_t parent)
+static pid_t start_worker(aw_app *app, const char *host, int port, int fd, int tls_fd, int i,
+			  const sigset_t *child_mask, pid_t parent)
 {
 	fflush(NULL);
 	pid_t pid = fork();
@@ -174,74 +161,107 @@ static pid_t start_worker(aw_app *app, const char *host, int port, int fd, int i
 		close(app->ready_fd);
 		app->ready_fd = -1;
 	}
-	int rc = run_here(app, host, port, fd, i);
+	int rc = run_here(app, host, port, fd, tls_fd, i);
 	fflush(NULL);
 	_exit(rc == 0 ? 0 : aw__app_started(app) ? 1 : EXIT_STARTUP_FAILED);
 }
 
-/* The listening sockets of this generation: inherited (LISTEN_FDS), or
- * bound here, one SO_REUSEPORT socket per worker (port 0: the first picks
- * a free port, the others take the same). */
-static int open_sockets(aw_app *app, const char *host, int *port, int n, bool reuseport, int *fds, int *nfds)
+#define MAX_SOCKETS 64
+
+/* A generation's listening sockets: fd[0 .. n-ntls) the cleartext port's,
+ * fd[n-ntls .. n) the TLS port's (the order aw__handover_spawn hands them
+ * on in, naming the TLS ones "https" in LISTEN_FDNAMES). */
+typedef struct gen_sockets {
+	int fd[2 * MAX_SOCKETS];
+	int n, ntls;
+} gen_sockets;
+
+static int plain_count(const gen_sockets *g)
 {
-	int first;
-	int got = aw__listen_fds(&first);
-	if (got > 0) {
-		for (int i = 0; i < got; i++)
-			fds[i] = first + i;
-		*nfds = got;
-		app->listener_shared = true;
-		aw__http_log_error(app, NULL, "using %d inherited listening socket(s) (LISTEN_FDS)", got);
-		return 0;
-	}
-	*nfds = 0;
+	return g->n - g->ntls;
+}
+
+/* Worker i's sockets (-1: none of that kind). */
+static int plain_fd(const gen_sockets *g, int i)
+{
+	return plain_count(g) > 0 ? g->fd[i % plain_count(g)] : -1;
+}
+
+static int tls_fd(const gen_sockets *g, int i)
+{
+	return g->ntls > 0 ? g->fd[plain_count(g) + i % g->ntls] : -1;
+}
+
+static void close_sockets(gen_sockets *g)
+{
+	for (int i = 0; i < g->n; i++)
+		close(g->fd[i]);
+	g->n = g->ntls = 0;
+}
+
+/* Bind n sockets on host:*port (port 0: the first picks a free port, the
+ * others take the same), appended to g. */
+static int bind_sockets(gen_sockets *g, const char *host, int *port, int n, bool reuseport)
+{
 	for (int i = 0; i < n; i++) {
 		int p;
-		int rc = aw__listen_socket(host, *port, reuseport, &fds[i], &p);
+		int rc = aw__listen_socket(host, *port, reuseport, &g->fd[g->n], &p);
+		if (rc)
+			return rc;
+		*port = p;
+		g->n++;
+	}
+	return 0;
+}
+
+/* The listening sockets of this generation: inherited (LISTEN_FDS; those
+ * named "https" are the TLS port's), or bound here, n per port (one
+ * SO_REUSEPORT socket per worker): the cleartext port's (none with
+ * AW_APP_NO_PORT), then with aw_app_tls the TLS port's (bound here too when
+ * the inherited ones have no "https"). */
+static int open_sockets(aw_app *app, const char *host, int *port, int n, bool reuseport, gen_sockets *g)
+{
+	int first;
+	uint64_t tls = 0;
+	int got = aw__listen_fds(&first, &tls);
+	g->n = g->ntls = 0;
+	if (got > 0) {
+		for (int i = 0; i < got; i++)
+			if (!(tls >> i & 1))
+				g->fd[g->n++] = first + i;
+		for (int i = 0; i < got; i++)
+			if (tls >> i & 1) {
+				g->fd[g->n++] = first + i;
+				g->ntls++;
+			}
+		app->listener_shared = true;
+		aw__http_log_error(app, NULL, "using %d inherited listening socket(s) (LISTEN_FDS), %d of them TLS",
+				   got, g->ntls);
+		if (g->ntls > 0 || !app->tls)
+			return 0;
+	} else if (*port != AW_APP_NO_PORT) {
+		int rc = bind_sockets(g, host, port, n, reuseport);
 		if (rc) {
-			for (int k = 0; k < i; k++)
-				close(fds[k]);
+			close_sockets(g);
 			return rc;
 		}
-		*port = p;
-		(*nfds)++;
 	}
-	app->listener_shared = n > 1;
+	if (app->tls) {
+		const char *th = aw__http_tls_host(app) ? aw__http_tls_host(app) : host;
+		int tport = aw__http_tls_port(app);
+		int before = g->n;
+		int rc = bind_sockets(g, th, &tport, n, reuseport);
+		g->ntls = g->n - before;
+		if (rc) {
+			close_sockets(g);
+			return rc;
+		}
+		aw__http_tls_set_port(app, tport);
+	}
+	if (got == 0)
+		app->listener_shared = n > 1;
 	return 0;
 }
-
-/* Find a port for a TLS "port 0" and keep it reserved (bound, not
- * listening: the kernel gives it no connections) while the workers bind it
- * too. */
-static int reserve_port(const char *host, int *port, int *fd_out)
-{
-	struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
-				  .ai_flags = AI_PASSIVE | AI_NUMERICSERV };
-	struct addrinfo *ai;
-	int g = getaddrinfo(host, "0", &hints, &ai);
-	if (g)
-		return aw_raise(-AW_EDNS, "cannot resolve '%s': %s", host, gai_strerror(g));
-	int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	int one = 1;
-	if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) ||
-	    setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) || bind(fd, ai->ai_addr, ai->ai_addrlen)) {
-		int e = errno;
-		if (fd >= 0)
-			close(fd);
-		freeaddrinfo(ai);
-		return aw_raise(-e, "cannot reserve a port on %s: %s", host, strerror(e));
-	}
-	freeaddrinfo(ai);
-	struct sockaddr_storage ss;
-	socklen_t sl = sizeof ss;
-	getsockname(fd, (struct sockaddr *)&ss, &sl);
-	*port = ss.ss_family == AF_INET6 ? ntohs(((struct sockaddr_in6 *)&ss)->sin6_port)
-					 : ntohs(((struct sockaddr_in *)&ss)->sin_port);
-	*fd_out = fd;
-	return 0;
-}
-
-#define MAX_SOCKETS 64
 
 /* A graceful restart in progress (SIGUSR2): the next generation's pid and
  * the pipe it says "ready" on. */
@@ -262,29 +282,18 @@ static void kill_all(worker *w, int n, int sig)
 
 static int supervise(aw_app *app, const char *host, int port, int n)
 {
-	int fds[MAX_SOCKETS], nfds = 0, tls_hold = -1;
-	int rc = port == AW_APP_NO_PORT ? 0
-					 : open_sockets(app, host, &port, n < MAX_SOCKETS ? n : MAX_SOCKETS, true, fds, &nfds);
+	gen_sockets gs;
+	/* A socket per worker and port, up to what a handover can carry
+	 * (MAX_SOCKETS in all); more workers share them (worker i takes
+	 * socket i mod count). */
+	int per = app->tls ? MAX_SOCKETS / 2 : MAX_SOCKETS;
+	int rc = open_sockets(app, host, &port, n < per ? n : per, true, &gs);
 	if (rc)
 		return rc;
-	if (app->tls && aw__http_tls_port(app) == 0) {
-		int tport = 0;
-		const char *th = aw__http_tls_host(app) ? aw__http_tls_host(app) : host;
-		rc = reserve_port(th, &tport, &tls_hold);
-		if (rc) {
-			for (int i = 0; i < nfds; i++)
-				close(fds[i]);
-			return rc;
-		}
-		aw__http_tls_set_port(app, tport);
-	}
 	worker *w = aw__calloc((size_t)n, sizeof *w);
 	int started_pipe[2] = { -1, -1 };
 	if (!w || pipe2(started_pipe, O_CLOEXEC)) {
-		for (int i = 0; i < nfds; i++)
-			close(fds[i]);
-		if (tls_hold >= 0)
-			close(tls_hold);
+		close_sockets(&gs);
 		free(w);
 		return aw_raise(-ENOMEM, "aw_app_run: no memory");
 	}
@@ -322,7 +331,7 @@ static int supervise(aw_app *app, const char *host, int port, int n)
 	next_gen next = { .pid = 0, .rd = -1 };
 	app->started_fd = started_pipe[1];
 	for (int i = 0; i < n; i++) {
-		w[i].pid = start_worker(app, host, port, nfds ? fds[i % nfds] : -1, i, &child_mask, self);
+		w[i].pid = start_worker(app, host, port, plain_fd(&gs, i), tls_fd(&gs, i), i, &child_mask, self);
 		if (w[i].pid < 0) {
 			rc = aw_raise(-errno, "fork: %m");
 			stopping = true;
@@ -368,7 +377,7 @@ static int supervise(aw_app *app, const char *host, int port, int n)
 		} else if (sig == SIGUSR2 && !stopping) {
 			if (next.pid > 0) {
 				aw__http_log_error(app, NULL, "supervisor: SIGUSR2: a restart is already under way");
-			} else if (aw__handover_spawn(app, fds, nfds, &next.pid, &next.rd)) {
+			} else if (aw__handover_spawn(app, gs.fd, gs.n, gs.ntls, &next.pid, &next.rd)) {
 				aw__http_log_error(app, aw_error_current(), "graceful restart failed: serving on");
 				aw_error_clear();
 				next.pid = 0;
@@ -451,7 +460,7 @@ static int supervise(aw_app *app, const char *host, int port, int n)
 				if (!w[i].pending || since(&w[i].restart_at) < 0)
 					continue;
 				w[i].pending = false;
-				w[i].pid = start_worker(app, host, port, nfds ? fds[i % nfds] : -1, i, &child_mask, self);
+				w[i].pid = start_worker(app, host, port, plain_fd(&gs, i), tls_fd(&gs, i), i, &child_mask, self);
 				if (w[i].pid < 0) {
 					w[i].pid = 0;
 					w[i].pending = true;
@@ -473,10 +482,7 @@ static int supervise(aw_app *app, const char *host, int port, int n)
 		close(next.rd);
 	}
 	sigprocmask(SIG_SETMASK, &old, NULL);
-	if (tls_hold >= 0)
-		close(tls_hold);
-	for (int i = 0; i < nfds; i++)
-		close(fds[i]);
+	close_sockets(&gs);
 	close(started_pipe[0]);
 	close(started_pipe[1]);
 	app->started_fd = -1;
@@ -488,17 +494,18 @@ static int supervise(aw_app *app, const char *host, int port, int n)
 
 static int run_single(aw_app *app, const char *host, int port)
 {
-	int fds[MAX_SOCKETS], nfds = 0;
-	int rc = port == AW_APP_NO_PORT ? 0 : open_sockets(app, host, &port, 1, false, fds, &nfds);
+	gen_sockets gs;
+	int rc = open_sockets(app, host, &port, 1, false, &gs);
 	if (rc)
 		return rc;
-	app->gen_fds = fds;
-	app->gen_nfds = nfds;
-	rc = run_here(app, host, port, nfds ? fds[0] : -1, -1);
+	app->gen_fds = gs.fd;
+	app->gen_nfds = gs.n;
+	app->gen_ntls = gs.ntls;
+	rc = run_here(app, host, port, plain_fd(&gs, 0), tls_fd(&gs, 0), -1);
 	app->gen_fds = NULL;
 	app->gen_nfds = 0;
-	for (int i = 0; i < nfds; i++)
-		close(fds[i]);
+	app->gen_ntls = 0;
+	close_sockets(&gs);
 	return rc;
 }
 
