@@ -576,11 +576,10 @@ int aw_app_run(aw_app *app, const char *host, int port, int workers) AW_MUST_USE
  * or is not ready within 60 s, the old one logs it and goes on serving;
  * a SIGTERM/SIGINT meanwhile calls the restart off (the new generation
  * gets SIGTERM) and stops the old one as usual.
- * The TLS port (aw_app_tls) is not among the sockets handed over yet:
- * each worker (or the single process) binds its own SO_REUSEPORT TLS
- * listener, the next generation binds its own beside them, and the old
- * one's TLS listeners close when it stops accepting, so connections
- * queued on them then are reset (a TLS port 0 also gets a new port).
+ * With aw_app_tls the TLS port's sockets are a second set, bound and
+ * inherited the same way, and handed over too: after the cleartext ones,
+ * named "https" in LISTEN_FDNAMES (the others "http"); inherited sockets
+ * with no such name are all cleartext (the TLS port is then bound here).
  * SIGHUP reloads the certificates (aw_app_tls_reload). A
  * generation that is ready also tells systemd (NOTIFY_SOCKET: READY=1 and
  * MAINPID, for Type=notify with NotifyAccess=all; contrib/awith.service)

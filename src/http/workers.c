@@ -15,10 +15,13 @@
  * (PR_SET_PDEATHSIG).
  *
  * The listening sockets belong to the supervisor (one SO_REUSEPORT socket
- * per worker, or those inherited through LISTEN_FDS): a worker accepts on
- * its own socket and a restarted worker takes the same one, so nothing
- * queued on it is lost; SIGUSR2 hands them all to the next generation
- * (handover.c), which the old one's workers leave to accept alone.
+ * per worker and port, cleartext and TLS, or those inherited through
+ * LISTEN_FDS): a worker accepts on its own sockets and a restarted worker
+ * takes the same ones, so nothing queued on them is lost; SIGUSR2 hands
+ * them all to the next generation (handover.c; the TLS ones named "https"
+ * in LISTEN_FDNAMES), which the old one's workers leave to accept alone.
+ * SIGHUP (with TLS) reloads the certificates: the supervisor's copy, and
+ * it passes the signal on to every worker.
  */
 #include "internal.h"
 
@@ -559,8 +562,8 @@ static void usage(FILE *out, const char *prog)
 		"  --drain-delay MS  on SIGTERM, fail /readyz for MS ms before stopping\n"
 		"  --pid-file PATH   write the serving generation's pid there\n"
 		"Runs until SIGINT or SIGTERM; SIGUSR2 restarts it gracefully (a new\n"
-		"generation takes over the listening sockets, this one drains; the TLS\n"
-		"port's are not handed over yet); with TLS, SIGHUP reloads the certificate.\n",
+		"generation takes over the listening sockets, this one drains); with TLS,\n"
+		"SIGHUP reloads the certificate.\n",
 		prog);
 }
 
