@@ -37,6 +37,15 @@
  * bench/http_bench.sh measures: request id (X-Request-ID on every
  * response), Server-Timing, gzip (this body is under its 1 KiB minimum:
  * what a small JSON answer costs with the stack on).
+ *
+ * HTTPS beside it (uvicorn's --ssl-certfile/--ssl-keyfile): with
+ * --tls-cert and --tls-key it also listens with TLS on --tls-port
+ * (default 8443; --port off for TLS only); SIGHUP reloads the certificate
+ * without dropping connections (docs/http.md, "HTTPS"):
+ *
+ *     $ ./hello_server --tls-cert fullchain.pem --tls-key privkey.pem &
+ *     $ curl -s --cacert ca.pem https://localhost:8443/
+ *     {"message":"Hello, World!"}
  */
 #include <awith/http.h>
 #include <awith/middleware.h>

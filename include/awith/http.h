@@ -543,6 +543,79 @@ typedef struct aw_app_debug_opts {
 } aw_app_debug_opts;
 int aw_app_debug_page(aw_app *app, const char *path, const aw_app_debug_opts *opts) AW_MUST_USE;
 
+/* ------------------------------------------------------------------------ */
+/* HTTPS                                                      aw_app_tls(3) */
+
+/* TLS for the app's TLS listeners (io's OpenSSL layer): TLS 1.2 and 1.3
+ * only (a TLS 1.0 or 1.1 client is refused with a protocol_version
+ * alert), forward-secret AEAD ciphers (AW_TLS_SERVER_CIPHERS, io.h) unless
+ * `ciphers` says otherwise, ALPN offering "http/1.1" (and "h2" first when
+ * the app serves HTTP/2); a client that offers neither, or no ALPN at all,
+ * is served HTTP/1.1. One certificate: a client's SNI is not checked (as
+ * nginx's default server, it gets this certificate whatever name it asked
+ * for; a verifying client then refuses a name the certificate does not
+ * cover). */
+typedef struct aw_app_tls_opts {
+	const char *cert_file;      /* PEM: the certificate, then its chain (required) */
+	const char *key_file;       /* PEM: its private key (required) */
+	/* Mutual TLS: client certificates must be signed by a CA in this PEM
+	 * file, and are required unless client_cert_optional (then a client
+	 * may send none, but one it sends must verify). The verified subject
+	 * is aw_http_peer_cert_subject. NULL: no client certificates asked. */
+	const char *client_ca_file;
+	bool client_cert_optional;
+	const char *ciphers;        /* TLS 1.2 (OpenSSL syntax); NULL: AW_TLS_SERVER_CIPHERS */
+	const char *ciphersuites;   /* TLS 1.3; NULL: OpenSSL's default */
+	/* The handshake must end this long after the connection was
+	 * accepted, or the connection is closed (counted in
+	 * awith_http_tls_handshakes_total{result="timeout"} and logged,
+	 * rate-limited). 0: 10 s. */
+	aw_time handshake_timeout;
+	/* Where aw_app_run (and aw_app_main) listen with TLS, beside the
+	 * cleartext port: host NULL is aw_app_run's host; port 0 picks a free
+	 * port (logged). aw_app_serve_listeners ignores both. */
+	const char *host;
+	int port;
+} aw_app_tls_opts;
+
+/* Turn TLS on for the app: the files are loaded and checked now (so that
+ * a bad path, a key that does not match its certificate or a bad cipher
+ * list fails at startup: -AW_ETLS or -EINVAL with OpenSSL's reason), the
+ * options copied. Call before serving (-EBUSY while serving); a second
+ * call replaces the first. Needs no task. Returns 0, -EINVAL (NULL opts,
+ * no cert or key file, a port out of range), -AW_ETLS, -ENOMEM; raised. */
+int aw_app_tls(aw_app *app, const aw_app_tls_opts *opts) AW_MUST_USE;
+/* Waits: load the certificate, key and client CA files again (off the
+ * loop, on the thread pool) and use them for the handshakes that start
+ * from now on; connections already open keep theirs and go on. A file that
+ * cannot be loaded leaves the current certificate in use and returns its
+ * error (-AW_ETLS, raised and logged). SIGHUP does the same while the app
+ * serves (aw_app_serve, aw_app_run: each worker reloads; the supervisor
+ * passes SIGHUP on to every worker, and keeps its own copy current for
+ * the workers it restarts). Called in a worker, the other workers are
+ * told too (through the supervisor: each reloads and logs its outcome);
+ * the return value is this process's. -EINVAL: TLS is not on. */
+int aw_app_tls_reload(aw_app *app) AW_MUST_USE;
+/* The verified client certificate's subject, RFC 2253 form (nginx's
+ * $ssl_client_s_dn: "CN=alice,O=Example"), owned by the connection; NULL
+ * over cleartext, without client_ca_file, or when the client sent no
+ * certificate (client_cert_optional). */
+const char *aw_http_peer_cert_subject(const aw_http_request *req);
+/* True when the request came over TLS. */
+bool aw_http_is_tls(const aw_http_request *req);
+
+/* A listener for aw_app_serve_listeners: `tls` serves it with the app's
+ * TLS settings (aw_app_tls), else in cleartext. */
+typedef struct aw_app_listener {
+	aw_listener *l;
+	bool tls;
+} aw_app_listener;
+/* Waits: aw_app_serve on several listeners at once (cleartext and TLS
+ * side by side, e.g. 8080 and 8443): one accept loop each, one set of
+ * connections, caps and shutdown for all. n is 1 to 16. -EINVAL for a TLS
+ * listener without aw_app_tls, or bad arguments; otherwise as
+ * aw_app_serve (a listener that cannot accept stops them all). */
+int aw_app_serve_listeners(aw_app *app, const aw_app_listener *ls, size_t n) AW_MUST_USE;
 /* Health routes for load balancers and orchestrators (haproxy's
  * `option httpchk`, Kubernetes' probes). GET live_path answers 200
  * {"status":"alive"} whenever the loop runs (it proves the process is not
@@ -589,6 +662,10 @@ void aw_app_stop(aw_app *app);
  * Runs its own loop(s): call it outside aw_run (-EBUSY inside a task).
  * Port 0 picks a free port (printed in the log). */
 int aw_app_run(aw_app *app, const char *host, int port, int workers) AW_MUST_USE;
+/* With aw_app_tls, aw_app_run also listens with TLS on the options'
+ * host:port, and `port` -1 (AW_APP_NO_PORT) leaves the cleartext port
+ * out (TLS only). */
+#define AW_APP_NO_PORT (-1)
 /* Listening sockets and graceful restart (docs/scale.md). aw_app_run
  * binds its listening sockets once, in the process that runs it: one, or
  * with workers one SO_REUSEPORT socket per worker, made by the supervisor
@@ -613,17 +690,24 @@ int aw_app_run(aw_app *app, const char *host, int port, int workers) AW_MUST_USE
  * or is not ready within 60 s, the old one logs it and goes on serving;
  * a SIGTERM/SIGINT meanwhile calls the restart off (the new generation
  * gets SIGTERM) and stops the old one as usual.
- * (SIGHUP is left to the app, e.g. for reloading certificates.) A
+ * With aw_app_tls the TLS port's sockets are a second set, bound and
+ * inherited the same way, and handed over too: after the cleartext ones,
+ * named "https" in LISTEN_FDNAMES (the others "http"); inherited sockets
+ * with no such name are all cleartext (the TLS port is then bound here).
+ * SIGHUP reloads the certificates (aw_app_tls_reload). A
  * generation that is ready also tells systemd (NOTIFY_SOCKET: READY=1 and
  * MAINPID, for Type=notify with NotifyAccess=all; contrib/awith.service)
  * and writes its pid to the pid file when one is set (aw_app_main
  * --pid-file), which it removes when it exits if it still names it. */
 int aw_app_pid_file(aw_app *app, const char *path) AW_MUST_USE;
-/* main() for examples: parses --port N (default 8000), --host H (default
- * 127.0.0.1), --workers N (default 1), --access-log, --metrics PATH (or
- * the environment's AWITH_METRICS=PATH: aw_app_metrics), --pid-file PATH
- * (aw_app_pid_file), --drain-delay MS (limits.drain_delay), --health
- * (aw_app_health at /livez and /readyz) and calls aw_app_run. */
+/* main() for examples: parses --port N (default 8000; "off": no cleartext
+ * port), --host H (default 127.0.0.1), --workers N (default 1),
+ * --access-log, --metrics PATH (or the environment's AWITH_METRICS=PATH:
+ * aw_app_metrics), --tls-cert FILE and --tls-key FILE (aw_app_tls; both or
+ * neither), --tls-port N (default 8443), --tls-client-ca FILE (mutual
+ * TLS), --tls-handshake-timeout MS, --pid-file PATH (aw_app_pid_file),
+ * --drain-delay MS (limits.drain_delay), --health (aw_app_health at
+ * /livez and /readyz) and calls aw_app_run. */
 int aw_app_main(aw_app *app, int argc, char **argv) AW_MUST_USE;
 
 /* ------------------------------------------------------------------------ */

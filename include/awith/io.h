@@ -74,14 +74,39 @@ typedef struct aw_tls_opts {
 	const char *key_file;    /* server: PEM private key */
 	const char *alpn;        /* comma-separated protocols, e.g. "h2,http/1.1" */
 	bool insecure_no_verify; /* client: skip verification (tests only!) */
+	/* Server with ca_file: ask for a client certificate but also accept
+	 * a client that sends none (one that is sent must still verify). */
+	bool client_cert_optional;
+	/* TLS 1.2 cipher list and TLS 1.3 cipher suites, in OpenSSL's syntax
+	 * (SSL_CTX_set_cipher_list, SSL_CTX_set_ciphersuites). NULL: a server
+	 * uses AW_TLS_SERVER_CIPHERS (forward-secret AEAD suites only) and
+	 * OpenSSL's TLS 1.3 default; a client uses OpenSSL's defaults. A list
+	 * OpenSSL rejects (no cipher in it) is -EINVAL. */
+	const char *ciphers;
+	const char *ciphersuites;
 } aw_tls_opts;
+
+/* The server's default TLS 1.2 ciphers: Mozilla's "intermediate"
+ * configuration (ECDHE/DHE key exchange, AES-GCM and ChaCha20-Poly1305;
+ * no CBC, no static RSA key exchange). TLS 1.0 and 1.1 are never offered
+ * nor accepted: every context is TLS 1.2 or later. */
+#define AW_TLS_SERVER_CIPHERS                                                              \
+	"ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"                       \
+	"ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"                       \
+	"ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305:"                       \
+	"DHE-RSA-AES128-GCM-SHA256:DHE-RSA-AES256-GCM-SHA384:DHE-RSA-CHACHA20-POLY1305"
 
 /* Client context: certificate and host name verification on by default.
  * -AW_ETLS with the OpenSSL reason if a file cannot be loaded. */
 int aw_tls_client_ctx(aw_tls_ctx **out, const aw_tls_opts *opts) AW_MUST_USE;
 /* Server context: cert_file and key_file required. */
 int aw_tls_server_ctx(aw_tls_ctx **out, const aw_tls_opts *opts) AW_MUST_USE;
+/* Release a reference (the creator's, or aw_tls_ctx_ref's). Streams that
+ * use the context hold their own until they are closed. NULL: no-op. */
 void aw_tls_ctx_free(aw_tls_ctx *ctx);
+/* Take one more reference to ctx (released with aw_tls_ctx_free);
+ * returns ctx. Thread-safe, as OpenSSL's reference counts are. */
+aw_tls_ctx *aw_tls_ctx_ref(aw_tls_ctx *ctx);
 
 /* ------------------------------------------------------------------------ */
 /* Buffered streams                                                          */
@@ -181,6 +206,14 @@ int aw_stream_tls_client(aw_stream *s, aw_tls_ctx *ctx, const char *host, aw_tim
 int aw_stream_tls_server(aw_stream *s, aw_tls_ctx *ctx, aw_time deadline) AW_MUST_USE;
 /* The negotiated ALPN protocol ("" if none). */
 const char *aw_stream_alpn(const aw_stream *s);
+/* The subject of the peer's certificate, in RFC 2253 form (as nginx's
+ * $ssl_client_s_dn: "CN=client,O=Example"), when the peer presented one
+ * and it verified (a server context with ca_file, or a verifying client
+ * context); a malloc'd string for the caller to free. NULL when there is
+ * none: a plain stream, a handshake not done, no certificate, or a
+ * context that does not verify; NULL with -ENOMEM raised when out of
+ * memory. */
+char *aw_stream_tls_peer_subject(const aw_stream *s);
 
 /* ------------------------------------------------------------------------ */
 /* Name resolution (getaddrinfo on the thread pool)                        */

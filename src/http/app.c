@@ -70,6 +70,7 @@ void aw_app_free(aw_app *app)
 	aw__router_free(&app->router);
 	aw__app_debug_free(app->debug);
 	aw__static_free_all(app);
+	aw__http_tls_free(app);
 	aw__app_health_free(app);
 	aw__ws_routes_free(app->ws_routes);
 	aw__http_spec_routes_free(app);
@@ -427,7 +428,7 @@ static int hooks_gen(aw_gen *g, void *arg)
 
 /* The lifespan around the server: its teardown sees the error the server
  * stops with. */
-static int serve_lifespan(aw_app *app, aw_listener *l)
+static int serve_lifespan(aw_app *app, aw_http_lsock *ls, size_t n)
 {
 	aw_exitstack life;
 	aw_gen hooks, user;
@@ -447,7 +448,7 @@ static int serve_lifespan(aw_app *app, aw_listener *l)
 		}
 		app->started = true;
 		aw__app_announce_started(app);
-		rc = aw__http_server_run(app, l);
+		rc = aw__http_server_run(app, ls, n);
 		if (rc)
 			break;
 	}
@@ -461,7 +462,8 @@ static int serve_lifespan(aw_app *app, aw_listener *l)
  * still running without waiting for the rest of the grace. SIGUSR2 (under
  * aw_app_run only): in one process, start the next generation and stop
  * once it serves; in a worker, the supervisor's word that the next
- * generation serves: stop at once, without drain_delay. */
+ * generation serves: stop at once, without drain_delay. SIGHUP (watched
+ * with TLS on): reload the certificate. */
 static int signal_watcher(void *arg)
 {
 	aw_app *app = arg;
@@ -469,6 +471,10 @@ static int signal_watcher(void *arg)
 		int sig = aw_signals_wait(app->sig, AW_NEVER);
 		if (sig <= 0)
 			return 0;
+		if (sig == SIGHUP) {
+			aw__http_tls_on_sighup(app);
+			continue;
+		}
 		if (sig == SIGUSR2) {
 			if (n > 0)
 				continue;
@@ -495,7 +501,9 @@ static int signal_watcher(void *arg)
 				if (again == -ECANCELED)
 					return 0;
 				aw_error_clear();
-				if (again > 0 && again != SIGUSR2)
+				if (again == SIGHUP)
+					aw__http_tls_on_sighup(app);
+				else if (again > 0 && again != SIGUSR2)
 					n++;
 			}
 			aw__http_log_error(app, NULL, "%s: shutting down", strsignal(sig));
@@ -513,26 +521,54 @@ static int signal_watcher(void *arg)
 int aw_app_serve(aw_app *app, aw_listener *l)
 {
 	APP_OR_EINVAL(app, "aw_app_serve");
+	return aw_app_serve_listeners(app, &(aw_app_listener){ l, false }, 1);
+}
+
+int aw_app_serve_listeners(aw_app *app, const aw_app_listener *lv, size_t n)
+{
+	APP_OR_EINVAL(app, "aw_app_serve_listeners");
+	if (!lv || n == 0 || n > AW_HTTP_MAX_LISTENERS)
+		return aw_raise(-EINVAL, "aw_app_serve_listeners: %zu listeners (1 to %d)", lv ? n : 0,
+				AW_HTTP_MAX_LISTENERS);
+	aw_http_lsock ls[AW_HTTP_MAX_LISTENERS];
+	bool tls = false;
+	for (size_t i = 0; i < n; i++) {
+		if (!lv[i].l)
+			return aw_raise(-EINVAL, "aw_app_serve_listeners: listener %zu is NULL", i);
+		if (lv[i].tls && !app->tls)
+			return aw_raise(-EINVAL, "aw_app_serve_listeners: listener %zu is a TLS listener, and the app "
+					"has no TLS settings (aw_app_tls)", i);
+		ls[i] = (aw_http_lsock){ .l = lv[i].l, .tls = lv[i].tls };
+		tls |= lv[i].tls;
+	}
 	if (app->srv || app->sig)
 		return aw_raise(-EBUSY, "aw_app_serve: the app is already serving");
 	if (!aw_task_current())
 		return aw_raise(-AW_ENOTASK, "aw_app_serve: not inside a task (call it from aw_run's main)");
+	if (tls && aw__http_tls_prepare(app))
+		return aw_error_pending();
 	app->stop_requested = false;
 	app->started = false;
-	static const int sigs[] = { SIGINT, SIGTERM, SIGUSR2 };
+	/* SIGUSR2 under aw_app_run (graceful restart); SIGHUP reloads the
+	 * certificate when the app has TLS settings. */
+	int sigs[4] = { SIGINT, SIGTERM }, nsigs = 2;
+	if (app->run_managed)
+		sigs[nsigs++] = SIGUSR2;
+	if (app->tls)
+		sigs[nsigs++] = SIGHUP;
 	aw_signals sig;
 	aw_group g;
 	int rc = 0;
 	aw_error *e = NULL;
 	/* The signals stay ours until the lifespan's teardown is over: a
 	 * second SIGTERM must not kill the process in the middle of it. */
-	AW_WITH(aw_signals_init(&sig, sigs, app->run_managed ? 3 : 2), aw_group_init(&g)) {
+	AW_WITH(aw_signals_init(&sig, sigs, nsigs), aw_group_init(&g)) {
 		app->sig = &sig;
 		if (aw_group_spawn(&g, signal_watcher, app, "http-signals"))
 			aw_error_clear();
 		if (aw__http_metrics_peer_start(app, &g))
 			aw_error_clear();
-		rc = serve_lifespan(app, l);
+		rc = serve_lifespan(app, ls, n);
 		if (rc)
 			e = aw_error_take();
 		aw_group_cancel(&g);

@@ -778,6 +778,11 @@ static int on_begin_headers(nghttp2_session *ses, const nghttp2_frame *f, void *
 	st->c.s = h->c->s;
 	st->c.accepted = h->c->accepted;
 	memcpy(st->c.peer, h->c->peer, sizeof st->c.peer);
+	/* Over TLS: the stream's handler sees what the connection's would
+	 * (aw_http_is_tls, aw_http_peer_cert_subject); the subject is the
+	 * connection's (freed after every stream has ended). */
+	st->c.tls = h->c->tls;
+	st->c.peer_subject = h->c->peer_subject;
 	st->c.h2 = st;
 	st->h = h;
 	st->id = f->hd.stream_id;

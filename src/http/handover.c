@@ -47,16 +47,29 @@ static bool parse_long(const char *s, long lo, long hi, long *out)
 	return true;
 }
 
-/* sd_listen_fds(1): the descriptors handed to this very process (LISTEN_PID
- * names it: a child that inherited the environment is not meant), removed
- * from the environment so that our own children do not take them too. */
-int aw__listen_fds(int *first)
+/* sd_listen_fds_with_names(3): the descriptors handed to this very
+ * process (LISTEN_PID names it: a child that inherited the environment is
+ * not meant), removed from the environment so that our own children do
+ * not take them too. Bit i of *tls is set when descriptor 3+i is named
+ * "https" in LISTEN_FDNAMES (the TLS port's sockets, as aw__handover_spawn
+ * names them; a systemd .socket unit names them with FileDescriptorName=). */
+int aw__listen_fds(int *first, uint64_t *tls)
 {
 	*first = 3;
+	*tls = 0;
 	const char *pid_s = getenv("LISTEN_PID"), *fds_s = getenv("LISTEN_FDS");
 	long pid = 0, n = 0;
 	bool mine = parse_long(pid_s, 1, LONG_MAX, &pid) && pid == (long)getpid() &&
 		    parse_long(fds_s, 1, MAX_LISTEN_FDS, &n);
+	const char *names = getenv("LISTEN_FDNAMES");
+	for (int i = 0; mine && names && i < n; i++) {
+		size_t len = strcspn(names, ":");
+		if (len == 5 && strncmp(names, "https", 5) == 0)
+			*tls |= (uint64_t)1 << i;
+		if (!names[len])
+			break;
+		names += len + 1;
+	}
 	if (pid_s || fds_s) {
 		unsetenv("LISTEN_PID");
 		unsetenv("LISTEN_FDS");
@@ -185,7 +198,7 @@ static bool env_ours(const char *e)
 	       strncmp(e, "LISTEN_FDNAMES=", 15) == 0 || strncmp(e, "AWITH_READY_FD=", 15) == 0;
 }
 
-int aw__handover_spawn(aw_app *app, const int *fds, int n, pid_t *child, int *ready_rd)
+int aw__handover_spawn(aw_app *app, const int *fds, int n, int ntls, pid_t *child, int *ready_rd)
 {
 	(void)app;
 	*child = -1;
@@ -203,9 +216,15 @@ int aw__handover_spawn(aw_app *app, const int *fds, int n, pid_t *child, int *re
 	size_t ne = 0;
 	while (environ[ne])
 		ne++;
-	char **envp = calloc(ne + 4, sizeof *envp);
-	static char fds_var[32], ready_var[40], pid_var[32];
+	char **envp = calloc(ne + 5, sizeof *envp);
+	static char fds_var[32], ready_var[40], pid_var[32], names_var[16 + 6 * MAX_LISTEN_FDS];
 	snprintf(fds_var, sizeof fds_var, "LISTEN_FDS=%d", n);
+	/* The last ntls sockets are the TLS port's: named so that the next
+	 * generation tells them apart. */
+	size_t nl = (size_t)snprintf(names_var, sizeof names_var, "LISTEN_FDNAMES=");
+	for (int i = 0; i < n; i++)
+		nl += (size_t)snprintf(names_var + nl, sizeof names_var - nl, "%s%s", i ? ":" : "",
+				       i >= n - ntls ? "https" : "http");
 	snprintf(ready_var, sizeof ready_var, "AWITH_READY_FD=%d", 3 + n);
 	strcpy(pid_var, "LISTEN_PID=");
 	int p[2] = { -1, -1 }, hi[MAX_LISTEN_FDS + 1];
@@ -221,6 +240,7 @@ int aw__handover_spawn(aw_app *app, const int *fds, int n, pid_t *child, int *re
 	envp[k++] = fds_var;
 	envp[k++] = ready_var;
 	envp[k++] = pid_var;
+	envp[k++] = names_var;
 	if (pipe2(p, O_CLOEXEC)) {
 		rc = aw_raise(-errno, "graceful restart: pipe: %m");
 		goto out;
@@ -394,7 +414,7 @@ int aw__handover_single(aw_app *app)
 		return 0;
 	pid_t child;
 	int rd;
-	int rc = aw__handover_spawn(app, app->gen_fds, app->gen_nfds, &child, &rd);
+	int rc = aw__handover_spawn(app, app->gen_fds, app->gen_nfds, app->gen_ntls, &child, &rd);
 	if (rc) {
 		aw__http_log_error(app, aw_error_current(), "graceful restart failed: this process goes on serving");
 		aw_error_clear();
@@ -418,6 +438,8 @@ int aw__handover_single(aw_app *app)
 			break;
 		int sig = aw_signals_wait(app->sig, aw_now());
 		aw_error_clear();
+		if (sig == SIGHUP)
+			aw__http_tls_on_sighup(app);
 		if (sig == SIGINT || sig == SIGTERM) {
 			stop_sig = sig;
 			break;

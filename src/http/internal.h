@@ -285,6 +285,8 @@ struct aw_http_conn {
 	aw_time accepted;
 	char peer[64];             /* the client's address (access log) */
 	char request_id[132];      /* this request's id (log context, X-Request-ID) */
+	bool tls;                  /* the handshake is done: the stream speaks TLS */
+	char *peer_subject;        /* the verified client certificate's subject (malloc'd) */
 	bool echo_request_id;      /* the client sent it: answer with it */
 	const char *request_id_header; /* the header that echoes it (NULL: X-Request-ID) */
 	int8_t peer_key_state;     /* peer_key: 0 not read yet, 1 set, -1 none (Unix socket) */
@@ -396,6 +398,7 @@ struct aw_app {
 	int supervisor;             /* the supervisor's pid (workers) */
 	struct aw_app_debug *debug; /* aw_app_debug_page (debug.c); NULL: off */
 	struct aw_static_mount *statics; /* aw_app_static (static.c), freed with the app */
+	struct aw_app_tls *tls;     /* aw_app_tls (tls.c); NULL: off */
 	/* health.c: readiness checks; draining: a shutdown began */
 	struct aw_ready_check { char *name; aw_app_ready_fn fn; void *arg; } *checks;
 	size_t nchecks;
@@ -410,8 +413,9 @@ struct aw_app {
 	int ready_fd;               /* AWITH_READY_FD from the old generation (-1) */
 	bool run_managed;           /* under aw_app_run (announces readiness) */
 	char *pid_file;
-	const int *gen_fds;         /* single process: the listening socket(s) */
+	const int *gen_fds;         /* single process: the listening socket(s), */
 	int gen_nfds;
+	int gen_ntls;               /* the last gen_ntls of them the TLS port's */
 	struct aw__mw_chain { struct aw_http_mw **v; size_t n; } mw;  /* aw_app_use (middleware.c) */
 	struct aw_http_group *groups;   /* aw_app_group: owned */
 	struct aw__errmap *errmap;      /* aw_app_error_status (errmap.c) */
@@ -423,9 +427,9 @@ struct aw_app {
 /* health.c */
 void aw__app_health_free(aw_app *app);
 /* handover.c */
-int aw__listen_fds(int *first);
+int aw__listen_fds(int *first, uint64_t *tls);
 int aw__listen_socket(const char *host, int port, bool reuseport, int *fd_out, int *port_out);
-int aw__handover_spawn(aw_app *app, const int *fds, int n, pid_t *child, int *ready_rd);
+int aw__handover_spawn(aw_app *app, const int *fds, int n, int ntls, pid_t *child, int *ready_rd);
 void aw__generation_init(aw_app *app);
 void aw__generation_ready(aw_app *app);
 void aw__generation_exit(aw_app *app);
@@ -539,15 +543,24 @@ typedef struct aw_http_peer {
 } aw_http_peer;
 #define AW_HTTP_PEER_BUCKETS 1024
 
+/* One listening socket of the server, with its own accept loop. */
+typedef struct aw_http_lsock {
+	aw_listener *l;
+	bool tls;                  /* connections start with a TLS handshake */
+	bool accepting;
+	aw_scope accept_scope;
+	aw_http_server *srv;
+} aw_http_lsock;
+#define AW_HTTP_MAX_LISTENERS 16
+
 struct aw_http_server {
 	aw_app *app;
-	aw_listener *l;
+	aw_http_lsock *ls;         /* the listeners (the caller's array) */
+	size_t nls;
 	aw_http_conn *conns;
 	size_t nconns;             /* connection tasks alive (started or not) */
 	bool draining;
 	bool stop;
-	bool accepting;
-	aw_scope accept_scope;
 	aw_event drained;          /* set when nconns drops to 0 while draining */
 	aw_scope *grace;           /* while waiting for busy connections */
 	bool hurry;                /* a second signal: no more grace */
@@ -558,8 +571,9 @@ struct aw_http_server {
 	uint64_t refused_logged;
 	aw_time refused_log_at;    /* refusals are logged at most once a second */
 };
-/* Accept until stopped, then drain the connections. */
-int aw__http_server_run(aw_app *app, aw_listener *l);
+/* Accept on every listener until stopped (or one fails), then drain the
+ * connections. */
+int aw__http_server_run(aw_app *app, aw_http_lsock *ls, size_t n);
 void aw__http_server_stop(aw_http_server *srv);
 /* The client of c closed its side while a handler runs: cancel the
  * handler (c->handler_scope) unless its route opted out, its body is still
@@ -600,6 +614,25 @@ int aw__h2_flush(aw_http_conn *c);
 /* The request body (server.c's aw_http_body / aw_http_body_read). */
 ssize_t aw__h2_body_read(aw_http_conn *c, void *buf, size_t n);
 int aw__h2_body_all(aw_http_conn *c);
+/* tls.c: HTTPS. */
+/* Serve a new connection: for a TLS listener, the handshake first (bounded
+ * by the handshake timeout; a failure is counted, logged rate-limited, and
+ * the connection given up: returns with nothing served); then HTTP/2 if
+ * ALPN selected "h2" and the app serves it, else serve_h1(c). */
+void aw__http_conn_serve(aw_http_conn *c, bool tls, void (*serve_h1)(aw_http_conn *c));
+/* Before serving: make sure the TLS context's ALPN list matches what the
+ * app serves now (HTTP/2 may have been turned on after aw_app_tls). */
+int aw__http_tls_prepare(aw_app *app);
+/* SIGHUP in a serving process (app.c's signal watcher). */
+void aw__http_tls_on_sighup(aw_app *app);
+/* The supervisor (no loop): reload its own copy, for the workers it will
+ * fork; failures are logged. */
+void aw__http_tls_reload_supervisor(aw_app *app);
+void aw__http_tls_free(aw_app *app);
+/* The TLS listener's address under aw_app_run. */
+const char *aw__http_tls_host(const aw_app *app);
+int aw__http_tls_port(const aw_app *app);
+void aw__http_tls_set_port(aw_app *app, int port);
 
 /* Log one line (with the app's name) and optionally an error. */
 void aw__http_log_error(const aw_app *app, const aw_error *e, const char *fmt, ...) AW_PRINTF(3, 4);

@@ -295,8 +295,11 @@ void aw__http_conn_check_peer(aw_http_conn *c)
 	/* Pipelined requests sent before the close still want answers. */
 	if (aw_stream_buffered(c->s) > c->pos)
 		return;
+	/* Bytes still in the socket: a pipelined request. Not over TLS,
+	 * where they are records we cannot read here, and a client that
+	 * leaves sends one (close_notify) before its FIN (tls.c). */
 	int unread = 0;
-	if (ioctl(aw_stream_fd(c->s), FIONREAD, &unread) == 0 && unread > 0)
+	if (!c->tls && ioctl(aw_stream_fd(c->s), FIONREAD, &unread) == 0 && unread > 0)
 		return;
 	c->peer_gone = true;
 	aw_scope_cancel(c->handler_scope);
@@ -767,6 +770,7 @@ typedef struct conn_start {
 	aw_stream *s;
 	aw_time accepted;
 	aw_http_peer *peer;
+	bool tls;
 } conn_start;
 
 /* ---- connection caps and refusals ------------------------------------------------ */
@@ -878,11 +882,11 @@ static void peer_put(aw_http_server *srv, aw_http_peer *p)
  * drained, so its next readiness means a new client: the caller waits for
  * it (no spinning). False when there is no spare (then the caller backs
  * off by sleeping). */
-static bool refuse_out_of_fds(aw_http_server *srv)
+static bool refuse_out_of_fds(aw_http_server *srv, aw_listener *l)
 {
 	if (srv->spare_fd < 0)
 		return false;
-	int lfd = aw_listener_fd(srv->l);
+	int lfd = aw_listener_fd(l);
 	for (int i = 0; i < 256; i++) {
 		close(srv->spare_fd);
 		int fd = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
@@ -953,7 +957,7 @@ static int conn_main(void *arg)
 		if (aw_fd_on_hup(aw_stream_fd(st.s), on_peer_closed, c))
 			aw_error_clear();
 		if (!srv->draining)
-			serve_conn(c);
+			aw__http_conn_serve(c, st.tls, serve_conn);   /* TLS and HTTP/2: tls.c */
 		aw_fd_on_hup(aw_stream_fd(st.s), NULL, NULL);
 	}
 	aw_error_clear();   /* a failed close: nothing more to tell the client */
@@ -965,6 +969,7 @@ static int conn_main(void *arg)
 	if (c->next)
 		c->next->prev = c->prev;
 	aw__http_conn_free(c);
+	free(c->peer_subject);
 	free(c);
 done:
 	if (st.peer)
@@ -979,8 +984,9 @@ done:
 void aw__http_server_stop(aw_http_server *srv)
 {
 	srv->stop = true;
-	if (srv->accepting)
-		aw_scope_cancel(&srv->accept_scope);
+	for (size_t i = 0; i < srv->nls; i++)
+		if (srv->ls[i].accepting)
+			aw_scope_cancel(&srv->ls[i].accept_scope);
 }
 
 
@@ -1033,23 +1039,24 @@ static void drain_connections(aw_http_server *srv)
 	}
 }
 
-static void accept_loop(aw_http_server *srv)
+static void accept_loop(aw_http_lsock *ls)
 {
+	aw_http_server *srv = ls->srv;
 	aw_app *app = srv->app;
 	if (srv->stop || app->stop_requested)
 		return;
-	AW_WITH(aw_move_on_at_init(&srv->accept_scope, AW_NEVER)) {
-		srv->accepting = true;
+	AW_WITH(aw_move_on_at_init(&ls->accept_scope, AW_NEVER)) {
+		ls->accepting = true;
 		while (!srv->stop) {
 			aw_stream *s;
-			int rc = aw_listener_accept(srv->l, &s, AW_NEVER);
+			int rc = aw_listener_accept(ls->l, &s, AW_NEVER);
 			if (rc == -ECANCELED)
 				break;
-			if ((rc == -EMFILE || rc == -ENFILE) && refuse_out_of_fds(srv)) {
+			if ((rc == -EMFILE || rc == -ENFILE) && refuse_out_of_fds(srv, ls->l)) {
 				/* accept4 says EMFILE before it looks for a
 				 * client: wait for one before trying again. */
 				aw_error_clear();
-				if (aw_fd_wait(aw_listener_fd(srv->l), AW_READABLE, AW_NEVER) == -ECANCELED)
+				if (aw_fd_wait(aw_listener_fd(ls->l), AW_READABLE, AW_NEVER) == -ECANCELED)
 					break;
 				aw_error_clear();
 				continue;
@@ -1062,7 +1069,9 @@ static void accept_loop(aw_http_server *srv)
 				if (!transient) {
 					/* e.g. a listener that was closed or shut down:
 					 * retrying would spin. Stop, and say why. */
-					srv->error = aw_error_take();
+					if (!srv->error)
+						srv->error = aw_error_take();
+					aw_error_clear();
 					break;
 				}
 				/* Out of fds or memory: breathe, go on. */
@@ -1088,7 +1097,7 @@ static void accept_loop(aw_http_server *srv)
 			}
 			conn_start *st = aw__malloc(sizeof *st);
 			if (st) {
-				*st = (conn_start){ srv, s, aw__http_now(), peer };
+				*st = (conn_start){ srv, s, aw__http_now(), peer, ls->tls };
 				aw_spawn_opts o = { .name = "http-conn" };
 				if (aw_spawn_with(NULL, conn_main, st, &o) == 0) {
 					srv->nconns++;
@@ -1103,17 +1112,27 @@ static void accept_loop(aw_http_server *srv)
 			if (aw_stream_close(s, AW_NEVER))
 				aw_error_clear();
 		}
-		srv->accepting = false;
+		ls->accepting = false;
 	}
-	srv->accepting = false;
+	ls->accepting = false;
 	aw_error_clear();
 	/* Stop listening: new connections are refused at once (with
 	 * SO_REUSEPORT the kernel sends them to the other workers) instead of
 	 * waiting in a backlog nobody accepts from. The caller closes the
 	 * listener. Not a listener shared with other processes (inherited,
-	 * handed to the next generation): they go on accepting on it. */
+	 * handed to the next generation, cleartext or TLS alike): they go on
+	 * accepting on it. */
 	if (!app->listener_shared)
-		shutdown(aw_listener_fd(srv->l), SHUT_RDWR);
+		shutdown(aw_listener_fd(ls->l), SHUT_RDWR);
+	/* One listener stopped (asked to, or failed): the others stop too. */
+	aw__http_server_stop(srv);
+}
+
+/* The accept loop of a listener after the first, in a task of its own. */
+static int accept_task(void *arg)
+{
+	accept_loop(arg);
+	return 0;
 }
 
 void aw__http_server_hurry(aw_http_server *srv)
@@ -1123,14 +1142,28 @@ void aw__http_server_hurry(aw_http_server *srv)
 		aw_scope_cancel(srv->grace);
 }
 
-int aw__http_server_run(aw_app *app, aw_listener *l)
+int aw__http_server_run(aw_app *app, aw_http_lsock *ls, size_t n)
 {
-	aw_http_server srv = { .app = app, .l = l };
+	aw_http_server srv = { .app = app, .ls = ls, .nls = n };
 	/* Reserved for refusing clients when out of descriptors. */
 	srv.spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
 	aw_event_init(&srv.drained);
 	app->srv = &srv;
-	accept_loop(&srv);
+	for (size_t i = 0; i < n; i++)
+		ls[i] = (aw_http_lsock){ .l = ls[i].l, .tls = ls[i].tls, .srv = &srv };
+	/* The first listener's loop runs here, the others' in a group (each
+	 * loop, when it ends, stops the others: the group's exit joins them). */
+	aw_group g;
+	AW_WITH(aw_group_init(&g)) {
+		for (size_t i = 1; i < n; i++)
+			if (aw_group_spawn(&g, accept_task, &ls[i], "http-accept")) {
+				aw__http_log_error(app, aw_error_current(), "cannot start an accept loop");
+				aw_error_clear();
+				aw__http_server_stop(&srv);
+			}
+		accept_loop(&ls[0]);
+	}
+	aw_error_clear();
 	drain_connections(&srv);
 	app->srv = NULL;
 	if (srv.spare_fd >= 0)

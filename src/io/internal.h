@@ -42,6 +42,7 @@ ssize_t aw__stream_send(aw_stream *s, const void *buf, size_t n, int *want);
 
 /* tls.c: the same for an SSL stream, plus close_notify and freeing. */
 ssize_t aw__tls_recv(aw_stream *s, void *buf, size_t n, int *want);
+bool aw__tls_drained(aw_stream *s);
 ssize_t aw__tls_send(aw_stream *s, const void *buf, size_t n, int *want);
 /* Waits: send close_notify (does not wait for the peer's). */
 int aw__tls_shutdown(aw_stream *s, aw_time deadline);

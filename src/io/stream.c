@@ -433,7 +433,7 @@ ssize_t (aw_stream_fill)(aw_stream *s, size_t max, aw_time deadline)
 			flush_nowait(s);   /* an error is sticky; reading goes on */
 		int want = AW_READABLE;
 		ssize_t r;
-		if (s->drained && !s->ssl && !aw_fd_peer_closed(s->fd)) {
+		if (s->drained && !aw_fd_peer_closed(s->fd)) {
 			/* The last read left the socket empty: reading again now
 			 * would only return EAGAIN (one system call per message
 			 * for nothing). New data brings a readiness edge. */
@@ -444,7 +444,7 @@ ssize_t (aw_stream_fill)(aw_stream *s, size_t max, aw_time deadline)
 			r = aw__stream_recv(s, s->rbuf + s->rend, space, &want);
 			if (r > 0) {
 				s->rend += (size_t)r;
-				s->drained = s->is_sock && (size_t)r < space;
+				s->drained = s->ssl ? aw__tls_drained(s) : s->is_sock && (size_t)r < space;
 				return r;
 			}
 		}

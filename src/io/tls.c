@@ -86,9 +86,17 @@ static pthread_once_t tls_once = PTHREAD_ONCE_INIT;
 static BIO_METHOD *fd_bio_method;   /* our fd BIO; lives as long as the process */
 static int ctx_index = -1;          /* SSL_CTX ex_data slot of the aw_tls_ctx */
 
-/* The fd BIO keeps fd * 2 + is_sock in its data pointer: no allocation. */
-static inline int fd_bio_fd(BIO *b) { return (int)((intptr_t)BIO_get_data(b) >> 1); }
+/* The fd BIO keeps fd * 4 + drained * 2 + is_sock in its data pointer:
+ * no allocation. `drained`: the last read(2) returned less than asked
+ * (the socket was empty after it; see aw__tls_drained). */
+static inline int fd_bio_fd(BIO *b) { return (int)((intptr_t)BIO_get_data(b) >> 2); }
 static inline bool fd_bio_sock(BIO *b) { return ((intptr_t)BIO_get_data(b) & 1) != 0; }
+static inline bool fd_bio_drained(BIO *b) { return ((intptr_t)BIO_get_data(b) & 2) != 0; }
+static inline void fd_bio_set_drained(BIO *b, bool d)
+{
+	intptr_t v = (intptr_t)BIO_get_data(b);
+	BIO_set_data(b, (void *)(d ? v | 2 : v & ~(intptr_t)2));
+}
 
 /* BIO write: send(MSG_NOSIGNAL) on sockets (no SIGPIPE), write(2)
  * otherwise. EAGAIN becomes a retry for OpenSSL's WANT_WRITE; errno stays
@@ -121,6 +129,7 @@ static int fd_bio_read(BIO *b, char *buf, int len)
 		BIO_set_retry_read(b);
 	if (n == 0)
 		BIO_set_flags(b, BIO_FLAGS_IN_EOF);
+	fd_bio_set_drained(b, fd_bio_sock(b) && n > 0 && n < len);
 	return (int)n;
 }
 
@@ -359,6 +368,25 @@ static int tls_ctx_new(aw_tls_ctx **out, const aw_tls_opts *opts, bool server)
 				     SSL_MODE_RELEASE_BUFFERS);
 	/* TLS 1.2 renegotiation is a DoS lever and nothing here needs it. */
 	SSL_CTX_set_options(sc, SSL_OP_NO_RENEGOTIATION);
+	/* Read ahead: one read(2) takes whatever the socket holds (a whole
+	 * record, or several) instead of a header read and a body read per
+	 * record, as nginx does. Safe with the stream: it always calls
+	 * aw__tls_recv before it waits, so bytes OpenSSL holds are taken
+	 * before any wait, and OpenSSL says WANT_READ only after a read that
+	 * found the socket empty. */
+	SSL_CTX_set_read_ahead(sc, 1);
+
+	const char *ciphers = o->ciphers ? o->ciphers : server ? AW_TLS_SERVER_CIPHERS : NULL;
+	ERR_clear_error();
+	if (ciphers && SSL_CTX_set_cipher_list(sc, ciphers) != 1) {
+		rc = aw_raise(-EINVAL, "%s: bad cipher list \"%s\": %s", who, ciphers, tls_err_text(why, sizeof why));
+		goto fail;
+	}
+	if (o->ciphersuites && SSL_CTX_set_ciphersuites(sc, o->ciphersuites) != 1) {
+		rc = aw_raise(-EINVAL, "%s: bad TLS 1.3 cipher suites \"%s\": %s", who, o->ciphersuites,
+			      tls_err_text(why, sizeof why));
+		goto fail;
+	}
 
 	if (o->cert_file) {
 		rc = load_cert_and_key(who, sc, o);
@@ -375,13 +403,31 @@ static int tls_ctx_new(aw_tls_ctx **out, const aw_tls_opts *opts, bool server)
 					      o->ca_file, tls_err_text(why, sizeof why));
 				goto fail;
 			}
-			SSL_CTX_set_verify(sc, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, NULL);
+			/* Our CAs' names go in the CertificateRequest, so that
+			 * a client with several certificates picks one of ours. */
+			STACK_OF(X509_NAME) *names = SSL_load_client_CA_file(o->ca_file);
+			if (names)
+				SSL_CTX_set_client_CA_list(sc, names);
+			ERR_clear_error();
+			SSL_CTX_set_verify(sc, o->client_cert_optional ? SSL_VERIFY_PEER
+								       : SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT,
+					   NULL);
 			c->verify = true;
+		} else if (o->client_cert_optional) {
+			rc = aw_raise(-EINVAL, "%s: client_cert_optional needs ca_file (the CAs client certificates "
+				      "are checked against)", who);
+			goto fail;
 		}
 		/* Needed for session resumption once client certificates are
 		 * verified; harmless otherwise. */
 		static const unsigned char sid[] = "awith";
 		SSL_CTX_set_session_id_context(sc, sid, sizeof sid - 1);
+		/* Resumption by session tickets (stateless: any process with
+		 * the context's key) rather than OpenSSL's in-memory session
+		 * cache, which stores every new session and walks the whole
+		 * table every 255 of them to expire old ones; per process, it
+		 * would not survive a reload anyway. nginx's default likewise. */
+		SSL_CTX_set_session_cache_mode(sc, SSL_SESS_CACHE_SERVER | SSL_SESS_CACHE_NO_INTERNAL);
 		if (c->alpn_len)
 			SSL_CTX_set_alpn_select_cb(sc, alpn_select, c);
 	} else {
@@ -441,6 +487,15 @@ void aw_tls_ctx_free(aw_tls_ctx *ctx)
 {
 	if (ctx)
 		SSL_CTX_free(ctx->ssl_ctx);   /* frees ctx with the last reference */
+}
+
+/* One more reference: the aw_tls_ctx lives as long as its SSL_CTX (see
+ * tls_ctx_exdata_free), so OpenSSL's count is the count of both. */
+aw_tls_ctx *aw_tls_ctx_ref(aw_tls_ctx *ctx)
+{
+	if (ctx)
+		SSL_CTX_up_ref(ctx->ssl_ctx);
+	return ctx;
 }
 
 /* ---- the handshake -------------------------------------------------------- */
@@ -560,7 +615,7 @@ static int stream_tls_start(aw_stream *s, aw_tls_ctx *ctx, const char *host, boo
 		rc = aw_raise(-ENOMEM, "%s: cannot create the TLS connection's BIO", who);
 		goto fail_setup;
 	}
-	BIO_set_data(bio, (void *)((intptr_t)s->fd * 2 + (s->is_sock ? 1 : 0)));
+	BIO_set_data(bio, (void *)((intptr_t)s->fd * 4 + (s->is_sock ? 1 : 0)));
 	BIO_set_init(bio, 1);
 	SSL_set_bio(ssl, bio, bio);   /* one reference, owned by ssl now */
 
@@ -698,6 +753,18 @@ ssize_t aw__tls_recv(aw_stream *s, void *buf, size_t n, int *want)
 		conn_break(ssl);
 		return aw_raise(-AW_ETLS, "TLS read on fd %d: %s", s->fd, tls_err_text(why, sizeof why));
 	}
+}
+
+/* After aw__tls_recv returned data: true when reading again could only
+ * say EAGAIN: OpenSSL holds no byte (no plaintext, no partial record) and
+ * its last read(2) found less than it asked for, so the socket was empty
+ * then and anything that came since brings a readiness edge. The stream
+ * then waits for the edge instead of calling SSL_read for an EAGAIN (its
+ * "one read per message", as for plain sockets). */
+bool aw__tls_drained(aw_stream *s)
+{
+	SSL *ssl = s->ssl;
+	return fd_bio_drained(SSL_get_rbio(ssl)) && !SSL_has_pending(ssl);
 }
 
 /* The SSL_write half of aw__tls_send: write buf[0, n) (n <= one record) and
@@ -880,4 +947,37 @@ void aw__tls_free(aw_stream *s)
 	free(conn->hold);
 	free(conn);
 	s->ssl = NULL;
+}
+
+/* The verified peer certificate's subject (see io.h). Verified: the
+ * context checks peer certificates (a failed check aborts the handshake,
+ * so a certificate present after it has verified), and OpenSSL's result
+ * says so. */
+char *aw_stream_tls_peer_subject(const aw_stream *s)
+{
+	SSL *ssl = s ? s->ssl : NULL;
+	if (!ssl || conn_of(ssl)->broken || !SSL_is_init_finished(ssl))
+		return NULL;
+	aw_tls_ctx *c = SSL_CTX_get_ex_data(SSL_get_SSL_CTX(ssl), ctx_index);
+	if (!c || !c->verify || SSL_get_verify_result(ssl) != X509_V_OK)
+		return NULL;
+	X509 *cert = SSL_get0_peer_certificate(ssl);
+	if (!cert)
+		return NULL;
+	BIO *mem = BIO_new(BIO_s_mem());
+	char *out = NULL;
+	if (mem && X509_NAME_print_ex(mem, X509_get_subject_name(cert), 0, XN_FLAG_RFC2253) >= 0) {
+		char *p;
+		long n = BIO_get_mem_data(mem, &p);
+		out = n >= 0 ? aw__malloc((size_t)n + 1) : NULL;
+		if (out) {
+			memcpy(out, p, (size_t)n);
+			out[n] = '\0';
+		}
+	}
+	BIO_free(mem);
+	ERR_clear_error();
+	if (!out)
+		(void)!aw_raise(-ENOMEM, "aw_stream_tls_peer_subject: out of memory");
+	return out;
 }
