@@ -625,6 +625,57 @@ AW_TEST(graceful_shutdown_with_request_in_flight)
 	free(ev);
 }
 
+/* A client that connected just before the shutdown began has not had its
+ * chance: its first request is answered (with Connection: close), though
+ * it arrives after the shutdown started. A graceful restart depends on it. */
+AW_TEST(a_connection_accepted_before_shutdown_gets_its_first_request_answered)
+{
+	START(s);
+	int fd = cli_connect(s.port);
+	CHECK(fd >= 0);
+	usleep(50000);   /* accepted by now */
+	kill(s.pid, SIGTERM);
+	usleep(300000);   /* the shutdown is under way */
+	CHECK_EQ(cli_sends(fd, GET("/state")), 0);
+	resp r;
+	CHECK_EQ(cli_read(fd, &r, false), 0);
+	CHECK_EQ(r.status, 200);
+	CHECK_STR(r.body, "the-state");
+	char v[32];
+	CHECK(resp_header(&r, "Connection", v, sizeof v));
+	CHECK_STR(v, "close");
+	resp_free(&r);
+	CHECK(cli_closed(fd, 2000));
+	close(fd);
+	CHECK_EQ(srv_wait(&s), 0);
+}
+
+static aw_app *make_long_grace(void)
+{
+	aw_app *app = make_app();
+	aw_app_limits(app)->shutdown_grace = AW_SEC(20);
+	return app;
+}
+
+/* A connection that never sends (a browser's speculative pre-connect)
+ * holds the shutdown for the first-request window (1 s), not the grace. */
+AW_TEST(a_silent_connection_holds_shutdown_for_the_first_request_window_not_the_grace)
+{
+	srv s;
+	CHECK_EQ(srv_start(&s, make_long_grace), 0);
+	int fd = cli_connect(s.port);
+	CHECK(fd >= 0);
+	usleep(50000);
+	long long t0 = now_ms();
+	kill(s.pid, SIGTERM);
+	CHECK(cli_closed(fd, 5000));
+	long long closed_after = now_ms() - t0;
+	close(fd);
+	CHECK_GE(closed_after, 800);    /* it was given the window */
+	CHECK_LT(closed_after, 5000);   /* and not the 20 s grace */
+	CHECK_EQ(srv_wait(&s), 0);
+}
+
 static aw_app *make_short_grace(void)
 {
 	aw_app *app = make_app();

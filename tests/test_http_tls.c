@@ -121,6 +121,7 @@ static bool copy_file(const char *from, const char *to)
 static aw_app_tls_opts cfg;
 static int cfg_workers;   /* > 1: aw_app_run with workers (ports reported from the log) */
 static bool cfg_http2_off;   /* make_app turns HTTP/2 off */
+static aw_time cfg_grace;    /* shutdown grace (0: 2 s) */
 
 /* GET /: who is asking, over what: "tls=1 subject=CN=alice,O=awith tests". */
 static int who(aw_http_request *req, aw_http_response *res, void *ud)
@@ -168,7 +169,7 @@ static aw_app *make_app(void)
 		aw_app_free(app);
 		return NULL;
 	}
-	aw_app_limits(app)->shutdown_grace = AW_SEC(2);
+	aw_app_limits(app)->shutdown_grace = cfg_grace ? cfg_grace : AW_SEC(2);
 	if (cfg_http2_off)
 		aw_app_http2(app)->enabled = false;
 	return app;
@@ -290,6 +291,7 @@ static void cfg_default(void)
 	cfg = (aw_app_tls_opts){ .cert_file = srv1_pem, .key_file = srv1_key };
 	cfg_workers = 0;
 	cfg_http2_off = false;
+	cfg_grace = 0;
 }
 
 /* ---- a client of our own: io's TLS stream ------------------------------------------ */
@@ -309,6 +311,8 @@ typedef struct tls_get {
 	aw_stream *s;              /* kept open when keep is set */
 	bool keep;
 	bool handshake_only;       /* no GET (the peer chose h2) */
+	pid_t stop_after_connect;  /* SIGTERM this server between connect and handshake */
+	bool conn_close;           /* out: the answer said Connection: close */
 } tls_get;
 
 /* One GET / on stream s: the status and body (Content-Length framed). */
@@ -323,6 +327,8 @@ static int get_on(aw_stream *s, tls_get *g)
 	if (rc)
 		return rc;
 	g->status = atoi(head + 9);
+	const char *cc = strcasestr(head, "\r\nconnection: close\r\n");
+	g->conn_close = cc && cc < head + hlen;
 	const char *cl = strcasestr(head, "content-length:");
 	size_t n = cl && cl < head + hlen ? (size_t)atoi(cl + 15) : 0;
 	if (n >= sizeof g->body)
@@ -342,6 +348,11 @@ static int tls_get_task(void *arg)
 	int rc = aw_tls_client_ctx(&ctx, &o);
 	if (!rc)
 		rc = aw_tcp_connect(&s, "127.0.0.1", g->port, aw_deadline_after(AW_SEC(5)));
+	if (!rc && g->stop_after_connect) {
+		/* accepted, then the server is told to stop before the handshake */
+		if (!(rc = aw_sleep(AW_MS(50))) && kill(g->stop_after_connect, SIGTERM) == 0)
+			rc = aw_sleep(AW_MS(300));
+	}
 	if (!rc)
 		rc = aw_stream_tls_client(s, ctx, "localhost", aw_deadline_after(AW_SEC(5)));
 	if (!rc) {
@@ -567,11 +578,14 @@ AW_TEST(failed_handshakes_are_counted_logged_rate_limited_and_do_not_stop_the_se
 	free(log);
 }
 
-AW_TEST(shutdown_closes_a_connection_stuck_in_its_handshake_at_once)
+/* A client that stalls in its handshake holds the shutdown for the
+ * first-request window (1 s), not for the grace nor its handshake timeout. */
+AW_TEST(shutdown_closes_a_connection_stuck_in_its_handshake_after_the_first_request_window)
 {
 	CHECK(certs_ok);
 	cfg_default();
 	cfg.handshake_timeout = AW_SEC(30);
+	cfg_grace = AW_SEC(20);
 	srv s;
 	CHECK_EQ(tls_srv_start(&s), 0);
 	int fd = cli_connect(tport);
@@ -579,9 +593,27 @@ AW_TEST(shutdown_closes_a_connection_stuck_in_its_handshake_at_once)
 	usleep(100000);
 	long long t0 = now_ms();
 	CHECK_EQ(srv_stop(&s), 0);
-	CHECK_LT(now_ms() - t0, 1500);   /* the grace (2 s) is for requests, not handshakes */
+	long long took = now_ms() - t0;
+	CHECK_GE(took, 800);    /* it was given the window */
+	CHECK_LT(took, 5000);   /* not the 20 s grace, not the 30 s handshake timeout */
 	CHECK(cli_closed(fd, 1000));
 	close(fd);
+}
+
+/* Accepted before the shutdown, handshake after it began: served (the
+ * graceful restart's new connections in flight depend on it). */
+AW_TEST(a_connection_accepted_before_shutdown_finishes_its_handshake_and_first_request)
+{
+	CHECK(certs_ok);
+	cfg_default();
+	srv s;
+	CHECK_EQ(tls_srv_start(&s), 0);
+	tls_get g = { .port = tport, .ca = ca1, .stop_after_connect = s.pid };
+	CHECK_EQ(tls_get_run(&g), 0);
+	CHECK_EQ(g.status, 200);
+	CHECK(strstr(g.body, "tls=1") != NULL);
+	CHECK(g.conn_close);
+	CHECK_EQ(srv_wait(&s), 0);
 }
 
 static int gone_task(void *arg)

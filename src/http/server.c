@@ -10,10 +10,22 @@
  * to wait. A slow client only ever holds its own task.
  *
  * Shutdown (aw_app_stop, SIGINT/SIGTERM): the accept loop stops, idle
- * connections are cancelled (they close), busy ones finish their request
- * (answered with Connection: close) within shutdown_grace; the rest are
- * then cancelled and awaited: their dependencies' teardown and their
- * streams' exits still run (shielded, under the loop's cleanup grace).
+ * keep-alive connections are cancelled (they close: a client retries a
+ * request on a reused connection that closed), busy ones finish their
+ * request (answered with Connection: close) within shutdown_grace; the
+ * rest are then cancelled and awaited: their dependencies' teardown and
+ * their streams' exits still run (shielded, under the loop's cleanup
+ * grace).
+ *
+ * A connection accepted but not yet past its first request head (its TLS
+ * handshake or its first bytes still on the way) is not idle in that
+ * sense: its client connected before the listener closed and will not
+ * retry a new connection that failed. It gets FIRST_REQUEST_WINDOW after
+ * the shutdown began (within the grace) to bring its first request, which
+ * is answered with Connection: close; one still silent then (a browser's
+ * speculative pre-connect, a stalled handshake) is cancelled. Without the
+ * window every graceful restart failed the few requests whose connection
+ * the old generation had just accepted.
  */
 #include "internal.h"
 #include "awith/schema.h"
@@ -36,6 +48,7 @@
 #define HEAD_SLACK 64
 #define LINGER_TIME AW_SEC(5)
 #define LINGER_IDLE AW_SEC(1)
+#define FIRST_REQUEST_WINDOW AW_SEC(1)   /* at shutdown: see the comment at the top */
 
 /* ---- the body ----------------------------------------------------------------- */
 
@@ -334,8 +347,8 @@ static int read_head(aw_http_conn *c)
 	if (len == 0) {
 		if (c->out.len && aw__http_flush(c))
 			return 0;
-		if (srv_draining(c))
-			return 0;
+		if (srv_draining(c) && c->requests > 0)
+			return 0;   /* idle keep-alive: closed (the first request is still awaited) */
 		deadline = c->requests == 0 ? c->accepted + lim->header_timeout : aw__http_after(lim->keepalive_idle);
 		ssize_t n = aw_stream_fill(c->s, max, deadline);
 		if (n <= 0)
@@ -1004,29 +1017,55 @@ static int wait_drained(void *arg, int err)
 	return 0;
 }
 
+/* A connection still waiting for its first request head (or in its TLS
+ * handshake) when the shutdown began. */
+static bool conn_awaits_first_request(const aw_http_conn *c)
+{
+	return c->idle && c->task && c->requests == 0 && !c->h2c && !c->ws;
+}
+
+/* Wait for the connections to end, at most until the scope's deadline
+ * (a second signal cancels it: srv->hurry). */
+static void wait_drained_until(aw_http_server *srv, aw_time deadline)
+{
+	aw_scope grace;
+	AW_WITH(aw_move_on_at_init(&grace, deadline)) {
+		srv->grace = &grace;
+		while (srv->nconns)
+			if (aw_event_wait(&srv->drained))
+				break;
+	}
+	srv->grace = NULL;
+	aw_error_clear();
+}
+
 static void drain_connections(aw_http_server *srv)
 {
 	aw_app *app = srv->app;
+	aw_time start = aw_now();
+	aw_time grace_end = start + app->limits.shutdown_grace;
+	size_t awaited = 0;
 	srv->draining = true;
 	for (aw_http_conn *c = srv->conns; c; c = c->next) {
-		if (c->idle && c->task)
-			aw_task_cancel(c->task);
-		else if (c->h2c)
+		if (c->h2c)
 			aw__http_h2_kick(c);   /* GOAWAY now; its streams finish */
 		else if (c->ws)
 			aw__ws_going_away(c->ws);   /* close 1001 */
+		else if (conn_awaits_first_request(c))
+			awaited++;   /* its first request is still coming: see FIRST_REQUEST_WINDOW */
+		else if (c->idle && c->task)
+			aw_task_cancel(c->task);
 	}
-	if (srv->nconns && !srv->hurry) {
-		aw_scope grace;
-		AW_WITH(aw_move_on_init(&grace, app->limits.shutdown_grace)) {
-			srv->grace = &grace;
-			while (srv->nconns)
-				if (aw_event_wait(&srv->drained))
-					break;
-		}
-		srv->grace = NULL;
-		aw_error_clear();
+	if (awaited) {
+		aw_time window_end = start + FIRST_REQUEST_WINDOW;
+		if (srv->nconns && !srv->hurry)
+			wait_drained_until(srv, window_end < grace_end ? window_end : grace_end);
+		for (aw_http_conn *c = srv->conns; c; c = c->next)
+			if (conn_awaits_first_request(c))
+				aw_task_cancel(c->task);
 	}
+	if (srv->nconns && !srv->hurry)
+		wait_drained_until(srv, grace_end);
 	if (srv->nconns) {
 		size_t n = 0;
 		for (aw_http_conn *c = srv->conns; c; c = c->next, n++)

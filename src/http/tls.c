@@ -11,7 +11,8 @@
  * loop, so a client that stalls holds only its task; it must end
  * handshake_timeout after the accept (the same clock as the header
  * timeout, which starts over for the first request). Until it ends the
- * connection counts as idle: a shutdown closes it at once. A failure or a
+ * connection counts as idle and before its first request: a shutdown
+ * gives it server.c's first-request window, then closes it. A failure or a
  * timeout is counted (awith_http_tls_handshakes_total{result}), logged
  * rate-limited per kind (a scanner or a flood cannot fill the log), and
  * the connection closed; nothing else is affected.
@@ -363,7 +364,7 @@ static int tls_accept(aw_http_conn *c)
 	/* Named now: once the peer has gone, getpeername cannot tell. */
 	char who[80];
 	peer_name(aw_stream_fd(c->s), who, sizeof who);
-	/* Idle until the handshake is done: a shutdown closes it at once. */
+	/* Idle until the handshake is done (a shutdown gives it the first-request window). */
 	c->idle = true;
 	int rc = aw_stream_tls_server(c->s, ctx, deadline);
 	c->idle = false;
