@@ -144,6 +144,54 @@ int aw_fd_take_ready(int fd);
 int aw_fd_recv(int fd, void *buf, size_t len, size_t *got, aw_time deadline) AW_MUST_USE;
 #define aw_fd_recv(fd, buf, len, got, dl) AW__AT((aw_fd_recv)((fd), (buf), (len), (got), (dl)))
 
+/* Send len bytes from buf on socket fd through io_uring (IORING_OP_SEND,
+ * MSG_NOSIGNAL) and wait until all of them went: the loop submits the
+ * send with its one io_uring_enter per turn, batched with every other
+ * task's sends and receives, so the task makes no system call of its
+ * own; a short send is continued until len bytes went. The twin of
+ * aw_fd_recv, with the same contract: returns 0 with *sent == len, or a
+ * negative code with *sent the bytes that did go (they went, whatever the
+ * code): -ETIMEDOUT after deadline (a peer that stops reading), the
+ * cancel code when cancelled, -EBADF when aw_fd_forget/aw_fd_close ran
+ * meanwhile, -EBUSY if fd has a send of aw_fd_send_start in flight,
+ * -AW_EBUSY_WAIT if another task waits for fd to be writable, the send's
+ * -errno (-EPIPE, -ECONNRESET ...) (all raised); and -EOPNOTSUPP, not
+ * raised, when the loop does not run on io_uring: the caller then sends
+ * and waits with aw_fd_wait itself. When the wait ends early the send is
+ * cancelled (IORING_OP_ASYNC_CANCEL) and this returns only after the
+ * kernel has let go of buf: no byte of buf is read after the call returns.
+ * Waits. */
+int aw_fd_send(int fd, const void *buf, size_t len, size_t *sent, aw_time deadline) AW_MUST_USE;
+#define aw_fd_send(fd, buf, len, sent, dl) AW__AT((aw_fd_send)((fd), (buf), (len), (sent), (dl)))
+
+/* aw_fd_send in two halves, for a buffered writer that goes on while the
+ * bytes go out (awith's streams): aw_fd_send_start queues the send of
+ * buf[0, len) on socket fd and returns at once; the SQE is made just
+ * before the loop's next io_uring_enter. buf must stay valid and its
+ * first len bytes unchanged until aw_fd_send_finish has returned.
+ * Calling it again while the send is in flight with the same buf and a
+ * larger len extends it (bytes appended behind the first ones go out in
+ * the same send if it has not reached the kernel yet, else right after
+ * it). Returns 0; -EOPNOTSUPP (not raised) when the loop does not run on
+ * io_uring; -EBUSY if a send of fd with another buf or a smaller len is
+ * in flight or finished but not yet collected with aw_fd_send_finish;
+ * -EINVAL (buf NULL), -ENOMEM, -EBADF, -AW_ENOTASK (raised). len 0 with no send in flight:
+ * nothing happens. Does not wait. */
+int aw_fd_send_start(int fd, const void *buf, size_t len);
+
+/* Whether fd has a send of aw_fd_send_start that has not completed yet
+ * (so aw_fd_send_finish would wait). No system call. */
+bool aw_fd_sending(int fd);
+
+/* Collect fd's send started with aw_fd_send_start, waiting for it if it
+ * is still in flight, under aw_fd_send's contract (the same codes, *sent
+ * the bytes that went, the send cancelled and the kernel done with the
+ * buffer before this returns when the wait ends early). Once it returns
+ * the buffer is the caller's again and fd has no send in flight. No send
+ * started: 0 with *sent 0. Waits (only while the send is in flight). */
+int aw_fd_send_finish(int fd, size_t *sent, aw_time deadline) AW_MUST_USE;
+#define aw_fd_send_finish(fd, sent, dl) AW__AT((aw_fd_send_finish)((fd), (sent), (dl)))
+
 /* Call fn(arg) from the loop when it first sees the peer of fd hang up
  * (EPOLLRDHUP, HUP or ERR), whether or not a task waits on fd. fn runs in
  * the loop, not in a task: it must not wait (typically it cancels or wakes

@@ -23,6 +23,12 @@
  *    loop turn), so a closed socket's FIN is not held back longer than that.
  *  - A multishot poll the kernel ends (a completion without
  *    IORING_CQE_F_MORE, e.g. after a CQ overflow) is armed again.
+ *  - Sends (aw_uring_send) are queued on a list and get their SQEs just
+ *    before the turn's io_uring_enter, so every write a task makes in the
+ *    turn lands in one IORING_OP_SEND, and every connection's sends go in
+ *    with the same enter as the receives. A short send is continued from
+ *    the completion (queued again); MSG_WAITALL lets the kernel itself
+ *    continue a stream socket's partial send.
  */
 #include "internal.h"
 
@@ -50,6 +56,7 @@ struct aw_uring {
 	aw_backend *b;
 	uring_fd *fds;
 	size_t nfds;
+	aw_backend_op *sends, **sends_tail;   /* queued sends (no SQE yet) */
 };
 
 static uint64_t poll_ud(int fd, uint32_t gen)
@@ -138,6 +145,7 @@ int aw_uring_init(aw_backend *b, const char **why)
 		return -ENOSYS;
 	}
 	u->b = b;
+	u->sends_tail = &u->sends;
 	b->uring = u;
 	return 0;
 }
@@ -213,10 +221,53 @@ int aw_uring_recv(aw_backend *b, int fd, void *buf, size_t len, aw_backend_op *o
 	return 0;
 }
 
-void aw_uring_cancel(aw_backend *b, aw_backend_op *op, bool sync)
+void aw_uring_send(aw_backend *b, aw_backend_op *op)
+{
+	struct aw_uring *u = b->uring;
+	op->done = false;
+	op->res = 0;
+	op->queued = true;
+	op->next = NULL;
+	*u->sends_tail = op;
+	u->sends_tail = &op->next;
+	b->ops++;
+}
+
+/* Give each queued send its SQE (before the turn's enter). */
+static void sends_prep(struct aw_uring *u)
+{
+	while (u->sends) {
+		aw_backend_op *op = u->sends;
+		struct io_uring_sqe *sqe = sqe_get(u);
+		if (!sqe)
+			return;   /* SQ full even after a submit: the next turn */
+		u->sends = op->next;
+		if (!u->sends)
+			u->sends_tail = &u->sends;
+		op->next = NULL;
+		op->queued = false;
+		op->in_kernel = true;
+		io_uring_prep_send(sqe, op->fd, op->buf + op->sent, op->len - op->sent, MSG_NOSIGNAL | MSG_WAITALL);
+		if (op->poll_first)
+			sqe->ioprio |= IORING_RECVSEND_POLL_FIRST;
+		io_uring_sqe_set_data64(sqe, AW_URING_OP_BIT | (uint64_t)(uintptr_t)op);
+	}
+}
+
+bool aw_uring_cancel(aw_backend *b, aw_backend_op *op, bool sync)
 {
 	struct aw_uring *u = b->uring;
 	uint64_t ud = AW_URING_OP_BIT | (uint64_t)(uintptr_t)op;
+	if (op->is_send) {
+		if (op->done)
+			return true;
+		/* A send not yet in the kernel goes in first: what the socket
+		 * takes at once is sent (as a write(2) would have), and only
+		 * the part that would wait is cancelled. */
+		op->stop = true;
+		if (op->queued)
+			sends_prep(u);
+	}
 	if (sync) {
 		/* Kernel 6.0+: returns once the request is gone; its CQE
 		 * is then in the ring for the next poll. Otherwise the
@@ -229,14 +280,15 @@ void aw_uring_cancel(aw_backend *b, aw_backend_op *op, bool sync)
 		reg.timeout.tv_nsec = -1;
 		io_uring_submit(&u->ring);   /* the request may still be queued */
 		int rc = io_uring_register_sync_cancel(&u->ring, &reg);
-		if (rc == 0 || rc == -ENOENT || rc == -EALREADY)
-			return;
+		if ((rc == 0 || rc == -ENOENT || rc == -EALREADY) && !(op->is_send && op->queued))
+			return true;
 	}
 	struct io_uring_sqe *sqe = sqe_get(u);
 	if (!sqe)
-		return;   /* the waiter still waits for the completion */
+		return false;   /* the waiter still waits for the completion */
 	io_uring_prep_cancel64(sqe, ud, 0);
 	io_uring_sqe_set_data64(sqe, 0);
+	return false;
 }
 
 /* One completion: a poll's mask, an operation's result, or an error. */
@@ -245,10 +297,36 @@ static int complete(struct aw_uring *u, uint64_t ud, int res, unsigned flags, aw
 {
 	if (ud & AW_URING_OP_BIT) {
 		aw_backend_op *op = (aw_backend_op *)(uintptr_t)(ud & ~AW_URING_OP_BIT);
+		if (op->is_send) {
+			op->in_kernel = false;
+			if (res > 0)
+				op->sent += (size_t)res;
+			bool more = op->sent < op->len;
+			if (!op->stop && more && (res > 0 || res == -EAGAIN)) {
+				/* Short (the buffer grew since the SQE was made, or
+				 * the kernel stopped early), or EAGAIN, which the
+				 * kernel should not report (it polls for room
+				 * itself): the rest goes with the next turn, after
+				 * waiting in the kernel for room on an EAGAIN. */
+				op->poll_first = res == -EAGAIN;
+				u->b->ops--;   /* aw_uring_send counts it again */
+				aw_uring_send(u->b, op);
+				return 1;
+			}
+			op->poll_first = false;
+			if (res >= 0)
+				res = !more ? 0 : op->stop ? -ECANCELED : -EIO;   /* EIO: a send of 0 bytes */
+			if (op->orphan) {
+				u->b->ops--;
+				free(op);
+				return 1;
+			}
+		}
 		op->res = res;
 		op->done = true;
 		u->b->ops--;
-		aw_task_wake(op->task, 0);
+		if (op->task)
+			aw_task_wake(op->task, 0);
 		return 1;
 	}
 	if (!(ud & AW_URING_POLL_BIT))
@@ -285,6 +363,8 @@ int aw_uring_poll(aw_backend *b, aw_time timeout, aw_backend_ready_fn *on_ready,
 {
 	struct aw_uring *u = b->uring;
 	int rc;
+	if (u->sends)
+		sends_prep(u);
 	if (timeout == 0) {
 		/* Enters only if something is queued or the kernel asks to. */
 		rc = io_uring_submit(&u->ring);

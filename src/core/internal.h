@@ -125,13 +125,29 @@ typedef struct aw_backend {
 	                            deadlocked */
 } aw_backend;
 
-/* One io_uring operation a task waits for (aw_fd_recv), on that task's
- * stack: it never returns before `done`, so the record and the buffer
- * outlive the kernel's use of them. */
+/* One io_uring operation. A receive (aw_fd_recv) lives on its waiting
+ * task's stack: that call never returns before `done`, so the record and
+ * the buffer outlive the kernel's use of them. A send (aw_fd_send_start,
+ * fd_send.c) belongs to its fd's aw_fdstate (heap: the fd table moves);
+ * nobody need wait for it, so its completions are handled in the loop:
+ * a short send is continued from buf + sent until len bytes went. */
 typedef struct aw_backend_op {
-	aw_task *task;           /* woken (value 0) when the completion comes */
-	int res;                 /* the completion's result */
+	aw_task *task;           /* woken (value 0) when done; NULL: nobody waits */
+	int res;                 /* the completion's result (a send: 0 or -errno) */
 	bool done;
+	/* sends only */
+	bool is_send;
+	bool queued;             /* on the ring's list: its SQE is made at the
+	                            next poll (writes of the same turn extend it) */
+	bool in_kernel;          /* an SQE of it is in the kernel */
+	bool stop;               /* cancelled: do not continue a short send */
+	bool poll_first;         /* the kernel said EAGAIN: wait for room first */
+	bool orphan;             /* its fd was forgotten: freed at completion */
+	bool forgotten;          /* aw_fd_forget ran: the waiter gets -EBADF */
+	int fd;
+	const char *buf;
+	size_t len, sent;        /* bytes to send from buf; bytes gone so far */
+	struct aw_backend_op *next;   /* the ring's list of queued sends */
 } aw_backend_op;
 /* Start the backend the choice (aw_backend_choice, DEFAULT resolved from
  * AWITH_BACKEND) names; AUTO falls back to epoll and says why once per
@@ -172,8 +188,17 @@ int aw_uring_recv(aw_backend *b, int fd, void *buf, size_t len, aw_backend_op *o
  * still comes (with -ECANCELED, or the result it had reached). sync: also
  * wait in the kernel until op has finished with its buffer (for
  * aw_fd_forget, which must not return while the kernel may still write
- * into a buffer its caller is about to free). */
-void aw_uring_cancel(aw_backend *b, aw_backend_op *op, bool sync);
+ * into a buffer its caller is about to free). Returns true when the kernel
+ * has let go of op's buffer already (sync and the kernel could say so).
+ * A send also stops being continued, and one still queued goes into the
+ * kernel first (what the socket takes at once is sent). */
+bool aw_uring_cancel(aw_backend *b, aw_backend_op *op, bool sync);
+/* Queue a send of op->buf[op->sent .. op->len) on op->fd (MSG_NOSIGNAL):
+ * its SQE is made at the next aw_uring_poll, with the turn's other SQEs,
+ * so op->len may still grow until then. The completion continues a short
+ * send; when everything went, or on an error or a cancel, op->res and
+ * op->done are set and op->task (if any) is woken. */
+void aw_uring_send(aw_backend *b, aw_backend_op *op);
 #endif
 
 /* ---- tasks ---------------------------------------------------------------- */
@@ -260,6 +285,7 @@ void aw__log_context_free(struct aw_log_ctx **ctx);
 typedef struct aw_fdstate {
 	aw_task *reader, *writer;
 	aw_backend_op *read_op;  /* the reader's io_uring receive in flight */
+	aw_backend_op *send_op;  /* the fd's io_uring send (fd_send.c), kept for reuse */
 	bool registered, readable, writable;
 	bool hup;                /* sticky: the peer closed its side */
 	void (*on_hup)(void *arg); /* aw_fd_on_hup */
@@ -267,6 +293,15 @@ typedef struct aw_fdstate {
 } aw_fdstate;
 
 /* aw_fd_peer_closed, aw_fd_watch, aw_fd_take_ready, aw_fd_on_hup: awith/ext.h. */
+
+/* loop.c: fd's state in the loop's table (grown as needed). 0 or -errno. */
+int aw__fd_state(aw_loop *l, int fd, aw_fdstate **out);
+/* loop.c: the loop's readiness callback (for a poll outside iterate). */
+void aw__on_ready(void *ctx, uint64_t data, bool rd, bool wr, bool hup);
+/* fd_send.c: aw_fd_forget's part: the kernel lets go of fd's send buffer
+ * before this returns; the send record is detached from fd's state (the
+ * table may have moved when it returns). */
+void aw__fd_send_forget(aw_loop *l, int fd);
 
 typedef struct aw_threadpool aw_threadpool;
 

@@ -55,7 +55,7 @@ void aw_config_default(aw_config *cfg)
 
 /* ---- fd readiness ----------------------------------------------------------- */
 
-static int fd_state(aw_loop *l, int fd, aw_fdstate **out)
+int aw__fd_state(aw_loop *l, int fd, aw_fdstate **out)
 {
 	if (fd < 0)
 		return -EBADF;
@@ -74,7 +74,7 @@ static int fd_state(aw_loop *l, int fd, aw_fdstate **out)
 	return 0;
 }
 
-static void on_ready(void *ctx, uint64_t data, bool rd, bool wr, bool hup)
+void aw__on_ready(void *ctx, uint64_t data, bool rd, bool wr, bool hup)
 {
 	aw_loop *l = ctx;
 	if (data == UINT64_MAX) {            /* the wake eventfd */
@@ -115,7 +115,7 @@ int (aw_fd_wait_any)(int fd, int directions, aw_time deadline)
 		return aw_raise(-EINVAL, "aw_fd_wait: directions must be AW_READABLE and/or AW_WRITABLE");
 	bool rd = directions & AW_READABLE, wr = directions & AW_WRITABLE;
 	aw_fdstate *s;
-	int rc = fd_state(l, fd, &s);
+	int rc = aw__fd_state(l, fd, &s);
 	if (rc)
 		return aw_raise(rc, "aw_fd_wait(%d): %s", fd, aw_strerror(rc));
 	if (!s->registered) {
@@ -180,7 +180,7 @@ int (aw_fd_recv)(int fd, void *buf, size_t len, size_t *got, aw_time deadline)
 	if (l->backend.kind != AW_BACKEND_KIND_URING)
 		return -EOPNOTSUPP;
 	aw_fdstate *s;
-	int rc = fd_state(l, fd, &s);
+	int rc = aw__fd_state(l, fd, &s);
 	if (rc)
 		return aw_raise(rc, "aw_fd_recv(%d): %s", fd, aw_strerror(rc));
 	if (s->reader)
@@ -260,7 +260,7 @@ int aw_fd_watch(int fd)
 	if (!l)
 		return -AW_ENOTASK;
 	aw_fdstate *s;
-	int rc = fd_state(l, fd, &s);
+	int rc = aw__fd_state(l, fd, &s);
 	if (rc)
 		return rc;
 	if (s->registered)
@@ -300,6 +300,9 @@ void aw_fd_forget(int fd)
 	 * is gone: have the kernel let go of it before returning. */
 	if (s->read_op && !s->read_op->done && l->backend.kind == AW_BACKEND_KIND_URING)
 		aw_uring_cancel(&l->backend, s->read_op, true);
+	if (s->send_op)
+		aw__fd_send_forget(l, fd);
+	s = &l->fds[fd];   /* a poll in there may have moved the table */
 #endif
 	if (s->registered)
 		aw_backend_del(&l->backend, fd);
@@ -433,7 +436,7 @@ static bool iterate(aw_loop *l, const aw_task *until)
 		aw_metric_gauge_set(aw__metrics.tasks_parked, (double)l->nparked);
 	}
 	atomic_store_explicit(&l->in_poll, 1, memory_order_relaxed);
-	aw_backend_poll(&l->backend, timeout, on_ready, l);
+	aw_backend_poll(&l->backend, timeout, aw__on_ready, l);
 	atomic_store_explicit(&l->in_poll, 0, memory_order_relaxed);
 	atomic_fetch_add_explicit(&l->switches, 1, memory_order_relaxed);
 	return true;
@@ -482,6 +485,8 @@ static void loop_free(aw_loop *l)
 	aw_backend_fini(&l->backend);
 	if (l->wake_fd >= 0)
 		close(l->wake_fd);
+	for (size_t i = 0; i < l->nfds; i++)
+		free(l->fds[i].send_op);   /* sends of fds never forgotten (the ring is gone) */
 	free(l->fds);
 	aw_error_free(l->thread_err);
 	free(l);

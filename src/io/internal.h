@@ -28,6 +28,11 @@ struct aw_stream {
 	                            is probably empty (wait before reading) */
 	bool wshut;              /* we shut down our write side */
 	int werror;              /* sticky: the stream is broken for writing */
+	bool usend;              /* the loop runs on io_uring: plain socket writes
+	                            go out by aw_fd_send_start (write-behind) */
+	bool winflight;          /* usend: wbuf[wstart, wend) is the fd's send in
+	                            flight (or done, not yet collected): wbuf must
+	                            not move until aw_fd_send_finish */
 	void *ssl;               /* SSL *, when TLS is on */
 	char alpn[32];
 	aw_ledger_entry ledger;
@@ -39,6 +44,19 @@ struct aw_stream {
  * versa), or a negative error (already raised, with a clear message). */
 ssize_t aw__stream_recv(aw_stream *s, void *buf, size_t n, int *want);
 ssize_t aw__stream_send(aw_stream *s, const void *buf, size_t n, int *want);
+
+/* stream.c: append to the write buffer (growing it; the caller checked
+ * the bound and, with a send in flight, that it fits in place). */
+int aw__stream_buffer_append(aw_stream *s, const char *p, size_t n);
+
+/* stream_usend.c: a plain socket stream's writes on io_uring (write-
+ * behind through aw_fd_send_start). Whether new streams use it; writev
+ * and drain on that path (same contracts as aw_stream_writev / _drain);
+ * kick: start sending what is buffered, without waiting (before a read). */
+bool aw__usend_wanted(void);
+int aw__usend_writev(aw_stream *s, const struct iovec *iov, int iovcnt, aw_time deadline);
+int aw__usend_drain(aw_stream *s, aw_time deadline);
+void aw__usend_kick(aw_stream *s);
 
 /* tls.c: the same for an SSL stream, plus close_notify and freeing. */
 ssize_t aw__tls_recv(aw_stream *s, void *buf, size_t n, int *want);

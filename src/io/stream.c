@@ -13,6 +13,9 @@
  * write is never copied whole. Unsent bytes also go out whenever the stream
  * waits to read (it then waits for either direction), so a request written
  * into the buffer cannot sit there while the task waits for the answer.
+ * When the loop runs on io_uring, a plain socket's writes go out behind
+ * the writer instead (stream_usend.c): copied into the buffer, sent with
+ * the loop's next io_uring_enter, no system call of the stream's own.
  */
 #include "internal.h"
 
@@ -119,6 +122,7 @@ int (aw_stream_from_fd)(aw_stream **out, int fd, const aw_stream_opts *opts)
 	s->rbuf = rbuf;
 	s->rcap = rcap;
 	s->wlimit = opts && opts->write_buffer ? opts->write_buffer : DEFAULT_WLIMIT;
+	s->usend = s->is_sock && aw__usend_wanted();
 	aw_ledger_open(&s->ledger, "stream", aw__where);
 	s->ledger.owner = s;
 	s->ledger.release = stream_release_leaked;
@@ -196,6 +200,8 @@ int (aw_stream_drain)(aw_stream *s, aw_time deadline)
 {
 	if (s->werror)
 		return broken(s);
+	if (s->usend && !s->ssl)
+		return aw__usend_drain(s, deadline);
 	/* Advance wstart as bytes go out: after a deadline, a later drain
 	 * goes on from there and never sends a byte twice. */
 	while (s->wstart < s->wend) {
@@ -219,8 +225,7 @@ int (aw_stream_drain)(aw_stream *s, aw_time deadline)
 	return 0;
 }
 
-/* Append to the write buffer (the caller checked the bound). */
-static int buffer_append(aw_stream *s, const char *p, size_t n)
+int aw__stream_buffer_append(aw_stream *s, const char *p, size_t n)
 {
 	if (s->wstart > 0 && s->wend + n > s->wcap) {
 		memmove(s->wbuf, s->wbuf + s->wstart, s->wend - s->wstart);
@@ -248,6 +253,8 @@ int (aw_stream_writev)(aw_stream *s, const struct iovec *iov, int iovcnt, aw_tim
 		return broken(s);
 	if (s->wshut)
 		return aw_raise(-EPIPE, "stream fd %d: write after shutdown", s->fd);
+	if (s->usend && !s->ssl)
+		return aw__usend_writev(s, iov, iovcnt, deadline);
 	for (int i = 0; i < iovcnt; i++) {
 		const char *p = iov[i].iov_base;
 		size_t n = iov[i].iov_len;
@@ -292,7 +299,7 @@ int (aw_stream_writev)(aw_stream *s, const struct iovec *iov, int iovcnt, aw_tim
 				n -= direct;
 			}
 		}
-		int rc = buffer_append(s, p, n);
+		int rc = aw__stream_buffer_append(s, p, n);
 		if (rc)
 			return rc;
 		rc = flush_nowait(s);
@@ -429,7 +436,9 @@ ssize_t (aw_stream_fill)(aw_stream *s, size_t max, aw_time deadline)
 	if (rc)
 		return rc;
 	for (;;) {
-		if (s->wstart < s->wend && !s->werror)
+		if (s->usend && !s->ssl)
+			aw__usend_kick(s);   /* io_uring: goes with the loop's next enter */
+		else if (s->wstart < s->wend && !s->werror)
 			flush_nowait(s);   /* an error is sticky; reading goes on */
 		int want = AW_READABLE;
 		ssize_t r;
@@ -455,7 +464,7 @@ ssize_t (aw_stream_fill)(aw_stream *s, size_t max, aw_time deadline)
 		if (r != -EAGAIN)
 			return r;
 		int dirs = want;
-		if (s->wstart < s->wend && !s->werror)
+		if (s->wstart < s->wend && !s->werror && !(s->usend && !s->ssl))
 			dirs |= AW_WRITABLE;
 		if (dirs == AW_READABLE && s->is_sock && !s->ssl) {
 			/* On io_uring: wait and read in one operation (no
