@@ -430,3 +430,325 @@ AW_TEST(closing_an_fd_with_a_receive_in_flight_returns_once_the_kernel_let_go)
 	CHECK(c.untouched_later);
 	CHECK_STR(c.later, "late");
 }
+
+/* ---- aw_fd_send: sends through io_uring ------------------------------- */
+
+#define BIG (256 * 1024)   /* many times the small send buffer below */
+
+/* A socketpair whose sending side has a small buffer (sends must wait for
+ * the peer, and come back short). */
+static int small_pair(int sv[2])
+{
+	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv) != 0)
+		return -errno;
+	int sz = 4096;
+	setsockopt(sv[0], SOL_SOCKET, SO_SNDBUF, &sz, sizeof sz);
+	setsockopt(sv[1], SOL_SOCKET, SO_RCVBUF, &sz, sizeof sz);
+	return 0;
+}
+
+static void fill_pattern(unsigned char *p, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		p[i] = (unsigned char)(i * 7 + i / 251);
+}
+
+/* Read what is in the socket now (non-blocking) and check it continues the
+ * pattern from *off. Returns false on a wrong byte. */
+static bool drain_check(int fd, size_t *off)
+{
+	unsigned char b[8192];
+	bool ok = true;
+	for (;;) {
+		ssize_t n = read(fd, b, sizeof b);
+		if (n <= 0)
+			return ok;
+		for (ssize_t i = 0; i < n; i++, (*off)++)
+			ok = ok && b[i] == (unsigned char)(*off * 7 + *off / 251);
+	}
+}
+
+struct tx {
+	int fd;
+	unsigned char *buf;
+	size_t len, sent;
+	int rc;
+	aw_time deadline, took;
+};
+
+static int sender(void *arg)
+{
+	struct tx *x = arg;
+	aw_time t0 = aw_now();
+	x->rc = aw_fd_send(x->fd, x->buf, x->len, &x->sent, x->deadline);
+	x->took = aw_now() - t0;
+	aw_error_clear();   /* the test reads rc */
+	return 0;
+}
+
+/* A reader task: waits for the peer's bytes and checks them. */
+struct peer { int fd; size_t want, got; bool ok; aw_time pause; };
+
+static int peer_reader(void *arg)
+{
+	struct peer *p = arg;
+	p->ok = true;
+	if (p->pause && aw_sleep(p->pause))
+		return -1;
+	while (p->got < p->want) {
+		if (aw_fd_wait(p->fd, AW_READABLE, aw_deadline_after(AW_SEC(5))))
+			return -1;
+		p->ok = drain_check(p->fd, &p->got) && p->ok;
+	}
+	return 0;
+}
+
+struct send_case { bool uring; int rc; size_t sent, got; bool ok; aw_time took; int rc_epoll; };
+
+/* The peer pauses 50 ms before reading (the send waits in the kernel),
+ * then reads everything: the sender is woken only when all of it went. */
+static int main_send(void *arg)
+{
+	struct send_case *c = arg;
+	int sv[2];
+	if (small_pair(sv))
+		return -1;
+	c->uring = on_uring();
+	struct tx x = { .fd = sv[0], .len = BIG, .deadline = aw_deadline_after(AW_SEC(5)) };
+	x.buf = malloc(BIG);
+	fill_pattern(x.buf, BIG);
+	struct peer p = { .fd = sv[1], .want = BIG, .pause = AW_MS(50) };
+	aw_task *ts, *tp;
+	EXPECT_EQ(aw_spawn(&tp, peer_reader, &p, "peer"), 0);
+	EXPECT_EQ(aw_spawn(&ts, sender, &x, "sender"), 0);
+	EXPECT_EQ(aw_task_join(ts), 0);
+	if (!c->uring)
+		aw_task_cancel(tp);   /* epoll: nothing was sent */
+	if (aw_task_join(tp))
+		aw_error_clear();
+	c->rc = x.rc;
+	c->sent = x.sent;
+	c->took = x.took;
+	c->got = p.got;
+	c->ok = p.ok;
+	free(x.buf);
+	EXPECT_EQ(aw_fd_close(sv[0]), 0);
+	EXPECT_EQ(aw_fd_close(sv[1]), 0);
+	return 0;
+}
+
+AW_TEST(fd_send_sends_everything_the_peer_reads_on_io_uring_and_says_eopnotsupp_on_epoll)
+{
+	struct send_case c = { 0 };
+	CHECK_EQ(aw_run(main_send, &c), 0);
+	if (c.uring) {
+		CHECK_EQ(c.rc, 0);
+		CHECK_EQ(c.sent, BIG);
+		CHECK_EQ(c.got, BIG);
+		CHECK(c.ok);                    /* the bytes, in order */
+		CHECK(c.took >= AW_MS(45));     /* it waited for the peer to read */
+	} else {
+		CHECK_EQ(c.rc, -EOPNOTSUPP);
+		CHECK_EQ(c.sent, 0);
+	}
+	aw_config cfg;
+	aw_config_default(&cfg);
+	cfg.backend = AW_BACKEND_EPOLL;
+	CHECK_EQ(aw_run_config(&cfg, main_send, &c), 0);
+	CHECK(!c.uring);
+	CHECK_EQ(c.rc, -EOPNOTSUPP);
+}
+
+/* The sender abandons a send the peer does not read (past its deadline,
+ * cancelled, or its fd closed under it); then it scribbles over its buffer
+ * and the loop turns. The peer must read exactly the bytes the call said
+ * went, all of them from before the scribbling: the kernel had let go of
+ * the buffer when the call returned. */
+struct abandon_send { bool uring; int rc; size_t sent, got; bool ok; aw_time took; int how; };
+
+static int main_abandon_send(void *arg)
+{
+	struct abandon_send *c = arg;
+	int sv[2];
+	if (small_pair(sv))
+		return -1;
+	c->uring = on_uring();
+	int keep = dup(sv[0]);
+	struct tx x = { .fd = sv[0], .len = BIG };
+	x.buf = malloc(BIG);
+	fill_pattern(x.buf, BIG);
+	x.deadline = c->how == 1 ? aw_deadline_after(AW_MS(30)) : AW_NEVER;
+	aw_task *t;
+	EXPECT_EQ(aw_spawn(&t, sender, &x, "sender"), 0);
+	EXPECT_EQ(aw_sleep(AW_MS(10)), 0);   /* the send waits for room in the kernel */
+	if (c->how == 0)
+		aw_task_cancel(t);
+	if (c->how == 2)
+		EXPECT_EQ(aw_fd_close(sv[0]), 0);
+	if (aw_task_join(t) < 0)
+		aw_error_clear();
+	aw_error_clear();
+	c->rc = x.rc;
+	c->sent = x.sent;
+	c->took = x.took;
+	memset(x.buf, 'X', BIG);
+	EXPECT_EQ(aw_sleep(AW_MS(10)), 0);
+	c->got = 0;
+	c->ok = drain_check(sv[1], &c->got);
+	free(x.buf);
+	if (c->how != 2)
+		EXPECT_EQ(aw_fd_close(sv[0]), 0);
+	close(keep);
+	EXPECT_EQ(aw_fd_close(sv[1]), 0);
+	return 0;
+}
+
+AW_TEST(an_fd_send_past_its_deadline_returns_etimedout_and_leaves_the_buffer_alone)
+{
+	struct abandon_send c = { .how = 1 };
+	CHECK_EQ(aw_run(main_abandon_send, &c), 0);
+	if (!c.uring)
+		return;   /* epoll: -EOPNOTSUPP, nothing was in flight */
+	CHECK_EQ(c.rc, -ETIMEDOUT);
+	CHECK(c.took >= AW_MS(25));   /* it waited for the peer until the deadline */
+	CHECK(c.sent > 0 && c.sent < BIG);
+	CHECK_EQ(c.got, c.sent);      /* the count is right */
+	CHECK(c.ok);                  /* and no byte was read after the return */
+}
+
+AW_TEST(a_cancelled_fd_send_leaves_the_buffer_alone_and_counts_what_went)
+{
+	struct abandon_send c = { .how = 0 };
+	CHECK_EQ(aw_run(main_abandon_send, &c), 0);
+	if (!c.uring)
+		return;
+	CHECK_EQ(c.rc, -ECANCELED);
+	CHECK(c.sent > 0 && c.sent < BIG);
+	CHECK_EQ(c.got, c.sent);
+	CHECK(c.ok);
+}
+
+AW_TEST(closing_an_fd_with_a_send_in_flight_returns_once_the_kernel_let_go)
+{
+	struct abandon_send c = { .how = 2 };
+	CHECK_EQ(aw_run(main_abandon_send, &c), 0);
+	if (!c.uring)
+		return;
+	CHECK_EQ(c.rc, -EBADF);
+	CHECK(c.sent < BIG);
+	CHECK_EQ(c.got, c.sent);
+	CHECK(c.ok);
+}
+
+/* The same for a send nobody waits for (aw_fd_send_start): aw_fd_close
+ * lets the caller free the buffer at once. */
+struct orphan_send { bool uring; size_t got; bool ok; int rc_start; };
+
+static int main_orphan_send(void *arg)
+{
+	struct orphan_send *c = arg;
+	int sv[2];
+	if (small_pair(sv))
+		return -1;
+	c->uring = on_uring();
+	int keep = dup(sv[0]);
+	unsigned char *buf = malloc(BIG);
+	fill_pattern(buf, BIG);
+	c->rc_start = aw_fd_send_start(sv[0], buf, BIG);
+	aw_error_clear();
+	EXPECT_EQ(aw_sleep(AW_MS(10)), 0);   /* part went, the rest waits for room */
+	EXPECT_EQ(aw_fd_close(sv[0]), 0);
+	memset(buf, 'X', BIG);
+	free(buf);
+	EXPECT_EQ(aw_sleep(AW_MS(10)), 0);
+	c->ok = drain_check(sv[1], &c->got);
+	close(keep);
+	EXPECT_EQ(aw_fd_close(sv[1]), 0);
+	return 0;
+}
+
+AW_TEST(closing_an_fd_with_a_started_send_nobody_waits_for_lets_the_buffer_go)
+{
+	struct orphan_send c = { 0 };
+	CHECK_EQ(aw_run(main_orphan_send, &c), 0);
+	if (!c.uring) {
+		CHECK_EQ(c.rc_start, -EOPNOTSUPP);
+		return;
+	}
+	CHECK_EQ(c.rc_start, 0);
+	CHECK(c.got > 0 && c.got < BIG);
+	CHECK(c.ok);   /* every byte the peer got is from before the close */
+}
+
+/* Writes of one loop turn extend the send that has not reached the kernel
+ * yet; aw_fd_send_finish collects it; a different buffer is refused while
+ * a send is in flight. */
+struct extend_case { bool uring; int rc_other, rc_finish, rc_again; size_t sent; bool sending; char text[32]; };
+
+static int main_extend(void *arg)
+{
+	struct extend_case *c = arg;
+	int sv[2];
+	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv) != 0)
+		return -1;
+	c->uring = on_uring();
+	static char msg[] = "hello, world";
+	if (aw_fd_send_start(sv[0], msg, 5) != 0)
+		goto out;
+	EXPECT_EQ(aw_fd_send_start(sv[0], msg, 12), 0);      /* extends it */
+	c->rc_other = aw_fd_send_start(sv[0], "other", 5);   /* another buffer */
+	aw_error_clear();
+	c->sending = aw_fd_sending(sv[0]);
+	c->rc_finish = aw_fd_send_finish(sv[0], &c->sent, aw_deadline_after(AW_SEC(5)));
+	size_t again = 1;
+	c->rc_again = aw_fd_send_finish(sv[0], &again, AW_NEVER);   /* nothing in flight now */
+	EXPECT_EQ(again, 0);
+	EXPECT_EQ(aw_fd_wait(sv[1], AW_READABLE, aw_deadline_after(AW_SEC(5))), 0);
+	ssize_t n = read(sv[1], c->text, sizeof c->text - 1);
+	c->text[n > 0 ? n : 0] = 0;
+out:
+	EXPECT_EQ(aw_fd_close(sv[0]), 0);
+	EXPECT_EQ(aw_fd_close(sv[1]), 0);
+	return 0;
+}
+
+AW_TEST(fd_send_start_extends_the_send_of_the_turn_and_finish_collects_it)
+{
+	struct extend_case c = { 0 };
+	CHECK_EQ(aw_run(main_extend, &c), 0);
+	if (!c.uring)
+		return;
+	CHECK_EQ(c.rc_other, -EBUSY);
+	CHECK(c.sending);
+	CHECK_EQ(c.rc_finish, 0);
+	CHECK_EQ(c.sent, 12);
+	CHECK_EQ(c.rc_again, 0);
+	CHECK_STR(c.text, "hello, world");
+}
+
+/* The peer is gone: the send's error is raised as a send(2)'s would be. */
+struct gone_case { bool uring; int rc; size_t sent; };
+
+static int main_gone(void *arg)
+{
+	struct gone_case *c = arg;
+	int sv[2];
+	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv) != 0)
+		return -1;
+	c->uring = on_uring();
+	close(sv[1]);
+	c->rc = aw_fd_send(sv[0], "hello", 5, &c->sent, aw_deadline_after(AW_SEC(5)));
+	aw_error_clear();
+	EXPECT_EQ(aw_fd_close(sv[0]), 0);
+	return 0;
+}
+
+AW_TEST(fd_send_to_a_closed_peer_raises_epipe_and_no_sigpipe)
+{
+	struct gone_case c = { 0 };
+	CHECK_EQ(aw_run(main_gone, &c), 0);   /* alive: MSG_NOSIGNAL */
+	if (!c.uring)
+		return;
+	CHECK_EQ(c.rc, -EPIPE);
+	CHECK_EQ(c.sent, 0);
+}
