@@ -1176,3 +1176,48 @@ AW_TEST(manager_entered_manually_and_never_exited_is_reported_at_loop_shutdown)
 	CHECK(has_name);
 	CHECK(has_where);
 }
+
+/* A manager whose exit frees it and fails (a stream whose close reports a
+ * send error): the block must not read the manager after its exit (ASan
+ * sees a use after free otherwise), and the exit's own error goes on. */
+typedef struct { aw_mgr mgr; } selffree_mgr;
+
+static int selffree_enter(aw_mgr *m) { (void)m; return 0; }
+
+static int selffree_exit(aw_mgr *m, int err)
+{
+	(void)err;
+	free(m);
+	return aw_raise(-EPIPE, "closing it failed");
+}
+
+static const aw_mgr_ops selffree_ops = { .name = "self-freeing", .enter = selffree_enter, .exit = selffree_exit };
+
+static int selffree_main(void *arg)
+{
+	int *codes = arg;
+	for (int round = 0; round < 2; round++) {   /* the inline exit, then one in two managers */
+		selffree_mgr *m = malloc(sizeof *m);
+		m->mgr.ops = &selffree_ops;
+		aw_mgr *other = round ? &(selffree_mgr *){ malloc(sizeof(selffree_mgr)) }[0]->mgr : NULL;
+		if (other)
+			other->ops = &selffree_ops;
+		if (!other) {
+			AW_WITH(&m->mgr) {}
+		} else {
+			AW_WITH(other, &m->mgr) {}
+		}
+		const aw_error *e = aw_error_current();
+		codes[round] = e ? e->code : 0;
+		aw_error_clear();
+	}
+	return 0;
+}
+
+AW_TEST(an_exit_that_frees_its_manager_and_fails_is_not_read_after_it_ran)
+{
+	int codes[2] = { 0, 0 };
+	CHECK_EQ(aw_run(selffree_main, codes), 0);
+	CHECK_EQ(codes[0], -EPIPE);
+	CHECK_EQ(codes[1], -EPIPE);
+}

@@ -180,7 +180,9 @@ int aw_fd_send(int fd, const void *buf, size_t len, size_t *sent, aw_time deadli
 int aw_fd_send_start(int fd, const void *buf, size_t len);
 
 /* Whether fd has a send of aw_fd_send_start that has not completed yet
- * (so aw_fd_send_finish would wait). No system call. */
+ * (so aw_fd_send_finish would wait), or that a task waiting in
+ * aw_fd_send_finish is about to collect (only that task may: another
+ * gets -AW_EBUSY_WAIT, and aw_fd_send_start -EBUSY). No system call. */
 bool aw_fd_sending(int fd);
 
 /* Collect fd's send started with aw_fd_send_start, waiting for it if it

@@ -84,7 +84,7 @@ bool aw_fd_sending(int fd)
 {
 	aw_loop *l = aw__loop;
 	aw_backend_op *op = l ? active_op(l, fd) : NULL;
-	return op && !op->done;
+	return op && (!op->done || op->task);
 }
 
 int (aw_fd_send_finish)(int fd, size_t *sent, aw_time deadline)
@@ -100,6 +100,9 @@ int (aw_fd_send_finish)(int fd, size_t *sent, aw_time deadline)
 	if (!op)
 		return 0;
 	int v = 0;
+	if (op->task && op->task != t)
+		/* Woken by the completion but not yet run: the result is its. */
+		return aw_raise(-AW_EBUSY_WAIT, "task '%s' already waits for fd %d's send", op->task->name, fd);
 	if (!op->done) {
 		aw_fdstate *s = &l->fds[fd];
 		if (op->task || (s->writer && s->writer != t))

@@ -169,10 +169,11 @@ static int exit_managers(aw_task *t, aw_with *w, unsigned n, int err)
 			 * directly; only an exit that fails or leaves an error
 			 * behind needs the general treatment. */
 			uint64_t before = t->raises;
+			const char *name = m->ops->name;   /* the exit may free m (a stream's close) */
 			int rc = m->ops->exit(m, 0);
 			if (AW_LIKELY(rc == 0 && !t->err))
 				continue;
-			err = aw__exit_apply(&t->err, m->ops->name, 0, NULL, NULL, before, rc);
+			err = aw__exit_apply(&t->err, name, 0, NULL, NULL, before, rc);
 			continue;
 		}
 		err = aw__run_exit(call_mgr_exit, m, m->ops->name, err);
@@ -260,7 +261,12 @@ void aw__with_leave(aw_with *w)
 void aw__with_exit_failed(aw_with *w, aw_mgr *m, uint64_t before, int rc)
 {
 	aw_task *t = w->task;
-	w->result = aw__exit_apply(&t->err, m->ops->name, 0, NULL, NULL, before, rc);
+	/* The exit may have freed m (a stream's close frees the stream):
+	 * its name is read only when the exit did not raise its own error
+	 * with that code, the one case that makes up a message. */
+	const aw_error *e = t->err;
+	bool own = rc < 0 && e && e->serial > before && e->code == rc;
+	w->result = aw__exit_apply(&t->err, own ? "" : m->ops->name, 0, NULL, NULL, before, rc);
 }
 
 /* ---- running a cleanup now ------------------------------------------------ */

@@ -73,6 +73,12 @@ static int start(aw_stream *s)
 	int rc = aw_fd_send_start(s->fd, s->wbuf + s->wstart, s->wend - s->wstart);
 	if (rc == 0)
 		s->winflight = true;
+	if (rc == -EBUSY && s->winflight && aw_fd_sending(s->fd)) {
+		/* The send is done, and another task of this stream waits in
+		 * a drain to collect it: that drain sends these bytes next. */
+		aw_error_clear();
+		return 0;
+	}
 	return rc;
 }
 
