@@ -1199,13 +1199,12 @@ static int selffree_main(void *arg)
 	for (int round = 0; round < 2; round++) {   /* the inline exit, then one in two managers */
 		selffree_mgr *m = malloc(sizeof *m);
 		m->mgr.ops = &selffree_ops;
-		aw_mgr *other = round ? &(selffree_mgr *){ malloc(sizeof(selffree_mgr)) }[0]->mgr : NULL;
-		if (other)
-			other->ops = &selffree_ops;
-		if (!other) {
+		if (!round) {
 			AW_WITH(&m->mgr) {}
 		} else {
-			AW_WITH(other, &m->mgr) {}
+			selffree_mgr *other = malloc(sizeof *other);
+			other->mgr.ops = &selffree_ops;
+			AW_WITH(&other->mgr, &m->mgr) {}
 		}
 		const aw_error *e = aw_error_current();
 		codes[round] = e ? e->code : 0;
