@@ -22,7 +22,9 @@
 #                                       # pipelined 16 deep (wrk -s
 #                                       # bench/tfb_pipeline.lua), 5 rounds,
 #                                       # interleaved; target: io_uring
-#                                       # <= 0.75x epoll's CPU per request
+#                                       # <= 0.75x epoll's CPU per request;
+#                                       # also io_uring with its sends made
+#                                       # by send(2) (AWITH_URING_SEND=0)
 #
 # Steps:
 #   1. installs missing Debian packages (scripts/test.sh's list plus wrk,
@@ -71,7 +73,7 @@ for arg in "$@"; do
         --metrics) metrics_only=1 rounds=5 variant=awith_metrics ;;
         --middleware) metrics_only=1 rounds=5 variant=awith_mw ;;
         --backends) backends_only=1 rounds=5 ;;
-        -h | --help) sed -n '2,26p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h | --help) sed -n '2,28p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "bench/http_bench.sh: unknown argument '$arg' (try --help)" >&2; exit 2 ;;
     esac
 done
@@ -143,12 +145,14 @@ EOF
 # "_pipe" names are the same servers under wrk's pipelining script.
 SERVERS=(awith awith_uring awith_metrics awith_mw nginx h2o fastapi aiohttp)
 ((metrics_only)) && SERVERS=(awith "$variant")
-((backends_only)) && SERVERS=(awith awith_uring awith_pipe awith_uring_pipe)
+((backends_only)) && SERVERS=(awith awith_uring awith_usend0 awith_pipe awith_uring_pipe awith_usend0_pipe)
 declare -A LABEL=(
     [awith]="awith (examples/hello_server)"
     [awith_uring]="awith on io_uring"
     [awith_pipe]="awith, pipelined 16"
     [awith_uring_pipe]="awith on io_uring, pipelined 16"
+    [awith_usend0]="awith on io_uring, send(2)"
+    [awith_usend0_pipe]="awith on io_uring, send(2), pipelined"
     [awith_metrics]="awith, metrics on"
     [awith_mw]="awith, middleware stack"
     [nginx]="nginx-light (static file)"
@@ -162,6 +166,7 @@ server_cmd() { # NAME PORT DIR -> sets CMD
     case $name in
         awith | awith_pipe) CMD=(env AWITH_BACKEND=epoll "$BUILD/examples/hello_server" --port "$port") ;;
         awith_uring | awith_uring_pipe) CMD=(env AWITH_BACKEND=uring "$BUILD/examples/hello_server" --port "$port") ;;
+        awith_usend0 | awith_usend0_pipe) CMD=(env AWITH_BACKEND=uring AWITH_URING_SEND=0 "$BUILD/examples/hello_server" --port "$port") ;;
         awith_metrics) CMD=(env AWITH_BACKEND=epoll "$BUILD/examples/hello_server" --port "$port" --metrics /metrics) ;;
         awith_mw) CMD=(env AWITH_BACKEND=epoll "$BUILD/examples/hello_server" --port "$port" --middleware) ;;
         nginx) nginx_conf "$port" "$dir"; CMD=(nginx -c "$dir/nginx.conf" -p "$dir" -e "$dir/nginx-error.log") ;;
@@ -249,6 +254,7 @@ results, rounds, seconds, conns, pinned, ncpu = sys.argv[1:7]
 servers = sys.argv[7:]
 labels = {"awith": "awith (examples/hello_server)", "awith_uring": "awith on io_uring",
           "awith_pipe": "awith, pipelined 16", "awith_uring_pipe": "awith on io_uring, pipelined 16",
+          "awith_usend0": "awith on io_uring, send(2)", "awith_usend0_pipe": "awith on io_uring, send(2), pipelined",
           "awith_metrics": "awith, metrics on", "awith_mw": "awith, middleware stack", "nginx": "nginx-light (static file)",
           "h2o": "h2o (static file)", "fastapi": "uvicorn+FastAPI (uvloop)", "aiohttp": "aiohttp (uvloop)"}
 
@@ -326,6 +332,13 @@ for ep, ur, what in (("awith", "awith_uring", "GET /"), ("awith_pipe", "awith_ur
         targets.append(target("uring", r <= 0.75, f"io_uring ≤ 0.75× epoll's server CPU per request on {what} "
                               f"({cpu[ur]:.2f} µs vs {cpu[ep]:.2f} µs: {r:.2f}×; requests/s "
                               f"{data[ur][0]:,.0f} vs {data[ep][0]:,.0f})"))
+# What the io_uring sends gave: the same backend with every send a send(2)
+# (AWITH_URING_SEND=0, the backend as it was before them).
+for old, ur, what in (("awith_usend0", "awith_uring", "GET /"), ("awith_usend0_pipe", "awith_uring_pipe", "pipelined")):
+    if cpu.get(old) and cpu.get(ur) and cpu.get("awith" if what == "GET /" else "awith_pipe"):
+        ep = cpu["awith" if what == "GET /" else "awith_pipe"]
+        targets.append(f"- {what}: io_uring with send(2) {cpu[old]:.2f} µs ({cpu[old] / ep:.2f}× epoll) → "
+                       f"with IORING_OP_SEND {cpu[ur]:.2f} µs ({cpu[ur] / ep:.2f}× epoll)")
 notes = []
 for s in servers:
     if s not in ("awith", "awith_metrics", "awith_mw") and cpu.get(s) and cpu.get("awith"):
