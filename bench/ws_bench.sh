@@ -64,8 +64,10 @@ cpu_ticks() { # PID -> "user system" clock ticks
     echo "${a[11]} ${a[12]}"
 }
 
-SERVERS=(awith aiohttp)
-declare -A LABEL=([awith]="awith (bench/ws_echo)" [aiohttp]="aiohttp ($("$PY" -c 'import uvloop' 2>/dev/null && echo uvloop || echo asyncio))")
+# awith on each loop backend (AWITH_BACKEND): epoll, and io_uring (sends
+# and receives through the ring, one io_uring_enter per loop turn).
+SERVERS=(awith awith_uring aiohttp)
+declare -A LABEL=([awith]="awith (bench/ws_echo, epoll)" [awith_uring]="awith (bench/ws_echo, io_uring)" [aiohttp]="aiohttp ($("$PY" -c 'import uvloop' 2>/dev/null && echo uvloop || echo asyncio))")
 
 failed=()
 run() { # NAME ROUND
@@ -73,7 +75,8 @@ run() { # NAME ROUND
     mkdir -p "$dir"
     port=$(free_port)
     case $name in
-        awith) "${pin_server[@]}" "$BUILD/bench/ws_echo" --port "$port" >"$dir/server.log" 2>&1 & ;;
+        awith) AWITH_BACKEND=epoll "${pin_server[@]}" "$BUILD/bench/ws_echo" --port "$port" >"$dir/server.log" 2>&1 & ;;
+        awith_uring) AWITH_BACKEND=uring "${pin_server[@]}" "$BUILD/bench/ws_echo" --port "$port" >"$dir/server.log" 2>&1 & ;;
         aiohttp) "${pin_server[@]}" "$PY" bench/py/ws_aiohttp.py --port "$port" >"$dir/server.log" 2>&1 & ;;
     esac
     pid=$!
@@ -122,8 +125,11 @@ EOF
 }
 
 read -r a_rate a_p50 a_p99 a_cpu a_sys <<<"$(summary awith)"
+read -r u_rate u_p50 u_p99 u_cpu u_sys <<<"$(summary awith_uring)"
 read -r h_rate h_p50 h_p99 h_cpu h_sys <<<"$(summary aiohttp)"
 ratio=$("$PY" -c "print('%.1f' % ($a_rate / $h_rate if $h_rate else 0))")
+uratio=$("$PY" -c "print('%.1f' % ($u_rate / $h_rate if $h_rate else 0))")
+ucpu=$("$PY" -c "print('%.2f' % ($u_cpu / $a_cpu if $a_cpu else 0))")
 md=$BUILD/ws_bench.md
 {
     echo "WebSocket echo, $CONNS clients, $SIZE-byte text messages, $DEPTH in flight per client;"
@@ -132,9 +138,11 @@ md=$BUILD/ws_bench.md
     echo "| server | messages/s | p50 | p99 | server CPU per message | of it in the kernel |"
     echo "|---|---:|---:|---:|---:|---:|"
     printf '| %s | %.0f | %s us | %s us | %.1f us | %.0f %% |\n' "${LABEL[awith]}" "$a_rate" "$a_p50" "$a_p99" "$a_cpu" "$a_sys"
+    printf '| %s | %.0f | %s us | %s us | %.1f us | %.0f %% |\n' "${LABEL[awith_uring]}" "$u_rate" "$u_p50" "$u_p99" "$u_cpu" "$u_sys"
     printf '| %s | %.0f | %s us | %s us | %.1f us | %.0f %% |\n' "${LABEL[aiohttp]}" "$h_rate" "$h_p50" "$h_p99" "$h_cpu" "$h_sys"
     echo
-    echo "awith / aiohttp: ${ratio}x messages/s (target >= 5x)."
+    echo "awith / aiohttp: ${ratio}x messages/s on epoll, ${uratio}x on io_uring (target >= 5x);"
+    echo "awith's CPU per message, io_uring / epoll: ${ucpu}x."
 } | tee "$md"
 ((${#failed[@]} == 0)) || { echo "failed: ${failed[*]}"; exit 1; }
 exit 0
