@@ -24,6 +24,7 @@ static const char *http_strerror(int code)
 	case AW_EHTTP_NOT_FOUND: return "not found";
 	case AW_EHTTP_CONFLICT: return "conflict";
 	case AW_EHTTP_VALIDATION: return "validation failed";
+	case AW_EHTTP_TRAILER: return "trailer cannot be sent";
 	default: return NULL;
 	}
 }

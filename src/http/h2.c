@@ -279,6 +279,27 @@ static void give_back(aw_h2 *h, aw_h2_stream *st)
 
 /* ---- the response -------------------------------------------------------------- */
 
+/* The body's last DATA frame: END_STREAM on it, or, with trailers set
+ * (aw_http_set_trailer), on a HEADERS frame after it. */
+static int data_end(nghttp2_session *ses, aw_h2_stream *st, uint32_t *flags)
+{
+	*flags |= NGHTTP2_DATA_FLAG_EOF;
+	aw_http_trailers *tr = st->c.res.tr;
+	if (!aw__http_trailers_set(&st->c.res))
+		return 0;
+	nghttp2_nv nv[AW_HTTP_TRAILERS_MAX];
+	size_t n = 0;
+	for (unsigned i = 0; i < tr->n; i++)
+		if (tr->v[i].value)
+			nv[n++] = (nghttp2_nv){ (uint8_t *)tr->v[i].lname, (uint8_t *)tr->v[i].value, tr->v[i].nlen,
+						tr->v[i].vlen, NGHTTP2_NV_FLAG_NONE };
+	int rv = nghttp2_submit_trailer(ses, st->id, nv, n);   /* copies nv */
+	if (rv)
+		return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;   /* reset: never a clean end without them */
+	*flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
+	return 0;
+}
+
 static ssize_t data_read(nghttp2_session *ses, int32_t id, uint8_t *buf, size_t length, uint32_t *flags,
 			 nghttp2_data_source *src, void *ud)
 {
@@ -289,10 +310,8 @@ static ssize_t data_read(nghttp2_session *ses, int32_t id, uint8_t *buf, size_t 
 	aw_http_conn *c = &st->c;
 	size_t avail = c->out.len - st->out_off;
 	if (!avail) {
-		if (st->eof) {
-			*flags |= NGHTTP2_DATA_FLAG_EOF;
-			return 0;
-		}
+		if (st->eof)
+			return data_end(ses, st, flags);
 		st->deferred = true;
 		return NGHTTP2_ERR_DEFERRED;
 	}
@@ -301,8 +320,8 @@ static ssize_t data_read(nghttp2_session *ses, int32_t id, uint8_t *buf, size_t 
 	st->out_off += n;
 	if (st->out_off == c->out.len) {
 		c->out.len = st->out_off = 0;
-		if (st->eof)
-			*flags |= NGHTTP2_DATA_FLAG_EOF;
+		if (st->eof && data_end(ses, st, flags))
+			return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
 		st_wake(st);
 	} else if (c->out.len - st->out_off <= OUT_HIGH / 2) {
 		st_wake(st);
@@ -402,7 +421,8 @@ static int submit_head(aw_h2_stream *st, int status, const char *ctype, size_t c
 int aw__h2_respond(aw_http_conn *c, int status, const char *ctype, size_t ctype_len, const void *body, size_t len)
 {
 	aw_h2_stream *st = c->h2;
-	bool with_data = !c->req.is_head && status_has_body(status) && len;
+	/* Trailers need a body to follow (even an empty one). */
+	bool with_data = !c->req.is_head && status_has_body(status) && (len || aw__http_trailers_set(&c->res));
 	if (with_data) {
 		c->out.len = st->out_off = 0;
 		if (aw__buf_put(&c->out, body, len))
