@@ -507,7 +507,11 @@ static int stream_head(aw_http_response *res, int status, const char *ctype, int
 		int rc = aw__h2_head(c, status, ctype, known, len, !c->req.is_head && status_has_body(status));
 		if (rc)
 			return rc;
-		res->sent = true;
+		/* Submitted: nghttp2 sends it, it cannot be taken back. A
+		 * handler failing later must not get a second HEADERS (an
+		 * error status, which the client takes as malformed): the
+		 * stream is reset instead (h2.c, stream_finish). */
+		res->sent = res->head_written = true;
 		return 0;
 	}
 	if (!c->s)
