@@ -10,10 +10,14 @@
 #include "http_util.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
+#include <sys/signal.h>
 #include <unistd.h>
 
 /* ---- the app ---------------------------------------------------------------- */
@@ -485,3 +489,133 @@ AW_TEST(h2_body_cut_short_resets_the_stream_without_trailers)
 	free(srv_log(&s));
 }
 
+
+/* ---- HTTP/2 over TLS (ALPN) ------------------------------------------------------ */
+
+static char tls_dir[64], tls_cert[96], tls_key[96];
+
+/* A self-signed certificate for 127.0.0.1, made with the openssl command. */
+static bool make_cert(void)
+{
+	snprintf(tls_dir, sizeof tls_dir, "/tmp/aw-trailers-XXXXXX");
+	if (!mkdtemp(tls_dir))
+		return false;
+	snprintf(tls_cert, sizeof tls_cert, "%s/cert.pem", tls_dir);
+	snprintf(tls_key, sizeof tls_key, "%s/key.pem", tls_dir);
+	char cmd[512];
+	snprintf(cmd, sizeof cmd,
+		 "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout %s -out %s "
+		 "-subj /CN=localhost -days 1 -addext subjectAltName=IP:127.0.0.1 >/dev/null 2>&1",
+		 tls_key, tls_cert);
+	return system(cmd) == 0;
+}
+
+static void remove_cert(void)
+{
+	unlink(tls_cert);
+	unlink(tls_key);
+	rmdir(tls_dir);
+}
+
+typedef struct tls_child {
+	int report_fd;
+} tls_child;
+
+static int tls_child_main(void *arg)
+{
+	tls_child *a = arg;
+	aw_app *app = make_app();
+	if (!app)
+		return -1;
+	aw_app_tls_opts o = { .cert_file = tls_cert, .key_file = tls_key };
+	aw_listener *l = NULL;
+	int rc = aw_app_tls(app, &o);
+	if (!rc)
+		rc = aw_tcp_listen(&l, "127.0.0.1", 0, NULL);
+	int port = rc ? 0 : aw_listener_port(l);
+	if (write(a->report_fd, &port, sizeof port) != (ssize_t)sizeof port && !rc)
+		rc = -EIO;
+	close(a->report_fd);
+	aw_app_listener ls[1] = { { l, true } };
+	if (!rc)
+		rc = aw_app_serve_listeners(app, ls, 1);
+	if (rc)
+		aw_error_print(stderr, aw_error_current());
+	if (l)
+		aw_listener_close(l);
+	aw_app_free(app);
+	return rc;
+}
+
+/* The app on one TLS listener, in a child (srv_stop stops it). */
+static int tls_srv_start(srv *s)
+{
+	memset(s, 0, sizeof *s);
+	char path[] = "/tmp/aw-trailers-log-XXXXXX";
+	int lf = mkostemp(path, O_CLOEXEC);
+	if (lf < 0)
+		return -1;
+	unlink(path);
+	int p[2];
+	if (pipe2(p, O_CLOEXEC)) {
+		close(lf);
+		return -1;
+	}
+	fflush(NULL);
+	pid_t pid = fork();
+	if (pid == 0) {
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		close(p[0]);
+		dup2(lf, 2);
+		tls_child a = { p[1] };
+		int rc = aw_run(tls_child_main, &a);
+		fflush(NULL);
+		_exit(rc == 0 ? 0 : 1);
+	}
+	close(p[1]);
+	s->pid = pid;
+	s->logfd = lf;
+	struct pollfd pf = { p[0], POLLIN, 0 };
+	int port = 0;
+	if (poll(&pf, 1, 10000) != 1 || read(p[0], &port, sizeof port) != (ssize_t)sizeof port)
+		port = 0;
+	close(p[0]);
+	s->port = port;
+	return port ? 0 : -1;
+}
+
+AW_TEST(h2_over_tls_carries_trailers_to_curl_and_nghttp)
+{
+	CHECK(make_cert());
+	srv s;
+	int started = tls_srv_start(&s);
+	if (started) {
+		remove_cert();
+		if (s.pid > 0)
+			srv_stop(&s);
+		CHECK_EQ(started, 0);
+	}
+	char url[128], out[16384], sum[16], want[96];
+	snprintf(url, sizeof url, "https://127.0.0.1:%d/stream", s.port);
+	/* curl picks h2 by ALPN */
+	int rc = run_curl(out, sizeof out, "-s", "-k", "--http2", "-D", "-", "-o", "/dev/null", url, (char *)NULL);
+	char nout[16384];
+	const char *argv[] = { "/usr/bin/nghttp", "-v", url, NULL };
+	int nrc = run_cmd(nout, sizeof nout, argv);
+	int stop = srv_stop(&s);
+	free(srv_log(&s));
+	remove_cert();
+	CHECK_EQ(rc, 0);
+	CHECK(strstr(out, "HTTP/2 200") != NULL);
+	snprintf(want, sizeof want, "x-checksum: %s", checksum_hex(sum));
+	CHECK(strstr(out, want) != NULL);
+	CHECK(strstr(out, "grpc-status: 0") != NULL);
+	CHECK_EQ(nrc, 0);
+	CHECK(strstr(nout, "The negotiated protocol: h2") != NULL);
+	char *data = strstr(nout, "recv DATA frame <length=16, flags=0x00");
+	CHECK(data != NULL);
+	CHECK(strstr(data, want) != NULL);
+	char *hf = strstr(data, "recv HEADERS frame");
+	CHECK(hf != NULL && strstr(hf, "; END_STREAM | END_HEADERS") != NULL);
+	CHECK_EQ(stop, 0);
+}
