@@ -114,6 +114,19 @@ static int h_send(aw_http_request *req, aw_http_response *res, void *ud)
 	return aw_http_text(res, 200, "whole body");
 }
 
+/* A complete response with a trailer, then a failure: the error's answer
+ * replaces it, without the trailer. */
+static int h_sendfail(aw_http_request *req, aw_http_response *res, void *ud)
+{
+	(void)req, (void)ud;
+	int rc = aw_http_set_trailer(res, "X-Sum", "42");
+	if (!rc)
+		rc = aw_http_text(res, 200, "whole body");
+	if (rc)
+		return rc;
+	return aw_raise(-EIO, "failed after the answer");
+}
+
 /* Setting a trailer after a complete response was sent: -EALREADY (else
  * 500: the response is replaced while none of it has left). */
 static int h_late(aw_http_request *req, aw_http_response *res, void *ud)
@@ -182,7 +195,8 @@ static aw_app *make_app(void)
 		return NULL;
 	if (aw_app_route(app, "GET", "/stream", h_stream, NULL) || aw_app_route(app, "GET", "/fail", h_fail, NULL) ||
 	    aw_app_route(app, "GET", "/send", h_send, NULL) || aw_app_route(app, "GET", "/late", h_late, NULL) ||
-	    aw_app_route(app, "GET", "/bad", h_bad, NULL) || aw_app_route(app, "GET", "/file", h_file, NULL))
+	    aw_app_route(app, "GET", "/bad", h_bad, NULL) || aw_app_route(app, "GET", "/file", h_file, NULL) ||
+	    aw_app_route(app, "GET", "/sendfail", h_sendfail, NULL))
 		return NULL;
 	return app;
 }
@@ -399,6 +413,23 @@ AW_TEST(a_trailer_that_cannot_be_sent_is_an_error_not_dropped)
 	free(log);
 }
 
+AW_TEST(h1_an_error_after_a_complete_response_replaces_it_without_its_trailers)
+{
+	srv s;
+	CHECK_EQ(srv_start(&s, make_app), 0);
+	size_t len;
+	char *all = raw(s.port, "GET /sendfail HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", &len);
+	CHECK(all != NULL);
+	CHECK(strstr(all, "HTTP/1.1 500 ") == all);
+	CHECK(strstr(all, "X-Sum") == NULL);
+	CHECK(strstr(all, "Trailer:") == NULL);
+	CHECK(strstr(all, "whole body") == NULL);
+	CHECK(strstr(all, "\r\nContent-Length: ") != NULL);
+	free(all);
+	CHECK_EQ(srv_stop(&s), 0);
+	free(srv_log(&s));
+}
+
 /* ---- HTTP/2 --------------------------------------------------------------------- */
 
 AW_TEST(h2_trailers_are_a_final_headers_frame_seen_by_nghttp)
@@ -461,6 +492,29 @@ AW_TEST(curl_reads_h2_trailers_with_prior_knowledge)
 	CHECK(strstr(out, "grpc-status: 0") != NULL);
 	CHECK_EQ(run_curl(out, sizeof out, "-s", "--http2-prior-knowledge", url, (char *)NULL), 0);
 	CHECK_STR(out, BODY);
+	CHECK_EQ(srv_stop(&s), 0);
+	free(srv_log(&s));
+}
+
+AW_TEST(h2_an_error_after_a_complete_response_replaces_it_without_a_second_headers)
+{
+	srv s;
+	CHECK_EQ(srv_start(&s, make_app), 0);
+	char url[128], out[16384];
+	snprintf(url, sizeof url, "http://127.0.0.1:%d/sendfail", s.port);
+	const char *argv[] = { "/usr/bin/nghttp", "-v", url, NULL };
+	CHECK_EQ(run_cmd(out, sizeof out, argv), 0);
+	/* one response, the error's: its HEADERS, its body, END_STREAM on
+	 * the DATA frame (no trailers) */
+	CHECK(strstr(out, "recv (stream_id=13) :status: 500") != NULL);
+	CHECK(strstr(out, ":status: 200") == NULL);
+	CHECK(strstr(out, "x-sum") == NULL);
+	CHECK(strstr(out, "whole body") == NULL);
+	CHECK(strstr(out, "[ERROR]") == NULL);
+	char *hf = strstr(out, "recv HEADERS frame");
+	CHECK(hf != NULL);
+	CHECK(strstr(hf + 1, "recv HEADERS frame") == NULL);
+	CHECK(strstr(out, "flags=0x01, stream_id=13") != NULL);   /* DATA with END_STREAM */
 	CHECK_EQ(srv_stop(&s), 0);
 	free(srv_log(&s));
 }
@@ -619,3 +673,4 @@ AW_TEST(h2_over_tls_carries_trailers_to_curl_and_nghttp)
 	CHECK(hf != NULL && strstr(hf, "; END_STREAM | END_HEADERS") != NULL);
 	CHECK_EQ(stop, 0);
 }
+

@@ -92,6 +92,10 @@ struct aw_h2_stream {
 	uint64_t drained;          /* bytes dropped while draining */
 
 	/* the response */
+	bool respond_pending;      /* a complete response, submitted at the flush */
+	const char *pend_ctype;    /* its content type (in the arena) */
+	size_t pend_ctype_len;
+	uint64_t pend_len;         /* its Content-Length (HEAD: the GET body's) */
 	size_t out_off;            /* c->out bytes already in DATA frames */
 	bool submitted;            /* HEADERS submitted */
 	bool has_data;             /* with a data source */
@@ -418,19 +422,52 @@ static int submit_head(aw_h2_stream *st, int status, const char *ctype, size_t c
 	return 0;
 }
 
+/* A complete response is kept (its body in c->out) and submitted at the
+ * flush, when the handler is done (as HTTP/1.1 queues it until then): a
+ * handler that fails after sending it gets the error's answer instead
+ * (aw__http_response_retract empties c->out and the next respond
+ * replaces it), never a second HEADERS frame on the stream. */
 int aw__h2_respond(aw_http_conn *c, int status, const char *ctype, size_t ctype_len, const void *body, size_t len)
 {
 	aw_h2_stream *st = c->h2;
-	/* Trailers need a body to follow (even an empty one). */
-	bool with_data = !c->req.is_head && status_has_body(status) && (len || aw__http_trailers_set(&c->res));
-	if (with_data) {
-		c->out.len = st->out_off = 0;
+	c->out.len = st->out_off = 0;
+	c->res.out_mark = 0;
+	c->res.body_bytes = 0;
+	if (!c->req.is_head && status_has_body(status) && len) {
 		if (aw__buf_put(&c->out, body, len))
 			return aw_raise(-ENOMEM, "no memory for a %zu-byte response", len);
 		c->res.body_bytes = len;
 	}
+	st->pend_ctype = NULL;
+	st->pend_ctype_len = 0;
+	if (ctype && !(st->pend_ctype = aw__arena_strndup(&c->arena, ctype, ctype_len)))
+		return aw_raise(-ENOMEM, "no memory for a response's content type");
+	st->pend_ctype_len = ctype ? ctype_len : 0;
+	st->pend_len = len;
+	st->respond_pending = true;
+	c->res.status = status;
+	c->res.sent = true;
+	return 0;
+}
+
+/* Submit the complete response kept by aw__h2_respond (if it still
+ * stands: the error mapping may have retracted it). */
+static int submit_pending(aw_h2_stream *st)
+{
+	aw_http_conn *c = &st->c;
+	if (!st->respond_pending)
+		return 0;
+	st->respond_pending = false;
+	if (!c->res.sent)
+		return 0;
+	int status = c->res.status;
+	/* Trailers need a body to follow (even an empty one). */
+	bool with_data = !c->req.is_head && status_has_body(status) && (c->out.len || aw__http_trailers_set(&c->res));
 	st->eof = true;
-	return submit_head(st, status, ctype, ctype_len, true, len, with_data);
+	int rc = submit_head(st, status, st->pend_ctype, st->pend_ctype_len, true, st->pend_len, with_data);
+	if (!rc)
+		c->res.head_written = true;   /* submitted: nghttp2 sends it */
+	return rc;
 }
 
 int aw__h2_head(aw_http_conn *c, int status, const char *ctype, bool known, uint64_t len, bool body_follows)
@@ -493,6 +530,9 @@ int aw__h2_write(aw_http_conn *c, const void *p, size_t n)
 int aw__h2_flush(aw_http_conn *c)
 {
 	aw_h2_stream *st = c->h2;
+	int rc = submit_pending(st);
+	if (rc)
+		return rc;
 	if (!st->submitted)
 		return 0;
 	resume(st);
@@ -629,6 +669,8 @@ static void stream_finish(aw_h2_stream *st)
 	aw_h2 *h = st->h;
 	if (st->closed || h->dead)
 		return;
+	if (submit_pending(st))
+		aw_error_clear();   /* not submitted: reset below */
 	if (!st->submitted) {
 		(void)nghttp2_submit_rst_stream(h->ses, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_INTERNAL_ERROR);
 		kick(h);
