@@ -364,7 +364,7 @@ int aw__http_queue_error(aw_http_conn *c, int status, const char *detail, const 
 {
 	aw_http_response *res = &c->res;
 	/* The handler's headers go; those middleware set on entering stay.
-	 * So do its trailers: an error answer carries none. */
+	 * Its trailers go too: an error answer carries none. */
 	res->hdrs.len = res->hdrs_keep < res->hdrs.len ? res->hdrs_keep : res->hdrs.len;
 	res->tr = NULL;
 	res->user_date = false;
