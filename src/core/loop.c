@@ -93,14 +93,16 @@ void aw__on_ready(void *ctx, uint64_t data, bool rd, bool wr, bool hup)
 			s->on_hup(s->hup_arg);
 		s = &l->fds[data];   /* a hook that registered another fd may have moved the table */
 	}
+	/* A task waiting for an io_uring receive or send of this fd is woken
+	 * by that operation's completion, not by a readiness edge. */
 	if (rd) {
 		s->readable = true;
-		if (s->reader)
+		if (s->reader && !s->read_op)
 			aw_task_wake(s->reader, 0);
 	}
 	if (wr) {
 		s->writable = true;
-		if (s->writer)
+		if (s->writer && !(s->send_op && s->send_op->task == s->writer))
 			aw_task_wake(s->writer, 0);
 	}
 }
