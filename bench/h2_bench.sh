@@ -64,11 +64,7 @@ server_cmd() { # NAME PORT DIR -> CMD
 failed=()
 run() { # NAME ROUND
     local name=$1 round=$2 dir="$results/$1" port pid
-    mkdir -p "$dir"
-    port=$(bench_free_port)
-    server_cmd "$name" "$port" "$dir"
-    "${pin_server[@]}" "${CMD[@]}" >"$dir/server.log" 2>&1 &
-    pid=$!
+    bench_start "$name" "$dir"
     if ! bench_until bench_answers "http://127.0.0.1:$port/" "$BODY" --http2-prior-knowledge; then
         bench_server_failed "$pid" "$dir/server.log" "$name: no (or a wrong) HTTP/2 answer on port $port"
         failed+=("$name")

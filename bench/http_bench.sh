@@ -133,11 +133,7 @@ failed=()
 # run NAME ROUND: start, check, warm up, measure, stop.
 run() {
     local name=$1 round=$2 dir="$results/$1" port pid
-    mkdir -p "$dir"
-    port=$(bench_free_port)
-    server_cmd "$name" "$port" "$dir"
-    "${pin_server[@]}" "${CMD[@]}" >"$dir/server.log" 2>&1 &
-    pid=$!
+    bench_start "$name" "$dir"
     if ! bench_until bench_answers "http://127.0.0.1:$port/" "$BODY"; then
         bench_server_failed "$pid" "$dir/server.log" "$name: no (or a wrong) answer on port $port"
         failed+=("$name")
@@ -165,7 +161,7 @@ done
 "$PY" - "$results" "$rounds" "$seconds" "$CONNS" "$pinned" "$(nproc)" "${SERVERS[@]}" <<'EOF'
 import statistics, sys
 sys.path.insert(0, "bench")
-from wrk_runs import wrk_run
+from wrk_runs import wrk_medians, wrk_run
 results, rounds, seconds, conns, pinned, ncpu = sys.argv[1:7]
 servers = sys.argv[7:]
 labels = {"awith": "awith (examples/hello_server)", "awith_uring": "awith on io_uring",
@@ -175,16 +171,9 @@ labels = {"awith": "awith (examples/hello_server)", "awith_uring": "awith on io_
 
 data, cpu = {}, {}
 for s in servers:
-    rps, p99, us = [], [], []
-    for r in range(1, int(rounds) + 1):
-        run = wrk_run(f"{results}/{s}/wrk-{r}.txt", f"{results}/{s}/cpu-{r}.txt")
-        if run and run.rps is not None:
-            rps.append(run.rps)
-            p99.append(run.p99)
-        if run and run.us is not None:
-            us.append(run.us)
-    data[s] = (statistics.median(rps), statistics.median(p99)) if rps else (None, None)
-    cpu[s] = statistics.median(us) if us else None
+    rps, p99, cpu[s] = wrk_medians(wrk_run(f"{results}/{s}/wrk-{r}.txt", f"{results}/{s}/cpu-{r}.txt")
+                                   for r in range(1, int(rounds) + 1))
+    data[s] = (rps, p99)
 
 a_rps, a_p99 = data.get("awith", (None, None))
 rows = ["| server | requests/s | p99 latency | server CPU per request | awith ÷ server (requests/s) | server p99 ÷ awith p99 |",

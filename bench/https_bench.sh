@@ -107,11 +107,7 @@ failed=()
 run() { # NAME CASE ROUND
     local name=$1 kase=$2 round=$3 dir="$results/$1-$2" port pid hdr=()
     [[ $kase == handshakes ]] && hdr=(-H "Connection: close")
-    mkdir -p "$dir"
-    port=$(bench_free_port)
-    server_cmd "$name" "$port" "$dir"
-    "${pin_server[@]}" "${CMD[@]}" >"$dir/server.log" 2>&1 &
-    pid=$!
+    bench_start "$name" "$dir"
     if ! bench_until bench_answers "https://localhost:$port/" "$BODY" --cacert "$CERTS/ca.pem"; then
         bench_server_failed "$pid" "$dir/server.log" "$name: no (or a wrong) answer on port $port"
         failed+=("$name-$kase")
@@ -140,7 +136,7 @@ done
 "$PY" - "$results" "$rounds" "$seconds" "$CONNS" "$pinned" "$(nproc)" "$CIPHERS" <<'EOF'
 import statistics, sys
 sys.path.insert(0, "bench")
-from wrk_runs import wrk_run
+from wrk_runs import wrk_medians, wrk_run
 results, rounds, seconds, conns, pinned, ncpu, ciphers = sys.argv[1:8]
 servers = ["awith", "nginx"]
 labels = {"awith": "awith (hello_server --tls-cert)", "nginx": "nginx-light (static file, ssl)"}
@@ -155,16 +151,9 @@ out = []
 for case, title in cases:
     data, cpu = {}, {}
     for s in servers:
-        rps, p99, us = [], [], []
-        for r in range(1, int(rounds) + 1):
-            run = wrk_run(f"{results}/{s}-{case}/wrk-{r}.txt", f"{results}/{s}-{case}/cpu-{r}.txt")
-            if run and run.rps is not None:
-                rps.append(run.rps)
-                p99.append(run.p99)
-            if run and run.us is not None:
-                us.append(run.us)
-        data[s] = (statistics.median(rps), statistics.median(p99)) if rps else (None, None)
-        cpu[s] = statistics.median(us) if us else None
+        rps, p99, cpu[s] = wrk_medians(wrk_run(f"{results}/{s}-{case}/wrk-{r}.txt", f"{results}/{s}-{case}/cpu-{r}.txt")
+                                       for r in range(1, int(rounds) + 1))
+        data[s] = (rps, p99)
     rows = [f"## {title}", "",
             "| server | requests/s | p99 latency | server CPU per request | awith ÷ server (requests/s) | server p99 ÷ awith p99 | server CPU ÷ awith CPU |",
             "|---|---:|---:|---:|---:|---:|---:|"]

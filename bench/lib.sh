@@ -1,10 +1,14 @@
 # SPDX-License-Identifier: MIT
-# What the bench/*.sh scripts share, sourced by them (not run): a free port,
-# a server's CPU time from /proc, CPU pinning, the release build, a fresh
-# results directory, nginx and h2o configs, waiting for a server to answer,
-# and reading a wrk run. Each script sets PY (the Python interpreter) and
-# BUILD (the build directory) before calling these, and `seconds` (the
-# length of a measured run) before bench_wrk_measure.
+# What the bench/*.sh scripts share, sourced by them (not run): their
+# options, the release build, a fresh results directory, CPU pinning, a
+# private PostgreSQL cluster, a free port, starting a server and waiting
+# until it answers, its CPU time from /proc around a measured run, nginx and
+# h2o configs, and the warm-up and measured wrk runs with their report line.
+# (The Python summaries read the runs with bench/wrk_runs.py.) Each script
+# sets PY (the Python interpreter) and BUILD (the build directory) before
+# calling these, and `seconds` (the length of a measured run) before
+# bench_wrk_measure. Every function says what it sets and returns; the
+# measured values are the same as when each script had its own copy.
 #
 #   cd "$(dirname "${BASH_SOURCE[0]}")/.." || exit 1
 #   source bench/lib.sh
@@ -154,6 +158,19 @@ bench_measure() {
     t1=$(bench_cpu_ticks "$pid")
     echo "$((t1 - t0)) $(getconf CLK_TCK)" >"$cpu_file"
     return "$rc"
+}
+
+# bench_start NAME DIR: start the server NAME on a free port of 127.0.0.1:
+# make DIR, call the script's own `server_cmd NAME PORT DIR` (which sets
+# CMD), run CMD in the background under "${pin_server[@]}" with its output
+# in DIR/server.log. Sets `port` and `pid` (the caller's locals when it
+# declares them).
+bench_start() {
+    mkdir -p "$2"
+    port=$(bench_free_port)
+    server_cmd "$1" "$port" "$2"
+    "${pin_server[@]}" "${CMD[@]}" >"$2/server.log" 2>&1 &
+    pid=$!
 }
 
 # bench_stop PID [SIGNAL]: send SIGNAL (default TERM) to the server PID and

@@ -86,11 +86,7 @@ arrives_whole() { # PORT FILE
 failed=()
 run() { # NAME FILE ROUND
     local name=$1 file=$2 round=$3 dir="$results/$1-$2" port pid
-    mkdir -p "$dir"
-    port=$(bench_free_port)
-    server_cmd "$name" "$port" "$dir"
-    "${pin_server[@]}" "${CMD[@]}" >"$dir/server.log" 2>&1 &
-    pid=$!
+    bench_start "$name" "$dir"
     if ! bench_until arrives_whole "$port" "$file"; then
         bench_server_failed "$pid" "$dir/server.log" "$name: $file did not arrive whole on port $port"
         failed+=("$name/$file")
@@ -119,7 +115,7 @@ done
 "$PY" - "$results" "$rounds" "$seconds" "$CONNS" "$pinned" "$(nproc)" <<'EOF'
 import re, statistics, sys
 sys.path.insert(0, "bench")
-from wrk_runs import wrk_run
+from wrk_runs import wrk_medians, wrk_run
 results, rounds, seconds, conns, pinned, ncpu = sys.argv[1:7]
 files = [("small.bin", "4 KiB"), ("large.bin", "1 MiB")]
 servers = [("awith", "awith (examples/static_server)"), ("nginx", "nginx-light")]
@@ -131,21 +127,14 @@ def mbps(v):
 data = {}
 for f, _ in files:
     for s, _ in servers:
-        rps, p99, us, tr = [], [], [], []
-        for r in range(1, int(rounds) + 1):
-            run = wrk_run(f"{results}/{s}-{f}/wrk-{r}.txt", f"{results}/{s}-{f}/cpu-{r}.txt")
-            if run is None:
-                continue
-            t = re.search(r"^Transfer/sec:\s+(\S+)", run.text, re.M)
-            if run.rps is not None:
-                rps.append(run.rps)
-                p99.append(run.p99)
+        runs = [wrk_run(f"{results}/{s}-{f}/wrk-{r}.txt", f"{results}/{s}-{f}/cpu-{r}.txt")
+                for r in range(1, int(rounds) + 1)]
+        tr = []
+        for run in runs:
+            t = re.search(r"^Transfer/sec:\s+(\S+)", run.text, re.M) if run else None
             if t and mbps(t[1]) is not None:
                 tr.append(mbps(t[1]))
-            if run.us is not None:
-                us.append(run.us)
-        med = lambda v: statistics.median(v) if v else None
-        data[f, s] = (med(rps), med(p99), med(us), med(tr))
+        data[f, s] = (*wrk_medians(runs), statistics.median(tr) if tr else None)
 
 rows = ["| file | server | requests/s | p99 latency | MiB/s | server CPU per request | awith ÷ nginx (requests/s) | awith ÷ nginx (CPU per request) |",
         "|---|---|---:|---:|---:|---:|---:|---:|"]

@@ -209,7 +209,7 @@ done
 "$PY" - "$results" "$rounds" "$seconds" "$pinned" "$(nproc)" "$conns" "${TESTS[*]}" "${SERVERS[@]}" <<'PYEOF'
 import os, re, statistics, subprocess, sys
 sys.path.insert(0, "bench")
-from wrk_runs import wrk_run
+from wrk_runs import wrk_medians, wrk_run
 results, rounds, seconds, pinned, ncpu, conns, tests = sys.argv[1:8]
 servers = sys.argv[8:]
 conns = [int(c) for c in conns.split()]
@@ -219,22 +219,17 @@ labels = {"awith": "awith (examples/tfb)", "fastapi": "uvicorn+FastAPI+asyncpg",
 kore_tests = {"json", "db", "plaintext"}
 
 def run(s, t, c):
-    rps, p99, cpu, errs = [], [], [], 0
-    for r in range(1, int(rounds) + 1):
-        base = f"{results}/{s}/{t}-c{c}-r{r}"
-        w = wrk_run(base + ".wrk", base + ".cpu")
-        if w is None:
-            continue
+    runs = [wrk_run(f"{results}/{s}/{t}-c{c}-r{r}.wrk", f"{results}/{s}/{t}-c{c}-r{r}.cpu")
+            for r in range(1, int(rounds) + 1)]
+    errs = 0
+    for w in filter(None, runs):
         e = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", w.text)
         se = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", w.text)
         errs += (int(e[1]) if e else 0) + (sum(map(int, se.groups())) if se else 0)
-        if w.rps is not None:
-            rps.append(w.rps); p99.append(w.p99)
-        if w.us is not None:
-            cpu.append(w.us)
-    if not rps:
+    rps, p99, cpu = wrk_medians(runs)
+    if rps is None:
         return None
-    return statistics.median(rps), statistics.median(p99), statistics.median(cpu) if cpu else None, errs
+    return rps, p99, cpu, errs
 
 md = ["# TechEmpower test types: awith vs uvicorn+FastAPI, aiohttp, Kore", "",
       f"One worker per server, pool of 4 connections, over 127.0.0.1; wrk -t1, {seconds} s per run after a 1 s "

@@ -6,6 +6,7 @@ with sys.path.insert(0, "bench"); bench/lib.sh writes the files it reads
 (bench_wrk_measure: wrk's output and the server's CPU "TICKS HZ").
 """
 import re
+import statistics
 from collections import namedtuple
 
 # rps: requests/s, p99: ms (both None when wrk printed no result);
@@ -41,3 +42,14 @@ def wrk_run(wrk_file, cpu_file):
     except (OSError, ValueError):
         pass
     return WrkRun(rps, p99, us, text)
+
+
+def wrk_medians(runs):
+    """(requests/s, p99 ms, server CPU µs per request): the medians over
+    the WrkRuns in runs (None entries, runs without a result, left out);
+    each None when no run had one."""
+    def med(values):
+        values = [v for v in values if v is not None]
+        return statistics.median(values) if values else None
+    runs = [r for r in runs if r is not None]
+    return med(r.rps for r in runs), med(r.p99 for r in runs), med(r.us for r in runs)
