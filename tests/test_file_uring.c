@@ -272,7 +272,7 @@ AW_TEST(file_of_several_mib_round_trips_on_epoll)
 
 /* ---- the same errors and messages on both backends ------------------------------------ */
 
-#define NERR 7
+#define NERR 9
 
 typedef struct err_case {
 	int rc[NERR];
@@ -310,6 +310,15 @@ static int errors_main(void *arg)
 		n++;
 	rc = aw_error_pending();
 	note(c, 6, n ? 1 : rc);
+	int p[2];
+	if (pipe(p) == 0) {   /* pread/pwrite need a seekable fd; io_uring alone would ignore the offset */
+		if (write(p[1], "abcdef", 6) != 6)
+			return -EIO;
+		note(c, 7, (int)aw_file_pread(p[0], small, 4, 100));
+		note(c, 8, aw_file_pwrite(p[1], "xy", 2, 100));
+		close(p[0]);
+		close(p[1]);
+	}
 	return 0;
 }
 
@@ -334,6 +343,8 @@ AW_TEST(file_errors_are_the_same_codes_and_messages_on_io_uring_and_epoll)
 	CHECK_EQ(e.rc[4], -ENOENT);
 	CHECK_EQ(e.rc[5], -ENOENT);
 	CHECK_EQ(e.rc[6], -EISDIR);
+	CHECK_EQ(e.rc[7], -ESPIPE);
+	CHECK_EQ(e.rc[8], -ESPIPE);
 	for (int i = 0; i < NERR; i++) {
 		CHECK_EQ(u.rc[i], e.rc[i]);
 		CHECK(strcmp(u.msg[i], e.msg[i]) == 0);

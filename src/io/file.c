@@ -523,9 +523,21 @@ typedef struct pio_job {
 	ssize_t result;
 } pio_job;
 
+/* On the ring: io_uring ignores the offset of a pipe or a socket (it reads
+ * or writes the stream), where pread(2) and pwrite(2) fail with ESPIPE.
+ * One lseek (no copy, no wait) keeps the pool's answer. -ESPIPE or 0. */
+static int ring_seekable(fctx *c, int fd)
+{
+	if (c->ring && lseek(fd, 0, SEEK_CUR) < 0 && errno == ESPIPE)
+		return -ESPIPE;
+	return 0;
+}
+
 static int pread_io(fctx *c, pio_job *j)
 {
-	j->result = pread_full(c, j->fd, j->buf, j->n, j->off);
+	j->result = ring_seekable(c, j->fd);
+	if (!j->result)
+		j->result = pread_full(c, j->fd, j->buf, j->n, j->off);
 	if (c->cancel)
 		return c->cancel;
 	if (j->result < 0 && j->result != -ECANCELED) {
@@ -543,7 +555,9 @@ static int pread_in_thread(void *arg)
 
 static int pwrite_io(fctx *c, pio_job *j)
 {
-	int rc = write_full(c, j->fd, j->buf, j->n, j->off);
+	int rc = ring_seekable(c, j->fd);
+	if (!rc)
+		rc = write_full(c, j->fd, j->buf, j->n, j->off);
 	if (c->cancel)
 		return c->cancel;
 	if (rc < 0) {
