@@ -9,6 +9,7 @@
 #include "awith/io.h"
 #include "awith/metrics.h"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -46,18 +47,30 @@ static int run_on(int backend, aw_task_fn fn, void *arg)
 	return aw_run_config(&cfg, fn, arg);
 }
 
-/* The process's thread count (/proc/self/status). */
+/* The process's own threads: /proc/self/task less io_uring's io-wq
+ * workers (comm "iou-wrk-<tid>"), which are the kernel's, not a pool's. */
 static int thread_count(void)
 {
-	FILE *f = fopen("/proc/self/status", "re");
-	if (!f)
+	DIR *d = opendir("/proc/self/task");
+	if (!d)
 		return -1;
-	char line[256];
-	int n = -1;
-	while (fgets(line, sizeof line, f))
-		if (sscanf(line, "Threads: %d", &n) == 1)
-			break;
-	fclose(f);
+	int n = 0;
+	struct dirent *e;
+	while ((e = readdir(d))) {
+		if (e->d_name[0] == '.')
+			continue;
+		char path[300], comm[64] = "";
+		snprintf(path, sizeof path, "/proc/self/task/%s/comm", e->d_name);
+		FILE *f = fopen(path, "re");
+		if (f) {
+			if (!fgets(comm, sizeof comm, f))
+				comm[0] = '\0';
+			fclose(f);
+		}
+		if (strncmp(comm, "iou-", 4) != 0)
+			n++;
+	}
+	closedir(d);
 	return n;
 }
 
@@ -96,7 +109,7 @@ typedef struct path_case {
 
 #define SMALL_SIZE (64 * 1024)
 
-static int reads_main(void *arg)
+static int calls_main(void *arg)
 {
 	path_case *c = arg;
 	char path[300];
@@ -121,6 +134,15 @@ static int reads_main(void *arg)
 	AW_FOR(ch, aw_file_chunks_init(&fc, path, 16384))
 		total += ch->len;
 	c->rc[2] = total == SMALL_SIZE ? 0 : -1;
+	/* Writes: atomic (open O_EXCL, write, fsync, close, rename, the
+	 * directory's fsync) and positioned. */
+	char out[300];
+	in_workdir(out, sizeof out, "out");
+	c->rc[3] = aw_file_write_all(out, "written", 7, 0600, true);
+	fd = open(out, O_RDWR | O_CLOEXEC);
+	if (c->rc[3] == 0)
+		c->rc[3] = aw_file_pwrite(fd, "W", 1, 0);
+	close(fd);
 	c->threads_after = thread_count();
 	c->ops_after = uring_file_ops();
 	return 0;
@@ -136,7 +158,7 @@ static void make_small(void)
 	CHECK(write_plain(path, data, sizeof data));
 }
 
-AW_TEST(file_reads_on_io_uring_are_ring_operations_and_start_no_pool_thread)
+AW_TEST(file_calls_on_io_uring_are_ring_operations_and_start_no_pool_thread)
 {
 #if !AW_TEST_HAVE_IO_URING
 	return;
@@ -144,29 +166,33 @@ AW_TEST(file_reads_on_io_uring_are_ring_operations_and_start_no_pool_thread)
 	CHECK(make_workdir());
 	make_small();
 	path_case c = { 0 };
-	int rc = run_on(AW_BACKEND_URING, reads_main, &c);
+	int rc = run_on(AW_BACKEND_URING, calls_main, &c);
 	remove_workdir();
 	CHECK_EQ(rc, 0);
 	CHECK_EQ(c.rc[0], 0);
 	CHECK_EQ(c.rc[1], 1000);
 	CHECK_EQ(c.rc[2], 0);
+	CHECK_EQ(c.rc[3], 0);
 	CHECK(c.content_ok);
-	/* open + 2 reads + ... at least one operation per call */
-	CHECK_GE(c.ops_after - c.ops_before, 6.0);
-	/* No pool worker (and, for cached reads, no io-wq worker either). */
+	/* read_all: open + 2 reads; pread: 1; chunks: open + 5 reads; the
+	 * atomic write: open, write, fsync, close, rename, the directory's
+	 * open and fsync; pwrite: 1 */
+	CHECK_EQ(c.ops_after - c.ops_before, 18.0);
+	/* No pool worker (io-wq workers, if the kernel needed one, are not counted). */
 	CHECK_EQ(c.threads_after, c.threads_before);
 }
 
-AW_TEST(file_reads_on_epoll_stay_on_the_thread_pool)
+AW_TEST(file_calls_on_epoll_stay_on_the_thread_pool)
 {
 	CHECK(make_workdir());
 	make_small();
 	path_case c = { 0 };
-	int rc = run_on(AW_BACKEND_EPOLL, reads_main, &c);
+	int rc = run_on(AW_BACKEND_EPOLL, calls_main, &c);
 	remove_workdir();
 	CHECK_EQ(rc, 0);
 	CHECK_EQ(c.rc[0], 0);
 	CHECK_EQ(c.rc[1], 1000);
+	CHECK_EQ(c.rc[3], 0);
 	CHECK(c.content_ok);
 	CHECK_EQ(c.ops_after, c.ops_before);           /* not one ring operation */
 	CHECK_GT(c.threads_after, c.threads_before);   /* the pool started a worker */
