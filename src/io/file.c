@@ -446,7 +446,7 @@ static int write_atomic(fctx *c, write_all_job *j)
 	}
 	if (rc) {
 		if (c->cancel)
-			unlink(tmp);   /* the ring refuses a cancelled task: a plain call */
+			unlink(tmp);   /* the ring could not queue: a plain call */
 		else
 			(void)f_unlink(c, tmp);
 	} else {
@@ -498,7 +498,9 @@ static int write_all_in_thread(void *arg)
  * never a mix, and on any failure the temp file is removed and path is
  * untouched. Returns 0 or a raised -errno (-ENOENT for a missing
  * directory, -EACCES, -ENOSPC, -ENAMETOOLONG ...), or the cancel code
- * (the write still completes in the background: it is not cut short). */
+ * (the write is not cut short: on the pool it completes in its thread, on
+ * io_uring before the call returns; a pool job no thread had started yet
+ * is withdrawn). */
 int (aw_file_write_all)(const char *path, const void *data, size_t len, mode_t mode, bool atomic)
 {
 	if (!path || !*path)
