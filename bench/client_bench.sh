@@ -48,6 +48,7 @@ bench_quick_args 2,9 "$@"
 bench_build
 bench_results client-results
 bench_hello_www
+declare -a pin_server pin_client   # set by bench_pin
 bench_pin pin_server pin_client "nginx on CPU 0, the client on CPU 1 (taskset)"
 
 PORT=$(bench_free_port)

@@ -34,6 +34,7 @@ bench_quick_args 2,20 "$@"
 bench_build
 bench_results h2-results
 bench_hello_www
+declare -a pin_server pin_client   # set by bench_pin
 bench_pin pin_server pin_client "server on CPU 0, h2load on CPU 1 (taskset)"
 
 nginx_conf() { # PORT DIR (sets CMD)

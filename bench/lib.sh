@@ -1,4 +1,5 @@
 # SPDX-License-Identifier: MIT
+# shellcheck shell=bash disable=SC2034,SC2154   # it sets and reads the calling script's variables
 # What the bench/*.sh scripts share, sourced by them (not run): their
 # options, the release build, a fresh results directory, CPU pinning, a
 # private PostgreSQL cluster, a free port, starting a server and waiting

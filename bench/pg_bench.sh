@@ -118,6 +118,7 @@ nrows=$(psql "$URL" -X -A -t -c 'SELECT count(*) FROM users')
 echo "== users: $nrows rows; server: $(psql "$URL" -X -A -t -c 'SHOW server_version')"
 
 # ---- pinning ----------------------------------------------------------------
+declare -a pin_client pin_wrk   # set by bench_pin
 if bench_pin pin_client pin_wrk "clients and HTTP servers on CPU 0, wrk on CPU 1"; then
     if bench_pin_postgres; then
         pinned+=", PostgreSQL on CPU 1"

@@ -38,6 +38,7 @@ fi
 "$PY" -c 'import aiohttp' 2>/dev/null || { echo "python3-aiohttp is not installed" >&2; exit 1; }
 
 bench_results ws-results
+declare -a pin_server pin_load   # set by bench_pin
 bench_pin pin_server pin_load "server on CPU 0, load on CPU 1 (taskset)"
 
 SERVERS=(awith aiohttp)
