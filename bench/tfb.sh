@@ -82,6 +82,18 @@ own_cluster=0
 cleanup() {
     local p
     for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null; done
+    # A Kore worker stuck in its synchronous PQconnectdb ignores its parent's
+    # stop and the parent waits for it: after 5 s, kill what is left.
+    for ((i = 0; i < 50; i++)); do
+        local alive=0
+        for p in "${pids[@]}"; do kill -0 "$p" 2>/dev/null && alive=1; done
+        ((alive)) || break
+        sleep 0.1
+    done
+    for p in "${pids[@]}"; do
+        pkill -KILL -P "$p" 2>/dev/null
+        kill -KILL "$p" 2>/dev/null
+    done
     for p in "${pids[@]}"; do wait "$p" 2>/dev/null; done
     ((own_cluster)) && bash scripts/pg_cluster.sh stop "$CLUSTER" >/dev/null 2>&1
 }
