@@ -44,6 +44,8 @@ static inline __attribute__((always_inline)) void gen_switch(aw_coro *from, aw_c
 {
 #if AW_ASAN
 	aw_coro_switch(from, to);
+#elif AW_CTX_HOP
+	aw_ctx_hop(&from->ctx, &to->ctx);
 #else
 	aw_ctx_switch(&from->ctx, &to->ctx);
 #endif
