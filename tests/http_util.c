@@ -558,6 +558,37 @@ bool wait_listening(int port, int ms)
 	return false;
 }
 
+bool cli_wait_accepted(int fd, int ms)
+{
+	struct sockaddr_in me, peer;
+	socklen_t len = sizeof me;
+	if (getsockname(fd, (struct sockaddr *)&me, &len) || (len = sizeof peer, getpeername(fd, (struct sockaddr *)&peer, &len)))
+		return false;
+	/* The server's end of this connection: local = our peer, remote = us. */
+	char want[64];
+	snprintf(want, sizeof want, "%08X:%04X %08X:%04X", (unsigned)peer.sin_addr.s_addr, ntohs(peer.sin_port),
+		 (unsigned)me.sin_addr.s_addr, ntohs(me.sin_port));
+	long long deadline = now_ms() + ms;
+	do {
+		FILE *f = fopen("/proc/net/tcp", "r");
+		char line[512];
+		bool accepted = false;
+		while (f && fgets(line, sizeof line, f)) {
+			char *at = strstr(line, want);
+			unsigned long inode = 0;
+			/* sl local rem st tx:rx tr:when retrnsmt uid timeout inode */
+			if (at && sscanf(at, "%*s %*s %*s %*s %*s %*s %*s %*s %lu", &inode) == 1 && inode != 0)
+				accepted = true;
+		}
+		if (f)
+			fclose(f);
+		if (accepted)
+			return true;
+		usleep(5000);
+	} while (now_ms() < deadline);
+	return false;
+}
+
 int proc_wait(proc *p, int sig)
 {
 	if (p->pid <= 0)

@@ -60,6 +60,10 @@ bool resp_header(const resp *r, const char *name, char *out, size_t len);
 /* True when the peer closes (EOF or reset) within `ms`, reading and
  * dropping anything that arrives first. */
 bool cli_closed(int fd, int ms);
+/* True once the server has accepted connection fd (a 127.0.0.1 TCP
+ * client): its end has left the accept queue and is a socket file (an
+ * inode in /proc/net/tcp). Waits up to `ms`. */
+bool cli_wait_accepted(int fd, int ms);
 /* Read everything until EOF (or timeout) into a malloc'd buffer. */
 char *cli_read_all(int fd, size_t *len, int ms);
 

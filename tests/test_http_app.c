@@ -633,7 +633,7 @@ AW_TEST(a_connection_accepted_before_shutdown_gets_its_first_request_answered)
 	START(s);
 	int fd = cli_connect(s.port);
 	CHECK(fd >= 0);
-	usleep(50000);   /* accepted by now */
+	CHECK(cli_wait_accepted(fd, 5000));
 	kill(s.pid, SIGTERM);
 	usleep(300000);   /* the shutdown is under way */
 	CHECK_EQ(cli_sends(fd, GET("/state")), 0);
@@ -665,7 +665,7 @@ AW_TEST(a_silent_connection_holds_shutdown_for_the_first_request_window_not_the_
 	CHECK_EQ(srv_start(&s, make_long_grace), 0);
 	int fd = cli_connect(s.port);
 	CHECK(fd >= 0);
-	usleep(50000);
+	CHECK(cli_wait_accepted(fd, 5000));
 	long long t0 = now_ms();
 	kill(s.pid, SIGTERM);
 	CHECK(cli_closed(fd, 5000));

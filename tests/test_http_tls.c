@@ -350,7 +350,9 @@ static int tls_get_task(void *arg)
 		rc = aw_tcp_connect(&s, "127.0.0.1", g->port, aw_deadline_after(AW_SEC(5)));
 	if (!rc && g->stop_after_connect) {
 		/* accepted, then the server is told to stop before the handshake */
-		if (!(rc = aw_sleep(AW_MS(50))) && kill(g->stop_after_connect, SIGTERM) == 0)
+		if (!cli_wait_accepted(aw_stream_fd(s), 5000))
+			rc = -ETIMEDOUT;
+		else if (kill(g->stop_after_connect, SIGTERM) == 0)
 			rc = aw_sleep(AW_MS(300));
 	}
 	if (!rc)
@@ -590,7 +592,7 @@ AW_TEST(shutdown_closes_a_connection_stuck_in_its_handshake_after_the_first_requ
 	CHECK_EQ(tls_srv_start(&s), 0);
 	int fd = cli_connect(tport);
 	CHECK(fd >= 0);
-	usleep(100000);
+	CHECK(cli_wait_accepted(fd, 5000));
 	long long t0 = now_ms();
 	CHECK_EQ(srv_stop(&s), 0);
 	long long took = now_ms() - t0;

@@ -65,6 +65,8 @@ enum {
 	AW_EHTTP_NOT_FOUND,     /* 404: no such resource */
 	AW_EHTTP_CONFLICT,      /* 409: conflicts with the resource's state */
 	AW_EHTTP_VALIDATION,    /* 422: a body or parameter failed validation */
+	AW_EHTTP_TRAILER,       /* 500: a response trailer that cannot be sent
+	                           (aw_http_declare_trailer says when) */
 	AW_EHTTP_LAST
 };
 /* The layer's messages for aw_strerror come with its library; this
@@ -203,6 +205,55 @@ int aw_http_json_end(aw_jw *w) AW_MUST_USE;
  * write's error is returned). HTTP/1.0 clients get the body unframed, up
  * to the connection's close. A body cut short closes the connection. */
 int aw_http_stream(aw_http_response *res, int status, const char *content_type, aw_iter *chunks) AW_MUST_USE;
+/* Response trailers (RFC 9110 6.5): fields sent after the body, for what
+ * is known only once the body has been produced — a checksum of a
+ * streamed body, a status computed at its end (gRPC's grpc-status).
+ *
+ * aw_http_declare_trailer announces a field before the response starts;
+ * aw_http_set_trailer gives (or replaces) its value until the body ends:
+ * for aw_http_stream, until its iterator ends (the iterator itself may
+ * set them: a generator that hashes what it yields sets the checksum
+ * before it returns); for a complete response (aw_http_send, _text,
+ * _json, _json_end), before it is sent. Setting a field not declared
+ * declares it while the response has not started; after, it is
+ * -AW_EHTTP_TRAILER (an HTTP/1.1 client was told which fields to expect).
+ * Once the body has ended: -EALREADY. A declared field never given a
+ * value is not sent. On the wire:
+ *   HTTP/1.1  the response is chunked (a complete response too: its body
+ *             as one chunk), its head says `Trailer: name, ...`, and the
+ *             fields follow the last chunk ("0\r\n");
+ *   HTTP/2    a HEADERS frame with END_STREAM after the last DATA frame
+ *             (names lowercased).
+ * A trailer is never dropped silently; where it cannot go, the call that
+ * would lose it fails with -AW_EHTTP_TRAILER (a handler that returns it
+ * answers 500): declaring for an HTTP/1.0 request (no chunked coding),
+ * a response with a Content-Length (aw_http_file, aw_http_file_in, after
+ * a declaration). Two rules instead: a response without a body (HEAD,
+ * 1xx, 204, 304) has no trailers either, and an error response that
+ * replaces the handler's (the error table) carries none of its trailers.
+ * A body cut short (the iterator fails, a write fails; on HTTP/2 also a
+ * handler that fails after aw_http_stream returned) never ends cleanly
+ * with its trailers: HTTP/1.1 closes the connection without the last
+ * chunk, HTTP/2 resets the stream.
+ * Names are tokens and values have no control character other than tab
+ * (-EINVAL, as aw_http_set_header). Fields that frame, route,
+ * authenticate or describe the message cannot be trailers
+ * (-AW_EHTTP_TRAILER): Content-Length, Transfer-Encoding, Host, Trailer,
+ * TE, Connection, Keep-Alive, Upgrade, Content-Type, Content-Encoding,
+ * Content-Range, Cache-Control, Expect, Max-Forwards, Pragma, Range,
+ * Authorization, Proxy-Authenticate, Proxy-Authorization,
+ * WWW-Authenticate, Proxy-Connection, Set-Cookie, Cookie, Date, Location,
+ * Retry-After, Vary, Age, Expires. Limits: 16 fields, 8 KiB of names and
+ * values together (-AW_EHTTP_TRAILER beyond). The same name declared
+ * twice is one field. Trailers are sent whether or not the request said
+ * `TE: trailers` (RFC 9110 6.5.1 lets a server send them; a client that
+ * did not say it may drop them): aw_http_accepts_trailers tells, and a
+ * handler whose trailers the client must see (a gRPC status) checks it. */
+int aw_http_declare_trailer(aw_http_response *res, const char *name) AW_MUST_USE;
+int aw_http_set_trailer(aw_http_response *res, const char *name, const char *value) AW_MUST_USE;
+/* The request's TE header lists "trailers" (RFC 9110 10.1.4: the client
+ * and those it forwards for will not drop trailer fields). */
+bool aw_http_accepts_trailers(const aw_http_request *req);
 /* Waits: a file, read off the loop in 64 KiB pieces (aw_file_chunks) and
  * sent with its Content-Length; 404 if missing. content_type NULL: guessed
  * from the extension. */

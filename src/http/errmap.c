@@ -24,6 +24,7 @@ static const char *http_strerror(int code)
 	case AW_EHTTP_NOT_FOUND: return "not found";
 	case AW_EHTTP_CONFLICT: return "conflict";
 	case AW_EHTTP_VALIDATION: return "validation failed";
+	case AW_EHTTP_TRAILER: return "trailer cannot be sent";
 	default: return NULL;
 	}
 }
@@ -216,6 +217,7 @@ int aw__http_map_error(aw_http_conn *c, int err, const aw_error *e)
 		res->status = 499;
 	} else if (aw__http_response_retract(c)) {
 		res->in_json = false;
+		res->tr = NULL;   /* the handler's trailers do not go with the error's answer */
 		/* Validation (schema.c) answers with every problem it found. */
 		if (err != -AW_EHTTP_VALIDATION || !aw__http_queue_validation(c))
 			queue_mapped(c, status, detail);

@@ -92,6 +92,10 @@ struct aw_h2_stream {
 	uint64_t drained;          /* bytes dropped while draining */
 
 	/* the response */
+	bool respond_pending;      /* a complete response, submitted at the flush */
+	const char *pend_ctype;    /* its content type (in the arena) */
+	size_t pend_ctype_len;
+	uint64_t pend_len;         /* its Content-Length (HEAD: the GET body's) */
 	size_t out_off;            /* c->out bytes already in DATA frames */
 	bool submitted;            /* HEADERS submitted */
 	bool has_data;             /* with a data source */
@@ -279,6 +283,27 @@ static void give_back(aw_h2 *h, aw_h2_stream *st)
 
 /* ---- the response -------------------------------------------------------------- */
 
+/* The body's last DATA frame: END_STREAM on it, or, with trailers set
+ * (aw_http_set_trailer), on a HEADERS frame after it. */
+static int data_end(nghttp2_session *ses, aw_h2_stream *st, uint32_t *flags)
+{
+	*flags |= NGHTTP2_DATA_FLAG_EOF;
+	aw_http_trailers *tr = st->c.res.tr;
+	if (!aw__http_trailers_set(&st->c.res))
+		return 0;
+	nghttp2_nv nv[AW_HTTP_TRAILERS_MAX];
+	size_t n = 0;
+	for (unsigned i = 0; i < tr->n; i++)
+		if (tr->v[i].value)
+			nv[n++] = (nghttp2_nv){ (uint8_t *)tr->v[i].lname, (uint8_t *)tr->v[i].value, tr->v[i].nlen,
+						tr->v[i].vlen, NGHTTP2_NV_FLAG_NONE };
+	int rv = nghttp2_submit_trailer(ses, st->id, nv, n);   /* copies nv */
+	if (rv)
+		return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;   /* reset: never a clean end without them */
+	*flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
+	return 0;
+}
+
 static ssize_t data_read(nghttp2_session *ses, int32_t id, uint8_t *buf, size_t length, uint32_t *flags,
 			 nghttp2_data_source *src, void *ud)
 {
@@ -289,10 +314,8 @@ static ssize_t data_read(nghttp2_session *ses, int32_t id, uint8_t *buf, size_t 
 	aw_http_conn *c = &st->c;
 	size_t avail = c->out.len - st->out_off;
 	if (!avail) {
-		if (st->eof) {
-			*flags |= NGHTTP2_DATA_FLAG_EOF;
-			return 0;
-		}
+		if (st->eof)
+			return data_end(ses, st, flags);
 		st->deferred = true;
 		return NGHTTP2_ERR_DEFERRED;
 	}
@@ -301,8 +324,8 @@ static ssize_t data_read(nghttp2_session *ses, int32_t id, uint8_t *buf, size_t 
 	st->out_off += n;
 	if (st->out_off == c->out.len) {
 		c->out.len = st->out_off = 0;
-		if (st->eof)
-			*flags |= NGHTTP2_DATA_FLAG_EOF;
+		if (st->eof && data_end(ses, st, flags))
+			return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
 		st_wake(st);
 	} else if (c->out.len - st->out_off <= OUT_HIGH / 2) {
 		st_wake(st);
@@ -399,18 +422,52 @@ static int submit_head(aw_h2_stream *st, int status, const char *ctype, size_t c
 	return 0;
 }
 
+/* A complete response is kept (its body in c->out) and submitted at the
+ * flush, when the handler is done (as HTTP/1.1 queues it until then): a
+ * handler that fails after sending it gets the error's answer instead
+ * (aw__http_response_retract empties c->out and the next respond
+ * replaces it), never a second HEADERS frame on the stream. */
 int aw__h2_respond(aw_http_conn *c, int status, const char *ctype, size_t ctype_len, const void *body, size_t len)
 {
 	aw_h2_stream *st = c->h2;
-	bool with_data = !c->req.is_head && status_has_body(status) && len;
-	if (with_data) {
-		c->out.len = st->out_off = 0;
+	c->out.len = st->out_off = 0;
+	c->res.out_mark = 0;
+	c->res.body_bytes = 0;
+	if (!c->req.is_head && status_has_body(status) && len) {
 		if (aw__buf_put(&c->out, body, len))
 			return aw_raise(-ENOMEM, "no memory for a %zu-byte response", len);
 		c->res.body_bytes = len;
 	}
+	st->pend_ctype = NULL;
+	st->pend_ctype_len = 0;
+	if (ctype && !(st->pend_ctype = aw__arena_strndup(&c->arena, ctype, ctype_len)))
+		return aw_raise(-ENOMEM, "no memory for a response's content type");
+	st->pend_ctype_len = ctype ? ctype_len : 0;
+	st->pend_len = len;
+	st->respond_pending = true;
+	c->res.status = status;
+	c->res.sent = true;
+	return 0;
+}
+
+/* Submit the complete response kept by aw__h2_respond (if it still
+ * stands: the error mapping may have retracted it). */
+static int submit_pending(aw_h2_stream *st)
+{
+	aw_http_conn *c = &st->c;
+	if (!st->respond_pending)
+		return 0;
+	st->respond_pending = false;
+	if (!c->res.sent)
+		return 0;
+	int status = c->res.status;
+	/* Trailers need a body to follow (even an empty one). */
+	bool with_data = !c->req.is_head && status_has_body(status) && (c->out.len || aw__http_trailers_set(&c->res));
 	st->eof = true;
-	return submit_head(st, status, ctype, ctype_len, true, len, with_data);
+	int rc = submit_head(st, status, st->pend_ctype, st->pend_ctype_len, true, st->pend_len, with_data);
+	if (!rc)
+		c->res.head_written = true;   /* submitted: nghttp2 sends it */
+	return rc;
 }
 
 int aw__h2_head(aw_http_conn *c, int status, const char *ctype, bool known, uint64_t len, bool body_follows)
@@ -473,6 +530,9 @@ int aw__h2_write(aw_http_conn *c, const void *p, size_t n)
 int aw__h2_flush(aw_http_conn *c)
 {
 	aw_h2_stream *st = c->h2;
+	int rc = submit_pending(st);
+	if (rc)
+		return rc;
 	if (!st->submitted)
 		return 0;
 	resume(st);
@@ -609,6 +669,8 @@ static void stream_finish(aw_h2_stream *st)
 	aw_h2 *h = st->h;
 	if (st->closed || h->dead)
 		return;
+	if (submit_pending(st))
+		aw_error_clear();   /* not submitted: reset below */
 	if (!st->submitted) {
 		(void)nghttp2_submit_rst_stream(h->ses, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_INTERNAL_ERROR);
 		kick(h);

@@ -195,6 +195,22 @@ struct aw_jw {
 	uint64_t has_item;    /* bit d: level d has an item already */
 };
 
+/* trailers.c: a response's trailer fields (aw_http_declare_trailer), in
+ * the request's arena; res->tr is NULL until one is declared. */
+#define AW_HTTP_TRAILERS_MAX 16
+#define AW_HTTP_TRAILER_BYTES (8 * 1024)
+typedef struct aw_http_trailer {
+	const char *name;          /* as declared */
+	const char *lname;         /* lowercased (HTTP/2) */
+	const char *value;         /* NULL: not set, not sent */
+	size_t nlen, vlen;
+} aw_http_trailer;
+typedef struct aw_http_trailers {
+	unsigned n;
+	size_t bytes;              /* names and values set, for the limit */
+	aw_http_trailer v[AW_HTTP_TRAILERS_MAX];
+} aw_http_trailers;
+
 struct aw_http_response {
 	aw_http_conn *conn;
 	aw_http_request *req;
@@ -220,6 +236,8 @@ struct aw_http_response {
 	aw_buf held_body;
 	size_t hdrs_keep;         /* headers set before the handler ran (an error keeps them) */
 	size_t out_mark;          /* c->out.len before this response's head */
+	aw_http_trailers *tr;     /* trailers.c: declared trailers (NULL: none) */
+	bool tr_open;             /* aw_http_stream's iterator runs: values may change */
 };
 
 /* ---- connections ------------------------------------------------------------ */
@@ -367,6 +385,13 @@ int aw__http_queue_head(aw_http_conn *c, int status, const char *ctype, uint64_t
  * openat and a check of the opened file's real path. -1 with errno
  * (EXDEV or ELOOP: a step out of root). Blocking: call off the loop. */
 int aw__http_open_under(int rootfd, const char *rel, const char *root, bool *no_openat2);
+/* trailers.c: whether values were set, the head's "Trailer: a, b\r\n"
+ * (its length, then written at o: returns the end), and the HTTP/1.1
+ * end of a chunked body ("0\r\n", the fields, "\r\n") appended to b. */
+bool aw__http_trailers_set(const aw_http_response *res);
+size_t aw__http_trailer_header_len(const aw_http_response *res);
+char *aw__http_trailer_header_put(const aw_http_response *res, char *o);
+int aw__http_trailer_section(const aw_http_response *res, aw_buf *b);
 /* mime.c: the content type for a file name by its extension. */
 const char *aw__http_mime_type(const char *path, size_t len);
 /* Write c->out to the stream. */

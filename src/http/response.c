@@ -124,6 +124,8 @@ void aw__http_response_reset(aw_http_response *res)
 	res->held_body.len = 0;
 	res->hdrs_keep = 0;
 	res->out_mark = 0;
+	res->tr = NULL;   /* in the arena, reset with the request */
+	res->tr_open = false;
 }
 
 static inline char *put(char *o, const char *s, size_t n)
@@ -183,7 +185,8 @@ static int put_head(aw_http_conn *c, int status, const char *ctype, size_t ctype
 	const char *date = aw__http_date_line(&dlen);
 	const char *idh = c->request_id_header ? c->request_id_header : "X-Request-ID";
 	size_t idhlen = c->echo_request_id ? strlen(idh) : 0;
-	size_t need = 32 + rlen + (ctype ? 16 + ctype_len : 0) + 48 + dlen + res->hdrs.len + 32 +
+	size_t tlen = framing == FRAME_CHUNKED ? aw__http_trailer_header_len(res) : 0;
+	size_t need = 32 + rlen + (ctype ? 16 + ctype_len : 0) + 48 + dlen + res->hdrs.len + 32 + tlen +
 		      (c->echo_request_id ? 4 + idhlen + sizeof c->request_id : 0);
 	if (aw__buf_reserve(&c->out, need))
 		return aw_raise(-ENOMEM, "no memory for a response head");
@@ -207,6 +210,8 @@ static int put_head(aw_http_conn *c, int status, const char *ctype, size_t ctype
 		o = put(o, "\r\n", 2);
 	} else if (framing == FRAME_CHUNKED) {
 		o = put(o, "Transfer-Encoding: chunked\r\n", 28);
+		if (tlen)
+			o = aw__http_trailer_header_put(res, o);
 	}
 	if (!res->user_date)
 		o = put(o, date, dlen);
@@ -229,6 +234,8 @@ static int put_head(aw_http_conn *c, int status, const char *ctype, size_t ctype
 
 int aw__http_queue_head(aw_http_conn *c, int status, const char *ctype, uint64_t len)
 {
+	if (c->res.tr)
+		return aw_raise(-AW_EHTTP_TRAILER, "a response with a Content-Length cannot carry the declared trailers");
 	if (c->h2) {
 		c->res.sent = true;
 		return aw__h2_head(c, status, ctype, true, len, !c->req.is_head && status_has_body(status) && len);
@@ -278,6 +285,30 @@ static int hold_response(aw_http_conn *c, int status, const char *ctype, size_t 
 	return 0;
 }
 
+/* HTTP/1.1, a complete response with trailers: chunked, the body as one
+ * chunk, then the trailer section. */
+static int queue_with_trailers(aw_http_conn *c, int status, const char *ctype, size_t ctype_len, const void *body,
+			       size_t len)
+{
+	int rc = put_head(c, status, ctype, ctype_len, FRAME_CHUNKED, 0);
+	if (rc)
+		return rc;
+	aw_http_response *res = &c->res;
+	res->sent = true;
+	res->body_bytes = len;
+	if (len) {
+		char hex[24];
+		int hl = snprintf(hex, sizeof hex, "%zx\r\n", len);
+		if (aw__buf_put(&c->out, hex, (size_t)hl) || aw__buf_put(&c->out, body, len) ||
+		    aw__buf_put(&c->out, "\r\n", 2))
+			return aw_raise(-ENOMEM, "no memory for a %zu-byte response", len);
+	}
+	rc = aw__http_trailer_section(res, &c->out);
+	if (!rc && c->out.len >= OUT_FLUSH && c->s)
+		rc = aw__http_flush(c);
+	return rc;
+}
+
 int aw__http_queue_response(aw_http_conn *c, int status, const char *ctype, size_t ctype_len, const void *body,
 			    size_t len)
 {
@@ -285,6 +316,8 @@ int aw__http_queue_response(aw_http_conn *c, int status, const char *ctype, size
 		return hold_response(c, status, ctype, ctype_len, body, len);
 	if (c->h2)
 		return aw__h2_respond(c, status, ctype, ctype_len, body, len);
+	if (c->res.tr && !c->req.is_head && status_has_body(status))
+		return queue_with_trailers(c, status, ctype, ctype_len, body, len);
 	int rc = put_head(c, status, ctype, ctype_len, FRAME_LENGTH, len);
 	if (rc)
 		return rc;
@@ -330,8 +363,10 @@ static size_t json_escape_into(char *o, const char *s)
 int aw__http_queue_error(aw_http_conn *c, int status, const char *detail, const char *allow)
 {
 	aw_http_response *res = &c->res;
-	/* The handler's headers go; those middleware set on entering stay. */
+	/* The handler's headers go; those middleware set on entering stay.
+	 * Its trailers go too: an error answer carries none. */
 	res->hdrs.len = res->hdrs_keep < res->hdrs.len ? res->hdrs_keep : res->hdrs.len;
+	res->tr = NULL;
 	res->user_date = false;
 	if (allow && *allow) {
 		aw__buf_put(&res->hdrs, "Allow: ", 7);
@@ -465,12 +500,18 @@ static int stream_head(aw_http_response *res, int status, const char *ctype, int
 		       uint64_t len)
 {
 	aw_http_conn *c = res->conn;
+	if (known && res->tr)
+		return aw_raise(-AW_EHTTP_TRAILER, "a response with a Content-Length cannot carry the declared trailers");
 	if (c->h2) {
 		*framing = FRAME_H2;
 		int rc = aw__h2_head(c, status, ctype, known, len, !c->req.is_head && status_has_body(status));
 		if (rc)
 			return rc;
-		res->sent = true;
+		/* Submitted: nghttp2 sends it, it cannot be taken back. A
+		 * handler failing later must not get a second HEADERS (an
+		 * error status, which the client takes as malformed): the
+		 * stream is reset instead (h2.c, stream_finish). */
+		res->sent = res->head_written = true;
 		return 0;
 	}
 	if (!c->s)
@@ -516,14 +557,23 @@ int aw_http_stream(aw_http_response *res, int status, const char *content_type, 
 	}
 	aw_chunk *ch = NULL;
 	int werr = 0;
+	res->tr_open = true;   /* the iterator may set trailers until it ends */
 	AW_FOR(ch, chunks) {
 		werr = stream_piece(c, framing, ch->data, ch->len);
 		if (werr)
 			break;   /* the client went away: close the iterator */
 	}
+	res->tr_open = false;
 	rc = werr ? werr : aw_error_pending();
-	if (!rc && framing == FRAME_CHUNKED)
+	if (!rc && framing == FRAME_CHUNKED && res->tr) {
+		/* The trailers, after the last chunk (HTTP/2: h2.c sends
+		 * them when the stream's body ends). */
+		rc = aw__http_trailer_section(res, &c->out);
+		if (!rc)
+			rc = aw__http_flush(c);
+	} else if (!rc && framing == FRAME_CHUNKED) {
 		rc = aw_stream_write(c->s, "0\r\n\r\n", 5, send_deadline(c));
+	}
 	if (rc) {
 		res->close = true;   /* the body is cut short: only closing tells */
 		if (werr && !aw_error_pending())
