@@ -52,6 +52,11 @@ void aw_ctx_switch(aw_ctx *from, aw_ctx *to);
  * caller keeps nothing live in registers across it (on aarch64 that
  * includes x18, a temporary on Linux that compilers do allocate). The
  * 128-byte red zone below the stack pointer is stepped over first (x86-64).
+ * The resume label is reached by an indirect jump: a build that enforced
+ * branch-target landing pads (x86 IBT, aarch64 BTI) would need `endbr64` /
+ * `bti j` there; the .S files carry no such property note, so no awith
+ * binary is marked for enforcement (the same holds for aw_ctx_switch's
+ * returns into other stacks under shadow stacks).
  */
 #if defined(__x86_64__)
 #define AW_CTX_HOP 1
