@@ -36,49 +36,25 @@
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.." || exit 1
 source scripts/test.sh   # PACKAGES, ensure_packages, setup_build
+source bench/lib.sh
 PACKAGES+=(wrk nginx-light python3-aiohttp python3-uvloop)
 
 PY=/usr/bin/python3      # Debian's interpreter: the one the python3-* packages are for
 BUILD=build-bench
 CONC=50
 rounds=3 seconds=5
-for arg in "$@"; do
-    case $arg in
-        --quick) rounds=1 seconds=2 ;;
-        -h | --help) sed -n '2,9p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
-        *) echo "bench/client_bench.sh: unknown argument '$arg' (try --help)" >&2; exit 2 ;;
-    esac
-done
+bench_quick_args 2,9 "$@"
 
-ensure_packages || { echo "package installation failed" >&2; exit 1; }
-CC=gcc setup_build "$BUILD" --buildtype=release -Dtests=false -Dexamples=true -Dbench=true ||
-    { echo "BUILD FAILED: $BUILD" >&2; exit 1; }
+bench_build
+bench_results client-results
+bench_hello_www
+declare -a pin_server pin_client   # set by bench_pin
+bench_pin pin_server pin_client "nginx on CPU 0, the client on CPU 1 (taskset)"
 
-results=$(pwd)/$BUILD/client-results
-rm -rf "$results"
-mkdir -p "$results/www"
-BODY='{"message":"Hello, World!"}'
-printf '%s' "$BODY" >"$results/www/index.json"
-
-pin_server=() pin_client=() pinned="not pinned (1 core)"
-if (($(nproc) >= 2)) && command -v taskset >/dev/null; then
-    pin_server=(taskset -c 0) pin_client=(taskset -c 1)
-    pinned="nginx on CPU 0, the client on CPU 1 (taskset)"
-fi
-
-PORT=$("$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+PORT=$(bench_free_port)
 ngx=$results/nginx
 mkdir -p "$ngx"
-cat >"$ngx/nginx.conf" <<NGX
-worker_processes 1;
-daemon off;
-master_process off;
-error_log $ngx/error.log;
-pid $ngx/nginx.pid;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  keepalive_requests 1000000;
+bench_nginx_conf "$ngx" "master_process off;" <<NGX
   keepalive_timeout 65;
   client_body_temp_path $ngx/tmp-body;
   proxy_temp_path $ngx/tmp-proxy;
@@ -90,19 +66,14 @@ http {
     root $results/www;
     location = / { default_type application/json; try_files /index.json =404; }
   }
-}
 NGX
-"${pin_server[@]}" nginx -c "$ngx/nginx.conf" -p "$ngx" -e "$ngx/error.log" >"$ngx/out.log" 2>&1 &
+"${pin_server[@]}" "${CMD[@]}" >"$ngx/out.log" 2>&1 &
 NGX_PID=$!
-trap 'kill -TERM "$NGX_PID" 2>/dev/null; wait "$NGX_PID" 2>/dev/null' EXIT
+trap 'bench_stop "$NGX_PID"' EXIT
 URL=http://127.0.0.1:$PORT/
-for ((i = 0; i < 200; i++)); do
-    out=$(curl -s --max-time 1 "$URL" 2>/dev/null) && [[ $out == "$BODY" ]] && break
-    sleep 0.05
-done
-if [[ ${out:-} != "$BODY" ]]; then
+if ! bench_until bench_answers "$URL" "$BODY"; then
     echo "== nginx did not answer on port $PORT:" >&2
-    cat "$ngx/error.log" "$ngx/out.log" >&2
+    cat "$ngx/nginx-error.log" "$ngx/out.log" >&2
     exit 1
 fi
 echo "== nginx-light on 127.0.0.1:$PORT (pid $NGX_PID); $rounds round(s) of ${seconds} s per client, concurrency $CONC, $pinned"
@@ -150,8 +121,7 @@ for ((r = 1; r <= rounds; r++)); do
         measure "$name" "$r"
     done
 done
-kill -TERM "$NGX_PID" 2>/dev/null
-wait "$NGX_PID" 2>/dev/null
+bench_stop "$NGX_PID"
 trap - EXIT
 
 "$PY" - "$results" "$rounds" "$seconds" "$CONC" "$pinned" "$(nproc)" "$loadavg_start" <<'PYEOF'

@@ -40,6 +40,7 @@
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.." || exit 1
 source scripts/test.sh   # PACKAGES, ensure_packages, setup_build
+source bench/lib.sh
 PACKAGES+=(python3-uvloop)
 
 PY=/usr/bin/python3      # Debian's interpreter: the one python3-uvloop is for
@@ -56,9 +57,7 @@ for arg in "$@"; do
     esac
 done
 
-ensure_packages || { echo "package installation failed" >&2; exit 1; }
-CC=gcc setup_build "$BUILD" --buildtype=release -Dtests=false -Dexamples=true -Dbench=true ||
-    { echo "BUILD FAILED: $BUILD" >&2; exit 1; }
+bench_build
 
 results=$BUILD/echo-results
 rm -rf "$results"
@@ -110,9 +109,6 @@ for side in "${SIDES[@]}"; do
 done
 ((${#failed[@]} == 0)) || { echo "bench FAILED: could not start ${failed[*]}" >&2; exit 1; }
 
-# CPU time (user + system, in clock ticks) the process has used so far,
-# all its threads together.
-cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat" 2>/dev/null || echo 0; }
 CLK_TCK=$(getconf CLK_TCK)
 
 # load SIDE CONNS: one measurement. Appends msgs/s to $results/SIDE-CONNS.txt
@@ -120,10 +116,10 @@ CLK_TCK=$(getconf CLK_TCK)
 # of the division) to $results/SIDE-CONNS.cpu.
 load() {
     local side=$1 conns=$2 line rate total before after cpu
-    before=$(cpu_ticks "${PID[$side]}")
+    before=$(bench_cpu_ticks "${PID[$side]}")
     line=$("$LOAD" --port "${PORT[$side]}" --conns "$conns" --seconds "$seconds" --size "$SIZE" --warmup 0.5 \
         2>>"$results/load.err")
-    after=$(cpu_ticks "${PID[$side]}")
+    after=$(bench_cpu_ticks "${PID[$side]}")
     rate=$(sed -n 's/.*msgs_per_s=\([0-9]*\).*/\1/p' <<<"$line")
     total=$(sed -n 's/.*total_msgs=\([0-9]*\).*/\1/p' <<<"$line")
     if [[ -z $rate || -z $total ]] || ((total == 0)); then

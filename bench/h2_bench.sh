@@ -23,50 +23,22 @@
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.." || exit 1
 source scripts/test.sh   # PACKAGES, ensure_packages, setup_build
+source bench/lib.sh
 PACKAGES+=(nghttp2-client nginx-light h2o)
 
 PY=/usr/bin/python3
 BUILD=build-bench
 rounds=3 seconds=5
-for arg in "$@"; do
-    case $arg in
-        --quick) rounds=1 seconds=2 ;;
-        -h | --help) sed -n '2,20p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
-        *) echo "bench/h2_bench.sh: unknown argument '$arg' (try --help)" >&2; exit 2 ;;
-    esac
-done
+bench_quick_args 2,20 "$@"
 
-ensure_packages || { echo "package installation failed" >&2; exit 1; }
-CC=gcc setup_build "$BUILD" --buildtype=release -Dtests=false -Dexamples=true -Dbench=true ||
-    { echo "BUILD FAILED: $BUILD" >&2; exit 1; }
+bench_build
+bench_results h2-results
+bench_hello_www
+declare -a pin_server pin_client   # set by bench_pin
+bench_pin pin_server pin_client "server on CPU 0, h2load on CPU 1 (taskset)"
 
-results=$(pwd)/$BUILD/h2-results
-rm -rf "$results"
-mkdir -p "$results/www"
-BODY='{"message":"Hello, World!"}'
-printf '%s' "$BODY" >"$results/www/index.json"
-WWW=$(cd "$results/www" && pwd)
-
-pin_server=() pin_client=() pinned="not pinned (1 core)"
-if (($(nproc) >= 2)) && command -v taskset >/dev/null; then
-    pin_server=(taskset -c 0) pin_client=(taskset -c 1)
-    pinned="server on CPU 0, h2load on CPU 1 (taskset)"
-fi
-
-free_port() {
-    "$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-
-nginx_conf() { # PORT DIR
-    cat >"$2/nginx.conf" <<EOF
-worker_processes 1;
-daemon off;
-error_log $2/nginx-error.log;
-pid $2/nginx.pid;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  keepalive_requests 1000000;
+nginx_conf() { # PORT DIR (sets CMD)
+    bench_nginx_conf "$2" <<EOF
   http2_max_requests 1000000;
   http2_max_concurrent_streams 128;
   open_file_cache max=16;
@@ -75,24 +47,6 @@ http {
     root $WWW;
     location = / { default_type application/json; try_files /index.json =404; }
   }
-}
-EOF
-}
-
-h2o_conf() { # PORT DIR
-    cat >"$2/h2o.conf" <<EOF
-listen:
-  host: 127.0.0.1
-  port: $1
-num-threads: 1
-user: $(id -un)
-file.mime.addtypes:
-  application/json: .json
-hosts:
-  "default":
-    paths:
-      "/":
-        file.file: $WWW/index.json
 EOF
 }
 
@@ -103,59 +57,27 @@ declare -A LABEL=([awith]="awith (examples/hello_server)" [nginx]="nginx-light 1
 server_cmd() { # NAME PORT DIR -> CMD
     case $1 in
         awith) CMD=("$BUILD/examples/hello_server" --port "$2") ;;
-        nginx) nginx_conf "$2" "$3"; CMD=(nginx -c "$3/nginx.conf" -p "$3" -e "$3/nginx-error.log") ;;
-        h2o) h2o_conf "$2" "$3"; CMD=(h2o -c "$3/h2o.conf") ;;
+        nginx) nginx_conf "$2" "$3" ;;
+        h2o) bench_h2o_conf "$3" "$2" ;;
     esac
-}
-
-wait_answer() { # PORT
-    local i out
-    for ((i = 0; i < 200; i++)); do
-        out=$(curl -s --http2-prior-knowledge --max-time 1 "http://127.0.0.1:$1/" 2>/dev/null) &&
-            [[ $out == "$BODY" ]] && return 0
-        sleep 0.05
-    done
-    return 1
-}
-
-cpu_ticks() {
-    local p t=0 f
-    for p in "$1" $(pgrep -P "$1"); do
-        f=$(cat "/proc/$p/stat" 2>/dev/null) || continue
-        f=${f##*) }
-        read -r -a a <<<"$f"
-        t=$((t + a[11] + a[12]))
-    done
-    echo "$t"
 }
 
 failed=()
 run() { # NAME ROUND
     local name=$1 round=$2 dir="$results/$1" port pid
-    mkdir -p "$dir"
-    port=$(free_port)
-    server_cmd "$name" "$port" "$dir"
-    "${pin_server[@]}" "${CMD[@]}" >"$dir/server.log" 2>&1 &
-    pid=$!
-    if ! wait_answer "$port"; then
-        echo "== $name: no (or a wrong) HTTP/2 answer on port $port; log:"
-        tail -n 20 "$dir/server.log"
-        kill -TERM "$pid" 2>/dev/null
-        wait "$pid" 2>/dev/null
+    bench_start "$name" "$dir"
+    if ! bench_until bench_answers "http://127.0.0.1:$port/" "$BODY" --http2-prior-knowledge; then
+        bench_server_failed "$pid" "$dir/server.log" "$name: no (or a wrong) HTTP/2 answer on port $port"
         failed+=("$name")
         return 1
     fi
     "${pin_client[@]}" h2load -c 50 -m 10 -D 1 "http://127.0.0.1:$port/" >/dev/null 2>&1
-    local t0 t1
-    t0=$(cpu_ticks "$pid")
-    if ! "${pin_client[@]}" h2load -c 50 -m 10 -D "$seconds" "http://127.0.0.1:$port/" >"$dir/h2load-$round.txt" 2>&1; then
+    if ! bench_measure "$dir/cpu-$round.txt" "$pid" "${pin_client[@]}" h2load -c 50 -m 10 -D "$seconds" \
+        "http://127.0.0.1:$port/" >"$dir/h2load-$round.txt" 2>&1; then
         echo "== $name: h2load failed"
         failed+=("$name")
     fi
-    t1=$(cpu_ticks "$pid")
-    echo "$((t1 - t0)) $(getconf CLK_TCK)" >"$dir/cpu-$round.txt"
-    kill -TERM "$pid" 2>/dev/null
-    wait "$pid" 2>/dev/null
+    bench_stop "$pid"
     local rps ok
     rps=$(awk '/^finished in/ {print $4}' "$dir/h2load-$round.txt")
     ok=$(awk '/^requests:/ {print $8, $9, $10, $11}' "$dir/h2load-$round.txt")
@@ -172,13 +94,12 @@ done
 
 "$PY" - "$results" "$rounds" "$seconds" "$pinned" "$(nproc)" "${SERVERS[@]}" <<'EOF'
 import re, statistics, sys
+sys.path.insert(0, "bench")
+from wrk_runs import ms
 results, rounds, seconds, pinned, ncpu = sys.argv[1:6]
 servers = sys.argv[6:]
 labels = {"awith": "awith (examples/hello_server)", "nginx": "nginx-light 1.22 (http2, static file)",
           "h2o": "h2o 2.2 (static file)"}
-def ms(v):
-    m = re.match(r"([\d.]+)(us|ms|s)$", v)
-    return float(m[1]) * {"us": 1e-3, "ms": 1.0, "s": 1e3}[m[2]] if m else None
 data = {}
 for s in servers:
     rps, mean, mx, us = [], [], [], []

@@ -59,6 +59,7 @@
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.." || exit 1
 source scripts/test.sh   # PACKAGES, ensure_packages, setup_build
+source bench/lib.sh
 PACKAGES+=(wrk nginx-light h2o python3-fastapi python3-uvicorn python3-aiohttp python3-uvloop python3-httptools)
 
 PY=/usr/bin/python3      # Debian's interpreter: the one the python3-* packages are for
@@ -76,38 +77,14 @@ for arg in "$@"; do
     esac
 done
 
-ensure_packages || { echo "package installation failed" >&2; exit 1; }
-CC=gcc setup_build "$BUILD" --buildtype=release -Dtests=false -Dexamples=true -Dbench=true ||
-    { echo "BUILD FAILED: $BUILD" >&2; exit 1; }
+bench_build
+bench_results http-results
+bench_hello_www
+bench_pin pin_server pin_wrk "server on CPU 0, wrk on CPU 1 (taskset)"
 
-results=$(pwd)/$BUILD/http-results
-rm -rf "$results"
-mkdir -p "$results/www"
-BODY='{"message":"Hello, World!"}'
-printf '%s' "$BODY" >"$results/www/index.json"
-WWW=$(cd "$results/www" && pwd)
-
-pin_server=() pin_wrk=() pinned="not pinned (1 core)"
-if (($(nproc) >= 2)) && command -v taskset >/dev/null; then
-    pin_server=(taskset -c 0) pin_wrk=(taskset -c 1)
-    pinned="server on CPU 0, wrk on CPU 1 (taskset)"
-fi
-
-free_port() {
-    "$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-
-# Static-file peers: configs written for the port.
+# The static-file peer's config, written for the port (sets CMD).
 nginx_conf() { # PORT DIR
-    cat >"$2/nginx.conf" <<EOF
-worker_processes 1;
-daemon off;
-error_log $2/nginx-error.log;
-pid $2/nginx.pid;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  keepalive_requests 1000000;
+    bench_nginx_conf "$2" <<EOF
   keepalive_timeout 65;
   open_file_cache max=16;
   sendfile on;
@@ -117,25 +94,6 @@ http {
     root $WWW;
     location = / { default_type application/json; try_files /index.json =404; }
   }
-}
-EOF
-}
-
-h2o_conf() { # PORT DIR
-    cat >"$2/h2o.conf" <<EOF
-listen:
-  host: 127.0.0.1
-  port: $1
-num-threads: 1
-user: $(id -un)
-http1-upgrade-to-http2: OFF
-file.mime.addtypes:
-  application/json: .json
-hosts:
-  "default":
-    paths:
-      "/":
-        file.file: $WWW/index.json
 EOF
 }
 
@@ -164,75 +122,32 @@ server_cmd() { # NAME PORT DIR -> sets CMD
         awith_uring | awith_uring_pipe) CMD=(env AWITH_BACKEND=uring "$BUILD/examples/hello_server" --port "$port") ;;
         awith_metrics) CMD=(env AWITH_BACKEND=epoll "$BUILD/examples/hello_server" --port "$port" --metrics /metrics) ;;
         awith_mw) CMD=(env AWITH_BACKEND=epoll "$BUILD/examples/hello_server" --port "$port" --middleware) ;;
-        nginx) nginx_conf "$port" "$dir"; CMD=(nginx -c "$dir/nginx.conf" -p "$dir" -e "$dir/nginx-error.log") ;;
-        h2o) h2o_conf "$port" "$dir"; CMD=(h2o -c "$dir/h2o.conf") ;;
+        nginx) nginx_conf "$port" "$dir" ;;
+        h2o) bench_h2o_conf "$dir" "$port" "http1-upgrade-to-http2: OFF" ;;
         fastapi) CMD=("$PY" bench/py/http_fastapi.py --port "$port") ;;
         aiohttp) CMD=("$PY" bench/py/http_aiohttp.py --port "$port") ;;
     esac
-}
-
-wait_answer() { # PORT
-    local i out
-    for ((i = 0; i < 200; i++)); do
-        out=$(curl -s --max-time 1 "http://127.0.0.1:$1/" 2>/dev/null) && [[ $out == "$BODY" ]] && return 0
-        sleep 0.05
-    done
-    return 1
-}
-
-# CPU time (clock ticks, user + system) of a process and its children
-# (nginx's worker, h2o's threads are in its own count).
-cpu_ticks() {
-    local p t=0 f
-    for p in "$1" $(pgrep -P "$1"); do
-        f=$(cat "/proc/$p/stat" 2>/dev/null) || continue
-        f=${f##*) }   # fields after "pid (comm) "
-        read -r -a a <<<"$f"
-        t=$((t + a[11] + a[12]))   # utime, stime (fields 14, 15)
-    done
-    echo "$t"
 }
 
 failed=()
 # run NAME ROUND: start, check, warm up, measure, stop.
 run() {
     local name=$1 round=$2 dir="$results/$1" port pid
-    mkdir -p "$dir"
-    port=$(free_port)
-    server_cmd "$name" "$port" "$dir"
-    "${pin_server[@]}" "${CMD[@]}" >"$dir/server.log" 2>&1 &
-    pid=$!
-    if ! wait_answer "$port"; then
-        echo "== $name: no (or a wrong) answer on port $port; log:"
-        tail -n 20 "$dir/server.log"
-        kill -TERM "$pid" 2>/dev/null
-        wait "$pid" 2>/dev/null
+    bench_start "$name" "$dir"
+    if ! bench_until bench_answers "http://127.0.0.1:$port/" "$BODY"; then
+        bench_server_failed "$pid" "$dir/server.log" "$name: no (or a wrong) answer on port $port"
         failed+=("$name")
         return 1
     fi
-    local script=()
-    [[ $name == *_pipe ]] && script=(-s bench/tfb_pipeline.lua)
-    "${pin_wrk[@]}" wrk -t1 -c"$CONNS" -d1s "${script[@]}" "http://127.0.0.1:$port/" ${script:+-- 16} >/dev/null 2>&1
-    local t0 t1
-    t0=$(cpu_ticks "$pid")
-    if ! "${pin_wrk[@]}" wrk -t1 -c"$CONNS" -d"${seconds}s" --latency "${script[@]}" "http://127.0.0.1:$port/" \
-        ${script:+-- 16} >"$dir/wrk-$round.txt" 2>&1; then
+    local args=(-t1 -c"$CONNS" "http://127.0.0.1:$port/")
+    [[ $name == *_pipe ]] && args=(-t1 -c"$CONNS" -s bench/tfb_pipeline.lua "http://127.0.0.1:$port/" -- 16)
+    bench_wrk_warmup "${args[@]}"
+    if ! bench_wrk_measure "$pid" "$dir/wrk-$round.txt" "$dir/cpu-$round.txt" "${args[@]}"; then
         echo "== $name: wrk failed"
         failed+=("$name")
     fi
-    t1=$(cpu_ticks "$pid")
-    echo "$((t1 - t0)) $(getconf CLK_TCK)" >"$dir/cpu-$round.txt"
-    kill -TERM "$pid" 2>/dev/null
-    wait "$pid" 2>/dev/null
-    local rps p99 errs
-    rps=$(awk '/^Requests\/sec:/ {print $2}' "$dir/wrk-$round.txt")
-    p99=$(awk '$1 == "99%" {print $2}' "$dir/wrk-$round.txt")
-    errs=$(awk '/Non-2xx|Socket errors/' "$dir/wrk-$round.txt")
-    local total us
-    total=$(awk '/requests in/ {print $1}' "$dir/wrk-$round.txt")
-    us=$(awk -v t="$((t1 - t0))" -v hz="$(getconf CLK_TCK)" -v n="${total:-0}" \
-        'BEGIN { if (n > 0) printf "%.1f", t / hz * 1e6 / n; else print "?" }')
-    printf '   %-32s %12s req/s   p99 %-9s cpu %6s us/req %s\n' "${LABEL[$name]}" "${rps:-?}" "${p99:-?}" "$us" "$errs"
+    bench_stop "$pid"
+    bench_wrk_report "$dir/wrk-$round.txt" "$dir/cpu-$round.txt" "$(printf '%-32s' "${LABEL[$name]}")"
 }
 
 echo "== $rounds round(s) of ${seconds} s per server, wrk -t1 -c$CONNS, $pinned"
@@ -244,7 +159,9 @@ for ((r = 1; r <= rounds; r++)); do
 done
 
 "$PY" - "$results" "$rounds" "$seconds" "$CONNS" "$pinned" "$(nproc)" "${SERVERS[@]}" <<'EOF'
-import re, statistics, sys
+import statistics, sys
+sys.path.insert(0, "bench")
+from wrk_runs import wrk_medians, wrk_run
 results, rounds, seconds, conns, pinned, ncpu = sys.argv[1:7]
 servers = sys.argv[7:]
 labels = {"awith": "awith (examples/hello_server)", "awith_uring": "awith on io_uring",
@@ -252,34 +169,11 @@ labels = {"awith": "awith (examples/hello_server)", "awith_uring": "awith on io_
           "awith_metrics": "awith, metrics on", "awith_mw": "awith, middleware stack", "nginx": "nginx-light (static file)",
           "h2o": "h2o (static file)", "fastapi": "uvicorn+FastAPI (uvloop)", "aiohttp": "aiohttp (uvloop)"}
 
-def ms(v):
-    m = re.match(r"([\d.]+)(us|ms|s)$", v)
-    if not m:
-        return None
-    return float(m[1]) * {"us": 1e-3, "ms": 1.0, "s": 1e3}[m[2]]
-
 data, cpu = {}, {}
 for s in servers:
-    rps, p99, us = [], [], []
-    for r in range(1, int(rounds) + 1):
-        try:
-            text = open(f"{results}/{s}/wrk-{r}.txt").read()
-        except OSError:
-            continue
-        a = re.search(r"^Requests/sec:\s+([\d.]+)", text, re.M)
-        b = re.search(r"^\s+99%\s+(\S+)", text, re.M)
-        n = re.search(r"^\s*(\d+) requests in", text, re.M)
-        if a and b and ms(b[1]) is not None:
-            rps.append(float(a[1]))
-            p99.append(ms(b[1]))
-        try:
-            ticks, hz = open(f"{results}/{s}/cpu-{r}.txt").read().split()
-            if n and int(n[1]) > 0:
-                us.append(int(ticks) / int(hz) * 1e6 / int(n[1]))
-        except (OSError, ValueError):
-            pass
-    data[s] = (statistics.median(rps), statistics.median(p99)) if rps else (None, None)
-    cpu[s] = statistics.median(us) if us else None
+    rps, p99, cpu[s] = wrk_medians(wrk_run(f"{results}/{s}/wrk-{r}.txt", f"{results}/{s}/cpu-{r}.txt")
+                                   for r in range(1, int(rounds) + 1))
+    data[s] = (rps, p99)
 
 a_rps, a_p99 = data.get("awith", (None, None))
 rows = ["| server | requests/s | p99 latency | server CPU per request | awith ÷ server (requests/s) | server p99 ÷ awith p99 |",
@@ -355,7 +249,7 @@ if ((metrics_only)) && command -v valgrind >/dev/null && command -v callgrind_co
     declare -A IR
     for v in awith "$variant"; do
         dir="$results/$v"
-        port=$(free_port)
+        port=$(bench_free_port)
         server_cmd "$v" "$port" "$dir"
         valgrind --tool=callgrind --callgrind-out-file="$dir/callgrind.%p" "${CMD[@]}" >"$dir/callgrind.log" 2>&1 &
         pid=$!
@@ -375,8 +269,7 @@ if ((metrics_only)) && command -v valgrind >/dev/null && command -v callgrind_co
             callgrind_control -d "$pid" >/dev/null
             IR[$v]=$(awk '/^summary:/ {print $2}' "$dir"/callgrind.*.1 2>/dev/null | head -1)
         fi
-        kill -TERM "$pid" 2>/dev/null
-        wait "$pid" 2>/dev/null
+        bench_stop "$pid"
         printf '   %-32s %s instructions per request\n' "${LABEL[$v]}" \
             "$(awk -v t="${IR[$v]:-0}" 'BEGIN { if (t > 0) printf "%.0f", t / 2000; else print "?" }')"
     done

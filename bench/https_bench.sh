@@ -34,30 +34,19 @@
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.." || exit 1
 source scripts/test.sh   # PACKAGES, ensure_packages, setup_build
+source bench/lib.sh
 PACKAGES+=(wrk nginx-light)
 
 PY=/usr/bin/python3
 BUILD=build-bench
 CONNS=64
 rounds=3 seconds=5
-for arg in "$@"; do
-    case $arg in
-        --quick) rounds=1 seconds=2 ;;
-        -h | --help) sed -n '2,13p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
-        *) echo "bench/https_bench.sh: unknown argument '$arg' (try --help)" >&2; exit 2 ;;
-    esac
-done
+bench_quick_args 2,13 "$@"
 
-ensure_packages || { echo "package installation failed" >&2; exit 1; }
-CC=gcc setup_build "$BUILD" --buildtype=release -Dtests=false -Dexamples=true -Dbench=true ||
-    { echo "BUILD FAILED: $BUILD" >&2; exit 1; }
-
-results=$(pwd)/$BUILD/https-results
-rm -rf "$results"
-mkdir -p "$results/www" "$results/certs"
-BODY='{"message":"Hello, World!"}'
-printf '%s' "$BODY" >"$results/www/index.json"
-WWW=$(cd "$results/www" && pwd)
+bench_build
+bench_results https-results
+bench_hello_www
+mkdir -p "$results/certs"
 CERTS=$(cd "$results/certs" && pwd)
 (
     set -e
@@ -79,26 +68,10 @@ CIPHERS=$(gcc -E -dM -Iinclude include/awith/io.h 2>/dev/null | sed -n 's/^#defi
     tr -d '"\\ ')
 [[ -n $CIPHERS ]] || { echo "cannot read AW_TLS_SERVER_CIPHERS from include/awith/io.h" >&2; exit 1; }
 
-pin_server=() pin_wrk=() pinned="not pinned (1 core)"
-if (($(nproc) >= 2)) && command -v taskset >/dev/null; then
-    pin_server=(taskset -c 0) pin_wrk=(taskset -c 1)
-    pinned="server on CPU 0, wrk on CPU 1 (taskset)"
-fi
+bench_pin pin_server pin_wrk "server on CPU 0, wrk on CPU 1 (taskset)"
 
-free_port() {
-    "$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-
-nginx_conf() { # PORT DIR
-    cat >"$2/nginx.conf" <<EOF
-worker_processes 1;
-daemon off;
-error_log $2/nginx-error.log;
-pid $2/nginx.pid;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  keepalive_requests 1000000;
+nginx_conf() { # PORT DIR (sets CMD)
+    bench_nginx_conf "$2" <<EOF
   keepalive_timeout 65;
   open_file_cache max=16;
   sendfile on;
@@ -113,7 +86,6 @@ http {
     root $WWW;
     location = / { default_type application/json; try_files /index.json =404; }
   }
-}
 EOF
 }
 
@@ -127,69 +99,28 @@ server_cmd() { # NAME PORT DIR -> sets CMD
     case $name in
         awith) CMD=("$BUILD/examples/hello_server" --port off --tls-port "$port"
                     --tls-cert "$CERTS/server.pem" --tls-key "$CERTS/server.key") ;;
-        nginx) nginx_conf "$port" "$dir"; CMD=(nginx -c "$dir/nginx.conf" -p "$dir" -e "$dir/nginx-error.log") ;;
+        nginx) nginx_conf "$port" "$dir" ;;
     esac
-}
-
-wait_answer() { # PORT
-    local i out
-    for ((i = 0; i < 200; i++)); do
-        out=$(curl -s --max-time 1 --cacert "$CERTS/ca.pem" "https://localhost:$1/" 2>/dev/null) &&
-            [[ $out == "$BODY" ]] && return 0
-        sleep 0.05
-    done
-    return 1
-}
-
-cpu_ticks() {
-    local p t=0 f
-    for p in "$1" $(pgrep -P "$1"); do
-        f=$(cat "/proc/$p/stat" 2>/dev/null) || continue
-        f=${f##*) }
-        read -r -a a <<<"$f"
-        t=$((t + a[11] + a[12]))
-    done
-    echo "$t"
 }
 
 failed=()
 run() { # NAME CASE ROUND
     local name=$1 kase=$2 round=$3 dir="$results/$1-$2" port pid hdr=()
     [[ $kase == handshakes ]] && hdr=(-H "Connection: close")
-    mkdir -p "$dir"
-    port=$(free_port)
-    server_cmd "$name" "$port" "$dir"
-    "${pin_server[@]}" "${CMD[@]}" >"$dir/server.log" 2>&1 &
-    pid=$!
-    if ! wait_answer "$port"; then
-        echo "== $name: no (or a wrong) answer on port $port; log:"
-        tail -n 20 "$dir/server.log"
-        kill -TERM "$pid" 2>/dev/null
-        wait "$pid" 2>/dev/null
+    bench_start "$name" "$dir"
+    if ! bench_until bench_answers "https://localhost:$port/" "$BODY" --cacert "$CERTS/ca.pem"; then
+        bench_server_failed "$pid" "$dir/server.log" "$name: no (or a wrong) answer on port $port"
         failed+=("$name-$kase")
         return 1
     fi
-    "${pin_wrk[@]}" wrk -t1 -c"$CONNS" -d1s "${hdr[@]}" "https://127.0.0.1:$port/" >/dev/null 2>&1
-    local t0 t1
-    t0=$(cpu_ticks "$pid")
-    if ! "${pin_wrk[@]}" wrk -t1 -c"$CONNS" -d"${seconds}s" --latency "${hdr[@]}" "https://127.0.0.1:$port/" \
-        >"$dir/wrk-$round.txt" 2>&1; then
+    bench_wrk_warmup -t1 -c"$CONNS" "${hdr[@]}" "https://127.0.0.1:$port/"
+    if ! bench_wrk_measure "$pid" "$dir/wrk-$round.txt" "$dir/cpu-$round.txt" -t1 -c"$CONNS" "${hdr[@]}" \
+        "https://127.0.0.1:$port/"; then
         echo "== $name $kase: wrk failed"
         failed+=("$name-$kase")
     fi
-    t1=$(cpu_ticks "$pid")
-    echo "$((t1 - t0)) $(getconf CLK_TCK)" >"$dir/cpu-$round.txt"
-    kill -TERM "$pid" 2>/dev/null
-    wait "$pid" 2>/dev/null
-    local rps p99 errs total us
-    rps=$(awk '/^Requests\/sec:/ {print $2}' "$dir/wrk-$round.txt")
-    p99=$(awk '$1 == "99%" {print $2}' "$dir/wrk-$round.txt")
-    errs=$(awk '/Non-2xx|Socket errors/' "$dir/wrk-$round.txt")
-    total=$(awk '/requests in/ {print $1}' "$dir/wrk-$round.txt")
-    us=$(awk -v t="$((t1 - t0))" -v hz="$(getconf CLK_TCK)" -v n="${total:-0}" \
-        'BEGIN { if (n > 0) printf "%.1f", t / hz * 1e6 / n; else print "?" }')
-    printf '   %-12s %-34s %12s req/s   p99 %-9s cpu %6s us/req %s\n' "$kase" "${LABEL[$name]}" "${rps:-?}" \
-        "${p99:-?}" "$us" "$errs"
+    bench_stop "$pid"
+    bench_wrk_report "$dir/wrk-$round.txt" "$dir/cpu-$round.txt" "$(printf '%-12s %-34s' "$kase" "${LABEL[$name]}")"
 }
 
 echo "== $rounds round(s) of ${seconds} s per server and case, wrk -t1 -c$CONNS, $pinned"
@@ -203,15 +134,13 @@ for ((r = 1; r <= rounds; r++)); do
 done
 
 "$PY" - "$results" "$rounds" "$seconds" "$CONNS" "$pinned" "$(nproc)" "$CIPHERS" <<'EOF'
-import re, statistics, sys
+import statistics, sys
+sys.path.insert(0, "bench")
+from wrk_runs import wrk_medians, wrk_run
 results, rounds, seconds, conns, pinned, ncpu, ciphers = sys.argv[1:8]
 servers = ["awith", "nginx"]
 labels = {"awith": "awith (hello_server --tls-cert)", "nginx": "nginx-light (static file, ssl)"}
 cases = [("keepalive", "keep-alive"), ("handshakes", "a full handshake per request (Connection: close)")]
-
-def ms(v):
-    m = re.match(r"([\d.]+)(us|ms|s)$", v)
-    return float(m[1]) * {"us": 1e-3, "ms": 1.0, "s": 1e3}[m[2]] if m else None
 
 md = ["# HTTPS hello world: awith vs nginx (same certificate, protocols and ciphers)", "",
       f"GET / answering `{{\"message\":\"Hello, World!\"}}` over TLS on 127.0.0.1, ECDSA P-256 certificate, "
@@ -222,26 +151,9 @@ out = []
 for case, title in cases:
     data, cpu = {}, {}
     for s in servers:
-        rps, p99, us = [], [], []
-        for r in range(1, int(rounds) + 1):
-            try:
-                text = open(f"{results}/{s}-{case}/wrk-{r}.txt").read()
-            except OSError:
-                continue
-            a = re.search(r"^Requests/sec:\s+([\d.]+)", text, re.M)
-            b = re.search(r"^\s+99%\s+(\S+)", text, re.M)
-            n = re.search(r"^\s*(\d+) requests in", text, re.M)
-            if a and b and ms(b[1]) is not None:
-                rps.append(float(a[1]))
-                p99.append(ms(b[1]))
-            try:
-                ticks, hz = open(f"{results}/{s}-{case}/cpu-{r}.txt").read().split()
-                if n and int(n[1]) > 0:
-                    us.append(int(ticks) / int(hz) * 1e6 / int(n[1]))
-            except (OSError, ValueError):
-                pass
-        data[s] = (statistics.median(rps), statistics.median(p99)) if rps else (None, None)
-        cpu[s] = statistics.median(us) if us else None
+        rps, p99, cpu[s] = wrk_medians(wrk_run(f"{results}/{s}-{case}/wrk-{r}.txt", f"{results}/{s}-{case}/cpu-{r}.txt")
+                                       for r in range(1, int(rounds) + 1))
+        data[s] = (rps, p99)
     rows = [f"## {title}", "",
             "| server | requests/s | p99 latency | server CPU per request | awith ÷ server (requests/s) | server p99 ÷ awith p99 | server CPU ÷ awith CPU |",
             "|---|---:|---:|---:|---:|---:|---:|"]

@@ -51,6 +51,7 @@
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.." || exit 1
 source scripts/test.sh   # PACKAGES, ensure_packages, setup_build
+source bench/lib.sh
 PACKAGES+=(procps wrk python3-asyncpg python3-uvloop python3-fastapi python3-uvicorn python3-aiohttp python3-httptools)
 
 PY=/usr/bin/python3      # Debian's interpreter: the one the python3-* packages are for
@@ -70,14 +71,12 @@ while (($#)); do
     shift
 done
 
-ensure_packages || { echo "package installation failed" >&2; exit 1; }
+bench_packages
 build_ok=1
-CC=gcc setup_build "$BUILD" --buildtype=release -Dtests=false -Dexamples=true -Dbench=true ||
+bench_setup_build ||
     { echo "== BUILD FAILED: $BUILD; the awith rows will be n/a, the peers still run"; build_ok=0; }
 
-results=$(pwd)/$BUILD/pg-results
-rm -rf "$results"
-mkdir -p "$results"
+bench_results pg-results
 failed=()
 
 # ---- the database ----------------------------------------------------------
@@ -91,13 +90,7 @@ trap 'exit 130' INT TERM
 
 if [[ -z ${DATABASE_URL-} ]]; then
     echo "== private PostgreSQL cluster in $CLUSTER"
-    own_cluster=1
-    bash scripts/pg_cluster.sh start "$CLUSTER" >/dev/null ||
-        { echo "FAILED: the private PostgreSQL cluster did not start" >&2; exit 1; }
-    set -a
-    # shellcheck disable=SC1091
-    source "$CLUSTER/env"
-    set +a
+    bench_pg_start "$CLUSTER"
 else
     echo "== using the caller's DATABASE_URL"
 fi
@@ -125,42 +118,14 @@ nrows=$(psql "$URL" -X -A -t -c 'SELECT count(*) FROM users')
 echo "== users: $nrows rows; server: $(psql "$URL" -X -A -t -c 'SHOW server_version')"
 
 # ---- pinning ----------------------------------------------------------------
-pin_client=() pin_wrk=() pinned="not pinned (1 core)"
-if (($(nproc) >= 2)) && command -v taskset >/dev/null; then
-    pin_client=(taskset -c 0) pin_wrk=(taskset -c 1)
-    pinned="clients and HTTP servers on CPU 0, wrk on CPU 1"
-    if ((own_cluster)) && [[ -f $PGDATA/postmaster.pid ]]; then
-        # The postmaster and its processes now; backends forked later inherit.
-        pm=$(head -n 1 "$PGDATA/postmaster.pid")
-        for p in "$pm" $(pgrep -P "$pm"); do
-            taskset -a -p -c 1 "$p" >/dev/null 2>&1
-        done
+declare -a pin_client pin_wrk   # set by bench_pin
+if bench_pin pin_client pin_wrk "clients and HTTP servers on CPU 0, wrk on CPU 1"; then
+    if bench_pin_postgres; then
         pinned+=", PostgreSQL on CPU 1"
     else
         pinned+=", PostgreSQL not pinned (the caller's server)"
     fi
 fi
-
-free_port() {
-    "$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-
-# CPU time (clock ticks, user + system) of a process and its direct children.
-cpu_ticks() {
-    local p t=0 f
-    local -a a
-    for p in "$1" $(pgrep -P "$1"); do
-        f=$(cat "/proc/$p/stat" 2>/dev/null) || continue
-        f=${f##*) }   # fields after "pid (comm) "
-        read -r -a a <<<"$f"
-        t=$((t + a[11] + a[12]))   # utime, stime (fields 14, 15)
-    done
-    echo "$t"
-}
-
-postmaster_pid() {
-    ((own_cluster)) && [[ -f $PGDATA/postmaster.pid ]] && head -n 1 "$PGDATA/postmaster.pid"
-}
 
 # ---- 4. the pool: queries/s -------------------------------------------------
 POOL_SIDES=(awith awith_pipe asyncpg pgbench)
@@ -236,22 +201,18 @@ http_cmd() { # NAME PORT -> sets CMD (empty: not available)
     esac
 }
 
-# wait_users PORT: GET /users answers 200 with every row (the last email).
-wait_users() {
-    local i out
-    for ((i = 0; i < 200; i++)); do
-        out=$(curl -s --max-time 2 -w '\n%{http_code}' "http://127.0.0.1:$1/users" 2>/dev/null) &&
-            [[ ${out##*$'\n'} == 200 && $out == *"user$ROWS@example.com"* ]] && return 0
-        sleep 0.05
-    done
-    return 1
+# users_answer PORT: GET /users answers 200 with every row (the last email).
+users_answer() {
+    local out
+    out=$(curl -s --max-time 2 -w '\n%{http_code}' "http://127.0.0.1:$1/users" 2>/dev/null) &&
+        [[ ${out##*$'\n'} == 200 && $out == *"user$ROWS@example.com"* ]]
 }
 
 # run_http NAME ROUND: start, check, warm up, measure, stop.
 run_http() {
     local name=$1 round=$2 port pid pm
     local out=$results/$name-$round
-    port=$(free_port)
+    port=$(bench_free_port)
     http_cmd "$name" "$port"
     if ((${#CMD[@]} == 0)); then
         echo "n/a" >"$out.rps"
@@ -260,42 +221,35 @@ run_http() {
     fi
     DATABASE_URL=$URL "${pin_client[@]}" "${CMD[@]}" >"$out.server.log" 2>&1 </dev/null &
     pid=$!
-    if ! wait_users "$port"; then
+    if ! bench_until users_answer "$port"; then
         echo "== $name: no (or a wrong) answer to GET /users on port $port; log:"
         tail -n 20 "$out.server.log"
         curl -s -i --max-time 2 "http://127.0.0.1:$port/users" | head -c 600
         echo
-        kill -TERM "$pid" 2>/dev/null
-        wait "$pid" 2>/dev/null
+        bench_stop "$pid"
         echo "failed" >"$out.rps"
         failed+=("$name")
         return 1
     fi
-    "${pin_wrk[@]}" wrk -t1 -c"$HTTP_CONNS" -d1s "http://127.0.0.1:$port/users" >/dev/null 2>&1
-    pm=$(postmaster_pid)
+    bench_wrk_warmup -t1 -c"$HTTP_CONNS" "http://127.0.0.1:$port/users"
+    pm=$(bench_postmaster_pid)
     local t0 t1 d0=0 d1=0
-    t0=$(cpu_ticks "$pid")
-    [[ -n $pm ]] && d0=$(cpu_ticks "$pm")
+    t0=$(bench_cpu_ticks "$pid")
+    [[ -n $pm ]] && d0=$(bench_cpu_ticks "$pm")
     if ! "${pin_wrk[@]}" wrk -t1 -c"$HTTP_CONNS" -d"${seconds}s" --latency \
         "http://127.0.0.1:$port/users" >"$out.wrk" 2>&1; then
         echo "== $name: wrk failed"
         failed+=("$name")
     fi
-    t1=$(cpu_ticks "$pid")
-    [[ -n $pm ]] && d1=$(cpu_ticks "$pm")
-    kill -INT "$pid" 2>/dev/null
-    wait "$pid" 2>/dev/null
-    local rps p99 total errs us dbus hz
-    hz=$(getconf CLK_TCK)
-    rps=$(awk '/^Requests\/sec:/ {print $2}' "$out.wrk")
-    p99=$(awk '$1 == "99%" {print $2}' "$out.wrk")
-    total=$(awk '/requests in/ {print $1}' "$out.wrk")
-    errs=$(awk '/Non-2xx|Socket errors/' "$out.wrk")
-    us=$(awk -v t="$((t1 - t0))" -v hz="$hz" -v n="${total:-0}" 'BEGIN { if (n > 0) printf "%.1f", t / hz * 1e6 / n; else print "?" }')
-    dbus=$(awk -v t="$((d1 - d0))" -v hz="$hz" -v n="${total:-0}" -v pm="$pm" 'BEGIN { if (n > 0 && pm != "") printf "%.1f", t / hz * 1e6 / n; else print "?" }')
-    echo "${rps:-failed} ${p99:-?} $us $dbus" >"$out.rps"
+    t1=$(bench_cpu_ticks "$pid")
+    [[ -n $pm ]] && d1=$(bench_cpu_ticks "$pm")
+    bench_stop "$pid" INT
+    local dbus="?"
+    bench_wrk_read "$out.wrk" "$((t1 - t0))"
+    [[ -n $pm ]] && dbus=$(bench_per_request "$((d1 - d0))" "$(getconf CLK_TCK)" "$wrk_total")
+    echo "${wrk_rps:-failed} ${wrk_p99:-?} $wrk_us $dbus" >"$out.rps"
     printf '   %-36s %12s req/s   p99 %-9s server CPU %6s us/req   PostgreSQL CPU %6s us/req %s\n' \
-        "${LABEL[$name]}" "${rps:-?}" "${p99:-?}" "$us" "$dbus" "$errs"
+        "${LABEL[$name]}" "${wrk_rps:-?}" "${wrk_p99:-?}" "$wrk_us" "$dbus" "$wrk_errs"
 }
 
 echo "== $rounds round(s) of ${seconds} s per case; $pinned"
@@ -313,6 +267,8 @@ done
 # ---- 6. the table ------------------------------------------------------------
 "$PY" - "$results" "$rounds" "$seconds" "$pinned" "$(nproc)" "$nrows" <<'EOF'
 import re, statistics, sys
+sys.path.insert(0, "bench")
+from wrk_runs import ms
 results, rounds, seconds, pinned, ncpu, nrows = sys.argv[1:7]
 rounds = int(rounds)
 labels = {
@@ -331,11 +287,6 @@ def read(path):
         return open(path).read().split()
     except OSError:
         return None
-
-
-def ms(v):
-    m = re.match(r"([\d.]+)(us|ms|s)$", v or "")
-    return float(m[1]) * {"us": 1e-3, "ms": 1.0, "s": 1e3}[m[2]] if m else None
 
 
 def num(v):

@@ -8,17 +8,18 @@
 # ratio. Not a test.
 # Usage: bench/schema_bench.sh [BUILD_DIR] [SECONDS]   (default build, 5)
 set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 build=${1:-build}
 secs=${2:-5}
 bin=$build/bench/schema_bench
 [[ -x $bin ]] || { echo "no $bin (meson configure -Dbench=true; ninja)"; exit 1; }
 command -v wrk >/dev/null || { echo "wrk is not installed"; exit 1; }
-port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+port=$(bench_free_port)
 "$bin" --port "$port" 2>/dev/null &
 pid=$!
 tmp=$(mktemp -d)
 trap 'kill $pid 2>/dev/null; wait $pid 2>/dev/null; rm -rf "$tmp"' EXIT
-sleep 0.3
+bench_until curl -s -o /dev/null --max-time 1 "http://127.0.0.1:$port/plain"
 cat >"$tmp/post.lua" <<'LUA'
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
@@ -27,14 +28,13 @@ LUA
 # The server's CPU time per request (utime + stime from /proc, over all
 # requests wrk completed): on a shared machine throughput follows the other
 # jobs, CPU time per request much less.
-ticks() { awk '{print $14 + $15}' "/proc/$pid/stat"; }
 hz=$(getconf CLK_TCK)
 run() { # path [script] -> "requests/s us-cpu-per-request"
     local args=(-t1 -c16 -d"${secs}s") t0 t1 out
     [[ -n ${2-} ]] && args+=(-s "$2")
-    t0=$(ticks)
+    t0=$(bench_cpu_ticks "$pid")
     out=$(wrk "${args[@]}" "http://127.0.0.1:$port$1")
-    t1=$(ticks)
+    t1=$(bench_cpu_ticks "$pid")
     awk -v t="$((t1 - t0))" -v hz="$hz" '/requests in/ {n = $1} /Requests\/sec/ {r = $2}
         END {printf "%.0f %.2f\n", r, t / hz * 1e6 / n}' <<<"$out"
 }

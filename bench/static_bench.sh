@@ -35,26 +35,17 @@
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.." || exit 1
 source scripts/test.sh   # PACKAGES, ensure_packages, setup_build
+source bench/lib.sh
 PACKAGES+=(wrk nginx-light)
 
 PY=/usr/bin/python3
 BUILD=build-bench
 CONNS=64
 rounds=3 seconds=5
-for arg in "$@"; do
-    case $arg in
-        --quick) rounds=1 seconds=2 ;;
-        -h | --help) sed -n '2,9p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
-        *) echo "bench/static_bench.sh: unknown argument '$arg' (try --help)" >&2; exit 2 ;;
-    esac
-done
+bench_quick_args 2,9 "$@"
 
-ensure_packages || { echo "package installation failed" >&2; exit 1; }
-CC=gcc setup_build "$BUILD" --buildtype=release -Dtests=false -Dexamples=true -Dbench=true ||
-    { echo "BUILD FAILED: $BUILD" >&2; exit 1; }
-
-results=$(pwd)/$BUILD/static-results
-rm -rf "$results"
+bench_build
+bench_results static-results
 mkdir -p "$results/www"
 WWW=$(cd "$results/www" && pwd)
 head -c 4096 /dev/urandom >"$WWW/small.bin"
@@ -62,26 +53,10 @@ head -c 1048576 /dev/urandom >"$WWW/large.bin"
 FILES=(small.bin large.bin)
 declare -A FLABEL=([small.bin]="4 KiB" [large.bin]="1 MiB")
 
-pin_server=() pin_wrk=() pinned="not pinned (1 core)"
-if (($(nproc) >= 2)) && command -v taskset >/dev/null; then
-    pin_server=(taskset -c 0) pin_wrk=(taskset -c 1)
-    pinned="server on CPU 0, wrk on CPU 1 (taskset)"
-fi
+bench_pin pin_server pin_wrk "server on CPU 0, wrk on CPU 1 (taskset)"
 
-free_port() {
-    "$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-
-nginx_conf() { # PORT DIR
-    cat >"$2/nginx.conf" <<EOF
-worker_processes 1;
-daemon off;
-error_log $2/nginx-error.log;
-pid $2/nginx.pid;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  keepalive_requests 1000000;
+nginx_conf() { # PORT DIR (sets CMD)
+    bench_nginx_conf "$2" <<EOF
   keepalive_timeout 65;
   sendfile on;
   tcp_nopush on;
@@ -90,7 +65,6 @@ http {
     listen 127.0.0.1:$1;
     root $WWW;
   }
-}
 EOF
 }
 
@@ -100,70 +74,32 @@ declare -A LABEL=([awith]="awith (examples/static_server)" [nginx]="nginx-light"
 server_cmd() { # NAME PORT DIR -> sets CMD
     case $1 in
         awith) CMD=("$BUILD/examples/static_server" --dir "$WWW" --port "$2") ;;
-        nginx) nginx_conf "$2" "$3"; CMD=(nginx -c "$3/nginx.conf" -p "$3" -e "$3/nginx-error.log") ;;
+        nginx) nginx_conf "$2" "$3" ;;
     esac
 }
 
-wait_whole() { # PORT FILE
-    local i
-    for ((i = 0; i < 200; i++)); do
-        if curl -s --max-time 2 -o "$results/check.bin" "http://127.0.0.1:$1/$2" 2>/dev/null &&
-            cmp -s "$results/check.bin" "$WWW/$2"; then
-            return 0
-        fi
-        sleep 0.05
-    done
-    return 1
-}
-
-cpu_ticks() {
-    local p t=0 f
-    for p in "$1" $(pgrep -P "$1"); do
-        f=$(cat "/proc/$p/stat" 2>/dev/null) || continue
-        f=${f##*) }
-        read -r -a a <<<"$f"
-        t=$((t + a[11] + a[12]))
-    done
-    echo "$t"
+arrives_whole() { # PORT FILE
+    curl -s --max-time 2 -o "$results/check.bin" "http://127.0.0.1:$1/$2" 2>/dev/null &&
+        cmp -s "$results/check.bin" "$WWW/$2"
 }
 
 failed=()
 run() { # NAME FILE ROUND
     local name=$1 file=$2 round=$3 dir="$results/$1-$2" port pid
-    mkdir -p "$dir"
-    port=$(free_port)
-    server_cmd "$name" "$port" "$dir"
-    "${pin_server[@]}" "${CMD[@]}" >"$dir/server.log" 2>&1 &
-    pid=$!
-    if ! wait_whole "$port" "$file"; then
-        echo "== $name: $file did not arrive whole on port $port; log:"
-        tail -n 20 "$dir/server.log"
-        kill -TERM "$pid" 2>/dev/null
-        wait "$pid" 2>/dev/null
+    bench_start "$name" "$dir"
+    if ! bench_until arrives_whole "$port" "$file"; then
+        bench_server_failed "$pid" "$dir/server.log" "$name: $file did not arrive whole on port $port"
         failed+=("$name/$file")
         return 1
     fi
     local url="http://127.0.0.1:$port/$file"
-    "${pin_wrk[@]}" wrk -t1 -c"$CONNS" -d1s "$url" >/dev/null 2>&1
-    local t0 t1
-    t0=$(cpu_ticks "$pid")
-    if ! "${pin_wrk[@]}" wrk -t1 -c"$CONNS" -d"${seconds}s" --latency "$url" >"$dir/wrk-$round.txt" 2>&1; then
+    bench_wrk_warmup -t1 -c"$CONNS" "$url"
+    if ! bench_wrk_measure "$pid" "$dir/wrk-$round.txt" "$dir/cpu-$round.txt" -t1 -c"$CONNS" "$url"; then
         echo "== $name $file: wrk failed"
         failed+=("$name/$file")
     fi
-    t1=$(cpu_ticks "$pid")
-    echo "$((t1 - t0)) $(getconf CLK_TCK)" >"$dir/cpu-$round.txt"
-    kill -TERM "$pid" 2>/dev/null
-    wait "$pid" 2>/dev/null
-    local rps p99 total us errs
-    rps=$(awk '/^Requests\/sec:/ {print $2}' "$dir/wrk-$round.txt")
-    p99=$(awk '$1 == "99%" {print $2}' "$dir/wrk-$round.txt")
-    total=$(awk '/requests in/ {print $1}' "$dir/wrk-$round.txt")
-    errs=$(awk '/Non-2xx|Socket errors/' "$dir/wrk-$round.txt")
-    us=$(awk -v t="$((t1 - t0))" -v hz="$(getconf CLK_TCK)" -v n="${total:-0}" \
-        'BEGIN { if (n > 0) printf "%.1f", t / hz * 1e6 / n; else print "?" }')
-    printf '   %-6s %-32s %12s req/s   p99 %-9s cpu %6s us/req %s\n' "${FLABEL[$file]}" "${LABEL[$name]}" \
-        "${rps:-?}" "${p99:-?}" "$us" "$errs"
+    bench_stop "$pid"
+    bench_wrk_report "$dir/wrk-$round.txt" "$dir/cpu-$round.txt" "$(printf '%-6s %-32s' "${FLABEL[$file]}" "${LABEL[$name]}")"
 }
 
 echo "== $rounds round(s) of ${seconds} s per server and file, wrk -t1 -c$CONNS, $pinned"
@@ -178,13 +114,11 @@ done
 
 "$PY" - "$results" "$rounds" "$seconds" "$CONNS" "$pinned" "$(nproc)" <<'EOF'
 import re, statistics, sys
+sys.path.insert(0, "bench")
+from wrk_runs import wrk_medians, wrk_run
 results, rounds, seconds, conns, pinned, ncpu = sys.argv[1:7]
 files = [("small.bin", "4 KiB"), ("large.bin", "1 MiB")]
 servers = [("awith", "awith (examples/static_server)"), ("nginx", "nginx-light")]
-
-def ms(v):
-    m = re.match(r"([\d.]+)(us|ms|s)$", v)
-    return float(m[1]) * {"us": 1e-3, "ms": 1.0, "s": 1e3}[m[2]] if m else None
 
 def mbps(v):
     m = re.match(r"([\d.]+)(B|KB|MB|GB)$", v)
@@ -193,29 +127,14 @@ def mbps(v):
 data = {}
 for f, _ in files:
     for s, _ in servers:
-        rps, p99, us, tr = [], [], [], []
-        for r in range(1, int(rounds) + 1):
-            try:
-                text = open(f"{results}/{s}-{f}/wrk-{r}.txt").read()
-            except OSError:
-                continue
-            a = re.search(r"^Requests/sec:\s+([\d.]+)", text, re.M)
-            b = re.search(r"^\s+99%\s+(\S+)", text, re.M)
-            n = re.search(r"^\s*(\d+) requests in", text, re.M)
-            t = re.search(r"^Transfer/sec:\s+(\S+)", text, re.M)
-            if a and b and ms(b[1]) is not None:
-                rps.append(float(a[1]))
-                p99.append(ms(b[1]))
+        runs = [wrk_run(f"{results}/{s}-{f}/wrk-{r}.txt", f"{results}/{s}-{f}/cpu-{r}.txt")
+                for r in range(1, int(rounds) + 1)]
+        tr = []
+        for run in runs:
+            t = re.search(r"^Transfer/sec:\s+(\S+)", run.text, re.M) if run else None
             if t and mbps(t[1]) is not None:
                 tr.append(mbps(t[1]))
-            try:
-                ticks, hz = open(f"{results}/{s}-{f}/cpu-{r}.txt").read().split()
-                if n and int(n[1]) > 0:
-                    us.append(int(ticks) / int(hz) * 1e6 / int(n[1]))
-            except (OSError, ValueError):
-                pass
-        med = lambda v: statistics.median(v) if v else None
-        data[f, s] = (med(rps), med(p99), med(us), med(tr))
+        data[f, s] = (*wrk_medians(runs), statistics.median(tr) if tr else None)
 
 rows = ["| file | server | requests/s | p99 latency | MiB/s | server CPU per request | awith ÷ nginx (requests/s) | awith ÷ nginx (CPU per request) |",
         "|---|---|---:|---:|---:|---:|---:|---:|"]

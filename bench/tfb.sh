@@ -48,6 +48,7 @@
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.." || exit 1
 source scripts/test.sh   # PACKAGES, ensure_packages, setup_build
+source bench/lib.sh
 PACKAGES+=(wrk kore gnuplot-nox procps python3-asyncpg python3-uvloop python3-fastapi python3-uvicorn
            python3-aiohttp python3-httptools)
 
@@ -68,14 +69,10 @@ while (($#)); do
     shift
 done
 
-ensure_packages || { echo "package installation failed" >&2; exit 1; }
-CC=gcc setup_build "$BUILD" --buildtype=release -Dtests=false -Dexamples=true -Dbench=true ||
-    { echo "BUILD FAILED: $BUILD" >&2; exit 1; }
+bench_build
 ninja -C "$BUILD" examples/tfb >/dev/null || { echo "BUILD FAILED: examples/tfb" >&2; exit 1; }
 
-results=$(pwd)/$BUILD/tfb-results
-rm -rf "$results"
-mkdir -p "$results"
+bench_results tfb-results
 cc -O2 -shared -fPIC -Wall $(cat /usr/share/kore/features) -I/usr/include/kore bench/kore/tfb_kore.c \
     -o "$results/tfb_kore.so" || { echo "BUILD FAILED: bench/kore/tfb_kore.c" >&2; exit 1; }
 
@@ -85,49 +82,29 @@ own_cluster=0
 cleanup() {
     local p
     for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null; done
+    # A Kore worker stuck in its synchronous PQconnectdb ignores its parent's
+    # stop and the parent waits for it: after 5 s, kill what is left.
+    for ((i = 0; i < 50; i++)); do
+        local alive=0
+        for p in "${pids[@]}"; do kill -0 "$p" 2>/dev/null && alive=1; done
+        ((alive)) || break
+        sleep 0.1
+    done
+    for p in "${pids[@]}"; do
+        pkill -KILL -P "$p" 2>/dev/null
+        kill -KILL "$p" 2>/dev/null
+    done
     for p in "${pids[@]}"; do wait "$p" 2>/dev/null; done
     ((own_cluster)) && bash scripts/pg_cluster.sh stop "$CLUSTER" >/dev/null 2>&1
 }
 trap cleanup EXIT
-if [[ -z ${DATABASE_URL:-} ]]; then
-    own_cluster=1
-    bash scripts/pg_cluster.sh start "$CLUSTER" >/dev/null ||
-        { echo "FAILED: the private PostgreSQL cluster did not start" >&2; exit 1; }
-    set -a
-    # shellcheck disable=SC1091
-    source "$CLUSTER/env"
-    set +a
-fi
+[[ -n ${DATABASE_URL:-} ]] || bench_pg_start "$CLUSTER"
 psql "$DATABASE_URL" -X -q -v ON_ERROR_STOP=1 -c 'SET client_min_messages = warning' \
     -f examples/tfb/schema.sql >/dev/null || { echo "FAILED: loading examples/tfb/schema.sql" >&2; exit 1; }
 
-pin_server=() pin_wrk=() pinned="not pinned (1 core)"
-if (($(nproc) >= 2)) && command -v taskset >/dev/null; then
-    pin_server=(taskset -c 0) pin_wrk=(taskset -c 1)
-    pinned="servers on CPU 0, wrk on CPU 1"
-    if ((own_cluster)) && [[ -f $PGDATA/postmaster.pid ]]; then
-        pm=$(head -n 1 "$PGDATA/postmaster.pid")
-        for p in "$pm" $(pgrep -P "$pm"); do taskset -a -p -c 1 "$p" >/dev/null 2>&1; done
-        pinned+=", PostgreSQL on CPU 1"
-    fi
+if bench_pin pin_server pin_wrk "servers on CPU 0, wrk on CPU 1"; then
+    bench_pin_postgres && pinned+=", PostgreSQL on CPU 1"
 fi
-
-free_port() {
-    "$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-
-# CPU time (clock ticks) of a process and its children (Kore's worker).
-cpu_ticks() {
-    local p t=0 f
-    local -a a
-    for p in "$1" $(pgrep -P "$1"); do
-        f=$(cat "/proc/$p/stat" 2>/dev/null) || continue
-        f=${f##*) }
-        read -r -a a <<<"$f"
-        t=$((t + a[11] + a[12]))
-    done
-    echo "$t"
-}
 
 # ---- the servers ------------------------------------------------------------
 SERVERS=(awith fastapi aiohttp kore)
@@ -148,7 +125,7 @@ path_of() {
 start_server() { # NAME
     local name=$1 port dir="$results/$1"
     mkdir -p "$dir"
-    port=$(free_port)
+    port=$(bench_free_port)
     case $name in
         awith) "${pin_server[@]}" "$BUILD/examples/tfb" --port "$port" --pool 4 >"$dir/server.log" 2>&1 & ;;
         fastapi) "${pin_server[@]}" "$PY" bench/py/tfb_fastapi.py --port "$port" --pool 4 >"$dir/server.log" 2>&1 & ;;
@@ -183,11 +160,8 @@ KORE
 
 # Every type the server implements answers 200 with the right shape.
 check_server() { # NAME
-    local name=$1 t out i
-    for ((i = 0; i < 200; i++)); do
-        curl -s --max-time 1 -o /dev/null "http://127.0.0.1:${PORT[$name]}/json" && break
-        sleep 0.1
-    done
+    local name=$1 t out
+    BENCH_POLL=0.1 bench_until curl -s --max-time 1 -o /dev/null "http://127.0.0.1:${PORT[$name]}/json"
     for t in "${TESTS[@]}"; do
         implements "$name" "$t" || continue
         out=$(curl -s --max-time 5 -w ' %{http_code}' "http://127.0.0.1:${PORT[$name]}$(path_of "$t")")
@@ -222,16 +196,12 @@ measure() {
     out="$results/$name/$t-c$c-r$r"
     local lua=()
     [[ $t == plaintext ]] && lua=(-s bench/tfb_pipeline.lua)
-    "${pin_wrk[@]}" wrk -t1 -c"$c" -d1s "${lua[@]}" "$url" ${lua:+-- 16} >/dev/null 2>&1
-    local t0 t1
-    t0=$(cpu_ticks "${PID[$name]}")
-    if ! "${pin_wrk[@]}" wrk -t1 -c"$c" -d"${seconds}s" --timeout 5s --latency "${lua[@]}" "$url" ${lua:+-- 16} \
-        >"$out.wrk" 2>&1; then
+    bench_wrk_warmup -t1 -c"$c" "${lua[@]}" "$url" ${lua:+-- 16}
+    if ! bench_wrk_measure "${PID[$name]}" "$out.wrk" "$out.cpu" -t1 -c"$c" --timeout 5s "${lua[@]}" "$url" \
+        ${lua:+-- 16}; then
         echo "== $name $t c=$c: wrk failed"
         failed+=("$name/$t/$c")
     fi
-    t1=$(cpu_ticks "${PID[$name]}")
-    echo "$((t1 - t0)) $(getconf CLK_TCK)" >"$out.cpu"
     printf '   %-26s %-9s c=%-4s %12s req/s  p99 %-9s %s\n' "${LABEL[$name]}" "$t" "$c" \
         "$(awk '/^Requests\/sec:/ {print $2}' "$out.wrk")" "$(awk '$1 == "99%" {print $2}' "$out.wrk")" \
         "$(awk '/Non-2xx|Socket errors/' "$out.wrk" | tr '\n' ' ')"
@@ -250,6 +220,8 @@ done
 
 "$PY" - "$results" "$rounds" "$seconds" "$pinned" "$(nproc)" "$conns" "${TESTS[*]}" "${SERVERS[@]}" <<'PYEOF'
 import os, re, statistics, subprocess, sys
+sys.path.insert(0, "bench")
+from wrk_runs import wrk_medians, wrk_run
 results, rounds, seconds, pinned, ncpu, conns, tests = sys.argv[1:8]
 servers = sys.argv[8:]
 conns = [int(c) for c in conns.split()]
@@ -258,35 +230,18 @@ labels = {"awith": "awith (examples/tfb)", "fastapi": "uvicorn+FastAPI+asyncpg",
           "kore": "Kore 4.1 (C)"}
 kore_tests = {"json", "db", "plaintext"}
 
-def ms(v):
-    m = re.match(r"([\d.]+)(us|ms|s)$", v)
-    return float(m[1]) * {"us": 1e-3, "ms": 1.0, "s": 1e3}[m[2]] if m else None
-
 def run(s, t, c):
-    rps, p99, cpu, errs = [], [], [], 0
-    for r in range(1, int(rounds) + 1):
-        base = f"{results}/{s}/{t}-c{c}-r{r}"
-        try:
-            text = open(base + ".wrk").read()
-        except OSError:
-            continue
-        a = re.search(r"^Requests/sec:\s+([\d.]+)", text, re.M)
-        b = re.search(r"^\s+99%\s+(\S+)", text, re.M)
-        n = re.search(r"^\s*(\d+) requests in", text, re.M)
-        e = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", text)
-        se = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", text)
+    runs = [wrk_run(f"{results}/{s}/{t}-c{c}-r{r}.wrk", f"{results}/{s}/{t}-c{c}-r{r}.cpu")
+            for r in range(1, int(rounds) + 1)]
+    errs = 0
+    for w in filter(None, runs):
+        e = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", w.text)
+        se = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", w.text)
         errs += (int(e[1]) if e else 0) + (sum(map(int, se.groups())) if se else 0)
-        if a and b and ms(b[1]) is not None:
-            rps.append(float(a[1])); p99.append(ms(b[1]))
-        try:
-            ticks, hz = open(base + ".cpu").read().split()
-            if n and int(n[1]) > 0:
-                cpu.append(int(ticks) / int(hz) * 1e6 / int(n[1]))
-        except (OSError, ValueError):
-            pass
-    if not rps:
+    rps, p99, cpu = wrk_medians(runs)
+    if rps is None:
         return None
-    return statistics.median(rps), statistics.median(p99), statistics.median(cpu) if cpu else None, errs
+    return rps, p99, cpu, errs
 
 md = ["# TechEmpower test types: awith vs uvicorn+FastAPI, aiohttp, Kore", "",
       f"One worker per server, pool of 4 connections, over 127.0.0.1; wrk -t1, {seconds} s per run after a 1 s "

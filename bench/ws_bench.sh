@@ -20,18 +20,13 @@
 # to CPU 0 and the load to CPU 1 (taskset).
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.." || exit 1
+source bench/lib.sh
 
 PY=/usr/bin/python3      # Debian's interpreter: the one python3-aiohttp is for
 BUILD=${BUILD:-build-bench}
 CONNS=100 SIZE=64 DEPTH=${DEPTH:-1}
 rounds=3 seconds=5
-for arg in "$@"; do
-    case $arg in
-        --quick) rounds=1 seconds=2 ;;
-        -h | --help) sed -n '2,20p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
-        *) echo "bench/ws_bench.sh: unknown argument '$arg' (try --help)" >&2; exit 2 ;;
-    esac
-done
+bench_quick_args 2,20 "$@"
 
 if [[ ! -x $BUILD/bench/ws_echo || ! -x $BUILD/bench/ws_load ]]; then
     if [[ ! -d $BUILD ]]; then
@@ -42,27 +37,9 @@ if [[ ! -x $BUILD/bench/ws_echo || ! -x $BUILD/bench/ws_load ]]; then
 fi
 "$PY" -c 'import aiohttp' 2>/dev/null || { echo "python3-aiohttp is not installed" >&2; exit 1; }
 
-results=$(pwd)/$BUILD/ws-results
-rm -rf "$results"
-mkdir -p "$results"
-
-pin_server=() pin_load=() pinned="not pinned (1 core)"
-if (($(nproc) >= 2)) && command -v taskset >/dev/null; then
-    pin_server=(taskset -c 0) pin_load=(taskset -c 1)
-    pinned="server on CPU 0, load on CPU 1 (taskset)"
-fi
-
-free_port() {
-    "$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-
-cpu_ticks() { # PID -> "user system" clock ticks
-    local f
-    f=$(cat "/proc/$1/stat" 2>/dev/null) || { echo 0 0; return; }
-    f=${f##*) }
-    read -r -a a <<<"$f"
-    echo "${a[11]} ${a[12]}"
-}
+bench_results ws-results
+declare -a pin_server pin_load   # set by bench_pin
+bench_pin pin_server pin_load "server on CPU 0, load on CPU 1 (taskset)"
 
 SERVERS=(awith aiohttp)
 declare -A LABEL=([awith]="awith (bench/ws_echo)" [aiohttp]="aiohttp ($("$PY" -c 'import uvloop' 2>/dev/null && echo uvloop || echo asyncio))")
@@ -71,28 +48,23 @@ failed=()
 run() { # NAME ROUND
     local name=$1 round=$2 dir="$results/$1" port pid
     mkdir -p "$dir"
-    port=$(free_port)
+    port=$(bench_free_port)
     case $name in
         awith) "${pin_server[@]}" "$BUILD/bench/ws_echo" --port "$port" >"$dir/server.log" 2>&1 & ;;
         aiohttp) "${pin_server[@]}" "$PY" bench/py/ws_aiohttp.py --port "$port" >"$dir/server.log" 2>&1 & ;;
     esac
     pid=$!
-    local i
-    for ((i = 0; i < 200; i++)); do
-        curl -s -o /dev/null --max-time 1 "http://127.0.0.1:$port/" && break
-        sleep 0.05
-    done
+    bench_until curl -s -o /dev/null --max-time 1 "http://127.0.0.1:$port/"
     local u0 s0 u1 s1 out
-    read -r u0 s0 <<<"$(cpu_ticks "$pid")"
+    read -r u0 s0 <<<"$(bench_cpu_split "$pid")"
     # ws_load counts after a 1 s warm-up: take the CPU over the whole run,
     # and the warm-up's share out by the message rate (below).
     if ! out=$("${pin_load[@]}" "$BUILD/bench/ws_load" "$port" "$CONNS" "$seconds" "$SIZE" /echo 1 "$DEPTH"); then
         echo "== $name: load failed: $out"
         failed+=("$name")
     fi
-    read -r u1 s1 <<<"$(cpu_ticks "$pid")"
-    kill -TERM "$pid" 2>/dev/null
-    wait "$pid" 2>/dev/null
+    read -r u1 s1 <<<"$(bench_cpu_split "$pid")"
+    bench_stop "$pid"
     echo "$out ticks=$((u1 - u0 + s1 - s0)) sys=$((s1 - s0)) hz=$(getconf CLK_TCK)" >"$dir/round-$round.txt"
     echo "  $name round $round: $out"
 }

@@ -123,6 +123,23 @@ int srv_start(srv *s, srv_make_fn make)
 	return s->port ? 0 : -1;   /* the child is left for srv_wait */
 }
 
+/* Wait for the child `pid` to exit, up to 15 s, then SIGKILL it; its wait
+ * status into *status. True if it had to be killed. */
+static bool reap_child(pid_t pid, int *status)
+{
+	long long deadline = now_ms() + 15000;
+	for (;;) {
+		if (waitpid(pid, status, WNOHANG) == pid)
+			return false;
+		if (now_ms() > deadline) {
+			kill(pid, SIGKILL);
+			waitpid(pid, status, 0);
+			return true;
+		}
+		usleep(2000);
+	}
+}
+
 int srv_stop(srv *s)
 {
 	if (s->pid <= 0)
@@ -136,20 +153,7 @@ int srv_wait(srv *s)
 	if (s->pid <= 0)
 		return -1;
 	int status = 0;
-	long long deadline = now_ms() + 15000;
-	bool killed = false;
-	for (;;) {
-		pid_t r = waitpid(s->pid, &status, WNOHANG);
-		if (r == s->pid)
-			break;
-		if (now_ms() > deadline) {
-			kill(s->pid, SIGKILL);
-			waitpid(s->pid, &status, 0);
-			killed = true;
-			break;
-		}
-		usleep(2000);
-	}
+	bool killed = reap_child(s->pid, &status);
 	s->pid = 0;
 	/* kept in a global (reachable: not a leak), replaced by the next */
 	static char *last_log;
@@ -596,20 +600,7 @@ int proc_wait(proc *p, int sig)
 	if (sig)
 		kill(p->pid, sig);
 	int status = 0;
-	long long deadline = now_ms() + 15000;
-	bool killed = false;
-	for (;;) {
-		pid_t r = waitpid(p->pid, &status, WNOHANG);
-		if (r == p->pid)
-			break;
-		if (now_ms() > deadline) {
-			kill(p->pid, SIGKILL);
-			waitpid(p->pid, &status, 0);
-			killed = true;
-			break;
-		}
-		usleep(2000);
-	}
+	bool killed = reap_child(p->pid, &status);
 	p->pid = 0;
 	static char *last_out, *last_err;   /* reachable: not leaks */
 	free(last_out);

@@ -208,6 +208,15 @@ static size_t hp_req(uint8_t *o, const char *method, const char *path)
 	return n;
 }
 
+/* A GET of `path` on stream `sid`: one HEADERS frame with END_STREAM and
+ * END_HEADERS. Returns frame()'s result. */
+static int h2_get(int fd, uint32_t sid, const char *path)
+{
+	uint8_t b[512];
+	size_t n = hp_req(b, "GET", path);
+	return frame(fd, F_HEADERS, 0x5, sid, b, n);
+}
+
 /* Connect, send the preface and an empty SETTINGS. */
 static int h2_open(int port)
 {
@@ -271,6 +280,19 @@ static long wait_goaway(int fd, int ms)
 			return (long)((uint32_t)f.p[4] << 24 | (uint32_t)f.p[5] << 16 | (uint32_t)f.p[6] << 8 | f.p[7]);
 	}
 	return -2;
+}
+
+/* Read frames into f until one on stream `sid` of type `type` (-1: any)
+ * with every bit of `flags` set, each within 3 s; -1 if one does not come
+ * (next_frame failed). */
+static int await_frame(int fd, fr *f, int type, uint32_t sid, int flags)
+{
+	for (;;) {
+		if (next_frame(fd, f, 3000))
+			return -1;
+		if ((type < 0 || f->type == type) && f->sid == sid && (f->flags & flags) == flags)
+			return 0;
+	}
 }
 
 static uint32_t be32(const uint8_t *p)
@@ -384,12 +406,9 @@ AW_TEST(a_slow_stream_does_not_block_a_fast_one)
 	CHECK_EQ(srv_start(&s, make_app), 0);
 	int fd = h2_open(s.port);
 	CHECK(fd >= 0);
-	uint8_t b[512];
-	size_t n = hp_req(b, "GET", "/slow?ms=1500");
-	CHECK_EQ(frame(fd, F_HEADERS, 0x5, 1, b, n), 0);
-	n = hp_req(b, "GET", "/");
+	CHECK_EQ(h2_get(fd, 1, "/slow?ms=1500"), 0);
 	long long t0 = now_ms();
-	CHECK_EQ(frame(fd, F_HEADERS, 0x5, 3, b, n), 0);
+	CHECK_EQ(h2_get(fd, 3, "/"), 0);
 	static fr f;
 	uint32_t first = 0;
 	long long t_fast = 0;
@@ -403,12 +422,7 @@ AW_TEST(a_slow_stream_does_not_block_a_fast_one)
 	CHECK_EQ(first, 3u);
 	CHECK(t_fast < 1000);
 	/* the slow one still completes on the same connection */
-	bool slow_done = false;
-	while (!slow_done) {
-		CHECK_EQ(next_frame(fd, &f, 3000), 0);
-		if (f.sid == 1 && (f.flags & 1))
-			slow_done = true;
-	}
+	CHECK_EQ(await_frame(fd, &f, -1, 1, 1), 0);   /* END_STREAM on stream 1 */
 	CHECK(now_ms() - t0 >= 1400);
 	close(fd);
 	CHECK_EQ(srv_stop(&s), 0);
@@ -421,6 +435,18 @@ static void make_file(const char *path, size_t n)
 	for (size_t i = 0; i < n; i++)
 		fputc((int)((i * 7 + i / 1000) & 0xff), f);
 	fclose(f);
+}
+
+/* A new temp file from the template `path` (its name written back) with n
+ * bytes of make_file; -1 if mkstemp fails. */
+static int temp_file(char *path, size_t n)
+{
+	int fd = mkstemp(path);
+	if (fd < 0)
+		return -1;
+	close(fd);
+	make_file(path, n);
+	return 0;
 }
 
 static unsigned file_hash(const char *path, size_t *len)
@@ -443,11 +469,8 @@ AW_TEST(big_bodies_both_ways_under_flow_control)
 	srv s;
 	CHECK_EQ(srv_start(&s, make_app), 0);
 	char in[] = "/tmp/aw_h2_up_XXXXXX";
-	int tfd = mkstemp(in);
-	CHECK(tfd >= 0);
-	close(tfd);
 	size_t size = 5 * 1024 * 1024 + 123;   /* 80 stream windows */
-	make_file(in, size);
+	CHECK_EQ(temp_file(in, size), 0);
 	size_t len;
 	unsigned hash = file_hash(in, &len);
 	char out[4096], url[128], data[64], want[64];
@@ -458,9 +481,7 @@ AW_TEST(big_bodies_both_ways_under_flow_control)
 	CHECK_STR(out, want);
 	/* the whole body at once (aw_http_body), sent back */
 	char back[] = "/tmp/aw_h2_down_XXXXXX";
-	tfd = mkstemp(back);
-	CHECK(tfd >= 0);
-	close(tfd);
+	CHECK_EQ(temp_file(back, 0), 0);
 	snprintf(url, sizeof url, "http://127.0.0.1:%d/echo", s.port);
 	CHECK_EQ(run_curl(out, sizeof out, "-s", "--http2-prior-knowledge", "--data-binary", data, "-o", back, url,
 			  (char *)NULL),
@@ -534,10 +555,7 @@ AW_TEST(request_trailers_are_accepted_with_nghttp)
 	srv s;
 	CHECK_EQ(srv_start(&s, make_app), 0);
 	char in[] = "/tmp/aw_h2_tr_XXXXXX";
-	int tfd = mkstemp(in);
-	CHECK(tfd >= 0);
-	close(tfd);
-	make_file(in, 100000);
+	CHECK_EQ(temp_file(in, 100000), 0);
 	size_t len;
 	unsigned hash = file_hash(in, &len);
 	char url[128], out[8192], want[64];
@@ -613,9 +631,7 @@ AW_TEST(a_reset_stream_cancels_its_handler)
 	CHECK_EQ(srv_start(&s, make_app), 0);
 	int fd = h2_open(s.port);
 	CHECK(fd >= 0);
-	uint8_t b[512];
-	size_t n = hp_req(b, "GET", "/slow?ms=5000");
-	CHECK_EQ(frame(fd, F_HEADERS, 0x5, 1, b, n), 0);
+	CHECK_EQ(h2_get(fd, 1, "/slow?ms=5000"), 0);
 	usleep(200 * 1000);
 	uint8_t code[4] = { 0, 0, 0, 8 };   /* CANCEL */
 	CHECK_EQ(frame(fd, F_RST, 0, 1, code, 4), 0);
@@ -624,15 +640,9 @@ AW_TEST(a_reset_stream_cancels_its_handler)
 	CHECK_EQ(curl_h2(s.port, "/stats", out, sizeof out), 200);
 	CHECK_STR(out, "1 1");   /* started, cancelled */
 	/* the connection goes on */
-	n = hp_req(b, "GET", "/");
-	CHECK_EQ(frame(fd, F_HEADERS, 0x5, 3, b, n), 0);
+	CHECK_EQ(h2_get(fd, 3, "/"), 0);
 	static fr f;
-	bool ok = false;
-	while (!ok) {
-		CHECK_EQ(next_frame(fd, &f, 3000), 0);
-		if (f.type == F_HEADERS && f.sid == 3)
-			ok = true;
-	}
+	CHECK_EQ(await_frame(fd, &f, F_HEADERS, 3, 0), 0);
 	close(fd);
 	CHECK_EQ(srv_stop(&s), 0);
 	char *log = srv_log(&s);
@@ -758,9 +768,7 @@ AW_TEST(shutdown_sends_goaway_and_finishes_open_streams)
 	CHECK_EQ(srv_start(&s, make_app), 0);
 	int fd = h2_open(s.port);
 	CHECK(fd >= 0);
-	uint8_t b[512];
-	size_t n = hp_req(b, "GET", "/slow?ms=800");
-	CHECK_EQ(frame(fd, F_HEADERS, 0x5, 1, b, n), 0);
+	CHECK_EQ(h2_get(fd, 1, "/slow?ms=800"), 0);
 	usleep(200 * 1000);
 	kill(s.pid, SIGTERM);
 	static fr f;
@@ -792,15 +800,9 @@ AW_TEST(an_idle_connection_is_closed_at_shutdown_with_goaway)
 	CHECK_EQ(srv_start(&s, make_app), 0);
 	int fd = h2_open(s.port);
 	CHECK(fd >= 0);
-	uint8_t b[512];
-	size_t n = hp_req(b, "GET", "/");
-	CHECK_EQ(frame(fd, F_HEADERS, 0x5, 1, b, n), 0);
+	CHECK_EQ(h2_get(fd, 1, "/"), 0);
 	static fr f;
-	bool answered = false;
-	while (!answered) {
-		CHECK_EQ(next_frame(fd, &f, 3000), 0);
-		answered = f.sid == 1 && (f.flags & 1);
-	}
+	CHECK_EQ(await_frame(fd, &f, -1, 1, 1), 0);   /* answered: END_STREAM on stream 1 */
 	long long t0 = now_ms();
 	kill(s.pid, SIGTERM);
 	CHECK_EQ(wait_goaway(fd, 3000), 0);
@@ -825,10 +827,7 @@ AW_TEST(a_body_over_body_bytes_gets_413_with_or_without_content_length)
 	srv s;
 	CHECK_EQ(srv_start(&s, make_app_small), 0);
 	char in[] = "/tmp/aw_h2_413_XXXXXX";
-	int tfd = mkstemp(in);
-	CHECK(tfd >= 0);
-	close(tfd);
-	make_file(in, 200000);   /* the 100,000 over the limit are drained */
+	CHECK_EQ(temp_file(in, 200000), 0);   /* the 100,000 over the limit are drained */
 	char url[128], url2[128], data[64], out[4096];
 	snprintf(url, sizeof url, "http://127.0.0.1:%d/size", s.port);
 	snprintf(url2, sizeof url2, "http://127.0.0.1:%d/", s.port);

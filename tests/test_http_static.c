@@ -148,6 +148,24 @@ static bool hdr_of(const resp *r, const char *name, char *out, size_t n)
 	return resp_header(r, name, out, n);
 }
 
+/* One request (req) on a fresh connection whose status must be `status`,
+ * and for CHECK_REQ_BODY whose body must be exactly `want`; the response is
+ * freed. Macros, so that a failed check fails the test at the line of the
+ * call and ends it there, as a CHECK written out would. */
+#define CHECK_REQ_STATUS(port, method, target, headers, status)             \
+	do {                                                                \
+		resp r_;                                                    \
+		CHECK_EQ(req(port, method, target, headers, &r_), status);  \
+		resp_free(&r_);                                             \
+	} while (0)
+#define CHECK_REQ_BODY(port, method, target, headers, status, want)         \
+	do {                                                                \
+		resp r_;                                                    \
+		CHECK_EQ(req(port, method, target, headers, &r_), status);  \
+		CHECK_STR(r_.body, want);                                   \
+		resp_free(&r_);                                             \
+	} while (0)
+
 /* The server, on a fresh tree: or the test fails. */
 #define START(s)                                  \
 	do {                                      \
@@ -192,14 +210,9 @@ AW_TEST(a_file_is_served_with_its_type_length_and_validators)
 	CHECK_EQ(r.body_len, 0);
 	resp_free(&r);
 	/* A symlink that stays inside is followed; a name with %xx decoded. */
-	CHECK_EQ(req(s.port, "GET", "/static/link_in", NULL, &r), 200);
-	CHECK_STR(r.body, "hello world\n");
-	resp_free(&r);
-	CHECK_EQ(req(s.port, "GET", "/static/h%65llo.txt", NULL, &r), 200);
-	CHECK_STR(r.body, "hello world\n");
-	resp_free(&r);
-	CHECK_EQ(req(s.port, "GET", "/static/missing.txt", NULL, &r), 404);
-	resp_free(&r);
+	CHECK_REQ_BODY(s.port, "GET", "/static/link_in", NULL, 200, "hello world\n");
+	CHECK_REQ_BODY(s.port, "GET", "/static/h%65llo.txt", NULL, 200, "hello world\n");
+	CHECK_REQ_STATUS(s.port, "GET", "/static/missing.txt", NULL, 404);
 	STOP(s);
 }
 
@@ -229,8 +242,7 @@ AW_TEST(head_answers_the_headers_of_get_without_a_body)
 	resp_free(&r);
 	close(fd);
 	/* Range is for GET only: HEAD with one is a 200. */
-	CHECK_EQ(req(s.port, "HEAD", "/static/hello.txt", "Range: bytes=0-1\r\n", &r), 200);
-	resp_free(&r);
+	CHECK_REQ_STATUS(s.port, "HEAD", "/static/hello.txt", "Range: bytes=0-1\r\n", 200);
 	STOP(s);
 }
 
@@ -252,32 +264,21 @@ AW_TEST(if_none_match_and_if_modified_since_give_304)
 	resp_free(&r);
 	/* In a list, weak, or "*": still a match (weak comparison). */
 	snprintf(h, sizeof h, "If-None-Match: \"other\", W/%s\r\n", etag);
-	CHECK_EQ(req(s.port, "GET", "/static/hello.txt", h, &r), 304);
-	resp_free(&r);
-	CHECK_EQ(req(s.port, "HEAD", "/static/hello.txt", "If-None-Match: *\r\n", &r), 304);
-	resp_free(&r);
-	CHECK_EQ(req(s.port, "GET", "/static/hello.txt", "If-None-Match: \"other\"\r\n", &r), 200);
-	CHECK_STR(r.body, "hello world\n");
-	resp_free(&r);
+	CHECK_REQ_STATUS(s.port, "GET", "/static/hello.txt", h, 304);
+	CHECK_REQ_STATUS(s.port, "HEAD", "/static/hello.txt", "If-None-Match: *\r\n", 304);
+	CHECK_REQ_BODY(s.port, "GET", "/static/hello.txt", "If-None-Match: \"other\"\r\n", 200, "hello world\n");
 	/* If-Modified-Since: the three date forms; not before the mtime. */
-	CHECK_EQ(req(s.port, "GET", "/static/hello.txt", "If-Modified-Since: Tue, 02 Jan 2024 03:04:05 GMT\r\n", &r),
-		 304);
-	resp_free(&r);
-	CHECK_EQ(req(s.port, "GET", "/static/hello.txt", "If-Modified-Since: Wednesday, 03-Jan-24 00:00:00 GMT\r\n", &r),
-		 304);
-	resp_free(&r);
-	CHECK_EQ(req(s.port, "GET", "/static/hello.txt", "If-Modified-Since: Tue Jan  2 03:04:05 2024\r\n", &r), 304);
-	resp_free(&r);
-	CHECK_EQ(req(s.port, "GET", "/static/hello.txt", "If-Modified-Since: Tue, 02 Jan 2024 03:04:04 GMT\r\n", &r),
-		 200);
-	resp_free(&r);
-	CHECK_EQ(req(s.port, "GET", "/static/hello.txt", "If-Modified-Since: yesterday\r\n", &r), 200);
-	resp_free(&r);
+	CHECK_REQ_STATUS(s.port, "GET", "/static/hello.txt", "If-Modified-Since: Tue, 02 Jan 2024 03:04:05 GMT\r\n",
+			 304);
+	CHECK_REQ_STATUS(s.port, "GET", "/static/hello.txt", "If-Modified-Since: Wednesday, 03-Jan-24 00:00:00 GMT\r\n",
+			 304);
+	CHECK_REQ_STATUS(s.port, "GET", "/static/hello.txt", "If-Modified-Since: Tue Jan  2 03:04:05 2024\r\n", 304);
+	CHECK_REQ_STATUS(s.port, "GET", "/static/hello.txt", "If-Modified-Since: Tue, 02 Jan 2024 03:04:04 GMT\r\n",
+			 200);
+	CHECK_REQ_STATUS(s.port, "GET", "/static/hello.txt", "If-Modified-Since: yesterday\r\n", 200);
 	/* If-None-Match wins over If-Modified-Since (RFC 9110 13.1.3). */
-	CHECK_EQ(req(s.port, "GET", "/static/hello.txt",
-		     "If-None-Match: \"other\"\r\nIf-Modified-Since: Tue, 02 Jan 2024 03:04:05 GMT\r\n", &r),
-		 200);
-	resp_free(&r);
+	CHECK_REQ_STATUS(s.port, "GET", "/static/hello.txt",
+			 "If-None-Match: \"other\"\r\nIf-Modified-Since: Tue, 02 Jan 2024 03:04:05 GMT\r\n", 200);
 	/* A changed file has another ETag: the old one no longer matches. */
 	CHECK_EQ(put_file("hello.txt", "hello again\n", 12), 0);
 	char p[256];
@@ -285,9 +286,7 @@ AW_TEST(if_none_match_and_if_modified_since_give_304)
 	struct timespec ts[2] = { { MTIME + 60, 0 }, { MTIME + 60, 0 } };
 	CHECK_EQ(utimensat(AT_FDCWD, p, ts, 0), 0);
 	snprintf(h, sizeof h, "If-None-Match: %s\r\n", etag);
-	CHECK_EQ(req(s.port, "GET", "/static/hello.txt", h, &r), 200);
-	CHECK_STR(r.body, "hello again\n");
-	resp_free(&r);
+	CHECK_REQ_BODY(s.port, "GET", "/static/hello.txt", h, 200, "hello again\n");
 	STOP(s);
 }
 
@@ -300,20 +299,15 @@ AW_TEST(if_match_and_if_unmodified_since_that_fail_give_412)
 	char etag[128], h[400];
 	CHECK(hdr_of(&r, "ETag", etag, sizeof etag));
 	resp_free(&r);
-	CHECK_EQ(req(s.port, "GET", "/static/hello.txt", "If-Match: \"other\"\r\n", &r), 412);
-	resp_free(&r);
+	CHECK_REQ_STATUS(s.port, "GET", "/static/hello.txt", "If-Match: \"other\"\r\n", 412);
 	snprintf(h, sizeof h, "If-Match: W/%s\r\n", etag);   /* strong comparison: weak never matches */
-	CHECK_EQ(req(s.port, "GET", "/static/hello.txt", h, &r), 412);
-	resp_free(&r);
+	CHECK_REQ_STATUS(s.port, "GET", "/static/hello.txt", h, 412);
 	snprintf(h, sizeof h, "If-Match: %s\r\n", etag);
-	CHECK_EQ(req(s.port, "GET", "/static/hello.txt", h, &r), 200);
-	resp_free(&r);
-	CHECK_EQ(req(s.port, "GET", "/static/hello.txt", "If-Unmodified-Since: Mon, 01 Jan 2024 00:00:00 GMT\r\n", &r),
-		 412);
-	resp_free(&r);
-	CHECK_EQ(req(s.port, "GET", "/static/hello.txt", "If-Unmodified-Since: Tue, 02 Jan 2024 03:04:05 GMT\r\n", &r),
-		 200);
-	resp_free(&r);
+	CHECK_REQ_STATUS(s.port, "GET", "/static/hello.txt", h, 200);
+	CHECK_REQ_STATUS(s.port, "GET", "/static/hello.txt", "If-Unmodified-Since: Mon, 01 Jan 2024 00:00:00 GMT\r\n",
+			 412);
+	CHECK_REQ_STATUS(s.port, "GET", "/static/hello.txt", "If-Unmodified-Since: Tue, 02 Jan 2024 03:04:05 GMT\r\n",
+			 200);
 	STOP(s);
 }
 
@@ -340,9 +334,7 @@ AW_TEST(a_single_range_gives_206_with_content_range)
 	CHECK_STR(r.body, "d\n");
 	CHECK(has(&r, "Content-Range", "bytes 10-11/12"));
 	resp_free(&r);
-	CHECK_EQ(req(s.port, "GET", "/static/hello.txt", "Range: bytes=-100\r\n", &r), 206);
-	CHECK_STR(r.body, "hello world\n");
-	resp_free(&r);
+	CHECK_REQ_BODY(s.port, "GET", "/static/hello.txt", "Range: bytes=-100\r\n", 206, "hello world\n");
 	/* A range in the middle of a large file: sendfile from an offset. */
 	CHECK_EQ(req(s.port, "GET", "/static/big.bin", "Range: bytes=100000-999999\r\n", &r), 206);
 	CHECK_EQ(r.body_len, 900000);
@@ -363,8 +355,7 @@ AW_TEST(a_range_that_cannot_be_satisfied_gives_416)
 	CHECK_EQ(req(s.port, "GET", "/static/hello.txt", "Range: bytes=12-\r\n", &r), 416);
 	CHECK(has(&r, "Content-Range", "bytes */12"));
 	resp_free(&r);
-	CHECK_EQ(req(s.port, "GET", "/static/hello.txt", "Range: bytes=-0\r\n", &r), 416);
-	resp_free(&r);
+	CHECK_REQ_STATUS(s.port, "GET", "/static/hello.txt", "Range: bytes=-0\r\n", 416);
 	CHECK_EQ(req(s.port, "GET", "/static/zero.txt", "Range: bytes=0-\r\n", &r), 416);
 	CHECK(has(&r, "Content-Range", "bytes */0"));
 	resp_free(&r);
@@ -399,18 +390,13 @@ AW_TEST(if_range_that_does_not_match_gives_the_whole_file)
 	CHECK(hdr_of(&r, "ETag", etag, sizeof etag));
 	resp_free(&r);
 	snprintf(h, sizeof h, "Range: bytes=0-4\r\nIf-Range: %s\r\n", etag);
-	CHECK_EQ(req(s.port, "GET", "/static/hello.txt", h, &r), 206);
-	CHECK_STR(r.body, "hello");
-	resp_free(&r);
-	CHECK_EQ(req(s.port, "GET", "/static/hello.txt", "Range: bytes=0-4\r\nIf-Range: \"old\"\r\n", &r), 200);
-	CHECK_STR(r.body, "hello world\n");
-	resp_free(&r);
-	CHECK_EQ(req(s.port, "GET", "/static/hello.txt",
-		     "Range: bytes=0-4\r\nIf-Range: Tue, 02 Jan 2024 03:04:05 GMT\r\n", &r), 206);
-	resp_free(&r);
-	CHECK_EQ(req(s.port, "GET", "/static/hello.txt",
-		     "Range: bytes=0-4\r\nIf-Range: Tue, 02 Jan 2024 03:04:06 GMT\r\n", &r), 200);
-	resp_free(&r);
+	CHECK_REQ_BODY(s.port, "GET", "/static/hello.txt", h, 206, "hello");
+	CHECK_REQ_BODY(s.port, "GET", "/static/hello.txt", "Range: bytes=0-4\r\nIf-Range: \"old\"\r\n",
+			 200, "hello world\n");
+	CHECK_REQ_STATUS(s.port, "GET", "/static/hello.txt",
+			 "Range: bytes=0-4\r\nIf-Range: Tue, 02 Jan 2024 03:04:05 GMT\r\n", 206);
+	CHECK_REQ_STATUS(s.port, "GET", "/static/hello.txt",
+			 "Range: bytes=0-4\r\nIf-Range: Tue, 02 Jan 2024 03:04:06 GMT\r\n", 200);
 	STOP(s);
 }
 
@@ -453,9 +439,7 @@ AW_TEST(a_directory_serves_its_index_and_one_named_without_slash_is_redirected)
 	CHECK_STR(r.body, "<h1>home</h1>");
 	CHECK(has(&r, "Content-Type", "text/html; charset=utf-8"));
 	resp_free(&r);
-	CHECK_EQ(req(s.port, "GET", "/static/docs/", NULL, &r), 200);
-	CHECK_STR(r.body, "<h1>docs</h1>");
-	resp_free(&r);
+	CHECK_REQ_BODY(s.port, "GET", "/static/docs/", NULL, 200, "<h1>docs</h1>");
 	CHECK_EQ(req(s.port, "GET", "/static/docs?x=1", NULL, &r), 301);
 	CHECK(has(&r, "Location", "/static/docs/?x=1"));
 	resp_free(&r);
@@ -480,11 +464,8 @@ AW_TEST(a_directory_without_an_index_option_is_404)
 	mount_opts = (aw_static_opts){ .index = "" };
 	srv s;
 	START(s);
-	resp r;
-	CHECK_EQ(req(s.port, "GET", "/static/docs/", NULL, &r), 404);
-	resp_free(&r);
-	CHECK_EQ(req(s.port, "GET", "/static/docs/index.html", NULL, &r), 200);
-	resp_free(&r);
+	CHECK_REQ_STATUS(s.port, "GET", "/static/docs/", NULL, 404);
+	CHECK_REQ_STATUS(s.port, "GET", "/static/docs/index.html", NULL, 200);
 	STOP(s);
 }
 
@@ -511,20 +492,12 @@ AW_TEST(the_gz_variant_is_served_when_the_client_accepts_gzip)
 	const char *refusing[] = { "Accept-Encoding: gzip;q=0, deflate\r\n", "Accept-Encoding: br\r\n",
 				   "Accept-Encoding: *;q=1, gzip;q=0.000\r\n", "Accept-Encoding: identity\r\n" };
 	for (size_t i = 0; i < 4; i++) {
-		CHECK_EQ(req(s.port, "GET", "/static/app.js", refusing[i], &r), 200);
-		CHECK_STR(r.body, "console.log('plain')");
-		resp_free(&r);
+		CHECK_REQ_BODY(s.port, "GET", "/static/app.js", refusing[i], 200, "console.log('plain')");
 	}
-	CHECK_EQ(req(s.port, "GET", "/static/app.js", "Accept-Encoding: *\r\n", &r), 200);
-	CHECK_STR(r.body, "GZBYTES");
-	resp_free(&r);
-	CHECK_EQ(req(s.port, "GET", "/static/app.js", "Accept-Encoding: GZIP;q=0.5\r\n", &r), 200);
-	CHECK_STR(r.body, "GZBYTES");
-	resp_free(&r);
+	CHECK_REQ_BODY(s.port, "GET", "/static/app.js", "Accept-Encoding: *\r\n", 200, "GZBYTES");
+	CHECK_REQ_BODY(s.port, "GET", "/static/app.js", "Accept-Encoding: GZIP;q=0.5\r\n", 200, "GZBYTES");
 	/* No variant next to it: the file itself. */
-	CHECK_EQ(req(s.port, "GET", "/static/hello.txt", "Accept-Encoding: gzip\r\n", &r), 200);
-	CHECK_STR(r.body, "hello world\n");
-	resp_free(&r);
+	CHECK_REQ_BODY(s.port, "GET", "/static/hello.txt", "Accept-Encoding: gzip\r\n", 200, "hello world\n");
 	STOP(s);
 }
 
@@ -606,10 +579,7 @@ AW_TEST(names_starting_with_a_dot_are_hidden_unless_allowed)
 	STOP(s);
 	mount_opts = (aw_static_opts){ .dotfiles = true };
 	START(s);
-	resp r;
-	CHECK_EQ(req(s.port, "GET", "/static/.env", NULL, &r), 200);
-	CHECK_STR(r.body, "SECRET=1");
-	resp_free(&r);
+	CHECK_REQ_BODY(s.port, "GET", "/static/.env", NULL, 200, "SECRET=1");
 	STOP(s);
 }
 
@@ -618,15 +588,9 @@ AW_TEST(a_mount_at_the_root_serves_the_index_at_slash)
 	mount_prefix = "/";
 	srv s;
 	START(s);
-	resp r;
-	CHECK_EQ(req(s.port, "GET", "/", NULL, &r), 200);
-	CHECK_STR(r.body, "<h1>home</h1>");
-	resp_free(&r);
-	CHECK_EQ(req(s.port, "GET", "/docs/", NULL, &r), 200);
-	CHECK_STR(r.body, "<h1>docs</h1>");
-	resp_free(&r);
-	CHECK_EQ(req(s.port, "GET", "/%2e%2e/secret.txt", NULL, &r), 404);
-	resp_free(&r);
+	CHECK_REQ_BODY(s.port, "GET", "/", NULL, 200, "<h1>home</h1>");
+	CHECK_REQ_BODY(s.port, "GET", "/docs/", NULL, 200, "<h1>docs</h1>");
+	CHECK_REQ_STATUS(s.port, "GET", "/%2e%2e/secret.txt", NULL, 404);
 	STOP(s);
 }
 
@@ -661,18 +625,10 @@ AW_TEST(a_rest_template_takes_the_rest_of_the_path_and_literal_routes_win)
 	CHECK_EQ(make_tree(), 0);
 	srv s;
 	CHECK_EQ(srv_start(&s, make_routes_app), 0);
-	resp r;
-	CHECK_EQ(req(s.port, "GET", "/static/special.txt", NULL, &r), 200);
-	CHECK_STR(r.body, "a route of its own");
-	resp_free(&r);
-	CHECK_EQ(req(s.port, "GET", "/files/a/b%2Fc/d.txt", NULL, &r), 200);
-	CHECK_STR(r.body, "[a/b/c/d.txt]");
-	resp_free(&r);
-	CHECK_EQ(req(s.port, "GET", "/files/", NULL, &r), 200);
-	CHECK_STR(r.body, "[]");
-	resp_free(&r);
-	CHECK_EQ(req(s.port, "GET", "/files", NULL, &r), 404);
-	resp_free(&r);
+	CHECK_REQ_BODY(s.port, "GET", "/static/special.txt", NULL, 200, "a route of its own");
+	CHECK_REQ_BODY(s.port, "GET", "/files/a/b%2Fc/d.txt", NULL, 200, "[a/b/c/d.txt]");
+	CHECK_REQ_BODY(s.port, "GET", "/files/", NULL, 200, "[]");
+	CHECK_REQ_STATUS(s.port, "GET", "/files", NULL, 404);
 	CHECK_EQ(srv_stop(&s), 0);
 	remove_tree();
 }
@@ -770,14 +726,10 @@ AW_TEST(a_listing_when_asked_shows_the_names_escaped_and_hides_dotfiles)
 	CHECK(strstr(r.body, "<b>") == NULL);   /* nothing of a name is markup */
 	resp_free(&r);
 	/* A directory with an index still serves the index. */
-	CHECK_EQ(req(s.port, "GET", "/static/docs/", NULL, &r), 200);
-	CHECK_STR(r.body, "<h1>docs</h1>");
-	resp_free(&r);
+	CHECK_REQ_BODY(s.port, "GET", "/static/docs/", NULL, 200, "<h1>docs</h1>");
 	/* Confinement holds for listings too. */
-	CHECK_EQ(req(s.port, "GET", "/static/link_dir_out/", NULL, &r), 403);
-	resp_free(&r);
-	CHECK_EQ(req(s.port, "GET", "/static/%2e%2e/", NULL, &r), 404);
-	resp_free(&r);
+	CHECK_REQ_STATUS(s.port, "GET", "/static/link_dir_out/", NULL, 403);
+	CHECK_REQ_STATUS(s.port, "GET", "/static/%2e%2e/", NULL, 404);
 	STOP(s);
 }
 
@@ -910,8 +862,7 @@ AW_TEST(static_files_pass_through_the_middleware_stack)
 	CHECK_EQ(req(s.port, "GET", "/static/hello.txt", "Range: bytes=50-\r\n", &r), 416);
 	CHECK(has(&r, "Content-Range", "bytes */12"));
 	resp_free(&r);
-	CHECK_EQ(req(s.port, "GET", "/static/missing", NULL, &r), 404);
-	resp_free(&r);
+	CHECK_REQ_STATUS(s.port, "GET", "/static/missing", NULL, 404);
 	CHECK_EQ(req(s.port, "GET", "/static/docs", NULL, &r), 301);
 	CHECK(has(&r, "Location", "/static/docs/"));
 	resp_free(&r);

@@ -144,6 +144,64 @@ int aw_fd_take_ready(int fd);
 int aw_fd_recv(int fd, void *buf, size_t len, size_t *got, aw_time deadline) AW_MUST_USE;
 #define aw_fd_recv(fd, buf, len, got, dl) AW__AT((aw_fd_recv)((fd), (buf), (len), (got), (dl)))
 
+/* File operations through io_uring. A regular file is always "ready", so
+ * epoll cannot wait for one and disk I/O otherwise goes to the thread pool
+ * (aw_to_thread); on the io_uring backend the kernel does it instead: the
+ * loop submits the operation with its one io_uring_enter per turn and the
+ * task parks until the completion (a read from the page cache completes in
+ * that same system call; what must block runs in the kernel's own io-wq
+ * workers). The io layer's aw_file_* calls are built on this. */
+enum aw_fileop_kind {
+	AW_FILEOP_OPEN = 1,  /* openat(AT_FDCWD, path, flags, mode): res = the new fd */
+	AW_FILEOP_READ,      /* read up to len bytes into buf at offset off
+	                        (off -1: at the file position, which advances,
+	                        as read(2) for FIFOs): res = the count, 0 at EOF */
+	AW_FILEOP_WRITE,     /* write up to len bytes of buf at off (-1: at the
+	                        file position): res = the count (may be short) */
+	AW_FILEOP_FSYNC,     /* fsync(fd): res = 0 */
+	AW_FILEOP_CLOSE,     /* close(fd): res = 0 */
+	AW_FILEOP_RENAME,    /* rename(path, path2): res = 0 */
+	AW_FILEOP_UNLINK,    /* unlink(path): res = 0 */
+};
+typedef struct aw_fileop {
+	int kind;            /* AW_FILEOP_* */
+	int fd;              /* READ, WRITE, FSYNC, CLOSE */
+	void *buf;           /* READ (written into), WRITE (read from) */
+	size_t len;          /* READ, WRITE: at most UINT_MAX bytes per op */
+	int64_t off;         /* READ, WRITE */
+	const char *path;    /* OPEN, RENAME (from), UNLINK */
+	const char *path2;   /* RENAME (to) */
+	int flags;           /* OPEN */
+	unsigned mode;       /* OPEN with O_CREAT */
+	bool shielded;       /* in: run to the end whatever happens to the task */
+	/* out */
+	int res;             /* the result: >= 0, or -errno (not raised) */
+	bool cancelled;      /* shielded: the task was cancelled meanwhile */
+} aw_fileop;
+
+/* Waits: run op on the loop's io_uring and wait for its completion.
+ * Returns 0 when it completed: op->res is the system call's result, an
+ * error in it is -errno NOT raised (the caller words the message, as after
+ * a system call). Other returns: -EOPNOTSUPP (not raised) when the loop
+ * does not run on io_uring (aw_loop_backend): the caller does the work
+ * another way; -EINVAL (raised) for an unknown kind or len > UINT_MAX;
+ * -AW_ENOTASK; and the cancel code (raised) when the task was cancelled
+ * or its scope's deadline passed while op was in flight — then op was
+ * cancelled (IORING_OP_ASYNC_CANCEL) and this returned only after its
+ * completion, waiting shielded as long as the kernel still held buf (a
+ * regular-file read already in an io-wq worker cannot be stopped: the wait
+ * lasts as long as that read), so nothing is written into buf after the
+ * return and no later completion reaches anyone; op->res is what the
+ * kernel had reached (bytes that did land count), except that an OPEN that
+ * completed anyway has its fd closed here (res -ECANCELED). With
+ * op->shielded the operation is never cancelled and the call never returns
+ * the cancel code: op->cancelled says the task was cancelled meanwhile
+ * (nothing raised; its next wait reports it) — for writes, which are not
+ * cut short at a random point. Each completed operation counts in the
+ * metric awith_io_uring_file_ops_total. */
+int aw_fileop_run(aw_fileop *op) AW_MUST_USE;
+#define aw_fileop_run(op) AW__AT((aw_fileop_run)(op))
+
 /* Call fn(arg) from the loop when it first sees the peer of fd hang up
  * (EPOLLRDHUP, HUP or ERR), whether or not a task waits on fd. fn runs in
  * the loop, not in a task: it must not wait (typically it cancels or wakes

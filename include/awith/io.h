@@ -282,7 +282,19 @@ aw_mgr *aw_listener_mgr(aw_listener *l);   /* exit closes */
 void aw_listener_close(aw_listener *l);    /* removes a Unix socket file */
 
 /* ------------------------------------------------------------------------ */
-/* Files (off the loop, on the thread pool)                                 */
+/* Files (off the loop: the thread pool, or the loop's io_uring)            */
+/*
+ * On the epoll backend each call is one aw_to_thread job (open, every
+ * read or write, close in a pool thread). On the io_uring backend
+ * (aw_loop_backend() == "io_uring") the same steps are io_uring
+ * operations (aw_fileop_run, ext.h) submitted with the loop's one
+ * io_uring_enter per turn, and the pool starts no thread for them. The
+ * results, error codes and messages are the same on both. Cancellation:
+ * a read returns the cancel code only once the kernel has let go of the
+ * buffer (io_uring: the read is cancelled and awaited, shielded; a
+ * regular-file read already under way is awaited to its end); a write is
+ * never cut short: it runs to its end, then the cancel code is returned
+ * (on the pool, a job no thread had started yet is withdrawn instead). */
 
 /* Waits: read a whole file into a malloc'd, NUL-terminated buffer.
  * -AW_ETOOLONG if it is larger than max. */

@@ -172,6 +172,10 @@ int aw_uring_poll(aw_backend *b, aw_time timeout, aw_backend_ready_fn *on_ready,
 /* Queue a receive of up to len bytes from socket fd into buf; the
  * completion sets op->res and op->done and wakes op->task. 0 or -errno. */
 int aw_uring_recv(aw_backend *b, int fd, void *buf, size_t len, aw_backend_op *op);
+/* Queue file operation f (ext.h's aw_fileop: its kind's SQE) with op's
+ * completion: the same as aw_uring_recv's. 0, -EINVAL (unknown kind) or
+ * -EAGAIN (no SQE). */
+int aw_uring_fileop(aw_backend *b, const aw_fileop *f, aw_backend_op *op);
 /* Ask the kernel to cancel op (IORING_OP_ASYNC_CANCEL); its completion
  * still comes (with -ECANCELED, or the result it had reached). sync: also
  * wait in the kernel until op has finished with its buffer (for
@@ -444,6 +448,7 @@ typedef struct aw_metric aw_metric;
 typedef struct aw_metrics_core {
 	aw_metric *loops, *tasks_alive, *tasks_parked, *loop_lag, *slow_steps;
 	aw_metric *threadpool_queue, *threadpool_busy;
+	aw_metric *uring_file_ops;
 	aw_metric *cpu, *rss, *vms, *fds, *max_fds, *start;
 } aw_metrics_core;
 extern aw_metrics_core aw__metrics;

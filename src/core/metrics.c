@@ -867,6 +867,10 @@ static void core_init(void)
 				  "aw_to_thread jobs waiting for a free thread.", NULL);
 	rc |= aw_metric_gauge_new(&m->threadpool_busy, "awith_threadpool_busy_threads",
 				  "aw_to_thread jobs running on a pool thread.", NULL);
+	rc |= aw_metric_counter_new(&m->uring_file_ops, "awith_io_uring_file_ops_total",
+				    "File operations (open, read, write, fsync, close, rename, unlink) done through "
+				    "the loop's io_uring instead of the thread pool.",
+				    NULL);
 	rc |= aw_metric_counter_fn_new(&m->cpu, "process_cpu_seconds_total", "User and system CPU time spent in seconds.",
 				       proc_cpu_seconds, NULL);
 	rc |= aw_metric_gauge_fn_new(&m->rss, "process_resident_memory_bytes", "Resident memory size in bytes.",

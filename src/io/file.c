@@ -4,10 +4,28 @@
  * file read in chunks as an async iterator.
  *
  * Disk I/O cannot be waited for with epoll (a regular file is always
- * "ready", and a read may still block on the disk), so every call runs on
- * the loop's thread pool through aw_to_thread. One job per call does the
- * whole loop (open, every short read or write, close) in the thread: a
- * round trip to the pool per read(2) would cost more than the read.
+ * "ready", and a read may still block on the disk), so on the epoll
+ * backend every call runs on the loop's thread pool through aw_to_thread.
+ * One job per call does the whole loop (open, every short read or write,
+ * close) in the thread: a round trip to the pool per read(2) would cost
+ * more than the read.
+ *
+ * On the io_uring backend the same code runs in the task instead, each
+ * system call replaced by an aw_fileop_run (ext.h): IORING_OP_OPENAT,
+ * READ, WRITE, FSYNC, CLOSE, RENAMEAT, UNLINKAT, submitted with the loop
+ * turn's one io_uring_enter; a page-cache read completes inside that
+ * call, and what must block runs in the kernel's io-wq workers, so the
+ * pool never starts a thread for a file. The fctx below selects the one
+ * or the other, so both paths share every check and every message: the
+ * results and error codes are the same. What stays a plain system call on
+ * the loop thread, on both paths' loop side: fstat of an fd just opened
+ * (it reads the in-memory inode and never waits for the disk, while
+ * IORING_OP_STATX always goes to an io-wq worker, costing more than the
+ * call), getrandom for a temp name, and closing a read-only fd (nothing
+ * to flush). Temp files (tempfile.c) are created with one mkostemp on the
+ * loop thread as before, and a temp directory tree is still removed on the
+ * pool: a tree walk is a chain of dependent calls (readdir, then each
+ * unlink), one pool job instead of a loop turn per entry.
  *
  * Jobs live in the caller's frame (aw_to_thread waits for them). When the
  * caller is cancelled while its job runs, aw_to_thread waits for the job
@@ -15,6 +33,9 @@
  * released here, so a cancellation leaks nothing. Long reads poll
  * aw_thread_cancelled() and stop early; writes run to the end (a write cut
  * at a random point is worse than one finished after the caller left).
+ * On io_uring the same: a read's operation is cancelled and awaited (the
+ * kernel lets go of the buffer before the call returns the cancel code);
+ * writes run shielded to their end, then the cancel code is returned.
  */
 #include "internal.h"
 
@@ -26,21 +47,125 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-/* ---- helpers (run in the worker thread) ------------------------------------- */
+/* ---- the system calls, on the pool or the ring -------------------------------- */
+
+/* Where a call's system calls go. ring false: plain system calls (in a pool
+ * thread). ring true: aw_fileop_run from the task; `cancel` then holds the
+ * cancel code (raised) once an operation was cancelled, and `cancel_seen`
+ * says a shielded write saw a cancellation (nothing raised yet). */
+typedef struct fctx {
+	bool ring;
+	bool shielded;   /* writes: never cut short */
+	bool cancel_seen;
+	int cancel;
+} fctx;
+
+/* Each returns the system call's result or -errno (nothing raised); on the
+ * ring, a cancellation returns c->cancel (raised), which callers check
+ * first: `if (c->cancel) return c->cancel;`. */
+static int ring_run(fctx *c, aw_fileop *op)
+{
+	op->shielded = c->shielded;
+	int rc = (aw_fileop_run)(op);
+	if (rc < 0) {
+		c->cancel = rc;   /* the cancel code (or a queueing failure), raised */
+		return rc;
+	}
+	if (op->cancelled)
+		c->cancel_seen = true;
+	return op->res;
+}
+
+static bool f_cancelled(fctx *c)
+{
+	return c->ring ? c->cancel != 0 : aw_thread_cancelled();
+}
+
+static int f_open(fctx *c, const char *path, int flags, mode_t mode)
+{
+	if (c->ring)
+		return ring_run(c, &(aw_fileop){ .kind = AW_FILEOP_OPEN, .path = path, .flags = flags, .mode = mode });
+	int fd = open(path, flags, mode);
+	return fd < 0 ? -errno : fd;
+}
+
+static ssize_t f_read(fctx *c, int fd, void *buf, size_t n, off_t off)
+{
+	if (c->ring) {
+		if (n > UINT_MAX)
+			n = UINT_MAX & ~(size_t)4095;   /* one operation's most: the caller loops */
+		return ring_run(c, &(aw_fileop){ .kind = AW_FILEOP_READ, .fd = fd, .buf = buf, .len = n, .off = off });
+	}
+	ssize_t r = off < 0 ? read(fd, buf, n) : pread(fd, buf, n, off);
+	return r < 0 ? -errno : r;
+}
+
+static ssize_t f_write(fctx *c, int fd, const void *buf, size_t n, off_t off)
+{
+	if (c->ring) {
+		if (n > UINT_MAX)
+			n = UINT_MAX & ~(size_t)4095;
+		return ring_run(c, &(aw_fileop){ .kind = AW_FILEOP_WRITE, .fd = fd, .buf = (void *)buf, .len = n,
+						 .off = off });
+	}
+	ssize_t r = off < 0 ? write(fd, buf, n) : pwrite(fd, buf, n, off);
+	return r < 0 ? -errno : r;
+}
+
+static int f_fsync(fctx *c, int fd)
+{
+	if (c->ring)
+		return ring_run(c, &(aw_fileop){ .kind = AW_FILEOP_FSYNC, .fd = fd });
+	return fsync(fd) == 0 ? 0 : -errno;
+}
+
+/* Close an fd that was written (close reports delayed write errors). */
+static int f_close(fctx *c, int fd)
+{
+	if (c->ring)
+		return ring_run(c, &(aw_fileop){ .kind = AW_FILEOP_CLOSE, .fd = fd });
+	return close(fd) == 0 ? 0 : -errno;
+}
+
+static int f_rename(fctx *c, const char *from, const char *to)
+{
+	if (c->ring)
+		return ring_run(c, &(aw_fileop){ .kind = AW_FILEOP_RENAME, .path = from, .path2 = to });
+	return rename(from, to) == 0 ? 0 : -errno;
+}
+
+static int f_unlink(fctx *c, const char *path)
+{
+	if (c->ring)
+		return ring_run(c, &(aw_fileop){ .kind = AW_FILEOP_UNLINK, .path = path });
+	return unlink(path) == 0 ? 0 : -errno;
+}
+
+/* Whether this task's file calls go through the loop's io_uring. */
+static bool use_ring(void)
+{
+	const char *b = aw_loop_backend();
+	return b && b[0] == 'i';   /* "io_uring" */
+}
+
+/* ---- helpers ------------------------------------------------------------------- */
 
 /* pread until n bytes, end of file, or an error. Returns the count, or
- * -errno. Stops early (-ECANCELED) if the waiting task gave up. */
-static ssize_t pread_full(int fd, char *buf, size_t n, off_t off)
+ * -errno. Stops early (-ECANCELED; on the ring the cancel code, raised)
+ * if the waiting task gave up. */
+static ssize_t pread_full(fctx *c, int fd, char *buf, size_t n, off_t off)
 {
 	size_t done = 0;
 	while (done < n) {
-		if (aw_thread_cancelled())
-			return -ECANCELED;
-		ssize_t r = pread(fd, buf + done, n - done, off + (off_t)done);
+		if (f_cancelled(c))
+			return c->ring ? c->cancel : -ECANCELED;
+		ssize_t r = f_read(c, fd, buf + done, n - done, off + (off_t)done);
+		if (c->cancel)
+			return c->cancel;
 		if (r < 0) {
-			if (errno == EINTR)
+			if (r == -EINTR)
 				continue;
-			return -errno;
+			return r;
 		}
 		if (r == 0)
 			break;
@@ -49,22 +174,40 @@ static ssize_t pread_full(int fd, char *buf, size_t n, off_t off)
 	return (ssize_t)done;
 }
 
-/* pwrite (or write, when off < 0) all n bytes. 0 or -errno. */
-static int write_full(int fd, const char *buf, size_t n, off_t off)
+/* pwrite (or write, when off < 0) all n bytes. 0 or -errno (on the ring,
+ * the cancel code if the queueing failed; writes are shielded). */
+static int write_full(fctx *c, int fd, const char *buf, size_t n, off_t off)
 {
 	size_t done = 0;
 	while (done < n) {
-		ssize_t r = off < 0 ? write(fd, buf + done, n - done) : pwrite(fd, buf + done, n - done, off + (off_t)done);
+		ssize_t r = f_write(c, fd, buf + done, n - done, off < 0 ? -1 : off + (off_t)done);
+		if (c->cancel)
+			return c->cancel;
 		if (r < 0) {
-			if (errno == EINTR)
+			if (r == -EINTR)
 				continue;
-			return -errno;
+			return (int)r;
 		}
 		if (r == 0)
 			return -EIO;   /* no progress on a regular file: give up, do not spin */
 		done += (size_t)r;
 	}
 	return 0;
+}
+
+/* The end of a write on the ring: the write ran to its end shielded; if
+ * the task was cancelled meanwhile, the result is dropped and the cancel
+ * code returned, as aw_to_thread does for a job the task gave up on. */
+static int ring_write_result(fctx *c, int rc)
+{
+	if (c->cancel)
+		return c->cancel;
+	if (!c->cancel_seen)
+		return rc;
+	if (rc < 0)
+		aw_error_clear();   /* dropped: the cancellation is what the caller sees */
+	int y = aw_yield();   /* a cancelled task's yield returns the cancel code, raised */
+	return y < 0 ? y : rc;
 }
 
 /* ---- aw_file_read_all ---------------------------------------------------------- */
@@ -76,12 +219,15 @@ typedef struct read_all_job {
 	size_t len;
 } read_all_job;
 
-static int read_all_in_thread(void *arg)
+static int read_all(fctx *c, read_all_job *j)
 {
-	read_all_job *j = arg;
-	int fd = open(j->path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return aw_raise(-errno, "cannot open '%s' for reading: %m", j->path);
+	int fd = f_open(c, j->path, O_RDONLY | O_CLOEXEC, 0);
+	if (c->cancel)
+		return c->cancel;
+	if (fd < 0) {
+		errno = -fd;
+		return aw_raise(fd, "cannot open '%s' for reading: %m", j->path);
+	}
 	struct stat st;
 	if (fstat(fd, &st) != 0) {
 		int rc = aw_raise(-errno, "cannot stat '%s': %m", j->path);
@@ -123,16 +269,21 @@ static int read_all_in_thread(void *arg)
 			buf = nb;
 			cap = ncap;
 		}
-		if (aw_thread_cancelled()) {
-			rc = -ECANCELED;   /* dropped by aw_to_thread anyway */
+		if (f_cancelled(c)) {
+			rc = c->ring ? c->cancel : -ECANCELED;   /* dropped by aw_to_thread anyway */
 			break;
 		}
 		/* read, not pread: FIFOs and character devices cannot seek. */
-		ssize_t r = read(fd, buf + len, cap - len);
+		ssize_t r = f_read(c, fd, buf + len, cap - len, -1);
+		if (c->cancel) {
+			rc = c->cancel;   /* the kernel has let go of buf */
+			break;
+		}
 		if (r < 0) {
-			if (errno == EINTR)
+			if (r == -EINTR)
 				continue;
-			rc = aw_raise(-errno, "cannot read '%s': %m", j->path);
+			errno = (int)-r;
+			rc = aw_raise((int)r, "cannot read '%s': %m", j->path);
 			break;
 		}
 		if (r == 0)
@@ -152,6 +303,11 @@ static int read_all_in_thread(void *arg)
 	return 0;
 }
 
+static int read_all_in_thread(void *arg)
+{
+	return read_all(&(fctx){ .ring = false }, arg);
+}
+
 /* Waits: read the whole file at path into a malloc'd buffer, NUL-terminated
  * (*len excludes the NUL; it may be NULL). Files that report no size (/proc)
  * are read to their end all the same. Errors (nothing allocated): -errno of
@@ -167,7 +323,7 @@ int (aw_file_read_all)(const char *path, size_t max, char **out, size_t *len)
 	if (!path)
 		return aw_raise(-EINVAL, "aw_file_read_all: path is NULL");
 	read_all_job j = { .path = path, .max = max };
-	int rc = (aw_to_thread)(read_all_in_thread, &j);
+	int rc = use_ring() ? read_all(&(fctx){ .ring = true }, &j) : (aw_to_thread)(read_all_in_thread, &j);
 	if (rc < 0) {
 		free(j.buf);   /* finished, but the caller was cancelled meanwhile */
 		return rc;
@@ -191,7 +347,7 @@ typedef struct write_all_job {
 /* Create path + ".tmpXXXXXX" (six random letters and digits) with O_EXCL,
  * so the kernel applies the umask to `mode` as for the target itself.
  * Returns the fd (tmp holds the name) or a raised error. */
-static int create_temp_beside(const char *path, char *tmp, size_t tmplen, mode_t mode)
+static int create_temp_beside(fctx *c, const char *path, char *tmp, size_t tmplen, mode_t mode)
 {
 	static const char alphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
 	for (int attempt = 0; attempt < 100; attempt++) {
@@ -207,86 +363,131 @@ static int create_temp_beside(const char *path, char *tmp, size_t tmplen, mode_t
 			suffix[i] = alphabet[rnd[i] % (sizeof alphabet - 1)];
 		suffix[6] = '\0';
 		snprintf(tmp, tmplen, "%s.tmp%s", path, suffix);
-		int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode);
+		int fd = f_open(c, tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode);
+		if (c->cancel)
+			return c->cancel;
 		if (fd >= 0)
 			return fd;
-		if (errno != EEXIST)
-			return aw_raise(-errno, "cannot create a temporary file beside '%s': %m", path);
+		if (fd != -EEXIST) {
+			errno = -fd;
+			return aw_raise(fd, "cannot create a temporary file beside '%s': %m", path);
+		}
 	}
 	return aw_raise(-EEXIST, "cannot create a temporary file beside '%s': 100 names taken", path);
 }
 
 /* fsync the directory that holds path, so that a rename into it survives a
  * crash. 0 or a raised error. */
-static int fsync_parent(const char *path)
+static int fsync_parent(fctx *c, const char *path)
 {
 	const char *slash = strrchr(path, '/');
 	char *dir = slash ? aw__strndup(path, slash == path ? 1 : (size_t)(slash - path)) : aw__strdup(".");
 	if (!dir)
 		return aw_raise(-ENOMEM, "out of memory");
 	int rc = 0;
-	int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (fd < 0)
-		rc = aw_raise(-errno, "'%s' was replaced, but its directory '%s' cannot be opened to sync it: %m",
+	int fd = f_open(c, dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0);
+	int s = fd < 0 || c->cancel ? 0 : f_fsync(c, fd);
+	if (c->cancel)
+		rc = c->cancel;
+	else if (fd < 0) {
+		errno = -fd;
+		rc = aw_raise(fd, "'%s' was replaced, but its directory '%s' cannot be opened to sync it: %m",
 			      path, dir);
-	else if (fsync(fd) != 0 && errno != EINVAL)   /* EINVAL: the fs cannot sync directories */
-		rc = aw_raise(-errno, "'%s' was replaced, but syncing its directory '%s' failed: %m", path, dir);
+	} else if (s != 0 && s != -EINVAL) {   /* EINVAL: the fs cannot sync directories */
+		errno = -s;
+		rc = aw_raise(s, "'%s' was replaced, but syncing its directory '%s' failed: %m", path, dir);
+	}
 	if (fd >= 0)
-		close(fd);
+		close(fd);   /* read-only: nothing to flush */
 	free(dir);
 	return rc;
 }
 
-static int write_atomic(write_all_job *j)
+static int write_atomic(fctx *c, write_all_job *j)
 {
 	size_t tmplen = strlen(j->path) + sizeof ".tmpXXXXXX";
 	char *tmp = aw__malloc(tmplen);
 	if (!tmp)
 		return aw_raise(-ENOMEM, "writing '%s': out of memory", j->path);
 	int rc = 0;
-	int fd = create_temp_beside(j->path, tmp, tmplen, j->mode);
+	int fd = create_temp_beside(c, j->path, tmp, tmplen, j->mode);
 	if (fd < 0) {
 		free(tmp);
 		return fd;
 	}
 	/* From here on every failure removes the temp file: the target is
 	 * either the old file or the complete new one, never a mix. */
-	int w = write_full(fd, j->data, j->len, -1);
-	if (w < 0) {
+	int w = write_full(c, fd, j->data, j->len, -1);
+	int s = 0;
+	if (c->cancel)
+		rc = c->cancel;
+	else if (w < 0) {
 		errno = -w;
 		rc = aw_raise(w, "cannot write '%s': %m", tmp);
-	} else if (fsync(fd) != 0) {
-		rc = aw_raise(-errno, "cannot sync '%s': %m", tmp);
+	} else if ((s = f_fsync(c, fd)) != 0) {
+		errno = -s;
+		rc = c->cancel ? c->cancel : aw_raise(s, "cannot sync '%s': %m", tmp);
 	}
-	if (close(fd) != 0 && !rc)
-		rc = aw_raise(-errno, "cannot close '%s': %m", tmp);
-	if (!rc && rename(tmp, j->path) != 0)
-		rc = aw_raise(-errno, "cannot rename '%s' to '%s': %m", tmp, j->path);
-	if (rc)
-		unlink(tmp);
-	else
-		rc = fsync_parent(j->path);
+	int cl = c->cancel ? (close(fd) == 0 ? 0 : -errno) : f_close(c, fd);
+	if (c->cancel && !rc)
+		rc = c->cancel;
+	if (cl != 0 && !rc) {
+		errno = -cl;
+		rc = aw_raise(cl, "cannot close '%s': %m", tmp);
+	}
+	if (!rc) {
+		int r = f_rename(c, tmp, j->path);
+		if (c->cancel)
+			rc = c->cancel;
+		else if (r != 0) {
+			errno = -r;
+			rc = aw_raise(r, "cannot rename '%s' to '%s': %m", tmp, j->path);
+		}
+	}
+	if (rc) {
+		if (c->cancel)
+			unlink(tmp);   /* the ring could not queue: a plain call */
+		else
+			(void)f_unlink(c, tmp);
+	} else {
+		rc = fsync_parent(c, j->path);
+	}
 	free(tmp);
+	return rc;
+}
+
+static int write_all(fctx *c, write_all_job *j)
+{
+	if (j->atomic)
+		return write_atomic(c, j);
+	int fd = f_open(c, j->path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, j->mode);
+	if (c->cancel)
+		return c->cancel;
+	if (fd < 0) {
+		errno = -fd;
+		return aw_raise(fd, "cannot open '%s' for writing: %m", j->path);
+	}
+	int rc = write_full(c, fd, j->data, j->len, -1);
+	if (c->cancel)
+		rc = c->cancel;
+	else if (rc < 0) {
+		errno = -rc;
+		rc = aw_raise(rc, "cannot write '%s': %m", j->path);
+	}
+	/* close reports delayed write errors (NFS, quotas). */
+	int cl = c->cancel ? (close(fd) == 0 ? 0 : -errno) : f_close(c, fd);
+	if (c->cancel && !rc)
+		rc = c->cancel;
+	if (cl != 0 && !rc) {
+		errno = -cl;
+		rc = aw_raise(cl, "cannot close '%s': %m", j->path);
+	}
 	return rc;
 }
 
 static int write_all_in_thread(void *arg)
 {
-	write_all_job *j = arg;
-	if (j->atomic)
-		return write_atomic(j);
-	int fd = open(j->path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, j->mode);
-	if (fd < 0)
-		return aw_raise(-errno, "cannot open '%s' for writing: %m", j->path);
-	int rc = write_full(fd, j->data, j->len, -1);
-	if (rc < 0) {
-		errno = -rc;
-		rc = aw_raise(rc, "cannot write '%s': %m", j->path);
-	}
-	/* close reports delayed write errors (NFS, quotas). */
-	if (close(fd) != 0 && !rc)
-		rc = aw_raise(-errno, "cannot close '%s': %m", j->path);
-	return rc;
+	return write_all(&(fctx){ .ring = false }, arg);
 }
 
 /* Waits: write len bytes of data as the whole content of path, created
@@ -297,7 +498,9 @@ static int write_all_in_thread(void *arg)
  * never a mix, and on any failure the temp file is removed and path is
  * untouched. Returns 0 or a raised -errno (-ENOENT for a missing
  * directory, -EACCES, -ENOSPC, -ENAMETOOLONG ...), or the cancel code
- * (the write still completes in the background: it is not cut short). */
+ * (the write is not cut short: on the pool it completes in its thread, on
+ * io_uring before the call returns; a pool job no thread had started yet
+ * is withdrawn). */
 int (aw_file_write_all)(const char *path, const void *data, size_t len, mode_t mode, bool atomic)
 {
 	if (!path || !*path)
@@ -305,6 +508,10 @@ int (aw_file_write_all)(const char *path, const void *data, size_t len, mode_t m
 	if (!data && len)
 		return aw_raise(-EINVAL, "aw_file_write_all: data is NULL");
 	write_all_job j = { .path = path, .data = data, .len = len, .mode = mode, .atomic = atomic };
+	if (use_ring()) {
+		fctx c = { .ring = true, .shielded = true };
+		return ring_write_result(&c, write_all(&c, &j));
+	}
 	return (aw_to_thread)(write_all_in_thread, &j);
 }
 
@@ -318,10 +525,23 @@ typedef struct pio_job {
 	ssize_t result;
 } pio_job;
 
-static int pread_in_thread(void *arg)
+/* On the ring: io_uring ignores the offset of a pipe or a socket (it reads
+ * or writes the stream), where pread(2) and pwrite(2) fail with ESPIPE.
+ * One lseek (no copy, no wait) keeps the pool's answer. -ESPIPE or 0. */
+static int ring_seekable(fctx *c, int fd)
 {
-	pio_job *j = arg;
-	j->result = pread_full(j->fd, j->buf, j->n, j->off);
+	if (c->ring && lseek(fd, 0, SEEK_CUR) < 0 && errno == ESPIPE)
+		return -ESPIPE;
+	return 0;
+}
+
+static int pread_io(fctx *c, pio_job *j)
+{
+	j->result = ring_seekable(c, j->fd);
+	if (!j->result)
+		j->result = pread_full(c, j->fd, j->buf, j->n, j->off);
+	if (c->cancel)
+		return c->cancel;
 	if (j->result < 0 && j->result != -ECANCELED) {
 		errno = (int)-j->result;
 		return aw_raise((int)j->result, "pread of %zu bytes at offset %jd from fd %d: %m", j->n,
@@ -330,15 +550,28 @@ static int pread_in_thread(void *arg)
 	return j->result < 0 ? (int)j->result : 0;
 }
 
-static int pwrite_in_thread(void *arg)
+static int pread_in_thread(void *arg)
 {
-	pio_job *j = arg;
-	int rc = write_full(j->fd, j->buf, j->n, j->off);
+	return pread_io(&(fctx){ .ring = false }, arg);
+}
+
+static int pwrite_io(fctx *c, pio_job *j)
+{
+	int rc = ring_seekable(c, j->fd);
+	if (!rc)
+		rc = write_full(c, j->fd, j->buf, j->n, j->off);
+	if (c->cancel)
+		return c->cancel;
 	if (rc < 0) {
 		errno = -rc;
 		return aw_raise(rc, "pwrite of %zu bytes at offset %jd to fd %d: %m", j->n, (intmax_t)j->off, j->fd);
 	}
 	return 0;
+}
+
+static int pwrite_in_thread(void *arg)
+{
+	return pwrite_io(&(fctx){ .ring = false }, arg);
 }
 
 static int pio_check(const char *who, int fd, const void *buf, size_t n, off_t off)
@@ -365,7 +598,7 @@ ssize_t (aw_file_pread)(int fd, void *buf, size_t n, off_t off)
 	if (!n)
 		return 0;
 	pio_job j = { .fd = fd, .buf = buf, .n = n, .off = off };
-	rc = (aw_to_thread)(pread_in_thread, &j);
+	rc = use_ring() ? pread_io(&(fctx){ .ring = true }, &j) : (aw_to_thread)(pread_in_thread, &j);
 	return rc < 0 ? rc : j.result;
 }
 
@@ -380,6 +613,10 @@ int (aw_file_pwrite)(int fd, const void *buf, size_t n, off_t off)
 	if (!n)
 		return 0;
 	pio_job j = { .fd = fd, .buf = (void *)buf, .n = n, .off = off };
+	if (use_ring()) {
+		fctx c = { .ring = true, .shielded = true };
+		return ring_write_result(&c, pwrite_io(&c, &j));
+	}
 	return (aw_to_thread)(pwrite_in_thread, &j);
 }
 
@@ -390,12 +627,15 @@ typedef struct open_job {
 	int fd;
 } open_job;
 
-static int open_in_thread(void *arg)
+static int open_for_chunks(fctx *c, open_job *j)
 {
-	open_job *j = arg;
-	int fd = open(j->path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return aw_raise(-errno, "cannot open '%s' for reading: %m", j->path);
+	int fd = f_open(c, j->path, O_RDONLY | O_CLOEXEC, 0);
+	if (c->cancel)
+		return c->cancel;
+	if (fd < 0) {
+		errno = -fd;
+		return aw_raise(fd, "cannot open '%s' for reading: %m", j->path);
+	}
 	struct stat st;
 	if (fstat(fd, &st) == 0 && S_ISDIR(st.st_mode)) {
 		close(fd);
@@ -405,7 +645,13 @@ static int open_in_thread(void *arg)
 	return 0;
 }
 
-/* Enter: validate, allocate the chunk buffer, open the file (on the pool),
+static int open_in_thread(void *arg)
+{
+	return open_for_chunks(&(fctx){ .ring = false }, arg);
+}
+
+/* Enter: validate, allocate the chunk buffer, open the file (on the pool,
+ * or the ring),
  * and put it in the ledger. */
 static int chunks_enter(aw_mgr *m)
 {
@@ -420,7 +666,7 @@ static int chunks_enter(aw_mgr *m)
 		return aw_raise(-ENOMEM, "aw_file_chunks('%s'): out of memory for a %zu-byte chunk", fc->path,
 				fc->chunk_size);
 	open_job j = { .path = fc->path, .fd = -1 };
-	int rc = (aw_to_thread)(open_in_thread, &j);
+	int rc = use_ring() ? open_for_chunks(&(fctx){ .ring = true }, &j) : (aw_to_thread)(open_in_thread, &j);
 	if (rc < 0) {
 		if (j.fd >= 0)
 			close(j.fd);   /* opened, but the caller was cancelled meanwhile */
