@@ -2,7 +2,7 @@
 /*
  * core_bench — the C side of awith's core micro-benchmark.
  *
- *     core_bench [--quick] [--case NAME]...
+ *     core_bench [--quick] [--iterations N] [--case NAME]...
  *
  * The Python side is bench/py/core_bench.py (asyncio or uvloop). This file
  * implements the same cases with the same semantics, method and output, so
@@ -36,6 +36,11 @@
  * ns/op is reported. Time is aw_now() (CLOCK_MONOTONIC) around the measured
  * code only. Each rss case runs in a fresh child process (this program,
  * re-executed with --case NAME) unless it is the only case asked for.
+ *
+ * --iterations N runs each timing case once with exactly N operations, no
+ * calibration: for instruction counts under Valgrind, which do not depend
+ * on the machine's load (callgrind's total for 2N minus that for N, over N,
+ * is the cost of one operation; see docs/performance.md).
  *
  * The watchdog is off (slow_step = 0): a benchmark loop never waits for
  * long stretches on purpose, and the report would only add noise.
@@ -252,6 +257,7 @@ static const struct timing_case {
 typedef struct timing_job {
 	case_fn fn;
 	double target_s;
+	uint64_t iterations;   /* --iterations: one run of exactly this many */
 	double best_ns;
 } timing_job;
 
@@ -260,6 +266,11 @@ static int timing_main(void *arg)
 	timing_job *job = arg;
 	uint64_t n = 1, ops = 0;
 	aw_time elapsed = 0;
+	if (job->iterations) {
+		int rc = job->fn(job->iterations, &elapsed, &ops);
+		job->best_ns = (double)elapsed / (double)(ops ? ops : 1);
+		return rc;
+	}
 	for (;;) {
 		int rc = job->fn(n, &elapsed, &ops);
 		if (rc < 0)
@@ -284,12 +295,12 @@ static int timing_main(void *arg)
 
 /* Run one timing case on a fresh loop and print its line. Returns false if
  * it failed. */
-static bool run_timing_case(const struct timing_case *c, double target_s)
+static bool run_timing_case(const struct timing_case *c, double target_s, uint64_t iterations)
 {
 	aw_config cfg;
 	aw_config_default(&cfg);
 	cfg.slow_step = 0;   /* no watchdog reports for busy benchmark loops */
-	timing_job job = { .fn = c->fn, .target_s = target_s, .best_ns = -1 };
+	timing_job job = { .fn = c->fn, .target_s = target_s, .iterations = iterations, .best_ns = -1 };
 	int rc = aw_run_config(&cfg, timing_main, &job);
 	if (rc < 0 || job.best_ns < 0) {
 		printf("%s failed (%s)\n", c->name, aw_strerror(rc < 0 ? rc : -EPROTO));
@@ -483,7 +494,7 @@ static bool run_rss_child(const struct rss_case *c, bool quick)
 
 static void usage(FILE *out)
 {
-	fprintf(out, "usage: core_bench [--quick] [--case NAME]...\ncases:");
+	fprintf(out, "usage: core_bench [--quick] [--iterations N] [--case NAME]...\ncases:");
 	for (size_t i = 0; i < N_TIMING; i++)
 		fprintf(out, " %s", timing_cases[i].name);
 	for (size_t i = 0; i < N_RSS; i++)
@@ -506,12 +517,21 @@ static int case_index(const char *name)
 int main(int argc, char **argv)
 {
 	bool quick = false;
+	uint64_t iterations = 0;
 	int chosen[64];
 	size_t nchosen = 0;
 	for (int i = 1; i < argc; i++) {
 		const char *name = NULL;
 		if (strcmp(argv[i], "--quick") == 0) {
 			quick = true;
+			continue;
+		} else if (strcmp(argv[i], "--iterations") == 0 && i + 1 < argc) {
+			char *end;
+			iterations = strtoull(argv[++i], &end, 10);
+			if (*end || !iterations) {
+				fprintf(stderr, "core_bench: --iterations wants a positive number\n");
+				return 2;
+			}
 			continue;
 		} else if (strcmp(argv[i], "--case") == 0 && i + 1 < argc) {
 			name = argv[++i];
@@ -549,7 +569,7 @@ int main(int argc, char **argv)
 	for (size_t i = 0; i < nchosen; i++) {
 		size_t idx = (size_t)chosen[i];
 		if (idx < N_TIMING)
-			ok &= run_timing_case(&timing_cases[idx], target_s);
+			ok &= run_timing_case(&timing_cases[idx], target_s, iterations);
 		else if (alone)
 			ok &= run_rss_here(&rss_cases[idx - N_TIMING], quick);
 		else

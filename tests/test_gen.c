@@ -675,3 +675,137 @@ AW_TEST(gen_cancelled_while_waiting_in_setup_fails_the_enter_with_ecanceled)
 	CHECK_EQ(c.pending, -ECANCELED);
 	CHECK_EQ(c.join_rc, -ECANCELED);
 }
+
+/* ---- many at once: runners taken, parked and ended ------------------------------ */
+
+/* 100 tasks are each inside a generator that holds an inner generator
+ * across its yield (200 generators suspended at once, more than the loop
+ * keeps parked between blocks: the rest end when they finish). Every
+ * generator sleeps in setup and teardown, so the tasks' hand-offs
+ * interleave. */
+#define MANY 100
+
+typedef struct many {
+	aw_event go;
+	int slot[MANY];
+	const void *outer_stack[MANY], *inner_stack[MANY];
+	int entered, failed, outer_torn, inner_torn, wrong_value, wrong_err;
+	const void *seq_stack[3];
+} many;
+
+typedef struct many_arg {
+	many *m;
+	int i;
+	aw_gen inner;
+} many_arg;
+
+static int many_inner(aw_gen *g, void *arg)
+{
+	many_arg *a = arg;
+	a->m->inner_stack[a->i] = __builtin_frame_address(0);
+	if (aw_sleep(AW_MS(a->i % 3)))
+		return aw_error_pending();
+	int r = aw_gen_yield(g, &a->m->slot[a->i]);
+	if (aw_sleep(AW_MS(a->i % 2)) == 0)
+		a->m->inner_torn++;
+	return r;
+}
+
+static int many_outer(aw_gen *g, void *arg)
+{
+	many_arg *a = arg;
+	a->m->outer_stack[a->i] = __builtin_frame_address(0);
+	if (aw_sleep(AW_MS(a->i % 4)))
+		return aw_error_pending();
+	int r = 0;
+	AW_WITH(aw_gen_init(&a->inner, "inner", many_inner, a)) {
+		r = aw_gen_yield(g, aw_gen_value(&a->inner));
+		if (aw_sleep(AW_MS(a->i % 3)) == 0)
+			a->m->outer_torn++;
+	}
+	return r;
+}
+
+static int many_worker(void *arg)
+{
+	many_arg *a = arg;
+	aw_gen g;
+	bool inside = false;
+	AW_WITH(aw_gen_init(&g, "outer", many_outer, a)) {
+		inside = true;
+		if (aw_gen_value(&g) != &a->m->slot[a->i])
+			a->m->wrong_value++;
+		a->m->entered++;
+		int rc = aw_event_wait(&a->m->go);   /* all 100 are inside now */
+		if (rc)
+			return rc;
+	}
+	if (!inside)
+		a->m->failed++;   /* the enter failed: main must not wait for it */
+	if (aw_error_pending())
+		a->m->wrong_err++;
+	return 0;
+}
+
+static int seq_gen(aw_gen *g, void *arg)
+{
+	const void **where = arg;
+	*where = __builtin_frame_address(0);   /* the real stack, also under ASan's fake stacks */
+	return aw_gen_yield(g, NULL);
+}
+
+static int many_main(void *arg)
+{
+	many *m = arg;
+	aw_event_init(&m->go);
+	many_arg args[MANY];
+	aw_task *t[MANY];
+	for (int i = 0; i < MANY; i++) {
+		args[i] = (many_arg){ .m = m, .i = i };
+		if (aw_spawn(&t[i], many_worker, &args[i], NULL))
+			return -1;
+	}
+	while (m->entered + m->failed < MANY)
+		if (aw_sleep(AW_MS(1)))
+			return -1;
+	aw_event_set(&m->go);
+	for (int i = 0; i < MANY; i++)
+		EXPECT_EQ(aw_task_join(t[i]), 0);
+	/* Afterwards, blocks one after another reuse one parked runner. */
+	for (int k = 0; k < 3; k++) {
+		aw_gen g;
+		AW_WITH(aw_gen_init(&g, "seq", seq_gen, &m->seq_stack[k])) {
+		}
+	}
+	return aw_error_pending();
+}
+
+static int cmp_ptr(const void *a, const void *b)
+{
+	uintptr_t x = (uintptr_t) * (const void *const *)a, y = (uintptr_t) * (const void *const *)b;
+	return x < y ? -1 : x > y;
+}
+
+AW_TEST(gen_many_suspended_at_once_each_run_on_their_own_stack_and_all_tear_down)
+{
+	static many mm;
+	many *m = &mm;
+	CHECK_EQ(aw_run(many_main, m), 0);
+	CHECK_EQ(m->failed, 0);
+	CHECK_EQ(m->entered, MANY);
+	CHECK_EQ(m->wrong_value, 0);
+	CHECK_EQ(m->outer_torn, MANY);
+	CHECK_EQ(m->inner_torn, MANY);
+	CHECK_EQ(m->wrong_err, 0);
+	/* 200 generators suspended at once: 200 different stacks. */
+	const void *all[2 * MANY];
+	memcpy(all, m->outer_stack, sizeof m->outer_stack);
+	memcpy(all + MANY, m->inner_stack, sizeof m->inner_stack);
+	qsort(all, 2 * MANY, sizeof all[0], cmp_ptr);
+	int distinct = 1;
+	for (int i = 1; i < 2 * MANY; i++)
+		distinct += all[i] != all[i - 1];
+	CHECK_EQ(distinct, 2 * MANY);
+	CHECK(m->seq_stack[0] == m->seq_stack[1]);
+	CHECK(m->seq_stack[1] == m->seq_stack[2]);
+}

@@ -727,8 +727,9 @@ struct aw_gen {
 };
 
 /* Prepare g (no allocation yet) and return its manager. The generator runs
- * on its own small stack (aw_config.stack_size), taken from the loop's
- * stack cache at enter and given back at exit. Errors at enter: the
+ * on its own small stack (aw_config.stack_size): a runner's, taken from the
+ * loop's parked runners at enter (a new one from the stack cache when none
+ * is parked) and parked again at exit. Errors at enter: the
  * generator's own error, -AW_EGEN_NOYIELD if it returned 0 without
  * yielding; at exit: -AW_EGEN_YIELDTWICE if it yielded again (the second
  * aw_gen_yield returns -AW_EGEN_YIELDTWICE so it can tear down). */

@@ -3,12 +3,23 @@
  * Generator-style managers (Python's @asynccontextmanager) and generator
  * iterators (async generators for AW_FOR).
  *
- * The generator function runs on a child stack of its own, inside the task
- * that enters it: while it runs, the task's current context (t->cur) is the
+ * The generator function runs on a stack of its own, inside the task that
+ * enters it: while it runs, the task's current context (t->cur) is the
  * generator's, so a wait inside it suspends the whole task and resumes right
  * there. aw_gen_yield switches back to the context that resumed it; the
  * manager's exit switches in again, handing over the body's error, which
  * aw_gen_yield returns.
+ *
+ * The stack is a runner's (see docs/design.md, "Generator hand-offs"): a
+ * coroutine parked on its own stack in a loop that runs one generator
+ * function per job. Finished runners wait on a per-loop free list, so a
+ * block costs a pop, four plain context switches and a push: no stack taken
+ * from and given back to the stack cache, no context built, no trampoline.
+ * The hand-offs between a task and its generator switch directly, outside
+ * the scheduler: no task changes, so neither the loop's switch counter
+ * (the watchdog's sign of progress between tasks) nor the zombie check
+ * applies (a zombie is only pending right after a task ends, and whoever
+ * resumes next reaps it before any hand-off).
  */
 #include "internal.h"
 
@@ -16,75 +27,158 @@
 
 enum { GEN_IDLE, GEN_STARTED, GEN_RUNNING, GEN_YIELDED, GEN_DONE };
 
-static void gen_entry(void *arg)
+/* Runners kept parked per loop; more finished at once go (their stacks back
+ * to the stack cache). */
+#define GEN_RUNNERS_KEPT 64
+
+/* A runner: the aw_coro at the top of its stack, with its job. */
+typedef struct aw_gen_runner {
+	aw_coro coro;
+	aw_gen *job;                   /* the generator to run; NULL: end */
+	struct aw_gen_runner *next;    /* on the loop's free list */
+} aw_gen_runner;
+
+/* A hand-off between a task's contexts. Under ASan the general switch (with
+ * the fiber annotations); otherwise the bare register switch. */
+static inline __attribute__((always_inline)) void gen_switch(aw_coro *from, aw_coro *to)
 {
-	aw_gen *g = arg;
-	aw_loop *l = aw__loop;
-	aw_coro_started(l);
-	g->result = g->fn(g, g->arg);
-	g->state = GEN_DONE;
-	aw_coro *c = g->coro;
-	c->dead = true;
-	l->running->cur = c->parent;
-	aw_coro_switch(c, c->parent);
+#if AW_ASAN
+	aw_coro_switch(from, to);
+#elif AW_CTX_HOP
+	aw_ctx_hop(&from->ctx, &to->ctx);
+#else
+	aw_ctx_switch(&from->ctx, &to->ctx);
+#endif
+}
+
+static void runner_main(void *arg)
+{
+	aw_gen_runner *r = arg;
+	aw_coro_started(aw__loop);
+	aw_gen *g;
+	while ((g = r->job) != NULL) {
+		g->result = g->fn(g, g->arg);
+		g->state = GEN_DONE;
+		r->job = NULL;
+		gen_switch(&r->coro, r->coro.parent);   /* resumed with the next job */
+	}
+	r->coro.dead = true;
+	gen_switch(&r->coro, r->coro.parent);
 	__builtin_unreachable();
 }
 
-/* Map the child stack; the generator has not run yet. */
-static int gen_start(aw_gen *g)
+static aw_gen_runner *runner_new(aw_loop *l)
 {
-	aw_loop *l = aw__loop;
-	if (!l || !l->running)
-		return aw_raise(-AW_ENOTASK, "generator manager '%s' entered outside of a task", g->name);
 	aw_stack st;
 	void *top = aw_stack_get(l, l->cfg.stack_size, &st);
 	if (!top)
+		return NULL;
+	aw_gen_runner *r = (aw_gen_runner *)(((uintptr_t)top - sizeof(aw_gen_runner)) & ~(uintptr_t)63);
+	r->coro.asan_fake = NULL;
+	r->coro.parent = NULL;
+	r->coro.dead = false;
+	r->coro.stack = st;
+	r->coro.lo = st.lo;
+	r->coro.size = (size_t)((char *)r - (char *)st.lo);
+	r->job = NULL;
+	r->next = NULL;
+	aw_ctx_init(&r->coro.ctx, r->coro.lo, r, runner_main, r);
+	return r;
+}
+
+/* The context running now: the running task's, or the loop's own. */
+static aw_coro *here(aw_loop *l)
+{
+	return l->running ? l->running->cur : &l->main;
+}
+
+/* End a parked runner (switch in with no job: it marks itself dead and
+ * comes back, which lets ASan drop its fake stack) and free its stack. */
+static void runner_end(aw_loop *l, aw_gen_runner *r)
+{
+	r->job = NULL;
+	r->coro.parent = here(l);
+	gen_switch(r->coro.parent, &r->coro);
+	aw_stack st = r->coro.stack;
+	aw_stack_put(l, &st);
+}
+
+/* A parked runner back to the free list, or ended if the list is full. */
+static void runner_put(aw_loop *l, aw_gen_runner *r)
+{
+	if (l->gen_runners_len < GEN_RUNNERS_KEPT) {
+		r->next = l->gen_runners;
+		l->gen_runners = r;
+		l->gen_runners_len++;
+		return;
+	}
+	runner_end(l, r);
+}
+
+void aw__gen_runners_drain(aw_loop *l)
+{
+	while (l->gen_runners) {
+		aw_gen_runner *r = l->gen_runners;
+		l->gen_runners = r->next;
+		l->gen_runners_len--;
+		runner_end(l, r);
+	}
+}
+
+/* Take a runner for g; the generator has not run yet. */
+static int gen_start(aw_gen *g)
+{
+	aw_loop *l = aw__loop;
+	if (AW_UNLIKELY(!l || !l->running))
+		return aw_raise(-AW_ENOTASK, "generator manager '%s' entered outside of a task", g->name);
+	aw_gen_runner *r = l->gen_runners;
+	if (AW_LIKELY(r != NULL)) {
+		l->gen_runners = r->next;
+		l->gen_runners_len--;
+	} else if (!(r = runner_new(l))) {
 		return aw_raise(-ENOMEM, "cannot map a stack for generator '%s': %m", g->name);
-	aw_coro *c = (aw_coro *)(((uintptr_t)top - sizeof(aw_coro)) & ~(uintptr_t)63);
-	c->asan_fake = NULL;
-	c->parent = NULL;
-	c->dead = false;
-	c->stack = st;
-	c->lo = st.lo;
-	c->size = (size_t)((char *)c - (char *)st.lo);
-	aw_ctx_init(&c->ctx, c->lo, c, gen_entry, g);
-	g->coro = c;
+	}
+	r->job = g;
+	g->coro = r;
 	g->state = GEN_STARTED;
 	return 0;
 }
 
 /* Run the generator until it yields or returns. */
-static void gen_resume(aw_gen *g, int to_gen)
+static inline __attribute__((always_inline)) void gen_resume(aw_gen *g, int to_gen)
 {
 	aw_task *t = aw__loop->running;
-	aw_coro *c = g->coro;
+	aw_gen_runner *r = g->coro;
+	aw_coro *from = t->cur;
 	g->to_gen = to_gen;
 	g->state = GEN_RUNNING;
-	c->parent = t->cur;
-	t->cur = c;
-	aw_coro_switch(c->parent, c);
+	r->coro.parent = from;
+	t->cur = &r->coro;
+	gen_switch(from, &r->coro);
+	/* Back here: the generator yielded or returned (a wait inside it
+	 * suspended and resumed the task in between). */
+	t->cur = from;
 }
 
+/* The generator has returned: its runner goes back to the free list. */
 static void gen_release(aw_gen *g)
 {
-	aw_coro *c = g->coro;
-	if (!c)
+	aw_gen_runner *r = g->coro;
+	if (!r)
 		return;
-	aw_stack st = c->stack;
 	g->coro = NULL;
-	aw_stack_put(aw__loop, &st);
+	runner_put(aw__loop, r);
 }
 
 int aw_gen_yield(aw_gen *g, void *value)
 {
 	aw_task *t = aw__current();
-	aw_coro *c = g ? g->coro : NULL;
-	if (!t || !c || t->cur != c || g->state != GEN_RUNNING)
+	aw_gen_runner *r = g ? g->coro : NULL;
+	if (AW_UNLIKELY(!t || !r || t->cur != &r->coro || g->state != GEN_RUNNING))
 		return aw_raise(-EINVAL, "aw_gen_yield called outside of its generator function");
 	g->value = value;
 	g->state = GEN_YIELDED;
-	t->cur = c->parent;
-	aw_coro_switch(c, c->parent);
+	gen_switch(&r->coro, r->coro.parent);
 	return g->to_gen;
 }
 
@@ -94,7 +188,7 @@ static bool gen_finish(aw_gen *g, int to_gen, int again)
 {
 	bool yielded_again = false;
 	gen_resume(g, to_gen);
-	while (g->state == GEN_YIELDED) {
+	while (AW_UNLIKELY(g->state == GEN_YIELDED)) {
 		yielded_again = true;
 		gen_resume(g, again);
 	}
@@ -136,12 +230,10 @@ static const aw_mgr_ops gen_ops = { .name = "generator", .enter = gen_enter, .ex
 
 aw_mgr *aw_gen_init(aw_gen *g, const char *name, aw_gen_fn fn, void *arg)
 {
-	memset(g, 0, sizeof *g);
-	g->mgr.ops = &gen_ops;
-	g->fn = fn;
-	g->arg = arg;
-	g->name = name ? name : "generator";
-	g->state = GEN_IDLE;
+	/* A compound literal, not memset: a few stores inline, no call (one
+	 * aw_gen per block). */
+	*g = (aw_gen){ .mgr = { .ops = &gen_ops }, .fn = fn, .arg = arg,
+		       .name = name ? name : "generator", .state = GEN_IDLE };
 	return &g->mgr;
 }
 

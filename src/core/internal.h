@@ -80,6 +80,10 @@ void aw_coro_switch(aw_coro *from, aw_coro *to);
  * the stack of a task that just ended). */
 void aw_coro_started(aw_loop *loop);
 
+/* End the loop's parked generator runners and give their stacks back
+ * (gen.c); at loop end, while aw__loop is still set. */
+void aw__gen_runners_drain(aw_loop *loop);
+
 /* ---- timers (timer.c): a binary min-heap --------------------------------- */
 
 typedef struct aw_timer aw_timer;
@@ -335,6 +339,8 @@ struct aw_loop {
 
 	aw_stack *stack_cache;   /* free stacks (array) */
 	size_t stack_cache_len;
+	struct aw_gen_runner *gen_runners; /* parked generator runners (gen.c) */
+	unsigned gen_runners_len;
 
 	aw_ledger_entry *ledger; /* open manual entries */
 	size_t ledger_len;

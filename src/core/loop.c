@@ -587,6 +587,7 @@ int aw_run_config(const aw_config *cfg, aw_task_fn main_fn, void *arg)
 		aw_task_free(l, t);
 	}
 	aw_ledger_report_leaks(l);
+	aw__gen_runners_drain(l);
 	aw_metric_gauge_add(aw__metrics.loops, -1);
 	aw_metric_gauge_set(aw__metrics.tasks_alive, 0);
 	aw_metric_gauge_set(aw__metrics.tasks_parked, 0);
