@@ -1,14 +1,28 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: MIT
 # The six TechEmpower Framework Benchmarks test types, side by side in one
-# interleaved run: awith's examples/tfb against uvicorn+FastAPI+asyncpg and
-# aiohttp+asyncpg (Debian's packages, bench/py/tfb_*.py) on every type, and
-# Kore 4.1 (Debian's kore, bench/kore/tfb_kore.c) on the three it
-# implements here (json, db, plaintext).
+# interleaved run: awith's examples/tfb on both loop backends (the same
+# binary twice, AWITH_BACKEND=epoll and AWITH_BACKEND=uring) against
+# uvicorn+FastAPI+asyncpg and aiohttp+asyncpg (Debian's packages,
+# bench/py/tfb_*.py) on every type, and Kore 4.1 (Debian's kore,
+# bench/kore/tfb_kore.c) on the three it implements here (json, db,
+# plaintext).
 #
-#   bash bench/tfb.sh                  # 5 s per run, concurrency 4 16 64 256 (~15 min)
+#   bash bench/tfb.sh                  # 5 s per run, concurrency 4 16 64 256 (~18 min)
 #   bash bench/tfb.sh --quick          # 2 s per run, concurrency 4 and 64
 #   bash bench/tfb.sh --seconds 10 --conns "16 64 256 512" --rounds 2
+#   bash bench/tfb.sh --types "db updates"   # only these types (default: all six:
+#                                            # json db queries fortunes updates plaintext)
+#
+# awith's two backends: both columns are always run and printed, labelled
+# "awith epoll" and "awith io_uring", with the io_uring ÷ epoll ratio per
+# type and concurrency (requests/s, and server CPU per request). The
+# targets' verdicts and the "awith ÷ server" column use ONE backend for
+# every row: the one awith picks by default (AWITH_BACKEND unset = auto),
+# never the better of the two per row. Auto takes io_uring exactly when a
+# loop forced onto io_uring can start (the same ring setup), so the rule
+# is: io_uring when the AWITH_BACKEND=uring server started and answered,
+# else epoll; the header of the summary names the one used.
 #
 # Steps:
 #   1. installs missing Debian packages (scripts/test.sh's list plus wrk,
@@ -27,11 +41,13 @@
 #      does); /queries and /updates ask for 20 rows;
 #   6. prints, per test type and concurrency, requests/s, p99, the server's
 #      CPU time per request (user + system of its processes over the run)
-#      and errors (non-2xx answers, socket errors), with awith's ratios and
-#      the targets (>= 10x FastAPI and >= 5x aiohttp on every type, >= Kore
-#      on its three); written as markdown to build-bench/tfb.md, and a chart
-#      of requests/s by concurrency per server for each type (gnuplot SVG,
-#      build-bench/tfb-<type>.svg).
+#      and errors (non-2xx answers, socket errors), with awith's ratios (its
+#      default backend's, see above) and the targets (>= 10x FastAPI and
+#      >= 5x aiohttp on every type, >= Kore on its three), then a table of
+#      io_uring ÷ epoll per type and concurrency; written as markdown to
+#      build-bench/tfb.md, and a chart of requests/s by concurrency per
+#      server (both awith backends as two lines) for each type (gnuplot
+#      SVG, build-bench/tfb-<type>.svg).
 #
 # On 2 or more cores every server is pinned to CPU 0, wrk and PostgreSQL
 # (postmaster and backends) to CPU 1 (taskset): the servers take turns, so
@@ -57,17 +73,29 @@ BUILD=build-bench
 CLUSTER=build-pg/tfb-bench
 ROWS_PER_REQUEST=20
 rounds=1 seconds=5 conns="4 16 64 256"
+ALL_TESTS=(json db queries fortunes updates plaintext)
+types="${ALL_TESTS[*]}"
 while (($#)); do
     case $1 in
         --quick) seconds=2 conns="4 64" ;;
         --seconds) seconds=$2; shift ;;
         --rounds) rounds=$2; shift ;;
         --conns) conns=$2; shift ;;
-        -h | --help) sed -n '2,14p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        --types) types=$2; shift ;;
+        -h | --help) sed -n '2,25p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "bench/tfb.sh: unknown argument '$1' (try --help)" >&2; exit 2 ;;
     esac
     shift
 done
+TESTS=()
+for t in $types; do
+    [[ " ${ALL_TESTS[*]} " == *" $t "* ]] || {
+        echo "bench/tfb.sh: --types: unknown test type '$t' (one of: ${ALL_TESTS[*]})" >&2
+        exit 2
+    }
+    TESTS+=("$t")
+done
+((${#TESTS[@]})) || { echo "bench/tfb.sh: --types: no test type given" >&2; exit 2; }
 
 bench_build
 ninja -C "$BUILD" examples/tfb >/dev/null || { echo "BUILD FAILED: examples/tfb" >&2; exit 1; }
@@ -107,9 +135,8 @@ if bench_pin pin_server pin_wrk "servers on CPU 0, wrk on CPU 1"; then
 fi
 
 # ---- the servers ------------------------------------------------------------
-SERVERS=(awith fastapi aiohttp kore)
-TESTS=(json db queries fortunes updates plaintext)
-declare -A LABEL=([awith]="awith (examples/tfb)" [fastapi]="uvicorn+FastAPI+asyncpg" [aiohttp]="aiohttp+asyncpg"
+SERVERS=(awith_epoll awith_uring fastapi aiohttp kore)
+declare -A LABEL=([awith_epoll]="awith epoll (examples/tfb)" [awith_uring]="awith io_uring (examples/tfb)" [fastapi]="uvicorn+FastAPI+asyncpg" [aiohttp]="aiohttp+asyncpg"
                   [kore]="Kore 4.1 (C)")
 declare -A PORT PID
 implements() { # SERVER TEST
@@ -127,7 +154,10 @@ start_server() { # NAME
     mkdir -p "$dir"
     port=$(bench_free_port)
     case $name in
-        awith) "${pin_server[@]}" "$BUILD/examples/tfb" --port "$port" --pool 4 >"$dir/server.log" 2>&1 & ;;
+        awith_epoll | awith_uring)
+            AWITH_BACKEND=${name#awith_} "${pin_server[@]}" "$BUILD/examples/tfb" --port "$port" --pool 4 \
+                >"$dir/server.log" 2>&1 &
+            ;;
         fastapi) "${pin_server[@]}" "$PY" bench/py/tfb_fastapi.py --port "$port" --pool 4 >"$dir/server.log" 2>&1 & ;;
         aiohttp) "${pin_server[@]}" "$PY" bench/py/tfb_aiohttp.py --port "$port" --pool 4 >"$dir/server.log" 2>&1 & ;;
         kore)
@@ -187,6 +217,13 @@ for s in "${SERVERS[@]}"; do
 done
 ok_servers=()
 for s in "${SERVERS[@]}"; do [[ " ${failed[*]} " == *" $s "* ]] || ok_servers+=("$s"); done
+# The backend awith's verdicts are computed against (see the header).
+if [[ " ${ok_servers[*]} " == *" awith_uring "* ]]; then
+    reference=awith_uring
+else
+    reference=awith_epoll
+    echo "== awith on io_uring did not start: awith's default here is epoll, the verdicts use it"
+fi
 
 # ---- the runs -----------------------------------------------------------------
 # measure NAME TEST CONNS ROUND
@@ -207,7 +244,7 @@ measure() {
         "$(awk '/Non-2xx|Socket errors/' "$out.wrk" | tr '\n' ' ')"
 }
 
-echo "== $rounds round(s), ${seconds} s per run, concurrency $conns, $pinned"
+echo "== $rounds round(s), ${seconds} s per run, concurrency $conns, types ${TESTS[*]}, $pinned"
 for ((r = 1; r <= rounds; r++)); do
     for t in "${TESTS[@]}"; do
         for c in $conns; do
@@ -218,16 +255,18 @@ for ((r = 1; r <= rounds; r++)); do
     done
 done
 
-"$PY" - "$results" "$rounds" "$seconds" "$pinned" "$(nproc)" "$conns" "${TESTS[*]}" "${SERVERS[@]}" <<'PYEOF'
+"$PY" - "$results" "$rounds" "$seconds" "$pinned" "$(nproc)" "$conns" "${TESTS[*]}" "$reference" "${SERVERS[@]}" \
+    <<'PYEOF'
 import os, re, statistics, subprocess, sys
 sys.path.insert(0, "bench")
 from wrk_runs import wrk_medians, wrk_run
-results, rounds, seconds, pinned, ncpu, conns, tests = sys.argv[1:8]
-servers = sys.argv[8:]
+results, rounds, seconds, pinned, ncpu, conns, tests, ref = sys.argv[1:9]
+servers = sys.argv[9:]
 conns = [int(c) for c in conns.split()]
 tests = tests.split()
-labels = {"awith": "awith (examples/tfb)", "fastapi": "uvicorn+FastAPI+asyncpg", "aiohttp": "aiohttp+asyncpg",
-          "kore": "Kore 4.1 (C)"}
+labels = {"awith_epoll": "awith epoll (examples/tfb)", "awith_uring": "awith io_uring (examples/tfb)",
+          "fastapi": "uvicorn+FastAPI+asyncpg", "aiohttp": "aiohttp+asyncpg", "kore": "Kore 4.1 (C)"}
+backend = {"awith_epoll": "epoll", "awith_uring": "io_uring"}
 kore_tests = {"json", "db", "plaintext"}
 
 def run(s, t, c):
@@ -243,17 +282,20 @@ def run(s, t, c):
         return None
     return rps, p99, cpu, errs
 
-md = ["# TechEmpower test types: awith vs uvicorn+FastAPI, aiohttp, Kore", "",
+md = ["# TechEmpower test types: awith (epoll and io_uring) vs uvicorn+FastAPI, aiohttp, Kore", "",
       f"One worker per server, pool of 4 connections, over 127.0.0.1; wrk -t1, {seconds} s per run after a 1 s "
       f"warm-up, median of {rounds} round(s), servers taking turns; /queries and /updates with 20 rows; plaintext "
-      f"pipelined 16 deep. nproc {ncpu}, {pinned}. Errors are non-2xx answers plus socket errors.", ""]
+      f"pipelined 16 deep. nproc {ncpu}, {pinned}. Errors are non-2xx answers plus socket errors. "
+      f"awith runs twice, the same binary with AWITH_BACKEND=epoll and AWITH_BACKEND=uring; the "
+      f"\"awith ÷ server\" column and the targets use awith on **{backend[ref]}**, its default backend here "
+      f"(auto: io_uring when a ring can be set up, else epoll), for every row.", ""]
 targets = []
 data = {}
 for t in tests:
     md += [f"## {t}", "", "| concurrency | server | requests/s | p99 | server CPU/request | errors | awith ÷ server |",
            "|---:|---|---:|---:|---:|---:|---:|"]
     for c in conns:
-        a = run("awith", t, c)
+        a = run(ref, t, c)
         for s in servers:
             if s == "kore" and t not in kore_tests:
                 continue
@@ -265,7 +307,7 @@ for t in tests:
             if d[0] == 0:
                 md.append(f"| {c} | {labels[s]} | 0 (stalled: no answer in the run) | | | {d[3]} | |")
                 continue
-            ratio = "1.00×" if s == "awith" else (f"{a[0] / d[0]:.2f}×" if a and a[0] else "?")
+            ratio = "1.00× (reference)" if s == ref else (f"{a[0] / d[0]:.2f}×" if a and a[0] else "?")
             cpu = f"{d[2]:.1f} µs" if d[2] else "?"
             md.append(f"| {c} | {labels[s]} | {d[0]:,.0f} | {d[1]:.2f} ms | {cpu} | {d[3]} | {ratio} |")
     md.append("")
@@ -274,14 +316,29 @@ for t in tests:
             continue
         worst = None
         for c in conns:
-            a, d = data.get(("awith", t, c)), data.get((s, t, c))
+            a, d = data.get((ref, t, c)), data.get((s, t, c))
             if a and d and d[0] > 0:
                 r = a[0] / d[0]
                 worst = r if worst is None else min(worst, r)
         if worst is not None:
-            targets.append(f"- {t}: ≥ {need:g}× {labels[s]} at every concurrency (lowest {worst:.2f}×): "
-                           f"**{'met' if worst >= need else 'missed'}**")
-md += ["## Targets", ""] + targets + [""]
+            targets.append(f"- {t}: ≥ {need:g}× {labels[s]} at every concurrency (lowest {worst:.2f}×, awith on "
+                           f"{backend[ref]}): **{'met' if worst >= need else 'missed'}**")
+
+# awith's two backends against each other: > 1 means io_uring serves more
+# requests/s (or spends more CPU per request) than epoll.
+def ratio(u, e, i, fmt):
+    return f"{u[i] / e[i]:{fmt}}×" if u and e and u[i] and e[i] else "?"
+md += ["## awith: io_uring ÷ epoll", "",
+       "| type | concurrency | epoll requests/s | io_uring requests/s | io_uring ÷ epoll requests/s "
+       "| io_uring ÷ epoll p99 | io_uring ÷ epoll CPU/request |", "|---|---:|---:|---:|---:|---:|---:|"]
+for t in tests:
+    for c in conns:
+        e, u = data.get(("awith_epoll", t, c)), data.get(("awith_uring", t, c))
+        rps = lambda d: f"{d[0]:,.0f}" if d else "failed"
+        md.append(f"| {t} | {c} | {rps(e)} | {rps(u)} | {ratio(u, e, 0, '.2f')} | {ratio(u, e, 1, '.2f')} "
+                  f"| {ratio(u, e, 2, '.2f')} |")
+md += ["", "## Targets", "", f"Against awith on {backend[ref]} (its default backend here), every row.", ""] \
+      + targets + [""]
 
 # A chart per type: requests/s by concurrency, a line per server.
 for t in tests:
