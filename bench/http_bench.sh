@@ -25,6 +25,30 @@
 #                                       # <= 0.75x epoll's CPU per request;
 #                                       # also io_uring with its sends made
 #                                       # by send(2) (AWITH_URING_SEND=0)
+#   LWAN_SRC=/path/to/lwan bash bench/http_bench.sh --lwan
+#                                       # only hello_server on epoll and on
+#                                       # io_uring against lwan, 5 rounds,
+#                                       # interleaved (--lwan --quick: 1
+#                                       # round of 2 s); target: io_uring
+#                                       # below lwan's CPU per request
+#
+# lwan (an optional peer): lwan is not packaged in Debian and a fresh
+# machine has no internet, so lwan is measured only where its source or a
+# built peer is given, by environment variables:
+#   LWAN_SRC=DIR    an lwan source tree (a checkout or `git archive` of
+#                   github.com/lpereira/lwan); the script builds it with
+#                   Debian's cmake and zlib, lwan's own release build
+#                   (-DCMAKE_BUILD_TYPE=Release), in LWAN_BUILD (default
+#                   build-bench/lwan), then compiles bench/lwan_hello.c
+#                   against its liblwan.a with the compile and link line of
+#                   lwan's own hello sample, giving LWAN_BUILD/lwan_hello;
+#                   a later run reuses both builds when they are current;
+#   LWAN_BIN=FILE   an lwan_hello already built that way (takes the port as
+#                   its one argument); used as is, LWAN_SRC not needed.
+# With either, lwan joins the default run and --backends; without, those
+# runs are as before and --lwan exits 2. bench/lwan_hello.c answers GET /
+# with the same 27-byte JSON from a handler (lwan's own hello sample's way),
+# one worker thread, keep-alive, pinned to CPU 0 like every server.
 #
 # Steps:
 #   1. installs missing Debian packages (scripts/test.sh's list plus wrk,
@@ -67,19 +91,72 @@ PACKAGES+=(wrk nginx-light h2o python3-fastapi python3-uvicorn python3-aiohttp p
 PY=/usr/bin/python3      # Debian's interpreter: the one the python3-* packages are for
 BUILD=build-bench
 CONNS=64
-rounds=3 seconds=5 metrics_only=0 backends_only=0 variant=awith_metrics
+rounds=3 seconds=5 metrics_only=0 backends_only=0 lwan_only=0 variant=awith_metrics
 for arg in "$@"; do
     case $arg in
         --quick) rounds=1 seconds=2 ;;
         --metrics) metrics_only=1 rounds=5 variant=awith_metrics ;;
         --middleware) metrics_only=1 rounds=5 variant=awith_mw ;;
         --backends) backends_only=1 rounds=5 ;;
-        -h | --help) sed -n '2,28p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        --lwan) lwan_only=1 rounds=5 ;;
+        -h | --help) sed -n '2,52p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "bench/http_bench.sh: unknown argument '$arg' (try --help)" >&2; exit 2 ;;
     esac
 done
 
+# lwan: needs cmake to build from LWAN_SRC (a bench-only dependency, so not
+# in scripts/test.sh's list); --lwan without it cannot run.
+[[ -n ${LWAN_SRC:-} && -z ${LWAN_BIN:-} ]] && PACKAGES+=(cmake)
+if ((lwan_only)) && [[ -z ${LWAN_SRC:-}${LWAN_BIN:-} ]]; then
+    echo "bench/http_bench.sh: --lwan needs LWAN_SRC (an lwan source tree) or LWAN_BIN (try --help)" >&2
+    exit 2
+fi
+
+# lwan_build: set LWAN to the lwan peer to run: LWAN_BIN as given, or
+# bench/lwan_hello.c built from LWAN_SRC (see the header) in LWAN_BUILD:
+# lwan's release build (its `hello` sample target, which builds liblwan.a),
+# then our file compiled with the hello sample's own flags (flags.make) and
+# linked with its own link line (link.txt), so it is built exactly as lwan
+# builds its samples. A step whose output is newer than its input is not
+# redone. LWAN stays empty when neither variable is set. Returns 1 (with
+# the log's tail) when the build fails.
+LWAN=
+lwan_build() {
+    if [[ -n ${LWAN_BIN:-} ]]; then
+        [[ -x $LWAN_BIN ]] || { echo "LWAN_BIN=$LWAN_BIN is not an executable" >&2; return 1; }
+        LWAN=$(realpath "$LWAN_BIN")
+        return 0
+    fi
+    [[ -n ${LWAN_SRC:-} ]] || return 0
+    local src out sample compile link
+    src=$(realpath "$LWAN_SRC")
+    [[ -f $src/CMakeLists.txt && -f $src/src/lib/lwan.h ]] ||
+        { echo "LWAN_SRC=$LWAN_SRC is not an lwan source tree" >&2; return 1; }
+    out=$(realpath -m "${LWAN_BUILD:-$BUILD/lwan}")
+    sample=$out/src/samples/hello/CMakeFiles/hello.dir
+    mkdir -p "$out"
+    echo "== build lwan from $src (release) in $out"
+    if [[ ! -f $out/CMakeCache.txt ]]; then
+        cmake -S "$src" -B "$out" -DCMAKE_BUILD_TYPE=Release >"$out/cmake.log" 2>&1 ||
+            { tail -n 20 "$out/cmake.log"; return 1; }
+    fi
+    make -C "$out" -j"$(nproc)" hello >"$out/make.log" 2>&1 || { tail -n 20 "$out/make.log"; return 1; }
+    if [[ ! $out/lwan_hello -nt bench/lwan_hello.c || ! $out/lwan_hello -nt $out/src/lib/liblwan.a ]]; then
+        compile="cc $(sed -n 's/^C_\(DEFINES\|INCLUDES\|FLAGS\) = //p' "$sample/flags.make" | tr '\n' ' ')"
+        compile+=" -c $(pwd)/bench/lwan_hello.c -o $out/lwan_hello.o"
+        link=$(<"$sample/link.txt")
+        link=${link/CMakeFiles\/hello.dir\/main.c.o -o hello /$out/lwan_hello.o -o $out/lwan_hello }
+        [[ $link == *"-o $out/lwan_hello "* ]] ||
+            { echo "lwan's hello link line has an unexpected form: $sample/link.txt" >&2; return 1; }
+        # The link line names liblwan.a relative to the sample's directory.
+        (cd "$out/src/samples/hello" && eval "$compile" && eval "$link") >"$out/lwan_hello.log" 2>&1 ||
+            { tail -n 20 "$out/lwan_hello.log"; return 1; }
+    fi
+    LWAN=$out/lwan_hello
+}
+
 bench_build
+lwan_build || { echo "LWAN BUILD FAILED" >&2; exit 1; }
 bench_results http-results
 bench_hello_www
 bench_pin pin_server pin_wrk "server on CPU 0, wrk on CPU 1 (taskset)"
@@ -104,6 +181,8 @@ EOF
 SERVERS=(awith awith_uring awith_metrics awith_mw nginx h2o fastapi aiohttp)
 ((metrics_only)) && SERVERS=(awith "$variant")
 ((backends_only)) && SERVERS=(awith awith_uring awith_usend0 awith_pipe awith_uring_pipe awith_usend0_pipe)
+((lwan_only)) && SERVERS=(awith awith_uring)
+[[ -n $LWAN ]] && ((!metrics_only)) && SERVERS+=(lwan)
 declare -A LABEL=(
     [awith]="awith (examples/hello_server)"
     [awith_uring]="awith on io_uring"
@@ -117,6 +196,7 @@ declare -A LABEL=(
     [h2o]="h2o (static file)"
     [fastapi]="uvicorn+FastAPI (uvloop)"
     [aiohttp]="aiohttp (uvloop)"
+    [lwan]="lwan (bench/lwan_hello.c)"
 )
 
 server_cmd() { # NAME PORT DIR -> sets CMD
@@ -131,6 +211,7 @@ server_cmd() { # NAME PORT DIR -> sets CMD
         h2o) bench_h2o_conf "$dir" "$port" "http1-upgrade-to-http2: OFF" ;;
         fastapi) CMD=("$PY" bench/py/http_fastapi.py --port "$port") ;;
         aiohttp) CMD=("$PY" bench/py/http_aiohttp.py --port "$port") ;;
+        lwan) CMD=("$LWAN" "$port") ;;
     esac
 }
 
@@ -173,7 +254,8 @@ labels = {"awith": "awith (examples/hello_server)", "awith_uring": "awith on io_
           "awith_pipe": "awith, pipelined 16", "awith_uring_pipe": "awith on io_uring, pipelined 16",
           "awith_usend0": "awith on io_uring, send(2)", "awith_usend0_pipe": "awith on io_uring, send(2), pipelined",
           "awith_metrics": "awith, metrics on", "awith_mw": "awith, middleware stack", "nginx": "nginx-light (static file)",
-          "h2o": "h2o (static file)", "fastapi": "uvicorn+FastAPI (uvloop)", "aiohttp": "aiohttp (uvloop)"}
+          "h2o": "h2o (static file)", "fastapi": "uvicorn+FastAPI (uvloop)", "aiohttp": "aiohttp (uvloop)",
+          "lwan": "lwan (bench/lwan_hello.c)"}
 
 data, cpu = {}, {}
 for s in servers:
@@ -233,6 +315,18 @@ for old, ur, what in (("awith_usend0", "awith_uring", "GET /"), ("awith_usend0_p
         ep = cpu["awith" if what == "GET /" else "awith_pipe"]
         targets.append(f"- {what}: io_uring with send(2) {cpu[old]:.2f} µs ({cpu[old] / ep:.2f}× epoll) → "
                        f"with IORING_OP_SEND {cpu[ur]:.2f} µs ({cpu[ur] / ep:.2f}× epoll)")
+# lwan (when given): the same GET / from a C handler; issue 18's target is
+# io_uring below lwan's server CPU per request.
+if cpu.get("lwan"):
+    lw = cpu["lwan"]
+    for s, what in (("awith", "awith on epoll"), ("awith_uring", "awith on io_uring")):
+        if cpu.get(s):
+            targets.append(f"- {what} vs lwan: server CPU per request {cpu[s]:.2f} µs vs {lw:.2f} µs "
+                           f"({cpu[s] / lw:.2f}×), requests/s {data[s][0]:,.0f} vs {data['lwan'][0]:,.0f} "
+                           f"({data[s][0] / data['lwan'][0]:.2f}×), p99 {data[s][1]:.2f} ms vs {data['lwan'][1]:.2f} ms")
+    if cpu.get("awith_uring"):
+        targets.append(target("lwan", cpu["awith_uring"] < lw, f"io_uring below lwan's CPU per request on GET / "
+                              f"({cpu['awith_uring']:.2f} µs vs {lw:.2f} µs: {cpu['awith_uring'] / lw:.2f}×)"))
 notes = []
 for s in servers:
     if s not in ("awith", "awith_metrics", "awith_mw") and cpu.get(s) and cpu.get("awith"):
@@ -240,7 +334,7 @@ for s in servers:
 if notes:
     targets += ["", "Server CPU time per request (what each costs whatever bounds requests/s):", ""] + notes
 
-md = ["# HTTP hello world: awith vs nginx, h2o, uvicorn+FastAPI, aiohttp", "",
+md = ["# HTTP hello world: awith vs nginx, h2o, uvicorn+FastAPI, aiohttp" + (", lwan" if "lwan" in servers else ""), "",
       f"GET / answering `{{\"message\":\"Hello, World!\"}}` over 127.0.0.1, keep-alive, one worker each; "
       f"wrk -t1 -c{conns}, {seconds} s per run after a 1 s warm-up, median of {rounds} round(s), "
       f"servers taking turns; nproc {ncpu}, {pinned}.", "", *rows, "", "Targets:", "", *targets, ""]
