@@ -78,7 +78,32 @@ static char *read_fd_all(int fd)
 	return buf;
 }
 
+static int serve_made(void *arg, int report_fd)
+{
+	child_args *a = arg;
+	a->report_fd = report_fd;
+	return child_main(a);
+}
+
 int srv_start(srv *s, srv_make_fn make)
+{
+	child_args a = { make, -1 };
+	return srv_start_child(s, serve_made, &a);
+}
+
+typedef struct child_run {
+	srv_child_fn fn;
+	void *arg;
+	int report_fd;
+} child_run;
+
+static int child_run_main(void *arg)
+{
+	child_run *c = arg;
+	return c->fn(c->arg, c->report_fd);
+}
+
+int srv_start_child(srv *s, srv_child_fn fn, void *arg)
 {
 	memset(s, 0, sizeof *s);
 	s->logfd = -1;
@@ -107,8 +132,8 @@ int srv_start(srv *s, srv_make_fn make)
 		dup2(lf, 2);
 		close(lf);
 		setvbuf(stderr, NULL, _IONBF, 0);
-		child_args a = { make, p[1] };
-		int rc = aw_run(child_main, &a);
+		child_run c = { fn, arg, p[1] };
+		int rc = aw_run(child_run_main, &c);
 		fflush(NULL);
 		exit(rc == 0 ? 0 : 1);   /* exit(): LeakSanitizer checks the server too */
 	}
@@ -446,6 +471,16 @@ int http_once(int port, const char *raw, size_t len, resp *r, bool *closed)
 }
 
 /* ---- curl ---------------------------------------------------------------------------- */
+
+int run_cmd(char *out, size_t outlen, const char *const argv[])
+{
+	proc p;
+	if (proc_start(&p, argv))
+		return -1;
+	int st = proc_wait(&p, 0);
+	snprintf(out, outlen, "%s%s", p.out ? p.out : "", p.err ? p.err : "");
+	return st;
+}
 
 int run_curl(char *out, size_t outlen, ...)
 {

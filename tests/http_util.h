@@ -29,6 +29,14 @@ typedef aw_app *(*srv_make_fn)(void);
 /* Fork a server: make() the app, listen on 127.0.0.1:0, report the port,
  * aw_app_serve until SIGTERM. Returns 0 or -1. */
 int srv_start(srv *s, srv_make_fn make);
+/* The body of a server child (run in aw_run after fork, stderr to the
+ * log): listen, write the port (an int) to report_fd and close it, then
+ * serve until SIGTERM. Returns 0 for a clean exit. */
+typedef int (*srv_child_fn)(void *arg, int report_fd);
+/* Fork a server whose child runs fn(arg, report_fd): for a server
+ * srv_start's plain listener does not fit (TLS, options). Same result
+ * and same srv_stop/srv_wait/srv_log as srv_start. */
+int srv_start_child(srv *s, srv_child_fn fn, void *arg);
 /* SIGTERM, wait (up to 15 s, then SIGKILL). Returns the child's exit
  * status (0 = clean), or -1 if it had to be killed or crashed. */
 int srv_stop(srv *s);
@@ -75,6 +83,10 @@ int http_once(int port, const char *raw, size_t len, resp *r, bool *closed);
 /* Run `curl` with args (NULL-terminated); its stdout into out (NUL-term.).
  * Returns curl's exit status, or -1. */
 int run_curl(char *out, size_t outlen, ...) __attribute__((sentinel));
+
+/* Run argv (a program found on PATH) to its end; its stdout then its
+ * stderr into out (NUL-terminated). Returns the exit status, or -1. */
+int run_cmd(char *out, size_t outlen, const char *const argv[]);
 
 /* Milliseconds since an arbitrary point. */
 long long now_ms(void);

@@ -317,16 +317,6 @@ static int curl_h2(int port, const char *path, char *out, size_t outlen)
 	return st;
 }
 
-static int run_cmd(char *out, size_t outlen, const char *const argv[])
-{
-	proc p;
-	if (proc_start(&p, argv))
-		return -1;
-	int st = proc_wait(&p, 0);
-	snprintf(out, outlen, "%s%s", p.out ? p.out : "", p.err ? p.err : "");
-	return st;
-}
-
 /* ---- tests -------------------------------------------------------------------- */
 
 AW_TEST(h2c_prior_knowledge_serves_the_routes_of_http1)

@@ -224,16 +224,6 @@ static char *checksum_hex(char *out)
 	return out;
 }
 
-static int run_cmd(char *out, size_t outlen, const char *const argv[])
-{
-	proc p;
-	if (proc_start(&p, argv))
-		return -1;
-	int st = proc_wait(&p, 0);
-	snprintf(out, outlen, "%s%s", p.out ? p.out : "", p.err ? p.err : "");
-	return st;
-}
-
 /* ---- HTTP/1.1 -------------------------------------------------------------------- */
 
 AW_TEST(h1_streamed_body_ends_with_its_trailers_after_the_last_chunk)
@@ -571,13 +561,10 @@ static void remove_cert(void)
 	rmdir(tls_dir);
 }
 
-typedef struct tls_child {
-	int report_fd;
-} tls_child;
-
-static int tls_child_main(void *arg)
+/* The app on one TLS listener, in a child (srv_start_child). */
+static int tls_child_main(void *arg, int report_fd)
 {
-	tls_child *a = arg;
+	(void)arg;
 	aw_app *app = make_app();
 	if (!app)
 		return -1;
@@ -587,9 +574,9 @@ static int tls_child_main(void *arg)
 	if (!rc)
 		rc = aw_tcp_listen(&l, "127.0.0.1", 0, NULL);
 	int port = rc ? 0 : aw_listener_port(l);
-	if (write(a->report_fd, &port, sizeof port) != (ssize_t)sizeof port && !rc)
+	if (write(report_fd, &port, sizeof port) != (ssize_t)sizeof port && !rc)
 		rc = -EIO;
-	close(a->report_fd);
+	close(report_fd);
 	aw_app_listener ls[1] = { { l, true } };
 	if (!rc)
 		rc = aw_app_serve_listeners(app, ls, 1);
@@ -601,48 +588,11 @@ static int tls_child_main(void *arg)
 	return rc;
 }
 
-/* The app on one TLS listener, in a child (srv_stop stops it). */
-static int tls_srv_start(srv *s)
-{
-	memset(s, 0, sizeof *s);
-	char path[] = "/tmp/aw-trailers-log-XXXXXX";
-	int lf = mkostemp(path, O_CLOEXEC);
-	if (lf < 0)
-		return -1;
-	unlink(path);
-	int p[2];
-	if (pipe2(p, O_CLOEXEC)) {
-		close(lf);
-		return -1;
-	}
-	fflush(NULL);
-	pid_t pid = fork();
-	if (pid == 0) {
-		prctl(PR_SET_PDEATHSIG, SIGKILL);
-		close(p[0]);
-		dup2(lf, 2);
-		tls_child a = { p[1] };
-		int rc = aw_run(tls_child_main, &a);
-		fflush(NULL);
-		_exit(rc == 0 ? 0 : 1);
-	}
-	close(p[1]);
-	s->pid = pid;
-	s->logfd = lf;
-	struct pollfd pf = { p[0], POLLIN, 0 };
-	int port = 0;
-	if (poll(&pf, 1, 10000) != 1 || read(p[0], &port, sizeof port) != (ssize_t)sizeof port)
-		port = 0;
-	close(p[0]);
-	s->port = port;
-	return port ? 0 : -1;
-}
-
 AW_TEST(h2_over_tls_carries_trailers_to_curl_and_nghttp)
 {
 	CHECK(make_cert());
 	srv s;
-	int started = tls_srv_start(&s);
+	int started = srv_start_child(&s, tls_child_main, NULL);
 	if (started) {
 		remove_cert();
 		if (s.pid > 0)
