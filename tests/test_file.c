@@ -2,6 +2,7 @@
 /* Tests: files off the loop, file chunks, temp files and dirs
  * (src/io/file.c, src/io/tempfile.c). */
 #include "harness.h"
+#include "workdir.h"
 
 #include "awith/io.h"
 
@@ -49,28 +50,7 @@ static int count_entries(const char *dir, const char *prefix)
 	return n;
 }
 
-/* Each test works in a private directory under $TMPDIR or /tmp. */
-static char workdir[256];
-
-static bool make_workdir(void)
-{
-	const char *tmp = getenv("TMPDIR");
-	snprintf(workdir, sizeof workdir, "%s/awith-file-test-XXXXXX", tmp && *tmp ? tmp : "/tmp");
-	return mkdtemp(workdir) != NULL;
-}
-
-static void remove_workdir(void)
-{
-	char cmd[300];
-	snprintf(cmd, sizeof cmd, "rm -rf '%s'", workdir);
-	if (system(cmd) != 0)
-		fprintf(stderr, "could not remove %s\n", workdir);
-}
-
-static void in_workdir(char *out, size_t len, const char *name)
-{
-	snprintf(out, len, "%s/%s", workdir, name);
-}
+/* Each test works in a private directory (tests/workdir.c). */
 
 /* ---- read_all / write_all ------------------------------------------------------------ */
 
@@ -117,7 +97,7 @@ static int round_trip_main(void *arg)
 
 AW_TEST(file_write_all_and_read_all_round_trip_plain_and_atomic)
 {
-	CHECK(make_workdir());
+	CHECK(make_workdir("file-test"));
 	rw_case c = { { 1, 1, 1, 1, 1, 1 }, NULL, 0, -1, 0 };
 	mode_t old = umask(022);
 	int rc = aw_run(round_trip_main, &c);
@@ -159,7 +139,7 @@ static int limits_main(void *arg)
 
 AW_TEST(file_read_all_limits_and_errors_are_clear_codes)
 {
-	CHECK(make_workdir());
+	CHECK(make_workdir("file-test"));
 	rw_case c = { { 1, 1, 1, 1, 1, 1, 1, 1 }, NULL, 0, 0, 0 };
 	int rc = aw_run(limits_main, &c);
 	remove_workdir();
@@ -201,7 +181,7 @@ static int atomic_failure_main(void *arg)
 
 AW_TEST(file_atomic_write_that_fails_removes_its_temp_file_and_keeps_the_target)
 {
-	CHECK(make_workdir());
+	CHECK(make_workdir("file-test"));
 	rw_case c = { { 1, 1, 1, 1 }, NULL, 0, -1, 0 };
 	int rc = aw_run(atomic_failure_main, &c);
 	remove_workdir();
@@ -248,7 +228,7 @@ static int pio_main(void *arg)
 
 AW_TEST(file_pread_pwrite_transfer_whole_ranges_and_short_only_at_eof)
 {
-	CHECK(make_workdir());
+	CHECK(make_workdir("file-test"));
 	rw_case c = { { 1, 1, 1, 1, 1, 1, 1, 1 }, NULL, 0, 0, 0 };
 	int rc = aw_run(pio_main, &c);
 	remove_workdir();
@@ -312,7 +292,7 @@ static int chunks_main(void *arg)
 
 AW_TEST(file_chunks_cover_the_file_in_order_and_close_at_the_end)
 {
-	CHECK(make_workdir());
+	CHECK(make_workdir("file-test"));
 	chunk_case c = { 0 };
 	int rc = aw_run(chunks_main, &c);
 	remove_workdir();
@@ -362,7 +342,7 @@ static int chunks_break_main(void *arg)
 
 AW_TEST(file_chunks_break_early_closes_the_fd_and_a_missing_file_fails_enter)
 {
-	CHECK(make_workdir());
+	CHECK(make_workdir("file-test"));
 	chunk_case c = { 0 };
 	int rc = aw_run(chunks_break_main, &c);
 	remove_workdir();
@@ -403,7 +383,7 @@ static int tempfile_normal_main(void *arg)
 
 AW_TEST(tempfile_is_0600_inside_the_block_and_removed_after_it)
 {
-	CHECK(make_workdir());
+	CHECK(make_workdir("file-test"));
 	temp_case c = { 0 };
 	mode_t old = umask(0);   /* 0600 whatever the umask */
 	int rc = aw_run(tempfile_normal_main, &c);
@@ -442,7 +422,7 @@ static int tempfile_error_main(void *arg)
 
 AW_TEST(tempfile_is_removed_when_the_body_fails_and_the_error_goes_on)
 {
-	CHECK(make_workdir());
+	CHECK(make_workdir("file-test"));
 	temp_case c = { 0 };
 	int rc = aw_run(tempfile_error_main, &c);
 	remove_workdir();
@@ -481,7 +461,7 @@ static int tempfile_cancel_main(void *arg)
 
 AW_TEST(tempfile_is_removed_when_the_task_is_cancelled)
 {
-	CHECK(make_workdir());
+	CHECK(make_workdir("file-test"));
 	temp_case c = { 0 };
 	int rc = aw_run(tempfile_cancel_main, &c);
 	remove_workdir();
@@ -521,7 +501,7 @@ static int tempfile_bad_main(void *arg)
 
 AW_TEST(tempfile_with_too_long_a_path_is_enametoolong_and_bad_prefix_einval)
 {
-	CHECK(make_workdir());
+	CHECK(make_workdir("file-test"));
 	int rc[5] = { 1, 1, 1, 1, 1 };
 	int r = aw_run(tempfile_bad_main, rc);
 	remove_workdir();
@@ -564,7 +544,7 @@ static int tempdir_main(void *arg)
 
 AW_TEST(tempdir_is_0700_and_removed_with_nested_content_but_not_symlink_targets)
 {
-	CHECK(make_workdir());
+	CHECK(make_workdir("file-test"));
 	temp_case c = { 0 };
 	int rc = aw_run(tempdir_main, &c);
 	bool workdir_kept = access(workdir, F_OK) == 0;

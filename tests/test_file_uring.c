@@ -4,6 +4,7 @@
  * leaves buffers alone (src/io/file.c, src/core/fileop.c). Each test picks
  * its backends itself (aw_config.backend), whatever AWITH_BACKEND says. */
 #include "harness.h"
+#include "workdir.h"
 
 #include "awith/ext.h"
 #include "awith/io.h"
@@ -17,34 +18,32 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-static char workdir[256];
-
-static bool make_workdir(void)
-{
-	const char *tmp = getenv("TMPDIR");
-	snprintf(workdir, sizeof workdir, "%s/awith-file-uring-XXXXXX", tmp && *tmp ? tmp : "/tmp");
-	return mkdtemp(workdir) != NULL;
-}
-
-static void remove_workdir(void)
-{
-	char cmd[300];
-	snprintf(cmd, sizeof cmd, "rm -rf '%s'", workdir);
-	if (system(cmd) != 0)
-		fprintf(stderr, "could not remove %s\n", workdir);
-}
-
-static void in_workdir(char *out, size_t len, const char *name)
-{
-	snprintf(out, len, "%s/%s", workdir, name);
-}
-
 static int run_on(int backend, aw_task_fn fn, void *arg)
 {
 	aw_config cfg;
 	aw_config_default(&cfg);
 	cfg.backend = backend;
 	return aw_run_config(&cfg, fn, arg);
+}
+
+/* fn on the io_uring backend with a FIFO "fifo" in a fresh workdir (the
+ * cancellation tests read from it); fn's result, or -1 when the directory
+ * or the FIFO could not be made (said on stderr). */
+static int run_on_fifo(aw_task_fn fn, void *arg)
+{
+	if (!make_workdir("file-uring")) {
+		perror("run_on_fifo: mkdtemp");
+		return -1;
+	}
+	char path[300];
+	in_workdir(path, sizeof path, "fifo");
+	int rc = -1;
+	if (mkfifo(path, 0600) == 0)
+		rc = run_on(AW_BACKEND_URING, fn, arg);
+	else
+		perror("run_on_fifo: mkfifo");
+	remove_workdir();
+	return rc;
 }
 
 /* The process's own threads: /proc/self/task less io_uring's io-wq
@@ -163,7 +162,7 @@ AW_TEST(file_calls_on_io_uring_are_ring_operations_and_start_no_pool_thread)
 #if !AW_TEST_HAVE_IO_URING
 	return;
 #endif
-	CHECK(make_workdir());
+	CHECK(make_workdir("file-uring"));
 	make_small();
 	path_case c = { 0 };
 	int rc = run_on(AW_BACKEND_URING, calls_main, &c);
@@ -184,7 +183,7 @@ AW_TEST(file_calls_on_io_uring_are_ring_operations_and_start_no_pool_thread)
 
 AW_TEST(file_calls_on_epoll_stay_on_the_thread_pool)
 {
-	CHECK(make_workdir());
+	CHECK(make_workdir("file-uring"));
 	make_small();
 	path_case c = { 0 };
 	int rc = run_on(AW_BACKEND_EPOLL, calls_main, &c);
@@ -259,7 +258,7 @@ static int big_main(void *arg)
 
 static void big_on(int backend)
 {
-	CHECK(make_workdir());
+	CHECK(make_workdir("file-uring"));
 	big_case c = { { 1, 1, 1, 1, 1, 1 }, false, false, false, 0 };
 	int rc = run_on(backend, big_main, &c);
 	char probe[300];
@@ -353,7 +352,7 @@ AW_TEST(file_errors_are_the_same_codes_and_messages_on_io_uring_and_epoll)
 #if !AW_TEST_HAVE_IO_URING
 	return;
 #endif
-	CHECK(make_workdir());
+	CHECK(make_workdir("file-uring"));
 	/* fd 999 is not open in this process. */
 	CHECK(fcntl(999, F_GETFD) == -1);
 	err_case e = { 0 }, u = { 0 };
@@ -425,13 +424,8 @@ AW_TEST(file_read_cancelled_mid_read_on_io_uring_never_takes_later_bytes)
 #if !AW_TEST_HAVE_IO_URING
 	return;
 #endif
-	CHECK(make_workdir());
-	char path[300];
-	in_workdir(path, sizeof path, "fifo");
-	CHECK(mkfifo(path, 0600) == 0);
 	cancel_case c = { 0 };
-	int rc = run_on(AW_BACKEND_URING, fifo_cancel_main, &c);
-	remove_workdir();
+	int rc = run_on_fifo(fifo_cancel_main, &c);
 	CHECK_EQ(rc, 0);
 	CHECK(c.rc < 0);            /* the cancel code (a move_on scope's own code) */
 	CHECK(c.buf == NULL);       /* nothing handed out */
@@ -503,13 +497,8 @@ AW_TEST(fileop_read_cancelled_returns_after_the_kernel_let_go_of_the_buffer)
 #if !AW_TEST_HAVE_IO_URING
 	return;
 #endif
-	CHECK(make_workdir());
-	char path[300];
-	in_workdir(path, sizeof path, "fifo");
-	CHECK(mkfifo(path, 0600) == 0);
 	op_case c = { 0 };
-	int rc = run_on(AW_BACKEND_URING, op_cancel_main, &c);
-	remove_workdir();
+	int rc = run_on_fifo(op_cancel_main, &c);
 	CHECK_EQ(rc, 0);
 	CHECK_EQ(c.rc, -ECANCELED);
 	CHECK_EQ(c.res, -ECANCELED);   /* the kernel's word: cancelled before any byte */
@@ -573,7 +562,7 @@ static int wcancel_main(void *arg)
 
 static void wcancel_on(int backend)
 {
-	CHECK(make_workdir());
+	CHECK(make_workdir("file-uring"));
 	wcancel_case c = { 0 };
 	int rc = run_on(backend, wcancel_main, &c);
 	char probe[300];
