@@ -210,6 +210,20 @@ static int ring_write_result(fctx *c, int rc)
 	return y < 0 ? y : rc;
 }
 
+/* path opened read-only: the fd, or a raised error (the ring's cancel code
+ * when the open was cancelled). */
+static int open_for_reading(fctx *c, const char *path)
+{
+	int fd = f_open(c, path, O_RDONLY | O_CLOEXEC, 0);
+	if (c->cancel)
+		return c->cancel;
+	if (fd < 0) {
+		errno = -fd;
+		return aw_raise(fd, "cannot open '%s' for reading: %m", path);
+	}
+	return fd;
+}
+
 /* ---- aw_file_read_all ---------------------------------------------------------- */
 
 typedef struct read_all_job {
@@ -221,13 +235,9 @@ typedef struct read_all_job {
 
 static int read_all(fctx *c, read_all_job *j)
 {
-	int fd = f_open(c, j->path, O_RDONLY | O_CLOEXEC, 0);
-	if (c->cancel)
-		return c->cancel;
-	if (fd < 0) {
-		errno = -fd;
-		return aw_raise(fd, "cannot open '%s' for reading: %m", j->path);
-	}
+	int fd = open_for_reading(c, j->path);
+	if (fd < 0)
+		return fd;
 	struct stat st;
 	if (fstat(fd, &st) != 0) {
 		int rc = aw_raise(-errno, "cannot stat '%s': %m", j->path);
@@ -629,13 +639,9 @@ typedef struct open_job {
 
 static int open_for_chunks(fctx *c, open_job *j)
 {
-	int fd = f_open(c, j->path, O_RDONLY | O_CLOEXEC, 0);
-	if (c->cancel)
-		return c->cancel;
-	if (fd < 0) {
-		errno = -fd;
-		return aw_raise(fd, "cannot open '%s' for reading: %m", j->path);
-	}
+	int fd = open_for_reading(c, j->path);
+	if (fd < 0)
+		return fd;
 	struct stat st;
 	if (fstat(fd, &st) == 0 && S_ISDIR(st.st_mode)) {
 		close(fd);
