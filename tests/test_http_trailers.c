@@ -10,14 +10,10 @@
 #include "http_util.h"
 
 #include <errno.h>
-#include <fcntl.h>
-#include <poll.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/prctl.h>
-#include <signal.h>
 #include <unistd.h>
 
 /* ---- the app ---------------------------------------------------------------- */
