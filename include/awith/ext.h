@@ -144,6 +144,27 @@ int aw_fd_take_ready(int fd);
 int aw_fd_recv(int fd, void *buf, size_t len, size_t *got, aw_time deadline) AW_MUST_USE;
 #define aw_fd_recv(fd, buf, len, got, dl) AW__AT((aw_fd_recv)((fd), (buf), (len), (got), (dl)))
 
+/* Accept the next connection on listening socket fd through io_uring: one
+ * multishot IORING_OP_ACCEPT per listener, armed by the first call and
+ * kept armed, so a busy listener costs no system call per connection. The
+ * connections the kernel accepts while no task waits are queued on the
+ * listener, up to a bound past which the multishot is cancelled and the
+ * kernel's backlog holds the clients until the queue is drained.
+ * Returns the new socket (SOCK_NONBLOCK|SOCK_CLOEXEC, as accept4 with
+ * those flags), or a negative code: the accept's own -errno as accept4
+ * would say it (-EMFILE, -ENFILE, ...; after the connections queued
+ * before it), -ETIMEDOUT after deadline, the cancel code when cancelled (a
+ * connection arriving then stays queued for the next call), -EBADF when
+ * aw_fd_forget/aw_fd_close ran meanwhile, -AW_EBUSY_WAIT if another task
+ * waits on fd (all raised); and -EOPNOTSUPP, not raised, when the loop
+ * does not run on io_uring, the kernel has no multishot accept (before
+ * 5.19), or AWITH_URING_ACCEPT=0 is set: the caller then uses accept4 and
+ * aw_fd_wait. aw_fd_forget/aw_fd_close of fd closes every queued
+ * connection and cancels the multishot; connections still arriving from it
+ * are closed too. aw_listener_accept (io.h) uses this. Waits. */
+int aw_fd_accept(int fd, aw_time deadline) AW_MUST_USE;
+#define aw_fd_accept(fd, dl) AW__AT((aw_fd_accept)((fd), (dl)))
+
 /* Send len bytes from buf on socket fd through io_uring (IORING_OP_SEND,
  * MSG_NOSIGNAL) and wait until all of them went: the loop submits the
  * send with its one io_uring_enter per turn, batched with every other

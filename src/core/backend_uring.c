@@ -44,6 +44,7 @@
 #define AW_URING_ENTRIES 256         /* SQ size; the CQ gets 16 times that */
 #define AW_URING_POLL_BIT (UINT64_C(1) << 63)
 #define AW_URING_OP_BIT (UINT64_C(1) << 62)   /* user_data: an aw_backend_op pointer */
+#define AW_URING_ACC_BIT (UINT64_C(1) << 61)  /* user_data: an aw_acceptq pointer (accept_uring.c) */
 #define AW_URING_GEN_MASK 0x7fffffffu
 
 typedef struct uring_fd {
@@ -58,6 +59,7 @@ struct aw_uring {
 	uring_fd *fds;
 	size_t nfds;
 	aw_backend_op *sends, **sends_tail;   /* queued sends (no SQE yet) */
+	size_t accepts;      /* multishot accepts armed (final completion not seen) */
 };
 
 static uint64_t poll_ud(int fd, uint32_t gen)
@@ -159,6 +161,33 @@ void aw_uring_fini(aw_backend *b)
 	/* Hand the queued removals in first: a ring fd a forked child still
 	 * holds would otherwise keep those files open. */
 	io_uring_submit(&u->ring);
+	/* Multishot accepts still armed (a listener closed in the last
+	 * turn, or never closed): cancel them and reap their completions,
+	 * so every descriptor the kernel accepted for them is closed and
+	 * every orphaned queue freed (accept_uring.c). */
+	if (u->accepts) {
+		struct io_uring_sqe *sqe = io_uring_get_sqe(&u->ring);
+		if (sqe) {
+			io_uring_prep_cancel64(sqe, 0, IORING_ASYNC_CANCEL_ANY);
+			io_uring_sqe_set_data64(sqe, 0);
+			io_uring_submit(&u->ring);
+		}
+	}
+	for (int i = 0; i < 1000 && u->accepts; i++) {
+		struct io_uring_cqe *cqe;
+		struct __kernel_timespec ts = { .tv_sec = 0, .tv_nsec = 1000000 };
+		if (io_uring_wait_cqe_timeout(&u->ring, &cqe, &ts) != 0)
+			continue;
+		uint64_t ud = cqe->user_data;
+		int res = cqe->res;
+		unsigned flags = cqe->flags;
+		io_uring_cqe_seen(&u->ring, cqe);
+		if (ud & AW_URING_ACC_BIT) {
+			if (!(flags & IORING_CQE_F_MORE))
+				u->accepts--;
+			aw__accept_complete((aw_acceptq *)(uintptr_t)(ud & ~AW_URING_ACC_BIT), res, flags, true);
+		}
+	}
 	io_uring_queue_exit(&u->ring);
 	free(u->fds);
 	free(u);
@@ -337,10 +366,38 @@ bool aw_uring_cancel(aw_backend *b, aw_backend_op *op, bool sync)
 	return false;
 }
 
+int aw_uring_accept_arm(aw_backend *b, int fd, aw_acceptq *q)
+{
+	struct aw_uring *u = b->uring;
+	struct io_uring_sqe *sqe = sqe_get(u);
+	if (!sqe)
+		return -EAGAIN;
+	io_uring_prep_multishot_accept(sqe, fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+	io_uring_sqe_set_data64(sqe, AW_URING_ACC_BIT | (uint64_t)(uintptr_t)q);
+	u->accepts++;
+	return 0;
+}
+
+void aw_uring_accept_cancel(aw_backend *b, aw_acceptq *q)
+{
+	struct aw_uring *u = b->uring;
+	struct io_uring_sqe *sqe = sqe_get(u);
+	if (!sqe)
+		return;   /* the listener's close (its POLL/ACCEPT fails) ends it */
+	io_uring_prep_cancel64(sqe, AW_URING_ACC_BIT | (uint64_t)(uintptr_t)q, 0);
+	io_uring_sqe_set_data64(sqe, 0);
+}
+
 /* One completion: a poll's mask, an operation's result, or an error. */
 static int complete(struct aw_uring *u, uint64_t ud, int res, unsigned flags, aw_backend_ready_fn *on_ready,
 		    void *ctx)
 {
+	if (ud & AW_URING_ACC_BIT) {
+		if (!(flags & IORING_CQE_F_MORE))
+			u->accepts--;
+		aw__accept_complete((aw_acceptq *)(uintptr_t)(ud & ~AW_URING_ACC_BIT), res, flags, false);
+		return 1;
+	}
 	if (ud & AW_URING_OP_BIT) {
 		aw_backend_op *op = (aw_backend_op *)(uintptr_t)(ud & ~AW_URING_OP_BIT);
 		if (op->is_send) {

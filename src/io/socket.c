@@ -395,7 +395,14 @@ int (aw_listener_accept)(aw_listener *l, aw_stream **out, aw_time deadline)
 	*out = NULL;
 	const aw_loc *loc = aw__where;
 	for (;;) {
-		int fd = accept4(l->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+		/* On io_uring: the listener's multishot accept (accept_uring.c);
+		 * -EOPNOTSUPP: not here, accept4 as below. */
+		aw__where = loc;
+		int fd = (aw_fd_accept)(l->fd, deadline);
+		if (fd < 0 && fd != -EOPNOTSUPP)
+			return fd;
+		if (fd < 0)
+			fd = accept4(l->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
 		if (fd >= 0) {
 			if (l->tcp) {
 				set_nodelay(fd);
