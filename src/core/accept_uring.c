@@ -29,9 +29,13 @@
  * still arriving and is freed by the final completion (or by the ring's
  * end, aw_uring_fini). No accepted descriptor leaks.
  *
- * A task cancelled (or timed out) while waiting in accept leaves the
- * multishot armed: the connection it would have got is queued for the
- * next accept, never lost, and closed if the listener closes first.
+ * While accepts keep coming (a server's accept loop) the multishot stays
+ * armed between them. A task that leaves accept without a connection
+ * (cancelled, timed out) stops it (a synchronous cancel): nobody waits, so
+ * the kernel's backlog keeps the next clients, where another process
+ * sharing the listener — a graceful restart's successor — takes them. What
+ * the kernel had accepted before the cancel is queued for the next accept,
+ * never lost to it (closed if the listener closes first).
  *
  * AWITH_URING_ACCEPT=0 in the environment turns this off (readiness and
  * accept4 as on epoll), for comparison (bench/http_bench.sh).
@@ -135,7 +139,7 @@ void aw__accept_complete(aw_acceptq *q, int res, unsigned flags, bool fini)
 				q->err = -ENOMEM;
 		} else if (q->n >= AW_ACCEPTQ_STOP && q->armed && !q->stopped) {
 			q->stopped = true;   /* stop pulling: the backlog holds the rest */
-			aw_uring_accept_cancel(&q->loop->backend, q);
+			aw_uring_accept_cancel(&q->loop->backend, q, false);
 		}
 	} else if (res == -EINVAL && !q->n && !q->err && !more) {
 		q->unsupported = true;   /* no multishot accept in this kernel */
@@ -191,8 +195,18 @@ int (aw_fd_accept)(int fd, aw_time deadline)
 		s = &l->fds[fd];   /* the table may have moved */
 		if (s->reader == t)
 			s->reader = NULL;
-		if (v != 0 && s->accept_q == q && q->task == t)
-			q->task = NULL;
+		if (v != 0 && s->accept_q == q) {
+			if (q->task == t)
+				q->task = NULL;
+			if (q->armed && !q->stopped && !q->n) {
+				/* Nobody waits any more: stop pulling, so the
+				 * kernel leaves the next clients in the backlog,
+				 * where another process sharing the listener (a
+				 * graceful restart's successor) can take them. */
+				q->stopped = true;
+				aw_uring_accept_cancel(&l->backend, q, true);
+			}
+		}
 		if (v == 0) {
 			q->task = NULL;
 			continue;
@@ -220,7 +234,7 @@ void aw__fd_accept_forget(aw_loop *l, int fd)
 		return;
 	}
 	q->orphan = true;   /* freed by its final completion */
-	aw_uring_accept_cancel(&l->backend, q);
+	aw_uring_accept_cancel(&l->backend, q, true);
 }
 
 void aw__fd_accept_free(aw_acceptq *q)

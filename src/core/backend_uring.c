@@ -378,9 +378,21 @@ int aw_uring_accept_arm(aw_backend *b, int fd, aw_acceptq *q)
 	return 0;
 }
 
-void aw_uring_accept_cancel(aw_backend *b, aw_acceptq *q)
+void aw_uring_accept_cancel(aw_backend *b, aw_acceptq *q, bool sync)
 {
 	struct aw_uring *u = b->uring;
+	if (sync) {
+		struct io_uring_sync_cancel_reg reg;
+		memset(&reg, 0, sizeof reg);
+		reg.addr = AW_URING_ACC_BIT | (uint64_t)(uintptr_t)q;
+		reg.fd = -1;
+		reg.timeout.tv_sec = -1;
+		reg.timeout.tv_nsec = -1;
+		io_uring_submit(&u->ring);   /* the accept may still be queued */
+		int rc = io_uring_register_sync_cancel(&u->ring, &reg);
+		if (rc == 0 || rc == -ENOENT || rc == -EALREADY)
+			return;   /* gone; its last completions are in the ring */
+	}
 	struct io_uring_sqe *sqe = sqe_get(u);
 	if (!sqe)
 		return;   /* the listener's close (its POLL/ACCEPT fails) ends it */

@@ -214,8 +214,10 @@ void aw_uring_send(aw_backend *b, aw_backend_op *op);
  * IORING_CQE_F_MORE. 0 or -EAGAIN (no SQE). */
 int aw_uring_accept_arm(aw_backend *b, int fd, aw_acceptq *q);
 /* Ask the kernel to end q's multishot accept (IORING_OP_ASYNC_CANCEL);
- * its final completion (-ECANCELED, no F_MORE) still comes. */
-void aw_uring_accept_cancel(aw_backend *b, aw_acceptq *q);
+ * its final completion (-ECANCELED, no F_MORE) still comes. sync (kernel
+ * 6.0+): return only once the kernel has stopped accepting for q (the
+ * completions are then in the ring for the next poll). */
+void aw_uring_accept_cancel(aw_backend *b, aw_acceptq *q, bool sync);
 /* accept_uring.c: one completion of q's multishot accept: res is an
  * accepted fd or -errno; without IORING_CQE_F_MORE the multishot has
  * ended. fini: the ring is going away (no task is woken). */
