@@ -164,6 +164,16 @@ int aw_fd_recv(int fd, void *buf, size_t len, size_t *got, aw_time deadline) AW_
  * are closed too. aw_listener_accept (io.h) uses this. Waits. */
 int aw_fd_accept(int fd, aw_time deadline) AW_MUST_USE;
 #define aw_fd_accept(fd, dl) AW__AT((aw_fd_accept)((fd), (dl)))
+/* Stop pulling connections for listening fd: its multishot accept (see
+ * aw_fd_accept) is cancelled, and this returns once the kernel has stopped
+ * accepting for it (kernel 6.0+; before, soon after), so the next clients
+ * stay in the listen backlog, where another process sharing the socket (a
+ * graceful restart's successor) takes them. Connections already accepted
+ * stay queued for the next aw_fd_accept (which arms it again) or are closed
+ * with the listener. For a server that stops accepting on a listener it
+ * keeps open. Nothing to do (and no error) on epoll or when nothing is
+ * armed. */
+void aw_fd_accept_stop(int fd);
 
 /* Send len bytes from buf on socket fd through io_uring (IORING_OP_SEND,
  * MSG_NOSIGNAL) and wait until all of them went: the loop submits the

@@ -222,6 +222,18 @@ int (aw_fd_accept)(int fd, aw_time deadline)
 	}
 }
 
+void aw_fd_accept_stop(int fd)
+{
+	aw_loop *l = aw__loop;
+	if (!l || fd < 0 || (size_t)fd >= l->nfds || l->backend.kind != AW_BACKEND_KIND_URING)
+		return;
+	aw_acceptq *q = l->fds[fd].accept_q;
+	if (q && q->armed && !q->stopped) {
+		q->stopped = true;
+		aw_uring_accept_cancel(&l->backend, q, true);
+	}
+}
+
 void aw__fd_accept_forget(aw_loop *l, int fd)
 {
 	aw_acceptq *q = l->fds[fd].accept_q;
@@ -250,6 +262,11 @@ int (aw_fd_accept)(int fd, aw_time deadline)
 	(void)fd;
 	(void)deadline;
 	return -EOPNOTSUPP;
+}
+
+void aw_fd_accept_stop(int fd)
+{
+	(void)fd;
 }
 
 #endif /* AW_HAVE_IO_URING */

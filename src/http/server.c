@@ -1155,6 +1155,9 @@ static void accept_loop(aw_http_lsock *ls)
 	}
 	ls->accepting = false;
 	aw_error_clear();
+	/* On io_uring: stop the listener's multishot accept, which would
+	 * otherwise go on taking clients from a shared listener's backlog. */
+	aw_fd_accept_stop(aw_listener_fd(ls->l));
 	/* Stop listening: new connections are refused at once (with
 	 * SO_REUSEPORT the kernel sends them to the other workers) instead of
 	 * waiting in a backlog nobody accepts from. The caller closes the
