@@ -30,15 +30,21 @@
  */
 #include "internal.h"
 
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
 bool aw__usend_wanted(void)
 {
-	static int off = -1;   /* AWITH_URING_SEND=0: the direct path on io_uring too (for benches) */
+	/* AWITH_URING_SEND=0: the direct path on io_uring too (for benches).
+	 * Read once; loops on several threads may race to read it first, so
+	 * the cache is atomic (each computes the same value). */
+	static _Atomic int cached = -1;
+	int off = atomic_load_explicit(&cached, memory_order_relaxed);
 	if (off < 0) {
 		const char *v = getenv("AWITH_URING_SEND");
 		off = v && strcmp(v, "0") == 0;
+		atomic_store_explicit(&cached, off, memory_order_relaxed);
 	}
 	const char *b = aw_loop_backend();
 	return !off && b && strcmp(b, "io_uring") == 0;
