@@ -292,3 +292,51 @@ AW_TEST(accept_past_its_deadline_says_etimedout_on_both_backends)
 	}
 }
 
+
+/* Connections arriving while nobody accepts are pulled into the listener's
+ * queue only up to its bound: the rest wait in the kernel's backlog (not
+ * accepted: no descriptor of this process), and all are accepted in the
+ * end. */
+static int main_bound(void *arg)
+{
+	ctx *c = arg;
+	aw_listener *l;
+	aw_listen_opts o = { .backlog = 1024 };
+	if (aw_tcp_listen(&l, "127.0.0.1", 0, &o))
+		return -1;
+	int port = aw_listener_port(l);
+	aw_stream *s;
+	c->cfds[0] = client(port);
+	if (aw_listener_accept(l, &s, aw_deadline_after(AW_SEC(5))))   /* arms the multishot */
+		return -1;
+	ignore(aw_stream_close(s, AW_NEVER));
+	c->before = open_fds();
+	for (int i = 1; i < c->n; i++) {
+		c->cfds[i] = client(port);
+		if (i % 16 == 0)
+			ignore(aw_sleep(AW_MS(1)));   /* let the ring take them in turns */
+	}
+	ignore(aw_sleep(AW_MS(20)));
+	c->after = open_fds();   /* the clients' own fds + what was pulled */
+	c->accepted = 1;
+	while (c->accepted < c->n && aw_listener_accept(l, &s, aw_deadline_after(AW_SEC(5))) == 0) {
+		c->accepted++;
+		ignore(aw_stream_close(s, AW_NEVER));
+	}
+	for (int i = 0; i < c->n; i++)
+		close(c->cfds[i]);
+	aw_listener_close(l);
+	return 0;
+}
+
+AW_TEST(connections_nobody_accepts_are_pulled_only_up_to_the_bound)
+{
+	if (!AW_TEST_HAVE_IO_URING)
+		return;
+	ctx c = { .n = 300 };
+	CHECK_EQ(run_on(AW_BACKEND_URING, main_bound, &c), 0);
+	int pulled = c.after - c.before - (c.n - 1);
+	CHECK(pulled >= 64);    /* the multishot did pull */
+	CHECK(pulled < 200);    /* and stopped well before all 299 */
+	CHECK_EQ(c.accepted, 300);
+}
