@@ -385,6 +385,11 @@ int aw__http_queue_head(aw_http_conn *c, int status, const char *ctype, uint64_t
  * openat and a check of the opened file's real path. -1 with errno
  * (EXDEV or ELOOP: a step out of root). Blocking: call off the loop. */
 int aw__http_open_under(int rootfd, const char *rel, const char *root, bool *no_openat2);
+/* What a failed open of a file under a root answers: 404 (missing), 403
+ * (a symlink out of the root, permission; *why says which), or 0 for an
+ * error that is not the client's (the caller raises it). Shared by
+ * aw_http_file_in and the static directories. */
+int aw__http_open_status(int e, const char **why);
 /* trailers.c: whether values were set, the head's "Trailer: a, b\r\n"
  * (its length, then written at o: returns the end), and the HTTP/1.1
  * end of a chunked body ("0\r\n", the fields, "\r\n") appended to b. */

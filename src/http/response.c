@@ -737,19 +737,26 @@ int aw__http_open_under(int rootfd, const char *rel, const char *root, bool *no_
 	return open_checked(rootfd, rel, rootreal, strlen(rootreal));
 }
 
+int aw__http_open_status(int e, const char **why)
+{
+	if (e == ENOENT || e == ENOTDIR || e == ENAMETOOLONG)
+		return 404;
+	if (e == EXDEV || e == ELOOP) {
+		*why = "a symlink leads out of the root";
+		return 403;
+	}
+	if (e == EACCES || e == EPERM) {
+		*why = "permission denied";
+		return 403;
+	}
+	return 0;
+}
+
 static void confined_fail(confined_job *j, int e)
 {
-	if (e == ENOENT || e == ENOTDIR || e == ENAMETOOLONG) {
-		j->status = 404;
-	} else if (e == EXDEV || e == ELOOP) {
-		j->status = 403;
-		j->why = "a symlink leads out of the root";
-	} else if (e == EACCES || e == EPERM) {
-		j->status = 403;
-		j->why = "permission denied";
-	} else {
+	j->status = aw__http_open_status(e, &j->why);
+	if (!j->status)
 		j->err = e;
-	}
 }
 
 static int confined_open_in_thread(void *arg)

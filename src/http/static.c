@@ -137,17 +137,9 @@ static int open_file(static_job *j, int rootfd, const char *path)
 
 static void job_fail(static_job *j, int e)
 {
-	if (e == ENOENT || e == ENOTDIR || e == ENAMETOOLONG) {
-		j->status = 404;
-	} else if (e == EXDEV || e == ELOOP) {
-		j->status = 403;
-		j->why = "a symlink leads out of the root";
-	} else if (e == EACCES || e == EPERM) {
-		j->status = 403;
-		j->why = "permission denied";
-	} else {
+	j->status = aw__http_open_status(e, &j->why);
+	if (!j->status)
 		j->err = e;   /* EAGAIN from the loop: not cached, try again off it */
-	}
 }
 
 /* Open rel under the root, its index for a directory, its .gz variant.
