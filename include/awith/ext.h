@@ -165,15 +165,25 @@ int aw_fd_recv(int fd, void *buf, size_t len, size_t *got, aw_time deadline) AW_
 int aw_fd_accept(int fd, aw_time deadline) AW_MUST_USE;
 #define aw_fd_accept(fd, dl) AW__AT((aw_fd_accept)((fd), (dl)))
 /* Stop pulling connections for listening fd: its multishot accept (see
- * aw_fd_accept) is cancelled, and this returns once the kernel has stopped
- * accepting for it (kernel 6.0+; before, soon after), so the next clients
- * stay in the listen backlog, where another process sharing the socket (a
- * graceful restart's successor) takes them. Connections already accepted
- * stay queued for the next aw_fd_accept (which arms it again) or are closed
- * with the listener. For a server that stops accepting on a listener it
- * keeps open. Nothing to do (and no error) on epoll or when nothing is
- * armed. */
-void aw_fd_accept_stop(int fd);
+ * aw_fd_accept) is cancelled synchronously (kernel 6.0+; before, an async
+ * cancel), so the next clients stay in the listen backlog, where another
+ * process sharing the socket (a graceful restart's successor) takes them.
+ * Inside a task it then waits (shielded, at most 1 s) for the multishot's
+ * final completion: when it returns, every connection the kernel accepted
+ * for fd, those that raced the cancel too, is queued, and no more arrive.
+ * Returns how many are queued (0 on epoll, when nothing was armed, or
+ * when fd was closed meanwhile). The queue is kept: those clients
+ * connected while we listened and are ours to serve; take them with
+ * aw_fd_accept_queued (or the next aw_fd_accept, which arms the multishot
+ * again). Only aw_fd_forget/aw_fd_close of fd closes what is still queued.
+ * For a server that stops accepting on a listener it keeps open (the http
+ * server does, at the end of its accept loop). */
+int aw_fd_accept_stop(int fd);
+/* Without waiting, and without arming anything: the next connection
+ * already accepted for listening fd and queued (see aw_fd_accept_stop),
+ * as aw_fd_accept returns it; -EAGAIN (not raised) when none is queued,
+ * and always on epoll (it never takes from the kernel's backlog). */
+int aw_fd_accept_queued(int fd);
 
 /* Send len bytes from buf on socket fd through io_uring (IORING_OP_SEND,
  * MSG_NOSIGNAL) and wait until all of them went: the loop submits the

@@ -37,6 +37,15 @@
  * the kernel had accepted before the cancel is queued for the next accept,
  * never lost to it (closed if the listener closes first).
  *
+ * A server that stops accepting (the http server's accept loop, at
+ * shutdown or a graceful restart) calls aw_fd_accept_stop: the synchronous
+ * cancel, then a wait for the multishot's final completion, so that every
+ * connection the kernel accepted for us, including those racing the
+ * cancel, is in the queue when it returns; aw_fd_accept_queued then hands
+ * them out one by one without waiting or arming again. Those clients
+ * connected while we listened: the server serves them (a connection the
+ * kernel handed us is ours), it does not close them with the listener.
+ *
  * AWITH_URING_ACCEPT=0 in the environment turns this off (readiness and
  * accept4 as on epoll), for comparison (bench/http_bench.sh).
  */
@@ -61,8 +70,17 @@ struct aw_acceptq {
 	bool unsupported;     /* the kernel refused multishot accept: accept4 */
 	int err;              /* an error to hand to the next accept (-errno) */
 	aw_task *task;        /* the task waiting in aw_fd_accept */
+	struct stop_wait *stopper;   /* aw_fd_accept_stop waiting for the final completion */
 	int *fds;             /* queued connections, a ring of cap */
 	size_t head, n, cap;
+};
+
+/* aw_fd_accept_stop's wait (on its stack): woken by the multishot's final
+ * completion, or by the listener's close (gone: the queue is no longer its
+ * to touch). */
+struct stop_wait {
+	aw_task *task;
+	bool gone;
 };
 
 static bool disabled(void)
@@ -125,6 +143,10 @@ void aw__accept_complete(aw_acceptq *q, int res, unsigned flags, bool fini)
 	bool more = flags & IORING_CQE_F_MORE;
 	if (!more)
 		q->armed = false;
+	if (!more && q->stopper && !fini) {
+		aw_task_wake(q->stopper->task, 0);   /* every connection it took is queued now */
+		q->stopper = NULL;
+	}
 	if (q->orphan || fini) {
 		if (res >= 0)
 			close(res);
@@ -222,16 +244,47 @@ int (aw_fd_accept)(int fd, aw_time deadline)
 	}
 }
 
-void aw_fd_accept_stop(int fd)
+int aw_fd_accept_stop(int fd)
 {
 	aw_loop *l = aw__loop;
 	if (!l || fd < 0 || (size_t)fd >= l->nfds || l->backend.kind != AW_BACKEND_KIND_URING)
-		return;
+		return 0;
 	aw_acceptq *q = l->fds[fd].accept_q;
-	if (q && q->armed && !q->stopped) {
+	if (!q)
+		return 0;
+	if (q->armed) {
+		/* Also when the bound already asked for a cancel (stopped): the
+		 * synchronous one returns once the kernel no longer accepts. */
 		q->stopped = true;
 		aw_uring_accept_cancel(&l->backend, q, true);
 	}
+	/* The connections the kernel accepted before the cancel took effect
+	 * come as completions ahead of the final one (in the ring already,
+	 * handled at the loop's next poll): wait for it, so that every one of
+	 * them is queued when this returns. Shielded (a stop must finish),
+	 * and bounded in case a kernel is slow to end it. */
+	aw_task *t = l->running;
+	if (q->armed && t && !q->stopper) {
+		struct stop_wait w = { t, false };
+		q->stopper = &w;
+		(void)aw_task_park(aw_now() + AW_SEC(1), true);
+		if (w.gone)
+			return 0;   /* the listener was closed meanwhile: so were its connections */
+		if (q->stopper == &w)
+			q->stopper = NULL;   /* the bound passed first */
+	}
+	return (int)q->n;
+}
+
+int aw_fd_accept_queued(int fd)
+{
+	aw_loop *l = aw__loop;
+	if (!l || fd < 0 || (size_t)fd >= l->nfds)
+		return -EAGAIN;
+	aw_acceptq *q = l->fds[fd].accept_q;
+	if (!q || !q->n)
+		return -EAGAIN;
+	return pop(q);
 }
 
 void aw__fd_accept_forget(aw_loop *l, int fd)
@@ -239,6 +292,11 @@ void aw__fd_accept_forget(aw_loop *l, int fd)
 	aw_acceptq *q = l->fds[fd].accept_q;
 	l->fds[fd].accept_q = NULL;
 	q->task = NULL;
+	if (q->stopper) {
+		q->stopper->gone = true;
+		aw_task_wake(q->stopper->task, 0);
+		q->stopper = NULL;
+	}
 	while (q->n)
 		close(pop(q));
 	if (!q->armed) {
@@ -264,9 +322,16 @@ int (aw_fd_accept)(int fd, aw_time deadline)
 	return -EOPNOTSUPP;
 }
 
-void aw_fd_accept_stop(int fd)
+int aw_fd_accept_stop(int fd)
 {
 	(void)fd;
+	return 0;
+}
+
+int aw_fd_accept_queued(int fd)
+{
+	(void)fd;
+	return -EAGAIN;
 }
 
 #endif /* AW_HAVE_IO_URING */
