@@ -14,6 +14,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <netinet/in.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
@@ -339,4 +340,116 @@ AW_TEST(connections_nobody_accepts_are_pulled_only_up_to_the_bound)
 	CHECK(pulled >= 64);    /* the multishot did pull */
 	CHECK(pulled < 200);    /* and stopped well before all 299 */
 	CHECK_EQ(c.accepted, 300);
+}
+
+/* Take from the kernel's backlog directly (as a restart's successor would). */
+static int take_backlog(int lfd)
+{
+	int n = 0, fd;
+	while ((fd = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC)) >= 0) {
+		close(fd);
+		n++;
+	}
+	return n;
+}
+
+typedef struct {
+	int queued_at_stop;   /* aw_fd_accept_stop's count, settled phase */
+	int taken;            /* aw_listener_accept_queued, settled phase */
+	int after_stop;       /* clients connected after the stop: taken from the queue */
+	int backlog;          /* left in the backlog, settled phase */
+	int raced, raced_backlog, raced_queued;   /* the stop right after the connects */
+	int empty_rc;         /* aw_listener_accept_queued with nothing queued */
+	int pending;          /* an error left raised by it */
+} stop_ctx;
+
+static int take_queued(aw_listener *l)
+{
+	int n = 0;
+	aw_stream *s;
+	while (aw_listener_accept_queued(l, &s) == 0) {
+		n++;
+		ignore(aw_stream_close(s, AW_NEVER));
+	}
+	return n;
+}
+
+static int main_stop(void *arg)
+{
+	stop_ctx *c = arg;
+	aw_listener *l;
+	if (aw_tcp_listen(&l, "127.0.0.1", 0, NULL))
+		return -1;
+	int port = aw_listener_port(l), lfd = aw_listener_fd(l);
+	int cfds[40], n = 0;
+	aw_stream *s;
+	cfds[n++] = client(port);
+	if (aw_listener_accept(l, &s, aw_deadline_after(AW_SEC(5))))   /* arms the multishot */
+		return -1;
+	ignore(aw_stream_close(s, AW_NEVER));
+	/* Settled: ten clients, the loop turns (the multishot takes them),
+	 * the stop; five more after it. */
+	for (int i = 0; i < 10; i++)
+		cfds[n++] = client(port);
+	ignore(aw_sleep(AW_MS(20)));
+	c->queued_at_stop = aw_fd_accept_stop(lfd);
+	for (int i = 0; i < 5; i++)
+		cfds[n++] = client(port);
+	ignore(aw_sleep(AW_MS(20)));
+	c->taken = take_queued(l);
+	c->empty_rc = aw_listener_accept_queued(l, &s);
+	c->pending = aw_error_pending();
+	c->backlog = take_backlog(lfd);
+	/* Raced: armed again, ten clients and the stop at once (their
+	 * completions race the cancel): each is queued or in the backlog. */
+	cfds[n++] = client(port);
+	if (aw_listener_accept(l, &s, aw_deadline_after(AW_SEC(5))))
+		return -1;
+	ignore(aw_stream_close(s, AW_NEVER));
+	for (int i = 0; i < 10; i++)
+		cfds[n++] = client(port);
+	c->raced = aw_fd_accept_stop(lfd);
+	c->raced_queued = take_queued(l);
+	c->raced_backlog = take_backlog(lfd);
+	for (int i = 0; i < n; i++)
+		close(cfds[i]);
+	aw_listener_close(l);
+	return 0;
+}
+
+/* A server that stops accepting (aw_fd_accept_stop) keeps every connection
+ * the kernel already handed it (queued by the multishot, those racing the
+ * cancel too: counted and all queued when the stop returns) for
+ * aw_listener_accept_queued; clients arriving after it stay in the
+ * kernel's backlog for a successor; none is lost in between. On epoll
+ * nothing is ever queued: all stay in the backlog. */
+AW_TEST(a_stopped_listener_keeps_what_the_kernel_handed_it_and_leaves_the_rest_in_the_backlog)
+{
+	for (int b = 0; b < 2; b++) {
+		if (b == 1 && !AW_TEST_HAVE_IO_URING)
+			break;
+		stop_ctx c;
+		memset(&c, 0, sizeof c);
+		int before = open_fds();
+		aw_config cfg;
+		aw_config_default(&cfg);
+		cfg.backend = b ? AW_BACKEND_URING : AW_BACKEND_EPOLL;
+		CHECK_EQ(aw_run_config(&cfg, main_stop, &c), 0);
+		fprintf(stderr, "%s: queued at the stop %d, backlog %d; raced: queued %d, backlog %d\n",
+			b ? "io_uring" : "epoll", c.queued_at_stop, c.backlog, c.raced_queued, c.raced_backlog);
+		CHECK_EQ(open_fds(), before);   /* nothing leaked */
+		CHECK_EQ(c.empty_rc, -EAGAIN);
+		CHECK_EQ(c.pending, 0);         /* -EAGAIN is not raised */
+		CHECK_EQ(c.taken, c.queued_at_stop);   /* nothing queued after the stop */
+		CHECK_EQ(c.taken + c.backlog, 15);
+		CHECK_EQ(c.raced_queued, c.raced);
+		CHECK_EQ(c.raced_queued + c.raced_backlog, 10);
+		if (b == 0) {
+			CHECK_EQ(c.queued_at_stop, 0);
+			CHECK_EQ(c.backlog, 15);
+		} else {
+			CHECK_EQ(c.queued_at_stop, 10);   /* the kernel had handed us those */
+			CHECK_EQ(c.backlog, 5);           /* the later ones were left */
+		}
+	}
 }

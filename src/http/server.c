@@ -1168,8 +1168,7 @@ static void accept_loop(aw_http_lsock *ls)
 	 * then serve the connections it had already taken (queued, or racing
 	 * the stop): their clients connected while we listened, so they are
 	 * served like one accepted just before the shutdown (the first-request
-	 * window), not closed with the listener. They start before the drain
-	 * looks at the connections (the yield). */
+	 * window), not closed with the listener. */
 	if (aw_fd_accept_stop(aw_listener_fd(ls->l)) > 0) {
 		aw_stream *s;
 		int rc;
@@ -1178,9 +1177,13 @@ static void accept_loop(aw_http_lsock *ls)
 				conn_accepted(ls, s);
 			aw_error_clear();
 		}
-		if (aw_yield())
-			aw_error_clear();
 	}
+	/* Let the connection tasks started last (on both backends: the accept
+	 * that came with the stop, the queued ones) begin before the drain
+	 * looks at the connections: one that began only after it would be
+	 * closed unserved (conn_main), not given the first-request window. */
+	if (aw_yield())
+		aw_error_clear();
 	/* Stop listening: new connections are refused at once (with
 	 * SO_REUSEPORT the kernel sends them to the other workers) instead of
 	 * waiting in a backlog nobody accepts from. The caller closes the
