@@ -25,7 +25,10 @@
  * is answered with Connection: close; one still silent then (a browser's
  * speculative pre-connect, a stalled handshake) is cancelled. Without the
  * window every graceful restart failed the few requests whose connection
- * the old generation had just accepted.
+ * the old generation had just accepted. On io_uring that includes the
+ * connections the listener's multishot accept had already taken when the
+ * accept loop stopped (aw_fd_accept_stop, then aw_listener_accept_queued):
+ * the kernel handed them to us, so they are served, not closed.
  */
 #include "internal.h"
 #include "awith/schema.h"
