@@ -233,7 +233,13 @@ int aw_uring_del(aw_backend *b, int fd)
 	struct io_uring_sqe *sqe = sqe_get(u);
 	if (!sqe)
 		return -EAGAIN;
-	io_uring_prep_poll_remove(sqe, old);
+	/* An async cancel, not IORING_OP_POLL_REMOVE: a removal fails with
+	 * -EALREADY while the poll's wakeup is being handled (a socket that
+	 * is readable as the poll is armed: a new connection whose request
+	 * came with it), and the multishot poll then stays armed, holding
+	 * the socket open after its close (the client never sees the end). A
+	 * cancel marks the poll cancelled, which its wakeup honours. */
+	io_uring_prep_cancel64(sqe, old, 0);
 	io_uring_sqe_set_data64(sqe, 0);   /* its own completion: ignored */
 	return 0;
 }
