@@ -14,7 +14,8 @@
  *    not block and has nothing to submit reads the completion ring without
  *    any system call at all (unless the kernel flags task work or an
  *    overflow: IORING_SETUP_TASKRUN_FLAG).
- *  - aw_uring_del queues an IORING_OP_POLL_REMOVE and bumps the fd's
+ *  - aw_uring_del queues an IORING_OP_ASYNC_CANCEL of the poll (not a
+ *    POLL_REMOVE, which fails while the poll's wakeup runs) and bumps the fd's
  *    generation; the generation is in every poll's user_data, so a
  *    completion of the removed poll that is already in the ring (or comes
  *    before the removal is processed) is dropped: a reused fd number never
