@@ -333,7 +333,8 @@ callgrind_server() {
         out=$(ls "$dir"/callgrind.*.1 2>/dev/null | head -1)
         awk '/^summary:/ {print $2}' "$out" >"$dir/summary"
         callgrind_annotate --inclusive=no --threshold=100 "$out" 2>/dev/null |
-            awk '/^ *[0-9,]+ .*:/ {gsub(",", "", $1); print $1 "\t" $2 " " $3 " " $4}' | head -40 >"$dir/functions"
+            awk '/^ *[0-9,]+ .*:/ {n = $1; gsub(",", "", n); sub(/^ *[0-9,]+ +/, ""); print n "\t" $0}' |
+            head -40 >"$dir/functions"
     fi
     bench_stop "$vpid"
 }
@@ -364,7 +365,16 @@ for s in servers:
                    wrk_run(f"{results}/{s}/profile.wrk", f"{results}/{s}/profile.cpu"))
     except (OSError, ValueError):
         pass
-names = [s for s in servers if s in rows]
+# A stalled server (fewer answers over the run than one round per
+# connection, as in the runs' tables: Kore's pgsql layer above its pool)
+# has no per-request numbers; it is named under the table with its
+# hottest symbols.
+per_conn = 16 if t == "plaintext" else 1
+def stalled(s):
+    w = rows[s][1]
+    return not w or not w.rps or w.rps * float(seconds) < int(c) * per_conn
+names = [s for s in servers if s in rows and not stalled(s)]
+stalled_names = [s for s in servers if s in rows and stalled(s)]
 used = [k for k in CLASSES if any(rows[s][0]["us"].get(k, 0) >= 0.05 for s in names)]
 md = [f"# Where the CPU goes: {t}, {c} connections (`bash bench/tfb.sh --profile {t}`)", "",
       f"Each server alone under wrk -t1 -c{c} for {seconds} s, `perf record -g -e cpu-clock -F 1999` on it "
@@ -415,6 +425,10 @@ if t not in ("json", "plaintext"):
     md.append("| PostgreSQL's CPU/request (CPU 1) | " + " | ".join(
         (lambda v: f"{v:.1f}" if v is not None else "?")(side(s, "pg")) for s in names) + " |")
 md.append("| perf samples | " + " | ".join(val(s, lambda d, w: str(d["samples"])) for s in names) + " |")
+for s in stalled_names:
+    w = rows[s][1]
+    md += ["", f"{labels[s]} stalled ({w.rps if w and w.rps else 0:,.0f} requests/s: fewer answers than one "
+           f"round per connection); its samples: " + ", ".join(f"{h[1]} {h[0]:.1f} %" for h in rows[s][0]["hot"][:4])]
 md += ["", "Hottest leaf symbols (share of the server's samples):", ""]
 for s in names:
     md.append(f"- {labels[s]}: " + ", ".join(f"{h[1]} {h[0]:.1f} %" for h in rows[s][0]["hot"][:8]))
@@ -433,7 +447,9 @@ try:
             continue
         shown += 1
         fn = re.sub(r"^\(\s*[\d.]+%\)\s*", "", fn.strip())
-        fn = re.sub(r"^\S*:", "", fn).split(" [")[0]
+        fn, _, dso = re.sub(r"^\S*:", "", fn).partition(" [")
+        if fn.startswith("0x"):   # a stripped library's own function: name the library
+            fn += " in " + dso.rstrip("]").rsplit("/", 1)[-1]
         md.append(f"| {int(n) / 2000:,.0f} | `{fn}` |")
 except (OSError, ValueError, IndexError):
     pass
