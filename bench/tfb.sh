@@ -80,7 +80,8 @@
 # and the functions that take them), and `perf bench syscall basic` gives
 # what one system call costs on this machine. Written as markdown to
 # build-bench/tfb-profile-TYPE.md, with the perf data and callgrind output
-# under build-bench/tfb-results/.
+# under build-bench/tfb-results/. The kernel's share needs root or
+# kernel.perf_event_paranoid <= 1 (else perf samples user space only).
 #
 # Exit status: 0 when every server ran every run, 1 otherwise.
 set -uo pipefail
