@@ -284,7 +284,7 @@ profile_server() {
     # (its backends' ticks): what CPU 1 spends per request.
     local pm pg0=0 pg1=0 wrk_pin=("${pin_wrk[@]}")
     pm=$(bench_postmaster_pid) && pg0=$(bench_cpu_ticks "$pm")
-    pin_wrk=("${wrk_pin[@]}" perf stat -x, -e task-clock -o "$dir/wrk-cpu.txt")
+    pin_wrk=("${wrk_pin[@]}" perf stat -x ',' -e task-clock -o "$dir/wrk-cpu.txt")
     bench_wrk_measure "${PID[$name]}" "$dir/profile.wrk" "$dir/profile.cpu" -t1 -c"$c" --timeout 5s "${lua[@]}" \
         "$url" ${lua:+-- 16} || failed+=("$name/profile")
     pin_wrk=("${wrk_pin[@]}")
@@ -330,10 +330,9 @@ callgrind_server() {
         for ((i = 0; i < 2000; i++)); do urls+=(-o /dev/null "http://127.0.0.1:$port$(path_of "$t")"); done
         curl -s "${urls[@]}"
         callgrind_control -d "$vpid" >/dev/null
-        local out
-        out=$(ls "$dir"/callgrind.*.1 2>/dev/null | head -1)
-        awk '/^summary:/ {print $2}' "$out" >"$dir/summary"
-        callgrind_annotate --inclusive=no --threshold=100 "$out" 2>/dev/null |
+        local out=("$dir"/callgrind.*.1)
+        awk '/^summary:/ {print $2}' "${out[0]}" >"$dir/summary"
+        callgrind_annotate --inclusive=no --threshold=100 "${out[0]}" 2>/dev/null |
             awk '/^ *[0-9,]+ .*:/ {n = $1; gsub(",", "", n); sub(/^ *[0-9,]+ +/, ""); print n "\t" $0}' |
             head -40 >"$dir/functions"
     fi
