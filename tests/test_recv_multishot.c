@@ -27,12 +27,23 @@
 
 #define RING_BYTES (256 * 4096)   /* recv_ring.c's RQ_BUFS × RQ_BUF_SIZE */
 
-static int run_uring(aw_task_fn fn, void *arg)
+/* fn on io_uring with AWITH_URING_RECV=mode (NULL: unset), read at the
+ * loop's first receive (each test is a process of its own). */
+static int run_mode(const char *mode, aw_task_fn fn, void *arg)
 {
+	if (mode)
+		setenv("AWITH_URING_RECV", mode, 1);
+	else
+		unsetenv("AWITH_URING_RECV");
 	aw_config cfg;
 	aw_config_default(&cfg);
 	cfg.backend = AW_BACKEND_URING;
 	return aw_run_config(&cfg, fn, arg);
+}
+
+static int run_uring(aw_task_fn fn, void *arg)
+{
+	return run_mode("multishot", fn, arg);   /* opt-in */
 }
 
 static int lfd = -1;
@@ -559,11 +570,33 @@ AW_TEST(awith_uring_recv_single_receives_into_the_callers_buffer_and_queues_noth
 {
 	if (!AW_TEST_HAVE_IO_URING)
 		return;
-	setenv("AWITH_URING_RECV", "single", 1);
 	struct single s = { 0 };
-	CHECK_EQ(run_uring(main_single, &s), 0);
+	CHECK_EQ(run_mode("single", main_single, &s), 0);
 	CHECK_EQ(s.rc, 0);
 	CHECK_EQ(s.got, 2);
 	CHECK_EQ(s.queued, 0);   /* the rest is still in the socket */
 	CHECK_EQ(s.take_rc, -EOPNOTSUPP);
+}
+
+AW_TEST(single_receives_are_the_default)
+{
+	if (!AW_TEST_HAVE_IO_URING)
+		return;
+	struct single s = { 0 };
+	CHECK_EQ(run_mode(NULL, main_single, &s), 0);
+	CHECK_EQ(s.rc, 0);
+	CHECK_EQ(s.queued, 0);
+	CHECK_EQ(s.take_rc, -EOPNOTSUPP);
+}
+
+AW_TEST(awith_uring_recv_multishot_queues_in_the_loop)
+{
+	if (!AW_TEST_HAVE_IO_URING)
+		return;
+	struct single m = { 0 };
+	CHECK_EQ(run_mode("multishot", main_single, &m), 0);
+	CHECK_EQ(m.rc, 0);
+	CHECK_EQ(m.got, 2);
+	CHECK_EQ(m.queued, 3);   /* "llo" waits in the loop, not in the socket */
+	CHECK_EQ(m.take_rc, 0);
 }

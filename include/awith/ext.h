@@ -141,16 +141,17 @@ int aw_fd_take_ready(int fd);
  * reaches anyone. Bytes that did land first are not lost: *got counts them
  * whatever the return code. aw_fd_forget of fd with a receive in flight
  * returns only once the kernel has let go of buf. Waits.
- * With AWITH_URING_RECV=multishot (the default when the kernel can; =single
- * turns it off) the first call arms one multishot receive for fd into the
- * loop's provided buffer ring instead, and from then on the kernel
- * receives whatever arrives for fd into the ring until aw_fd_forget: a call
- * copies queued bytes into buf without waiting and waits only when none
- * are queued. Same results; the kernel never writes into buf at all, and a
- * wait that ends early leaves what arrived queued for the next call. From
- * the first call until aw_fd_forget the caller must not read fd by other
- * means (recv(2), a TLS library on fd): bytes already queued would be
- * skipped. Take them with aw_fd_recv_take, which is what awith's streams do. */
+ * With AWITH_URING_RECV=multishot (opt-in; the default, =single, is the
+ * above; a kernel before 6.0 falls back to it, saying so once) the first
+ * call arms one multishot receive for fd into the loop's provided buffer
+ * ring instead, and from then on the kernel receives whatever arrives for
+ * fd into the ring until aw_fd_forget: a call copies queued bytes into buf
+ * without waiting and waits only when none are queued. Same results; the
+ * kernel never writes into buf at all, and a wait that ends early leaves
+ * what arrived queued for the next call. From the first call until
+ * aw_fd_forget the caller must not read fd by other means (recv(2), a TLS
+ * library on fd): bytes already queued would be skipped. Take them with
+ * aw_fd_recv_take, which is what awith's streams do. */
 int aw_fd_recv(int fd, void *buf, size_t len, size_t *got, aw_time deadline) AW_MUST_USE;
 #define aw_fd_recv(fd, buf, len, got, dl) AW__AT((aw_fd_recv)((fd), (buf), (len), (got), (dl)))
 

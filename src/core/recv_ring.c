@@ -2,7 +2,10 @@
 /*
  * Receives through a provided buffer ring (io_uring, AWITH_URING_RECV=
  * multishot): aw_fd_recv's second mode, beside the single IORING_OP_RECV
- * into the caller's buffer (loop.c).
+ * into the caller's buffer (loop.c), which stays the default: measured
+ * side by side, this mode cost the same server CPU per request within the
+ * noise (docs/performance.md), and it adds a buffer ring per loop and a
+ * second ownership rule.
  *
  * Each loop has one buffer ring (RQ_BUFS buffers of RQ_BUF_SIZE bytes,
  * registered with IORING_REGISTER_PBUF_RING at the first receive, so a loop
@@ -106,14 +109,15 @@ static atomic_int fallback_said;
 
 bool aw__recv_multishot_wanted(void)
 {
-	/* AWITH_URING_RECV=single|multishot. Read once; loops on several
-	 * threads may race to read it first, so the cache is atomic (each
-	 * computes the same value). */
+	/* AWITH_URING_RECV=multishot|single; single by default: measured,
+	 * the multishot mode did not pay (docs/performance.md, 2026-12-06
+	 * 15:49). Read once; loops on several threads may race to read it
+	 * first, so the cache is atomic (each computes the same value). */
 	static _Atomic int cached = -1;
 	int on = atomic_load_explicit(&cached, memory_order_relaxed);
 	if (on < 0) {
 		const char *v = getenv("AWITH_URING_RECV");
-		on = !(v && strcmp(v, "single") == 0);
+		on = v && strcmp(v, "multishot") == 0;
 		atomic_store_explicit(&cached, on, memory_order_relaxed);
 	}
 	return on;
