@@ -257,14 +257,15 @@ static void give_back(struct aw_recvq *r, unsigned bid)
 	r->free++;
 }
 
-static void push(struct aw_recvq *r, rq_fd *f, unsigned bid, unsigned len)
+/* Queue a buffer; false when the queue cannot grow (no memory). */
+static bool push(struct aw_recvq *r, rq_fd *f, unsigned bid, unsigned len)
 {
 	if (f->qlen == f->qcap) {
 		/* Grow (never past RQ_BUFS: there are no more buffers). */
 		unsigned n = f->qcap ? f->qcap * 2 : 4;
 		rq_buf *v = aw__malloc(n * sizeof *v);
 		if (!v)
-			abort();   /* 16 bytes; the bytes cannot be dropped */
+			return false;
 		for (unsigned i = 0; i < f->qlen; i++)
 			v[i] = f->q[(f->qhead + i) % f->qcap];
 		free(f->q);
@@ -276,6 +277,7 @@ static void push(struct aw_recvq *r, rq_fd *f, unsigned bid, unsigned len)
 	f->qlen++;
 	f->bytes += len;
 	(void)r;
+	return true;
 }
 
 /* Copy up to len queued bytes into buf; consumed buffers go back. */
@@ -323,8 +325,18 @@ void aw__recvq_complete(aw_backend *b, uint64_t ud, int res, unsigned flags)
 		f->armed = f->cancelling = false;
 	if (res > 0 && hasbuf) {
 		r->worked = true;
-		push(r, f, bid, (unsigned)res);
-		if (f->armed && !f->cancelling && f->qlen >= RQ_FD_CAP) {
+		if (f->has_end) {
+			give_back(r, bid);   /* past a lost buffer (ENOMEM): nothing after it counts */
+		} else if (!push(r, f, bid, (unsigned)res)) {
+			/* Bytes we cannot keep: the stream is broken from here
+			 * (after what is queued), never silently short. */
+			give_back(r, bid);
+			if (!f->has_end) {
+				f->has_end = true;
+				f->end = -ENOMEM;
+			}
+		}
+		if (f->armed && !f->cancelling && (f->qlen >= RQ_FD_CAP || f->has_end)) {
 			/* Its reader is behind: stop taking buffers for it. */
 			struct io_uring_sqe *sqe = aw__uring_sqe(b);
 			if (sqe) {
