@@ -13,6 +13,9 @@
 #   bash bench/tfb.sh --seconds 10 --conns "16 64 256 512" --rounds 2
 #   bash bench/tfb.sh --types "db updates"   # only these types (default: all six:
 #                                            # json db queries fortunes updates plaintext)
+#   bash bench/tfb.sh --profile json [--conns 64] [--seconds 5]
+#                                 # where each server's CPU goes on one type
+#                                 # (perf, callgrind): see "Profile" below
 #
 # awith's two backends: both columns are always run and printed, labelled
 # "awith epoll" and "awith io_uring", with the io_uring ÷ epoll ratio per
@@ -61,6 +64,25 @@
 # round per connection) and the targets leave them out.
 # Kore 4.1 also answers pipelined requests slowly (the plaintext type).
 #
+# Profile (--profile TYPE): instead of the runs above, each server that
+# implements TYPE is loaded once by wrk (the first --conns value, default
+# 64; --seconds long, after the warm-up) while `perf record -g -e
+# cpu-clock` (a software clock: this VM has no hardware counters) samples
+# it and `perf stat` counts its system calls, context switches and
+# softirqs; bench/perf_split.py puts every sample in a class (the kernel's
+# network stack, io_uring/epoll, syscall entry/exit, scheduler, memory;
+# the server's own code: awith's executable, Kore, or CPython's
+# interpreter; each library: libc, jansson, libpq, OpenSSL, liburing,
+# uvloop, asyncpg...) and scales the shares to the server's CPU time per
+# request (from /proc, as in the runs). Then awith's handler is counted by
+# callgrind on the epoll backend (load-independent: instructions per
+# request over 2000 keep-alive requests from one curl after 300 to warm up,
+# and the functions that take them), and `perf bench syscall basic` gives
+# what one system call costs on this machine. Written as markdown to
+# build-bench/tfb-profile-TYPE.md, with the perf data and callgrind output
+# under build-bench/tfb-results/. The kernel's share needs root or
+# kernel.perf_event_paranoid <= 1 (else perf samples user space only).
+#
 # Exit status: 0 when every server ran every run, 1 otherwise.
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.." || exit 1
@@ -73,7 +95,8 @@ PY=/usr/bin/python3
 BUILD=build-bench
 CLUSTER=build-pg/tfb-bench
 ROWS_PER_REQUEST=20
-rounds=1 seconds=5 conns="4 16 64 256"
+rounds=1 seconds=5 conns="4 16 64 256" conns_given=0
+profile=
 ALL_TESTS=(json db queries fortunes updates plaintext)
 types="${ALL_TESTS[*]}"
 while (($#)); do
@@ -81,9 +104,10 @@ while (($#)); do
         --quick) seconds=2 conns="4 64" ;;
         --seconds) seconds=$2; shift ;;
         --rounds) rounds=$2; shift ;;
-        --conns) conns=$2; shift ;;
+        --conns) conns=$2; conns_given=1; shift ;;
         --types) types=$2; shift ;;
-        -h | --help) sed -n '2,25p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        --profile) profile=$2; types=$2; shift ;;
+        -h | --help) sed -n '2,28p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "bench/tfb.sh: unknown argument '$1' (try --help)" >&2; exit 2 ;;
     esac
     shift
@@ -97,6 +121,12 @@ for t in $types; do
     TESTS+=("$t")
 done
 ((${#TESTS[@]})) || { echo "bench/tfb.sh: --types: no test type given" >&2; exit 2; }
+if [[ -n $profile ]]; then
+    ((${#TESTS[@]} == 1)) || { echo "bench/tfb.sh: --profile: one test type" >&2; exit 2; }
+    ((conns_given)) || conns=64
+    conns=${conns%% *}
+    PACKAGES+=(linux-perf valgrind)
+fi
 
 bench_build
 ninja -C "$BUILD" examples/tfb >/dev/null || { echo "BUILD FAILED: examples/tfb" >&2; exit 1; }
@@ -224,6 +254,215 @@ if [[ " ${ok_servers[*]} " == *" awith_uring "* ]]; then
 else
     reference=awith_epoll
     echo "== awith on io_uring did not start: awith's default here is epoll, the verdicts use it"
+fi
+
+# ---- the profile (--profile TYPE) ----------------------------------------------
+# profile NAME: one loaded run of the server under perf record and perf
+# stat (see the header), its shares put in classes by bench/perf_split.py
+# into $results/NAME/profile.json.
+profile_server() {
+    local name=$1 t=${TESTS[0]} c=$conns dir="$results/$1" url tpids p rec st own
+    url="http://127.0.0.1:${PORT[$name]}$(path_of "$t")"
+    local lua=()
+    [[ $t == plaintext ]] && lua=(-s bench/tfb_pipeline.lua)
+    bench_wrk_warmup -t1 -c"$c" "${lua[@]}" "$url" ${lua:+-- 16}
+    tpids=${PID[$name]}
+    for p in $(pgrep -P "${PID[$name]}"); do tpids+=",$p"; done   # Kore's worker
+    # The system calls first, in a run of their own: the tracepoint perf stat
+    # needs for them costs the server time on every call.
+    perf stat -e raw_syscalls:sys_enter,context-switches,irq:softirq_entry -p "$tpids" \
+        -o "$dir/perf-stat.txt" >/dev/null 2>&1 &
+    st=$!
+    sleep 0.3   # perf attached
+    "${pin_wrk[@]}" wrk -d2s -t1 -c"$c" "${lua[@]}" "$url" ${lua:+-- 16} >"$dir/perf-stat.wrk" 2>&1
+    kill -INT "$st" 2>/dev/null
+    wait "$st" 2>/dev/null
+    perf record -q -g -e cpu-clock -F 1999 -p "$tpids" -o "$dir/perf.data" >/dev/null 2>&1 &
+    rec=$!
+    sleep 0.3
+    # wrk's own CPU time (perf stat's task-clock around it) and PostgreSQL's
+    # (its backends' ticks): what CPU 1 spends per request.
+    local pm pg0=0 pg1=0 wrk_pin=("${pin_wrk[@]}")
+    pm=$(bench_postmaster_pid) && pg0=$(bench_cpu_ticks "$pm")
+    pin_wrk=("${wrk_pin[@]}" perf stat -x ',' -e task-clock -o "$dir/wrk-cpu.txt")
+    bench_wrk_measure "${PID[$name]}" "$dir/profile.wrk" "$dir/profile.cpu" -t1 -c"$c" --timeout 5s "${lua[@]}" \
+        "$url" ${lua:+-- 16} || failed+=("$name/profile")
+    pin_wrk=("${wrk_pin[@]}")
+    [[ -n $pm ]] && pg1=$(bench_cpu_ticks "$pm")
+    echo "$((pg1 - pg0)) $(getconf CLK_TCK)" >"$dir/pg.cpu"
+    kill -INT "$rec" 2>/dev/null
+    wait "$rec" 2>/dev/null
+    local ticks hz
+    read -r ticks hz <"$dir/profile.cpu"
+    bench_wrk_read "$dir/profile.wrk" "$ticks" "$hz"
+    case $name in
+        awith_*) own=tfb ;;
+        kore) own=kore,tfb_kore.so ;;
+        *) own= ;;
+    esac
+    local stat_total
+    stat_total=$(awk '/requests in/ {print $1}' "$dir/perf-stat.wrk")
+    "$PY" bench/perf_split.py "$dir/perf.data" "${wrk_us/\?/0}" "$dir/perf-stat.txt" "${stat_total:-0}" "$own" \
+        >"$dir/profile.json" || failed+=("$name/profile")
+    printf '   %-32s %s %-9s c=%-4s %12s req/s  cpu %6s us/req (%s)\n' "${LABEL[$name]}" "$t" "" "$c" \
+        "${wrk_rps:-?}" "$wrk_us" "$(tr -d '\n' <"$dir/profile.wrk" | grep -o 'Socket errors[^R]*' || true)"
+}
+
+# callgrind_server TYPE: examples/tfb on epoll under callgrind, 300 requests
+# of TYPE to warm up, counters zeroed, 2000 keep-alive requests from one
+# curl, counters dumped; writes $results/callgrind/{summary,functions}.
+callgrind_server() {
+    local t=$1 dir="$results/callgrind" port vpid i ok=0 urls=()
+    mkdir -p "$dir"
+    port=$(bench_free_port)
+    AWITH_BACKEND=epoll valgrind --tool=callgrind --callgrind-out-file="$dir/callgrind.%p" \
+        "$BUILD/examples/tfb" --port "$port" --pool 4 >"$dir/callgrind.log" 2>&1 &
+    vpid=$!
+    for ((i = 0; i < 300; i++)); do
+        curl -s --max-time 2 -o /dev/null "http://127.0.0.1:$port/json" && { ok=1; break; }
+        sleep 0.1
+    done
+    if ((ok)); then
+        for ((i = 0; i < 300; i++)); do urls+=(-o /dev/null "http://127.0.0.1:$port$(path_of "$t")"); done
+        curl -s "${urls[@]}"
+        callgrind_control -z "$vpid" >/dev/null
+        urls=()
+        for ((i = 0; i < 2000; i++)); do urls+=(-o /dev/null "http://127.0.0.1:$port$(path_of "$t")"); done
+        curl -s "${urls[@]}"
+        callgrind_control -d "$vpid" >/dev/null
+        local out=("$dir"/callgrind.*.1)
+        awk '/^summary:/ {print $2}' "${out[0]}" >"$dir/summary"
+        callgrind_annotate --inclusive=no --threshold=100 "${out[0]}" 2>/dev/null |
+            awk '/^ *[0-9,]+ .*:/ {n = $1; gsub(",", "", n); sub(/^ *[0-9,]+ +/, ""); print n "\t" $0}' |
+            head -40 >"$dir/functions"
+    fi
+    bench_stop "$vpid"
+}
+
+if [[ -n $profile ]]; then
+    echo "== profile of ${TESTS[0]} at c=$conns: perf record -g -e cpu-clock per server, ${seconds} s each, $pinned"
+    for s in "${ok_servers[@]}"; do
+        implements "$s" "${TESTS[0]}" && profile_server "$s"
+    done
+    syscall_us=$("${pin_server[@]}" perf bench syscall basic 2>/dev/null | awk '/usecs\/op/ {print $1}')
+    if command -v valgrind >/dev/null && command -v callgrind_control >/dev/null; then
+        echo "== callgrind: examples/tfb on epoll, ${TESTS[0]}, 2000 keep-alive requests"
+        callgrind_server "${TESTS[0]}"
+    fi
+    "$PY" - "$results" "${TESTS[0]}" "$conns" "$seconds" "$pinned" "${syscall_us:-?}" "${ok_servers[@]}" <<'PYEOF'
+import json, os, re, sys
+sys.path.insert(0, "bench")
+from perf_split import CLASSES
+from wrk_runs import wrk_run
+results, t, c, seconds, pinned, syscall_us = sys.argv[1:7]
+servers = sys.argv[7:]
+labels = {"awith_epoll": "awith epoll", "awith_uring": "awith io_uring", "fastapi": "uvicorn+FastAPI",
+          "aiohttp": "aiohttp", "kore": "Kore 4.1"}
+rows = {}
+for s in servers:
+    try:
+        rows[s] = (json.load(open(f"{results}/{s}/profile.json")),
+                   wrk_run(f"{results}/{s}/profile.wrk", f"{results}/{s}/profile.cpu"))
+    except (OSError, ValueError):
+        pass
+# A stalled server (fewer answers over the run than one round per
+# connection, as in the runs' tables: Kore's pgsql layer above its pool)
+# has no per-request numbers; it is named under the table with its
+# hottest symbols.
+per_conn = 16 if t == "plaintext" else 1
+def stalled(s):
+    w = rows[s][1]
+    return not w or not w.rps or w.rps * float(seconds) < int(c) * per_conn
+names = [s for s in servers if s in rows and not stalled(s)]
+stalled_names = [s for s in servers if s in rows and stalled(s)]
+used = [k for k in CLASSES if any(rows[s][0]["us"].get(k, 0) >= 0.05 for s in names)]
+md = [f"# Where the CPU goes: {t}, {c} connections (`bash bench/tfb.sh --profile {t}`)", "",
+      f"Each server alone under wrk -t1 -c{c} for {seconds} s, `perf record -g -e cpu-clock -F 1999` on it "
+      f"(a software clock: no hardware counters in this VM) and `perf stat` for its system calls; {pinned}. "
+      f"Server CPU per request is user + system from /proc over the run; each class is its share of the "
+      f"perf samples times that (bench/perf_split.py says what goes where). One system call "
+      f"(`perf bench syscall basic`, getppid) costs {syscall_us} µs on this machine.", "",
+      "| µs per request | " + " | ".join(labels[s] for s in names) + " |",
+      "|---|" + "---:|" * len(names)]
+def val(s, f):
+    d, w = rows[s]
+    return f(d, w)
+md.append("| requests/s | " + " | ".join(val(s, lambda d, w: f"{w.rps:,.0f}" if w and w.rps else "?")
+                                        for s in names) + " |")
+md.append("| **server CPU/request** | " + " | ".join(
+    val(s, lambda d, w: f"**{w.us:.1f}**" if w and w.us else "?") for s in names) + " |")
+def side(s, what):
+    """CPU 1's µs per request: wrk's task-clock, or PostgreSQL's backends."""
+    w = rows[s][1]
+    m = re.search(r"^\s*(\d+) requests in", w.text, re.M) if w else None
+    if not m or int(m[1]) == 0:
+        return None
+    try:
+        if what == "wrk":
+            ms = float(open(f"{results}/{s}/wrk-cpu.txt").read().split("task-clock")[0].split()[-1]
+                       .rstrip(",").split(",")[0])
+            return ms * 1e3 / int(m[1])
+        ticks, hz = open(f"{results}/{s}/pg.cpu").read().split()
+        return int(ticks) / int(hz) * 1e6 / int(m[1])
+    except (OSError, ValueError, IndexError, TypeError):
+        return None
+kern = [k for k in used if k.startswith("kernel")]
+md.append("| **kernel, all** | " + " | ".join(
+    val(s, lambda d, w: f"**{sum(d['us'][k] for k in kern):.1f}**") for s in names) + " |")
+for k in used:
+    label = k if k != "own code" else "own code (awith exe / Kore / CPython interpreter)"
+    md.append(f"| {label} | " + " | ".join(val(s, lambda d, w: f"{d['us'][k]:.1f}") for s in names) + " |")
+md.append("| **user space, all** | " + " | ".join(
+    val(s, lambda d, w: f"**{sum(v for k, v in d['us'].items() if not k.startswith('kernel')):.1f}**")
+    for s in names) + " |")
+for ev, label in (("raw_syscalls:sys_enter", "system calls / request"), ("context-switches",
+                  "context switches / request"), ("irq:softirq_entry", "softirqs / request")):
+    md.append(f"| {label} | " + " | ".join(
+        val(s, lambda d, w: f"{d.get('stat', {}).get(ev, 0):.2f}") for s in names) + " |")
+md.append("| wrk's CPU/request (CPU 1) | " + " | ".join(
+    (lambda v: f"{v:.1f}" if v is not None else "?")(side(s, "wrk")) for s in names) + " |")
+if t not in ("json", "plaintext"):
+    md.append("| PostgreSQL's CPU/request (CPU 1) | " + " | ".join(
+        (lambda v: f"{v:.1f}" if v is not None else "?")(side(s, "pg")) for s in names) + " |")
+md.append("| perf samples | " + " | ".join(val(s, lambda d, w: str(d["samples"])) for s in names) + " |")
+for s in stalled_names:
+    w = rows[s][1]
+    md += ["", f"{labels[s]} stalled ({w.rps if w and w.rps else 0:,.0f} requests/s: fewer answers than one "
+           f"round per connection); its samples: " + ", ".join(f"{h[1]} {h[0]:.1f} %" for h in rows[s][0]["hot"][:4])]
+md += ["", "Hottest leaf symbols (share of the server's samples):", ""]
+for s in names:
+    md.append(f"- {labels[s]}: " + ", ".join(f"{h[1]} {h[0]:.1f} %" for h in rows[s][0]["hot"][:8]))
+cg = f"{results}/callgrind"
+try:
+    total = int(open(f"{cg}/summary").read().split()[0])
+    md += ["", f"callgrind, examples/tfb on epoll, `GET {t}` x 2000 keep-alive (one curl): "
+           f"**{total / 2000:,.0f} instructions per request** in user space; by function (self):", "",
+           "| instructions/request | function |", "|---:|---|"]
+    shown = 0
+    for line in open(f"{cg}/functions"):
+        n, fn = line.rstrip("\n").split("\t", 1)
+        # callgrind_annotate 3.19 also lists main and its callers with
+        # their inclusive cost: a self cost cannot be half of the total.
+        if int(n) > total / 2 or shown == 20:
+            continue
+        shown += 1
+        fn = re.sub(r"^\(\s*[\d.]+%\)\s*", "", fn.strip())
+        fn, _, dso = re.sub(r"^\S*:", "", fn).partition(" [")
+        if fn.startswith("0x"):   # a stripped library's own function: name the library
+            fn += " in " + dso.rstrip("]").rsplit("/", 1)[-1]
+        md.append(f"| {int(n) / 2000:,.0f} | `{fn}` |")
+except (OSError, ValueError, IndexError):
+    pass
+out = f"{results}/../tfb-profile-{t}.md"
+open(out, "w").write("\n".join(md) + "\n")
+print("\n".join(md))
+print(f"(written to build-bench/tfb-profile-{t}.md)")
+PYEOF
+    if ((${#failed[@]})); then
+        echo "FAILED: ${failed[*]}"
+        exit 1
+    fi
+    exit 0
 fi
 
 # ---- the runs -----------------------------------------------------------------

@@ -129,6 +129,28 @@ static int h_headers(aw_http_request *req, aw_http_response *res, void *ud)
 	return aw_http_text(res, 200, out);
 }
 
+/* The names the server owns, in any case, beside ones of the same length
+ * that it does not (aw_http_set_header compares by length first). */
+static int h_owned_headers(aw_http_request *req, aw_http_response *res, void *ud)
+{
+	(void)req, (void)ud;
+	int te = aw_http_set_header(res, "transfer-encoding", "chunked");
+	aw_error_clear();
+	int cl = aw_http_set_header(res, "CONTENT-LENGTH", "1");
+	aw_error_clear();
+	int conn = aw_http_set_header(res, "connection", "upgrade");
+	aw_error_clear();
+	EXPECT_EQ(aw_http_set_header(res, "Content-Lengths", "x"), 0);   /* 15 letters: not the server's */
+	EXPECT_EQ(aw_http_set_header(res, "Connectio", "x"), 0);
+	EXPECT_EQ(aw_http_set_header(res, "Dates", "x"), 0);
+	EXPECT_EQ(aw_http_set_header(res, "Server", "t"), 0);
+	EXPECT_EQ(aw_http_set_header(res, "DATE", "Thu, 01 Jan 1970 00:00:00 GMT"), 0);   /* replaces the server's */
+	EXPECT_EQ(aw_http_set_header(res, "CONNECTION", "close"), 0);
+	char out[64];
+	snprintf(out, sizeof out, "%d %d %d", te, cl, conn);
+	return aw_http_text(res, 200, out);
+}
+
 /* ---- dependencies ------------------------------------------------------------------- */
 
 static int a_entries;
@@ -299,6 +321,7 @@ static aw_app *make_app(void)
 	EXPECT_EQ(aw_app_route(app, "GET", "/writer-bad", h_writer_bad, NULL), 0);
 	EXPECT_EQ(aw_app_route(app, "GET", "/fail", h_fail, NULL), 0);
 	EXPECT_EQ(aw_app_route(app, "GET", "/headers", h_headers, NULL), 0);
+	EXPECT_EQ(aw_app_route(app, "GET", "/owned-headers", h_owned_headers, NULL), 0);
 	EXPECT_EQ(aw_app_route(app, "GET", "/deps", h_deps, NULL), 0);
 	EXPECT_EQ(aw_app_route(app, "GET", "/dep-values", h_dep_values, NULL), 0);
 	EXPECT_EQ(aw_app_route(app, "GET", "/slow-dep", h_slow_dep, NULL), 0);
@@ -442,6 +465,30 @@ AW_TEST(json_in_and_out)
 	resp_free(&r);
 	CHECK_EQ(get(s.port, GET("/writer-bad"), &r), 500);
 	CHECK(strncmp(r.body, "{\"detail\":\"Internal Server Error\",\"request_id\":\"", 48) == 0);
+	resp_free(&r);
+	CHECK_EQ(srv_stop(&s), 0);
+}
+
+AW_TEST(set_header_refuses_the_framing_headers_in_any_case_and_honours_date_and_connection)
+{
+	START(s);
+	resp r;
+	CHECK_EQ(get(s.port, GET("/owned-headers"), &r), 200);
+	CHECK_STR(r.body, "-22 -22 -22");
+	char v[64];
+	CHECK(resp_header(&r, "Content-Lengths", v, sizeof v));
+	CHECK(resp_header(&r, "Connectio", v, sizeof v));
+	CHECK(resp_header(&r, "Dates", v, sizeof v));
+	CHECK(resp_header(&r, "Server", v, sizeof v));
+	CHECK(resp_header(&r, "Date", v, sizeof v));
+	CHECK_STR(v, "Thu, 01 Jan 1970 00:00:00 GMT");
+	int dates = 0;   /* one Date only: the handler's */
+	for (const char *p = r.head; (p = strcasestr(p, "\r\nDate:")) != NULL; p += 2)
+		dates++;
+	CHECK_EQ(dates, 1);
+	CHECK(resp_header(&r, "Connection", v, sizeof v));
+	CHECK_STR(v, "close");
+	CHECK(r.body_len == 11);   /* its own Content-Length, not the handler's */
 	resp_free(&r);
 	CHECK_EQ(srv_stop(&s), 0);
 }

@@ -233,3 +233,42 @@ AW_TEST(pg_commented_statements_stay_out_of_the_statement_cache_and_keep_semicol
 	aw_span_sink_set(sink, NULL);
 	PG_RUN(cache_main, NULL);
 }
+
+/* A statement's span is named "pg " and its first word in capitals
+ * (leading blanks and parentheses skipped, at most 16 letters), or
+ * "pg QUERY" when it starts with no word. */
+static int names_main(void *arg)
+{
+	(void)arg;
+	aw_pg_conn *c;
+	PCHECK_RC(aw_pg_connect(&c, PG_URL(), NULL), 0);
+	static const char *const sql[] = {
+		"select 1",
+		"  (SELECT 2)",
+		"\n\twith x as (select 3) select * from x",
+		";",
+		"abcdefghijklmnopqrstuvwxyz",   /* 26 letters: an error, named by its first 16 */
+	};
+	static const char *const want[] = { "pg SELECT", "pg SELECT", "pg WITH", "pg QUERY", "pg ABCDEFGHIJKLMNOP" };
+	aw_span s;
+	AW_WITH(aw_span_init(&s, "request")) {
+		for (size_t i = 0; i < sizeof sql / sizeof *sql; i++) {
+			aw_pg_result *r = NULL;
+			if (aw_pg_query(c, &r, sql[i], AW_PG_NOARGS) < 0)
+				aw_error_clear();   /* ";" and the long word fail: their spans still count */
+			aw_pg_result_free(r);
+		}
+	}
+	PCHECK(nrecs == 6);   /* five statements and the request */
+	for (size_t i = 0; i < sizeof want / sizeof *want; i++)
+		PCHECK_STR(recs[i].name, want[i]);
+	aw_pg_conn_close(c);
+	return 0;
+}
+
+AW_TEST(pg_span_names_are_the_statements_first_word_in_capitals)
+{
+	nrecs = 0;
+	aw_span_sink_set(sink, NULL);
+	PG_RUN(names_main, NULL);
+}

@@ -413,9 +413,14 @@ int aw_http_set_header(aw_http_response *res, const char *name, const char *valu
 			return aw_raise(-EINVAL, "aw_http_set_header(%s): control character 0x%02x in the value "
 					"(no header injection)", name, ch);
 	}
-	if (strcasecmp(name, "Content-Length") == 0 || strcasecmp(name, "Transfer-Encoding") == 0)
+	/* The names the server owns, compared only at their length (most
+	 * headers are none of them: four strcasecmp were a third of this
+	 * call's instructions). */
+	size_t nl = strlen(name), vl = strlen(value);
+	if ((nl == 14 && strcasecmp(name, "Content-Length") == 0) ||
+	    (nl == 17 && strcasecmp(name, "Transfer-Encoding") == 0))
 		return aw_raise(-EINVAL, "aw_http_set_header: %s is set by the server", name);
-	if (strcasecmp(name, "Connection") == 0) {
+	if (nl == 10 && strcasecmp(name, "Connection") == 0) {
 		if (strcasecmp(value, "close") == 0) {
 			res->close = true;
 			return 0;
@@ -424,9 +429,8 @@ int aw_http_set_header(aw_http_response *res, const char *name, const char *valu
 			return 0;
 		return aw_raise(-EINVAL, "aw_http_set_header: Connection: '%s' (only close or keep-alive)", value);
 	}
-	if (strcasecmp(name, "Date") == 0)
+	if (nl == 4 && strcasecmp(name, "Date") == 0)
 		res->user_date = true;
-	size_t nl = strlen(name), vl = strlen(value);
 	if (aw__buf_reserve(&res->hdrs, nl + vl + 4))
 		return aw_raise(-ENOMEM, "aw_http_set_header: no memory");
 	aw__buf_put(&res->hdrs, name, nl);
