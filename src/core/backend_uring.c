@@ -77,6 +77,16 @@ static struct io_uring_sqe *sqe_get(struct aw_uring *u)
 	return sqe;
 }
 
+struct io_uring *aw__uring_ring(aw_backend *b)
+{
+	return &b->uring->ring;
+}
+
+struct io_uring_sqe *aw__uring_sqe(aw_backend *b)
+{
+	return sqe_get(b->uring);
+}
+
 static int arm(struct aw_uring *u, int fd)
 {
 	struct io_uring_sqe *sqe = sqe_get(u);
@@ -160,6 +170,7 @@ void aw_uring_fini(aw_backend *b)
 	 * holds would otherwise keep those files open. */
 	io_uring_submit(&u->ring);
 	io_uring_queue_exit(&u->ring);
+	aw__recvq_fini(b);
 	free(u->fds);
 	free(u);
 	b->uring = NULL;
@@ -341,6 +352,10 @@ bool aw_uring_cancel(aw_backend *b, aw_backend_op *op, bool sync)
 static int complete(struct aw_uring *u, uint64_t ud, int res, unsigned flags, aw_backend_ready_fn *on_ready,
 		    void *ctx)
 {
+	if ((ud & AW_URING_RECV_TAG) == AW_URING_RECV_TAG) {
+		aw__recvq_complete(u->b, ud, res, flags);   /* recv_ring.c */
+		return 1;
+	}
 	if (ud & AW_URING_OP_BIT) {
 		aw_backend_op *op = (aw_backend_op *)(uintptr_t)(ud & ~AW_URING_OP_BIT);
 		if (op->is_send) {
