@@ -32,6 +32,19 @@
 #                                       # with readiness + accept4
 #                                       # (AWITH_URING_ACCEPT=0), 5 rounds,
 #                                       # interleaved: CPU per connection
+#   bash bench/http_bench.sh --recv     # only hello_server on io_uring with
+#                                       # its two receive modes
+#                                       # (AWITH_URING_RECV=single: one
+#                                       # IORING_OP_RECV per wait;
+#                                       # =multishot: a multishot receive
+#                                       # into the loop's provided buffer
+#                                       # ring), GET / and pipelined 16 deep,
+#                                       # 7 rounds, interleaved; prints the
+#                                       # multishot ÷ single ratios of server
+#                                       # CPU per request (median of the
+#                                       # per-round ratios) and the server's
+#                                       # RSS with RECV_IDLE (default 2000)
+#                                       # idle keep-alive connections
 #   LWAN_SRC=/path/to/lwan bash bench/http_bench.sh --lwan
 #                                       # only hello_server on epoll and on
 #                                       # io_uring against lwan, 5 rounds,
@@ -98,7 +111,7 @@ PACKAGES+=(wrk nginx-light h2o python3-fastapi python3-uvicorn python3-aiohttp p
 PY=/usr/bin/python3      # Debian's interpreter: the one the python3-* packages are for
 BUILD=build-bench
 CONNS=64
-rounds=3 seconds=5 metrics_only=0 backends_only=0 lwan_only=0 accept_only=0 variant=awith_metrics
+rounds=3 seconds=5 metrics_only=0 backends_only=0 lwan_only=0 accept_only=0 recv_only=0 variant=awith_metrics
 for arg in "$@"; do
     case $arg in
         --quick) rounds=1 seconds=2 ;;
@@ -107,7 +120,8 @@ for arg in "$@"; do
         --backends) backends_only=1 rounds=5 ;;
         --lwan) lwan_only=1 rounds=5 ;;
         --accept) accept_only=1 rounds=5 ;;
-        -h | --help) sed -n '2,52p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        --recv) recv_only=1 rounds=${RECV_ROUNDS:-7} ;;
+        -h | --help) sed -n '2,72p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "bench/http_bench.sh: unknown argument '$arg' (try --help)" >&2; exit 2 ;;
     esac
 done
@@ -191,7 +205,8 @@ SERVERS=(awith awith_uring awith_metrics awith_mw nginx h2o fastapi aiohttp)
 ((backends_only)) && SERVERS=(awith awith_uring awith_usend0 awith_pipe awith_uring_pipe awith_usend0_pipe)
 ((lwan_only)) && SERVERS=(awith awith_uring)
 ((accept_only)) && SERVERS=(awith_close awith_uring_close awith_acc0_close)
-[[ -n $LWAN ]] && ((!metrics_only)) && ((!accept_only)) && SERVERS+=(lwan)
+((recv_only)) && SERVERS=(awith_rsingle awith_rmulti awith_rsingle_pipe awith_rmulti_pipe)
+[[ -n $LWAN ]] && ((!metrics_only && !accept_only && !recv_only)) && SERVERS+=(lwan)
 declare -A LABEL=(
     [awith]="awith (examples/hello_server)"
     [awith_uring]="awith on io_uring"
@@ -199,6 +214,10 @@ declare -A LABEL=(
     [awith_uring_pipe]="awith on io_uring, pipelined 16"
     [awith_usend0]="awith on io_uring, send(2)"
     [awith_usend0_pipe]="awith on io_uring, send(2), pipelined"
+    [awith_rsingle]="io_uring, single RECV"
+    [awith_rmulti]="io_uring, multishot+buffer ring"
+    [awith_rsingle_pipe]="io_uring, single RECV, pipelined"
+    [awith_rmulti_pipe]="io_uring, multishot, pipelined"
     [awith_metrics]="awith, metrics on"
     [awith_mw]="awith, middleware stack"
     [nginx]="nginx-light (static file)"
@@ -220,6 +239,8 @@ server_cmd() { # NAME PORT DIR -> sets CMD
         awith | awith_pipe) CMD=(env AWITH_BACKEND=epoll "$BUILD/examples/hello_server" --port "$port") ;;
         awith_uring | awith_uring_pipe) CMD=(env AWITH_BACKEND=uring "$BUILD/examples/hello_server" --port "$port") ;;
         awith_usend0 | awith_usend0_pipe) CMD=(env AWITH_BACKEND=uring AWITH_URING_SEND=0 "$BUILD/examples/hello_server" --port "$port") ;;
+        awith_rsingle | awith_rsingle_pipe) CMD=(env AWITH_BACKEND=uring AWITH_URING_RECV=single "$BUILD/examples/hello_server" --port "$port") ;;
+        awith_rmulti | awith_rmulti_pipe) CMD=(env AWITH_BACKEND=uring AWITH_URING_RECV=multishot "$BUILD/examples/hello_server" --port "$port") ;;
         awith_metrics) CMD=(env AWITH_BACKEND=epoll "$BUILD/examples/hello_server" --port "$port" --metrics /metrics) ;;
         awith_mw) CMD=(env AWITH_BACKEND=epoll "$BUILD/examples/hello_server" --port "$port" --middleware) ;;
         nginx) nginx_conf "$port" "$dir" ;;
@@ -272,7 +293,9 @@ labels = {"awith": "awith (examples/hello_server)", "awith_uring": "awith on io_
           "awith_metrics": "awith, metrics on", "awith_mw": "awith, middleware stack", "nginx": "nginx-light (static file)",
           "h2o": "h2o (static file)", "fastapi": "uvicorn+FastAPI (uvloop)", "aiohttp": "aiohttp (uvloop)",
           "lwan": "lwan (bench/lwan_hello.c)", "awith_close": "epoll, Connection: close",
-          "awith_uring_close": "io_uring multishot accept, close", "awith_acc0_close": "io_uring accept4, close"}
+          "awith_uring_close": "io_uring multishot accept, close", "awith_acc0_close": "io_uring accept4, close",
+          "awith_rsingle": "io_uring, single RECV", "awith_rmulti": "io_uring, multishot+buffer ring",
+          "awith_rsingle_pipe": "io_uring, single RECV, pipelined", "awith_rmulti_pipe": "io_uring, multishot, pipelined"}
 
 data, cpu = {}, {}
 for s in servers:
@@ -332,6 +355,24 @@ for old, ur, what in (("awith_usend0", "awith_uring", "GET /"), ("awith_usend0_p
         ep = cpu["awith" if what == "GET /" else "awith_pipe"]
         targets.append(f"- {what}: io_uring with send(2) {cpu[old]:.2f} µs ({cpu[old] / ep:.2f}× epoll) → "
                        f"with IORING_OP_SEND {cpu[ur]:.2f} µs ({cpu[ur] / ep:.2f}× epoll)")
+# The two receive modes (--recv): multishot ÷ single per round (the rounds
+# interleave, so each ratio compares runs made under the same load), then
+# the median of those ratios beside the ratio of the medians.
+for single, multi, what in (("awith_rsingle", "awith_rmulti", "GET /"), ("awith_rsingle_pipe", "awith_rmulti_pipe", "GET / pipelined 16 deep")):
+    if cpu.get(single) and cpu.get(multi):
+        per = []
+        for r in range(1, int(rounds) + 1):
+            a = wrk_medians([wrk_run(f"{results}/{single}/wrk-{r}.txt", f"{results}/{single}/cpu-{r}.txt")])
+            b = wrk_medians([wrk_run(f"{results}/{multi}/wrk-{r}.txt", f"{results}/{multi}/cpu-{r}.txt")])
+            if a[2] and b[2]:
+                per.append((b[2] / a[2], b[0] / a[0]))
+        cr = statistics.median(p[0] for p in per) if per else float("nan")
+        rr = statistics.median(p[1] for p in per) if per else float("nan")
+        targets.append(f"- {what}: multishot+buffer ring ÷ single RECV, server CPU per request "
+                       f"{cpu[multi]:.2f} µs vs {cpu[single]:.2f} µs (ratio of medians {cpu[multi] / cpu[single]:.3f}×; "
+                       f"median of {len(per)} per-round ratios {cr:.3f}×, range "
+                       f"{min(p[0] for p in per):.3f}–{max(p[0] for p in per):.3f}); requests/s "
+                       f"{data[multi][0]:,.0f} vs {data[single][0]:,.0f} (per-round median {rr:.3f}×)")
 # lwan (when given): the same GET / from a C handler; issue 18's target is
 # io_uring below lwan's server CPU per request.
 if cpu.get("lwan"):
@@ -369,6 +410,46 @@ print()
 print("\n".join(targets))
 print(f"\n(written to build-bench/http_bench.md)")
 EOF
+
+# --recv: the server's resident memory with RECV_IDLE idle keep-alive
+# connections (each made one request and stays open), in each receive
+# mode: VmRSS before the connections and with them, per connection.
+if ((recv_only)); then
+    idle=${RECV_IDLE:-2000}
+    echo
+    echo "== RSS with $idle idle keep-alive connections"
+    for name in awith_rsingle awith_rmulti; do
+        dir="$results/$name"
+        bench_start "$name" "$dir"
+        bench_until bench_answers "http://127.0.0.1:$port/" "$BODY" || { failed+=("$name"); bench_stop "$pid"; continue; }
+        before=$(awk '/^VmRSS:/ {print $2}' "/proc/$pid/status")
+        "$PY" - "$port" "$idle" "$pid" >"$dir/rss.txt" <<'PYEOF'
+import resource, socket, sys, time
+port, n, pid = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, n + 100), hard))
+conns = []
+for i in range(n):
+    c = socket.create_connection(("127.0.0.1", port))
+    c.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    conns.append(c)
+for c in conns:
+    got = b""
+    while b"Hello" not in got:
+        got += c.recv(4096)
+time.sleep(0.5)
+rss = [l.split()[1] for l in open(f"/proc/{pid}/status") if l.startswith("VmRSS:")][0]
+print(rss)
+for c in conns:
+    c.close()
+PYEOF
+        after=$(head -1 "$dir/rss.txt")
+        bench_stop "$pid"
+        printf '   %-32s VmRSS %s KiB idle, %s KiB with %s connections: %s B per connection\n' "${LABEL[$name]}" \
+            "$before" "$after" "$idle" "$(awk -v a="$before" -v b="$after" -v n="$idle" 'BEGIN { printf "%.0f", (b - a) * 1024 / n }')" |
+            tee -a "$results/../http_bench.md"
+    done
+fi
 
 # --metrics: user-space instructions per request with metrics off and on,
 # counted by callgrind (the same whatever else the machine runs): the

@@ -140,7 +140,18 @@ int aw_fd_take_ready(int fd);
  * no byte lands in buf after the call returns, and no later completion
  * reaches anyone. Bytes that did land first are not lost: *got counts them
  * whatever the return code. aw_fd_forget of fd with a receive in flight
- * returns only once the kernel has let go of buf. Waits. */
+ * returns only once the kernel has let go of buf. Waits.
+ * With AWITH_URING_RECV=multishot (opt-in; the default, =single, is the
+ * above; a kernel before 6.0 falls back to it, saying so once) the first
+ * call arms one multishot receive for fd into the loop's provided buffer
+ * ring instead, and from then on the kernel receives whatever arrives for
+ * fd into the ring until aw_fd_forget: a call copies queued bytes into buf
+ * without waiting and waits only when none are queued. Same results; the
+ * kernel never writes into buf at all, and a wait that ends early leaves
+ * what arrived queued for the next call. From the first call until
+ * aw_fd_forget the caller must not read fd by other means (recv(2), a TLS
+ * library on fd): bytes already queued would be skipped. Take them with
+ * aw_fd_recv_take, which is what awith's streams do. */
 int aw_fd_recv(int fd, void *buf, size_t len, size_t *got, aw_time deadline) AW_MUST_USE;
 #define aw_fd_recv(fd, buf, len, got, dl) AW__AT((aw_fd_recv)((fd), (buf), (len), (got), (dl)))
 
@@ -184,6 +195,23 @@ int aw_fd_accept_stop(int fd);
  * as aw_fd_accept returns it; -EAGAIN (not raised) when none is queued,
  * and always on epoll (it never takes from the kernel's backlog). */
 int aw_fd_accept_queued(int fd);
+
+/* The bytes the loop has already received for socket fd (aw_fd_recv in
+ * multishot mode) and not yet handed out, without waiting and without a
+ * system call: copies up to len of them into buf. Returns 0 with *got > 0
+ * bytes; 0 with *got == 0 when the peer's end of file is next; -EAGAIN
+ * (not raised) when nothing is queued and the kernel receives for fd
+ * (aw_fd_recv waits for it); -EOPNOTSUPP (not raised) when the loop does
+ * not receive for fd (epoll, AWITH_URING_RECV=single, no aw_fd_recv on fd
+ * yet, or its buffer ring is dry just now): the caller reads fd itself;
+ * the receive's -errno (raised once, end of file after it). A reader that
+ * would read(2) fd before waiting calls this first. Does not wait. */
+int aw_fd_recv_take(int fd, void *buf, size_t len, size_t *got);
+
+/* How many bytes the loop has received for fd and not yet handed out
+ * (aw_fd_recv in multishot mode; 0 otherwise): what FIONREAD on the
+ * socket no longer counts. Does not wait. */
+size_t aw_fd_recv_queued(int fd);
 
 /* Send len bytes from buf on socket fd through io_uring (IORING_OP_SEND,
  * MSG_NOSIGNAL) and wait until all of them went: the loop submits the

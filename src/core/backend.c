@@ -52,6 +52,7 @@ int aw_backend_init(aw_backend *b, int choice, FILE *log)
 	b->kind = 0;
 	b->fd = -1;
 	b->uring = NULL;
+	b->recvq = NULL;
 	if (choice == AW_BACKEND_DEFAULT) {
 		choice = choice_from_env();
 		if (choice < 0) {

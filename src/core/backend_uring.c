@@ -46,6 +46,9 @@
 #define AW_URING_POLL_BIT (UINT64_C(1) << 63)
 #define AW_URING_OP_BIT (UINT64_C(1) << 62)   /* user_data: an aw_backend_op pointer */
 #define AW_URING_ACC_BIT (UINT64_C(1) << 61)  /* user_data: an aw_acceptq pointer (accept_uring.c) */
+/* An accept's user_data: bit 61 alone of the tag bits (a poll's generation
+ * and a receive's serial may set bit 61 too, but with bit 63 set). */
+#define is_accept_ud(ud) (((ud) & (AW_URING_POLL_BIT | AW_URING_OP_BIT | AW_URING_ACC_BIT)) == AW_URING_ACC_BIT)
 #define AW_URING_GEN_MASK 0x7fffffffu
 
 typedef struct uring_fd {
@@ -78,6 +81,16 @@ static struct io_uring_sqe *sqe_get(struct aw_uring *u)
 		sqe = io_uring_get_sqe(&u->ring);
 	}
 	return sqe;
+}
+
+struct io_uring *aw__uring_ring(aw_backend *b)
+{
+	return &b->uring->ring;
+}
+
+struct io_uring_sqe *aw__uring_sqe(aw_backend *b)
+{
+	return sqe_get(b->uring);
 }
 
 static int arm(struct aw_uring *u, int fd)
@@ -183,13 +196,14 @@ void aw_uring_fini(aw_backend *b)
 		int res = cqe->res;
 		unsigned flags = cqe->flags;
 		io_uring_cqe_seen(&u->ring, cqe);
-		if (ud & AW_URING_ACC_BIT) {
+		if (is_accept_ud(ud)) {
 			if (!(flags & IORING_CQE_F_MORE))
 				u->accepts--;
 			aw__accept_complete((aw_acceptq *)(uintptr_t)(ud & ~AW_URING_ACC_BIT), res, flags, true);
 		}
 	}
 	io_uring_queue_exit(&u->ring);
+	aw__recvq_fini(b);
 	free(u->fds);
 	free(u);
 	b->uring = NULL;
@@ -411,7 +425,11 @@ void aw_uring_accept_cancel(aw_backend *b, aw_acceptq *q, bool sync)
 static int complete(struct aw_uring *u, uint64_t ud, int res, unsigned flags, aw_backend_ready_fn *on_ready,
 		    void *ctx)
 {
-	if (ud & AW_URING_ACC_BIT) {
+	if ((ud & AW_URING_RECV_TAG) == AW_URING_RECV_TAG) {
+		aw__recvq_complete(u->b, ud, res, flags);   /* recv_ring.c */
+		return 1;
+	}
+	if (is_accept_ud(ud)) {
 		if (!(flags & IORING_CQE_F_MORE))
 			u->accepts--;
 		aw__accept_complete((aw_acceptq *)(uintptr_t)(ud & ~AW_URING_ACC_BIT), res, flags, false);

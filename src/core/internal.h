@@ -124,6 +124,8 @@ typedef struct aw_backend {
 	int kind;                /* AW_BACKEND_KIND_*; 0 before init */
 	int fd;                  /* the epoll fd (epoll only) */
 	struct aw_uring *uring;  /* the ring (io_uring only) */
+	struct aw_recvq *recvq;  /* its provided buffer ring for receives
+	                            (recv_ring.c), set up at the first one */
 	size_t ops;              /* operations in flight (io_uring only): a
 	                            loop with a task waiting for one is not
 	                            deadlocked */
@@ -222,6 +224,28 @@ void aw_uring_accept_cancel(aw_backend *b, aw_acceptq *q, bool sync);
  * accepted fd or -errno; without IORING_CQE_F_MORE the multishot has
  * ended. fini: the ring is going away (no task is woken). */
 void aw__accept_complete(aw_acceptq *q, int res, unsigned flags, bool fini);
+
+/* backend_uring.c, for recv_ring.c: the ring, and a free SQE (NULL when
+ * the SQ is full even after a submit). */
+struct io_uring;
+struct io_uring_sqe;
+struct io_uring *aw__uring_ring(aw_backend *b);
+struct io_uring_sqe *aw__uring_sqe(aw_backend *b);
+/* user_data of a multishot receive: the tag, a per-arm serial (bits
+ * 32..61) and the fd (bits 0..31). */
+#define AW_URING_RECV_TAG (UINT64_C(3) << 62)
+/* recv_ring.c: multishot receives into the loop's provided buffer ring
+ * (AWITH_URING_RECV=multishot). aw__recvq_recv is aw_fd_recv's path when
+ * on: the same contract, or -EOPNOTSUPP (not raised) when this receive
+ * goes as a single IORING_OP_RECV (mode off, kernel without, ring dry). */
+bool aw__recv_multishot_wanted(void);
+int aw__recvq_recv(aw_loop *l, int fd, void *buf, size_t len, size_t *got, aw_time deadline);
+void aw__recvq_complete(aw_backend *b, uint64_t ud, int res, unsigned flags);
+/* aw_fd_forget's part: fd's queued buffers go back, its multishot is
+ * cancelled (asynchronously: the kernel never writes the caller's memory). */
+void aw__recvq_forget(aw_loop *l, int fd);
+/* After io_uring_queue_exit: frees the buffer ring and the queues. */
+void aw__recvq_fini(aw_backend *b);
 #endif
 
 /* ---- tasks ---------------------------------------------------------------- */

@@ -188,6 +188,12 @@ int (aw_fd_recv)(int fd, void *buf, size_t len, size_t *got, aw_time deadline)
 	if (s->reader)
 		return aw_raise(-AW_EBUSY_WAIT, "task '%s' already waits for fd %d to be readable", s->reader->name,
 				fd);
+	/* AWITH_URING_RECV=multishot: from the loop's buffer ring
+	 * (recv_ring.c); -EOPNOTSUPP: this one goes as a single receive. */
+	rc = aw__recvq_recv(l, fd, buf, len, got, deadline);
+	if (rc != -EOPNOTSUPP)
+		return rc;
+	s = &l->fds[fd];   /* it may have waited: the table may have moved */
 	aw_backend_op op = { .task = t };
 	rc = aw_uring_recv(&l->backend, fd, buf, len, &op);
 	if (rc)
@@ -306,6 +312,7 @@ void aw_fd_forget(int fd)
 		aw__fd_send_forget(l, fd);
 	if (l->fds[fd].accept_q)
 		aw__fd_accept_forget(l, fd);
+	aw__recvq_forget(l, fd);
 	s = &l->fds[fd];   /* a poll in there may have moved the table */
 #endif
 	if (s->registered)

@@ -317,6 +317,8 @@ void aw__http_conn_check_peer(aw_http_conn *c)
 	int unread = 0;
 	if (!c->tls && ioctl(aw_stream_fd(c->s), FIONREAD, &unread) == 0 && unread > 0)
 		return;
+	if (!c->tls && aw_fd_recv_queued(aw_stream_fd(c->s)) > 0)
+		return;   /* received by the loop (io_uring multishot): not in the socket */
 	c->peer_gone = true;
 	aw_scope_cancel(c->handler_scope);
 }

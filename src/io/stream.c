@@ -449,8 +449,15 @@ ssize_t (aw_stream_fill)(aw_stream *s, size_t max, aw_time deadline)
 			s->drained = false;
 			r = -EAGAIN;
 		} else {
-			size_t space = s->rcap - s->rend;
-			r = aw__stream_recv(s, s->rbuf + s->rend, space, &want);
+			size_t space = s->rcap - s->rend, got = 0;
+			/* io_uring, multishot: what the loop received for
+			 * us comes first, and the socket is not read
+			 * (-EAGAIN: nothing yet, aw_fd_recv waits for it). */
+			r = s->is_sock && !s->ssl ? aw_fd_recv_take(s->fd, s->rbuf + s->rend, space, &got) : -EOPNOTSUPP;
+			if (r == 0)
+				r = (ssize_t)got;
+			else if (r == -EOPNOTSUPP)
+				r = aw__stream_recv(s, s->rbuf + s->rend, space, &want);
 			if (r > 0) {
 				s->rend += (size_t)r;
 				s->drained = s->ssl ? aw__tls_drained(s) : s->is_sock && (size_t)r < space;
