@@ -25,6 +25,13 @@
 #                                       # <= 0.75x epoll's CPU per request;
 #                                       # also io_uring with its sends made
 #                                       # by send(2) (AWITH_URING_SEND=0)
+#   bash bench/http_bench.sh --accept   # only hello_server, a new connection
+#                                       # per request (wrk -H 'Connection:
+#                                       # close'): epoll, io_uring with its
+#                                       # multishot accept, and io_uring
+#                                       # with readiness + accept4
+#                                       # (AWITH_URING_ACCEPT=0), 5 rounds,
+#                                       # interleaved: CPU per connection
 #   bash bench/http_bench.sh --recv     # only hello_server on io_uring with
 #                                       # its two receive modes
 #                                       # (AWITH_URING_RECV=single: one
@@ -104,7 +111,7 @@ PACKAGES+=(wrk nginx-light h2o python3-fastapi python3-uvicorn python3-aiohttp p
 PY=/usr/bin/python3      # Debian's interpreter: the one the python3-* packages are for
 BUILD=build-bench
 CONNS=64
-rounds=3 seconds=5 metrics_only=0 backends_only=0 lwan_only=0 recv_only=0 variant=awith_metrics
+rounds=3 seconds=5 metrics_only=0 backends_only=0 lwan_only=0 accept_only=0 recv_only=0 variant=awith_metrics
 for arg in "$@"; do
     case $arg in
         --quick) rounds=1 seconds=2 ;;
@@ -112,8 +119,9 @@ for arg in "$@"; do
         --middleware) metrics_only=1 rounds=5 variant=awith_mw ;;
         --backends) backends_only=1 rounds=5 ;;
         --lwan) lwan_only=1 rounds=5 ;;
+        --accept) accept_only=1 rounds=5 ;;
         --recv) recv_only=1 rounds=${RECV_ROUNDS:-7} ;;
-        -h | --help) sed -n '2,65p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h | --help) sed -n '2,72p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "bench/http_bench.sh: unknown argument '$arg' (try --help)" >&2; exit 2 ;;
     esac
 done
@@ -196,8 +204,9 @@ SERVERS=(awith awith_uring awith_metrics awith_mw nginx h2o fastapi aiohttp)
 ((metrics_only)) && SERVERS=(awith "$variant")
 ((backends_only)) && SERVERS=(awith awith_uring awith_usend0 awith_pipe awith_uring_pipe awith_usend0_pipe)
 ((lwan_only)) && SERVERS=(awith awith_uring)
+((accept_only)) && SERVERS=(awith_close awith_uring_close awith_acc0_close)
 ((recv_only)) && SERVERS=(awith_rsingle awith_rmulti awith_rsingle_pipe awith_rmulti_pipe)
-[[ -n $LWAN ]] && ((!metrics_only && !recv_only)) && SERVERS+=(lwan)
+[[ -n $LWAN ]] && ((!metrics_only && !accept_only && !recv_only)) && SERVERS+=(lwan)
 declare -A LABEL=(
     [awith]="awith (examples/hello_server)"
     [awith_uring]="awith on io_uring"
@@ -216,11 +225,17 @@ declare -A LABEL=(
     [fastapi]="uvicorn+FastAPI (uvloop)"
     [aiohttp]="aiohttp (uvloop)"
     [lwan]="lwan (bench/lwan_hello.c)"
+    [awith_close]="epoll, Connection: close"
+    [awith_uring_close]="io_uring multishot accept, close"
+    [awith_acc0_close]="io_uring accept4, close"
 )
 
 server_cmd() { # NAME PORT DIR -> sets CMD
     local name=$1 port=$2 dir=$3
     case $name in
+        awith_close) CMD=(env AWITH_BACKEND=epoll "$BUILD/examples/hello_server" --port "$port") ;;
+        awith_uring_close) CMD=(env AWITH_BACKEND=uring "$BUILD/examples/hello_server" --port "$port") ;;
+        awith_acc0_close) CMD=(env AWITH_BACKEND=uring AWITH_URING_ACCEPT=0 "$BUILD/examples/hello_server" --port "$port") ;;
         awith | awith_pipe) CMD=(env AWITH_BACKEND=epoll "$BUILD/examples/hello_server" --port "$port") ;;
         awith_uring | awith_uring_pipe) CMD=(env AWITH_BACKEND=uring "$BUILD/examples/hello_server" --port "$port") ;;
         awith_usend0 | awith_usend0_pipe) CMD=(env AWITH_BACKEND=uring AWITH_URING_SEND=0 "$BUILD/examples/hello_server" --port "$port") ;;
@@ -248,6 +263,7 @@ run() {
     fi
     local args=(-t1 -c"$CONNS" "http://127.0.0.1:$port/")
     [[ $name == *_pipe ]] && args=(-t1 -c"$CONNS" -s bench/tfb_pipeline.lua "http://127.0.0.1:$port/" -- 16)
+    [[ $name == *_close ]] && args=(-t1 -c"$CONNS" -H "Connection: close" "http://127.0.0.1:$port/")
     bench_wrk_warmup "${args[@]}"
     if ! bench_wrk_measure "$pid" "$dir/wrk-$round.txt" "$dir/cpu-$round.txt" "${args[@]}"; then
         echo "== $name: wrk failed"
@@ -276,7 +292,8 @@ labels = {"awith": "awith (examples/hello_server)", "awith_uring": "awith on io_
           "awith_usend0": "awith on io_uring, send(2)", "awith_usend0_pipe": "awith on io_uring, send(2), pipelined",
           "awith_metrics": "awith, metrics on", "awith_mw": "awith, middleware stack", "nginx": "nginx-light (static file)",
           "h2o": "h2o (static file)", "fastapi": "uvicorn+FastAPI (uvloop)", "aiohttp": "aiohttp (uvloop)",
-          "lwan": "lwan (bench/lwan_hello.c)",
+          "lwan": "lwan (bench/lwan_hello.c)", "awith_close": "epoll, Connection: close",
+          "awith_uring_close": "io_uring multishot accept, close", "awith_acc0_close": "io_uring accept4, close",
           "awith_rsingle": "io_uring, single RECV", "awith_rmulti": "io_uring, multishot+buffer ring",
           "awith_rsingle_pipe": "io_uring, single RECV, pipelined", "awith_rmulti_pipe": "io_uring, multishot, pipelined"}
 
@@ -286,7 +303,7 @@ for s in servers:
                                    for r in range(1, int(rounds) + 1))
     data[s] = (rps, p99)
 
-a_rps, a_p99 = data.get("awith", (None, None))
+a_rps, a_p99 = data.get("awith", data.get("awith_close", (None, None)))   # --accept: epoll is the reference
 rows = ["| server | requests/s | p99 latency | server CPU per request | awith ÷ server (requests/s) | server p99 ÷ awith p99 |",
         "|---|---:|---:|---:|---:|---:|"]
 for s in servers:
@@ -297,7 +314,7 @@ for s in servers:
     ratio = f"{a_rps / rps:.2f}×" if a_rps else "?"
     pr = f"{p99 / a_p99:.2f}×" if a_p99 else "?"
     c = f"{cpu[s]:.1f} µs" if cpu[s] else "?"
-    rows.append(f"| {labels[s]} | {rps:,.0f} | {p99:.2f} ms | {c} | {ratio if s != 'awith' else '1.00×'} | {pr if s != 'awith' else '1.00×'} |")
+    rows.append(f"| {labels[s]} | {rps:,.0f} | {p99:.2f} ms | {c} | {ratio if s not in ('awith', 'awith_close') else '1.00×'} | {pr if s not in ('awith', 'awith_close') else '1.00×'} |")
 
 def target(name, ok, text):
     return f"- {text}: **{'met' if ok else 'missed'}**"
@@ -368,6 +385,13 @@ if cpu.get("lwan"):
     if cpu.get("awith_uring"):
         targets.append(target("lwan", cpu["awith_uring"] < lw, f"io_uring below lwan's CPU per request on GET / "
                               f"({cpu['awith_uring']:.2f} µs vs {lw:.2f} µs: {cpu['awith_uring'] / lw:.2f}×)"))
+# A connection per request: what the multishot accept saves per connection.
+if cpu.get("awith_close"):
+    ep = cpu["awith_close"]
+    for s in ("awith_uring_close", "awith_acc0_close"):
+        if cpu.get(s):
+            targets.append(f"- {labels[s]}: server CPU per connection {cpu[s]:.2f} µs vs epoll {ep:.2f} µs "
+                           f"({cpu[s] / ep:.2f}×), connections/s {data[s][0]:,.0f} vs {data['awith_close'][0]:,.0f}")
 notes = []
 for s in servers:
     if s not in ("awith", "awith_metrics", "awith_mw") and cpu.get(s) and cpu.get("awith"):

@@ -237,6 +237,45 @@ AW_TEST(a_closed_watched_socket_is_released_by_the_next_loop_turn)
 	CHECK(r.took < AW_MS(500));
 }
 
+/* A socket already readable when its poll is armed, forgotten in the same
+ * turn: the poll and its removal reach the kernel together, while the
+ * poll's wakeup is being handled. The removal must still end it: an
+ * IORING_OP_POLL_REMOVE then failed with -EALREADY, and the multishot poll
+ * kept the closed socket open (its peer never saw the end). */
+static int main_release_readable(void *arg)
+{
+	struct release *r = arg;
+	int sv[2];
+	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv) != 0)
+		return -errno;
+	EXPECT_EQ(write(sv[1], "x", 1), 1);   /* readable before it is watched */
+	EXPECT_EQ(aw_fd_watch(sv[0]), 0);
+	aw_fd_forget(sv[0]);
+	EXPECT_EQ(aw_sleep(AW_MS(1)), 0);     /* a loop turn: both go in, the fd still open */
+	close(sv[0]);
+	aw_time t0 = aw_now();
+	r->wait_rc = aw_fd_wait(sv[1], AW_READABLE, aw_deadline_after(AW_SEC(2)));
+	aw_error_clear();
+	r->took = aw_now() - t0;
+	char c;
+	r->nread = read(sv[1], &c, 1);
+	if (r->nread < 0 && errno == ECONNRESET)
+		r->nread = 0;   /* closed with our byte unread: a reset, the end too */
+	EXPECT_EQ(aw_fd_close(sv[1]), 0);
+	return 0;
+}
+
+AW_TEST(a_socket_forgotten_as_its_poll_fires_is_released_by_the_next_loop_turn)
+{
+	for (int i = 0; i < 5; i++) {
+		struct release r = { 1, 1, 0 };
+		CHECK_EQ(aw_run(main_release_readable, &r), 0);
+		CHECK_EQ(r.wait_rc, 0);
+		CHECK_EQ(r.nread, 0);   /* EOF or reset: the peer's end is really closed */
+		CHECK(r.took < AW_MS(500));
+	}
+}
+
 /* ---- aw_fd_recv: one io_uring operation per read ----------------------- */
 
 struct rx {

@@ -8,11 +8,17 @@
 #include "harness.h"
 #include "http_util.h"
 
+#include <arpa/inet.h>
+#include <fcntl.h>
 #include <jansson.h>
+#include <netinet/in.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -811,4 +817,182 @@ AW_TEST(stop_and_serve_again)
 	CHECK_EQ(rcs[0], 0);
 	CHECK(rcs[1] < 0);
 	CHECK_LT(now_ms() - t0, 3000);
+}
+
+/* ---- a graceful restart serves every client that connected while the old
+ * generation listened ------------------------------------------------------------- */
+
+static int restart_arm_fd = -1;       /* readable: the stopping handler stops the app */
+static int restart_block_fd = -1;     /* the blocking handler reads a byte from it */
+static int restart_blocked_fd = -1;   /* ... after writing one to this */
+
+static int h_stop_when_told(aw_http_request *req, aw_http_response *res, void *ud)
+{
+	(void)req;
+	int rc = aw_fd_wait(restart_arm_fd, AW_READABLE, aw_deadline_after(AW_SEC(10)));
+	aw_app_stop(ud);
+	return rc ? rc : aw_http_text(res, 200, "stopping");
+}
+
+/* Holds the whole loop (a blocking read): what happens meanwhile reaches
+ * the server in one batch at its next poll. */
+static int h_block_loop(aw_http_request *req, aw_http_response *res, void *ud)
+{
+	(void)req, (void)ud;
+	char c = 'b';
+	if (write(restart_blocked_fd, &c, 1) != 1 || read(restart_block_fd, &c, 1) != 1)
+		return aw_raise(-EIO, "the test's pipes");
+	return aw_http_text(res, 200, "unblocked");
+}
+
+/* The old generation: aw_app_run on the listening socket handed over as
+ * systemd does (LISTEN_FDS), so it is shared: stopping leaves it open. */
+static void restart_old_generation(int lfd, int arm, int block, int blocked)
+{
+	restart_arm_fd = fcntl(arm, F_DUPFD_CLOEXEC, 50);
+	restart_block_fd = fcntl(block, F_DUPFD_CLOEXEC, 50);
+	restart_blocked_fd = fcntl(blocked, F_DUPFD_CLOEXEC, 50);
+	int hi = fcntl(lfd, F_DUPFD_CLOEXEC, 50);
+	if (hi < 0 || restart_arm_fd < 0 || restart_block_fd < 0 || restart_blocked_fd < 0 || dup2(hi, 3) != 3)
+		_exit(3);
+	close(hi);
+	char pid[32];
+	snprintf(pid, sizeof pid, "%d", (int)getpid());
+	setenv("LISTEN_PID", pid, 1);
+	setenv("LISTEN_FDS", "1", 1);
+	aw_app *app;
+	if (aw_app_new(&app, "old-generation") < 0)
+		_exit(4);
+	FILE *quiet = fopen("/dev/null", "we");
+	aw_app_error_log(app, quiet);
+	if (aw_app_route(app, "GET", "/", h_text, "old") || aw_app_route(app, "GET", "/stop-when-told", h_stop_when_told, app) ||
+	    aw_app_route(app, "GET", "/block-loop", h_block_loop, NULL))
+		_exit(5);
+	int rc = aw_app_run(app, "127.0.0.1", 0, 1);
+	aw_app_free(app);
+	fclose(quiet);
+	exit(rc == 0 ? 0 : 1);   /* exit(): LeakSanitizer checks the server too */
+}
+
+/* The successor: answers whatever the old generation left in the backlog. */
+static int restart_successor(int lfd)
+{
+	int n = 0;
+	for (;;) {
+		int c = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+		if (c < 0)
+			return n;
+		struct timeval tv = { 2, 0 };
+		setsockopt(c, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+		char buf[4096];
+		size_t len = 0;
+		ssize_t got;
+		while (len < sizeof buf - 1 && (got = read(c, buf + len, sizeof buf - 1 - len)) > 0) {
+			len += (size_t)got;
+			buf[len] = 0;
+			if (strstr(buf, "\r\n\r\n"))
+				break;
+		}
+		const char *ok = "HTTP/1.1 200 OK\r\nContent-Length: 9\r\nConnection: close\r\n\r\nsuccessor";
+		if (cli_sends(c, ok) == 0)
+			n++;
+		close(c);
+	}
+}
+
+/* A graceful restart stops the old generation while clients keep
+ * connecting. The clients the kernel handed to the old generation (on
+ * io_uring: taken by its multishot accept, queued, not yet picked up by
+ * the accept loop when the stop came) are the old generation's: it
+ * serves them (the first-request window), it does not close them with the
+ * listener; the ones still in the backlog are the successor's. Every
+ * client gets its answer from one or the other; none is reset. The
+ * window is made deterministic: the server's loop is held while the stop
+ * is armed and the clients connect and send, so the stop and the
+ * connections reach it in the same poll, the stop first. */
+AW_TEST(a_graceful_restart_answers_every_client_that_connected_while_the_old_generation_listened)
+{
+	enum { N = 8 };
+	int lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	CHECK(lfd >= 0);
+	struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	socklen_t al = sizeof a;
+	CHECK_EQ(bind(lfd, (struct sockaddr *)&a, sizeof a), 0);
+	CHECK_EQ(listen(lfd, 64), 0);
+	CHECK_EQ(getsockname(lfd, (struct sockaddr *)&a, &al), 0);
+	int port = ntohs(a.sin_port);
+	int arm[2], block[2], blocked[2];
+	CHECK_EQ(pipe2(arm, O_CLOEXEC), 0);
+	CHECK_EQ(pipe2(block, O_CLOEXEC), 0);
+	CHECK_EQ(pipe2(blocked, O_CLOEXEC), 0);
+	fflush(NULL);
+	pid_t pid = fork();
+	CHECK(pid >= 0);
+	if (pid == 0) {
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		restart_old_generation(lfd, arm[0], block[0], blocked[1]);
+	}
+	close(arm[0]);
+	close(block[0]);
+	close(blocked[1]);
+	/* The stop, armed: a handler waits for the arm pipe. */
+	int stopc = cli_connect(port);
+	CHECK(stopc >= 0);
+	CHECK_EQ(cli_sends(stopc, GET("/stop-when-told")), 0);
+	usleep(200000);
+	/* Hold the server's loop. */
+	int blockc = cli_connect(port);
+	CHECK(blockc >= 0);
+	CHECK_EQ(cli_sends(blockc, GET("/block-loop")), 0);
+	struct pollfd pf = { blocked[0], POLLIN, 0 };
+	CHECK_EQ(poll(&pf, 1, 5000), 1);
+	char c;
+	CHECK_EQ(read(blocked[0], &c, 1), 1);
+	/* Meanwhile: the stop, then the clients, each with its request. */
+	CHECK_EQ(write(arm[1], "s", 1), 1);
+	int fds[N];
+	for (int i = 0; i < N; i++) {
+		fds[i] = cli_connect(port);
+		CHECK(fds[i] >= 0);
+		CHECK_EQ(cli_sends(fds[i], GET("/")), 0);
+	}
+	CHECK_EQ(write(block[1], "g", 1), 1);   /* let the loop go */
+	resp r;
+	CHECK_EQ(cli_read(blockc, &r, false), 0);
+	CHECK_EQ(r.status, 200);
+	resp_free(&r);
+	CHECK_EQ(cli_read(stopc, &r, false), 0);
+	CHECK_EQ(r.status, 200);
+	resp_free(&r);
+	/* The old generation drains and exits; the successor takes over. */
+	int status = -1;
+	long long deadline = now_ms() + 10000;
+	while (waitpid(pid, &status, WNOHANG) != pid && now_ms() < deadline)
+		usleep(2000);
+	if (now_ms() >= deadline) {
+		kill(pid, SIGKILL);
+		waitpid(pid, &status, 0);
+	}
+	CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+	CHECK_EQ(fcntl(lfd, F_SETFL, O_NONBLOCK), 0);
+	int by_successor = restart_successor(lfd);
+	int by_old = 0, answered = 0;
+	for (int i = 0; i < N; i++) {
+		if (cli_read(fds[i], &r, false) == 0 && r.status == 200) {
+			answered++;
+			by_old += strcmp(r.body, "old") == 0;
+			resp_free(&r);
+		}
+		close(fds[i]);
+	}
+	fprintf(stderr, "answered %d of %d: %d by the old generation, %d by the successor\n", answered, N, by_old,
+		by_successor);
+	CHECK_EQ(answered, N);
+	CHECK_GE(by_old, 1);   /* the stop came after the old generation took one */
+	close(stopc);
+	close(blockc);
+	close(arm[1]);
+	close(block[1]);
+	close(blocked[0]);
+	close(lfd);
 }

@@ -155,6 +155,47 @@ int aw_fd_take_ready(int fd);
 int aw_fd_recv(int fd, void *buf, size_t len, size_t *got, aw_time deadline) AW_MUST_USE;
 #define aw_fd_recv(fd, buf, len, got, dl) AW__AT((aw_fd_recv)((fd), (buf), (len), (got), (dl)))
 
+/* Accept the next connection on listening socket fd through io_uring: one
+ * multishot IORING_OP_ACCEPT per listener, armed by the first call and
+ * kept armed, so a busy listener costs no system call per connection. The
+ * connections the kernel accepts while no task waits are queued on the
+ * listener, up to a bound past which the multishot is cancelled and the
+ * kernel's backlog holds the clients until the queue is drained.
+ * Returns the new socket (SOCK_NONBLOCK|SOCK_CLOEXEC, as accept4 with
+ * those flags), or a negative code: the accept's own -errno as accept4
+ * would say it (-EMFILE, -ENFILE, ...; after the connections queued
+ * before it), -ETIMEDOUT after deadline, the cancel code when cancelled (a
+ * connection arriving then stays queued for the next call), -EBADF when
+ * aw_fd_forget/aw_fd_close ran meanwhile, -AW_EBUSY_WAIT if another task
+ * waits on fd (all raised); and -EOPNOTSUPP, not raised, when the loop
+ * does not run on io_uring, the kernel has no multishot accept (before
+ * 5.19), or AWITH_URING_ACCEPT=0 is set: the caller then uses accept4 and
+ * aw_fd_wait. aw_fd_forget/aw_fd_close of fd closes every queued
+ * connection and cancels the multishot; connections still arriving from it
+ * are closed too. aw_listener_accept (io.h) uses this. Waits. */
+int aw_fd_accept(int fd, aw_time deadline) AW_MUST_USE;
+#define aw_fd_accept(fd, dl) AW__AT((aw_fd_accept)((fd), (dl)))
+/* Stop pulling connections for listening fd: its multishot accept (see
+ * aw_fd_accept) is cancelled synchronously (kernel 6.0+; before, an async
+ * cancel), so the next clients stay in the listen backlog, where another
+ * process sharing the socket (a graceful restart's successor) takes them.
+ * Inside a task it then waits (shielded, at most 1 s) for the multishot's
+ * final completion: when it returns, every connection the kernel accepted
+ * for fd, those that raced the cancel too, is queued, and no more arrive.
+ * Returns how many are queued (0 on epoll, when nothing was armed, or
+ * when fd was closed meanwhile). The queue is kept: those clients
+ * connected while we listened and are ours to serve; take them with
+ * aw_fd_accept_queued (or the next aw_fd_accept, which arms the multishot
+ * again). Only aw_fd_forget/aw_fd_close of fd closes what is still queued.
+ * For a server that stops accepting on a listener it keeps open (the http
+ * server does, at the end of its accept loop). */
+int aw_fd_accept_stop(int fd);
+/* Without waiting, and without arming anything: the next connection
+ * already accepted for listening fd and queued (see aw_fd_accept_stop),
+ * as aw_fd_accept returns it; -EAGAIN (not raised) when none is queued,
+ * and always on epoll (it never takes from the kernel's backlog). */
+int aw_fd_accept_queued(int fd);
+
 /* The bytes the loop has already received for socket fd (aw_fd_recv in
  * multishot mode) and not yet handed out, without waiting and without a
  * system call: copies up to len of them into buf. Returns 0 with *got > 0

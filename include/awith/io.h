@@ -275,6 +275,14 @@ int aw_listener_fd(const aw_listener *l);
 /* Waits: the next connection. Transient errors (EMFILE, ECONNABORTED) are
  * reported, not retried silently. */
 int aw_listener_accept(aw_listener *l, aw_stream **out, aw_time deadline) AW_MUST_USE;
+/* Without waiting: a connection the kernel already accepted for l and
+ * queued (io_uring's multishot accept; after aw_fd_accept_stop on
+ * aw_listener_fd(l), which says how many), set up as aw_listener_accept
+ * sets it up. 0 and *out; -EAGAIN (not raised) when none is queued, and
+ * always on epoll: it never takes a client from the kernel's backlog;
+ * -ENOMEM (raised; that connection is closed). For a server that stops
+ * accepting but serves the clients that connected while it listened. */
+int aw_listener_accept_queued(aw_listener *l, aw_stream **out) AW_MUST_USE;
 /* Accepted connections as an async iterator: AW_FOR(conn, it) hands out
  * aw_stream * (the receiver owns each one). */
 aw_iter *aw_listener_iter(aw_listener *l);
@@ -398,6 +406,7 @@ int aw_signals_wait(aw_signals *s, aw_time deadline) AW_MUST_USE;
 #define aw_unix_listen(out, path, opts) AW__AT((aw_unix_listen)((out), (path), (opts)))
 #define aw_listener_from_fd(out, fd, opts) AW__AT((aw_listener_from_fd)((out), (fd), (opts)))
 #define aw_listener_accept(l, out, dl) AW__AT((aw_listener_accept)((l), (out), (dl)))
+#define aw_listener_accept_queued(l, out) AW__AT((aw_listener_accept_queued)((l), (out)))
 
 #pragma GCC visibility pop
 

@@ -14,7 +14,8 @@
  *    not block and has nothing to submit reads the completion ring without
  *    any system call at all (unless the kernel flags task work or an
  *    overflow: IORING_SETUP_TASKRUN_FLAG).
- *  - aw_uring_del queues an IORING_OP_POLL_REMOVE and bumps the fd's
+ *  - aw_uring_del queues an IORING_OP_ASYNC_CANCEL of the poll (not a
+ *    POLL_REMOVE, which fails while the poll's wakeup runs) and bumps the fd's
  *    generation; the generation is in every poll's user_data, so a
  *    completion of the removed poll that is already in the ring (or comes
  *    before the removal is processed) is dropped: a reused fd number never
@@ -44,6 +45,10 @@
 #define AW_URING_ENTRIES 256         /* SQ size; the CQ gets 16 times that */
 #define AW_URING_POLL_BIT (UINT64_C(1) << 63)
 #define AW_URING_OP_BIT (UINT64_C(1) << 62)   /* user_data: an aw_backend_op pointer */
+#define AW_URING_ACC_BIT (UINT64_C(1) << 61)  /* user_data: an aw_acceptq pointer (accept_uring.c) */
+/* An accept's user_data: bit 61 alone of the tag bits (a poll's generation
+ * and a receive's serial may set bit 61 too, but with bit 63 set). */
+#define is_accept_ud(ud) (((ud) & (AW_URING_POLL_BIT | AW_URING_OP_BIT | AW_URING_ACC_BIT)) == AW_URING_ACC_BIT)
 #define AW_URING_GEN_MASK 0x7fffffffu
 
 typedef struct uring_fd {
@@ -58,6 +63,7 @@ struct aw_uring {
 	uring_fd *fds;
 	size_t nfds;
 	aw_backend_op *sends, **sends_tail;   /* queued sends (no SQE yet) */
+	size_t accepts;      /* multishot accepts armed (final completion not seen) */
 };
 
 static uint64_t poll_ud(int fd, uint32_t gen)
@@ -169,6 +175,33 @@ void aw_uring_fini(aw_backend *b)
 	/* Hand the queued removals in first: a ring fd a forked child still
 	 * holds would otherwise keep those files open. */
 	io_uring_submit(&u->ring);
+	/* Multishot accepts still armed (a listener closed in the last
+	 * turn, or never closed): cancel them and reap their completions,
+	 * so every descriptor the kernel accepted for them is closed and
+	 * every orphaned queue freed (accept_uring.c). */
+	if (u->accepts) {
+		struct io_uring_sqe *sqe = io_uring_get_sqe(&u->ring);
+		if (sqe) {
+			io_uring_prep_cancel64(sqe, 0, IORING_ASYNC_CANCEL_ANY);
+			io_uring_sqe_set_data64(sqe, 0);
+			io_uring_submit(&u->ring);
+		}
+	}
+	for (int i = 0; i < 1000 && u->accepts; i++) {
+		struct io_uring_cqe *cqe;
+		struct __kernel_timespec ts = { .tv_sec = 0, .tv_nsec = 1000000 };
+		if (io_uring_wait_cqe_timeout(&u->ring, &cqe, &ts) != 0)
+			continue;
+		uint64_t ud = cqe->user_data;
+		int res = cqe->res;
+		unsigned flags = cqe->flags;
+		io_uring_cqe_seen(&u->ring, cqe);
+		if (is_accept_ud(ud)) {
+			if (!(flags & IORING_CQE_F_MORE))
+				u->accepts--;
+			aw__accept_complete((aw_acceptq *)(uintptr_t)(ud & ~AW_URING_ACC_BIT), res, flags, true);
+		}
+	}
 	io_uring_queue_exit(&u->ring);
 	aw__recvq_fini(b);
 	free(u->fds);
@@ -215,7 +248,13 @@ int aw_uring_del(aw_backend *b, int fd)
 	struct io_uring_sqe *sqe = sqe_get(u);
 	if (!sqe)
 		return -EAGAIN;
-	io_uring_prep_poll_remove(sqe, old);
+	/* An async cancel, not IORING_OP_POLL_REMOVE: a removal fails with
+	 * -EALREADY while the poll's wakeup is being handled (a socket that
+	 * is readable as the poll is armed: a new connection whose request
+	 * came with it), and the multishot poll then stays armed, holding
+	 * the socket open after its close (the client never sees the end). A
+	 * cancel marks the poll cancelled, which its wakeup honours. */
+	io_uring_prep_cancel64(sqe, old, 0);
 	io_uring_sqe_set_data64(sqe, 0);   /* its own completion: ignored */
 	return 0;
 }
@@ -348,12 +387,52 @@ bool aw_uring_cancel(aw_backend *b, aw_backend_op *op, bool sync)
 	return false;
 }
 
+int aw_uring_accept_arm(aw_backend *b, int fd, aw_acceptq *q)
+{
+	struct aw_uring *u = b->uring;
+	struct io_uring_sqe *sqe = sqe_get(u);
+	if (!sqe)
+		return -EAGAIN;
+	io_uring_prep_multishot_accept(sqe, fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+	io_uring_sqe_set_data64(sqe, AW_URING_ACC_BIT | (uint64_t)(uintptr_t)q);
+	u->accepts++;
+	return 0;
+}
+
+void aw_uring_accept_cancel(aw_backend *b, aw_acceptq *q, bool sync)
+{
+	struct aw_uring *u = b->uring;
+	if (sync) {
+		struct io_uring_sync_cancel_reg reg;
+		memset(&reg, 0, sizeof reg);
+		reg.addr = AW_URING_ACC_BIT | (uint64_t)(uintptr_t)q;
+		reg.fd = -1;
+		reg.timeout.tv_sec = -1;
+		reg.timeout.tv_nsec = -1;
+		io_uring_submit(&u->ring);   /* the accept may still be queued */
+		int rc = io_uring_register_sync_cancel(&u->ring, &reg);
+		if (rc == 0 || rc == -ENOENT || rc == -EALREADY)
+			return;   /* gone; its last completions are in the ring */
+	}
+	struct io_uring_sqe *sqe = sqe_get(u);
+	if (!sqe)
+		return;   /* the listener's close (its POLL/ACCEPT fails) ends it */
+	io_uring_prep_cancel64(sqe, AW_URING_ACC_BIT | (uint64_t)(uintptr_t)q, 0);
+	io_uring_sqe_set_data64(sqe, 0);
+}
+
 /* One completion: a poll's mask, an operation's result, or an error. */
 static int complete(struct aw_uring *u, uint64_t ud, int res, unsigned flags, aw_backend_ready_fn *on_ready,
 		    void *ctx)
 {
 	if ((ud & AW_URING_RECV_TAG) == AW_URING_RECV_TAG) {
 		aw__recvq_complete(u->b, ud, res, flags);   /* recv_ring.c */
+		return 1;
+	}
+	if (is_accept_ud(ud)) {
+		if (!(flags & IORING_CQE_F_MORE))
+			u->accepts--;
+		aw__accept_complete((aw_acceptq *)(uintptr_t)(ud & ~AW_URING_ACC_BIT), res, flags, false);
 		return 1;
 	}
 	if (ud & AW_URING_OP_BIT) {

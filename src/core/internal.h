@@ -137,6 +137,7 @@ typedef struct aw_backend {
  * fd_send.c) belongs to its fd's aw_fdstate (heap: the fd table moves);
  * nobody need wait for it, so its completions are handled in the loop:
  * a short send is continued from buf + sent until len bytes went. */
+typedef struct aw_acceptq aw_acceptq;   /* accept_uring.c */
 typedef struct aw_backend_op {
 	aw_task *task;           /* woken (value 0) when done; NULL: nobody waits */
 	int res;                 /* the completion's result (a send: 0 or -errno) */
@@ -209,6 +210,20 @@ bool aw_uring_cancel(aw_backend *b, aw_backend_op *op, bool sync);
  * send; when everything went, or on an error or a cancel, op->res and
  * op->done are set and op->task (if any) is woken. */
 void aw_uring_send(aw_backend *b, aw_backend_op *op);
+/* Arm one multishot IORING_OP_ACCEPT on listening fd (accepted sockets
+ * SOCK_NONBLOCK|SOCK_CLOEXEC, as accept4 gets them); each completion goes
+ * to aw__accept_complete(q, ...) until one comes without
+ * IORING_CQE_F_MORE. 0 or -EAGAIN (no SQE). */
+int aw_uring_accept_arm(aw_backend *b, int fd, aw_acceptq *q);
+/* Ask the kernel to end q's multishot accept (IORING_OP_ASYNC_CANCEL);
+ * its final completion (-ECANCELED, no F_MORE) still comes. sync (kernel
+ * 6.0+): return only once the kernel has stopped accepting for q (the
+ * completions are then in the ring for the next poll). */
+void aw_uring_accept_cancel(aw_backend *b, aw_acceptq *q, bool sync);
+/* accept_uring.c: one completion of q's multishot accept: res is an
+ * accepted fd or -errno; without IORING_CQE_F_MORE the multishot has
+ * ended. fini: the ring is going away (no task is woken). */
+void aw__accept_complete(aw_acceptq *q, int res, unsigned flags, bool fini);
 
 /* backend_uring.c, for recv_ring.c: the ring, and a free SQE (NULL when
  * the SQ is full even after a submit). */
@@ -318,6 +333,7 @@ typedef struct aw_fdstate {
 	aw_task *reader, *writer;
 	aw_backend_op *read_op;  /* the reader's io_uring receive in flight */
 	aw_backend_op *send_op;  /* the fd's io_uring send (fd_send.c), kept for reuse */
+	aw_acceptq *accept_q;    /* a listener's multishot accept (accept_uring.c) */
 	bool registered, readable, writable;
 	bool hup;                /* sticky: the peer closed its side */
 	void (*on_hup)(void *arg); /* aw_fd_on_hup */
@@ -334,6 +350,12 @@ void aw__on_ready(void *ctx, uint64_t data, bool rd, bool wr, bool hup);
  * before this returns; the send record is detached from fd's state (the
  * table may have moved when it returns). */
 void aw__fd_send_forget(aw_loop *l, int fd);
+/* accept_uring.c: aw_fd_forget's part: queued connections are closed and
+ * the multishot cancelled; what it still delivers is closed too. */
+void aw__fd_accept_forget(aw_loop *l, int fd);
+/* accept_uring.c: the loop's end (after the ring's): close the queued
+ * connections of a listener never closed, and free its queue. */
+void aw__fd_accept_free(aw_acceptq *q);
 
 typedef struct aw_threadpool aw_threadpool;
 

@@ -310,6 +310,8 @@ void aw_fd_forget(int fd)
 		aw_uring_cancel(&l->backend, s->read_op, true);
 	if (s->send_op)
 		aw__fd_send_forget(l, fd);
+	if (l->fds[fd].accept_q)
+		aw__fd_accept_forget(l, fd);
 	aw__recvq_forget(l, fd);
 	s = &l->fds[fd];   /* a poll in there may have moved the table */
 #endif
@@ -494,8 +496,13 @@ static void loop_free(aw_loop *l)
 	aw_backend_fini(&l->backend);
 	if (l->wake_fd >= 0)
 		close(l->wake_fd);
-	for (size_t i = 0; i < l->nfds; i++)
+	for (size_t i = 0; i < l->nfds; i++) {
 		free(l->fds[i].send_op);   /* sends of fds never forgotten (the ring is gone) */
+#if AW_HAVE_IO_URING
+		if (l->fds[i].accept_q)
+			aw__fd_accept_free(l->fds[i].accept_q);
+#endif
+	}
 	free(l->fds);
 	aw_error_free(l->thread_err);
 	free(l);

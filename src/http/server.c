@@ -25,7 +25,10 @@
  * is answered with Connection: close; one still silent then (a browser's
  * speculative pre-connect, a stalled handshake) is cancelled. Without the
  * window every graceful restart failed the few requests whose connection
- * the old generation had just accepted.
+ * the old generation had just accepted. On io_uring that includes the
+ * connections the listener's multishot accept had already taken when the
+ * accept loop stopped (aw_fd_accept_stop, then aw_listener_accept_queued):
+ * the kernel handed them to us, so they are served, not closed.
  */
 #include "internal.h"
 #include "awith/schema.h"
@@ -1080,6 +1083,44 @@ static void drain_connections(aw_http_server *srv)
 	}
 }
 
+/* A connection accepted on ls: refused at the caps, else its task started. */
+static void conn_accepted(aw_http_lsock *ls, aw_stream *s)
+{
+	aw_http_server *srv = ls->srv;
+	aw_app *app = srv->app;
+	const aw_http_limits *lim = &app->limits;
+	if (lim->max_connections && srv->nconns >= lim->max_connections) {
+		refuse_stream(srv, s, "max_connections reached");
+		return;
+	}
+	aw_http_peer *peer = NULL;
+	uint8_t addr[16];
+	if (lim->max_connections_per_client && peer_addr(aw_stream_fd(s), addr) &&
+	    (peer = peer_get(srv, addr))) {
+		if (peer->count >= lim->max_connections_per_client) {
+			refuse_stream(srv, s, "max_connections_per_client reached");
+			return;
+		}
+		peer->count++;
+	}
+	conn_start *st = aw__malloc(sizeof *st);
+	if (st) {
+		*st = (conn_start){ srv, s, aw__http_now(), peer, ls->tls };
+		aw_spawn_opts o = { .name = "http-conn" };
+		if (aw_spawn_with(NULL, conn_main, st, &o) == 0) {
+			srv->nconns++;
+			return;
+		}
+		free(st);
+	}
+	if (peer)
+		peer_put(srv, peer);
+	aw__http_log_error(app, aw_error_current(), "cannot start a connection task: closing it");
+	aw_error_clear();
+	if (aw_stream_close(s, AW_NEVER))
+		aw_error_clear();
+}
+
 static void accept_loop(aw_http_lsock *ls)
 {
 	aw_http_server *srv = ls->srv;
@@ -1121,42 +1162,33 @@ static void accept_loop(aw_http_lsock *ls)
 					break;
 				continue;
 			}
-			const aw_http_limits *lim = &app->limits;
-			if (lim->max_connections && srv->nconns >= lim->max_connections) {
-				refuse_stream(srv, s, "max_connections reached");
-				continue;
-			}
-			aw_http_peer *peer = NULL;
-			uint8_t addr[16];
-			if (lim->max_connections_per_client && peer_addr(aw_stream_fd(s), addr) &&
-			    (peer = peer_get(srv, addr))) {
-				if (peer->count >= lim->max_connections_per_client) {
-					refuse_stream(srv, s, "max_connections_per_client reached");
-					continue;
-				}
-				peer->count++;
-			}
-			conn_start *st = aw__malloc(sizeof *st);
-			if (st) {
-				*st = (conn_start){ srv, s, aw__http_now(), peer, ls->tls };
-				aw_spawn_opts o = { .name = "http-conn" };
-				if (aw_spawn_with(NULL, conn_main, st, &o) == 0) {
-					srv->nconns++;
-					continue;
-				}
-				free(st);
-			}
-			if (peer)
-				peer_put(srv, peer);
-			aw__http_log_error(app, aw_error_current(), "cannot start a connection task: closing it");
-			aw_error_clear();
-			if (aw_stream_close(s, AW_NEVER))
-				aw_error_clear();
+			conn_accepted(ls, s);
 		}
 		ls->accepting = false;
 	}
 	ls->accepting = false;
 	aw_error_clear();
+	/* On io_uring: stop the listener's multishot accept, which would
+	 * otherwise go on taking clients from a shared listener's backlog;
+	 * then serve the connections it had already taken (queued, or racing
+	 * the stop): their clients connected while we listened, so they are
+	 * served like one accepted just before the shutdown (the first-request
+	 * window), not closed with the listener. */
+	if (aw_fd_accept_stop(aw_listener_fd(ls->l)) > 0) {
+		aw_stream *s;
+		int rc;
+		while ((rc = aw_listener_accept_queued(ls->l, &s)) != -EAGAIN) {
+			if (rc == 0)
+				conn_accepted(ls, s);
+			aw_error_clear();
+		}
+	}
+	/* Let the connection tasks started last (on both backends: the accept
+	 * that came with the stop, the queued ones) begin before the drain
+	 * looks at the connections: one that began only after it would be
+	 * closed unserved (conn_main), not given the first-request window. */
+	if (aw_yield())
+		aw_error_clear();
 	/* Stop listening: new connections are refused at once (with
 	 * SO_REUSEPORT the kernel sends them to the other workers) instead of
 	 * waiting in a backlog nobody accepts from. The caller closes the

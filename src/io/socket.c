@@ -390,26 +390,49 @@ int aw_listener_fd(const aw_listener *l) { return l->fd; }
 aw_mgr *aw_listener_mgr(aw_listener *l) { return &l->mgr; }
 aw_iter *aw_listener_iter(aw_listener *l) { return &l->iter; }
 
+/* An accepted connection's socket options, then its stream (the fd is
+ * closed if that fails). */
+static int accepted_stream(aw_listener *l, int fd, aw_stream **out, const aw_loc *loc)
+{
+	if (l->tcp) {
+		set_nodelay(fd);
+		if (l->opts.keepalive) {
+			int one = 1;
+			setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof one);
+		}
+	}
+	aw__where = loc;
+	int rc = (aw_stream_from_fd)(out, fd, &l->opts.stream);
+	if (rc)
+		close(fd);
+	return rc;
+}
+
+int (aw_listener_accept_queued)(aw_listener *l, aw_stream **out)
+{
+	*out = NULL;
+	const aw_loc *loc = aw__where;
+	int fd = aw_fd_accept_queued(l->fd);
+	if (fd < 0)
+		return fd;   /* -EAGAIN: none queued */
+	return accepted_stream(l, fd, out, loc);
+}
+
 int (aw_listener_accept)(aw_listener *l, aw_stream **out, aw_time deadline)
 {
 	*out = NULL;
 	const aw_loc *loc = aw__where;
 	for (;;) {
-		int fd = accept4(l->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
-		if (fd >= 0) {
-			if (l->tcp) {
-				set_nodelay(fd);
-				if (l->opts.keepalive) {
-					int one = 1;
-					setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof one);
-				}
-			}
-			aw__where = loc;
-			int rc = (aw_stream_from_fd)(out, fd, &l->opts.stream);
-			if (rc)
-				close(fd);
-			return rc;
-		}
+		/* On io_uring: the listener's multishot accept (accept_uring.c);
+		 * -EOPNOTSUPP: not here, accept4 as below. */
+		aw__where = loc;
+		int fd = (aw_fd_accept)(l->fd, deadline);
+		if (fd < 0 && fd != -EOPNOTSUPP)
+			return fd;
+		if (fd < 0)
+			fd = accept4(l->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+		if (fd >= 0)
+			return accepted_stream(l, fd, out, loc);
 		int e = errno;
 		if (e == EINTR || e == ECONNABORTED)
 			continue;   /* the client gave up before we accepted: not ours */
