@@ -255,6 +255,12 @@ check "usr2_the_next_generation_inherits_the_tls_sockets" \
     grep -q 'inherited listening socket(s) (LISTEN_FDS), 2 of them TLS' "$tmp/workers.log"
 check "usr2_every_https_request_during_the_restart_is_answered_($(grep -c '^200$' "$tmp/usr2.codes")/60)" \
     [ "$(grep -c '^200$' "$tmp/usr2.codes")" -eq 60 ]
+# What curl said of the ones that were not answered, and what the servers
+# logged around the restart, for whoever reads a failure.
+if [ "$(grep -c '^200$' "$tmp/usr2.codes")" -ne 60 ]; then
+    grep -v '^200$' "$tmp/usr2.codes" | sed 's/^/    curl: /'
+    grep -iE 'restart|drain|shutdown|error|warn' "$tmp/workers.log" | tail -20 | sed 's/^/    log: /'
+fi
 wait "$pid" 2>/dev/null
 out=$(curl -sS --max-time 5 --cacert "$tmp/ca2.pem" "$url" 2>&1)
 check "usr2_the_new_generation_serves_https_on_the_same_port" [ "$out" = "$hello_body" ]

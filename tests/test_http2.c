@@ -802,6 +802,64 @@ AW_TEST(an_idle_connection_is_closed_at_shutdown_with_goaway)
 	free(srv_log(&s));
 }
 
+/* A client that connected (and said its preface) just before the
+ * shutdown and sends its first request just after: the request is served
+ * (GOAWAY names its stream), not refused with a GOAWAY naming stream 0.
+ * The client connected while the server listened and would not retry. */
+AW_TEST(a_connection_with_no_stream_yet_at_shutdown_gets_its_first_request_answered)
+{
+	srv s;
+	CHECK_EQ(srv_start(&s, make_app), 0);
+	int fd = h2_open(s.port);
+	CHECK(fd >= 0);
+	static fr f;
+	CHECK_EQ(await_frame(fd, &f, F_SETTINGS, 0, 0), 0);   /* the server serves it as HTTP/2 */
+	kill(s.pid, SIGTERM);
+	usleep(300 * 1000);
+	CHECK_EQ(h2_get(fd, 1, "/"), 0);
+	bool goaway = false, done = false;
+	while (!done) {
+		CHECK_EQ(next_frame(fd, &f, 3000), 0);
+		if (f.type == F_GOAWAY) {
+			CHECK(f.len >= 8);
+			CHECK_EQ(be32(f.p + 4), 0u);              /* NO_ERROR */
+			CHECK_EQ(be32(f.p) & 0x7fffffff, 1u);     /* stream 1 is served */
+			goaway = true;
+		}
+		if (f.sid == 1 && (f.flags & 1))
+			done = true;
+	}
+	CHECK(done);
+	CHECK(goaway || wait_goaway(fd, 3000) == 0);
+	CHECK(cli_closed(fd, 3000));
+	close(fd);
+	CHECK_EQ(srv_wait(&s), 0);
+	char *log = srv_log(&s);
+	CHECK(strstr(log, "\"GET / HTTP/2.0\" 200") != NULL);
+	free(log);
+}
+
+/* One that never opens a stream holds the shutdown for the first-request
+ * window (1 s), not the grace (5 s here): then GOAWAY naming stream 0. */
+AW_TEST(a_connection_that_opens_no_stream_is_closed_after_the_first_request_window)
+{
+	srv s;
+	CHECK_EQ(srv_start(&s, make_app), 0);
+	int fd = h2_open(s.port);
+	CHECK(fd >= 0);
+	static fr f;
+	CHECK_EQ(await_frame(fd, &f, F_SETTINGS, 0, 0), 0);
+	long long t0 = now_ms();
+	kill(s.pid, SIGTERM);
+	CHECK_EQ(wait_goaway(fd, 4000), 0);
+	long long took = now_ms() - t0;
+	CHECK(took >= 800 && took < 3000);
+	CHECK(cli_closed(fd, 3000));
+	close(fd);
+	CHECK_EQ(srv_wait(&s), 0);
+	free(srv_log(&s));
+}
+
 static aw_app *make_app_small(void)
 {
 	aw_app *app = make_app();

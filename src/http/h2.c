@@ -166,6 +166,12 @@ void aw__http_h2_kick(aw_http_conn *c)
 		kick(c->h2c);
 }
 
+bool aw__http_h2_awaits_first_stream(const aw_http_conn *c)
+{
+	const aw_h2 *h = c->h2c;
+	return h && h->ses && h->live == 0 && !h->goaway && nghttp2_session_get_last_proc_stream_id(h->ses) == 0;
+}
+
 static void st_wake(aw_h2_stream *st)
 {
 	if (st->waiter)
@@ -1230,14 +1236,21 @@ void aw__http_h2_serve(aw_http_conn *c)
 		if (!nghttp2_session_want_read(h->ses) && !nghttp2_session_want_write(h->ses))
 			break;   /* GOAWAY both ways, or a fatal error queued and sent */
 		bool draining = c->srv && c->srv->draining;
-		if (draining && !h->goaway) {
+		/* A connection that opened no stream yet when the shutdown
+		 * began (just accepted; its client connected while we listened
+		 * and will not retry) gets until first_request_end to open one,
+		 * as an HTTP/1 connection gets for its first request: a GOAWAY
+		 * naming stream 0 now would fail a request already on its way. */
+		bool first_wait = draining && !c->srv->hurry && aw__http_h2_awaits_first_stream(c) &&
+				  aw_now() < c->srv->first_request_end;
+		if (draining && !h->goaway && !first_wait) {
 			h->goaway = true;
 			(void)nghttp2_submit_goaway(h->ses, NGHTTP2_FLAG_NONE,
 						    nghttp2_session_get_last_proc_stream_id(h->ses), NGHTTP2_NO_ERROR, NULL,
 						    0);
 			continue;
 		}
-		if (draining && h->live == 0)
+		if (draining && h->live == 0 && !first_wait)
 			break;
 		/* Nothing buffered: wait. Idle (no stream task): the keep-alive
 		 * timeout applies, and a shutdown may cancel the wait. */
@@ -1247,7 +1260,8 @@ void aw__http_h2_serve(aw_http_conn *c)
 		bool throttled = h->zombies >= OPT(h, max_concurrent_streams, 100);
 		if (!len || throttled) {
 			c->idle = h->live == 0;
-			int w = conn_wait(h, h->live ? AW_NEVER : aw__http_after(c->lim->keepalive_idle), !throttled);
+			aw_time idle_end = first_wait ? c->srv->first_request_end : aw__http_after(c->lim->keepalive_idle);
+			int w = conn_wait(h, h->live ? AW_NEVER : idle_end, !throttled);
 			c->idle = false;
 			if (w == 0)
 				continue;

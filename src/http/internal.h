@@ -590,6 +590,7 @@ struct aw_http_server {
 	aw_http_conn *conns;
 	size_t nconns;             /* connection tasks alive (started or not) */
 	bool draining;
+	aw_time first_request_end; /* draining: until when a connection with no request yet may bring one */
 	bool stop;
 	aw_event drained;          /* set when nconns drops to 0 while draining */
 	aw_scope *grace;           /* while waiting for busy connections */
@@ -630,8 +631,14 @@ static inline bool aw__http_h2_enabled(const aw_app *app) { return app->h2.enabl
  * connection as HTTP/2 until it ends. Returns when every stream's task has
  * ended; the caller closes c->s. */
 void aw__http_h2_serve(aw_http_conn *c);
-/* Wake the connection's task (shutdown began: send GOAWAY now). */
+/* Wake the connection's task (shutdown began: send GOAWAY now, or, for
+ * a connection that has not opened a stream yet, once its first stream
+ * came or srv->first_request_end passed). */
 void aw__http_h2_kick(aw_http_conn *c);
+/* An HTTP/2 connection that has not opened a stream yet (nothing
+ * processed, none running): at shutdown it gets the first-request window
+ * an HTTP/1 connection gets (server.c). */
+bool aw__http_h2_awaits_first_stream(const aw_http_conn *c);
 /* A stream's response (response.c calls these when c->h2 is set). */
 int aw__h2_respond(aw_http_conn *c, int status, const char *ctype, size_t ctype_len, const void *body, size_t len);
 /* The head of a streamed response: content length known or not;

@@ -28,7 +28,9 @@
  * the old generation had just accepted. On io_uring that includes the
  * connections the listener's multishot accept had already taken when the
  * accept loop stopped (aw_fd_accept_stop, then aw_listener_accept_queued):
- * the kernel handed them to us, so they are served, not closed.
+ * the kernel handed them to us, so they are served, not closed. An
+ * HTTP/2 connection that has opened no stream yet gets the same window for
+ * its first stream (h2.c: the GOAWAY waits for it).
  */
 #include "internal.h"
 #include "awith/schema.h"
@@ -1050,11 +1052,17 @@ static void drain_connections(aw_http_server *srv)
 	aw_time start = aw_now();
 	aw_time grace_end = start + app->limits.shutdown_grace;
 	size_t awaited = 0;
+	aw_time window_end = start + FIRST_REQUEST_WINDOW;
+	srv->first_request_end = window_end < grace_end ? window_end : grace_end;
 	srv->draining = true;
 	for (aw_http_conn *c = srv->conns; c; c = c->next) {
-		if (c->h2c)
-			aw__http_h2_kick(c);   /* GOAWAY now; its streams finish */
-		else if (c->ws)
+		if (c->h2c) {
+			/* GOAWAY now, its streams finish; one with no stream yet
+			 * waits for its first (h2.c) */
+			if (aw__http_h2_awaits_first_stream(c))
+				awaited++;
+			aw__http_h2_kick(c);
+		} else if (c->ws)
 			aw__ws_going_away(c->ws);   /* close 1001 */
 		else if (conn_awaits_first_request(c))
 			awaited++;   /* its first request is still coming: see FIRST_REQUEST_WINDOW */
@@ -1062,12 +1070,13 @@ static void drain_connections(aw_http_server *srv)
 			aw_task_cancel(c->task);
 	}
 	if (awaited) {
-		aw_time window_end = start + FIRST_REQUEST_WINDOW;
 		if (srv->nconns && !srv->hurry)
-			wait_drained_until(srv, window_end < grace_end ? window_end : grace_end);
+			wait_drained_until(srv, srv->first_request_end);
 		for (aw_http_conn *c = srv->conns; c; c = c->next)
 			if (conn_awaits_first_request(c))
 				aw_task_cancel(c->task);
+			else if (aw__http_h2_awaits_first_stream(c))
+				aw__http_h2_kick(c);   /* its window is over: GOAWAY, close */
 	}
 	if (srv->nconns && !srv->hurry)
 		wait_drained_until(srv, grace_end);
