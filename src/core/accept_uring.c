@@ -51,6 +51,7 @@
  */
 #include "internal.h"
 
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -85,10 +86,16 @@ struct stop_wait {
 
 static bool disabled(void)
 {
-	static int v = -1;
+	/* AWITH_URING_ACCEPT=0: readiness + accept4 (for benches). Read once;
+	 * loops on several threads may race to read it first (ThreadSanitizer
+	 * saw it in test_loops_threads), so the cache is atomic: each computes
+	 * the same value. */
+	static _Atomic int cached = -1;
+	int v = atomic_load_explicit(&cached, memory_order_relaxed);
 	if (v < 0) {
 		const char *e = getenv("AWITH_URING_ACCEPT");
 		v = e && (strcmp(e, "0") == 0 || strcmp(e, "off") == 0 || strcmp(e, "no") == 0);
+		atomic_store_explicit(&cached, v, memory_order_relaxed);
 	}
 	return v;
 }
