@@ -297,7 +297,17 @@ static int body_put(resp *r, size_t *cap, const char *p, size_t n)
 	return 0;
 }
 
+static int read_resp(int fd, resp *r, bool no_body);
+
 int cli_read(int fd, resp *r, bool no_body)
+{
+	int rc = read_resp(fd, r, no_body);
+	if (rc < 0)
+		resp_free(r);   /* a failed read holds nothing: callers may return at once */
+	return rc;
+}
+
+static int read_resp(int fd, resp *r, bool no_body)
 {
 	memset(r, 0, sizeof *r);
 	rbuf *b = rb_for(fd);

@@ -60,7 +60,7 @@ typedef struct resp {
 } resp;
 
 /* Read one response. `no_body`: the request was HEAD. Returns 0, or -1
- * (timeout, garbage, EOF before a status line). */
+ * (timeout, garbage, EOF before a status line; r then holds no memory). */
 int cli_read(int fd, resp *r, bool no_body);
 void resp_free(resp *r);
 /* A header's value in r->head (case-insensitive), copied to out. */
