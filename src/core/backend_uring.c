@@ -93,6 +93,30 @@ struct io_uring_sqe *aw__uring_sqe(aw_backend *b)
 	return sqe_get(b->uring);
 }
 
+bool aw__uring_cancel_sync(aw_backend *b, uint64_t ud)
+{
+	struct io_uring *ring = &b->uring->ring;
+	struct io_uring_sync_cancel_reg reg;
+	memset(&reg, 0, sizeof reg);
+	reg.addr = ud;
+	reg.fd = -1;
+	reg.timeout.tv_sec = -1;
+	reg.timeout.tv_nsec = -1;
+	io_uring_submit(ring);   /* the request may still be queued */
+	int rc = io_uring_register_sync_cancel(ring, &reg);
+	return rc == 0 || rc == -ENOENT || rc == -EALREADY;
+}
+
+bool aw__uring_cancel_async(aw_backend *b, uint64_t ud)
+{
+	struct io_uring_sqe *sqe = sqe_get(b->uring);
+	if (!sqe)
+		return false;
+	io_uring_prep_cancel64(sqe, ud, 0);
+	io_uring_sqe_set_data64(sqe, 0);   /* the cancel's own completion: ignored */
+	return true;
+}
+
 static int arm(struct aw_uring *u, int fd)
 {
 	struct io_uring_sqe *sqe = sqe_get(u);
@@ -364,26 +388,12 @@ bool aw_uring_cancel(aw_backend *b, aw_backend_op *op, bool sync)
 		if (op->queued)
 			sends_prep(u);
 	}
-	if (sync) {
-		/* Kernel 6.0+: returns once the request is gone; its CQE
-		 * is then in the ring for the next poll. Otherwise the
-		 * asynchronous cancel below, and the waiter's own wait. */
-		struct io_uring_sync_cancel_reg reg;
-		memset(&reg, 0, sizeof reg);
-		reg.addr = ud;
-		reg.fd = -1;
-		reg.timeout.tv_sec = -1;
-		reg.timeout.tv_nsec = -1;
-		io_uring_submit(&u->ring);   /* the request may still be queued */
-		int rc = io_uring_register_sync_cancel(&u->ring, &reg);
-		if ((rc == 0 || rc == -ENOENT || rc == -EALREADY) && !(op->is_send && op->queued))
-			return true;
-	}
-	struct io_uring_sqe *sqe = sqe_get(u);
-	if (!sqe)
-		return false;   /* the waiter still waits for the completion */
-	io_uring_prep_cancel64(sqe, ud, 0);
-	io_uring_sqe_set_data64(sqe, 0);
+	/* Synchronous: its CQE is then in the ring for the next poll.
+	 * Otherwise the asynchronous cancel, and the waiter's own wait (no
+	 * SQE: the waiter still waits for the completion). */
+	if (sync && aw__uring_cancel_sync(b, ud) && !(op->is_send && op->queued))
+		return true;
+	(void)aw__uring_cancel_async(b, ud);
 	return false;
 }
 
@@ -401,24 +411,11 @@ int aw_uring_accept_arm(aw_backend *b, int fd, aw_acceptq *q)
 
 void aw_uring_accept_cancel(aw_backend *b, aw_acceptq *q, bool sync)
 {
-	struct aw_uring *u = b->uring;
-	if (sync) {
-		struct io_uring_sync_cancel_reg reg;
-		memset(&reg, 0, sizeof reg);
-		reg.addr = AW_URING_ACC_BIT | (uint64_t)(uintptr_t)q;
-		reg.fd = -1;
-		reg.timeout.tv_sec = -1;
-		reg.timeout.tv_nsec = -1;
-		io_uring_submit(&u->ring);   /* the accept may still be queued */
-		int rc = io_uring_register_sync_cancel(&u->ring, &reg);
-		if (rc == 0 || rc == -ENOENT || rc == -EALREADY)
-			return;   /* gone; its last completions are in the ring */
-	}
-	struct io_uring_sqe *sqe = sqe_get(u);
-	if (!sqe)
-		return;   /* the listener's close (its POLL/ACCEPT fails) ends it */
-	io_uring_prep_cancel64(sqe, AW_URING_ACC_BIT | (uint64_t)(uintptr_t)q, 0);
-	io_uring_sqe_set_data64(sqe, 0);
+	uint64_t ud = AW_URING_ACC_BIT | (uint64_t)(uintptr_t)q;
+	if (sync && aw__uring_cancel_sync(b, ud))
+		return;   /* gone; its last completions are in the ring */
+	/* No SQE: the listener's close (its POLL/ACCEPT fails) ends it. */
+	(void)aw__uring_cancel_async(b, ud);
 }
 
 /* One completion: a poll's mask, an operation's result, or an error. */

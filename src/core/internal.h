@@ -226,18 +226,31 @@ void aw_uring_accept_cancel(aw_backend *b, aw_acceptq *q, bool sync);
 void aw__accept_complete(aw_acceptq *q, int res, unsigned flags, bool fini);
 
 /* backend_uring.c, for recv_ring.c: the ring, and a free SQE (NULL when
- * the SQ is full even after a submit). */
+ * the SQ is full even after a submit); and cancelling a request. */
 struct io_uring;
 struct io_uring_sqe;
 struct io_uring *aw__uring_ring(aw_backend *b);
 struct io_uring_sqe *aw__uring_sqe(aw_backend *b);
+/* Cancel the request whose user_data is ud, for every io_uring user of
+ * the backend (operations, accepts, multishot receives).
+ * aw__uring_cancel_sync: submits what is queued (the request may still be
+ * in the SQ), then IORING_REGISTER_SYNC_CANCEL (kernel 6.0+); true when
+ * the request is gone (or already was): the kernel has let go of its
+ * buffers and its last completions are in the ring. false: the kernel
+ * could not say; queue an asynchronous cancel and wait for the completion.
+ * aw__uring_cancel_async: queues IORING_OP_ASYNC_CANCEL (its own
+ * completion ignored); false when no SQE could be had. */
+bool aw__uring_cancel_sync(aw_backend *b, uint64_t ud);
+bool aw__uring_cancel_async(aw_backend *b, uint64_t ud);
 /* user_data of a multishot receive: the tag, a per-arm serial (bits
  * 32..61) and the fd (bits 0..31). */
 #define AW_URING_RECV_TAG (UINT64_C(3) << 62)
 /* recv_ring.c: multishot receives into the loop's provided buffer ring
  * (AWITH_URING_RECV=multishot). aw__recvq_recv is aw_fd_recv's path when
  * on: the same contract, or -EOPNOTSUPP (not raised) when this receive
- * goes as a single IORING_OP_RECV (mode off, kernel without, ring dry). */
+ * goes as a single IORING_OP_RECV (mode off, kernel without, ring dry).
+ * Called by aw_fd_recv only, after its checks: fd is in l->fds and no
+ * task waits to read it. */
 bool aw__recv_multishot_wanted(void);
 int aw__recvq_recv(aw_loop *l, int fd, void *buf, size_t len, size_t *got, aw_time deadline);
 void aw__recvq_complete(aw_backend *b, uint64_t ud, int res, unsigned flags);

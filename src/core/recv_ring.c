@@ -338,10 +338,7 @@ void aw__recvq_complete(aw_backend *b, uint64_t ud, int res, unsigned flags)
 		}
 		if (f->armed && !f->cancelling && (f->qlen >= RQ_FD_CAP || f->has_end)) {
 			/* Its reader is behind: stop taking buffers for it. */
-			struct io_uring_sqe *sqe = aw__uring_sqe(b);
-			if (sqe) {
-				io_uring_prep_cancel64(sqe, ud, 0);
-				io_uring_sqe_set_data64(sqe, 0);
+			if (aw__uring_cancel_async(b, ud)) {
 				f->cancelling = true;
 			}
 		}
@@ -386,20 +383,8 @@ void aw__recvq_forget(aw_loop *l, int fd)
 		 * may live on (a dup, an fd handed elsewhere after the forget).
 		 * No buffer of the caller is at stake either way. */
 		uint64_t ud = rq_ud(fd, f->serial);
-		struct io_uring_sync_cancel_reg reg;
-		memset(&reg, 0, sizeof reg);
-		reg.addr = ud;
-		reg.fd = -1;
-		reg.timeout.tv_sec = -1;
-		reg.timeout.tv_nsec = -1;
-		struct io_uring *ring = aw__uring_ring(b);
-		io_uring_submit(ring);   /* the arm may still be queued */
-		int rc = io_uring_register_sync_cancel(ring, &reg);
-		struct io_uring_sqe *sqe = rc == 0 || rc == -ENOENT || rc == -EALREADY ? NULL : aw__uring_sqe(b);
-		if (sqe) {
-			io_uring_prep_cancel64(sqe, ud, 0);
-			io_uring_sqe_set_data64(sqe, 0);
-		}
+		if (!aw__uring_cancel_sync(b, ud))
+			(void)aw__uring_cancel_async(b, ud);
 	}
 	while (f->qlen) {
 		give_back(r, f->q[f->qhead].bid);
@@ -428,13 +413,7 @@ int aw__recvq_recv(aw_loop *l, int fd, void *buf, size_t len, size_t *got, aw_ti
 		return -EOPNOTSUPP;
 	aw_task *t = l->running;
 	aw_backend *b = &l->backend;
-	aw_fdstate *s;
-	int rc = aw__fd_state(l, fd, &s);
-	if (rc)
-		return aw_raise(rc, "aw_fd_recv(%d): %s", fd, aw_strerror(rc));
-	if (s->reader)
-		return aw_raise(-AW_EBUSY_WAIT, "task '%s' already waits for fd %d to be readable", s->reader->name,
-				fd);
+	aw_fdstate *s = &l->fds[fd];   /* aw_fd_recv checked it: in the table, no other reader */
 	rq_fd *f = fd_get(r, fd);
 	if (!f)
 		return aw_raise(-ENOMEM, "fd %d: no memory for a receive queue", fd);
